@@ -1,0 +1,159 @@
+// Package config holds the Options of simpled and everything that fills them: every default in
+// one function (Default), the YAML configuration file (Parse, ParseFile, ParseString), the
+// command-line flags of the CLI contract (CLI.md) that override the file (FromArgs), and validation that
+// reports every error at once, each with the file, line and column (or the flag) at fault.
+//
+// The flow of cmd/simpled is:
+//
+//	opts, flags, err := config.FromArgs(os.Args[1:], os.Stderr)
+//	// errors.Is(err, flag.ErrHelp) → exit 0; errors.Is(err, config.ErrUsage) → exit 2;
+//	// other errors (a *config.Errors, one line per problem) → exit 1.
+//	// flags.Version → print the version; flags.Check → fmt.Print(opts.YAML()), exit 0.
+//
+// Options is a plain value: its zero value is not the defaults (ChallengeOther defaults to
+// true, for one), so programs and tests start from Default() and change what they need.
+package config
+
+import "time"
+
+// Options is the whole configuration of one simpled process. YAML keys are given in the yaml
+// struct tags; the default of each field is in its comment and, authoritatively, in Default.
+type Options struct {
+	// Listen lists the SIP listeners as SCHEME://HOST:PORT, scheme udp, tcp, tls, ws or wss;
+	// port 0 picks a free port; IPv6 hosts in brackets ([::1]:5060). See ParseListen.
+	// Default udp://127.0.0.1:5060 and tcp://127.0.0.1:5060.
+	Listen []string `yaml:"listen"`
+	// Domains are the SIP domains this server is the registrar and presence agent for,
+	// lower case, host names or IP literals. Default localhost.
+	Domains []string `yaml:"domain"`
+	// Store is "memory" (embedded, the default) or a Redis URL:
+	// redis://[user:pass@]HOST:PORT/DB, rediss://... (TLS) or
+	// redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]. See ParseStoreURL.
+	Store string `yaml:"store"`
+	// HTTP is the HOST:PORT of the metrics, health and admin endpoints; "" disables them.
+	// Default 127.0.0.1:8080.
+	HTTP string `yaml:"http"`
+	// UsersFile, TLSCert and TLSKey name files. In a configuration file a relative path is
+	// taken from the file's directory (Parse makes it absolute); on the command line, from
+	// the working directory.
+	//
+	// UsersFile is a file of digest credentials (user@domain:password or
+	// user@domain:realm:HA1 per line). Default "" (no file).
+	UsersFile string `yaml:"users"`
+	// TLSCert is the PEM certificate file for tls:// and wss:// listeners. Default "".
+	TLSCert string `yaml:"tls_cert"`
+	// TLSKey is the PEM private key file for tls:// and wss:// listeners. Default "".
+	TLSKey string `yaml:"tls_key"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is console or json; "" (the default) means console on a terminal, json
+	// otherwise.
+	LogFormat string `yaml:"log_format"`
+	// NodeID names this node among several sharing a store; "" (the default) lets the server
+	// derive one from the host name.
+	NodeID string `yaml:"node_id"`
+
+	// Registrar holds the REGISTER limits.
+	Registrar RegistrarOptions `yaml:"registrar"`
+	// Auth holds the digest authentication settings.
+	Auth AuthOptions `yaml:"auth"`
+	// Limits holds the message size limits.
+	Limits LimitOptions `yaml:"limits"`
+}
+
+// RegistrarOptions are the limits of the registrar (RFC 3261 §10.3). The expiry limits also
+// apply to PUBLISH and SUBSCRIBE.
+type RegistrarOptions struct {
+	// MinExpires is the shortest expiry accepted, in seconds; shorter gets 423 with
+	// Min-Expires. Default 60.
+	MinExpires int `yaml:"min_expires"`
+	// DefaultExpires is the expiry, in seconds, when the request gives none. Default 3600.
+	DefaultExpires int `yaml:"default_expires"`
+	// MaxExpires is the longest expiry, in seconds; longer is clamped. Default 7200.
+	// Validation requires 1 <= MinExpires <= DefaultExpires <= MaxExpires.
+	MaxExpires int `yaml:"max_expires"`
+	// MaxContacts is the most bindings one AOR may hold, at least 1. Default 10.
+	MaxContacts int `yaml:"max_contacts"`
+	// OnMaxContacts says what happens past MaxContacts: "evict" removes the oldest binding
+	// (the default), "reject" answers 403.
+	OnMaxContacts string `yaml:"on_max_contacts"`
+	// SweepInterval is how often expired bindings, publications and subscriptions are swept
+	// (a Go duration in YAML, e.g. "500ms"). Default 1s.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+}
+
+// AuthOptions configure digest authentication of local users.
+type AuthOptions struct {
+	// ChallengeOther makes the server challenge (407) requests other than REGISTER from
+	// local users when credentials exist. Default true.
+	ChallengeOther bool `yaml:"challenge_other"`
+	// NonceLifetime is how long an issued nonce stays valid. Default 5m.
+	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
+	// NonceSecret keys the nonces; "" (the default) draws a random secret per process, so
+	// nodes sharing a store must set the same secret. At least 16 bytes when set. Never
+	// printed: YAML shows it as "***".
+	NonceSecret string `yaml:"nonce_secret"`
+}
+
+// LimitOptions bound the size of what peers send.
+type LimitOptions struct {
+	// MaxMessageSize is the largest SIP message accepted, in bytes. Default 262144 (256 KiB).
+	MaxMessageSize int `yaml:"max_message_size"`
+	// MaxBodySize is the largest MESSAGE or PUBLISH body, in bytes; larger gets 413. At most
+	// MaxMessageSize. Default 65536 (64 KiB).
+	MaxBodySize int `yaml:"max_body_size"`
+}
+
+// Default returns the options simpled runs with when neither file nor flags say otherwise.
+// Every default lives here and nowhere else; CLI.md states the ones clients rely on.
+func Default() Options {
+	return Options{
+		// Loopback only, so a fresh install exposes nothing; UDP and TCP on the SIP port.
+		Listen: []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060"},
+		// The one domain a local softphone can use without DNS.
+		Domains: []string{"localhost"},
+		// Embedded store: nothing to set up, state lost on exit.
+		Store: "memory",
+		// Metrics, health and admin API on loopback.
+		HTTP: "127.0.0.1:8080",
+		// No credentials file: nobody is challenged unless the store holds credentials.
+		UsersFile: "",
+		// No TLS material: tls:// and wss:// listeners need both to be set.
+		TLSCert: "",
+		TLSKey:  "",
+		// Lifecycle and configuration lines, not one line per message.
+		LogLevel: "info",
+		// "": console on a terminal, json otherwise.
+		LogFormat: "",
+		// "": the server derives an id from the host name.
+		NodeID: "",
+		Registrar: RegistrarOptions{
+			// Below 60 s: 423 Interval Too Brief (RFC 3261 §10.2.8 suggests 60 s or more).
+			MinExpires: 60,
+			// RFC 3261 §10.2.1.1 suggests 3600 s when the client gives no expiry.
+			DefaultExpires: 3600,
+			// Longer expiries are clamped to two hours.
+			MaxExpires: 7200,
+			// Enough for a user's phones and clients; more is likely a leak.
+			MaxContacts: 10,
+			// A client that forgot its old bindings can still register.
+			OnMaxContacts: "evict",
+			// Expiry events (presence closed, subscription terminated) fire within a second.
+			SweepInterval: time.Second,
+		},
+		Auth: AuthOptions{
+			// Local users must authenticate for MESSAGE, INVITE, ... as well as REGISTER.
+			ChallengeOther: true,
+			// Long enough for a client to answer, short enough to limit replay.
+			NonceLifetime: 5 * time.Minute,
+			// "": random per process (single node only).
+			NonceSecret: "",
+		},
+		Limits: LimitOptions{
+			// 256 KiB: any SIP message (CLI.md).
+			MaxMessageSize: 256 << 10,
+			// 64 KiB: MESSAGE and PUBLISH bodies (CLI.md); larger gets 413.
+			MaxBodySize: 64 << 10,
+		},
+	}
+}

@@ -1,0 +1,169 @@
+package config
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+// TestDefaultMatchesCLI pins the defaults that CLI.md promises to clients and tests.
+func TestDefaultMatchesCLI(t *testing.T) {
+	o := Default()
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{name: "listen", got: o.Listen, want: []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060"}},
+		{name: "domain", got: o.Domains, want: []string{"localhost"}},
+		{name: "store", got: o.Store, want: "memory"},
+		{name: "http", got: o.HTTP, want: "127.0.0.1:8080"},
+		{name: "log level", got: o.LogLevel, want: "info"},
+		{name: "log format", got: o.LogFormat, want: ""},
+		{name: "min expires", got: o.Registrar.MinExpires, want: 60},
+		{name: "default expires", got: o.Registrar.DefaultExpires, want: 3600},
+		{name: "max expires", got: o.Registrar.MaxExpires, want: 7200},
+		{name: "max contacts", got: o.Registrar.MaxContacts, want: 10},
+		{name: "on max contacts", got: o.Registrar.OnMaxContacts, want: "evict"},
+		{name: "sweep interval", got: o.Registrar.SweepInterval, want: time.Second},
+		{name: "challenge other", got: o.Auth.ChallengeOther, want: true},
+		{name: "nonce lifetime", got: o.Auth.NonceLifetime, want: 5 * time.Minute},
+		{name: "max message size", got: o.Limits.MaxMessageSize, want: 256 * 1024},
+		{name: "max body size", got: o.Limits.MaxBodySize, want: 64 * 1024},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("default = %v, want %v", tt.got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultReturnsFreshSlices(t *testing.T) {
+	a := Default()
+	a.Listen[0] = "changed"
+	a.Domains[0] = "changed"
+	if b := Default(); b.Listen[0] == "changed" || b.Domains[0] == "changed" {
+		t.Fatal("Default shares its slices between calls")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeTLSFiles(t, dir)
+	tests := []struct {
+		name   string
+		change func(o *Options)
+		errs   []string // every error, in order; nil: valid
+	}{
+		{name: "default", change: func(*Options) {}},
+		{
+			name: "tls listeners with cert and key",
+			change: func(o *Options) {
+				o.Listen = append(o.Listen, "tls://127.0.0.1:5061", "wss://[::1]:0")
+				o.TLSCert, o.TLSKey = cert, key
+			},
+		},
+		{
+			name:   "tls material without tls listener is fine",
+			change: func(o *Options) { o.TLSCert, o.TLSKey = cert, key },
+		},
+		{
+			name:   "udp and tcp share a port, :0 twice is fine",
+			change: func(o *Options) { o.Listen = []string{"udp://127.0.0.1:0", "udp://127.0.0.1:0", "ws://127.0.0.1:0"} },
+		},
+		{
+			name:   "IP literal domains",
+			change: func(o *Options) { o.Domains = []string{"127.0.0.1", "::1", "[2001:db8::1]"} },
+		},
+		{name: "empty http disables", change: func(o *Options) { o.HTTP = "" }},
+		{name: "http on every interface", change: func(o *Options) { o.HTTP = ":8080" }},
+		{name: "min = default = max", change: func(o *Options) { o.Registrar = RegistrarOptions{1, 1, 1, 1, "reject", time.Millisecond} }},
+		{name: "body = message size", change: func(o *Options) { o.Limits.MaxBodySize = o.Limits.MaxMessageSize }},
+		{
+			name:   "zero value is not valid: start from Default",
+			change: func(o *Options) { *o = Options{} },
+			errs: []string{
+				"listen: at least one listener is required",
+				"domain: at least one domain is required",
+				`store: "": want memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+cluster://HOST:PORT,...`,
+				`log_level: "": want one of debug, info, warn, error`,
+				"registrar.min_expires: 0: must be at least 1 second",
+				"registrar.max_contacts: 0: must be at least 1",
+				`registrar.on_max_contacts: "": want evict (remove the oldest binding) or reject (403)`,
+				"registrar.sweep_interval: 0s: must be more than 0",
+				"auth.nonce_lifetime: 0s: must be more than 0",
+				"limits.max_message_size: 0: must be at least 1 byte",
+			},
+		},
+		{
+			name: "tls listener, key missing, cert file missing",
+			change: func(o *Options) {
+				o.Listen = []string{"tls://127.0.0.1:5061"}
+				o.TLSCert = dir + "/none.pem"
+			},
+			errs: []string{
+				"listen: tls://127.0.0.1:5061 needs tls_cert and tls_key (-tls-cert, -tls-key)",
+				"tls_cert: stat " + dir + "/none.pem: no such file or directory",
+				"tls_cert: tls_cert is set but tls_key is not",
+			},
+		},
+		{
+			name:   "users is a directory",
+			change: func(o *Options) { o.UsersFile = dir },
+			errs:   []string{"users: " + dir + " is a directory"},
+		},
+		{
+			name:   "domain in brackets that is not IPv6",
+			change: func(o *Options) { o.Domains = []string{"[example.test]"} },
+			errs:   []string{`domain: "[example.test]": brackets are for IPv6 addresses only`},
+		},
+		{
+			name:   "negative body size",
+			change: func(o *Options) { o.Limits.MaxBodySize = -1 },
+			errs:   []string{"limits.max_body_size: -1: must be 0 or more"},
+		},
+		{
+			name:   "node id too long",
+			change: func(o *Options) { o.NodeID = strings.Repeat("n", 65) },
+			errs:   []string{`node_id: "` + strings.Repeat("n", 65) + `": want at most 64 letters, digits, '.', '-' or '_'`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := Default()
+			tt.change(&o)
+			err := o.Validate()
+			if tt.errs == nil {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			var errs *Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("Validate() = %v, want *Errors", err)
+			}
+			if got, want := err.Error(), strings.Join(tt.errs, "\n"); got != want {
+				t.Errorf("Validate():\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestValidateErrorsUnwrap(t *testing.T) {
+	o := Default()
+	o.UsersFile = "/nonexistent/users"
+	err := o.Validate()
+	if !errors.Is(err, errNotExist()) {
+		t.Errorf("errors.Is(%v, fs.ErrNotExist) = false, want true", err)
+	}
+}

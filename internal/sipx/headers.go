@@ -1,0 +1,161 @@
+package sipx
+
+import (
+	"errors"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// compactNames maps header names that have a compact form sipgo keeps as a plain header
+// (RFC 3261 §7.3.3 and extensions) to that form, so lookups find both spellings.
+var compactNames = map[string]string{
+	"supported":        "k",
+	"event":            "o",
+	"allow-events":     "u",
+	"subject":          "s",
+	"content-encoding": "e",
+	"accept-contact":   "a",
+	"reject-contact":   "j",
+	"session-expires":  "x",
+}
+
+// Headers returns every header of msg named name, in either its full or its compact form,
+// in order. name is case-insensitive.
+func Headers(msg sip.Message, name string) []sip.Header {
+	hs := msg.GetHeaders(name)
+	if c, ok := compactNames[strings.ToLower(name)]; ok {
+		hs = append(hs, msg.GetHeaders(c)...)
+	}
+	return hs
+}
+
+// Tokens returns the comma-separated values of every header named name (e.g. Supported,
+// Require, Allow), trimmed, empty values skipped.
+func Tokens(msg sip.Message, name string) []string {
+	var out []string
+	for _, h := range Headers(msg, name) {
+		for _, v := range strings.Split(h.Value(), ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// HasToken reports whether a header named name lists token (case-insensitive).
+func HasToken(msg sip.Message, name, token string) bool {
+	for _, t := range Tokens(msg, name) {
+		if strings.EqualFold(t, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// Unsupported returns the option tags of header name (Require or Proxy-Require) that are not
+// in supported, for a 420 Bad Extension answer with Unsupported.
+func Unsupported(msg sip.Message, name string, supported ...string) []string {
+	var out []string
+	for _, t := range Tokens(msg, name) {
+		ok := false
+		for _, s := range supported {
+			if strings.EqualFold(t, s) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ErrBadDeltaSeconds reports an Expires value that is not a non-negative integer.
+var ErrBadDeltaSeconds = errors.New("sipx: not delta-seconds")
+
+// ParseDeltaSeconds parses an Expires header or expires parameter value (RFC 3261 §20.19):
+// decimal digits only; values above 2^32-1 are taken as 2^32-1, as §20.19 requires.
+func ParseDeltaSeconds(s string) (uint32, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || len(s) > 64 {
+		return 0, ErrBadDeltaSeconds
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, ErrBadDeltaSeconds
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v > math.MaxUint32 {
+		return math.MaxUint32, nil // only digits: overflow means "very large"
+	}
+	return uint32(v), nil
+}
+
+// Expires returns the request's Expires header value: ok false when absent, err when it is not
+// delta-seconds or appears twice.
+func Expires(msg sip.Message) (v uint32, ok bool, err error) {
+	hs := msg.GetHeaders("Expires")
+	switch len(hs) {
+	case 0:
+		return 0, false, nil
+	case 1:
+		v, err = ParseDeltaSeconds(hs[0].Value())
+		return v, true, err
+	}
+	return 0, true, ErrBadDeltaSeconds
+}
+
+// AOR returns the address-of-record of a SIP URI: "user@host" with the host lower-cased (the
+// user part is case-sensitive, RFC 3261 §19.1.4), or "host" when there is no user part.
+func AOR(u *sip.Uri) string {
+	host := strings.ToLower(u.Host)
+	if u.User == "" {
+		return host
+	}
+	return u.User + "@" + host
+}
+
+// IsSIPScheme reports whether scheme is sip or sips (case-insensitive).
+func IsSIPScheme(scheme string) bool {
+	return strings.EqualFold(scheme, "sip") || strings.EqualFold(scheme, "sips")
+}
+
+// Sanitize reports whether v is safe to copy into another message's header: no CR, LF or NUL
+// (sipgo no longer validates against CRLF injection).
+func Sanitize(v string) bool {
+	return !strings.ContainsAny(v, "\r\n\x00")
+}
+
+// ValidHost reports whether host is an IP literal (IPv6 in brackets or not) or a syntactically
+// valid host name (RFC 3261 §25.1 hostname). sipgo's URI parser accepts hosts such as "::" or
+// "" that no request can be routed to.
+func ValidHost(host string) bool {
+	if host == "" || len(host) > 255 {
+		return false
+	}
+	if strings.HasPrefix(host, "[") {
+		return strings.HasSuffix(host, "]") && net.ParseIP(host[1:len(host)-1]) != nil
+	}
+	if net.ParseIP(host) != nil {
+		return !strings.Contains(host, ":") // a bare IPv6 literal must be bracketed in a URI
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,89 @@
+package sipx
+
+import (
+	"context"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/simpled/simpled/internal/logging"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// State is what the chain knows about one request. The dispatcher creates it once; stages read
+// it and fill in what they learn (AuthUser), so no stage parses the same header twice.
+type State struct {
+	Req *sip.Request
+	// base is the stage-independent logger; Logger adds the request's fields on first use,
+	// so a request that logs nothing costs no field encoding.
+	base *zap.Logger
+	log  *zap.Logger
+	// Source is the address the request came from (host:port), Transport its transport in
+	// lower case (udp, tcp, tls, ws, wss).
+	Source    string
+	Transport string
+	// Start is when the dispatcher received the request.
+	Start time.Time
+	// AuthUser is the AOR ("user@domain") that proved its identity with digest auth, or "".
+	AuthUser string
+}
+
+type stateKey struct{}
+
+// WithState returns ctx carrying st.
+func WithState(ctx context.Context, st *State) context.Context {
+	return context.WithValue(ctx, stateKey{}, st)
+}
+
+// StateFrom returns the request state carried by ctx. A context without one (a unit test
+// calling a stage directly) gets a fresh State built from nothing, never nil.
+func StateFrom(ctx context.Context) *State {
+	if st, ok := ctx.Value(stateKey{}).(*State); ok {
+		return st
+	}
+	return &State{base: zap.NewNop(), Req: &sip.Request{}}
+}
+
+// Logger returns the request logger: base with method, call_id, cseq, remote_addr and
+// transport.
+func (st *State) Logger() *zap.Logger {
+	if st.log == nil {
+		if st.Req == nil || st.Req.CallID() == nil {
+			st.log = st.base
+			return st.log
+		}
+		fields := []zap.Field{
+			zap.String(logging.KeyMethod, string(st.Req.Method)),
+			zap.String(logging.KeyCallID, st.Req.CallID().Value()),
+			zap.String(logging.KeyRemoteAddr, st.Source),
+			zap.String(logging.KeyTransport, st.Transport),
+		}
+		if cs := st.Req.CSeq(); cs != nil {
+			fields = append(fields, zap.Uint32(logging.KeyCSeq, cs.SeqNo))
+		}
+		st.log = st.base.With(fields...)
+	}
+	return st.log
+}
+
+// NewState builds the state of req: source address and transport as sipgo received them.
+func NewState(req *sip.Request, log *zap.Logger) *State {
+	return &State{
+		Req:       req,
+		base:      log,
+		Source:    req.Source(),
+		Transport: strings.ToLower(req.Transport()),
+		Start:     time.Now(),
+	}
+}
+
+// SourceIP returns the IP of the request's source address, or "".
+func (st *State) SourceIP() string {
+	host, _, err := net.SplitHostPort(st.Source)
+	if err != nil {
+		return ""
+	}
+	return host
+}

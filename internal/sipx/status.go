@@ -1,0 +1,133 @@
+package sipx
+
+import (
+	"context"
+	"errors"
+
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// reasons is the status table: the reason phrase simpled sends for each code it uses.
+var reasons = map[int]string{
+	100: "Trying",
+	180: "Ringing",
+	200: "OK",
+	202: "Accepted",
+	400: "Bad Request",
+	401: "Unauthorized",
+	403: "Forbidden",
+	404: "Not Found",
+	405: "Method Not Allowed",
+	407: "Proxy Authentication Required",
+	408: "Request Timeout",
+	412: "Conditional Request Failed",
+	413: "Request Entity Too Large",
+	415: "Unsupported Media Type",
+	416: "Unsupported URI Scheme",
+	420: "Bad Extension",
+	421: "Extension Required",
+	423: "Interval Too Brief",
+	480: "Temporarily Unavailable",
+	481: "Call/Transaction Does Not Exist",
+	482: "Loop Detected",
+	483: "Too Many Hops",
+	484: "Address Incomplete",
+	486: "Busy Here",
+	487: "Request Terminated",
+	489: "Bad Event",
+	500: "Server Internal Error",
+	501: "Not Implemented",
+	503: "Service Unavailable",
+	504: "Server Time-out",
+	505: "Version Not Supported",
+	513: "Message Too Large",
+	603: "Decline",
+}
+
+// Reason returns the standard reason phrase for code.
+func Reason(code int) string {
+	if r, ok := reasons[code]; ok {
+		return r
+	}
+	switch {
+	case code < 200:
+		return "Session Progress"
+	case code < 300:
+		return "OK"
+	case code < 400:
+		return "Redirect"
+	case code < 500:
+		return "Client Error"
+	case code < 600:
+		return "Server Error"
+	}
+	return "Global Failure"
+}
+
+// RetryAfterSeconds is the Retry-After value sent with 503 answers caused by the store.
+const RetryAfterSeconds = "5"
+
+// ErrorStatus maps an error returned by a store or a stage to the SIP answer for it. It is the
+// one table from errors to statuses: stages call it rather than choosing codes themselves.
+func ErrorStatus(err error) (code int, reason string) {
+	switch {
+	case err == nil:
+		return 200, Reason(200)
+	case errors.Is(err, storage.ErrNotFound):
+		return 404, Reason(404)
+	case errors.Is(err, storage.ErrStale):
+		// RFC 3261 §10.3 step 7: "the registrar MUST ... return 500".
+		return 500, "Stale CSeq"
+	case errors.Is(err, storage.ErrTooManyBindings):
+		return 403, "Too Many Contacts"
+	case errors.Is(err, storage.ErrETagMismatch):
+		return 412, Reason(412)
+	case errors.Is(err, storage.ErrConflict), errors.Is(err, storage.ErrUnavailable),
+		errors.Is(err, context.DeadlineExceeded):
+		return 503, "Store Unavailable"
+	}
+	return 500, Reason(500)
+}
+
+// NewResponse builds a response to req with code and reason (the table's phrase when reason is
+// empty) and the given extra headers.
+func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) *sip.Response {
+	if reason == "" {
+		reason = Reason(code)
+	}
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	return res
+}
+
+// Respond sends a response to req on tx and returns its code, for a stage to return.
+func Respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) (int, error) {
+	return RespondWith(tx, NewResponse(req, code, reason, hdrs...))
+}
+
+// RespondWith sends res on tx and returns its code.
+func RespondWith(tx sip.ServerTransaction, res *sip.Response) (int, error) {
+	if err := tx.Respond(res); err != nil {
+		return res.StatusCode, err
+	}
+	return res.StatusCode, nil
+}
+
+// RespondError answers req with the status ErrorStatus gives for err (with Retry-After on 503)
+// and returns that status together with err, so the top of the chain logs it once.
+func RespondError(tx sip.ServerTransaction, req *sip.Request, err error) (int, error) {
+	code, reason := ErrorStatus(err)
+	var hdrs []sip.Header
+	if code == 503 {
+		hdrs = append(hdrs, sip.NewHeader("Retry-After", RetryAfterSeconds))
+	}
+	status, rerr := Respond(tx, req, code, reason, hdrs...)
+	if rerr != nil {
+		return status, errors.Join(err, rerr)
+	}
+	return status, err
+}

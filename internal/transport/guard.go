@@ -1,0 +1,231 @@
+// Package transport holds what simpled puts between the sockets and sipgo: the UDP guard that
+// answers malformed datagrams (sipgo drops them silently, leaving the client retransmitting),
+// and, with the transport work, STUN demultiplexing, keepalives and flow tokens.
+package transport
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/simpled/simpled/internal/logging"
+)
+
+// MaxHeaderLine bounds one header line of a datagram; a longer line gets 400 before sipgo
+// parses anything.
+const MaxHeaderLine = 8 << 10
+
+// Verdict is the guard's judgement of one datagram.
+type Verdict struct {
+	Code   int    // 0: pass the datagram to sipgo; else the status to answer (if answerable)
+	Reason string // reason phrase and log reason
+}
+
+// Check judges one datagram of n bytes read into a buffer of bufLen bytes. It is cheap: a few
+// scans of the header section, no allocation on the pass path.
+func Check(data []byte, bufLen int) Verdict {
+	if len(bytes.Trim(data, "\r\n\x00 \t")) == 0 {
+		return Verdict{} // keepalive: sipgo handles it
+	}
+	eol := bytes.Index(data, crlf)
+	if eol < 0 {
+		return Verdict{Code: -1, Reason: "not SIP"}
+	}
+	start := data[:eol]
+	isResponse := bytes.HasPrefix(start, []byte("SIP/"))
+	if !isResponse {
+		sp1 := bytes.IndexByte(start, ' ')
+		sp2 := bytes.LastIndexByte(start, ' ')
+		if sp1 <= 0 || sp2 <= sp1 || !isToken(start[:sp1]) {
+			return Verdict{Code: -1, Reason: "not SIP"}
+		}
+		if !bytes.Equal(start[sp2+1:], []byte("SIP/2.0")) {
+			if bytes.HasPrefix(start[sp2+1:], []byte("SIP/")) {
+				return Verdict{Code: 505, Reason: "Version Not Supported"}
+			}
+			return Verdict{Code: -1, Reason: "not SIP"}
+		}
+		var u sip.Uri
+		uri := start[sp1+1 : sp2]
+		if bytes.IndexByte(uri, ' ') >= 0 || sip.ParseUri(string(uri), &u) != nil {
+			return Verdict{Code: 400, Reason: "Malformed Request-URI"}
+		}
+	}
+	if len(data) >= bufLen {
+		return Verdict{Code: 513, Reason: "Message Too Large"}
+	}
+	end := bytes.Index(data, crlfcrlf)
+	if end < 0 {
+		return Verdict{Code: 400, Reason: "Truncated Message"}
+	}
+	headers := data[eol+2 : end+2]
+	bodyLen := len(data) - (end + 4)
+	for len(headers) > 0 {
+		i := bytes.Index(headers, crlf)
+		line := headers[:i]
+		headers = headers[i+2:]
+		if len(line) > MaxHeaderLine {
+			return Verdict{Code: 400, Reason: "Header Line Too Long"}
+		}
+		if name, value, ok := splitHeader(line); ok && (equalFold(name, "content-length") || equalFold(name, "l")) {
+			n, err := strconv.Atoi(string(bytes.TrimSpace(value)))
+			if err != nil || n < 0 {
+				return Verdict{Code: 400, Reason: "Malformed Content-Length"}
+			}
+			// RFC 3261 §18.3: a datagram that ends before the body does is an error.
+			if n > bodyLen {
+				return Verdict{Code: 400, Reason: "Content-Length Exceeds Body"}
+			}
+		}
+	}
+	return Verdict{}
+}
+
+var (
+	crlf     = []byte("\r\n")
+	crlfcrlf = []byte("\r\n\r\n")
+)
+
+func splitHeader(line []byte) (name, value []byte, ok bool) {
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 {
+		return nil, nil, false
+	}
+	return bytes.TrimSpace(line[:i]), line[i+1:], true
+}
+
+func equalFold(b []byte, s string) bool { return len(b) == len(s) && bytes.EqualFold(b, []byte(s)) }
+
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte("()<>@,;:\\\"/[]?={}"), c) >= 0 {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// Reply builds a stateless error response to a request datagram from its raw Via, From, To,
+// Call-ID and CSeq lines. It returns nil when the datagram is a response or has no Via: then
+// there is no one to answer (RFC 3261 §18.2.2 routes responses by Via).
+func Reply(data []byte, code int, reason string) []byte {
+	if bytes.HasPrefix(data, []byte("SIP/")) {
+		return nil
+	}
+	var vias, others [][]byte
+	var hasToTag bool
+	var to []byte
+	rest := data
+	if i := bytes.Index(rest, crlf); i >= 0 {
+		rest = rest[i+2:]
+	}
+	for len(rest) > 0 {
+		i := bytes.Index(rest, crlf)
+		var line []byte
+		if i < 0 {
+			line, rest = rest, nil
+		} else {
+			line, rest = rest[:i], rest[i+2:]
+		}
+		if len(line) == 0 {
+			break
+		}
+		if len(line) > MaxHeaderLine {
+			continue
+		}
+		name, value, ok := splitHeader(line)
+		if !ok {
+			continue
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case equalFold(name, "via") || equalFold(name, "v"):
+			vias = append(vias, value)
+		case equalFold(name, "to") || equalFold(name, "t"):
+			to = value
+			hasToTag = bytes.Contains(bytes.ToLower(value), []byte("tag="))
+		case equalFold(name, "from") || equalFold(name, "f"):
+			others = append(others, append([]byte("From: "), value...))
+		case equalFold(name, "call-id") || equalFold(name, "i"):
+			others = append(others, append([]byte("Call-ID: "), value...))
+		case equalFold(name, "cseq"):
+			others = append(others, append([]byte("CSeq: "), value...))
+		}
+	}
+	if len(vias) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	b.WriteString("SIP/2.0 " + strconv.Itoa(code) + " " + reason + "\r\n")
+	for _, v := range vias {
+		b.WriteString("Via: ")
+		b.Write(v)
+		b.WriteString("\r\n")
+	}
+	if to != nil {
+		b.WriteString("To: ")
+		b.Write(to)
+		if !hasToTag {
+			b.WriteString(";tag=" + sip.GenerateTagN(16))
+		}
+		b.WriteString("\r\n")
+	}
+	for _, o := range others {
+		b.Write(o)
+		b.WriteString("\r\n")
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	return b.Bytes()
+}
+
+// GuardConn wraps the UDP socket given to sipgo: datagrams that Check rejects are answered (or
+// dropped when they cannot be) and logged, and never reach sipgo's parser.
+type GuardConn struct {
+	net.PacketConn
+	log      *zap.Logger
+	rejected atomic.Uint64
+	// OnReject is called for each rejected datagram with the status answered (-1: dropped).
+	OnReject func(code int, reason string)
+}
+
+// NewGuardConn wraps c.
+func NewGuardConn(c net.PacketConn, log *zap.Logger) *GuardConn {
+	return &GuardConn{PacketConn: c, log: log}
+}
+
+// ReadFrom returns the next datagram Check passes.
+func (g *GuardConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := g.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		v := Check(b[:n], len(b))
+		if v.Code == 0 {
+			return n, addr, nil
+		}
+		g.rejected.Add(1)
+		code := v.Code
+		if code > 0 {
+			if res := Reply(b[:n], v.Code, v.Reason); res != nil {
+				if _, werr := g.PacketConn.WriteTo(res, addr); werr != nil {
+					g.log.Warn("answer to malformed datagram failed", zap.Error(werr))
+				}
+			} else {
+				code = -1
+			}
+		}
+		g.log.Warn("malformed datagram", zap.String(logging.KeyRemoteAddr, addr.String()),
+			zap.Int(logging.KeyStatus, code), zap.String(logging.KeyReason, v.Reason), zap.Int("bytes", n))
+		if g.OnReject != nil {
+			g.OnReject(code, v.Reason)
+		}
+	}
+}
+
+// Rejected returns how many datagrams the guard has refused.
+func (g *GuardConn) Rejected() uint64 { return g.rejected.Load() }
