@@ -1,0 +1,546 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+)
+
+// Defaults of Options.
+const (
+	DefaultNonceLifetime = 5 * time.Minute
+	// credentialsCacheTTL is how long the answer of Store.HasCredentials is reused.
+	credentialsCacheTTL = 5 * time.Second
+)
+
+// DefaultAlgorithms is what simpled offers when Options.Algorithms is empty: SHA-256 first,
+// then MD5 for older clients (RFC 8760, UAS behaviour: one challenge header per algorithm,
+// most preferred first).
+var DefaultAlgorithms = []Algorithm{SHA256, MD5}
+
+// Options configures the auth stage. Only Store is required.
+type Options struct {
+	// Domains are the local domains. The realm for an AOR is its domain in lower case.
+	Domains []string
+	// Users is the credentials from the users file; may be nil. It is consulted before Store.
+	Users *Users
+	// Store holds the other credentials and the nonce-count records. Required.
+	Store Store
+	// Secret keys the nonce HMAC (at least 16 bytes when set); nodes that share it accept
+	// each other's nonces. Empty: 32
+	// random bytes (nonces then do not survive a restart: clients get a fresh challenge).
+	Secret []byte
+	// NonceLifetime is how long a nonce is fresh; after it a request gets stale=true.
+	// Default DefaultNonceLifetime.
+	NonceLifetime time.Duration
+	// ChallengeOther challenges requests other than REGISTER whose From is a local user
+	// (407 Proxy-Authenticate). Without it only REGISTER is authenticated.
+	ChallengeOther bool
+	// Algorithms offered, one challenge header each, in this order. Default DefaultAlgorithms.
+	Algorithms []Algorithm
+	// Log is the stage logger, already named by the caller (log.Named("auth")), for
+	// lifecycle messages; per-request messages go to the request logger of sipx.State, named
+	// "auth". Default: no logs.
+	Log *zap.Logger
+	// Registerer receives the stage's metrics when not nil.
+	Registerer prometheus.Registerer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Failure reasons, the values of the reason label of simpled_auth_failures_total.
+const (
+	failMalformed        = "malformed"
+	failAlgorithm        = "algorithm"
+	failQOP              = "qop"
+	failNonceInvalid     = "nonce_invalid"
+	failNonceStale       = "nonce_stale"
+	failIdentityMismatch = "identity_mismatch"
+	failUnknownUser      = "unknown_user"
+	failInvalidResponse  = "invalid_response"
+	failReplay           = "replay"
+)
+
+var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInvalid,
+	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay}
+
+// Auth is the digest authentication stage. It is safe for concurrent use.
+//
+// The stage (Plugin) authenticates a request when it claims to come from a local user, then
+// passes it to the next stage:
+//
+//   - ACK and CANCEL (RFC 3261 §22.1), requests while no credential exists anywhere, and
+//     requests for or from foreign domains pass untouched.
+//   - REGISTER whose To is local needs Authorization (401); with ChallengeOther, an
+//     out-of-dialog request whose From is local needs Proxy-Authorization (407). In-dialog
+//     requests (To tag) pass: clients such as JsSIP give up when challenged again.
+//   - The credentials for our realm are checked: malformed → 400; unknown algorithm or qop,
+//     unknown nonce → fresh challenge; username not the AOR's user → 403 Identity Mismatch;
+//     unknown user or wrong response → 403 Invalid Credentials; right response on an expired
+//     nonce → challenge with stale=true; nc not above the last one → 403 Nonce Count Replayed;
+//     store errors → sipx.RespondError.
+//   - On success State.AuthUser is set and, for a proxied request, our Proxy-Authorization is
+//     removed (RFC 3261 §22.3: a proxy consumes the credentials for its realm).
+//
+// The realm is the AOR's domain in lower case. Challenges offer qop="auth"; an answer without
+// qop (RFC 2069, as baresip sends to a server that offers none) is still accepted, and since it
+// has no nonce count it may be replayed until its nonce expires (linphone re-sends its last
+// Authorization on refreshes and relies on this). The Request-URI is not compared with the
+// credentials' uri.
+//
+// Credentials come from the users file first, then the store. Whether any credential exists is
+// asked of the store at most once per 5 s. Failures are counted in
+// simpled_auth_failures_total{reason} and logged with the username only; challenges in
+// simpled_auth_challenges_total{status}.
+type Auth struct {
+	domains        map[string]bool
+	users          *Users
+	store          Store
+	nonces         *Nonces
+	challengeOther bool
+	algs           []Algorithm
+	log            *zap.Logger
+	now            func() time.Time
+
+	failures   *prometheus.CounterVec
+	challenges *prometheus.CounterVec
+
+	cache credCache
+}
+
+// credCache remembers Store.HasCredentials for credentialsCacheTTL.
+type credCache struct {
+	mu         sync.Mutex
+	valid      bool
+	has        bool
+	until      time.Time
+	refreshing bool
+}
+
+// New builds the auth stage from opts.
+func New(opts Options) (*Auth, error) {
+	if opts.Store == nil {
+		return nil, errors.New("auth: options: Store is required")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NonceLifetime == 0 {
+		opts.NonceLifetime = DefaultNonceLifetime
+	}
+	if len(opts.Algorithms) == 0 {
+		opts.Algorithms = DefaultAlgorithms
+	}
+	seen := map[Algorithm]bool{}
+	for _, alg := range opts.Algorithms {
+		if !alg.Valid() {
+			return nil, fmt.Errorf("auth: options: algorithm %v: unknown", alg)
+		}
+		if seen[alg] {
+			return nil, fmt.Errorf("auth: options: algorithm %v: listed twice", alg)
+		}
+		seen[alg] = true
+	}
+	secret := opts.Secret
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("auth: nonce secret: %w", err)
+		}
+	}
+	nonces, err := NewNonces(secret, opts.NonceLifetime)
+	if err != nil {
+		return nil, err
+	}
+	a := &Auth{
+		domains:        make(map[string]bool, len(opts.Domains)),
+		users:          opts.Users,
+		store:          opts.Store,
+		nonces:         nonces,
+		challengeOther: opts.ChallengeOther,
+		algs:           append([]Algorithm(nil), opts.Algorithms...),
+		log:            opts.Log,
+		now:            opts.Now,
+	}
+	for _, d := range opts.Domains {
+		a.domains[strings.ToLower(d)] = true
+	}
+	for _, d := range opts.Users.Domains() {
+		if !a.domains[d] {
+			// logging has no domain key: the AOR pattern names the domain.
+			a.log.Warn("users file has entries for a domain that is not served; they are never used",
+				zap.String(logging.KeyAOR, "*@"+d))
+		}
+	}
+
+	a.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_auth_failures_total",
+		Help: "Digest authentication failures, by reason.",
+	}, []string{"reason"})
+	a.challenges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_auth_challenges_total",
+		Help: "Digest challenges sent, by status (401, 407).",
+	}, []string{"status"})
+	for _, r := range failReasons {
+		a.failures.WithLabelValues(r)
+	}
+	a.challenges.WithLabelValues("401")
+	a.challenges.WithLabelValues("407")
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{a.failures, a.challenges} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("auth: metrics: %w", err)
+			}
+		}
+	}
+	return a, nil
+}
+
+// Plugin returns the stage for the chain.
+func (a *Auth) Plugin() sipx.Plugin {
+	return func(next sipx.Handler) sipx.Handler { return &handler{a: a, next: next} }
+}
+
+// handler is Auth bound to the next stage.
+type handler struct {
+	a    *Auth
+	next sipx.Handler
+}
+
+// Name implements sipx.Handler.
+func (h *handler) Name() string { return "auth" }
+
+// ServeSIP implements sipx.Handler: see (*Auth).serve.
+func (h *handler) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	return h.a.serve(ctx, h.next, tx, req)
+}
+
+// kind is what differs between registrar (401) and proxy (407) authentication.
+type kind struct {
+	code      int
+	status    string // code as a metric label
+	authz     string // credentials header
+	challenge string // challenge header
+}
+
+var (
+	registrarKind = kind{code: 401, status: "401", authz: "Authorization", challenge: "WWW-Authenticate"}
+	proxyKind     = kind{code: 407, status: "407", authz: "Proxy-Authorization", challenge: "Proxy-Authenticate"}
+)
+
+// Reason phrases of the 403 answers.
+const (
+	reasonInvalidCredentials = "Invalid Credentials"
+	reasonReplay             = "Nonce Count Replayed"
+	reasonIdentityMismatch   = "Identity Mismatch"
+)
+
+// serve is the stage's ServeSIP: see Auth for what it does.
+func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	if req.Method == sip.ACK || req.Method == sip.CANCEL {
+		return sipx.Next(ctx, next, tx, req)
+	}
+	k := registrarKind
+	var addr *sip.Uri
+	if req.Method == sip.REGISTER {
+		to := req.To()
+		if to == nil { // the sanity stage answers this first; never let it through unchecked
+			return sipx.Respond(tx, req, 400, missingOrMalformed(req, "To"))
+		}
+		addr = &to.Address
+	} else {
+		if !a.challengeOther {
+			return sipx.Next(ctx, next, tx, req)
+		}
+		if to := req.To(); to != nil && to.Params.Has("tag") {
+			// In-dialog: not challenged, but credentials for our realms go no further.
+			a.removeCredentials(req, proxyKind.authz)
+			return sipx.Next(ctx, next, tx, req)
+		}
+		from := req.From()
+		if from == nil {
+			return sipx.Respond(tx, req, 400, missingOrMalformed(req, "From"))
+		}
+		k = proxyKind
+		addr = &from.Address
+	}
+	domain := strings.ToLower(addr.Host)
+	if !a.domains[domain] {
+		return sipx.Next(ctx, next, tx, req)
+	}
+	has, err := a.hasCredentials(ctx)
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	if !has {
+		return sipx.Next(ctx, next, tx, req)
+	}
+
+	realm := domain
+	aor := sipx.AOR(addr)
+	c, perr := pickCredentials(req, k.authz, realm)
+	if c == nil && perr == nil {
+		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	if c != nil {
+		perr = c.Validate()
+	}
+	if perr != nil {
+		problem := "syntax error"
+		var pe *ParseError
+		if errors.As(perr, &pe) {
+			problem = pe.Problem()
+		}
+		a.fail(ctx, zapcore.WarnLevel, failMalformed, "", aor)
+		return sipx.Respond(tx, req, 400, "Malformed "+k.authz+": "+problem)
+	}
+
+	alg, ok := ParseAlgorithm(c.Algorithm)
+	if !ok || !a.offers(alg) {
+		a.fail(ctx, zapcore.DebugLevel, failAlgorithm, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	switch c.QOP {
+	case "", "auth", "auth-int":
+	default:
+		a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	now := a.now()
+	nerr := a.nonces.Check(c.Nonce, realm, now)
+	if errors.Is(nerr, ErrNonceInvalid) {
+		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	if c.Username != addr.User {
+		a.fail(ctx, zapcore.WarnLevel, failIdentityMismatch, c.Username, aor)
+		return sipx.Respond(tx, req, 403, reasonIdentityMismatch)
+	}
+
+	cred, found, err := a.credential(ctx, aor, realm)
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	if !found {
+		a.fail(ctx, zapcore.WarnLevel, failUnknownUser, c.Username, aor)
+		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+	}
+	ha1 := cred.HA1MD5
+	if alg.SHA256() {
+		ha1 = cred.HA1SHA256
+	}
+	if ha1 == "" {
+		// The user has only the other HA1 (a users-file HA1 is MD5 only): offer what can
+		// verify for them.
+		var usable []Algorithm
+		for _, alg := range a.algs {
+			if (alg.SHA256() && cred.HA1SHA256 != "") || (!alg.SHA256() && cred.HA1MD5 != "") {
+				usable = append(usable, alg)
+			}
+		}
+		a.fail(ctx, zapcore.DebugLevel, failAlgorithm, c.Username, aor)
+		if len(usable) == 0 {
+			return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+		}
+		return a.challenge(ctx, tx, req, k, realm, false, usable)
+	}
+	if !c.Verify(ha1, string(req.Method), req.Body()) {
+		a.fail(ctx, zapcore.WarnLevel, failInvalidResponse, c.Username, aor)
+		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+	}
+	if errors.Is(nerr, ErrNonceStale) {
+		// RFC 7616 §3.3: stale=true only when the response was right with the old nonce.
+		a.fail(ctx, zapcore.DebugLevel, failNonceStale, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+	}
+	if c.QOP != "" {
+		nc, _ := c.NonceCount() // checked by Validate
+		fresh, err := a.store.UseNonceCount(ctx, c.Nonce, nc, a.nonces.Lifetime())
+		if err != nil {
+			return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
+		}
+		if !fresh {
+			a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
+			return sipx.Respond(tx, req, 403, reasonReplay)
+		}
+	}
+
+	sipx.StateFrom(ctx).AuthUser = aor
+	if k == proxyKind {
+		a.removeCredentials(req, k.authz)
+	}
+	return sipx.Next(ctx, next, tx, req)
+}
+
+// missingOrMalformed returns the 400 reason for a From or To that sipgo could not parse.
+func missingOrMalformed(req *sip.Request, name string) string {
+	if r := sipx.Malformed(req, name); r != "" {
+		return r
+	}
+	return "Missing " + name
+}
+
+// pickCredentials returns the first Digest credentials in the name headers of req whose realm
+// is realm. Headers with another scheme or another realm are skipped. When none matches, the
+// error is the first parse error met (the request then gets 400), else nil (a challenge).
+func pickCredentials(req *sip.Request, name, realm string) (*Credentials, error) {
+	var firstErr error
+	for _, h := range req.GetHeaders(name) {
+		c, err := ParseCredentials(h.Value())
+		if err != nil {
+			if !errors.Is(err, ErrNotDigest) && firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if c.Realm == "" && firstErr == nil {
+			firstErr = &ParseError{Param: "realm", Err: ErrMissingParam}
+		}
+		if c.Realm == realm {
+			return c, nil
+		}
+	}
+	return nil, firstErr
+}
+
+// removeCredentials deletes the name headers of req that hold Digest credentials for one of
+// our realms (RFC 3261 §22.3). sipgo's RemoveHeader matches the exact header name as received
+// and removes the first such header only, so every name header is removed and the ones kept
+// are appended again, in their order.
+func (a *Auth) removeCredentials(req *sip.Request, name string) {
+	hdrs := req.GetHeaders(name) // a fresh slice
+	if len(hdrs) == 0 {
+		return
+	}
+	var keep []sip.Header
+	for _, h := range hdrs {
+		if c, err := ParseCredentials(h.Value()); err == nil && a.domains[c.Realm] {
+			continue
+		}
+		keep = append(keep, h)
+	}
+	if len(keep) == len(hdrs) {
+		return
+	}
+	for _, h := range hdrs {
+		req.RemoveHeader(h.Name())
+	}
+	for _, h := range keep {
+		req.AppendHeader(h)
+	}
+}
+
+// challenge answers req with k.code and one challenge header per algorithm in algs, all with
+// the same new nonce.
+func (a *Auth) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, k kind, realm string, stale bool, algs []Algorithm) (int, error) {
+	nonce, err := a.nonces.Issue(realm, a.now())
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	hdrs := make([]sip.Header, 0, len(algs))
+	for _, alg := range algs {
+		ch := Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		hdrs = append(hdrs, sip.NewHeader(k.challenge, ch.String()))
+	}
+	a.challenges.WithLabelValues(k.status).Inc()
+	if l := a.reqLog(ctx); l.Core().Enabled(zap.DebugLevel) {
+		fields := []zap.Field{zap.Int(logging.KeyStatus, k.code)}
+		if stale {
+			fields = append(fields, zap.String(logging.KeyReason, failNonceStale))
+		}
+		l.Debug("digest challenge", fields...)
+	}
+	return sipx.Respond(tx, req, k.code, "", hdrs...)
+}
+
+// fail counts a failure and logs it with the reason, the username and the AOR it claimed, never
+// a secret. Failures that point at a wrong password or an attack are logged at Warn; the ones a
+// well-behaved client meets in normal operation (its nonce expired or came from before a
+// restart, it tried an algorithm we do not offer) at Debug.
+func (a *Auth) fail(ctx context.Context, lvl zapcore.Level, reason, user, aor string) {
+	a.failures.WithLabelValues(reason).Inc()
+	if l := a.reqLog(ctx); l.Core().Enabled(lvl) {
+		l.Log(lvl, "digest authentication failed", zap.String(logging.KeyReason, reason),
+			zap.String(logging.KeyUser, user), zap.String(logging.KeyAOR, aor))
+	}
+}
+
+// reqLog returns the request logger named for this stage, or the stage logger.
+func (a *Auth) reqLog(ctx context.Context) *zap.Logger {
+	if l := sipx.StateFrom(ctx).Logger(); l != nil {
+		return l.Named("auth")
+	}
+	return a.log
+}
+
+func (a *Auth) offers(alg Algorithm) bool {
+	for _, x := range a.algs {
+		if x == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// credential looks aor up in the users file, then in the store.
+func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Credential, bool, error) {
+	if c, ok := a.users.Lookup(aor, realm); ok {
+		return c, true, nil
+	}
+	c, err := a.store.Credential(ctx, aor, realm)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return storage.Credential{}, false, nil
+	case err != nil:
+		return storage.Credential{}, false, fmt.Errorf("auth: credential: %w", err)
+	}
+	return c, true, nil
+}
+
+// hasCredentials reports whether any credential exists (users file or store). The store's
+// answer is reused for credentialsCacheTTL; while one request refreshes it, others use the old
+// answer.
+func (a *Auth) hasCredentials(ctx context.Context) (bool, error) {
+	if a.users.Len() > 0 {
+		return true, nil
+	}
+	now := a.now()
+	c := &a.cache
+	c.mu.Lock()
+	if c.valid && (now.Before(c.until) || c.refreshing) {
+		has := c.has
+		c.mu.Unlock()
+		return has, nil
+	}
+	c.refreshing = true
+	c.mu.Unlock()
+
+	has, err := a.store.HasCredentials(ctx)
+
+	c.mu.Lock()
+	c.refreshing = false
+	if err == nil {
+		c.valid, c.has, c.until = true, has, now.Add(credentialsCacheTTL)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return false, fmt.Errorf("auth: has credentials: %w", err)
+	}
+	return has, nil
+}
