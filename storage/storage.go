@@ -95,9 +95,10 @@ type BindingChange struct {
 //     ErrTooManyBindings; without EvictOldest the update fails with ErrTooManyBindings.
 //  5. Result.Bindings lists every binding left, ordered by Key.
 //
-// Details both backends share: the stale check of rule 3 is made for every change against the
-// bindings as stored (after rule 1) before anything is applied; when several changes carry the
-// same Key, the last one decides that binding. Rule 4 is applied literally: it also refuses an
+// Details both backends share: with RemoveAll, Changes are ignored; a change with an empty Key
+// is an error. The stale check of rule 3 is made for every change against the bindings as
+// stored (after rule 1) before anything is applied; when several changes carry the same Key,
+// the last one decides that binding. Rule 4 is applied literally: it also refuses an
 // update that only refreshes or removes bindings of an AOR already above MaxBindings (e.g.
 // after the limit was lowered) unless EvictOldest lets it evict. Eviction order is earliest
 // UpdatedAt first, then Key (byte order) on ties.

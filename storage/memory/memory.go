@@ -1,0 +1,464 @@
+// Package memory is simpled's embedded storage backend, the default: every table lives in this
+// process and is lost when it exits. It implements registrar.Store, auth.Store and
+// storage.Backend with the semantics storage/storagetest checks (the Redis backend passes the
+// same suite).
+//
+// The compile-time interface assertions live in memory_test.go: registrar and internal/auth
+// tests use this package as their store, so importing them here would be an import cycle.
+//
+// # Locks
+//
+// Three independent mutexes guard three independent tables:
+//
+//	regMu    bindings by AOR and the expiry heap over all bindings
+//	credMu   credentials
+//	nonceMu  nonce-count records and their expiry heap
+//
+// Lock order: none. A goroutine holds at most one of them at a time and calls nothing that
+// could block or call back while holding it, so no two can be nested.
+//
+// # Expiry
+//
+// Every stored binding has exactly one entry in a min-heap ordered by expiry (its heap index
+// is kept in the binding's entry), so SweepExpired pops only expired bindings and never scans
+// the AORs. Nonce records sit in a second heap and are dropped when they expire, lazily at
+// the next UseNonceCount; memory is bounded by the records used within one ttl.
+package memory
+
+import (
+	"bytes"
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/simpled/simpled/storage"
+)
+
+// Store is the in-memory backend. The zero value is not usable; call New. It is safe for
+// concurrent use.
+type Store struct {
+	closed atomic.Bool
+
+	regMu sync.RWMutex
+	aors  map[string]map[string]*entry // aor → binding key → entry
+	exp   expHeap                      // every entry, earliest expiry first
+
+	credMu sync.RWMutex
+	creds  map[string]map[string]storage.Credential // aor → realm → credential
+
+	nonceMu  sync.Mutex
+	nonces   map[string]*nonceRecord
+	nonceExp nonceHeap
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		aors:   make(map[string]map[string]*entry),
+		creds:  make(map[string]map[string]storage.Credential),
+		nonces: make(map[string]*nonceRecord),
+	}
+}
+
+// errClosed is returned, wrapped with the step, after Close.
+var errClosed = fmt.Errorf("store closed: %w", storage.ErrUnavailable)
+
+// check returns the error that stops a call before it starts: a closed store or a done ctx.
+func (s *Store) check(ctx context.Context, step string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("memory: %s: %w", step, errClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: %s: %w", step, err)
+	}
+	return nil
+}
+
+// Ping reports whether the store is open.
+func (s *Store) Ping(ctx context.Context) error { return s.check(ctx, "ping") }
+
+// Close marks the store closed; later calls fail with storage.ErrUnavailable. The data is
+// dropped with the Store.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+// entry is one stored binding. b holds whole-second UTC times and a private Path.
+type entry struct {
+	aor string
+	b   storage.Binding
+	exp int64 // b.ExpiresAt in unix seconds
+	upd int64 // b.UpdatedAt in unix seconds
+	idx int   // position in Store.exp
+}
+
+// seconds is the whole-second UTC form the backends store times in.
+func seconds(t time.Time) time.Time { return time.Unix(t.Unix(), 0).UTC() }
+
+// normalize returns a copy of b as stored: times in whole seconds, a private Path (nil when
+// empty).
+func normalize(b storage.Binding) storage.Binding {
+	b.ExpiresAt = seconds(b.ExpiresAt)
+	b.UpdatedAt = seconds(b.UpdatedAt)
+	if len(b.Path) == 0 {
+		b.Path = nil
+	} else {
+		b.Path = slices.Clone(b.Path)
+	}
+	return b
+}
+
+// clone returns a copy of a stored binding that the caller may modify.
+func clone(b storage.Binding) storage.Binding {
+	b.Path = slices.Clone(b.Path)
+	return b
+}
+
+func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
+
+// UpdateBindings applies one REGISTER to aor atomically, with the semantics of
+// storage.BindingUpdate. On an error nothing changed.
+func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.BindingUpdate) (storage.BindingResult, error) {
+	if err := s.check(ctx, "update bindings"); err != nil {
+		return storage.BindingResult{}, err
+	}
+	for i := range u.Changes {
+		if u.Changes[i].Binding.Key == "" {
+			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: change %d: empty key", i)
+		}
+	}
+	now := u.Now.Unix()
+
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+
+	// Plan without touching the table, so any error leaves it unchanged.
+	var res storage.BindingResult
+	old := s.aors[aor]
+	live := make(map[string]*entry, len(old)+len(u.Changes))
+	var dropped []*entry // expired, removed and evicted entries to delete
+	for k, e := range old {
+		if e.exp <= now {
+			res.Expired = append(res.Expired, clone(e.b))
+			dropped = append(dropped, e)
+			continue
+		}
+		live[k] = e
+	}
+
+	next := make(map[string]storage.Binding, len(live)+len(u.Changes)) // key → new state
+	touched := make(map[string]bool, len(u.Changes))
+	if u.RemoveAll {
+		for _, e := range live {
+			if e.b.CallID == u.CallID && e.b.CSeq >= u.CSeq {
+				return storage.BindingResult{}, fmt.Errorf("memory: update bindings: remove all: binding %q has CSeq %d >= %d: %w", e.b.Key, e.b.CSeq, u.CSeq, storage.ErrStale)
+			}
+		}
+		for _, e := range live {
+			res.Removed = append(res.Removed, clone(e.b))
+			dropped = append(dropped, e)
+		}
+		live = nil
+	} else {
+		for i := range u.Changes {
+			c := &u.Changes[i].Binding
+			if e := live[c.Key]; e != nil && e.b.CallID == c.CallID && e.b.CSeq >= c.CSeq {
+				return storage.BindingResult{}, fmt.Errorf("memory: update bindings: binding %q has CSeq %d >= %d: %w", c.Key, e.b.CSeq, c.CSeq, storage.ErrStale)
+			}
+		}
+		last := make(map[string]int, len(u.Changes))
+		for i := range u.Changes {
+			last[u.Changes[i].Binding.Key] = i
+		}
+		for i := range u.Changes {
+			c := &u.Changes[i].Binding
+			if last[c.Key] != i {
+				continue
+			}
+			e := live[c.Key]
+			if c.ExpiresAt.Unix() <= now {
+				if e != nil {
+					res.Removed = append(res.Removed, clone(e.b))
+					dropped = append(dropped, e)
+					delete(live, c.Key)
+				}
+				continue
+			}
+			nb := normalize(*c)
+			if e != nil {
+				res.Refreshed = append(res.Refreshed, clone(nb))
+			} else {
+				res.Added = append(res.Added, clone(nb))
+			}
+			next[c.Key] = nb
+			touched[c.Key] = true
+		}
+	}
+
+	count := len(live)
+	for k := range next {
+		if live[k] == nil {
+			count++
+		}
+	}
+	if u.MaxBindings > 0 && count > u.MaxBindings {
+		if !u.EvictOldest {
+			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %d bindings, at most %d: %w", count, u.MaxBindings, storage.ErrTooManyBindings)
+		}
+		var cand []*entry
+		for k, e := range live {
+			if !touched[k] {
+				cand = append(cand, e)
+			}
+		}
+		need := count - u.MaxBindings
+		if need > len(cand) {
+			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %d bindings, at most %d, %d evictable: %w", count, u.MaxBindings, len(cand), storage.ErrTooManyBindings)
+		}
+		slices.SortFunc(cand, func(a, b *entry) int {
+			if c := cmp.Compare(a.upd, b.upd); c != 0 {
+				return c
+			}
+			return bytes.Compare([]byte(a.b.Key), []byte(b.b.Key))
+		})
+		for _, e := range cand[:need] {
+			res.Evicted = append(res.Evicted, clone(e.b))
+			dropped = append(dropped, e)
+			delete(live, e.b.Key)
+		}
+	}
+
+	// Commit.
+	for _, e := range dropped {
+		heap.Remove(&s.exp, e.idx)
+		delete(old, e.b.Key)
+	}
+	for k, nb := range next {
+		if e := old[k]; e != nil {
+			e.b, e.exp, e.upd = nb, nb.ExpiresAt.Unix(), nb.UpdatedAt.Unix()
+			heap.Fix(&s.exp, e.idx)
+			continue
+		}
+		if old == nil {
+			old = make(map[string]*entry)
+			s.aors[aor] = old
+		}
+		e := &entry{aor: aor, b: nb, exp: nb.ExpiresAt.Unix(), upd: nb.UpdatedAt.Unix()}
+		old[k] = e
+		heap.Push(&s.exp, e)
+	}
+	if old != nil && len(old) == 0 {
+		delete(s.aors, aor)
+	}
+
+	res.Bindings = make([]storage.Binding, 0, len(old))
+	for _, e := range old {
+		res.Bindings = append(res.Bindings, clone(e.b))
+	}
+	for _, l := range [][]storage.Binding{res.Bindings, res.Removed, res.Expired, res.Evicted, res.Added, res.Refreshed} {
+		slices.SortFunc(l, byKey)
+	}
+	return res, nil
+}
+
+// Bindings returns aor's bindings live at now, ordered by Key.
+func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
+	if err := s.check(ctx, "bindings"); err != nil {
+		return nil, err
+	}
+	n := now.Unix()
+	s.regMu.RLock()
+	defer s.regMu.RUnlock()
+	out := make([]storage.Binding, 0, len(s.aors[aor]))
+	for _, e := range s.aors[aor] {
+		if e.exp > n {
+			out = append(out, clone(e.b))
+		}
+	}
+	slices.SortFunc(out, byKey)
+	return out, nil
+}
+
+// RemoveBindings removes every binding of aor, expired or not, and returns them ordered by
+// Key.
+func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Binding, error) {
+	if err := s.check(ctx, "remove bindings"); err != nil {
+		return nil, err
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	m := s.aors[aor]
+	out := make([]storage.Binding, 0, len(m))
+	for _, e := range m {
+		heap.Remove(&s.exp, e.idx)
+		out = append(out, e.b) // the entry is gone: no copy needed
+	}
+	delete(s.aors, aor)
+	slices.SortFunc(out, byKey)
+	return out, nil
+}
+
+// SweepExpired removes at most limit bindings that expired at now, earliest first, and
+// returns them. A removed binding is gone, so it is returned once.
+func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {
+	if err := s.check(ctx, "sweep expired"); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("memory: sweep expired: limit %d: must be positive", limit)
+	}
+	n := now.Unix()
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	var out []storage.ExpiredBinding
+	for len(out) < limit && len(s.exp) > 0 && s.exp[0].exp <= n {
+		e := heap.Pop(&s.exp).(*entry)
+		m := s.aors[e.aor]
+		delete(m, e.b.Key)
+		if len(m) == 0 {
+			delete(s.aors, e.aor)
+		}
+		out = append(out, storage.ExpiredBinding{AOR: e.aor, Binding: e.b})
+	}
+	return out, nil
+}
+
+// Credential returns the secrets of aor for realm, or storage.ErrNotFound.
+func (s *Store) Credential(ctx context.Context, aor, realm string) (storage.Credential, error) {
+	if err := s.check(ctx, "credential"); err != nil {
+		return storage.Credential{}, err
+	}
+	s.credMu.RLock()
+	defer s.credMu.RUnlock()
+	c, ok := s.creds[aor][realm]
+	if !ok {
+		return storage.Credential{}, fmt.Errorf("memory: credential %s realm %q: %w", aor, realm, storage.ErrNotFound)
+	}
+	return c, nil
+}
+
+// SetCredential stores (replaces) the secrets of aor for realm.
+func (s *Store) SetCredential(ctx context.Context, aor, realm string, c storage.Credential) error {
+	if err := s.check(ctx, "set credential"); err != nil {
+		return err
+	}
+	s.credMu.Lock()
+	defer s.credMu.Unlock()
+	m := s.creds[aor]
+	if m == nil {
+		m = make(map[string]storage.Credential)
+		s.creds[aor] = m
+	}
+	m[realm] = c
+	return nil
+}
+
+// HasCredentials reports whether any credential is stored.
+func (s *Store) HasCredentials(ctx context.Context) (bool, error) {
+	if err := s.check(ctx, "has credentials"); err != nil {
+		return false, err
+	}
+	s.credMu.RLock()
+	defer s.credMu.RUnlock()
+	return len(s.creds) > 0, nil
+}
+
+// nonceRecord is the highest nonce count accepted for one nonce.
+type nonceRecord struct {
+	nonce    string
+	nc       uint32
+	deadline time.Time // forgotten at this time
+	idx      int       // position in Store.nonceExp
+}
+
+// errTTL is returned for a ttl that is not positive.
+var errTTL = errors.New("ttl must be positive")
+
+// UseNonceCount records nc for nonce and reports whether it is higher than every count
+// accepted for that nonce within ttl. Expired records are dropped on the way.
+func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl time.Duration) (bool, error) {
+	if err := s.check(ctx, "use nonce count"); err != nil {
+		return false, err
+	}
+	if ttl <= 0 {
+		return false, fmt.Errorf("memory: use nonce count: ttl %v: %w", ttl, errTTL)
+	}
+	now := time.Now()
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	for len(s.nonceExp) > 0 && !now.Before(s.nonceExp[0].deadline) {
+		r := heap.Pop(&s.nonceExp).(*nonceRecord)
+		delete(s.nonces, r.nonce)
+	}
+	r := s.nonces[nonce]
+	if r != nil && r.nc >= nc {
+		return false, nil
+	}
+	if r == nil {
+		r = &nonceRecord{nonce: nonce, nc: nc, deadline: now.Add(ttl)}
+		s.nonces[nonce] = r
+		heap.Push(&s.nonceExp, r)
+		return true, nil
+	}
+	r.nc, r.deadline = nc, now.Add(ttl)
+	heap.Fix(&s.nonceExp, r.idx)
+	return true, nil
+}
+
+// expHeap is a min-heap of entries by expiry (container/heap), keeping each entry's index.
+type expHeap []*entry
+
+func (h expHeap) Len() int { return len(h) }
+func (h expHeap) Less(i, j int) bool {
+	if h[i].exp != h[j].exp {
+		return h[i].exp < h[j].exp
+	}
+	return h[i].aor < h[j].aor || (h[i].aor == h[j].aor && h[i].b.Key < h[j].b.Key)
+}
+func (h expHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *expHeap) Push(x any) {
+	e := x.(*entry)
+	e.idx = len(*h)
+	*h = append(*h, e)
+}
+func (h *expHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.idx = -1
+	return e
+}
+
+// nonceHeap is a min-heap of nonce records by deadline.
+type nonceHeap []*nonceRecord
+
+func (h nonceHeap) Len() int           { return len(h) }
+func (h nonceHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h nonceHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *nonceHeap) Push(x any) {
+	r := x.(*nonceRecord)
+	r.idx = len(*h)
+	*h = append(*h, r)
+}
+func (h *nonceHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	r.idx = -1
+	return r
+}

@@ -1,0 +1,507 @@
+package redis
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/simpled/simpled/storage"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// wireBinding is a binding as stored in reg:{aor}: storage.Binding's fields and JSON names,
+// with the times in unix seconds so the Lua scripts can compare them.
+type wireBinding struct {
+	Key        string   `json:"key"`
+	Contact    string   `json:"contact"`
+	URI        string   `json:"uri"`
+	ExpiresAt  int64    `json:"expires_at"`
+	Q          int      `json:"q"`
+	CallID     string   `json:"call_id"`
+	CSeq       uint32   `json:"cseq"`
+	Path       []string `json:"path,omitempty"`
+	InstanceID string   `json:"instance_id,omitempty"`
+	RegID      int      `json:"reg_id,omitempty"`
+	Received   string   `json:"received,omitempty"`
+	Transport  string   `json:"transport,omitempty"`
+	Flow       string   `json:"flow,omitempty"`
+	Node       string   `json:"node,omitempty"`
+	UserAgent  string   `json:"user_agent,omitempty"`
+	UpdatedAt  int64    `json:"updated_at"`
+}
+
+func encodeBinding(b *storage.Binding) (string, error) {
+	w := wireBinding{
+		Key: b.Key, Contact: b.Contact, URI: b.URI, ExpiresAt: b.ExpiresAt.Unix(), Q: b.Q,
+		CallID: b.CallID, CSeq: b.CSeq, Path: b.Path, InstanceID: b.InstanceID, RegID: b.RegID,
+		Received: b.Received, Transport: b.Transport, Flow: b.Flow, Node: b.Node,
+		UserAgent: b.UserAgent, UpdatedAt: b.UpdatedAt.Unix(),
+	}
+	// Without HTML escaping, so the stored value reads as the Contact it holds.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&w); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(buf.String(), "\n"), nil
+}
+
+func decodeBinding(js string) (storage.Binding, error) {
+	var w wireBinding
+	if err := json.Unmarshal([]byte(js), &w); err != nil {
+		return storage.Binding{}, fmt.Errorf("corrupt binding: %w", err)
+	}
+	if len(w.Path) == 0 {
+		w.Path = nil
+	}
+	return storage.Binding{
+		Key: w.Key, Contact: w.Contact, URI: w.URI, ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
+		Q: w.Q, CallID: w.CallID, CSeq: w.CSeq, Path: w.Path, InstanceID: w.InstanceID,
+		RegID: w.RegID, Received: w.Received, Transport: w.Transport, Flow: w.Flow, Node: w.Node,
+		UserAgent: w.UserAgent, UpdatedAt: time.Unix(w.UpdatedAt, 0).UTC(),
+	}, nil
+}
+
+// asJSONString returns s as it reads back from JSON: encoding/json turns invalid UTF-8 into
+// U+FFFD, so a Call-ID compared in Lua must be the decoded form.
+func asJSONString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	js, _ := json.Marshal(s) // a string always marshals
+	var out string
+	_ = json.Unmarshal(js, &out)
+	return out
+}
+
+func flag(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// UpdateBindings applies one REGISTER to aor atomically, with the semantics of
+// storage.BindingUpdate, in one round trip. On an error nothing changed (in the bindings; the
+// sweep index may hold harmless early entries).
+func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.BindingUpdate) (storage.BindingResult, error) {
+	const step = "update bindings"
+	now := u.Now.Unix()
+	keys := []string{regKey(aor)}
+	args := make([]any, 0, 7+5*len(u.Changes))
+	args = append(args, now, flag(u.RemoveAll), asJSONString(u.CallID), u.CSeq, u.MaxBindings, flag(u.EvictOldest), s.grace.Milliseconds())
+
+	for i := range u.Changes {
+		if u.Changes[i].Binding.Key == "" {
+			return storage.BindingResult{}, fmt.Errorf("redis: %s: change %d: empty key", step, i)
+		}
+	}
+	ex := expKey(aor)
+	var zs []goredis.Z // index entries for the bindings this update stores
+	// With RemoveAll the changes play no part (rule 2).
+	if !u.RemoveAll {
+		for i := range u.Changes {
+			b := &u.Changes[i].Binding
+			js, err := encodeBinding(b)
+			if err != nil {
+				return storage.BindingResult{}, fmt.Errorf("redis: %s: change %d: %w", step, i, err)
+			}
+			exp := b.ExpiresAt.Unix()
+			args = append(args, b.Key, asJSONString(b.CallID), b.CSeq, exp, js)
+			if exp > now {
+				zs = append(zs, goredis.Z{Score: float64(exp), Member: member(aor, b.Key)})
+			}
+		}
+	}
+
+	pipe := s.c.Pipeline()
+	var zadd *goredis.IntCmd
+	if len(zs) > 0 {
+		zadd = pipe.ZAdd(ctx, ex, zs...)
+	}
+	cmd := updateScript.EvalSha(ctx, pipe, keys, args...)
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	err := cmd.Err()
+	if isNoScript(err) {
+		cmd = updateScript.Eval(ctx, s.c, keys, args...)
+		err = cmd.Err()
+	}
+	switch {
+	case err == nil:
+	case goredis.HasErrorPrefix(err, replyStale):
+		s.repairIndex(ctx, aor, zs)
+		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, storage.ErrStale)
+	case goredis.HasErrorPrefix(err, replyTooMany):
+		s.repairIndex(ctx, aor, zs)
+		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: more than %d bindings: %w", step, aor, u.MaxBindings, storage.ErrTooManyBindings)
+	case goredis.HasErrorPrefix(err, replyCorrupt):
+		s.repairIndex(ctx, aor, zs)
+		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
+	default:
+		return storage.BindingResult{}, unavailable(step, err)
+	}
+	if zadd != nil && zadd.Err() != nil {
+		// The bindings are written (so this is no error for the caller) but their index
+		// entries may be missing; try once more. If that fails too, the entries come back
+		// with the next refresh, and the key's TTL still ends the AOR.
+		_ = s.c.ZAdd(ctx, ex, zs...).Err()
+	}
+	res, err := decodeUpdate(cmd.Val())
+	if err != nil {
+		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
+	}
+	return res, nil
+}
+
+// repairIndex lowers the index entries a refused update pipelined back to the stored
+// expiries (ZADD LT: never later than the truth, whatever ran concurrently). Best effort: an
+// entry left too late only delays that binding's expiry event, and the key TTL still holds.
+func (s *Store) repairIndex(ctx context.Context, aor string, zs []goredis.Z) {
+	if len(zs) == 0 {
+		return
+	}
+	fields := make([]string, len(zs))
+	for i, z := range zs {
+		_, fields[i], _ = parseMember(z.Member.(string))
+	}
+	vals, err := s.c.HMGet(ctx, regKey(aor), fields...).Result()
+	if err != nil {
+		return
+	}
+	var fix []goredis.Z
+	for i, v := range vals {
+		js, ok := v.(string)
+		if !ok {
+			continue // no binding: the sweep drops the entry
+		}
+		b, err := decodeBinding(js)
+		if err != nil {
+			continue
+		}
+		fix = append(fix, goredis.Z{Score: float64(b.ExpiresAt.Unix()), Member: zs[i].Member})
+	}
+	if len(fix) > 0 {
+		_ = s.c.ZAddLT(ctx, expKey(aor), fix...).Err()
+	}
+}
+
+// decodeUpdate turns updateScript's reply into a BindingResult, every list ordered by Key.
+func decodeUpdate(v any) (storage.BindingResult, error) {
+	parts, ok := v.([]any)
+	if !ok || len(parts) != 6 {
+		return storage.BindingResult{}, fmt.Errorf("unexpected script reply %T", v)
+	}
+	lists := make([][]storage.Binding, 4)
+	for i := range 4 {
+		l, err := decodeList(parts[i])
+		if err != nil {
+			return storage.BindingResult{}, err
+		}
+		lists[i] = l
+	}
+	res := storage.BindingResult{Bindings: lists[0], Removed: lists[1], Expired: lists[2], Evicted: lists[3]}
+	pick := func(p any) ([]storage.Binding, error) {
+		ks, ok := p.([]any)
+		if !ok {
+			return nil, fmt.Errorf("unexpected script reply %T", p)
+		}
+		var out []storage.Binding
+		for _, k := range ks {
+			i := slices.IndexFunc(res.Bindings, func(b storage.Binding) bool { return b.Key == k })
+			if i < 0 {
+				return nil, fmt.Errorf("script reply: key %v not among the bindings", k)
+			}
+			b := res.Bindings[i]
+			b.Path = slices.Clone(b.Path)
+			out = append(out, b)
+		}
+		slices.SortFunc(out, byKey)
+		return out, nil
+	}
+	var err error
+	if res.Added, err = pick(parts[4]); err != nil {
+		return storage.BindingResult{}, err
+	}
+	if res.Refreshed, err = pick(parts[5]); err != nil {
+		return storage.BindingResult{}, err
+	}
+	if res.Bindings == nil {
+		res.Bindings = []storage.Binding{}
+	}
+	return res, nil
+}
+
+func decodeList(p any) ([]storage.Binding, error) {
+	vs, ok := p.([]any)
+	if !ok {
+		return nil, fmt.Errorf("unexpected script reply %T", p)
+	}
+	var out []storage.Binding
+	for _, v := range vs {
+		js, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("unexpected script reply element %T", v)
+		}
+		b, err := decodeBinding(js)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, byKey)
+	return out, nil
+}
+
+func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
+
+// Bindings returns aor's bindings live at now, ordered by Key (one HGETALL).
+func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
+	const step = "bindings"
+	m, err := s.c.HGetAll(ctx, regKey(aor)).Result()
+	if err != nil {
+		return nil, unavailable(step, err)
+	}
+	n := now.Unix()
+	out := make([]storage.Binding, 0, len(m))
+	for k, js := range m {
+		b, err := decodeBinding(js)
+		if err != nil {
+			return nil, fmt.Errorf("redis: %s: %s: %q: %w", step, aor, k, err)
+		}
+		if b.ExpiresAt.Unix() > n {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, byKey)
+	return out, nil
+}
+
+// RemoveBindings removes every binding of aor, expired or not, and returns them ordered by
+// Key (one MULTI/EXEC of HGETALL and DEL). Their index entries are left to the sweep, which
+// finds nothing and drops them. Values that do not decode are removed too and reported as an
+// error after the removal.
+func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Binding, error) {
+	const step = "remove bindings"
+	var get *goredis.MapStringStringCmd
+	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		get = p.HGetAll(ctx, regKey(aor))
+		p.Del(ctx, regKey(aor))
+		return nil
+	})
+	if err != nil {
+		return nil, unavailable(step, err)
+	}
+	out := make([]storage.Binding, 0, len(get.Val()))
+	var bad []error
+	for k, js := range get.Val() {
+		b, err := decodeBinding(js)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("%q: %w", k, err))
+			continue
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, byKey)
+	if len(bad) > 0 {
+		return out, fmt.Errorf("redis: %s: %s: removed %d values that did not decode: %w", step, aor, len(bad), errors.Join(bad...))
+	}
+	return out, nil
+}
+
+// candidate is an index entry found due by a sweep.
+type candidate struct {
+	shard  int
+	member string
+	score  float64
+}
+
+// SweepExpired removes at most limit bindings that expired at now, earliest first, over all
+// AORs, and returns them; each expired binding is returned by exactly one call, whichever
+// node makes it. It returns fewer than limit only when the index holds no more due entries.
+// When Redis fails after some bindings were removed, those are returned without an error (the
+// next call reports the error); they are never dropped.
+func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {
+	const step = "sweep expired"
+	if limit <= 0 {
+		return nil, fmt.Errorf("redis: %s: limit %d: must be positive", step, limit)
+	}
+	n := now.Unix()
+	var out []storage.ExpiredBinding
+	for len(out) < limit {
+		got, more, err := s.sweepRound(ctx, n, limit-len(out))
+		out = append(out, got...)
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, unavailable(step, err)
+		}
+		if !more {
+			break
+		}
+	}
+	return out, nil
+}
+
+// sweepRound examines up to want due index entries and returns the bindings it removed, and
+// whether more due entries may remain.
+func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.ExpiredBinding, bool, error) {
+	// 1. Due entries of every shard, one pipeline.
+	pipe := s.c.Pipeline()
+	ranges := make([]*goredis.ZSliceCmd, shards)
+	for i := range shards {
+		ranges[i] = pipe.ZRangeByScoreWithScores(ctx, expShard(i), &goredis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(want),
+		})
+	}
+	_, _ = pipe.Exec(ctx)
+	var cands []candidate
+	more := false
+	for i, r := range ranges {
+		zs, err := r.Result()
+		if err != nil {
+			return nil, false, err
+		}
+		if len(zs) == want {
+			more = true
+		}
+		for _, z := range zs {
+			m, ok := z.Member.(string)
+			if !ok {
+				continue
+			}
+			cands = append(cands, candidate{shard: i, member: m, score: z.Score})
+		}
+	}
+	if len(cands) == 0 {
+		return nil, false, nil
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if c := cmp.Compare(a.score, b.score); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.member, b.member)
+	})
+	if len(cands) > want {
+		cands, more = cands[:want], true
+	}
+
+	// 2. Claim each entry: only the sweeper whose ZREM removed it goes on.
+	claims, err := s.runAll(ctx, claimScript, len(cands), func(i int) ([]string, []any) {
+		return []string{expShard(cands[i].shard)}, []any{cands[i].member, now}
+	})
+	var claimed []candidate
+	readd := map[int][]goredis.Z{} // shard → entries to put back in step 4
+	for i, c := range claims {
+		switch {
+		case c.Err() != nil:
+			// Unknown outcome: if the ZREM ran, the entry must come back for a later sweep.
+			readd[cands[i].shard] = append(readd[cands[i].shard], goredis.Z{Score: cands[i].score, Member: cands[i].member})
+		case c.Val() == int64(1):
+			claimed = append(claimed, cands[i])
+		}
+	}
+
+	// 3. Delete the claimed bindings that are still due.
+	type target struct {
+		aor, key string
+		c        candidate
+	}
+	targets := make([]target, 0, len(claimed))
+	for _, c := range claimed {
+		aor, key, ok := parseMember(c.member)
+		if !ok {
+			continue // not ours: it is gone from the index now
+		}
+		targets = append(targets, target{aor, key, c})
+	}
+	results, runErr := s.runAll(ctx, expireScript, len(targets), func(i int) ([]string, []any) {
+		return []string{regKey(targets[i].aor)}, []any{targets[i].key, now}
+	})
+	if runErr == nil {
+		runErr = err
+	}
+	var out []storage.ExpiredBinding
+	for i, r := range results {
+		t := targets[i]
+		rep, ok := r.Val().([]any)
+		if r.Err() != nil || !ok || len(rep) == 0 {
+			// Unknown outcome: put the entry back so a later sweep looks again.
+			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: t.c.score, Member: t.c.member})
+			continue
+		}
+		switch rep[0] {
+		case "expired":
+			js, _ := rep[1].(string)
+			b, err := decodeBinding(js)
+			if err != nil {
+				continue // removed; it cannot be reported
+			}
+			out = append(out, storage.ExpiredBinding{AOR: t.aor, Binding: b})
+		case "live":
+			es, _ := rep[1].(string)
+			exp, err := strconv.ParseInt(es, 10, 64)
+			if err != nil {
+				continue
+			}
+			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: float64(exp), Member: t.c.member})
+		}
+	}
+
+	// 4. Put back the entries of bindings refreshed since (rare).
+	if len(readd) > 0 {
+		p := s.c.Pipeline()
+		for sh, zs := range readd {
+			p.ZAddLT(ctx, expShard(sh), zs...)
+		}
+		if _, err := p.Exec(ctx); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	return out, more, runErr
+}
+
+// runAll runs script n times in one pipeline (EVALSHA), reruns the ones Redis did not know
+// with EVAL, and returns each call's command and the first error.
+func (s *Store) runAll(ctx context.Context, sc *goredis.Script, n int, call func(i int) ([]string, []any)) ([]*goredis.Cmd, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	cmds := make([]*goredis.Cmd, n)
+	pipe := s.c.Pipeline()
+	for i := range n {
+		k, a := call(i)
+		cmds[i] = sc.EvalSha(ctx, pipe, k, a...)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []int
+	for i, c := range cmds {
+		if isNoScript(c.Err()) {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe := s.c.Pipeline()
+		for _, i := range retry {
+			k, a := call(i)
+			cmds[i] = sc.Eval(ctx, pipe, k, a...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return cmds, c.Err()
+		}
+	}
+	return cmds, nil
+}

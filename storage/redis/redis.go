@@ -1,0 +1,337 @@
+// Package redis is simpled's Redis storage backend: persistence, several simpled nodes on one
+// Redis, and Redis Cluster to scale out. It implements registrar.Store, auth.Store and
+// storage.Backend with the semantics storage/storagetest checks (the memory backend passes the
+// same suite). Redis 7.0 or later.
+//
+// # Keys
+//
+// Hash tags keep one user's keys in one Cluster slot; no command or script ever combines keys
+// of different slots.
+//
+//	reg:{aor}        hash    binding key → binding JSON (storage.Binding's fields, with
+//	                         expires_at and updated_at in unix seconds); TTL = latest expiry +
+//	                         Options.KeyGrace, a backstop for when no sweeper runs (PEXPIRE
+//	                         relative to the caller's now, so clock offsets do not matter)
+//	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; member "reg|<aor>|<key>" (| and %
+//	                         in aor %-escaped), score = expires_at; the sweep index
+//	cred:{aor}       hash    realm → storage.Credential JSON
+//	creds            set     every AOR with a credential (HasCredentials is one EXISTS)
+//	nonce:{<nonce>}  string  highest nonce count accepted; TTL = the ttl of the last accepted
+//
+// # Round trips
+//
+// UpdateBindings is one round trip: a pipeline of ZADD exp:{n} (one per change that stores a
+// binding) and one Lua script on reg:{aor} that applies storage.BindingUpdate atomically.
+// The ZADDs may run although the script then refuses the update. That is safe as long as an
+// index entry is never later than its binding's expiry: an early entry, or one whose binding
+// is gone, is verified and corrected by the sweep. So after ErrStale or ErrTooManyBindings
+// one more round trip lowers the entries back to the stored expiries (ZADD LT). The one case
+// left is two REGISTERs for the same binding racing on two connections, where the ZADD of the
+// one whose script ran first may land last: the entry is then late by the difference of their
+// expiries, which delays that binding's expiry event (the binding itself is not returned by
+// Bindings once expired). Scripts are sent with EVALSHA and, if Redis does not know them
+// (NOSCRIPT, e.g. after a restart), once more with EVAL.
+//
+// SweepExpired takes about three round trips per batch: ZRANGEBYSCORE on the 16 index shards
+// (one pipeline), a claim script per candidate on its exp:{n} key (ZREM only if the score is
+// still due, so exactly one sweeper claims it), and for the claimed ones a script on
+// reg:{aor} that deletes the binding only if its stored expiry is due and returns it. A
+// binding refreshed in between is left alone and its index entry put back (ZADD LT). So each
+// expired binding is returned once, across any number of nodes.
+//
+// # Errors
+//
+// Every error from Redis or the network (refused, timeout, LOADING, ...) is wrapped with
+// storage.ErrUnavailable. A stored value that does not decode is an error of its own (not
+// ErrUnavailable), never a panic. go-redis retries a command after a network error
+// (Options.MaxRetries); should a reply be lost after the update script ran, the retry finds
+// the binding stored with the same CSeq and fails with storage.ErrStale (the client's next
+// REGISTER carries a new CSeq and succeeds). go-redis logs connection failures through its
+// own global logger (goredis.SetLogger), which the program wiring should redirect.
+//
+// Times are stored in whole seconds (see storage.Binding); strings must be valid UTF-8
+// (invalid bytes become U+FFFD, as encoding/json does).
+package redis
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/simpled/simpled/storage"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultDialTimeout = 2 * time.Second
+	DefaultReadTimeout = 2 * time.Second
+	DefaultKeyGrace    = time.Hour
+)
+
+// go-redis settings without an Options field (see Options.MaxRetries).
+const (
+	defaultMaxRetries = 1
+	dialAttempts      = 2 // go-redis DialerRetries: attempts per dial, 100 ms apart
+)
+
+// shards is the number of exp:{n} index keys. Changing it orphans existing index entries.
+const shards = 16
+
+// Options tunes the client. The zero value is usable; each field's default is in its comment.
+// Options given here override the same settings in the URL's query (e.g. ?dial_timeout=1s).
+type Options struct {
+	// DialTimeout bounds connecting to one Redis node. Default 2 s.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound one command's socket read and write. Default 2 s;
+	// WriteTimeout defaults to ReadTimeout. A context deadline also applies.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// PoolSize is the number of connections per node. Default go-redis's: 10 per CPU.
+	PoolSize int
+	// MaxRetries is how often a command is retried after a network error (a pooled
+	// connection that died with a Redis restart). Default 1; -1 disables retries. Each
+	// attempt dials at most twice, 100 ms apart, so with Redis down a call fails within about
+	// half a second (plus DialTimeout when the host does not answer at all): a SIP server
+	// should answer 503 quickly rather than wait.
+	MaxRetries int
+	// TLSConfig replaces the TLS settings of a rediss:// URL (default: verify the server name
+	// from the URL). Ignored for plain redis://.
+	TLSConfig *tls.Config
+	// KeyGrace is added to the latest binding expiry of an AOR to form the TTL of its
+	// reg:{aor} key. It must exceed the sweep interval, or a stopped sweeper loses expiry
+	// events. Default 1 h.
+	KeyGrace time.Duration
+}
+
+// Store is the Redis backend. It is safe for concurrent use; several Stores (nodes) may share
+// one Redis.
+type Store struct {
+	c     goredis.UniversalClient
+	grace time.Duration
+}
+
+// New connects to the Redis at rawURL and pings it. rawURL is one of
+//
+//	redis://[user:pass@]HOST:PORT/DB          one server
+//	rediss://[user:pass@]HOST:PORT/DB         one server over TLS
+//	redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]    Redis Cluster (seed nodes)
+//	rediss+cluster://...                      Redis Cluster over TLS
+//
+// with optional go-redis query parameters (?dial_timeout=1s&pool_size=20). An unreachable
+// server is an error wrapping storage.ErrUnavailable.
+func New(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	c, addr, err := newClient(rawURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis: connect %s: %w: %w", addr, storage.ErrUnavailable, err)
+	}
+	grace := opts.KeyGrace
+	if grace <= 0 {
+		grace = DefaultKeyGrace
+	}
+	return &Store{c: c, grace: grace}, nil
+}
+
+// Client returns the underlying client, for tests and diagnostics.
+func (s *Store) Client() goredis.UniversalClient { return s.c }
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close closes the client's connections.
+func (s *Store) Close() error {
+	if err := s.c.Close(); err != nil {
+		return fmt.Errorf("redis: close: %w", err)
+	}
+	return nil
+}
+
+// newClient parses rawURL, applies opts and returns the client and a printable address (no
+// password).
+func newClient(rawURL string, opts Options) (goredis.UniversalClient, string, error) {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, "", errors.New("redis: url: missing scheme (want redis://, rediss:// or redis+cluster://)")
+	}
+	switch scheme {
+	case "redis", "rediss":
+		o, err := goredis.ParseURL(rawURL)
+		if err != nil {
+			return nil, "", fmt.Errorf("redis: url: %w", stripURL(err))
+		}
+		o.DialTimeout = pick(opts.DialTimeout, o.DialTimeout, DefaultDialTimeout)
+		o.ReadTimeout = pick(opts.ReadTimeout, o.ReadTimeout, DefaultReadTimeout)
+		o.WriteTimeout = pick(opts.WriteTimeout, o.WriteTimeout, o.ReadTimeout)
+		if opts.PoolSize > 0 {
+			o.PoolSize = opts.PoolSize
+		}
+		o.MaxRetries = pickInt(opts.MaxRetries, o.MaxRetries, defaultMaxRetries)
+		o.DialerRetries = pickInt(0, o.DialerRetries, dialAttempts)
+		if opts.TLSConfig != nil && o.TLSConfig != nil {
+			o.TLSConfig = opts.TLSConfig
+		}
+		o.ContextTimeoutEnabled = true
+		return goredis.NewClient(o), scheme + "://" + o.Addr, nil
+	case "redis+cluster", "rediss+cluster":
+		base := strings.TrimSuffix(scheme, "+cluster")
+		u, err := clusterURL(base, rest)
+		if err != nil {
+			return nil, "", err
+		}
+		o, err := goredis.ParseClusterURL(u)
+		if err != nil {
+			return nil, "", fmt.Errorf("redis: url: %w", stripURL(err))
+		}
+		o.DialTimeout = pick(opts.DialTimeout, o.DialTimeout, DefaultDialTimeout)
+		o.ReadTimeout = pick(opts.ReadTimeout, o.ReadTimeout, DefaultReadTimeout)
+		o.WriteTimeout = pick(opts.WriteTimeout, o.WriteTimeout, o.ReadTimeout)
+		if opts.PoolSize > 0 {
+			o.PoolSize = opts.PoolSize
+		}
+		o.MaxRetries = pickInt(opts.MaxRetries, o.MaxRetries, defaultMaxRetries)
+		o.DialerRetries = pickInt(0, o.DialerRetries, dialAttempts)
+		if opts.TLSConfig != nil && o.TLSConfig != nil {
+			o.TLSConfig = opts.TLSConfig
+		}
+		o.ContextTimeoutEnabled = true
+		return goredis.NewClusterClient(o), scheme + "://" + strings.Join(o.Addrs, ","), nil
+	default:
+		return nil, "", fmt.Errorf("redis: url: scheme %q: want redis, rediss, redis+cluster or rediss+cluster", scheme)
+	}
+}
+
+// clusterURL turns "[user:pass@]h1:p1,h2:p2[/0][?query]" into the form go-redis parses:
+// base://[user:pass@]h1:p1?query&addr=h2:p2.
+func clusterURL(base, rest string) (string, error) {
+	hostsAndPath, query, _ := strings.Cut(rest, "?")
+	userHosts, path, _ := strings.Cut(hostsAndPath, "/")
+	if path != "" && path != "0" {
+		return "", fmt.Errorf("redis: url: cluster database %q: Redis Cluster has only database 0", path)
+	}
+	user, hosts := "", userHosts
+	if i := strings.LastIndex(userHosts, "@"); i >= 0 {
+		user, hosts = userHosts[:i+1], userHosts[i+1:]
+	}
+	addrs := strings.Split(hosts, ",")
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return "", fmt.Errorf("redis: url: cluster node %q: want HOST:PORT", a)
+		}
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", fmt.Errorf("redis: url: query: %w", err)
+	}
+	for _, a := range addrs[1:] {
+		q.Add("addr", a)
+	}
+	u := base + "://" + user + addrs[0]
+	if enc := q.Encode(); enc != "" {
+		u += "?" + enc
+	}
+	return u, nil
+}
+
+// stripURL drops the URL (which may hold a password) from a *url.Error.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// pick returns the first positive of opt, fromURL, def.
+func pick(opt, fromURL, def time.Duration) time.Duration {
+	switch {
+	case opt > 0:
+		return opt
+	case fromURL > 0:
+		return fromURL
+	default:
+		return def
+	}
+}
+
+// pickInt returns the first non-zero of opt, fromURL, def.
+func pickInt(opt, fromURL, def int) int {
+	switch {
+	case opt != 0:
+		return opt
+	case fromURL != 0:
+		return fromURL
+	default:
+		return def
+	}
+}
+
+// unavailable wraps a Redis or network error for step.
+func unavailable(step string, err error) error {
+	return fmt.Errorf("redis: %s: %w: %w", step, storage.ErrUnavailable, err)
+}
+
+// isNoScript reports whether err asks for the script source (EVALSHA of an unknown SHA).
+func isNoScript(err error) bool {
+	return errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// Key layout (see the package doc). The {...} hash tag is the AOR (or nonce), so one user's
+// keys share a Cluster slot.
+
+func regKey(aor string) string  { return "reg:{" + aor + "}" }
+func credKey(aor string) string { return "cred:{" + aor + "}" }
+func nonceKey(n string) string  { return "nonce:{" + n + "}" }
+
+// expKey is the index shard of aor's bindings.
+func expKey(aor string) string { return expShard(int(shardOf(aor))) }
+
+func expShard(n int) string { return "exp:{" + strconv.Itoa(n) + "}" }
+
+// shardOf picks aor's index shard: FNV-1a 32 mod shards.
+func shardOf(aor string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(aor)) // a hash.Hash never fails
+	return h.Sum32() % shards
+}
+
+// member is the index entry of one binding: "reg|<aor>|<key>", with | and % in aor escaped so
+// the first | after the AOR ends it.
+func member(aor, key string) string { return "reg|" + escaper.Replace(aor) + "|" + key }
+
+// credsKey is the set of AORs that have a credential.
+const credsKey = "creds"
+
+var (
+	escaper   = strings.NewReplacer("%", "%25", "|", "%7C")
+	unescaper = strings.NewReplacer("%7C", "|", "%25", "%")
+)
+
+// parseMember splits an exp:{n} member into AOR and binding key.
+func parseMember(m string) (aor, key string, ok bool) {
+	rest, ok := strings.CutPrefix(m, "reg|")
+	if !ok {
+		return "", "", false
+	}
+	a, key, ok := strings.Cut(rest, "|")
+	if !ok {
+		return "", "", false
+	}
+	return unescaper.Replace(a), key, true
+}
