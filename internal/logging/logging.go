@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
@@ -75,11 +76,42 @@ func New(o Options) (*zap.Logger, error) {
 }
 
 // Slog returns a slog.Logger that writes into log's core, for sipgo (sip.SetDefaultLogger,
-// WithServerLogger, WithClientLogger). sipgo logs each malformed message at Error with its raw
-// bytes; simpled answers and logs those itself, so sipgo's records are capped at warn below
-// what the root logger would show at debug.
+// WithServerLogger, WithClientLogger). Peers drive much of what sipgo logs (it logs every
+// unparsable message at Error with its raw bytes), so the bridge caps raw "data" fields at
+// MaxLoggedData bytes and samples: at most 10 identical lines per second, then 1 in 100.
 func Slog(log *zap.Logger) *slog.Logger {
-	return slog.New(zapslog.NewHandler(log.Named("sipgo").Core(), zapslog.WithName("sipgo")))
+	core := zapcore.NewSamplerWithOptions(&truncatingCore{Core: log.Core()}, time.Second, 10, 100)
+	return slog.New(zapslog.NewHandler(core, zapslog.WithName("sipgo")))
+}
+
+// MaxLoggedData bounds a raw message logged by sipgo.
+const MaxLoggedData = 512
+
+// truncatingCore shortens string fields named "data" (sipgo's raw message dumps).
+type truncatingCore struct{ zapcore.Core }
+
+func (c *truncatingCore) With(fields []zapcore.Field) zapcore.Core {
+	return &truncatingCore{Core: c.Core.With(truncate(fields))}
+}
+
+func (c *truncatingCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(ent.Level) {
+		return ce.AddCore(ent, c)
+	}
+	return ce
+}
+
+func (c *truncatingCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+	return c.Core.Write(ent, truncate(fields))
+}
+
+func truncate(fields []zapcore.Field) []zapcore.Field {
+	for i, f := range fields {
+		if f.Key == "data" && f.Type == zapcore.StringType && len(f.String) > MaxLoggedData {
+			fields[i].String = f.String[:MaxLoggedData] + "...(truncated)"
+		}
+	}
+	return fields
 }
 
 func orDefault(s, d string) string {

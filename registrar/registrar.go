@@ -1,0 +1,371 @@
+// Package registrar is simpled's registrar stage (RFC 3261 §10.3): it binds addresses-of-record
+// of the local domains to contacts, several per AOR, with expiry, q-values, Call-ID/CSeq
+// ordering, Path (RFC 3327) and +sip.instance/reg-id (RFC 5626) as the identity of a device.
+// Every change and every expiry is published on the storage.Bus so later stages (presence from
+// registration, offline message delivery) react to it.
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Options configure a Registrar. Zero values take the defaults of CLI.md.
+type Options struct {
+	Domains        []string // local domains (lower case)
+	MinExpires     int      // seconds; below (and not 0) → 423 with Min-Expires (default 60)
+	DefaultExpires int      // seconds, when the REGISTER gives none (default 3600)
+	MaxExpires     int      // seconds; longer requests are clamped (default 7200)
+	MaxContacts    int      // bindings per AOR (default 10)
+	EvictOldest    bool     // at the limit, evict the oldest binding instead of answering 403
+	SweepInterval  time.Duration
+
+	Store Store
+	Bus   storage.Bus // may be nil
+	Log   *zap.Logger
+	// Registerer receives the registrar's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// StoreLatency observes store calls by op; may be nil.
+	StoreLatency prometheus.ObserverVec
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Registrar is the REGISTER stage. Create it with New, put Plugin in the chain and run Run for
+// the expiry sweep.
+type Registrar struct {
+	opts    Options
+	domains map[string]bool
+	log     *zap.Logger
+	next    sipx.Handler
+	events  *prometheus.CounterVec
+	results *prometheus.CounterVec
+}
+
+// New checks opts and returns a Registrar.
+func New(opts Options) (*Registrar, error) {
+	if opts.Store == nil {
+		return nil, errors.New("registrar: no store")
+	}
+	if opts.MinExpires <= 0 {
+		opts.MinExpires = 60
+	}
+	if opts.DefaultExpires <= 0 {
+		opts.DefaultExpires = 3600
+	}
+	if opts.MaxExpires <= 0 {
+		opts.MaxExpires = 7200
+	}
+	if opts.MaxContacts <= 0 {
+		opts.MaxContacts = 10
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Second
+	}
+	if opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
+		return nil, fmt.Errorf("registrar: expiry limits: want min %d <= default %d <= max %d",
+			opts.MinExpires, opts.DefaultExpires, opts.MaxExpires)
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log}
+	for _, d := range opts.Domains {
+		r.domains[strings.ToLower(d)] = true
+	}
+	r.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_binding_events_total",
+		Help: "Binding changes by kind (added, refreshed, removed, expired, evicted).",
+	}, []string{"kind"})
+	r.results = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_register_results_total",
+		Help: "REGISTER requests handled by the registrar, by final status.",
+	}, []string{"status"})
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{r.events, r.results} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("registrar: metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Plugin returns the registrar as a chain stage.
+func (r *Registrar) Plugin() sipx.Plugin {
+	return func(next sipx.Handler) sipx.Handler {
+		rr := *r
+		rr.next = next
+		return &rr
+	}
+}
+
+// Name implements sipx.Handler.
+func (r *Registrar) Name() string { return "registrar" }
+
+// IsLocal reports whether domain is one of ours.
+func (r *Registrar) IsLocal(domain string) bool { return r.domains[strings.ToLower(domain)] }
+
+// ServeSIP handles REGISTER for the local domains and passes every other request on.
+func (r *Registrar) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	if req.Method != sip.REGISTER {
+		return sipx.Next(ctx, r.next, tx, req)
+	}
+	status, err := r.register(ctx, tx, req)
+	r.results.WithLabelValues(strconv.Itoa(status)).Inc()
+	return status, err
+}
+
+func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	st := sipx.StateFrom(ctx)
+	// §10.3 step 1: the Request-URI names the registrar's domain. An IP literal is taken as us
+	// (phones configured with the server's address), a foreign name is not ours to register.
+	if host := req.Recipient.Host; !r.IsLocal(host) && net.ParseIP(strings.Trim(host, "[]")) == nil {
+		return sipx.Respond(tx, req, 403, "Domain Not Served")
+	}
+	to := req.To()
+	if !sipx.IsSIPScheme(to.Address.Scheme) {
+		return sipx.Respond(tx, req, 416, "")
+	}
+	// §10.3 step 3: the To header names the AOR, which must be of a local domain.
+	if !r.IsLocal(to.Address.Host) || to.Address.User == "" {
+		return sipx.Respond(tx, req, 404, "Unknown Address-of-Record")
+	}
+	// §10.3 step 2: Require options we do not support.
+	if bad := sipx.Unsupported(req, "Require", Supported...); len(bad) > 0 {
+		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+	}
+	aor := sipx.AOR(&to.Address)
+	now := r.opts.Now().Truncate(time.Second)
+	if n := len(req.GetHeaders("Contact")); n > r.opts.MaxContacts {
+		// Thousands of contacts in one REGISTER: refuse before any work (and any store call).
+		return sipx.Respond(tx, req, 403, "Too Many Contacts")
+	}
+	callID := req.CallID().Value()
+	cseq := req.CSeq().SeqNo
+	changes, wildcard, err := r.parseContacts(req, now, callID, cseq)
+	var bad errBadRequest
+	switch {
+	case errors.As(err, &bad):
+		st.Logger().Debug("bad REGISTER", zap.String(logging.KeyAOR, aor), zap.String(logging.KeyReason, string(bad)))
+		return sipx.Respond(tx, req, 400, string(bad))
+	case errors.Is(err, errIntervalTooBrief):
+		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(r.opts.MinExpires)))
+	case err != nil:
+		return sipx.RespondError(tx, req, err)
+	}
+
+	if len(changes) == 0 && !wildcard {
+		// A query: no Contact, answer the current bindings.
+		t0 := time.Now()
+		bindings, err := r.opts.Store.Bindings(ctx, aor, now)
+		r.observe("bindings", t0)
+		if err != nil {
+			return sipx.RespondError(tx, req, fmt.Errorf("registrar: lookup %s: %w", aor, err))
+		}
+		return r.respond(tx, req, bindings, nil, now)
+	}
+
+	path := pathOf(req)
+	ua := ""
+	if h := req.GetHeader("User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
+		ua = h.Value()
+		if len(ua) > 256 {
+			ua = ua[:256]
+		}
+	}
+	for i := range changes {
+		b := &changes[i].Binding
+		b.Path = path
+		b.Received = st.Source
+		b.Transport = st.Transport
+		b.UserAgent = ua
+	}
+	update := storage.BindingUpdate{
+		Now:         now,
+		RemoveAll:   wildcard,
+		CallID:      callID,
+		CSeq:        cseq,
+		Changes:     changes,
+		MaxBindings: r.opts.MaxContacts,
+		EvictOldest: r.opts.EvictOldest,
+	}
+	t0 := time.Now()
+	res, err := r.opts.Store.UpdateBindings(ctx, aor, update)
+	r.observe("update_bindings", t0)
+	if err != nil {
+		if errors.Is(err, storage.ErrStale) || errors.Is(err, storage.ErrTooManyBindings) {
+			st.Logger().Info("REGISTER refused", zap.String(logging.KeyAOR, aor), zap.Error(err))
+			code, reason := sipx.ErrorStatus(err)
+			return sipx.Respond(tx, req, code, reason)
+		}
+		return sipx.RespondError(tx, req, fmt.Errorf("registrar: update %s: %w", aor, err))
+	}
+	r.publish(aor, now, res)
+	return r.respond(tx, req, res.Bindings, path, now)
+}
+
+// Supported lists the option tags the registrar understands in Require.
+var Supported = []string{"path"}
+
+// respond sends the 200 listing every current binding with its remaining expiry (§10.3 step 8).
+func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, bindings []storage.Binding, path []string, now time.Time) (int, error) {
+	res := sipx.NewResponse(req, 200, "")
+	for i := range bindings {
+		b := &bindings[i]
+		left := int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second)
+		if left <= 0 {
+			continue
+		}
+		v := b.Contact + ";expires=" + strconv.FormatInt(left, 10)
+		if b.Q >= 0 {
+			v += ";q=" + formatQ(b.Q)
+		}
+		res.AppendHeader(sip.NewHeader("Contact", v))
+	}
+	// RFC 3327 §5.3: the stored Path is returned when the UA said it supports path.
+	if len(path) > 0 && sipx.HasToken(req, "Supported", "path") {
+		res.AppendHeader(sip.NewHeader("Path", strings.Join(path, ", ")))
+	}
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http1123)))
+	return sipx.RespondWith(tx, res)
+}
+
+// http1123 is the SIP-date format (RFC 3261 §20.17).
+const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+// publish announces the update's effects on the bus.
+func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult) {
+	emit := func(kind storage.EventKind, bs []storage.Binding) {
+		for _, b := range bs {
+			r.events.WithLabelValues(string(kind)).Inc()
+			if r.opts.Bus != nil {
+				r.opts.Bus.Publish(storage.Event{Kind: kind, AOR: aor, Binding: b, At: now})
+			}
+		}
+	}
+	emit(storage.BindingAdded, res.Added)
+	emit(storage.BindingRefreshed, res.Refreshed)
+	emit(storage.BindingRemoved, res.Removed)
+	emit(storage.BindingExpired, res.Expired)
+	emit(storage.BindingEvicted, res.Evicted)
+}
+
+func (r *Registrar) observe(op string, t0 time.Time) {
+	if r.opts.StoreLatency != nil {
+		r.opts.StoreLatency.WithLabelValues(op).Observe(time.Since(t0).Seconds())
+	}
+}
+
+// pathOf returns the REGISTER's Path values in order (RFC 3327), one per route.
+func pathOf(req *sip.Request) []string {
+	var out []string
+	for _, h := range req.GetHeaders("Path") {
+		for _, v := range splitList(h.Value()) {
+			if sipx.Sanitize(v) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// splitList splits a header value at the commas that are outside quotes and angle brackets.
+func splitList(s string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' && (i == 0 || s[i-1] != '\\'):
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			depth++
+		case c == '>':
+			depth--
+		case c == ',' && depth == 0:
+			if v := strings.TrimSpace(s[start:i]); v != "" {
+				out = append(out, v)
+			}
+			start = i + 1
+		}
+	}
+	if v := strings.TrimSpace(s[start:]); v != "" {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Lookup returns aor's live bindings (for the admin API and, later, the proxy).
+func (r *Registrar) Lookup(ctx context.Context, aor string) ([]storage.Binding, error) {
+	return r.opts.Store.Bindings(ctx, aor, r.opts.Now())
+}
+
+// Remove deletes every binding of aor and publishes their removal (admin API).
+func (r *Registrar) Remove(ctx context.Context, aor string) ([]storage.Binding, error) {
+	removed, err := r.opts.Store.RemoveBindings(ctx, aor)
+	if err != nil {
+		return nil, err
+	}
+	r.publish(aor, r.opts.Now(), storage.BindingResult{Removed: removed})
+	return removed, nil
+}
+
+// Run sweeps expired bindings every SweepInterval until ctx ends, so that expiry events fire
+// on time rather than at the AOR's next request.
+func (r *Registrar) Run(ctx context.Context) {
+	t := time.NewTicker(r.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.sweep(ctx)
+		}
+	}
+}
+
+// sweepBatch bounds one sweep's work; a backlog is taken in several batches.
+const sweepBatch = 1000
+
+func (r *Registrar) sweep(ctx context.Context) {
+	for range 100 {
+		now := r.opts.Now()
+		t0 := time.Now()
+		expired, err := r.opts.Store.SweepExpired(ctx, now, sweepBatch)
+		r.observe("sweep_expired", t0)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("expiry sweep failed", zap.Error(err))
+			}
+			return
+		}
+		for _, e := range expired {
+			r.log.Debug("binding expired", zap.String(logging.KeyAOR, e.AOR), zap.String(logging.KeyContact, e.Binding.URI))
+			r.events.WithLabelValues(string(storage.BindingExpired)).Inc()
+			if r.opts.Bus != nil {
+				r.opts.Bus.Publish(storage.Event{Kind: storage.BindingExpired, AOR: e.AOR, Binding: e.Binding, At: now})
+			}
+		}
+		if len(expired) < sweepBatch {
+			return
+		}
+	}
+}
