@@ -1,0 +1,58 @@
+# simpled — see README.md. `make run` starts a server with the embedded store on
+# 127.0.0.1:5060 (udp+tcp); `make test` is what CI runs.
+GO        ?= go
+FUZZTIME  ?= 10s
+BIN       := bin/simpled
+# Debian packages the tests use: a real Redis, sipp and baresip.
+TEST_DEBS := redis-server sip-tester baresip
+# Fuzz targets: package:Target
+FUZZ      := ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds
+
+.PHONY: all build run test vet unit fuzz deps bench lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/simpled
+
+run: build
+	./$(BIN) $(ARGS)
+
+test: deps vet unit fuzz
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+# deps installs the Debian packages the tests need when run as root, else says how.
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing test dependencies; install them with:"; \
+			echo "  sudo apt-get install -y $(TEST_DEBS)"; \
+		fi; \
+	fi
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/...
+
+clean:
+	rm -rf bin

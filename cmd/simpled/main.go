@@ -1,0 +1,66 @@
+// Command simpled is a SIP SIMPLE registrar, proxy and presence server. See README.md and
+// CLI.md for its flags; this file only turns them into a running server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, flags, err := config.FromArgs(args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, config.ErrUsage):
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, "simpled:", err)
+		return 1
+	}
+	if flags.Version {
+		fmt.Fprintln(stdout, "simpled", version)
+		return 0
+	}
+	if flags.Check {
+		fmt.Fprint(stdout, opts.YAML())
+		return 0
+	}
+	log, err := logging.New(logging.Options{Level: opts.LogLevel, Format: opts.LogFormat})
+	if err != nil {
+		fmt.Fprintln(stderr, "simpled:", err)
+		return 1
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, opts, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "simpled:", err)
+		return 1
+	}
+	log.Sugar().Infow("simpled starting", "version", version, "node", opts.NodeID)
+	if err := srv.Run(ctx); err != nil {
+		fmt.Fprintln(stderr, "simpled:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,185 @@
+// Package admin serves simpled's HTTP endpoints: Prometheus /metrics, /healthz (the process is
+// alive), /readyz (listeners up and the store answers) and the JSON admin API under /api/v1.
+// It knows the stages only through the small read/remove interfaces below.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// Registrations is the registrar's admin surface.
+type Registrations interface {
+	Lookup(ctx context.Context, aor string) ([]storage.Binding, error)
+	Remove(ctx context.Context, aor string) ([]storage.Binding, error)
+}
+
+// Options configure the handler.
+type Options struct {
+	Gatherer      prometheus.Gatherer
+	Ready         func(ctx context.Context) error
+	Registrations Registrations
+	Log           *zap.Logger
+	// Now is the clock for remaining expiries; nil means time.Now.
+	Now func() time.Time
+}
+
+// New returns the HTTP handler.
+func New(o Options) http.Handler {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	a := &api{o: o}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.HandleFunc("GET /api/v1/registrations/{aor}", a.getRegistrations)
+	mux.HandleFunc("DELETE /api/v1/registrations/{aor}", a.deleteRegistrations)
+	return mux
+}
+
+type api struct{ o Options }
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.o.Ready(ctx); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Binding is one registration as the admin API shows it.
+type Binding struct {
+	Contact    string    `json:"contact"`
+	URI        string    `json:"uri"`
+	Expires    int64     `json:"expires"` // seconds left
+	ExpiresAt  time.Time `json:"expires_at"`
+	Q          *float64  `json:"q,omitempty"`
+	CallID     string    `json:"call_id"`
+	CSeq       uint32    `json:"cseq"`
+	Path       []string  `json:"path,omitempty"`
+	InstanceID string    `json:"instance_id,omitempty"`
+	RegID      int       `json:"reg_id,omitempty"`
+	Received   string    `json:"received,omitempty"`
+	Transport  string    `json:"transport,omitempty"`
+	UserAgent  string    `json:"user_agent,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Registrations is the body of GET and DELETE /api/v1/registrations/{aor}.
+type registrationsBody struct {
+	AOR      string    `json:"aor"`
+	Bindings []Binding `json:"bindings"`
+}
+
+func (a *api) view(aor string, bs []storage.Binding) registrationsBody {
+	now := a.o.Now()
+	out := registrationsBody{AOR: aor, Bindings: make([]Binding, 0, len(bs))}
+	for _, b := range bs {
+		v := Binding{
+			Contact: b.Contact, URI: b.URI, ExpiresAt: b.ExpiresAt.UTC(),
+			Expires: int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second),
+			CallID:  b.CallID, CSeq: b.CSeq, Path: b.Path, InstanceID: b.InstanceID, RegID: b.RegID,
+			Received: b.Received, Transport: b.Transport, UserAgent: b.UserAgent, UpdatedAt: b.UpdatedAt.UTC(),
+		}
+		if v.Expires < 0 {
+			v.Expires = 0
+		}
+		if b.Q >= 0 {
+			q := float64(b.Q) / 1000
+			v.Q = &q
+		}
+		out.Bindings = append(out.Bindings, v)
+	}
+	return out
+}
+
+// normalizeAOR accepts "user@domain" or "sip:user@domain" and lower-cases the domain.
+func normalizeAOR(s string) (string, bool) {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "sip:"), "sips:")
+	user, domain, ok := strings.Cut(s, "@")
+	if !ok || user == "" || domain == "" || strings.ContainsAny(s, " \r\n;<>") {
+		return "", false
+	}
+	return user + "@" + strings.ToLower(domain), true
+}
+
+func (a *api) getRegistrations(w http.ResponseWriter, r *http.Request) {
+	aor, ok := normalizeAOR(r.PathValue("aor"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, "want an AOR like alice@example.com")
+		return
+	}
+	bs, err := a.o.Registrations.Lookup(r.Context(), aor)
+	if err != nil {
+		a.storeError(w, err)
+		return
+	}
+	if len(bs) == 0 {
+		writeError(w, http.StatusNotFound, "no registration for "+aor)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.view(aor, bs))
+}
+
+func (a *api) deleteRegistrations(w http.ResponseWriter, r *http.Request) {
+	aor, ok := normalizeAOR(r.PathValue("aor"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, "want an AOR like alice@example.com")
+		return
+	}
+	bs, err := a.o.Registrations.Remove(r.Context(), aor)
+	if err != nil {
+		a.storeError(w, err)
+		return
+	}
+	if len(bs) == 0 {
+		writeError(w, http.StatusNotFound, "no registration for "+aor)
+		return
+	}
+	a.o.Log.Info("registrations removed by admin", zap.String(logging.KeyAOR, aor), zap.Int("count", len(bs)))
+	writeJSON(w, http.StatusOK, a.view(aor, bs))
+}
+
+func (a *api) storeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, storage.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not found")
+		return
+	}
+	a.o.Log.Error("admin request failed", zap.Error(err))
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "store unavailable")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/internal/transport"
+)
+
+// sanity is the first stage: it refuses what no later stage should spend work on (RFC 3261
+// §16.3 request validation, §8.2 UAS checks): missing or malformed mandatory headers (400 naming
+// the header), CSeq method ≠ request method (400), Max-Forwards 0 (483), unsupported
+// Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416).
+type sanity struct {
+	next      sipx.Handler
+	maxBody   int
+	isOurs    func(host string) bool
+	supported []string
+}
+
+// mandatory are the header fields every request must carry exactly once (RFC 3261 §8.1.1).
+var mandatory = []string{"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards"}
+
+// typedHeaders are the fields sipgo parses; a malformed one is kept as a plain header by
+// sipx.NewParser and reported here.
+var typedHeaders = []string{"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact",
+	"Content-Type", "Content-Length", "Route", "Record-Route"}
+
+func (s *sanity) Name() string { return "sanity" }
+
+func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	if req.SipVersion != "SIP/2.0" {
+		return sipx.Respond(tx, req, 505, "")
+	}
+	for _, name := range mandatory {
+		if req.GetHeader(name) == nil {
+			return sipx.Respond(tx, req, 400, "Missing "+name)
+		}
+	}
+	if reason := sipx.Malformed(req, typedHeaders...); reason != "" {
+		return sipx.Respond(tx, req, 400, reason)
+	}
+	if req.From().Address.Host == "" || req.To().Address.Host == "" {
+		return sipx.Respond(tx, req, 400, "Malformed From or To")
+	}
+	if req.CSeq().MethodName != req.Method {
+		return sipx.Respond(tx, req, 400, "CSeq Method Mismatch")
+	}
+	if req.CSeq().SeqNo > 1<<31-1 {
+		return sipx.Respond(tx, req, 400, "Malformed CSeq")
+	}
+	if strings.TrimSpace(req.CallID().Value()) == "" {
+		return sipx.Respond(tx, req, 400, "Malformed Call-ID")
+	}
+	for _, h := range req.Headers() {
+		// Typed headers were parsed field by field; a plain one of absurd length is hostile.
+		if !isTyped(h) && len(h.Value()) > transport.MaxHeaderLine {
+			return sipx.Respond(tx, req, 400, "Header Too Long")
+		}
+	}
+	if !sipx.IsSIPScheme(req.Recipient.Scheme) {
+		return sipx.Respond(tx, req, 416, "", sip.NewHeader("Accept", "sip, sips"))
+	}
+	if req.MaxForwards().Val() == 0 {
+		// §16.3 step 3: OPTIONS to the server itself may be answered rather than refused.
+		if !(req.Method == sip.OPTIONS && s.toServer(req)) {
+			return sipx.Respond(tx, req, 483, "")
+		}
+	}
+	if bad := sipx.Unsupported(req, "Proxy-Require", s.supported...); len(bad) > 0 {
+		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+	}
+	if len(req.Body()) > s.maxBody {
+		return sipx.Respond(tx, req, 413, "")
+	}
+	return sipx.Next(ctx, s.next, tx, req)
+}
+
+// toServer reports whether req is addressed to the server itself: no user part and a host that
+// is one of our domains or addresses.
+func (s *sanity) toServer(req *sip.Request) bool {
+	return req.Recipient.User == "" && s.isOurs(req.Recipient.Host)
+}
+
+func isTyped(h sip.Header) bool {
+	switch h.(type) {
+	case *sip.FromHeader, *sip.ToHeader, *sip.ContactHeader, *sip.CallIDHeader, *sip.CSeqHeader,
+		*sip.ViaHeader, *sip.MaxForwardsHeader, *sip.ContentLengthHeader, *sip.ContentTypeHeader,
+		*sip.RouteHeader, *sip.RecordRouteHeader:
+		return true
+	}
+	return false
+}
+
+// options answers OPTIONS addressed to the server itself (keepalive pings, monitoring,
+// capability queries) with 200 and Allow, Accept and Supported (RFC 3261 §11.2). It sits
+// before auth: phones ping their registrar without credentials.
+type options struct {
+	next      sipx.Handler
+	isOurs    func(host string) bool
+	allow     func() string
+	accept    string
+	supported string
+}
+
+func (o *options) Name() string { return "options" }
+
+func (o *options) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	if req.Method != sip.OPTIONS || req.Recipient.User != "" || !o.isOurs(req.Recipient.Host) {
+		return sipx.Next(ctx, o.next, tx, req)
+	}
+	// §11.2: Require from the UAC is checked like for any request the server terminates.
+	if bad := sipx.Unsupported(req, "Require", strings.Split(o.supported, ", ")...); len(bad) > 0 {
+		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+	}
+	return sipx.Respond(tx, req, 200, "",
+		sip.NewHeader("Allow", o.allow()),
+		sip.NewHeader("Accept", o.accept),
+		sip.NewHeader("Supported", o.supported),
+		sip.NewHeader("Accept-Encoding", "identity"),
+		sip.NewHeader("Accept-Language", "en"),
+	)
+}

@@ -1,0 +1,537 @@
+// Package server wires simpled together: the store, the sipgo user agent and its listeners, the
+// dispatcher that runs every request through the chain of stages (whose order is fixed in
+// chain.go), the HTTP endpoints, and a graceful shutdown. It holds no SIP logic of its own
+// beyond the sanity and OPTIONS stages.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/simpled/simpled/internal/admin"
+	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/registrar"
+	"github.com/simpled/simpled/storage"
+	"github.com/simpled/simpled/storage/memory"
+	redisstore "github.com/simpled/simpled/storage/redis"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Store is everything the stages need from the one storage backend.
+type Store interface {
+	storage.Backend
+	registrar.Store
+	auth.Store
+}
+
+// ShutdownGrace bounds how long shutdown waits for in-flight transactions (CLI.md: 5 s).
+const ShutdownGrace = 5 * time.Second
+
+// Server is one simpled node.
+type Server struct {
+	opts config.Options
+	log  *zap.Logger
+
+	store     Store
+	bus       *storage.LocalBus
+	auth      *auth.Auth
+	registrar *registrar.Registrar
+	ua        *sipgo.UserAgent
+	srv       *sipgo.Server
+	chain     sipx.Handler
+	allowText string
+
+	registry  *prometheus.Registry
+	requests  *prometheus.CounterVec
+	responses *prometheus.CounterVec
+	malformed *prometheus.CounterVec
+
+	mu        sync.Mutex
+	closers   []func() error
+	listeners []string // bound listener URLs
+	ourHosts  map[string]bool
+	http      *http.Server
+	httpAddr  string
+
+	inflight sync.WaitGroup
+	draining atomic.Bool
+	ready    atomic.Bool
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// New builds a server from opts: it opens the store and builds the stages, but binds nothing
+// (Start does). The caller owns log.
+func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: log, bus: storage.NewLocalBus(), ourHosts: map[string]bool{}}
+	for _, d := range opts.Domains {
+		s.ourHosts[strings.ToLower(d)] = true
+	}
+	if s.opts.NodeID == "" {
+		host, _ := os.Hostname()
+		s.opts.NodeID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_sip_requests_total", Help: "SIP requests received, by method.",
+	}, []string{"method"})
+	s.responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_sip_responses_total", Help: "Final SIP responses sent, by method and status code.",
+	}, []string{"method", "code"})
+	s.malformed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_sip_malformed_total", Help: "Datagrams refused before parsing, by status answered (-1: dropped).",
+	}, []string{"code"})
+	storeLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "simpled_store_duration_seconds",
+		Help:    "Latency of storage calls, by operation.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"op"})
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency)
+
+	store, err := openStore(ctx, opts.Store, s.opts.NodeID, log.Named("store"))
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	s.closers = append(s.closers, store.Close)
+
+	var users *auth.Users
+	if opts.UsersFile != "" {
+		if users, err = auth.LoadUsers(opts.UsersFile); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("server: -users: %w", err)
+		}
+	}
+	s.auth, err = auth.New(auth.Options{
+		Domains:        opts.Domains,
+		Users:          users,
+		Store:          store,
+		Secret:         []byte(opts.Auth.NonceSecret),
+		NonceLifetime:  opts.Auth.NonceLifetime,
+		ChallengeOther: opts.Auth.ChallengeOther,
+		Log:            log.Named("auth"),
+		Registerer:     s.registry,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s.registrar, err = registrar.New(registrar.Options{
+		Domains:        opts.Domains,
+		MinExpires:     opts.Registrar.MinExpires,
+		DefaultExpires: opts.Registrar.DefaultExpires,
+		MaxExpires:     opts.Registrar.MaxExpires,
+		MaxContacts:    opts.Registrar.MaxContacts,
+		EvictOldest:    opts.Registrar.OnMaxContacts != "reject",
+		SweepInterval:  opts.Registrar.SweepInterval,
+		Store:          store,
+		Bus:            s.bus,
+		Log:            log.Named("registrar"),
+		Registerer:     s.registry,
+		StoreLatency:   storeLatency,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+
+	slogger := logging.Slog(log)
+	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
+	s.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent("simpled"),
+		sipgo.WithUserAgentParser(sipx.NewParser(opts.Limits.MaxMessageSize)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slogger)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slogger)),
+	)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("server: user agent: %w", err)
+	}
+	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slogger))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("server: sip server: %w", err)
+	}
+	for _, m := range servedMethods {
+		s.srv.OnRequest(m, s.dispatch)
+	}
+	s.srv.OnRequest(sip.ACK, s.dispatchACK)
+	s.srv.OnRequest(sip.CANCEL, s.dispatchCANCEL)
+	s.srv.OnNoRoute(s.noRoute)
+	methods := s.srv.RegisteredMethods()
+	slices.Sort(methods)
+	s.allowText = strings.Join(methods, ", ")
+	s.chain = buildChain(s.stages())
+	return s, nil
+}
+
+// sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
+// once, before the first transport exists (later servers in the same process, as in tests,
+// share them).
+var sipgoGlobals sync.Once
+
+// setSipgoGlobals: datagrams up to the UDP maximum are read whole (the guard answers 513 for a
+// datagram that fills the buffer), and responses are never refused for size (RFC 3261 §18.2.2
+// sends them where the request came from; requests larger than the MTU are the proxy's to move
+// to TCP). sipgo's default logger goes into our zap core.
+func setSipgoGlobals(slogger *slog.Logger) {
+	sip.TransportBufferReadSize = 65535
+	sip.UDPMTUSize = 1 << 17
+	sip.SetDefaultLogger(slogger)
+}
+
+// servedMethods are the methods some stage serves; everything else gets 405 with Allow.
+var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS}
+
+func openStore(ctx context.Context, url, node string, log *zap.Logger) (Store, error) {
+	if url == "" || url == "memory" {
+		return memory.New(), nil
+	}
+	redisLogger.Do(func() { goredis.SetLogger(redisLog{log.WithOptions(sampled())}) })
+	st, err := redisstore.New(ctx, url, redisstore.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("server: -store: %w", err)
+	}
+	return st, nil
+}
+
+// redisLogger routes go-redis's process-wide logger (dial failures, pool events) into zap once.
+var redisLogger sync.Once
+
+type redisLog struct{ log *zap.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+// Start binds every listener and the HTTP endpoint and starts serving; it returns once all are
+// bound (or the first error, after releasing what was bound).
+func (s *Server) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	for _, uri := range s.opts.Listen {
+		if err := s.listen(uri); err != nil {
+			s.closeAll()
+			return err
+		}
+	}
+	if s.opts.HTTP != "" {
+		l, err := net.Listen("tcp", s.opts.HTTP)
+		if err != nil {
+			s.closeAll()
+			return fmt.Errorf("server: -http %s: %w", s.opts.HTTP, err)
+		}
+		s.httpAddr = l.Addr().String()
+		s.http = &http.Server{
+			Handler: admin.New(admin.Options{
+				Gatherer:      s.registry,
+				Ready:         s.Ready,
+				Registrations: s.registrar,
+				Log:           s.log.Named("admin"),
+			}),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			if err := s.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("http server stopped", zap.Error(err))
+			}
+		}()
+		s.log.Info("http listening", zap.String(logging.KeyListener, "http://"+s.httpAddr))
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.registrar.Run(ctx)
+	}()
+	s.ready.Store(true)
+	return nil
+}
+
+func (s *Server) listen(uri string) error {
+	l, err := config.ParseListen(uri)
+	if err != nil {
+		return fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	addr := l.Addr()
+	var bound string
+	var serve func() error
+	switch l.Scheme {
+	case "udp":
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("server: -listen %s: %w", uri, err)
+		}
+		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
+		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
+		bound = pc.LocalAddr().String()
+		s.closers = append(s.closers, pc.Close)
+		serve = func() error { return s.srv.ServeUDP(g) }
+	case "tcp", "ws", "tls", "wss":
+		var ln net.Listener
+		if l.Scheme == "tls" || l.Scheme == "wss" {
+			cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+			if err != nil {
+				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+			}
+			ln, err = tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+			if err != nil {
+				return fmt.Errorf("server: -listen %s: %w", uri, err)
+			}
+		} else if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("server: -listen %s: %w", uri, err)
+		}
+		bound = ln.Addr().String()
+		s.closers = append(s.closers, ln.Close)
+		switch l.Scheme {
+		case "tcp":
+			serve = func() error { return s.srv.ServeTCP(ln) }
+		case "ws":
+			serve = func() error { return s.srv.ServeWS(ln) }
+		case "tls":
+			serve = func() error { return s.srv.ServeTLS(ln) }
+		case "wss":
+			serve = func() error { return s.srv.ServeWSS(ln) }
+		}
+	default:
+		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
+	}
+	url := l.Scheme + "://" + bound
+	s.mu.Lock()
+	s.listeners = append(s.listeners, url)
+	if host, _, err := net.SplitHostPort(bound); err == nil {
+		s.ourHosts[host] = true
+	}
+	s.mu.Unlock()
+	s.log.Info("sip listening", zap.String(logging.KeyListener, url))
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) && !s.draining.Load() {
+			s.log.Error("listener stopped", zap.String(logging.KeyListener, url), zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// sampled caps per-second log lines of a logger that peers can drive (malformed datagrams).
+func sampled() zap.Option {
+	return zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 10, 100)
+	})
+}
+
+// Listeners returns the bound listener URLs, with the ports actually chosen.
+func (s *Server) Listeners() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.listeners)
+}
+
+// Listener returns the first bound listener URL's host:port for scheme, or "".
+func (s *Server) Listener(scheme string) string {
+	for _, u := range s.Listeners() {
+		if strings.HasPrefix(u, scheme+"://") {
+			return strings.TrimPrefix(u, scheme+"://")
+		}
+	}
+	return ""
+}
+
+// HTTPAddr returns the bound HTTP address, or "".
+func (s *Server) HTTPAddr() string { return s.httpAddr }
+
+// Store returns the server's store (for tests and tools that seed credentials).
+func (s *Server) Store() Store { return s.store }
+
+// Bus returns the server's event bus.
+func (s *Server) Bus() storage.Bus { return s.bus }
+
+// Ready reports nil once every listener is up and the store answers.
+func (s *Server) Ready(ctx context.Context) error {
+	if !s.ready.Load() || s.draining.Load() {
+		return errors.New("server: not serving")
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("server: store: %w", err)
+	}
+	return nil
+}
+
+// isOurs reports whether host (a domain or an address) is this server.
+func (s *Server) isOurs(host string) bool {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ourHosts[host] {
+		return true
+	}
+	// A listener bound to a wildcard address is reached by any local address.
+	if ip := net.ParseIP(host); ip != nil && (s.ourHosts["0.0.0.0"] || s.ourHosts["::"]) {
+		return ip.IsLoopback() || isLocalIP(ip)
+	}
+	return false
+}
+
+func isLocalIP(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) allow() string { return s.allowText }
+
+// Run starts the server and serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.Shutdown()
+}
+
+// Shutdown stops taking new requests (503), waits up to ShutdownGrace for in-flight ones, then
+// closes listeners, the HTTP endpoint and the store.
+func (s *Server) Shutdown() error {
+	if s.draining.Swap(true) {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(ShutdownGrace):
+		s.log.Warn("shutdown: in-flight requests still running after grace period")
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.http.Shutdown(ctx)
+		cancel()
+	}
+	err := s.ua.Close()
+	s.closeAll()
+	s.bg.Wait()
+	s.log.Info("shutdown complete")
+	return err
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	closers := s.closers
+	s.closers = nil
+	s.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		_ = closers[i]()
+	}
+}
+
+// dispatch runs one request through the chain. It is the only sipgo handler that answers
+// requests, so every request gets exactly one final answer: the stage's, 500 when a stage
+// failed without answering, 501 when none served it, 503 while draining.
+func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	method := string(req.Method)
+	s.requests.WithLabelValues(method).Inc()
+	if s.draining.Load() {
+		s.count(method, s.respond(tx, req, 503, "Shutting Down", sip.NewHeader("Retry-After", sipx.RetryAfterSeconds)))
+		return
+	}
+	ctx, cancel := sipx.TxContext(tx)
+	defer cancel()
+	st := sipx.NewState(req, s.log)
+	ctx = sipx.WithState(ctx, st)
+	status := 0
+	defer func() {
+		if p := recover(); p != nil {
+			st.Logger().Error("stage panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+			if status == 0 {
+				status = s.respond(tx, req, 500, "")
+			}
+		}
+		s.count(method, status)
+	}()
+	status, err := s.chain.ServeSIP(ctx, tx, req)
+	if err != nil {
+		if status == 0 {
+			status = s.respond(tx, req, 500, "")
+		}
+		st.Logger().Error("request failed", zap.Int(logging.KeyStatus, status), zap.Error(err))
+	}
+	if status == 0 {
+		status = s.respond(tx, req, 501, "Not Implemented")
+	}
+}
+
+func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) int {
+	status, err := sipx.Respond(tx, req, code, reason, hdrs...)
+	if err != nil {
+		s.log.Debug("respond failed", zap.Int(logging.KeyStatus, code), zap.Error(err))
+	}
+	return status
+}
+
+func (s *Server) count(method string, status int) {
+	if status > 0 {
+		s.responses.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	}
+}
+
+// dispatchACK absorbs ACKs that match no transaction of ours (an ACK is never answered).
+func (s *Server) dispatchACK(req *sip.Request, tx sip.ServerTransaction) {
+	s.requests.WithLabelValues(string(sip.ACK)).Inc()
+}
+
+// dispatchCANCEL answers a CANCEL that matched no pending INVITE (sipgo answers the ones that
+// do): 481 (RFC 3261 §9.2).
+func (s *Server) dispatchCANCEL(req *sip.Request, tx sip.ServerTransaction) {
+	s.requests.WithLabelValues(string(sip.CANCEL)).Inc()
+	s.count(string(sip.CANCEL), s.respond(tx, req, 481, ""))
+}
+
+// noRoute answers methods no stage serves: 405 with the Allow header RFC 3261 §8.2.1 requires
+// (sipgo's default 405 has none).
+func (s *Server) noRoute(req *sip.Request, tx sip.ServerTransaction) {
+	method := string(req.Method)
+	s.requests.WithLabelValues(method).Inc()
+	s.count(method, s.respond(tx, req, 405, "", sip.NewHeader("Allow", s.allowText)))
+}
