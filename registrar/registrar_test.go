@@ -73,7 +73,7 @@ func (f *fixture) register(t *testing.T, callID string, cseq int, lines ...strin
 
 func (f *fixture) send(t *testing.T, raw string) *sip.Response {
 	t.Helper()
-	msg, err := sipx.NewParser(1<<20).ParseSIP([]byte(raw))
+	msg, err := sipx.NewParser(1 << 20).ParseSIP([]byte(raw))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
