@@ -3,6 +3,9 @@ package sipx
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"net"
+	"strconv"
 
 	"github.com/simpled/simpled/storage"
 
@@ -92,15 +95,56 @@ func ErrorStatus(err error) (code int, reason string) {
 }
 
 // NewResponse builds a response to req with code and reason (the table's phrase when reason is
-// empty) and the given extra headers.
+// empty) and the given extra headers, as sip.NewResponseFromRequest does (Via, From, To,
+// Call-ID, CSeq, Record-Route where RFC 3261 Table 3 wants it, rport/received per RFC 3581, a To
+// tag) but with a To tag from math/rand/v2's ChaCha8 generator instead of a crypto/rand UUID: a
+// getrandom syscall per answer was a fifth of the registrar's cost. RFC 3261 §19.3 asks for 32
+// random bits; the tag has 64.
 func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) *sip.Response {
 	if reason == "" {
 		reason = Reason(code)
 	}
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res := sip.NewResponse(code, reason)
+	res.SipVersion = req.SipVersion
+	if req.Method != sip.REGISTER && !req.IsAck() &&
+		(code >= 180 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
+		sip.CopyHeaders("Record-Route", req, res)
+	}
+	sip.CopyHeaders("Via", req, res)
+	if h := req.From(); h != nil {
+		res.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := req.To(); h != nil {
+		to := sip.HeaderClone(h).(*sip.ToHeader)
+		if code > 100 && !to.Params.Has("tag") {
+			to.Params.Add("tag", strconv.FormatUint(rand.Uint64(), 36))
+		}
+		res.AppendHeader(to)
+	}
+	if h := req.CallID(); h != nil {
+		res.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := req.CSeq(); h != nil {
+		res.AppendHeader(sip.HeaderClone(h))
+	}
+	if code == 100 {
+		sip.CopyHeaders("Timestamp", req, res)
+	}
+	if via := res.Via(); via != nil {
+		// RFC 3581 §4: answer rport with the source port and received with the source address.
+		if v, ok := via.Params.Get("rport"); ok && v == "" {
+			if host, port, err := net.SplitHostPort(req.Source()); err == nil {
+				via.Params.Add("rport", port)
+				via.Params.Add("received", host)
+			}
+		}
+	}
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
+	res.SetBody(nil) // sets Content-Length: 0, which JsSIP and baresip rely on
+	res.SetTransport(req.Transport())
+	res.SetDestination(req.Source())
 	return res
 }
 

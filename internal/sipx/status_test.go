@@ -1,0 +1,76 @@
+package sipx
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestNewResponse(t *testing.T) {
+	req := parse(t, head+"From: <sip:a@example.test>;tag=f1\nTo: <sip:b@example.test>\nRecord-Route: <sip:p.example.test;lr>\nTimestamp: 54\n\n")
+	req.Via().Params.Add("rport", "")
+	req.SetSource("192.0.2.7:40000")
+	tests := []struct {
+		name   string
+		method sip.RequestMethod
+		code   int
+		want   []string // substrings of the serialized response
+		absent []string
+	}{
+		{name: "register 200", method: sip.REGISTER, code: 200,
+			want:   []string{"SIP/2.0 200 OK\r\n", "rport=40000", "received=192.0.2.7", "To: <sip:b@example.test>;tag=", "From: <sip:a@example.test>;tag=f1", "Call-ID: c1", "CSeq: 1 REGISTER", "Content-Length: 0"},
+			absent: []string{"Record-Route"}},
+		{name: "subscribe 200 keeps record-route", method: sip.SUBSCRIBE, code: 200, want: []string{"Record-Route: <sip:p.example.test;lr>"}},
+		{name: "error has no record-route", method: sip.SUBSCRIBE, code: 404, want: []string{"404 Not Found"}, absent: []string{"Record-Route"}},
+		{name: "100 has no to tag and echoes timestamp", method: sip.INVITE, code: 100, want: []string{"Timestamp: 54"}, absent: []string{"tag=\r"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req.Method = tt.method
+			got := NewResponse(req, tt.code, "").String()
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(got, a) {
+					t.Errorf("has %q:\n%s", a, got)
+				}
+			}
+		})
+	}
+	// The request's own headers are not aliased by the response.
+	res := NewResponse(req, 200, "")
+	if req.To().Params.Has("tag") {
+		t.Fatal("To tag added to the request")
+	}
+	a, b := res.To().Params.GetOr("tag", ""), NewResponse(req, 200, "").To().Params.GetOr("tag", "")
+	if a == b || len(a) < 6 {
+		t.Errorf("to tags %q %q: want distinct random tags", a, b)
+	}
+}
+
+func TestErrorStatus(t *testing.T) {
+	tests := []struct {
+		err  error
+		code int
+	}{
+		{err: fmt.Errorf("x: %w", storage.ErrUnavailable), code: 503},
+		{err: storage.ErrStale, code: 500},
+		{err: storage.ErrTooManyBindings, code: 403},
+		{err: storage.ErrETagMismatch, code: 412},
+		{err: storage.ErrNotFound, code: 404},
+		{err: errors.New("boom"), code: 500},
+	}
+	for _, tt := range tests {
+		if code, _ := ErrorStatus(tt.err); code != tt.code {
+			t.Errorf("ErrorStatus(%v) = %d, want %d", tt.err, code, tt.code)
+		}
+	}
+}
