@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "simpled:", err)
 		return 1
 	}
-	log.Sugar().Infow("simpled starting", "version", version, "node", opts.NodeID)
+	log.Sugar().Infow("simpled starting", "version", version, "node", srv.NodeID(), "store", opts.RedactedStore())
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "simpled:", err)
 		return 1

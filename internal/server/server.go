@@ -367,6 +367,9 @@ func (s *Server) Listener(scheme string) string {
 	return ""
 }
 
+// NodeID returns this node's id (configured, or derived from the host name and pid).
+func (s *Server) NodeID() string { return s.opts.NodeID }
+
 // HTTPAddr returns the bound HTTP address, or "".
 func (s *Server) HTTPAddr() string { return s.httpAddr }
 
