@@ -8,7 +8,7 @@ TEST_DEBS := redis-server sip-tester baresip
 # Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds
 
-.PHONY: all build run test vet unit fuzz deps bench lint clean
+.PHONY: all build run test vet unit fuzz deps bench bench-register clean
 
 all: build
 
@@ -52,7 +52,11 @@ deps:
 	fi
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./internal/server/...
+
+# REGISTER load: simpled (memory, Redis) against Kamailio, interleaved (see bench/README.md).
+bench-register:
+	bench/register.sh
 
 clean:
 	rm -rf bin

@@ -93,6 +93,11 @@ type AuthOptions struct {
 	// nodes sharing a store must set the same secret. At least 16 bytes when set. Never
 	// printed: YAML shows it as "***".
 	NonceSecret string `yaml:"nonce_secret"`
+	// Algorithms are the digest algorithms offered, one challenge each, in order of
+	// preference: MD5, SHA-256 (RFC 8760), MD5-sess, SHA-256-sess. Default [MD5]: baresip
+	// 1.0.0 abandons a registration when any challenge names another algorithm, so SHA-256
+	// is opt-in (put it first to prefer it with clients that understand it).
+	Algorithms []string `yaml:"algorithms"`
 }
 
 // LimitOptions bound the size of what peers send.
@@ -148,6 +153,8 @@ func Default() Options {
 			NonceLifetime: 5 * time.Minute,
 			// "": random per process (single node only).
 			NonceSecret: "",
+			// MD5 only, as Kamailio and Asterisk offer: every client understands it.
+			Algorithms: []string{"MD5"},
 		},
 		Limits: LimitOptions{
 			// 256 KiB: any SIP message (CLI.md).

@@ -35,6 +35,7 @@ func TestDefaultMatchesCLI(t *testing.T) {
 		{name: "sweep interval", got: o.Registrar.SweepInterval, want: time.Second},
 		{name: "challenge other", got: o.Auth.ChallengeOther, want: true},
 		{name: "nonce lifetime", got: o.Auth.NonceLifetime, want: 5 * time.Minute},
+		{name: "digest algorithms", got: o.Auth.Algorithms, want: []string{"MD5"}},
 		{name: "max message size", got: o.Limits.MaxMessageSize, want: 256 * 1024},
 		{name: "max body size", got: o.Limits.MaxBodySize, want: 64 * 1024},
 	}
@@ -65,6 +66,14 @@ func TestValidate(t *testing.T) {
 		errs   []string // every error, in order; nil: valid
 	}{
 		{name: "default", change: func(*Options) {}},
+		{
+			name:   "digest algorithms",
+			change: func(o *Options) { o.Auth.Algorithms = []string{"SHA-256", "md5", "SHA-512", "MD5"} },
+			errs: []string{
+				`auth.algorithms: "SHA-512": want MD5, SHA-256, MD5-sess or SHA-256-sess`,
+				`auth.algorithms: "MD5" listed twice`,
+			},
+		},
 		{
 			name: "tls listeners with cert and key",
 			change: func(o *Options) {
@@ -101,6 +110,7 @@ func TestValidate(t *testing.T) {
 				`registrar.on_max_contacts: "": want evict (remove the oldest binding) or reject (403)`,
 				"registrar.sweep_interval: 0s: must be more than 0",
 				"auth.nonce_lifetime: 0s: must be more than 0",
+				"auth.algorithms: empty: want at least one of MD5, SHA-256, MD5-sess, SHA-256-sess",
 				"limits.max_message_size: 0: must be at least 1 byte",
 			},
 		},

@@ -132,6 +132,22 @@ func (o Options) validate(src sources, errs *Errors) {
 		bad("auth.nonce_secret", "too short (%d bytes): want at least 16 bytes, or \"\" for a random secret per process", len(a.NonceSecret))
 	}
 
+	if len(a.Algorithms) == 0 {
+		bad("auth.algorithms", "empty: want at least one of MD5, SHA-256, MD5-sess, SHA-256-sess")
+	}
+	seenAlg := map[string]bool{}
+	for _, alg := range a.Algorithms {
+		switch u := strings.ToUpper(alg); u {
+		case "MD5", "SHA-256", "MD5-SESS", "SHA-256-SESS":
+			if seenAlg[u] {
+				bad("auth.algorithms", "%q listed twice", alg)
+			}
+			seenAlg[u] = true
+		default:
+			bad("auth.algorithms", "%q: want MD5, SHA-256, MD5-sess or SHA-256-sess", alg)
+		}
+	}
+
 	l := o.Limits
 	if l.MaxMessageSize < 1 {
 		bad("limits.max_message_size", "%d: must be at least 1 byte", l.MaxMessageSize)

@@ -137,7 +137,17 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			return nil, fmt.Errorf("server: -users: %w", err)
 		}
 	}
+	algs := make([]auth.Algorithm, 0, len(opts.Auth.Algorithms))
+	for _, name := range opts.Auth.Algorithms {
+		a, ok := auth.ParseAlgorithm(name)
+		if !ok {
+			store.Close()
+			return nil, fmt.Errorf("server: auth.algorithms: %q", name)
+		}
+		algs = append(algs, a)
+	}
 	s.auth, err = auth.New(auth.Options{
+		Algorithms:     algs,
 		Domains:        opts.Domains,
 		Users:          users,
 		Store:          store,
