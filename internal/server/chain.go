@@ -22,7 +22,7 @@ func (s *Server) stages() []sipx.Plugin {
 	return []sipx.Plugin{
 		func(next sipx.Handler) sipx.Handler {
 			return &sanity{next: next, maxBody: s.opts.Limits.MaxBodySize, isOurs: s.isOurs,
-				supported: nil}
+				supported: nil, log: s.log.Named("sanity").WithOptions(sampled())}
 		},
 		func(next sipx.Handler) sipx.Handler {
 			return &options{next: next, isOurs: s.isOurs, allow: s.allow,

@@ -1,11 +1,14 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
 
+	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/internal/transport"
 )
@@ -19,6 +22,24 @@ type sanity struct {
 	maxBody   int
 	isOurs    func(host string) bool
 	supported []string
+	log       *zap.Logger // sampled: peers drive it
+}
+
+// reject answers req with code and logs why at Warn (a peer misbehaving, STYLE 17).
+func (s *sanity) reject(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) (int, error) {
+	st := sipx.StateFrom(ctx)
+	fields := []zap.Field{
+		zap.String(logging.KeyMethod, string(req.Method)),
+		zap.String(logging.KeyRemoteAddr, st.Source),
+		zap.String(logging.KeyTransport, st.Transport),
+		zap.Int(logging.KeyStatus, code),
+		zap.String(logging.KeyReason, cmp.Or(reason, sipx.Reason(code))),
+	}
+	if id := req.CallID(); id != nil {
+		fields = append(fields, zap.String(logging.KeyCallID, id.Value()))
+	}
+	s.log.Warn("request refused", fields...)
+	return sipx.Respond(tx, req, code, reason, hdrs...)
 }
 
 // mandatory are the header fields every request must carry exactly once (RFC 3261 §8.1.1).
@@ -33,48 +54,48 @@ func (s *sanity) Name() string { return "sanity" }
 
 func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
 	if req.SipVersion != "SIP/2.0" {
-		return sipx.Respond(tx, req, 505, "")
+		return s.reject(ctx, tx, req, 505, "")
 	}
 	for _, name := range mandatory {
 		if req.GetHeader(name) == nil {
-			return sipx.Respond(tx, req, 400, "Missing "+name)
+			return s.reject(ctx, tx, req, 400, "Missing "+name)
 		}
 	}
 	if reason := sipx.Malformed(req, typedHeaders...); reason != "" {
-		return sipx.Respond(tx, req, 400, reason)
+		return s.reject(ctx, tx, req, 400, reason)
 	}
 	if req.From().Address.Host == "" || req.To().Address.Host == "" {
-		return sipx.Respond(tx, req, 400, "Malformed From or To")
+		return s.reject(ctx, tx, req, 400, "Malformed From or To")
 	}
 	if req.CSeq().MethodName != req.Method {
-		return sipx.Respond(tx, req, 400, "CSeq Method Mismatch")
+		return s.reject(ctx, tx, req, 400, "CSeq Method Mismatch")
 	}
 	if req.CSeq().SeqNo > 1<<31-1 {
-		return sipx.Respond(tx, req, 400, "Malformed CSeq")
+		return s.reject(ctx, tx, req, 400, "Malformed CSeq")
 	}
 	if strings.TrimSpace(req.CallID().Value()) == "" {
-		return sipx.Respond(tx, req, 400, "Malformed Call-ID")
+		return s.reject(ctx, tx, req, 400, "Malformed Call-ID")
 	}
 	for _, h := range req.Headers() {
 		// Typed headers were parsed field by field; a plain one of absurd length is hostile.
 		if !isTyped(h) && len(h.Value()) > transport.MaxHeaderLine {
-			return sipx.Respond(tx, req, 400, "Header Too Long")
+			return s.reject(ctx, tx, req, 400, "Header Too Long")
 		}
 	}
 	if !sipx.IsSIPScheme(req.Recipient.Scheme) {
-		return sipx.Respond(tx, req, 416, "", sip.NewHeader("Accept", "sip, sips"))
+		return s.reject(ctx, tx, req, 416, "", sip.NewHeader("Accept", "sip, sips"))
 	}
 	if req.MaxForwards().Val() == 0 {
 		// §16.3 step 3: OPTIONS to the server itself may be answered rather than refused.
 		if !(req.Method == sip.OPTIONS && s.toServer(req)) {
-			return sipx.Respond(tx, req, 483, "")
+			return s.reject(ctx, tx, req, 483, "")
 		}
 	}
 	if bad := sipx.Unsupported(req, "Proxy-Require", s.supported...); len(bad) > 0 {
-		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+		return s.reject(ctx, tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
 	}
 	if len(req.Body()) > s.maxBody {
-		return sipx.Respond(tx, req, 413, "")
+		return s.reject(ctx, tx, req, 413, "")
 	}
 	return sipx.Next(ctx, s.next, tx, req)
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/redistest"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func TestMain(m *testing.M) {
@@ -317,4 +321,57 @@ func TestRedisOutage(t *testing.T) {
 	if len(res.GetHeaders("Contact")) != 1 {
 		t.Fatalf("binding lost across the outage:\n%s", res)
 	}
+}
+
+// TestCredentialsFromStore puts a credential into Redis the way README.md shows (raw hash and
+// set, as an operator would with redis-cli) and registers with it: challenged, then 200;
+// a wrong password gets 403.
+func TestCredentialsFromStore(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := startServer(t, func(o *config.Options) { o.Store = rs.URL() })
+	ha1 := md5hex("erin:example.test:secret-erin")
+	client := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+	if err := client.HSet(ctx, "cred:{erin@example.test}", "example.test", `{"ha1_md5":"`+ha1+`"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SAdd(ctx, "creds", "erin@example.test").Err(); err != nil {
+		t.Fatal(err)
+	}
+	w := dial(t, "udp", srv.Listener("udp"))
+	deadline := time.Now().Add(10 * time.Second) // the stage caches "no credentials" briefly
+	var res401 string
+	for i := 1; ; i++ {
+		w.send(register("erin", "store1", i, "Contact: <sip:erin@127.0.0.1:5070>"))
+		res := w.expect(`^SIP/2.0 (200|401) `)
+		if res.StatusCode == 401 {
+			res401 = res.GetHeader("WWW-Authenticate").Value()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never challenged although the store holds credentials")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ch := challengeParams([]string{res401})
+	for _, tc := range []struct {
+		password string
+		want     string
+		cseq     int
+	}{
+		{password: "wrong", want: `^SIP/2.0 403 `, cseq: 100},
+		{password: "secret-erin", want: `^SIP/2.0 200 `, cseq: 101},
+	} {
+		nc := fmt.Sprintf("%08x", tc.cseq)
+		resp := digestMD5("erin", "example.test", tc.password, "REGISTER", "sip:example.test", ch["nonce"], nc, "abc")
+		authz := fmt.Sprintf(`Digest username="erin", realm="example.test", nonce="%s", uri="sip:example.test", response="%s", algorithm=MD5, qop=auth, nc=%s, cnonce="abc"`, ch["nonce"], resp, nc)
+		w.send(register("erin", "store1", tc.cseq, "Contact: <sip:erin@127.0.0.1:5070>", "Authorization: "+authz))
+		w.expect(tc.want)
+	}
+}
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
