@@ -9,14 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/sipx"
-	"github.com/simpled/simpled/storage"
 )
 
 // Defaults of Options.

@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/simpled/simpled/internal/sipx"
-	"github.com/simpled/simpled/storage"
 )
 
 // recTx is a recording fake sip.ServerTransaction: it keeps every response sent on it.

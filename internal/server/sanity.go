@@ -5,12 +5,12 @@ import (
 	"context"
 	"strings"
 
-	"github.com/emiago/sipgo/sip"
-	"go.uber.org/zap"
-
 	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/internal/transport"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
 )
 
 // sanity is the first stage: it refuses what no later stage should spend work on (RFC 3261

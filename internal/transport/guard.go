@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/simpled/simpled/internal/logging"
+
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
-
-	"github.com/simpled/simpled/internal/logging"
 )
 
 // MaxHeaderLine bounds one header line of a datagram; a longer line gets 400 before sipgo
