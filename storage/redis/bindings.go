@@ -124,13 +124,26 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 		}
 	}
 
-	pipe := s.c.Pipeline()
 	var zadd *goredis.IntCmd
+	cmds := make([]goredis.Cmder, 0, 2)
 	if len(zs) > 0 {
-		zadd = pipe.ZAdd(ctx, ex, zs...)
+		zargs := make([]any, 0, 2+2*len(zs))
+		zargs = append(zargs, "zadd", ex)
+		for _, z := range zs {
+			zargs = append(zargs, z.Score, z.Member)
+		}
+		zadd = goredis.NewIntCmd(ctx, zargs...)
+		cmds = append(cmds, zadd)
 	}
-	cmd := updateScript.EvalSha(ctx, pipe, keys, args...)
-	_, _ = pipe.Exec(ctx) // each command's error is read below
+	evalArgs := make([]any, 0, 3+len(keys)+len(args))
+	evalArgs = append(evalArgs, "evalsha", updateScript.Hash(), len(keys))
+	for _, k := range keys {
+		evalArgs = append(evalArgs, k)
+	}
+	evalArgs = append(evalArgs, args...)
+	cmd := goredis.NewCmd(ctx, evalArgs...)
+	cmds = append(cmds, cmd)
+	s.batch.do(ctx, cmds...) // shared with concurrent updates: one round trip for many
 	err := cmd.Err()
 	if isNoScript(err) {
 		cmd = updateScript.Eval(ctx, s.c, keys, args...)
