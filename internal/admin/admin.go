@@ -126,30 +126,28 @@ func normalizeAOR(s string) (string, bool) {
 }
 
 func (a *api) getRegistrations(w http.ResponseWriter, r *http.Request) {
-	aor, ok := normalizeAOR(r.PathValue("aor"))
-	if !ok {
-		writeError(w, http.StatusBadRequest, "want an AOR like alice@example.com")
-		return
-	}
-	bs, err := a.o.Registrations.Lookup(r.Context(), aor)
-	if err != nil {
-		a.storeError(w, err)
-		return
-	}
-	if len(bs) == 0 {
-		writeError(w, http.StatusNotFound, "no registration for "+aor)
-		return
-	}
-	writeJSON(w, http.StatusOK, a.view(aor, bs))
+	a.registrations(w, r, a.o.Registrations.Lookup)
 }
 
 func (a *api) deleteRegistrations(w http.ResponseWriter, r *http.Request) {
+	a.registrations(w, r, func(ctx context.Context, aor string) ([]storage.Binding, error) {
+		bs, err := a.o.Registrations.Remove(ctx, aor)
+		if err == nil && len(bs) > 0 {
+			a.o.Log.Info("registrations removed by admin", zap.String(logging.KeyAOR, aor), zap.Int("count", len(bs)))
+		}
+		return bs, err
+	})
+}
+
+// registrations answers GET and DELETE /api/v1/registrations/{aor}: op reads or removes the
+// AOR's bindings, which are shown (404 when there were none).
+func (a *api) registrations(w http.ResponseWriter, r *http.Request, op func(context.Context, string) ([]storage.Binding, error)) {
 	aor, ok := normalizeAOR(r.PathValue("aor"))
 	if !ok {
 		writeError(w, http.StatusBadRequest, "want an AOR like alice@example.com")
 		return
 	}
-	bs, err := a.o.Registrations.Remove(r.Context(), aor)
+	bs, err := op(r.Context(), aor)
 	if err != nil {
 		a.storeError(w, err)
 		return
@@ -158,7 +156,6 @@ func (a *api) deleteRegistrations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no registration for "+aor)
 		return
 	}
-	a.o.Log.Info("registrations removed by admin", zap.String(logging.KeyAOR, aor), zap.Int("count", len(bs)))
 	writeJSON(w, http.StatusOK, a.view(aor, bs))
 }
 

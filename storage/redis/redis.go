@@ -174,6 +174,24 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// apply lays opts over the client settings a URL gave (go-redis's Options and ClusterOptions
+// have the same fields but no common type): explicit options win, then the URL, then
+// simpled's defaults.
+func (opts Options) apply(dial, read, write *time.Duration, pool, retries, dialRetries *int, tlsc **tls.Config, ctxTimeout *bool) {
+	*dial = pick(opts.DialTimeout, *dial, DefaultDialTimeout)
+	*read = pick(opts.ReadTimeout, *read, DefaultReadTimeout)
+	*write = pick(opts.WriteTimeout, *write, *read)
+	if opts.PoolSize > 0 {
+		*pool = opts.PoolSize
+	}
+	*retries = pickInt(opts.MaxRetries, *retries, defaultMaxRetries)
+	*dialRetries = pickInt(0, *dialRetries, dialAttempts)
+	if opts.TLSConfig != nil && *tlsc != nil {
+		*tlsc = opts.TLSConfig
+	}
+	*ctxTimeout = true
+}
+
 // newClient parses rawURL, applies opts and returns the client and a printable address (no
 // password).
 func newClient(rawURL string, opts Options) (goredis.UniversalClient, string, error) {
@@ -187,18 +205,8 @@ func newClient(rawURL string, opts Options) (goredis.UniversalClient, string, er
 		if err != nil {
 			return nil, "", fmt.Errorf("redis: url: %w", stripURL(err))
 		}
-		o.DialTimeout = pick(opts.DialTimeout, o.DialTimeout, DefaultDialTimeout)
-		o.ReadTimeout = pick(opts.ReadTimeout, o.ReadTimeout, DefaultReadTimeout)
-		o.WriteTimeout = pick(opts.WriteTimeout, o.WriteTimeout, o.ReadTimeout)
-		if opts.PoolSize > 0 {
-			o.PoolSize = opts.PoolSize
-		}
-		o.MaxRetries = pickInt(opts.MaxRetries, o.MaxRetries, defaultMaxRetries)
-		o.DialerRetries = pickInt(0, o.DialerRetries, dialAttempts)
-		if opts.TLSConfig != nil && o.TLSConfig != nil {
-			o.TLSConfig = opts.TLSConfig
-		}
-		o.ContextTimeoutEnabled = true
+		opts.apply(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolSize, &o.MaxRetries,
+			&o.DialerRetries, &o.TLSConfig, &o.ContextTimeoutEnabled)
 		return goredis.NewClient(o), scheme + "://" + o.Addr, nil
 	case "redis+cluster", "rediss+cluster":
 		base := strings.TrimSuffix(scheme, "+cluster")
@@ -210,18 +218,8 @@ func newClient(rawURL string, opts Options) (goredis.UniversalClient, string, er
 		if err != nil {
 			return nil, "", fmt.Errorf("redis: url: %w", stripURL(err))
 		}
-		o.DialTimeout = pick(opts.DialTimeout, o.DialTimeout, DefaultDialTimeout)
-		o.ReadTimeout = pick(opts.ReadTimeout, o.ReadTimeout, DefaultReadTimeout)
-		o.WriteTimeout = pick(opts.WriteTimeout, o.WriteTimeout, o.ReadTimeout)
-		if opts.PoolSize > 0 {
-			o.PoolSize = opts.PoolSize
-		}
-		o.MaxRetries = pickInt(opts.MaxRetries, o.MaxRetries, defaultMaxRetries)
-		o.DialerRetries = pickInt(0, o.DialerRetries, dialAttempts)
-		if opts.TLSConfig != nil && o.TLSConfig != nil {
-			o.TLSConfig = opts.TLSConfig
-		}
-		o.ContextTimeoutEnabled = true
+		opts.apply(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolSize, &o.MaxRetries,
+			&o.DialerRetries, &o.TLSConfig, &o.ContextTimeoutEnabled)
 		return goredis.NewClusterClient(o), scheme + "://" + strings.Join(o.Addrs, ","), nil
 	default:
 		return nil, "", fmt.Errorf("redis: url: scheme %q: want redis, rediss, redis+cluster or rediss+cluster", scheme)
