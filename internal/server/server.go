@@ -84,6 +84,9 @@ type Server struct {
 	httpAddr  string
 
 	inflight sync.WaitGroup
+	// gate orders requests entering (read lock, inflight.Add) before Shutdown's Wait (write
+	// lock, then draining): a WaitGroup must not be added to while it is being waited on.
+	gate     sync.RWMutex
 	draining atomic.Bool
 	ready    atomic.Bool
 	cancel   context.CancelFunc
@@ -466,7 +469,10 @@ func (s *Server) Run(ctx context.Context) error {
 // Shutdown stops taking new requests (503), waits up to ShutdownGrace for in-flight ones, then
 // closes listeners, the HTTP endpoint and the store.
 func (s *Server) Shutdown() error {
-	if s.draining.Swap(true) {
+	s.gate.Lock()
+	already := s.draining.Swap(true)
+	s.gate.Unlock()
+	if already {
 		return nil
 	}
 	done := make(chan struct{})
@@ -505,14 +511,17 @@ func (s *Server) closeAll() {
 // requests, so every request gets exactly one final answer: the stage's, 500 when a stage
 // failed without answering, 501 when none served it, 503 while draining.
 func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
-	s.inflight.Add(1)
-	defer s.inflight.Done()
 	method := string(req.Method)
 	s.requests.WithLabelValues(method).Inc()
+	s.gate.RLock()
 	if s.draining.Load() {
+		s.gate.RUnlock()
 		s.count(method, s.respond(tx, req, 503, "Shutting Down", sip.NewHeader("Retry-After", sipx.RetryAfterSeconds)))
 		return
 	}
+	s.inflight.Add(1)
+	s.gate.RUnlock()
+	defer s.inflight.Done()
 	ctx, cancel := sipx.TxContext(tx)
 	defer cancel()
 	st := sipx.NewState(req, s.log)
