@@ -1,28 +1,36 @@
 // Package memory is simpled's embedded storage backend, the default: every table lives in this
-// process and is lost when it exits. It implements registrar.Store, auth.Store and
-// storage.Backend with the semantics storage/storagetest checks (the Redis backend passes the
-// same suite).
+// process and is lost when it exits. It implements registrar.Store, auth.Store,
+// proxy.MessageStore and storage.Backend with the semantics storage/storagetest checks (the
+// Redis backend passes the same suite).
 //
 // The compile-time interface assertions live in memory_test.go: registrar and internal/auth
 // tests use this package as their store, so importing them here would be an import cycle.
 //
 // # Locks
 //
-// Three independent mutexes guard three independent tables:
+// Five independent mutexes guard five independent tables:
 //
 //	regMu    bindings by AOR and the expiry heap over all bindings
 //	credMu   credentials
 //	nonceMu  nonce-count records and their expiry heap
+//	msgMu    offline mailboxes, their expiry heap and the message ID sequence
+//	knownMu  known users and their heap
 //
 // Lock order: none. A goroutine holds at most one of them at a time and calls nothing that
-// could block or call back while holding it, so no two can be nested.
+// could block or call back while holding it, so no two can be nested (ExpireMessages takes
+// knownMu, releases it, then takes msgMu).
 //
 // # Expiry
 //
 // Every stored binding has exactly one entry in a min-heap ordered by expiry (its heap index
 // is kept in the binding's entry), so SweepExpired pops only expired bindings and never scans
-// the AORs. Nonce records sit in a second heap and are dropped when they expire, lazily at
-// the next UseNonceCount; memory is bounded by the records used within one ttl.
+// the AORs. Offline messages work the same way: one heap entry each, popped by
+// ExpireMessages. Nonce records sit in a third heap and are dropped when they expire, lazily
+// at the next UseNonceCount; memory is bounded by the records used within one ttl. Known
+// users (one record per AOR) are forgotten by ExpireMessages an hour after their until.
+//
+// Message IDs are a store-wide sequence, zero-padded to 16 digits, so their string order is
+// store order.
 package memory
 
 import (
@@ -55,6 +63,15 @@ type Store struct {
 	nonceMu  sync.Mutex
 	nonces   map[string]*nonceRecord
 	nonceExp nonceHeap
+
+	msgMu  sync.RWMutex
+	boxes  map[string]*mailbox // aor → offline messages; no empty mailbox is kept
+	msgExp msgHeap             // every stored message, earliest expiry first
+	msgSeq uint64              // the last message ID handed out
+
+	knownMu  sync.RWMutex
+	known    map[string]*knownEntry // aor → known until
+	knownExp knownHeap              // every known record, earliest until first
 }
 
 // New returns an empty store.
@@ -63,6 +80,8 @@ func New() *Store {
 		aors:   make(map[string]map[string]*entry),
 		creds:  make(map[string]map[string]storage.Credential),
 		nonces: make(map[string]*nonceRecord),
+		boxes:  make(map[string]*mailbox),
+		known:  make(map[string]*knownEntry),
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
@@ -13,10 +14,11 @@ import (
 // The assertions live in the external test package: registrar and internal/auth tests import
 // this package, so the package itself must not import them.
 var (
-	_ registrar.Store   = (*memory.Store)(nil)
-	_ auth.Store        = (*memory.Store)(nil)
-	_ storage.Backend   = (*memory.Store)(nil)
-	_ storagetest.Store = (*memory.Store)(nil)
+	_ registrar.Store    = (*memory.Store)(nil)
+	_ auth.Store         = (*memory.Store)(nil)
+	_ proxy.MessageStore = (*memory.Store)(nil)
+	_ storage.Backend    = (*memory.Store)(nil)
+	_ storagetest.Store  = (*memory.Store)(nil)
 )
 
 func newStore(t *testing.T) storagetest.Store {
@@ -36,4 +38,8 @@ func BenchmarkUpdateBindings(b *testing.B) {
 
 func BenchmarkBindings(b *testing.B) {
 	storagetest.BenchmarkBindings(b, memory.New())
+}
+
+func BenchmarkStoreMessage(b *testing.B) {
+	storagetest.BenchmarkStoreMessage(b, memory.New())
 }

@@ -331,13 +331,6 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 	return out, nil
 }
 
-// candidate is an index entry found due by a sweep.
-type candidate struct {
-	shard  int
-	member string
-	score  float64
-}
-
 // SweepExpired removes at most limit bindings that expired at now, earliest first, over all
 // AORs, and returns them; each expired binding is returned by exactly one call, whichever
 // node makes it. It returns fewer than limit only when the index holds no more due entries.
@@ -366,64 +359,18 @@ func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]s
 	return out, nil
 }
 
-// sweepRound examines up to want due index entries and returns the bindings it removed, and
-// whether more due entries may remain.
+// sweepRound examines up to want due index entries of bindings and returns the bindings it
+// removed, and whether more due entries may remain.
 func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.ExpiredBinding, bool, error) {
 	// 1. Due entries of every shard, one pipeline.
-	pipe := s.c.Pipeline()
-	ranges := make([]*goredis.ZSliceCmd, shards)
-	for i := range shards {
-		ranges[i] = pipe.ZRangeByScoreWithScores(ctx, expShard(i), &goredis.ZRangeBy{
-			Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(want),
-		})
-	}
-	_, _ = pipe.Exec(ctx)
-	var cands []candidate
-	more := false
-	for i, r := range ranges {
-		zs, err := r.Result()
-		if err != nil {
-			return nil, false, err
-		}
-		if len(zs) == want {
-			more = true
-		}
-		for _, z := range zs {
-			m, ok := z.Member.(string)
-			if !ok {
-				continue
-			}
-			cands = append(cands, candidate{shard: i, member: m, score: z.Score})
-		}
-	}
-	if len(cands) == 0 {
-		return nil, false, nil
-	}
-	slices.SortFunc(cands, func(a, b candidate) int {
-		if c := cmp.Compare(a.score, b.score); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.member, b.member)
-	})
-	if len(cands) > want {
-		cands, more = cands[:want], true
+	cands, more, err := s.dueCandidates(ctx, regPrefix, now, want)
+	if err != nil || len(cands) == 0 {
+		return nil, false, err
 	}
 
 	// 2. Claim each entry: only the sweeper whose ZREM removed it goes on.
-	claims, err := s.runAll(ctx, claimScript, len(cands), func(i int) ([]string, []any) {
-		return []string{expShard(cands[i].shard)}, []any{cands[i].member, now}
-	})
-	var claimed []candidate
 	readd := map[int][]goredis.Z{} // shard → entries to put back in step 4
-	for i, c := range claims {
-		switch {
-		case c.Err() != nil:
-			// Unknown outcome: if the ZREM ran, the entry must come back for a later sweep.
-			readd[cands[i].shard] = append(readd[cands[i].shard], goredis.Z{Score: cands[i].score, Member: cands[i].member})
-		case c.Val() == int64(1):
-			claimed = append(claimed, cands[i])
-		}
-	}
+	claimed, err := s.claim(ctx, cands, now, readd)
 
 	// 3. Delete the claimed bindings that are still due.
 	type target struct {
@@ -434,7 +381,7 @@ func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.
 	for _, c := range claimed {
 		aor, key, ok := parseMember(c.member)
 		if !ok {
-			continue // not ours: it is gone from the index now
+			continue // malformed: it is gone from the index now
 		}
 		targets = append(targets, target{aor, key, c})
 	}
@@ -472,49 +419,8 @@ func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.
 	}
 
 	// 4. Put back the entries of bindings refreshed since (rare).
-	if len(readd) > 0 {
-		p := s.c.Pipeline()
-		for sh, zs := range readd {
-			p.ZAddLT(ctx, expShard(sh), zs...)
-		}
-		if _, err := p.Exec(ctx); err != nil && runErr == nil {
-			runErr = err
-		}
+	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
+		runErr = err
 	}
 	return out, more, runErr
-}
-
-// runAll runs script n times in one pipeline (EVALSHA), reruns the ones Redis did not know
-// with EVAL, and returns each call's command and the first error.
-func (s *Store) runAll(ctx context.Context, sc *goredis.Script, n int, call func(i int) ([]string, []any)) ([]*goredis.Cmd, error) {
-	if n == 0 {
-		return nil, nil
-	}
-	cmds := make([]*goredis.Cmd, n)
-	pipe := s.c.Pipeline()
-	for i := range n {
-		k, a := call(i)
-		cmds[i] = sc.EvalSha(ctx, pipe, k, a...)
-	}
-	_, _ = pipe.Exec(ctx)
-	var retry []int
-	for i, c := range cmds {
-		if isNoScript(c.Err()) {
-			retry = append(retry, i)
-		}
-	}
-	if len(retry) > 0 {
-		pipe := s.c.Pipeline()
-		for _, i := range retry {
-			k, a := call(i)
-			cmds[i] = sc.Eval(ctx, pipe, k, a...)
-		}
-		_, _ = pipe.Exec(ctx)
-	}
-	for _, c := range cmds {
-		if c.Err() != nil {
-			return cmds, c.Err()
-		}
-	}
-	return cmds, nil
 }

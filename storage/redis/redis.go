@@ -1,7 +1,7 @@
 // Package redis is simpled's Redis storage backend: persistence, several simpled nodes on one
-// Redis, and Redis Cluster to scale out. It implements registrar.Store, auth.Store and
-// storage.Backend with the semantics storage/storagetest checks (the memory backend passes the
-// same suite). Redis 7.0 or later.
+// Redis, and Redis Cluster to scale out. It implements registrar.Store, auth.Store,
+// proxy.MessageStore and storage.Backend with the semantics storage/storagetest checks (the
+// memory backend passes the same suite). Redis 7.0 or later.
 //
 // # Keys
 //
@@ -12,11 +12,31 @@
 //	                         expires_at and updated_at in unix seconds); TTL = latest expiry +
 //	                         Options.KeyGrace, a backstop for when no sweeper runs (PEXPIRE
 //	                         relative to the caller's now, so clock offsets do not matter)
-//	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; member "reg|<aor>|<key>" (| and %
-//	                         in aor %-escaped), score = expires_at; the sweep index
+//	msg:{aor}        hash    message ID → offline message: a JSON header (storage.Message's
+//	                         fields but ID and Body, times in unix seconds), a newline, then
+//	                         the body bytes as they are (binary safe, no base64); TTL as
+//	                         reg:{aor}, from the latest message expiry
+//	msgid:{aor}      hash    dedup key → "<id> <expires_at> <size>", one per stored message:
+//	                         what the store script counts, dedups and expires by without
+//	                         reading any body; same TTL as msg:{aor}
+//	known:{aor}      string  known-user until (unix s); expires at until + Options.KeyGrace
+//	                         (PXAT, Redis's clock)
+//	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; the sweep index of every kind:
+//	                         member "reg|<aor>|<binding key>" or "msg|<aor>|<message ID>" (| and
+//	                         % in aor %-escaped), score = expires_at
 //	cred:{aor}       hash    realm → storage.Credential JSON
 //	creds            set     every AOR with a credential (HasCredentials is one EXISTS)
 //	nonce:{<nonce>}  string  highest nonce count accepted; TTL = the ttl of the last accepted
+//
+// The mailbox is a hash, not a stream (DESIGN §3 first named a stream). StoreMessage must
+// drop expired entries, dedup and check a count and a byte limit in one script; a stream
+// helps with none of it (the script would read every entry whole, bodies included, to learn
+// expiries and sizes), deleting a delivered message from the middle (XDEL) frees memory only
+// once a whole stream node is empty, and an emptied stream key stays. With a hash and the
+// small msgid:{aor} summary the script reads only the summary, and every delete is by field.
+// Message IDs are 16 zero-padded digits, max(Redis TIME in µs, highest ID + 1), so their
+// string order is store order, as in the memory backend (stream IDs "ms-seq" do not sort as
+// strings).
 //
 // # Round trips
 //
@@ -34,12 +54,23 @@
 // Bindings once expired). Scripts are sent with EVALSHA and, if Redis does not know them
 // (NOSCRIPT, e.g. after a restart), once more with EVAL.
 //
-// SweepExpired takes about three round trips per batch: ZRANGEBYSCORE on the 16 index shards
-// (one pipeline), a claim script per candidate on its exp:{n} key (ZREM only if the score is
-// still due, so exactly one sweeper claims it), and for the claimed ones a script on
-// reg:{aor} that deletes the binding only if its stored expiry is due and returns it. A
-// binding refreshed in between is left alone and its index entry put back (ZADD LT). So each
-// expired binding is returned once, across any number of nodes.
+// SweepExpired takes about three round trips per batch: a script per index shard listing its
+// due "reg|" entries (one pipeline over the 16 shards; the script pages past other kinds'
+// entries inside Redis, so a backlog of one kind cannot hide another's), a claim script per
+// candidate on its exp:{n} key (ZREM only if the score is still due, so exactly one sweeper
+// claims it), and for the claimed ones a script on reg:{aor} that deletes the binding only if
+// its stored expiry is due and returns it. A binding refreshed in between is left alone and
+// its index entry put back (ZADD LT). So each expired binding is returned once, across any
+// number of nodes. ExpireMessages is the same sweep over the "msg|" entries (sweep.go holds
+// the shared steps).
+//
+// StoreMessage is one script on msg:{aor} and msgid:{aor} (drop expired, dedup, limits,
+// store, TTLs, atomically) and, when it stored the message, a second round trip for its
+// ZADD exp:{n}: the member carries the ID the script chose, and the index shard is in another
+// slot. A duplicate or a full mailbox costs the script alone. Messages is one HGETALL,
+// HasMessages one EXISTS, DeleteMessage one pipeline (a script on the two mailbox keys and
+// the ZREM of the index entry), DeleteMessages two (HKEYS and DEL in MULTI/EXEC, then the
+// ZREMs), MarkKnown one script, Known one GET.
 //
 // # Errors
 //
@@ -52,7 +83,8 @@
 // own global logger (goredis.SetLogger), which the program wiring should redirect.
 //
 // Times are stored in whole seconds (see storage.Binding); strings must be valid UTF-8
-// (invalid bytes become U+FFFD, as encoding/json does).
+// (invalid bytes become U+FFFD, as encoding/json does), message bodies are kept byte for
+// byte.
 package redis
 
 import (
@@ -304,11 +336,14 @@ func isNoScript(err error) bool {
 // Key layout (see the package doc). The {...} hash tag is the AOR (or nonce), so one user's
 // keys share a Cluster slot.
 
-func regKey(aor string) string  { return "reg:{" + aor + "}" }
-func credKey(aor string) string { return "cred:{" + aor + "}" }
-func nonceKey(n string) string  { return "nonce:{" + n + "}" }
+func regKey(aor string) string   { return "reg:{" + aor + "}" }
+func credKey(aor string) string  { return "cred:{" + aor + "}" }
+func nonceKey(n string) string   { return "nonce:{" + n + "}" }
+func msgKey(aor string) string   { return "msg:{" + aor + "}" }
+func msgIDKey(aor string) string { return "msgid:{" + aor + "}" }
+func knownKey(aor string) string { return "known:{" + aor + "}" }
 
-// expKey is the index shard of aor's bindings.
+// expKey is the index shard of aor's bindings and messages.
 func expKey(aor string) string { return expShard(int(shardOf(aor))) }
 
 func expShard(n int) string { return "exp:{" + strconv.Itoa(n) + "}" }
@@ -320,9 +355,18 @@ func shardOf(aor string) uint32 {
 	return h.Sum32() % shards
 }
 
-// member is the index entry of one binding: "reg|<aor>|<key>", with | and % in aor escaped so
-// the first | after the AOR ends it.
-func member(aor, key string) string { return "reg|" + escaper.Replace(aor) + "|" + key }
+// Index entry kinds: the prefix of an exp:{n} member up to and including the first |.
+const (
+	regPrefix = "reg|"
+	msgPrefix = "msg|"
+)
+
+// indexMember is the index entry of one item of a kind: "<kind>|<aor>|<id>", with | and % in
+// aor escaped so the first | after the AOR ends it.
+func indexMember(prefix, aor, id string) string { return prefix + escaper.Replace(aor) + "|" + id }
+
+// member is the index entry of one binding: "reg|<aor>|<key>".
+func member(aor, key string) string { return indexMember(regPrefix, aor, key) }
 
 // credsKey is the set of AORs that have a credential.
 const credsKey = "creds"
@@ -332,15 +376,18 @@ var (
 	unescaper = strings.NewReplacer("%7C", "|", "%25", "%")
 )
 
-// parseMember splits an exp:{n} member into AOR and binding key.
-func parseMember(m string) (aor, key string, ok bool) {
-	rest, ok := strings.CutPrefix(m, "reg|")
+// parseMember splits an exp:{n} member of a binding into AOR and binding key.
+func parseMember(m string) (aor, key string, ok bool) { return parseIndexMember(regPrefix, m) }
+
+// parseIndexMember splits an exp:{n} member of the kind prefix into AOR and id.
+func parseIndexMember(prefix, m string) (aor, id string, ok bool) {
+	rest, ok := strings.CutPrefix(m, prefix)
 	if !ok {
 		return "", "", false
 	}
-	a, key, ok := strings.Cut(rest, "|")
+	a, id, ok := strings.Cut(rest, "|")
 	if !ok {
 		return "", "", false
 	}
-	return unescaper.Replace(a), key, true
+	return unescaper.Replace(a), id, true
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/simpled/simpled/internal/auth"
 	"github.com/simpled/simpled/internal/redistest"
+	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
@@ -23,10 +24,11 @@ import (
 )
 
 var (
-	_ registrar.Store   = (*redis.Store)(nil)
-	_ auth.Store        = (*redis.Store)(nil)
-	_ storage.Backend   = (*redis.Store)(nil)
-	_ storagetest.Store = (*redis.Store)(nil)
+	_ registrar.Store    = (*redis.Store)(nil)
+	_ auth.Store         = (*redis.Store)(nil)
+	_ proxy.MessageStore = (*redis.Store)(nil)
+	_ storage.Backend    = (*redis.Store)(nil)
+	_ storagetest.Store  = (*redis.Store)(nil)
 )
 
 // connect opens a Store on url and closes it in t.Cleanup.
@@ -186,6 +188,17 @@ func TestOutage(t *testing.T) {
 		}},
 		{"HasCredentials", func(ctx context.Context) error { _, err := s.HasCredentials(ctx); return err }},
 		{"UseNonceCount", func(ctx context.Context) error { _, err := s.UseNonceCount(ctx, "n", 1, time.Second); return err }},
+		{"StoreMessage", func(ctx context.Context) error {
+			_, _, err := s.StoreMessage(ctx, "a@example.com", storage.Message{DedupKey: "k", ExpiresAt: now.Add(time.Hour)}, storage.MailboxLimits{}, now)
+			return err
+		}},
+		{"Messages", func(ctx context.Context) error { _, err := s.Messages(ctx, "a@example.com", now); return err }},
+		{"HasMessages", func(ctx context.Context) error { _, err := s.HasMessages(ctx, "a@example.com"); return err }},
+		{"DeleteMessage", func(ctx context.Context) error { return s.DeleteMessage(ctx, "a@example.com", "1") }},
+		{"DeleteMessages", func(ctx context.Context) error { _, err := s.DeleteMessages(ctx, "a@example.com"); return err }},
+		{"ExpireMessages", func(ctx context.Context) error { _, err := s.ExpireMessages(ctx, now, 10); return err }},
+		{"MarkKnown", func(ctx context.Context) error { return s.MarkKnown(ctx, "a@example.com", now) }},
+		{"Known", func(ctx context.Context) error { _, err := s.Known(ctx, "a@example.com", now); return err }},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {

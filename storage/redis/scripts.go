@@ -149,6 +149,33 @@ end
 return {out, removed, expired, evicted, added, refreshed}
 `)
 
+// dueScript lists the due entries of one kind in one exp:{n} index shard: members that start
+// with the kind's prefix ("reg|", "msg|") and whose score is at or before now, earliest
+// first, at most want of them. It pages through the due range inside Redis, skipping the
+// other kinds' entries, so a backlog of one kind cannot hide another's.
+//
+//	KEYS[1]  exp:{n}
+//	ARGV     prefix, now (unix s), want
+//
+// It replies {member, score, member, score, ...}.
+var dueScript = goredis.NewScript(`
+local prefix, now, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local page = math.max(want, 128)
+local out, off = {}, 0
+while true do
+  local r = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', off, page)
+  for i = 1, #r, 2 do
+    if string.sub(r[i], 1, #prefix) == prefix then
+      out[#out + 1] = r[i]
+      out[#out + 1] = r[i + 1]
+      if #out >= 2 * want then return out end
+    end
+  end
+  if #r < 2 * page then return out end
+  off = off + page
+end
+`)
+
 // claimScript removes one member of an exp:{n} index if its score is still at or before now,
 // so of several sweepers exactly one claims it, and a refresh that raced (a higher score) is
 // kept.

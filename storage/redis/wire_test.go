@@ -117,3 +117,66 @@ func TestClusterURL(t *testing.T) {
 		})
 	}
 }
+
+// TestWireMessageFields keeps wireMessage in step with storage.Message: its fields but ID
+// and Body (stored apart), same JSON names, in the same order.
+func TestWireMessageFields(t *testing.T) {
+	mt, wt := reflect.TypeFor[storage.Message](), reflect.TypeFor[wireMessage]()
+	var names []string
+	for i := range mt.NumField() {
+		if f := mt.Field(i); f.Name != "ID" && f.Name != "Body" {
+			names = append(names, f.Name+" "+f.Tag.Get("json"))
+		}
+	}
+	var wnames []string
+	for i := range wt.NumField() {
+		wnames = append(wnames, wt.Field(i).Name+" "+wt.Field(i).Tag.Get("json"))
+	}
+	if !reflect.DeepEqual(names, wnames) {
+		t.Errorf("storage.Message fields %q, wireMessage %q", names, wnames)
+	}
+}
+
+func TestMessageEncoding(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.FixedZone("CET", 3600))
+	for _, body := range [][]byte{nil, []byte("\n"), []byte("\x00\xff\n{\"a\":1}\n"), []byte("<b>&</b>")} {
+		in := storage.Message{
+			ID: "ignored", DedupKey: "k<&>", CallID: "c@h", CSeq: 1<<32 - 1, From: "<sip:a@h>", To: "<sip:b@h>", Date: "d",
+			ContentType: "text/html", ContentEncoding: "gzip", Body: body, StoredAt: now, ExpiresAt: now.Add(time.Hour),
+		}
+		v, err := encodeMessage(&in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		header, rest, ok := strings.Cut(string(v), "\n")
+		if !ok || rest != string(body) || !strings.Contains(header, `"dedup_key":"k<&>"`) || !strings.Contains(header, `"stored_at":`+strconv.FormatInt(now.Unix(), 10)) {
+			t.Errorf("encoded = %q", v)
+		}
+		out, err := decodeMessage("0001", string(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := in
+		want.ID = "0001"
+		want.StoredAt = time.Unix(now.Unix(), 0).UTC()
+		want.ExpiresAt = time.Unix(now.Unix()+3600, 0).UTC()
+		if len(body) == 0 {
+			want.Body = nil
+		}
+		if !reflect.DeepEqual(out, want) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", out, want)
+		}
+	}
+}
+
+func TestMsgMember(t *testing.T) {
+	for _, aor := range []string{"alice@example.com", "a|b%7C@x", "{}"} {
+		m := msgMember(aor, "0000000000000001")
+		if got, id, ok := parseIndexMember(msgPrefix, m); !ok || got != aor || id != "0000000000000001" {
+			t.Errorf("parseIndexMember(%q) = %q, %q, %v", m, got, id, ok)
+		}
+		if _, _, ok := parseMember(m); ok {
+			t.Errorf("parseMember(%q) took a message entry for a binding", m)
+		}
+	}
+}

@@ -77,3 +77,40 @@ func BenchmarkBindings(b *testing.B, s Store) {
 		i++
 	}
 }
+
+// BenchmarkStoreMessage measures the offline path of one MESSAGE: StoreMessage into a mailbox
+// that holds a few messages, with limits and a dedup key, plus the DeleteMessage that follows
+// its delivery (so every mailbox stays at 4-5 messages, as between two registrations).
+func BenchmarkStoreMessage(b *testing.B, s Store) {
+	ctx := b.Context()
+	t0 := base()
+	lim := storage.MailboxLimits{MaxCount: 100, MaxBytes: 1 << 20}
+	body := make([]byte, 300)
+	for i := range body {
+		body[i] = byte(i)
+	}
+	ids := make([][]string, benchAORs) // per AOR, the stored IDs oldest first
+	aors := make([]string, benchAORs)
+	for i := range aors {
+		aors[i] = fmt.Sprintf("offline%d@bench.example.com", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		a := i % benchAORs
+		m := msg(t0, fmt.Sprintf("imdn-%d", i), "", 0, 7*24*3600)
+		m.Body = body
+		id, dup, err := s.StoreMessage(ctx, aors[a], m, lim, t0)
+		if err != nil || dup {
+			b.Fatalf("StoreMessage = %v, %v", dup, err)
+		}
+		ids[a] = append(ids[a], id)
+		if len(ids[a]) > 4 {
+			if err := s.DeleteMessage(ctx, aors[a], ids[a][0]); err != nil {
+				b.Fatalf("DeleteMessage: %v", err)
+			}
+			ids[a] = ids[a][1:]
+		}
+		i++
+	}
+}

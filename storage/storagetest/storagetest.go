@@ -1,11 +1,12 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the registrar.Store, auth.Store and storage.Backend contracts (storage.BindingUpdate
-// rule by rule, expiry sweeps, concurrency, credentials, nonce counts) against a fresh store
-// per subtest. storage/memory and storage/redis call it from their tests, in the manner of
-// nats-server's store tests that run each case on memstore and filestore.
+// checks the registrar.Store, auth.Store, proxy.MessageStore and storage.Backend contracts
+// (storage.BindingUpdate rule by rule, expiry sweeps, concurrency, credentials, nonce counts,
+// offline mailboxes and known users) against a fresh store per subtest. storage/memory and
+// storage/redis call it from their tests, in the manner of nats-server's store tests that run
+// each case on memstore and filestore.
 //
 // Benchmarks shared by the backends live here too (BenchmarkUpdateBindings,
-// BenchmarkBindings), so their numbers compare like for like.
+// BenchmarkBindings, BenchmarkStoreMessage), so their numbers compare like for like.
 package storagetest
 
 import (
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 )
@@ -27,6 +29,7 @@ import (
 type Store interface {
 	registrar.Store
 	auth.Store
+	proxy.MessageStore
 	storage.Backend
 }
 
@@ -49,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("NonceCount", func(t *testing.T) { testNonceCount(t, newStore) })
 	t.Run("NonceTTL", func(t *testing.T) { testNonceTTL(t, newStore) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore) })
+	t.Run("Messages", func(t *testing.T) { runMessages(t, newStore) })
 }
 
 // base is the suite's clock origin: whole seconds near the real time, so a backend that

@@ -1,0 +1,138 @@
+package redis
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The expiry sweeps of every kind (bindings, offline messages) share the exp:{n} index and
+// these steps: find the due entries of one kind, claim them, and put back the entries whose
+// outcome is unknown or whose item turned out to be live. What to do with a claimed entry is
+// the kind's own step.
+
+// candidate is an index entry found due by a sweep.
+type candidate struct {
+	shard  int
+	member string
+	score  float64
+}
+
+// dueCandidates returns up to want index entries whose member starts with prefix and whose
+// score is at or before now, over all shards, earliest first, and whether more may remain:
+// one pipeline of dueScript, one call per shard. The script skips the other kinds' entries
+// inside Redis, so a backlog of one kind (its sweeper stopped) never hides another's due
+// entries from a COUNT-limited read.
+func (s *Store) dueCandidates(ctx context.Context, prefix string, now int64, want int) ([]candidate, bool, error) {
+	cmds, err := s.runAll(ctx, dueScript, shards, func(i int) ([]string, []any) {
+		return []string{expShard(i)}, []any{prefix, now, want}
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	var cands []candidate
+	more := false
+	for i, c := range cmds {
+		vs, ok := c.Val().([]any)
+		if !ok {
+			return nil, false, fmt.Errorf("due entries: unexpected script reply %T", c.Val())
+		}
+		if len(vs)/2 >= want {
+			more = true
+		}
+		for j := 0; j+1 < len(vs); j += 2 {
+			m, _ := vs[j].(string)
+			sc, _ := vs[j+1].(string)
+			score, err := strconv.ParseFloat(sc, 64)
+			if err != nil {
+				continue
+			}
+			cands = append(cands, candidate{shard: i, member: m, score: score})
+		}
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if c := cmp.Compare(a.score, b.score); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.member, b.member)
+	})
+	if len(cands) > want {
+		cands, more = cands[:want], true
+	}
+	return cands, more, nil
+}
+
+// claim runs claimScript for every candidate in one pipeline and returns the ones this call
+// removed from the index: of several sweepers exactly one claims an entry. A candidate whose
+// claim has an unknown outcome is added to readd (shard → entries), to be put back; the
+// error is the first one met.
+func (s *Store) claim(ctx context.Context, cands []candidate, now int64, readd map[int][]goredis.Z) ([]candidate, error) {
+	claims, err := s.runAll(ctx, claimScript, len(cands), func(i int) ([]string, []any) {
+		return []string{expShard(cands[i].shard)}, []any{cands[i].member, now}
+	})
+	var claimed []candidate
+	for i, c := range claims {
+		switch {
+		case c.Err() != nil:
+			// Unknown outcome: if the ZREM ran, the entry must come back for a later sweep.
+			readd[cands[i].shard] = append(readd[cands[i].shard], goredis.Z{Score: cands[i].score, Member: cands[i].member})
+		case c.Val() == int64(1):
+			claimed = append(claimed, cands[i])
+		}
+	}
+	return claimed, err
+}
+
+// putBack adds the entries of readd (shard → entries) to the index in one pipeline, lowering
+// an entry that is there already (ZADD LT: never later than the truth, whatever ran
+// concurrently).
+func (s *Store) putBack(ctx context.Context, readd map[int][]goredis.Z) error {
+	if len(readd) == 0 {
+		return nil
+	}
+	p := s.c.Pipeline()
+	for sh, zs := range readd {
+		p.ZAddLT(ctx, expShard(sh), zs...)
+	}
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// runAll runs script n times in one pipeline (EVALSHA), reruns the ones Redis did not know
+// with EVAL, and returns each call's command and the first error.
+func (s *Store) runAll(ctx context.Context, sc *goredis.Script, n int, call func(i int) ([]string, []any)) ([]*goredis.Cmd, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	cmds := make([]*goredis.Cmd, n)
+	pipe := s.c.Pipeline()
+	for i := range n {
+		k, a := call(i)
+		cmds[i] = sc.EvalSha(ctx, pipe, k, a...)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []int
+	for i, c := range cmds {
+		if isNoScript(c.Err()) {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe := s.c.Pipeline()
+		for _, i := range retry {
+			k, a := call(i)
+			cmds[i] = sc.Eval(ctx, pipe, k, a...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return cmds, c.Err()
+		}
+	}
+	return cmds, nil
+}
