@@ -8,7 +8,7 @@ TEST_DEBS := redis-server sip-tester baresip
 # Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip
 
-.PHONY: all build run test vet unit fuzz deps bench bench-register clean
+.PHONY: all build run test vet unit fuzz deps bench bench-register bench-message clean
 
 all: build
 
@@ -52,11 +52,14 @@ deps:
 	fi
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./internal/server/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./cpim/... ./proxy/... ./internal/server/...
 
-# REGISTER load: simpled (memory, Redis) against Kamailio, interleaved (see bench/README.md).
+# SIP loads: simpled (memory, Redis) against Kamailio, interleaved (see bench/README.md).
 bench-register:
-	bench/register.sh
+	SCENARIO=register bench/compare.sh
+
+bench-message:
+	SCENARIO=message bench/compare.sh
 
 clean:
 	rm -rf bin

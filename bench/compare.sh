@@ -1,5 +1,6 @@
 #!/bin/bash
-# register.sh — REGISTER throughput of simpled (memory store, Redis store) against Kamailio,
+# compare.sh — throughput of one load.sh scenario (SCENARIO: register, message, ...) for simpled
+# (memory store, Redis store) against Kamailio,
 # measured in one run and interleaved, as ../shared/bench/RESULTS.md asks ("Noise": compare
 # with several runs each, interleaved with Kamailio runs).
 #
@@ -8,17 +9,20 @@
 #   redis     simpled -store redis://127.0.0.1:PORT/0      (a private redis-server on a free
 #                                                          loopback port, flushed before each run)
 #   kamailio  ../shared/bench/run-kamailio.sh CHILDREN     (VARIANT=bigbuf, 4 children)
-# each driven by ../shared/bench/load.sh with SCENARIOS=register (distinct AORs from
-# users.csv, one REGISTER -> 200 per call; the best rate passes with < 0.1 % failed calls and
-# <= 0.1 % retransmissions). Then it prints the best sustained calls/s per target and round,
+# each driven by ../shared/bench/load.sh with SCENARIOS=$SCENARIO (register: distinct AORs from
+# users.csv, one REGISTER -> 200 per call; message: one MESSAGE relayed through the server to a
+# registered sipp UAS -> 200; the best rate passes with < 0.1 % failed calls and <= 0.1 %
+# retransmissions). Then it prints the best sustained calls/s per target and round,
 # the medians and the simpled/Kamailio ratios (table.txt, results.tsv in OUTDIR).
 #
-# usage: bench/register.sh            (from anywhere; the repository is this script's parent)
+# usage: [SCENARIO=message] bench/compare.sh   (from anywhere; the repository is this script's
+#        parent; make bench-register and make bench-message call it)
 #
 # Environment (defaults in brackets):
 #   ROUNDS [2]                  rounds of all targets
 #   TARGETS ["memory redis kamailio"]   order within a round
-#   OUTDIR [$TMPDIR/simpled-bench/register-<date>]
+#   SCENARIO [register]         the load.sh scenario: register, message, register_auth, ...
+#   OUTDIR [$TMPDIR/simpled-bench/<scenario>-<date>]
 #   SHARED [<repo>/../shared]   the shared checkout holding bench/load.sh and run-kamailio.sh
 #   KAM_VARIANT [bigbuf]  KAM_CHILDREN [4]     Kamailio reference configuration
 #   SIMPLED_BIN                 run this binary instead of building ./cmd/simpled
@@ -47,13 +51,14 @@ KAM_CHILDREN=${KAM_CHILDREN:-4}
 SIMPLED_LOG_LEVEL=${SIMPLED_LOG_LEVEL:-info}
 SIMPLED_ARGS=${SIMPLED_ARGS:-}
 PAUSE_SECS=${PAUSE_SECS:-5}
-OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/simpled-bench/register-$(date +%Y%m%d-%H%M%S)}
+SCENARIO=${SCENARIO:-register}
+OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/simpled-bench/$SCENARIO-$(date +%Y%m%d-%H%M%S)}
 PORT=15060
 DOMAIN=example.test
 
 mkdir -p "$OUTDIR" || exit 1
 OUTDIR=$(cd "$OUTDIR" && pwd)
-LOG=$OUTDIR/register.log
+LOG=$OUTDIR/$SCENARIO.log
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -108,8 +113,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- preflight
-for p in $(seq $PORT $((PORT + 4))); do
-  port_busy "$p" && die "port $p is in use (needed: $PORT for the server, $((PORT+1))-$((PORT+4)) for sipp)"
+LAST_PORT=$((PORT + 4))
+[ "$SCENARIO" = message ] && LAST_PORT=$((PORT + 8)) # load.sh's sipp UAS (the MESSAGE callee)
+for p in $(seq $PORT $LAST_PORT); do
+  port_busy "$p" && die "port $p is in use (needed: $PORT for the server, $((PORT+1))-$LAST_PORT for sipp)"
 done
 
 if [ -n "${SIMPLED_BIN:-}" ]; then
@@ -138,11 +145,11 @@ case " $TARGETS " in *" redis "*)
 esac
 
 {
-  echo "# bench/register.sh $(date -Is)"
+  echo "# bench/compare.sh SCENARIO=$SCENARIO $(date -Is)"
   echo "# host: $(nproc) CPU, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# simpled $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ($("$BIN" -version 2>&1 | head -1)), $(go version 2>/dev/null | awk '{print $3}')"
   echo "# $(kamailio -v 2>/dev/null | head -1 | awk '{print "kamailio", $3}') VARIANT=$KAM_VARIANT children=$KAM_CHILDREN; $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1); $(redis-server --version 2>/dev/null | awk '{print "redis", $3}')"
-  echo "# rounds=$ROUNDS targets=\"$TARGETS\" STEP_SECS=${STEP_SECS:-10} MAX_STEPS=${MAX_STEPS:-8} RATES_register=\"${RATES_register:-load.sh default}\" N_USERS=${N_USERS:-20000}"
+  echo "# rounds=$ROUNDS targets=\"$TARGETS\" STEP_SECS=${STEP_SECS:-10} MAX_STEPS=${MAX_STEPS:-8} RATES_$SCENARIO=\"$(eval echo \"\${RATES_$SCENARIO:-load.sh default}\")\" N_USERS=${N_USERS:-20000}"
 } > "$OUTDIR/header.txt"
 cat "$OUTDIR/header.txt" | tee -a "$LOG" >&2
 
@@ -166,7 +173,7 @@ run_target() {
   local d=$OUTDIR/r$round-$target
   mkdir -p "$d"
   local la; la=$(cut -d' ' -f1 /proc/loadavg)
-  for p in $(seq $PORT $((PORT + 4))); do
+  for p in $(seq $PORT $LAST_PORT); do
     port_busy "$p" && { log "port $p busy before $target round $round, skipping"; record "$round" "$target" "$d" "$la"; return; }
   done
   log "round $round: $target (load average $la)"
@@ -191,7 +198,7 @@ run_target() {
       # CPU accounting covers the whole server side: simpled, plus redis-server for redis
       local pids=$SPID
       [ "$target" = redis ] && pids="$SPID $RPID"
-      SERVER_PIDS=$pids OUTDIR=$d/load SCENARIOS=register "$BENCH/load.sh" "127.0.0.1:$PORT" "$DOMAIN" \
+      SERVER_PIDS=$pids OUTDIR=$d/load SCENARIOS=$SCENARIO "$BENCH/load.sh" "127.0.0.1:$PORT" "$DOMAIN" \
           > "$d/load.out" 2>&1 &
       CHILD=$!
       wait "$CHILD"; CHILD=""
@@ -200,7 +207,7 @@ run_target() {
       stop_pid "$SPID" simpled; SPID=""
       ;;
     kamailio)
-      OUTDIR=$d/load VARIANT=$KAM_VARIANT SCENARIOS=register "$BENCH/run-kamailio.sh" "$KAM_CHILDREN" \
+      OUTDIR=$d/load VARIANT=$KAM_VARIANT SCENARIOS=$SCENARIO "$BENCH/run-kamailio.sh" "$KAM_CHILDREN" \
           > "$d/load.out" 2>&1 &
       CHILD=$!
       wait "$CHILD"; CHILD=""
@@ -214,7 +221,7 @@ record() { # round target dir loadavg: best line of load.sh's best.tsv / steps.t
   local round=$1 target=$2 d=$3 la=$4
   local best=$d/load/best.tsv steps=$d/load/steps.tsv
   local line
-  line=$(awk -F'\t' 'NR>1 && $1=="register" {print; exit}' "$best" 2>/dev/null)
+  line=$(awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s {print; exit}' "$best" 2>/dev/null)
   local rate achieved cpus cpup other
   if [ -z "$line" ]; then
     rate=ERR; achieved=-; cpus=-; cpup=-; other=-
@@ -229,8 +236,8 @@ record() { # round target dir loadavg: best line of load.sh's best.tsv / steps.t
   local ff maxo
   # the failing step that ended the search: the lowest failing rate above the best one (a
   # failed step that passed on its noise retry does not count)
-  ff=$(awk -F'\t' -v b="${rate:-0}" 'NR>1 && $1=="register" && $3=="FAIL" && $2+0>b+0 {if (m=="" || $2+0<m) m=$2+0} END{print (m==""?"-":m)}' "$steps" 2>/dev/null)
-  maxo=$(awk -F'\t' 'NR>1 && $1=="register" {split($15,a,"/"); if (a[2]+0>m) m=a[2]+0} END{print m+0}' "$steps" 2>/dev/null)
+  ff=$(awk -F'\t' -v s="$SCENARIO" -v b="${rate:-0}" 'NR>1 && $1==s && $3=="FAIL" && $2+0>b+0 {if (m=="" || $2+0<m) m=$2+0} END{print (m==""?"-":m)}' "$steps" 2>/dev/null)
+  maxo=$(awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s {split($15,a,"/"); if (a[2]+0>m) m=a[2]+0} END{print m+0}' "$steps" 2>/dev/null)
   printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$round" "$target" "$rate" "${ff:--}" "${achieved:--}" \
       "${cpus:--}" "${cpup:--}" "${other:--}" "${maxo:-0}" "$la" "$d" >> "$RESULTS"
   log "round $round $target: best ${rate} calls/s (first failing step ${ff:--}, server CPU ${cpus:--} %, other load up to ${maxo:-0} %)"
@@ -256,7 +263,7 @@ val() { awk -F'\t' -v r="$1" -v t="$2" '$1==r && $2==t {print $3}' "$RESULTS"; }
 
 {
   cat "$OUTDIR/header.txt"
-  echo "# best sustained REGISTER calls/s (load.sh: fail < ${MAX_FAIL_PCT:-0.1} %, retransmissions <= ${MAX_RETRANS_PCT:-0.1} %)"
+  echo "# best sustained $SCENARIO calls/s (load.sh: fail < ${MAX_FAIL_PCT:-0.1} %, retransmissions <= ${MAX_RETRANS_PCT:-0.1} %)"
   hdr="round"; for t in $TARGETS; do hdr="$hdr\t$t"; done
   case " $TARGETS " in *" kamailio "*)
     for t in $TARGETS; do [ "$t" = kamailio ] || hdr="$hdr\t$t/kamailio"; done ;;

@@ -25,12 +25,24 @@ type Registrations interface {
 	Remove(ctx context.Context, aor string) ([]storage.Binding, error)
 }
 
+// Messages is the offline store's and the proxy's admin surface.
+type Messages interface {
+	// Pending lists aor's stored messages, oldest first.
+	Pending(ctx context.Context, aor string) ([]storage.Message, error)
+	// Delete removes one stored message (id) or all of aor's (id ""), returning how many.
+	Delete(ctx context.Context, aor, id string) (int, error)
+	// Send sends a MESSAGE as the server and returns the final SIP status.
+	Send(ctx context.Context, from, to, contentType string, body []byte) (int, error)
+}
+
 // Options configure the handler.
 type Options struct {
 	Gatherer      prometheus.Gatherer
 	Ready         func(ctx context.Context) error
 	Registrations Registrations
-	Log           *zap.Logger
+	// Messages serves /api/v1/messages; nil leaves it out.
+	Messages Messages
+	Log      *zap.Logger
 	// Now is the clock for remaining expiries; nil means time.Now.
 	Now func() time.Time
 }
@@ -53,6 +65,12 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.HandleFunc("GET /api/v1/registrations/{aor}", a.getRegistrations)
 	mux.HandleFunc("DELETE /api/v1/registrations/{aor}", a.deleteRegistrations)
+	if o.Messages != nil {
+		mux.HandleFunc("GET /api/v1/messages/{aor}", a.getMessages)
+		mux.HandleFunc("DELETE /api/v1/messages/{aor}", a.deleteMessages)
+		mux.HandleFunc("DELETE /api/v1/messages/{aor}/{id}", a.deleteMessages)
+		mux.HandleFunc("POST /api/v1/messages", a.postMessage)
+	}
 	return mux
 }
 

@@ -498,6 +498,17 @@ func (a *Auth) offers(alg Algorithm) bool {
 	return false
 }
 
+// Known reports whether aor ("user@domain") has credentials for its domain's realm, in the users
+// file or the store: the proxy's test for a known user (CLI.md).
+func (a *Auth) Known(ctx context.Context, aor string) (bool, error) {
+	_, domain, ok := strings.Cut(aor, "@")
+	if !ok {
+		return false, nil
+	}
+	_, found, err := a.credential(ctx, aor, strings.ToLower(domain))
+	return found, err
+}
+
 // credential looks aor up in the users file, then in the store.
 func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Credential, bool, error) {
 	if c, ok := a.users.Lookup(aor, realm); ok {

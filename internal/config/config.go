@@ -59,6 +59,43 @@ type Options struct {
 	Auth AuthOptions `yaml:"auth"`
 	// Limits holds the message size limits.
 	Limits LimitOptions `yaml:"limits"`
+	// Proxy holds the routing settings of the proxy.
+	Proxy ProxyOptions `yaml:"proxy"`
+	// Messages holds the MESSAGE relay and offline store settings.
+	Messages MessageOptions `yaml:"messages"`
+}
+
+// ProxyOptions configure how requests are routed (RFC 3261 §16, RFC 3263).
+type ProxyOptions struct {
+	// DNS is the HOST:PORT of the DNS server used to locate other domains (RFC 3263 SRV, A,
+	// AAAA); "" (the default) uses the system's resolver. Local domains and IP literals are
+	// never looked up.
+	DNS string `yaml:"dns"`
+	// TrustedPeers are addresses or CIDR prefixes (e.g. a PBX) whose requests may go to
+	// other domains without digest authentication. Authenticated local users may always;
+	// anyone else gets 403, so simpled is never an open relay. Default none.
+	TrustedPeers []string `yaml:"trusted_peers"`
+	// UDPMTU is the size above which a request goes over TCP instead of UDP (RFC 3261
+	// §18.1.1), back to UDP when TCP cannot connect. Default 1300.
+	UDPMTU int `yaml:"udp_mtu"`
+	// InviteTimeout is Timer C: a ringing branch is cancelled after this long. Default 3m.
+	InviteTimeout time.Duration `yaml:"invite_timeout"`
+}
+
+// MessageOptions configure MESSAGE relay and store-and-forward (RFC 3428).
+type MessageOptions struct {
+	// ContentTypes are MESSAGE body types relayed besides text/plain, message/cpim and
+	// message/imdn+xml (always relayed); "*" relays any. Others get 415. Default none.
+	ContentTypes []string `yaml:"content_types"`
+	// OfflineMaxCount is the most messages stored for one offline user; more get 480.
+	// Default 100.
+	OfflineMaxCount int `yaml:"offline_max_count"`
+	// OfflineMaxBytes is the most bytes stored for one offline user. Default 1048576.
+	OfflineMaxBytes int `yaml:"offline_max_bytes"`
+	// OfflineMaxAge is how long an undelivered message is kept; a user who registered is
+	// known (messages to them are stored) for as long after their last registration.
+	// Default 168h (7 days).
+	OfflineMaxAge time.Duration `yaml:"offline_max_age"`
 }
 
 // RegistrarOptions are the limits of the registrar (RFC 3261 §10.3). The expiry limits also
@@ -161,6 +198,24 @@ func Default() Options {
 			MaxMessageSize: 256 << 10,
 			// 64 KiB: MESSAGE and PUBLISH bodies (CLI.md); larger gets 413.
 			MaxBodySize: 64 << 10,
+		},
+		Proxy: ProxyOptions{
+			// The system's resolver.
+			DNS: "",
+			// Nobody relays without authenticating.
+			TrustedPeers: []string{},
+			// RFC 3261 §18.1.1: 1300 bytes when the path MTU is unknown.
+			UDPMTU: 1300,
+			// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
+			InviteTimeout: 3 * time.Minute,
+		},
+		Messages: MessageOptions{
+			// text/plain, message/cpim and message/imdn+xml only.
+			ContentTypes: []string{},
+			// A week of chat for an offline user, bounded.
+			OfflineMaxCount: 100,
+			OfflineMaxBytes: 1 << 20,
+			OfflineMaxAge:   7 * 24 * time.Hour,
 		},
 	}
 }

@@ -112,6 +112,24 @@ func TestValidate(t *testing.T) {
 				"auth.nonce_lifetime: 0s: must be more than 0",
 				"auth.algorithms: empty: want at least one of MD5, SHA-256, MD5-sess, SHA-256-sess",
 				"limits.max_message_size: 0: must be at least 1 byte",
+				"proxy.udp_mtu: 0: must be at least 500 bytes",
+				"proxy.invite_timeout: 0s: must be at least 1s",
+				"messages.offline_max_count: 0: must be at least 1",
+				"messages.offline_max_bytes: 0: must be at least 1",
+				"messages.offline_max_age: 0s: must be at least 1m",
+			},
+		},
+		{
+			name: "proxy and messages settings",
+			change: func(o *Options) {
+				o.Proxy.DNS = "127.0.0.1"
+				o.Proxy.TrustedPeers = []string{"10.0.0.0/8", "192.0.2.1", "pbx.example"}
+				o.Messages.ContentTypes = []string{"application/json", "*", "text"}
+			},
+			errs: []string{
+				`proxy.dns: "127.0.0.1": missing port in address; want HOST:PORT, or "" for the system's resolver`,
+				`proxy.trusted_peers: "pbx.example": want an IP address or a CIDR prefix`,
+				`messages.content_types: "text": want type/subtype (e.g. application/json) or "*"`,
 			},
 		},
 		{

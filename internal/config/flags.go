@@ -49,6 +49,7 @@ var stringFlags = []struct {
 	{"tls-key", "tls_key", "private key `FILE` (PEM) for tls:// and wss:// listeners", func(o *Options) *string { return &o.TLSKey }},
 	{"log-level", "log_level", "log `LEVEL`: debug, info, warn or error", func(o *Options) *string { return &o.LogLevel }},
 	{"log-format", "log_format", "log `FORMAT`: console or json (default console on a terminal, json otherwise)", func(o *Options) *string { return &o.LogFormat }},
+	{"dns", "proxy.dns", "`HOST:PORT` of the DNS server that locates other domains (default the system's resolver)", func(o *Options) *string { return &o.Proxy.DNS }},
 	{"node-id", "node_id", "`ID` of this node among nodes sharing a store (default derived from the host name)", func(o *Options) *string { return &o.NodeID }},
 }
 

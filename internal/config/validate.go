@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
+	"time"
 )
 
 // Validate checks every field and the fields against each other (1 <= min_expires <=
@@ -158,6 +160,54 @@ func (o Options) validate(src sources, errs *Errors) {
 	case l.MaxMessageSize >= 1 && l.MaxBodySize > l.MaxMessageSize:
 		bad("limits.max_body_size", "%d: must be at most max_message_size (%d)", l.MaxBodySize, l.MaxMessageSize)
 	}
+
+	p := o.Proxy
+	if p.DNS != "" {
+		if _, _, err := splitHostPort(p.DNS); err != nil {
+			bad("proxy.dns", "%q: %v; want HOST:PORT, or \"\" for the system's resolver", p.DNS, err)
+		}
+	}
+	for i, peer := range p.TrustedPeers {
+		if _, err := ParsePrefix(peer); err != nil {
+			bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: want an IP address or a CIDR prefix", peer)
+		}
+	}
+	if p.UDPMTU < 500 {
+		bad("proxy.udp_mtu", "%d: must be at least 500 bytes", p.UDPMTU)
+	}
+	if p.InviteTimeout < time.Second {
+		bad("proxy.invite_timeout", "%s: must be at least 1s", p.InviteTimeout)
+	}
+
+	m := o.Messages
+	for i, ct := range m.ContentTypes {
+		if t, sub, ok := strings.Cut(ct, "/"); ct != "*" && (!ok || t == "" || sub == "" || strings.ContainsAny(ct, " ;,")) {
+			bad(fmt.Sprintf("messages.content_types[%d]", i), "%q: want type/subtype (e.g. application/json) or \"*\"", ct)
+		}
+	}
+	if m.OfflineMaxCount < 1 {
+		bad("messages.offline_max_count", "%d: must be at least 1", m.OfflineMaxCount)
+	}
+	if m.OfflineMaxBytes < 1 {
+		bad("messages.offline_max_bytes", "%d: must be at least 1", m.OfflineMaxBytes)
+	}
+	if m.OfflineMaxAge < time.Minute {
+		bad("messages.offline_max_age", "%s: must be at least 1m", m.OfflineMaxAge)
+	}
+}
+
+// ParsePrefix parses a trusted peer: an IP address (a /32 or /128 prefix) or a CIDR prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // validateListen checks each listener, duplicates, two stream listeners on one TCP port, and

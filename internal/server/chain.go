@@ -15,9 +15,9 @@ import (
 //	           a request from a local user its From (401/407/403).
 //	registrar  REGISTER for a local domain.
 //	(presence  PUBLISH and SUBSCRIBE for a local domain — the presence agent, issue 5.)
-//	(proxy     everything else: MESSAGE, INVITE and dialogs — the proxy, issue 4.)
-//
-// A request that passes every stage unanswered gets 501 from the dispatcher.
+//	proxy      last: everything else — MESSAGE (relayed, or stored for an offline user),
+//	           INVITE and in-dialog requests by Route, other domains by DNS for those
+//	           allowed to relay. It answers every request that reaches it.
 func (s *Server) stages() []sipx.Plugin {
 	return []sipx.Plugin{
 		func(next sipx.Handler) sipx.Handler {
@@ -31,6 +31,7 @@ func (s *Server) stages() []sipx.Plugin {
 		},
 		s.auth.Plugin(),
 		s.registrar.Plugin(),
+		s.proxy.Plugin(),
 	}
 }
 

@@ -55,6 +55,7 @@ type wire struct {
 	conn net.Conn
 	udp  bool
 	rd   *bufio.Reader
+	seen map[string]bool // requests read (method and branch), to skip retransmissions
 }
 
 func dial(t testing.TB, network, addr string) *wire {

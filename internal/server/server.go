@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -28,6 +29,7 @@ import (
 	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
@@ -47,6 +49,7 @@ type Store interface {
 	storage.Backend
 	registrar.Store
 	auth.Store
+	proxy.MessageStore
 }
 
 // UDPSocketBuffer is the receive and send buffer asked for each UDP listener: bursts of
@@ -66,7 +69,9 @@ type Server struct {
 	bus       *storage.LocalBus
 	auth      *auth.Auth
 	registrar *registrar.Registrar
+	proxy     *proxy.Proxy
 	ua        *sipgo.UserAgent
+	client    *sipgo.Client
 	srv       *sipgo.Server
 	chain     sipx.Handler
 	allowText string
@@ -79,6 +84,7 @@ type Server struct {
 	mu        sync.Mutex
 	closers   []func() error
 	listeners []string // bound listener URLs
+	sockets   atomic.Pointer[[]proxy.Listener]
 	ourHosts  map[string]bool
 	http      *http.Server
 	httpAddr  string
@@ -189,7 +195,16 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		sipgo.WithUserAgent("simpled"),
 		sipgo.WithUserAgentParser(sipx.NewParser(opts.Limits.MaxMessageSize)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slogger)),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slogger)),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(slogger),
+			// A 2xx to an INVITE retransmitted after our client transaction ended still has
+			// to reach the caller (RFC 6026): the proxy relays it statelessly.
+			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) {
+				if s.proxy != nil {
+					s.proxy.ServeStrayResponse(res)
+				}
+			}),
+		),
 	)
 	if err != nil {
 		store.Close()
@@ -200,17 +215,68 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, fmt.Errorf("server: sip server: %w", err)
 	}
+	s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(slogger))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("server: sip client: %w", err)
+	}
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, s.dispatch)
 	}
 	s.srv.OnRequest(sip.ACK, s.dispatchACK)
 	s.srv.OnRequest(sip.CANCEL, s.dispatchCANCEL)
-	s.srv.OnNoRoute(s.noRoute)
+	// A proxy forwards methods it does not know (RFC 3261 §16): they go through the chain too.
+	s.srv.OnNoRoute(s.dispatch)
 	methods := s.srv.RegisteredMethods()
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
+
+	trusted := make([]netip.Prefix, 0, len(opts.Proxy.TrustedPeers))
+	for _, peer := range opts.Proxy.TrustedPeers {
+		pfx, err := config.ParsePrefix(peer)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
+		}
+		trusted = append(trusted, pfx)
+	}
+	s.sockets.Store(&[]proxy.Listener{})
+	s.proxy, err = proxy.New(proxy.Options{
+		Domains:        opts.Domains,
+		IsOurs:         s.isOurs,
+		Listeners:      func() []proxy.Listener { return *s.sockets.Load() },
+		Locator:        s.registrar,
+		Client:         s.client,
+		Messages:       store,
+		HasCredentials: s.auth.Known,
+		Resolver:       proxy.NewResolver(opts.Proxy.DNS, dnsTimeout),
+		TrustedPeers:   trusted,
+		MessageTypes:   opts.Messages.ContentTypes,
+		UDPMTU:         opts.Proxy.UDPMTU,
+		MaxBodySize:    opts.Limits.MaxBodySize,
+		InviteTimeout:  opts.Proxy.InviteTimeout,
+		Offline: proxy.OfflineOptions{
+			MaxCount: opts.Messages.OfflineMaxCount,
+			MaxBytes: opts.Messages.OfflineMaxBytes,
+			MaxAge:   opts.Messages.OfflineMaxAge,
+		},
+		Allow:      s.allow,
+		Bus:        s.bus,
+		Log:        log.Named("proxy"),
+		Registerer: s.registry,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	s.chain = buildChain(s.stages())
 	return s, nil
+}
+
+// messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
+type messagesAdmin struct {
+	*proxy.Offline
+	*proxy.Proxy
 }
 
 // sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
@@ -228,8 +294,14 @@ func setSipgoGlobals(slogger *slog.Logger) {
 	sip.SetDefaultLogger(slogger)
 }
 
-// servedMethods are the methods some stage serves; everything else gets 405 with Allow.
-var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS}
+// servedMethods are the methods some stage serves or the proxy routes; they make the Allow
+// header. Other methods are routed by the proxy too, and get 405 with Allow when addressed to
+// the server itself.
+var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS, sip.MESSAGE, sip.INVITE,
+	sip.BYE, sip.INFO, sip.UPDATE, sip.PRACK, sip.REFER, sip.NOTIFY, sip.SUBSCRIBE, sip.PUBLISH}
+
+// dnsTimeout bounds one DNS query of the proxy's resolver.
+const dnsTimeout = 2 * time.Second
 
 func openStore(ctx context.Context, url, node string, log *zap.Logger) (Store, error) {
 	if url == "" || url == "memory" {
@@ -274,6 +346,7 @@ func (s *Server) Start(ctx context.Context) error {
 				Gatherer:      s.registry,
 				Ready:         s.Ready,
 				Registrations: s.registrar,
+				Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
 				Log:           s.log.Named("admin"),
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
@@ -287,10 +360,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 		s.log.Info("http listening", zap.String(logging.KeyListener, "http://"+s.httpAddr))
 	}
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
 		s.registrar.Run(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.proxy.Run(ctx)
 	}()
 	s.ready.Store(true)
 	return nil
@@ -365,6 +442,10 @@ func (s *Server) listen(uri string) error {
 	url := l.Scheme + "://" + bound
 	s.mu.Lock()
 	s.listeners = append(s.listeners, url)
+	if ap, err := netip.ParseAddrPort(bound); err == nil {
+		sockets := append(slices.Clone(*s.sockets.Load()), proxy.Listener{Transport: l.Scheme, Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
+		s.sockets.Store(&sockets)
+	}
 	if host, _, err := net.SplitHostPort(bound); err == nil {
 		s.ourHosts[host] = true
 	}
@@ -562,9 +643,14 @@ func (s *Server) count(method string, status int) {
 	}
 }
 
-// dispatchACK absorbs ACKs that match no transaction of ours (an ACK is never answered).
+// dispatchACK hands ACKs that matched no transaction of ours (ACKs for 2xx, their own
+// transaction end to end) to the proxy, which routes them statelessly; an ACK is never answered.
 func (s *Server) dispatchACK(req *sip.Request, tx sip.ServerTransaction) {
 	s.requests.WithLabelValues(string(sip.ACK)).Inc()
+	if s.draining.Load() {
+		return
+	}
+	s.proxy.ServeACK(req)
 }
 
 // dispatchCANCEL answers a CANCEL that matched no pending INVITE (sipgo answers the ones that
@@ -572,12 +658,4 @@ func (s *Server) dispatchACK(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) dispatchCANCEL(req *sip.Request, tx sip.ServerTransaction) {
 	s.requests.WithLabelValues(string(sip.CANCEL)).Inc()
 	s.count(string(sip.CANCEL), s.respond(tx, req, 481, ""))
-}
-
-// noRoute answers methods no stage serves: 405 with the Allow header RFC 3261 §8.2.1 requires
-// (sipgo's default 405 has none).
-func (s *Server) noRoute(req *sip.Request, tx sip.ServerTransaction) {
-	method := string(req.Method)
-	s.requests.WithLabelValues(method).Inc()
-	s.count(method, s.respond(tx, req, 405, "", sip.NewHeader("Allow", s.allowText)))
 }

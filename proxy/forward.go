@@ -1,0 +1,240 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// connectTimeout bounds opening a connection to a next hop.
+const connectTimeout = 5 * time.Second
+
+// listener returns our socket for transport tp, or the zero AddrPort.
+func (p *Proxy) listener(tp string) netip.AddrPort {
+	for _, l := range p.opts.Listeners() {
+		if l.Transport == tp {
+			return l.Addr
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// advertised is the address we put in Via and Record-Route for a listener: the listener's own,
+// or — for a wildcard listener — the local address the kernel uses to reach dest.
+func (p *Proxy) advertised(l netip.AddrPort, dest netip.Addr) netip.Addr {
+	if !l.Addr().IsUnspecified() {
+		return l.Addr()
+	}
+	if v, ok := p.localIPs.Load(dest); ok {
+		return v.(netip.Addr)
+	}
+	ip := netip.MustParseAddr("127.0.0.1")
+	if c, err := net.Dial("udp", netip.AddrPortFrom(dest, 9).String()); err == nil {
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+			if v, ok := netip.AddrFromSlice(a.IP); ok {
+				ip = v.Unmap()
+			}
+		}
+		c.Close()
+	}
+	p.localIPs.Store(dest, ip)
+	return ip
+}
+
+// prepare applies to the request as received what every branch shares (§16.6 steps 1-3 and
+// RFC 3581): the client's Via gets received/rport, Max-Forwards is decremented.
+func prepare(fwd *sip.Request, source string) {
+	if via := fwd.Via(); via != nil {
+		host, port, err := net.SplitHostPort(source)
+		if err == nil {
+			if _, ok := via.Params.Get("rport"); ok {
+				via.Params.Add("rport", port)
+				via.Params.Add("received", host)
+			} else if strings.Trim(via.Host, "[]") != host {
+				via.Params.Add("received", host)
+			}
+		}
+	}
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec()
+	}
+}
+
+// recordRoutes says which dialog-creating requests get our Record-Route.
+func recordRoutes(req *sip.Request) bool {
+	if req.To().Params.Has("tag") {
+		return false
+	}
+	switch req.Method {
+	case sip.INVITE, sip.SUBSCRIBE, sip.REFER:
+		return true
+	}
+	return false
+}
+
+// newBranch builds the request for one target (§16.6 steps 1-8) from base (already prepared).
+// inTransport is the transport the request came in on: when the branch leaves on another one,
+// we record-route twice (RFC 5658) so both sides reach us on their own transport.
+func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string) (*sip.Request, error) {
+	l := p.listener(t.transport)
+	if !l.IsValid() {
+		return nil, fmt.Errorf("%w: no %s listener", errNoRoute, t.transport)
+	}
+	r := base.Clone()
+	r.Recipient = *t.uri.Clone()
+	for i := len(t.routes) - 1; i >= 0; i-- {
+		route, err := parseRoute(t.routes[i])
+		if err != nil {
+			return nil, fmt.Errorf("proxy: Path %q: %w", t.routes[i], err)
+		}
+		r.PrependHeader(route)
+	}
+	if recordRoutes(base) {
+		if in := p.listener(inTransport); in.IsValid() && inTransport != t.transport {
+			r.PrependHeader(p.recordRoute(in, inTransport, t.dest.Addr()))
+		}
+		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr()))
+	}
+	p.setVia(r, l, t, hash)
+	return r, nil
+}
+
+func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr) *sip.RecordRouteHeader {
+	return &sip.RecordRouteHeader{Address: sip.Uri{
+		Scheme:    "sip",
+		Host:      hostLiteral(p.advertised(l, dest)),
+		Port:      int(l.Port()),
+		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}},
+	}}
+}
+
+// setVia puts our Via on top of r and addresses r to t from listener l.
+func (p *Proxy) setVia(r *sip.Request, l netip.AddrPort, t target, hash string) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	via := &sip.ViaHeader{
+		ProtocolName:    "SIP",
+		ProtocolVersion: "2.0",
+		Transport:       strings.ToUpper(t.transport),
+		Host:            hostLiteral(p.advertised(l, t.dest.Addr())),
+		Port:            int(l.Port()),
+		Params:          sip.HeaderParams{{K: "branch", V: branchMagic + hash + "." + hex.EncodeToString(rnd[:])}},
+	}
+	r.PrependHeader(via)
+	address(r, l, t)
+}
+
+// address sets where sipgo sends r: the target's address over its transport, from our UDP
+// listening socket for UDP.
+func address(r *sip.Request, l netip.AddrPort, t target) {
+	r.SetTransport(strings.ToUpper(t.transport))
+	r.SetDestination(t.dest.String())
+	if t.transport == "udp" {
+		r.Laddr = sip.Addr{IP: net.IP(l.Addr().AsSlice()), Port: int(l.Port())}
+	} else {
+		r.Laddr = sip.Addr{}
+	}
+}
+
+// parseRoute parses one Route or Path value ("<sip:host;lr>").
+func parseRoute(v string) (*sip.RouteHeader, error) {
+	var route sip.RouteHeader
+	var params sip.HeaderParams
+	if _, err := sip.ParseAddressValue(v, &route.Address, &params); err != nil {
+		return nil, err
+	}
+	return &route, nil
+}
+
+// hostLiteral renders an IP for a URI or Via host (IPv6 in brackets).
+func hostLiteral(ip netip.Addr) string {
+	if ip.Is6() && !ip.Is4In6() {
+		return "[" + ip.String() + "]"
+	}
+	return ip.Unmap().String()
+}
+
+// overMTU reports whether r is too big for UDP (RFC 3261 §18.1.1).
+func (p *Proxy) overMTU(r *sip.Request) bool {
+	if len(r.Body()) < p.opts.UDPMTU/2 {
+		return false // headers alone never come near the MTU: skip serialising
+	}
+	return len(r.String()) > p.opts.UDPMTU
+}
+
+// toTCP moves a branch from UDP to TCP: same address, TCP listener in Via.
+func (p *Proxy) toTCP(r *sip.Request, t target) (*sip.Request, target, bool) {
+	l := p.listener("tcp")
+	if !l.IsValid() {
+		return r, t, false
+	}
+	t.transport = "tcp"
+	c := r.Clone()
+	via := c.Via()
+	via.Transport = "TCP"
+	via.Host = hostLiteral(p.advertised(l, t.dest.Addr()))
+	via.Port = int(l.Port())
+	address(c, l, t)
+	return c, t, true
+}
+
+// asBuilt is a sipgo request option that leaves the request exactly as we built it (without
+// options sipgo would add its own Via, From, To...).
+func asBuilt(*sipgo.Client, *sip.Request) error { return nil }
+
+// send starts a client transaction for r.
+func (p *Proxy) send(r *sip.Request) (sip.ClientTransaction, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	return p.opts.Client.TransactionRequest(ctx, r, asBuilt)
+}
+
+// cancelRequest builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same Request-URI,
+// Call-ID, From, To, CSeq number and Route set, our Via alone.
+func cancelRequest(inv *sip.Request) *sip.Request {
+	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	c.SipVersion = inv.SipVersion
+	c.AppendHeader(inv.Via().Clone())
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(inv.From()))
+	c.AppendHeader(sip.HeaderClone(inv.To()))
+	c.AppendHeader(sip.HeaderClone(inv.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.SetBody(nil)
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	c.Laddr = inv.Laddr
+	return c
+}
+
+// upstream turns a response from a branch into the response we send back: our Via removed,
+// addressed to where the request came from.
+func upstream(req *sip.Request, res *sip.Response) *sip.Response {
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	out.SetTransport(req.Transport())
+	out.SetDestination(req.Source())
+	return out
+}
+
+// branchID is a short label for logs.
+func branchID(r *sip.Request) string {
+	if v := r.Via(); v != nil {
+		b, _ := v.Params.Get("branch")
+		return b
+	}
+	return strconv.Itoa(0)
+}

@@ -1,0 +1,390 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// OfflineOptions configure store-and-forward. Zero values take the defaults shown.
+type OfflineOptions struct {
+	MaxCount int           // messages kept per user (100)
+	MaxBytes int           // bytes kept per user (1 MiB)
+	MaxAge   time.Duration // a message undelivered this long is dropped (7 days)
+	// RetryMin and RetryMax bound the backoff between delivery attempts to a registered user
+	// whose devices do not answer (2 s, 5 min).
+	RetryMin, RetryMax time.Duration
+	// SweepInterval is how often expired messages are dropped (30 s).
+	SweepInterval time.Duration
+	// Workers handle registration events (8): each may cost a store round trip.
+	Workers int
+}
+
+func (o *OfflineOptions) defaults() {
+	o.MaxCount = cmp.Or(o.MaxCount, 100)
+	o.MaxBytes = cmp.Or(o.MaxBytes, 1<<20)
+	o.MaxAge = cmp.Or(o.MaxAge, 7*24*time.Hour)
+	o.RetryMin = cmp.Or(o.RetryMin, 2*time.Second)
+	o.RetryMax = cmp.Or(o.RetryMax, 5*time.Minute)
+	o.SweepInterval = cmp.Or(o.SweepInterval, 30*time.Second)
+	o.Workers = cmp.Or(o.Workers, 8)
+}
+
+// Offline is store-and-forward for MESSAGE (DESIGN §5): a MESSAGE for a known user with no
+// reachable device is stored (202 Accepted); when the user registers again every stored message
+// is sent to the new bindings with its original From, To, Call-ID, CSeq, Date, Content-Type and
+// body, oldest first, and removed only once a device answered 2xx. Failed attempts are retried
+// with backoff while the user stays registered; a device that refuses a message for good (4xx
+// other than 408/480, 6xx) drops it. All state is in the MessageStore, so with Redis nothing is
+// lost across restarts: the next registration refresh resumes delivery.
+type Offline struct {
+	p        *Proxy
+	messages MessageStore
+	opts     OfflineOptions
+	log      *zap.Logger
+
+	events      <-chan storage.Event // registration events, subscribed at construction
+	unsubscribe func()
+
+	mu     sync.Mutex
+	active map[string]bool // AORs with a delivery running
+	again  map[string]bool // AORs registered again while their delivery ran
+	wg     sync.WaitGroup
+	ctx    context.Context
+}
+
+func newOffline(p *Proxy, store MessageStore, opts OfflineOptions) *Offline {
+	opts.defaults()
+	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"),
+		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
+	if p.opts.Bus != nil {
+		// Subscribed now, not in run: no registration between start-up and run is missed.
+		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384)
+	}
+	return o
+}
+
+func (o *Offline) limits() storage.MailboxLimits {
+	return storage.MailboxLimits{MaxCount: o.opts.MaxCount, MaxBytes: o.opts.MaxBytes}
+}
+
+// store keeps req for aor and answers 202, or 480 when the mailbox is full, or the store's
+// error (503) — never 202 for a message that was not stored.
+func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string) (int, error) {
+	code, reason, err := o.keep(ctx, req, aor, sipx.StateFrom(ctx).Logger())
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	return sipx.Respond(tx, req, code, reason)
+}
+
+// keep stores req for aor: 202, 480 when the mailbox is full, or the store's error.
+func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, log *zap.Logger) (int, string, error) {
+	now := o.p.opts.Now()
+	m := messageOf(req, now, o.opts.MaxAge)
+	id, dup, err := o.messages.StoreMessage(ctx, aor, m, o.limits(), now)
+	switch {
+	case errors.Is(err, storage.ErrMailboxFull):
+		o.p.relayed.WithLabelValues("refused").Inc()
+		log.Info("offline mailbox full", zap.String(logging.KeyAOR, aor))
+		return 480, "Mailbox Full", nil
+	case err != nil:
+		o.p.relayed.WithLabelValues("failed").Inc()
+		return 0, "", fmt.Errorf("proxy: store offline message for %s: %w", aor, err)
+	}
+	if !dup {
+		o.p.relayed.WithLabelValues("stored").Inc()
+	}
+	log.Info("message stored for offline delivery", zap.String(logging.KeyAOR, aor), zap.String("message_id", id), zap.Bool("duplicate", dup))
+	// A registered user whose devices did not answer: try again later.
+	o.kick(aor, o.opts.RetryMin)
+	return 202, "", nil
+}
+
+// messageOf is what is kept of a MESSAGE to re-send it later.
+func messageOf(req *sip.Request, now time.Time, maxAge time.Duration) storage.Message {
+	now = now.Truncate(time.Second).UTC()
+	m := storage.Message{
+		DedupKey:    dedupKey(req),
+		ContentType: contentType(req),
+		Body:        append([]byte(nil), req.Body()...),
+		StoredAt:    now,
+		ExpiresAt:   now.Add(maxAge),
+	}
+	if h := req.From(); h != nil {
+		m.From = h.Value()
+	}
+	if h := req.To(); h != nil {
+		m.To = h.Value()
+	}
+	if h := req.CallID(); h != nil {
+		m.CallID = h.Value()
+	}
+	if h := req.CSeq(); h != nil {
+		m.CSeq = h.SeqNo
+	}
+	if h := req.GetHeader("Date"); h != nil {
+		m.Date = h.Value()
+	} else {
+		m.Date = now.Format(http.TimeFormat) // RFC 3261 §20.17: RFC 1123 in GMT
+	}
+	if h := req.GetHeader("Content-Encoding"); h != nil {
+		m.ContentEncoding = h.Value()
+	}
+	return m
+}
+
+// run reacts to registrations and sweeps expired messages until ctx ends.
+func (o *Offline) run(ctx context.Context) {
+	o.mu.Lock()
+	o.ctx = ctx
+	o.mu.Unlock()
+	if o.events != nil {
+		defer o.unsubscribe()
+		for range o.opts.Workers {
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case ev, ok := <-o.events:
+						if !ok {
+							return
+						}
+						o.onEvent(ctx, ev)
+					}
+				}
+			}()
+		}
+	}
+	t := time.NewTicker(o.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			o.sweep(ctx)
+		}
+	}
+}
+
+// Wait returns when background deliveries have ended (after run's ctx is done).
+func (o *Offline) Wait() { o.wg.Wait() }
+
+func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
+	switch ev.Kind {
+	case storage.BindingAdded, storage.BindingRefreshed:
+		has, err := o.messages.HasMessages(ctx, ev.AOR)
+		if err != nil {
+			o.log.Warn("offline check failed", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
+			return
+		}
+		if has {
+			o.kick(ev.AOR, 0)
+		}
+	case storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
+		if err := o.messages.MarkKnown(ctx, ev.AOR, o.p.opts.Now().Add(o.opts.MaxAge)); err != nil {
+			o.log.Warn("known-user mark failed", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
+		}
+	}
+}
+
+// kick starts delivering aor's messages after delay, unless a delivery is running (which then
+// makes one more pass).
+func (o *Offline) kick(aor string, delay time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.active[aor] {
+		o.again[aor] = true
+		return
+	}
+	ctx := o.ctx
+	if ctx.Err() != nil {
+		return
+	}
+	o.active[aor] = true
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		o.deliverLoop(ctx, aor, delay)
+	}()
+}
+
+// deliverLoop delivers aor's messages, retrying with backoff while aor stays registered.
+func (o *Offline) deliverLoop(ctx context.Context, aor string, delay time.Duration) {
+	backoff := o.opts.RetryMin
+	for {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				o.done(aor)
+				return
+			case <-t.C:
+			}
+		}
+		retry, err := o.deliver(ctx, aor)
+		if err != nil {
+			o.log.Warn("offline delivery failed", zap.String(logging.KeyAOR, aor), zap.Error(err))
+			retry = true
+		}
+		o.mu.Lock()
+		again := o.again[aor]
+		delete(o.again, aor)
+		if !retry && !again {
+			delete(o.active, aor)
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		if again && !retry {
+			delay, backoff = 0, o.opts.RetryMin
+			continue
+		}
+		delay = backoff
+		backoff = min(backoff*2, o.opts.RetryMax)
+	}
+}
+
+func (o *Offline) done(aor string) {
+	o.mu.Lock()
+	delete(o.active, aor)
+	delete(o.again, aor)
+	o.mu.Unlock()
+}
+
+// deliver makes one pass over aor's mailbox. It reports whether to try again later (a device
+// did not answer, or the store failed).
+func (o *Offline) deliver(ctx context.Context, aor string) (retry bool, err error) {
+	now := o.p.opts.Now()
+	msgs, err := o.messages.Messages(ctx, aor, now)
+	if err != nil || len(msgs) == 0 {
+		return false, err
+	}
+	bindings, err := o.p.opts.Locator.Lookup(ctx, aor)
+	if err != nil {
+		return true, err
+	}
+	if len(bindings) == 0 {
+		return false, nil // the next registration starts again
+	}
+	groups := o.p.targets(ctx, bindings)
+	for i := range msgs {
+		m := &msgs[i]
+		req, err := requestOf(aor, m)
+		if err != nil {
+			o.log.Error("stored message unusable, dropped", zap.String(logging.KeyAOR, aor), zap.String("message_id", m.ID), zap.Error(err))
+			_ = o.messages.DeleteMessage(ctx, aor, m.ID)
+			continue
+		}
+		status := o.p.request(ctx, req, groups)
+		switch {
+		case status >= 200 && status < 300:
+			if err := o.messages.DeleteMessage(ctx, aor, m.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return true, err
+			}
+			o.p.relayed.WithLabelValues("delivered").Inc()
+			o.log.Info("offline message delivered", zap.String(logging.KeyAOR, aor), zap.String("message_id", m.ID), zap.Int(logging.KeyStatus, status))
+		case status == 408 || status == 480 || status == 503 || status == 500 || status == 0:
+			return true, nil // nobody answered: keep it, try later (in order)
+		default:
+			o.log.Info("offline message refused by the device, dropped", zap.String(logging.KeyAOR, aor), zap.String("message_id", m.ID), zap.Int(logging.KeyStatus, status))
+			o.p.relayed.WithLabelValues("rejected").Inc()
+			if err := o.messages.DeleteMessage(ctx, aor, m.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return true, err
+			}
+		}
+	}
+	return false, nil
+}
+
+// requestOf rebuilds the MESSAGE for a stored message, addressed to aor.
+func requestOf(aor string, m *storage.Message) (*sip.Request, error) {
+	var ruri sip.Uri
+	if err := sip.ParseUri("sip:"+aor, &ruri); err != nil {
+		return nil, err
+	}
+	req := sip.NewRequest(sip.MESSAGE, ruri)
+	from := &sip.FromHeader{}
+	if _, err := sip.ParseAddressValue(m.From, &from.Address, &from.Params); err != nil {
+		return nil, fmt.Errorf("From %q: %w", m.From, err)
+	}
+	to := &sip.ToHeader{}
+	if _, err := sip.ParseAddressValue(m.To, &to.Address, &to.Params); err != nil {
+		return nil, fmt.Errorf("To %q: %w", m.To, err)
+	}
+	to.Params.Remove("tag")
+	if name, _, ok := strings.Cut(m.From, "<"); ok {
+		from.DisplayName = strings.Trim(strings.TrimSpace(name), `"`)
+	}
+	callID := sip.CallIDHeader(m.CallID)
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: m.CSeq, MethodName: sip.MESSAGE})
+	req.AppendHeader(&mf)
+	if m.Date != "" {
+		req.AppendHeader(sip.NewHeader("Date", m.Date))
+	}
+	if m.ContentType != "" {
+		ct := sip.ContentTypeHeader(m.ContentType)
+		req.AppendHeader(&ct)
+	}
+	if m.ContentEncoding != "" {
+		req.AppendHeader(sip.NewHeader("Content-Encoding", m.ContentEncoding))
+	}
+	req.SetBody(m.Body)
+	return req, nil
+}
+
+// sweep drops messages that reached their max age.
+func (o *Offline) sweep(ctx context.Context) {
+	for {
+		expired, err := o.messages.ExpireMessages(ctx, o.p.opts.Now(), 256)
+		if err != nil {
+			o.log.Warn("offline expiry sweep failed", zap.Error(err))
+			return
+		}
+		for _, e := range expired {
+			o.p.relayed.WithLabelValues("expired").Inc()
+			o.log.Info("offline message expired undelivered", zap.String(logging.KeyAOR, e.AOR), zap.String("message_id", e.Message.ID))
+		}
+		if len(expired) < 256 {
+			return
+		}
+	}
+}
+
+// Pending lists aor's stored messages (admin API).
+func (o *Offline) Pending(ctx context.Context, aor string) ([]storage.Message, error) {
+	return o.messages.Messages(ctx, aor, o.p.opts.Now())
+}
+
+// Delete removes one stored message of aor, or all of them when id is "" (admin API); it
+// reports how many were removed.
+func (o *Offline) Delete(ctx context.Context, aor, id string) (int, error) {
+	if id == "" {
+		return o.messages.DeleteMessages(ctx, aor)
+	}
+	if err := o.messages.DeleteMessage(ctx, aor, id); err != nil {
+		return 0, err
+	}
+	return 1, nil
+}

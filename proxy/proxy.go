@@ -1,0 +1,368 @@
+// Package proxy is simpled's transaction-stateful SIP proxy (RFC 3261 §16), the last stage of the
+// chain: it routes every request no earlier stage answered. Requests for a user of a local
+// domain are forked to the user's registered contacts (parallel within a q-value, sequential
+// between q-values) and the best answer goes back (§16.7); in-dialog requests follow the Route
+// set simpled put itself in with Record-Route; requests for other domains are located with DNS
+// (RFC 3263, resolve.go) — only for authenticated local users and trusted peers, so simpled is
+// never an open relay. MESSAGE (RFC 3428) is relayed byte-exact after its body type is checked
+// (message/cpim bodies are validated with package cpim), and stored for a known user who has no
+// reachable device, to be delivered when that user registers again (offline.go).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Locator finds the live bindings of an address-of-record: the registrar.
+type Locator interface {
+	Lookup(ctx context.Context, aor string) ([]storage.Binding, error)
+}
+
+// Listener is one bound SIP socket of this node: the proxy puts it in Via and Record-Route and
+// sends UDP requests from it (a NATed client only accepts packets from the address it talks to).
+type Listener struct {
+	Transport string // udp, tcp, tls, ws, wss
+	Addr      netip.AddrPort
+}
+
+// Options configure a Proxy. Domains, IsOurs, Locator, Client and Listeners are required.
+type Options struct {
+	Domains []string
+	// IsOurs reports whether a host (domain or address) is this server.
+	IsOurs func(host string) bool
+	// Listeners returns the bound SIP sockets (known only once the server started).
+	Listeners func() []Listener
+	Locator   Locator
+	Client    *sipgo.Client
+	// Messages keeps offline messages and known users; nil disables store-and-forward.
+	Messages MessageStore
+	// HasCredentials reports whether aor has digest credentials (a known user); may be nil.
+	HasCredentials func(ctx context.Context, aor string) (bool, error)
+	// Resolver locates foreign domains (RFC 3263); nil refuses them with 403... 503.
+	Resolver *Resolver
+	// TrustedPeers may send requests for foreign domains without authenticating.
+	TrustedPeers []netip.Prefix
+	// MessageTypes are the MESSAGE Content-Types relayed (besides text/plain, message/cpim and
+	// message/imdn+xml, which always are). "*" allows any type.
+	MessageTypes []string
+	// MaxBodySize bounds the bodies of messages simpled sends itself (Send); 0 means 64 KiB.
+	MaxBodySize int
+	// UDPMTU: a request bigger than this goes out over TCP instead of UDP (RFC 3261 §18.1.1),
+	// falling back to UDP when TCP cannot connect. 0 means 1300.
+	UDPMTU int
+	// InviteTimeout is Timer C (RFC 3261 §16.6 step 11): a branch ringing this long is
+	// cancelled. 0 means 180 s.
+	InviteTimeout time.Duration
+	// Offline limits store-and-forward.
+	Offline OfflineOptions
+	// Allow lists the methods the server serves or routes, for 405 answers.
+	Allow      func() string
+	Bus        storage.Bus
+	Log        *zap.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Proxy is the proxy stage. Create it with New; it is safe for concurrent use.
+type Proxy struct {
+	opts         Options
+	domains      map[string]bool
+	defaultDom   string
+	messageTypes map[string]bool
+	anyType      bool
+	acceptText   string
+	log          *zap.Logger
+	offline      *Offline
+
+	localIPs sync.Map // destination IP → our source IP, for wildcard listeners
+
+	relayed   *prometheus.CounterVec
+	branches  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	forwarded *prometheus.CounterVec
+}
+
+// New builds a proxy from opts.
+func New(opts Options) (*Proxy, error) {
+	if opts.IsOurs == nil || opts.Locator == nil || opts.Client == nil || opts.Listeners == nil || len(opts.Domains) == 0 {
+		return nil, errors.New("proxy: Domains, IsOurs, Listeners, Locator and Client are required")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBodySize <= 0 {
+		opts.MaxBodySize = 64 << 10
+	}
+	if opts.UDPMTU <= 0 {
+		opts.UDPMTU = 1300
+	}
+	if opts.InviteTimeout <= 0 {
+		opts.InviteTimeout = 180 * time.Second
+	}
+	p := &Proxy{opts: opts, domains: map[string]bool{}, log: opts.Log,
+		messageTypes: map[string]bool{"text/plain": true, "message/cpim": true, "message/imdn+xml": true}}
+	for _, d := range opts.Domains {
+		p.domains[strings.ToLower(d)] = true
+	}
+	p.defaultDom = strings.ToLower(opts.Domains[0])
+	for _, t := range opts.MessageTypes {
+		if t == "*" || t == "*/*" {
+			p.anyType = true
+			continue
+		}
+		p.messageTypes[strings.ToLower(strings.TrimSpace(t))] = true
+	}
+	types := make([]string, 0, len(p.messageTypes))
+	for t := range p.messageTypes {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	p.acceptText = strings.Join(types, ", ")
+
+	p.relayed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_messages_total",
+		Help: "MESSAGE requests by outcome: relayed (a device answered 2xx), stored (kept offline, 202), delivered (an offline message reached a device), expired (dropped undelivered), refused (mailbox full), failed.",
+	}, []string{"outcome"})
+	p.branches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_proxy_branches_total", Help: "Forked branches by method and final status class (2xx..6xx, or error).",
+	}, []string{"method", "class"})
+	p.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_proxy_requests_total", Help: "Requests routed by the proxy, by method and route kind (local, dialog, foreign, refused).",
+	}, []string{"method", "route"})
+	p.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "simpled_proxy_duration_seconds",
+		Help:    "Time from receiving a request to sending its final answer, for proxied requests, by method.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+	}, []string{"method"})
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.relayed, p.branches, p.forwarded, p.duration} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: metrics: %w", err)
+			}
+		}
+	}
+	if opts.Messages != nil {
+		p.offline = newOffline(p, opts.Messages, opts.Offline)
+	}
+	return p, nil
+}
+
+// Plugin returns the proxy as the chain's last stage (it never passes a request on).
+func (p *Proxy) Plugin() sipx.Plugin {
+	return func(sipx.Handler) sipx.Handler { return p }
+}
+
+// Name implements sipx.Handler.
+func (p *Proxy) Name() string { return "proxy" }
+
+// Offline returns the store-and-forward component (nil when disabled), for the admin API.
+func (p *Proxy) Offline() *Offline { return p.offline }
+
+// Run runs the proxy's background work (offline delivery and expiry) until ctx ends.
+func (p *Proxy) Run(ctx context.Context) {
+	if p.offline != nil {
+		p.offline.run(ctx)
+	}
+}
+
+// ServeSIP routes req (RFC 3261 §16.4–16.5) and forwards it statefully.
+func (p *Proxy) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	st := sipx.StateFrom(ctx)
+	start := time.Now()
+	status, err := p.route(ctx, st, tx, req)
+	if status > 0 {
+		p.duration.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
+	}
+	return status, err
+}
+
+func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	if p.looped(req) {
+		return p.refuse(ctx, tx, req, 482, "")
+	}
+	fwd := req.Clone()
+	ownRoute := p.processRoutes(fwd)
+	prepare(fwd, st.Source)
+	inDialog := req.To().Params.Has("tag")
+
+	if route := fwd.Route(); route != nil {
+		// Loose routing (§16.4, §16.5): the next hop is the Route, the Request-URI stays.
+		if !inDialog || !ownRoute {
+			if !p.mayRelay(st) {
+				return p.refuse(ctx, tx, req, 403, "Relaying Denied")
+			}
+		}
+		p.forwarded.WithLabelValues(string(req.Method), "dialog").Inc()
+		tgt, err := p.hopTarget(ctx, &route.Address, fwd.Recipient)
+		if err != nil {
+			return p.refuseErr(ctx, tx, req, err)
+		}
+		return p.fork(ctx, tx, req, fwd, [][]target{{tgt}}, nil)
+	}
+
+	host := strings.ToLower(fwd.Recipient.Host)
+	local := p.domains[host] || p.isOurHop(&fwd.Recipient)
+	if !local {
+		if !(inDialog && ownRoute) && !p.mayRelay(st) {
+			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
+		}
+		if req.Method == sip.MESSAGE {
+			if status, reason, hdrs := p.checkMessage(req); status != 0 {
+				return p.refuse(ctx, tx, req, status, reason, hdrs...)
+			}
+		}
+		p.forwarded.WithLabelValues(string(req.Method), "foreign").Inc()
+		tgt, err := p.hopTarget(ctx, &fwd.Recipient, fwd.Recipient)
+		if err != nil {
+			return p.refuseErr(ctx, tx, req, err)
+		}
+		return p.fork(ctx, tx, req, fwd, [][]target{{tgt}}, nil)
+	}
+
+	// A user of a local domain: location service.
+	if fwd.Recipient.User == "" {
+		// Addressed to the server itself, and no stage before us served it.
+		switch {
+		case inDialog:
+			return p.refuse(ctx, tx, req, 481, "")
+		case p.opts.Allow != nil && !slices.Contains(strings.Split(p.opts.Allow(), ", "), string(req.Method)):
+			return p.refuse(ctx, tx, req, 405, "", sip.NewHeader("Allow", p.opts.Allow()))
+		}
+		return p.refuse(ctx, tx, req, 404, "")
+	}
+	if req.Method == sip.MESSAGE {
+		if status, reason, hdrs := p.checkMessage(req); status != 0 {
+			return p.refuse(ctx, tx, req, status, reason, hdrs...)
+		}
+	}
+	domain := host
+	if !p.domains[domain] {
+		domain = p.defaultDom // addressed to one of our IPs: the default domain's user
+	}
+	aor := fwd.Recipient.User + "@" + domain
+	st.Logger() // request fields, before the AOR is added
+	bindings, err := p.opts.Locator.Lookup(ctx, aor)
+	if err != nil {
+		return sipx.RespondError(tx, req, fmt.Errorf("proxy: lookup %s: %w", aor, err))
+	}
+	p.forwarded.WithLabelValues(string(req.Method), "local").Inc()
+	if len(bindings) == 0 {
+		known, err := p.known(ctx, aor)
+		if err != nil {
+			return sipx.RespondError(tx, req, fmt.Errorf("proxy: known %s: %w", aor, err))
+		}
+		switch {
+		case !known:
+			return p.refuse(ctx, tx, req, 404, "")
+		case req.Method == sip.MESSAGE && p.offline != nil:
+			return p.offline.store(ctx, tx, req, aor)
+		}
+		return p.refuse(ctx, tx, req, 480, "")
+	}
+	groups := p.targets(ctx, bindings)
+	var onFail func([]int) (int, error, bool)
+	if req.Method == sip.MESSAGE && p.offline != nil {
+		onFail = func(statuses []int) (int, error, bool) {
+			if !unreachable(statuses) {
+				return 0, nil, false
+			}
+			status, err := p.offline.store(ctx, tx, req, aor)
+			return status, err, true
+		}
+	}
+	return p.fork(ctx, tx, req, fwd, groups, onFail)
+}
+
+// unreachable reports whether every branch ended in a way that means "no device got it":
+// 408 (timeout), 480 (unavailable, or transport failure), 503.
+func unreachable(statuses []int) bool {
+	if len(statuses) == 0 {
+		return true
+	}
+	for _, s := range statuses {
+		if s != 408 && s != 480 && s != 503 {
+			return false
+		}
+	}
+	return true
+}
+
+// known reports whether aor is a user of ours: one with credentials, or one who registered
+// within the offline max age.
+func (p *Proxy) known(ctx context.Context, aor string) (bool, error) {
+	if p.opts.HasCredentials != nil {
+		ok, err := p.opts.HasCredentials(ctx, aor)
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	if p.opts.Messages == nil {
+		return false, nil
+	}
+	return p.opts.Messages.Known(ctx, aor, p.opts.Now())
+}
+
+// mayRelay reports whether the request may go to a host that is not ours: it came from an
+// authenticated local user, from a trusted peer, or within a dialog we Record-Routed.
+func (p *Proxy) mayRelay(st *sipx.State) bool {
+	if st.AuthUser != "" {
+		return true
+	}
+	if ip, err := netip.ParseAddr(st.SourceIP()); err == nil {
+		ip = ip.Unmap()
+		for _, pfx := range p.opts.TrustedPeers {
+			if pfx.Contains(ip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// refuse answers req with code and logs it at Debug (routing refusals are normal traffic).
+func (p *Proxy) refuse(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) (int, error) {
+	if code == 403 {
+		p.forwarded.WithLabelValues(string(req.Method), "refused").Inc()
+	}
+	st := sipx.StateFrom(ctx)
+	if ce := st.Logger().Check(zap.DebugLevel, "request refused"); ce != nil {
+		ce.Write(zap.Int(logging.KeyStatus, code), zap.String(logging.KeyReason, reason),
+			zap.String("request_uri", req.Recipient.String()))
+	}
+	return sipx.Respond(tx, req, code, reason, hdrs...)
+}
+
+// refuseErr answers a routing error: DNS failures are 503 (RFC 3263 §4.3 leaves it to the
+// element; a name that does not exist is 404), anything else 500.
+func (p *Proxy) refuseErr(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, err error) (int, error) {
+	code, reason := routeErrorStatus(err)
+	sipx.StateFrom(ctx).Logger().Info("request not routable", zap.Int(logging.KeyStatus, code), zap.Error(err))
+	status, rerr := sipx.Respond(tx, req, code, reason)
+	return status, rerr
+}
+
+// hostPort renders an address for sipgo (IPv6 in brackets).
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+}

@@ -1,0 +1,308 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// target is one place a branch goes: the Request-URI it carries, the Route set to put in front
+// (a binding's Path), and where and how the request is sent.
+type target struct {
+	uri       sip.Uri
+	routes    []string       // Route header values to add (Path), in order
+	dest      netip.AddrPort // where the request is sent
+	transport string         // udp, tcp, tls, ws, wss
+	contact   bool           // a registered device (a transport failure means "unavailable")
+}
+
+// errNoRoute: the next hop cannot be reached at all (unknown host, .invalid, no listener for
+// its transport).
+var errNoRoute = errors.New("proxy: no route to next hop")
+
+// routeErrorStatus maps a routing failure to the answer.
+func routeErrorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, ErrNoTargets):
+		return 404, "Domain Not Found"
+	case errors.Is(err, ErrUnresolvable):
+		return 404, "No Route To Destination"
+	case errors.Is(err, errNoRoute):
+		return 404, "No Route To Destination"
+	}
+	return 503, "Next Hop Unresolvable"
+}
+
+// isOurHop reports whether a Route (or Request-URI) value names this server: one of our domains
+// or addresses, on one of our ports (or no port).
+func (p *Proxy) isOurHop(u *sip.Uri) bool {
+	host := strings.ToLower(u.Host)
+	if !p.domains[host] && !p.opts.IsOurs(host) {
+		return false
+	}
+	if u.Port == 0 || p.domains[host] {
+		return true
+	}
+	for _, l := range p.opts.Listeners() {
+		if int(l.Addr.Port()) == u.Port {
+			return true
+		}
+	}
+	return false
+}
+
+// processRoutes applies RFC 3261 §16.4 to fwd: a Request-URI that is one of our Record-Route
+// values (a strict router before us) is replaced by the last Route; then every leading Route
+// naming us is removed — the clients' pre-loaded outbound-proxy Route, and both of our own
+// Record-Route entries when we double record-routed (RFC 5658). It reports whether a Route of
+// ours was removed (the request follows a route set we are in).
+func (p *Proxy) processRoutes(fwd *sip.Request) (own bool) {
+	routes := fwd.GetHeaders("Route")
+	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
+		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
+			fwd.Recipient = *last.Address.Clone()
+			removeLastHeader(fwd, "Route")
+			own = true
+		}
+	}
+	for {
+		r := fwd.Route()
+		if r == nil || !p.isOurHop(&r.Address) {
+			return own
+		}
+		fwd.RemoveHeader("Route")
+		own = true
+	}
+}
+
+// removeLastHeader removes the last header called name.
+func removeLastHeader(req *sip.Request, name string) {
+	hs := req.GetHeaders(name)
+	if len(hs) == 0 {
+		return
+	}
+	keep := slices.Clone(hs[:len(hs)-1])
+	for range hs {
+		req.RemoveHeader(name)
+	}
+	for _, h := range keep {
+		req.AppendHeader(h)
+	}
+}
+
+// branchMagic starts every branch we generate: RFC 3261's cookie, then "sd" and the loop hash.
+const branchMagic = "z9hG4bKsd"
+
+// loopHash is the part of our branch parameter that identifies the request as it reached us
+// (RFC 3261 §16.6 step 8): a request coming back with the same values in a Via of ours has
+// looped; with different ones it is spiralling (e.g. re-targeted to another URI).
+func loopHash(req *sip.Request) string {
+	h := sha256.New()
+	h.Write([]byte(req.Recipient.String()))
+	h.Write([]byte{0})
+	if v := req.CallID(); v != nil {
+		h.Write([]byte(v.Value()))
+	}
+	h.Write([]byte{0})
+	if v := req.From(); v != nil {
+		tag, _ := v.Params.Get("tag")
+		h.Write([]byte(tag))
+	}
+	h.Write([]byte{0})
+	if v := req.To(); v != nil {
+		tag, _ := v.Params.Get("tag")
+		h.Write([]byte(tag))
+	}
+	h.Write([]byte{0})
+	if v := req.CSeq(); v != nil {
+		h.Write([]byte(strconv.FormatUint(uint64(v.SeqNo), 10)))
+	}
+	for _, pr := range req.GetHeaders("Proxy-Require") {
+		h.Write([]byte{0})
+		h.Write([]byte(pr.Value()))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// looped reports whether req carries a Via of ours whose branch holds req's own loop hash
+// (§16.3 step 4).
+func (p *Proxy) looped(req *sip.Request) bool {
+	var hash string
+	for _, h := range req.GetHeaders("Via") {
+		via, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		branch, _ := via.Params.Get("branch")
+		if !strings.HasPrefix(branch, branchMagic) || !p.isOurSentBy(via) {
+			continue
+		}
+		if hash == "" {
+			hash = loopHash(req)
+		}
+		if strings.HasPrefix(branch[len(branchMagic):], hash) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Proxy) isOurSentBy(via *sip.ViaHeader) bool {
+	u := sip.Uri{Host: via.Host, Port: via.Port}
+	return p.opts.IsOurs(strings.ToLower(via.Host)) && p.isOurHop(&u)
+}
+
+// hopTarget is the target for a next hop named by a URI (a Route or a foreign Request-URI):
+// an IP literal is used as it is, a name goes through the resolver (RFC 3263).
+func (p *Proxy) hopTarget(ctx context.Context, hop *sip.Uri, ruri sip.Uri) (target, error) {
+	t := target{uri: ruri}
+	tp := uriTransport(hop)
+	host := strings.Trim(hop.Host, "[]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		port := hop.Port
+		if port == 0 {
+			port = defaultPort(tp)
+		}
+		t.dest = netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		t.transport = tp
+		return t, nil
+	}
+	if p.opts.Resolver == nil || strings.HasSuffix(strings.ToLower(host), ".invalid") {
+		return t, fmt.Errorf("%w: %s", errNoRoute, hop.Host)
+	}
+	tgts, err := p.opts.Resolver.Resolve(ctx, *hop)
+	if err != nil {
+		return t, err
+	}
+	for _, rt := range tgts {
+		if p.listener(rt.Transport).IsValid() {
+			t.dest, t.transport = rt.Addr, rt.Transport
+			return t, nil
+		}
+	}
+	return t, fmt.Errorf("%w: no listener for the transports of %s", errNoRoute, hop.Host)
+}
+
+// uriTransport is the transport a URI asks for (RFC 3263 §4.1 with the URI's own parameter),
+// lower case.
+func uriTransport(u *sip.Uri) string {
+	if tp, ok := u.UriParams.Get("transport"); ok && tp != "" {
+		tp = strings.ToLower(tp)
+		if u.IsEncrypted() && tp == "tcp" {
+			return "tls"
+		}
+		return tp
+	}
+	if u.IsEncrypted() {
+		return "tls"
+	}
+	return "udp"
+}
+
+func defaultPort(tp string) int {
+	switch tp {
+	case "tls", "wss":
+		return 5061
+	case "ws":
+		return 80
+	}
+	return 5060
+}
+
+// targets turns bindings into fork groups: highest q first, equal q in parallel (§16.6,
+// RFC 3261 §16.6 with the q ordering of §16.5).
+func (p *Proxy) targets(ctx context.Context, bindings []storage.Binding) [][]target {
+	sorted := slices.Clone(bindings)
+	slices.SortStableFunc(sorted, func(a, b storage.Binding) int {
+		return cmp.Compare(qOf(b), qOf(a))
+	})
+	var groups [][]target
+	lastQ := -2
+	for i := range sorted {
+		b := &sorted[i]
+		t, ok := p.bindingTarget(ctx, b)
+		if !ok {
+			continue
+		}
+		if q := qOf(*b); q != lastQ || len(groups) == 0 {
+			groups = append(groups, nil)
+			lastQ = q
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], t)
+	}
+	return groups
+}
+
+// qOf is a binding's q-value for ordering: no q-value counts as 1.0 (RFC 3261 §16.6 leaves it
+// to the proxy; Kamailio does the same).
+func qOf(b storage.Binding) int {
+	if b.Q < 0 {
+		return 1000
+	}
+	return b.Q
+}
+
+// bindingTarget is where a registered contact is reached: the contact URI as Request-URI, its
+// Path as Route set, and the address to send to — the first Path hop; else, over a stream
+// transport, the connection the REGISTER came on (the client's ephemeral port, RFC 3261
+// §18.2.2's connection reuse); else the contact's own address.
+func (p *Proxy) bindingTarget(ctx context.Context, b *storage.Binding) (target, bool) {
+	var t target
+	if err := sip.ParseUri(b.URI, &t.uri); err != nil {
+		p.log.Warn("unusable binding", zap.String("contact", b.URI), zap.Error(err))
+		return t, false
+	}
+	t.contact = true
+	t.routes = b.Path
+	if len(b.Path) > 0 {
+		if route, err := parseRoute(b.Path[0]); err == nil {
+			hop, err := p.hopTarget(ctx, &route.Address, t.uri)
+			if err == nil {
+				hop.routes, hop.contact = b.Path, true
+				return hop, true
+			}
+		}
+		p.log.Warn("unusable Path", zap.String("path", b.Path[0]))
+		return t, false
+	}
+	if b.Received != "" && isStream(b.Transport) {
+		if ap, err := netip.ParseAddrPort(b.Received); err == nil {
+			t.dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			t.transport = b.Transport
+			return t, true
+		}
+	}
+	hop, err := p.hopTarget(ctx, &t.uri, t.uri)
+	if err != nil {
+		// A contact we cannot resolve (.invalid over UDP, a name without DNS): reach it where
+		// it registered from.
+		if ap, perr := netip.ParseAddrPort(b.Received); perr == nil {
+			t.dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			t.transport = cmp.Or(b.Transport, "udp")
+			return t, true
+		}
+		return t, false
+	}
+	hop.contact = true
+	return hop, true
+}
+
+func isStream(tp string) bool {
+	switch tp {
+	case "tcp", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}

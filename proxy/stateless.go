@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/simpled/simpled/internal/logging"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// ServeACK forwards an ACK that matched no transaction of ours — the ACK for a 2xx, which is
+// its own transaction end to end (RFC 3261 §13.2.2.4) — statelessly along the route set we
+// Record-Routed (§16.11). An ACK is never answered: one that cannot be routed is dropped.
+func (p *Proxy) ServeACK(req *sip.Request) {
+	if req.MaxForwards() != nil && req.MaxForwards().Val() == 0 || p.looped(req) {
+		return
+	}
+	fwd := req.Clone()
+	own := p.processRoutes(fwd)
+	if !own {
+		// Not in a dialog we route (we Record-Route every dialog we forward): dropping it
+		// keeps simpled from relaying for anyone who sends an ACK.
+		if ce := p.log.Check(zap.DebugLevel, "ACK outside our route set dropped"); ce != nil {
+			ce.Write(zap.String("request_uri", req.Recipient.String()))
+		}
+		return
+	}
+	prepare(fwd, req.Source())
+	hop := &fwd.Recipient
+	if r := fwd.Route(); r != nil {
+		hop = &r.Address
+	}
+	t, err := p.hopTarget(context.Background(), hop, fwd.Recipient)
+	if err != nil {
+		p.log.Debug("ACK not routable", zap.Error(err))
+		return
+	}
+	r, err := p.newBranch(fwd, t, loopHash(req), "")
+	if err != nil {
+		p.log.Debug("ACK not routable", zap.Error(err))
+		return
+	}
+	if err := p.opts.Client.WriteRequest(r, asBuilt); err != nil {
+		p.log.Debug("ACK not sent", zap.String(logging.KeyCallID, req.CallID().Value()), zap.Error(err))
+	}
+}
+
+// ServeStrayResponse forwards a response that matched no client transaction — a 2xx to an
+// INVITE retransmitted after our transaction ended — statelessly to the next Via (§16.7 step
+// 10 for 2xx, RFC 6026). Anything not carrying our Via on top is dropped.
+func (p *Proxy) ServeStrayResponse(res *sip.Response) {
+	via := res.Via()
+	if via == nil || !p.isOurSentBy(via) || !res.IsSuccess() {
+		return
+	}
+	cs := res.CSeq()
+	if cs == nil || cs.MethodName != sip.INVITE {
+		return
+	}
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	next := out.Via()
+	if next == nil {
+		return
+	}
+	host, port := next.Host, next.Port
+	if v, ok := next.Params.Get("received"); ok && v != "" {
+		host = v
+	}
+	if v, ok := next.Params.Get("rport"); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			port = n
+		}
+	}
+	tp := strings.ToLower(next.Transport)
+	if port == 0 {
+		port = defaultPort(tp)
+	}
+	p.writeResponse(out, tp, net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port)))
+}
+
+// writeResponse sends a response outside any transaction: over UDP from our listening socket,
+// over a stream transport on the connection to dest if one is open.
+func (p *Proxy) writeResponse(res *sip.Response, tp, dest string) {
+	res.SetTransport(strings.ToUpper(tp))
+	res.SetDestination(dest)
+	tl := p.opts.Client.TransportLayer()
+	addr := dest
+	if tp == "udp" {
+		l := p.listener("udp")
+		if !l.IsValid() {
+			return
+		}
+		addr = l.String()
+	}
+	conn, err := tl.GetConnection(tp, addr)
+	if err != nil {
+		p.log.Debug("response not relayed: no connection", zap.String("destination", dest), zap.Error(err))
+		return
+	}
+	if err := conn.WriteMsg(res); err != nil {
+		p.log.Debug("response not relayed", zap.String("destination", dest), zap.Error(err))
+	}
+}
