@@ -194,6 +194,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip
 	if status > 0 {
 		p.duration.WithLabelValues(string(req.Method)).Observe(time.Since(start).Seconds())
 	}
+	if req.Method == sip.MESSAGE && status >= 200 && status < 300 && status != 202 {
+		p.relayed.WithLabelValues("relayed").Inc()
+	}
 	return status, err
 }
 

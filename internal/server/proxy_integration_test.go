@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -269,4 +271,70 @@ func waitKnown(t testing.TB, srv *Server, aor string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%s never became a known user", aor)
+}
+
+// TestLargeMessageGoesOverTCP: a MESSAGE bigger than the UDP MTU goes to a UDP-registered
+// device over TCP at the same address (RFC 3261 §18.1.1); a device that does not listen on TCP
+// still gets it over UDP rather than not at all.
+func TestLargeMessageGoesOverTCP(t *testing.T) {
+	srv := startServer(t, nil)
+	body := strings.Repeat("0123456789abcdef", 300) // 4800 bytes
+	t.Run("tcp", func(t *testing.T) {
+		dev := newUA(t, srv, "udp", "large")
+		ln, err := net.Listen("tcp", dev.conn.LocalAddr().String())
+		if err != nil {
+			t.Skipf("cannot listen on TCP beside the UDP socket: %v", err)
+		}
+		defer ln.Close()
+		alice := dial(t, "udp", srv.Listener("udp"))
+		alice.send(message("alice", "large", "big-1", "text/plain", body))
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("no TCP connection for the large MESSAGE: %v", err)
+		}
+		defer c.Close()
+		stream := &wire{t: t, conn: c, rd: bufio.NewReaderSize(c, 1<<16)}
+		req := stream.request("MESSAGE")
+		if string(req.Body()) != body || !strings.Contains(req.Via().Value(), "TCP") {
+			t.Fatalf("large MESSAGE arrived as:\n%s", req.StartLine())
+		}
+		stream.reply(req, 200)
+		alice.expect(`^SIP/2.0 200 `)
+	})
+	t.Run("udp fallback", func(t *testing.T) {
+		dev := newUA(t, srv, "udp", "large2")
+		alice := dial(t, "udp", srv.Listener("udp"))
+		alice.send(message("alice", "large2", "big-2", "text/plain", body))
+		req := dev.request("MESSAGE")
+		if string(req.Body()) != body {
+			t.Fatalf("body changed")
+		}
+		dev.reply(req, 200)
+		alice.expect(`^SIP/2.0 200 `)
+	})
+}
+
+// TestProxyMetrics: relayed and stored messages and fork branches are counted.
+func TestProxyMetrics(t *testing.T) {
+	srv := startServer(t, nil)
+	bob := newUA(t, srv, "udp", "mbob")
+	makeKnown(t, srv, "mgone")
+	alice := dial(t, "udp", srv.Listener("udp"))
+	alice.send(message("alice", "mbob", "met-1", "text/plain", "x"))
+	bob.reply(bob.request("MESSAGE"), 200)
+	alice.expect(`^SIP/2.0 200 `)
+	alice.send(message("alice", "mgone", "met-2", "text/plain", "x"))
+	alice.expect(`^SIP/2.0 202 `)
+	metrics := httpGet(t, "http://"+srv.HTTPAddr()+"/metrics", 200)
+	for _, want := range []string{
+		`simpled_messages_total{outcome="relayed"} 1`,
+		`simpled_messages_total{outcome="stored"} 1`,
+		`simpled_proxy_branches_total{class="2xx",method="MESSAGE"} 1`,
+		`simpled_proxy_duration_seconds_count{method="MESSAGE"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
