@@ -34,7 +34,10 @@ type event struct {
 }
 
 // watch passes b's responses and its end to events until the fork stops listening, and keeps
-// draining the transaction after that: sipgo's Responses channel is unbuffered.
+// draining the transaction after that: sipgo's Responses channel is unbuffered. It returns at
+// the first final response: sipgo passes nothing more up after one (a 2xx retransmitted to an
+// INVITE comes through the retransmission hook), while the transaction itself lingers in its
+// Completed state to absorb retransmissions.
 func (b *branch) watch(events chan<- event, stop <-chan struct{}) {
 	post := func(ev event) {
 		select {
@@ -46,6 +49,9 @@ func (b *branch) watch(events chan<- event, stop <-chan struct{}) {
 		select {
 		case res := <-b.tx.Responses():
 			post(event{b: b, res: res})
+			if !res.IsProvisional() {
+				return
+			}
 		case <-b.tx.Done():
 			post(event{b: b, err: b.tx.Err()})
 			return
@@ -86,6 +92,10 @@ func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *si
 		timerC = tc.C
 	}
 
+	total := 0
+	for _, g := range groups {
+		total += len(g)
+	}
 	var (
 		finals    []*sip.Response // final responses received, in order
 		synthetic []int           // statuses of branches that failed without a response
@@ -114,7 +124,7 @@ groups:
 	for _, group := range groups {
 		live := 0
 		for _, t := range group {
-			b, err := p.startBranch(fwd, t, hash, st.Transport)
+			b, err := p.startBranch(fwd, t, hash, st.Transport, total == 1 && fwd != req)
 			if err != nil {
 				st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 				fail(&branch{t: t}, transportFailure(t))
@@ -244,8 +254,8 @@ func transportFailure(t target) int {
 
 // startBranch builds and sends the request for t. A request too big for UDP goes over TCP
 // when we listen on TCP, back to UDP if TCP cannot connect (RFC 3261 §18.1.1).
-func (p *Proxy) startBranch(fwd *sip.Request, t target, hash, inTransport string) (*branch, error) {
-	r, err := p.newBranch(fwd, t, hash, inTransport)
+func (p *Proxy) startBranch(fwd *sip.Request, t target, hash, inTransport string, only bool) (*branch, error) {
+	r, err := p.newBranch(fwd, t, hash, inTransport, only)
 	if err != nil {
 		return nil, err
 	}

@@ -84,12 +84,16 @@ func recordRoutes(req *sip.Request) bool {
 // newBranch builds the request for one target (§16.6 steps 1-8) from base (already prepared).
 // inTransport is the transport the request came in on: when the branch leaves on another one,
 // we record-route twice (RFC 5658) so both sides reach us on their own transport.
-func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string) (*sip.Request, error) {
+// With only true, base is the only branch's and is modified in place rather than copied.
+func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string, only bool) (*sip.Request, error) {
 	l := p.listener(t.transport)
 	if !l.IsValid() {
 		return nil, fmt.Errorf("%w: no %s listener", errNoRoute, t.transport)
 	}
-	r := base.Clone()
+	r := base
+	if !only {
+		r = base.Clone()
+	}
 	r.Recipient = *t.uri.Clone()
 	for i := len(t.routes) - 1; i >= 0; i-- {
 		route, err := parseRoute(t.routes[i])

@@ -39,7 +39,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		p.log.Debug("ACK not routable", zap.Error(err))
 		return
 	}
-	r, err := p.newBranch(fwd, t, loopHash(req), "")
+	r, err := p.newBranch(fwd, t, loopHash(req), "", true)
 	if err != nil {
 		p.log.Debug("ACK not routable", zap.Error(err))
 		return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,4 +64,120 @@ func benchRegisterUDP(b *testing.B, store string) {
 			}
 		}
 	})
+}
+
+// BenchmarkMessageUDP measures MESSAGEs relayed through a running server over loopback UDP to
+// registered callees that answer 200 (lookup, fork of one branch, client transaction, relay of
+// the answer), with several senders in parallel, on each backend. ns/op is per MESSAGE.
+func BenchmarkMessageUDP(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { benchMessageUDP(b, "memory") })
+	b.Run("redis", func(b *testing.B) {
+		rs := redistest.Start(b)
+		benchMessageUDP(b, rs.URL())
+	})
+}
+
+func benchMessageUDP(b *testing.B, store string) {
+	srv := startServer(b, func(o *config.Options) {
+		o.Listen = []string{"udp://127.0.0.1:0"}
+		o.HTTP = ""
+		o.Store = store
+	})
+	addr := srv.Listener("udp")
+	// Callees: one socket each, registered, answering every MESSAGE with 200.
+	const callees = 16
+	for i := range callees {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		w := &wire{t: b, conn: &packetWire{PacketConn: c, last: mustUDPAddr(b, addr)}, udp: true}
+		user := "callee" + strconv.Itoa(i)
+		w.send(strings.Replace(register(user, "bench-"+user, 1, "Contact: <sip:"+user+"@"+c.LocalAddr().String()+">"), "{local}", c.LocalAddr().String(), -1))
+		w.expect(`^SIP/2.0 200 `)
+		_ = c.SetReadDeadline(time.Time{}) // expect left one
+		go answerMessages(c)
+	}
+	var clients atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := clients.Add(1)
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		local := c.LocalAddr().String()
+		for i := 1; pb.Next(); i++ {
+			to := "callee" + strconv.Itoa(i%callees)
+			body := "benchmark message " + strconv.Itoa(i)
+			msg := fmt.Sprintf("MESSAGE sip:%s@example.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%d-%d\r\n"+
+				"Max-Forwards: 70\r\nFrom: <sip:sender@example.test>;tag=%d\r\nTo: <sip:%s@example.test>\r\n"+
+				"Call-ID: m%d-%d\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
+				to, local, id, i, i, to, id, i, len(body), body)
+			if _, err := c.Write([]byte(msg)); err != nil {
+				b.Error(err)
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					b.Errorf("no answer: %v", err)
+					return
+				}
+				if bytes.HasPrefix(buf[:n], []byte("SIP/2.0 1")) {
+					continue
+				}
+				if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 200 ")) {
+					b.Errorf("answer %q", buf[:min(n, 40)])
+					return
+				}
+				break
+			}
+		}
+	})
+}
+
+func mustUDPAddr(b *testing.B, addr string) net.Addr {
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
+
+// answerMessages answers every request read on c with a 200 built from its headers, until c
+// is closed.
+func answerMessages(c net.PacketConn) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		msg := string(buf[:n])
+		if strings.HasPrefix(msg, "SIP/2.0") {
+			continue
+		}
+		var b strings.Builder
+		b.WriteString("SIP/2.0 200 OK\r\n")
+		head, _, _ := strings.Cut(msg, "\r\n\r\n")
+		for _, line := range strings.Split(head, "\r\n")[1:] {
+			name, _, _ := strings.Cut(line, ":")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "via", "from", "call-id", "cseq":
+				b.WriteString(line + "\r\n")
+			case "to":
+				b.WriteString(line + ";tag=b\r\n")
+			}
+		}
+		b.WriteString("Content-Length: 0\r\n\r\n")
+		_, _ = c.WriteTo([]byte(b.String()), from)
+	}
 }

@@ -288,9 +288,16 @@ var sipgoGlobals sync.Once
 // datagram that fills the buffer), and responses are never refused for size (RFC 3261 §18.2.2
 // sends them where the request came from; requests larger than the MTU are the proxy's to move
 // to TCP). sipgo's default logger goes into our zap core.
+//
+// sipgo keeps every finished client transaction for Timer D (32 s), non-INVITE ones included,
+// where RFC 3261 §17.1.2.2 asks Timer K = T4 (5 s): at thousands of relayed MESSAGEs a second
+// that is a hundred thousand live transactions and their timers. Both get T4, as Kamailio's
+// 5 s wait timer does; the cost is that an INVITE's final answer retransmitted more than 5 s
+// after our ACK (six ACKs lost) is no longer matched and is dropped.
 func setSipgoGlobals(slogger *slog.Logger) {
 	sip.TransportBufferReadSize = 65535
 	sip.UDPMTUSize = 1 << 17
+	sip.Timer_D = sip.T4
 	sip.SetDefaultLogger(slogger)
 }
 
