@@ -380,7 +380,7 @@ func TestSippRegisterScenario(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			port, stats := runSipp(t, bin, dir, srv.Listener("udp"), scenario, users, calls, rate)
+			port, stats := runSipp(t, bin, dir, srv.Listener("udp"), scenario, users, "", calls, rate)
 			t.Logf("sipp: %d calls, %d successful, %d failed, %d retransmissions",
 				stats["TotalCallCreated"], stats["SuccessfulCall(C)"], stats["FailedCall(C)"], stats["Retransmissions(C)"])
 			if stats["TotalCallCreated"] != calls || stats["SuccessfulCall(C)"] != calls || stats["FailedCall(C)"] != 0 {
@@ -401,19 +401,23 @@ func TestSippRegisterScenario(t *testing.T) {
 
 // runSipp runs one bounded sipp UAC in dir and returns its SIP port and the last line of its
 // statistics. sipp uses four ports (load.sh's layout): -p base, -mp base+1 (and base+3, its RTP
-// echo), -cp base+2.
-func runSipp(t *testing.T, bin, dir, target, scenario, users string, calls, rate int) (int, map[string]int) {
+// echo), -cp base+2. contact is the scenarios' [contact] key, "" for sipp's own address.
+func runSipp(t *testing.T, bin, dir, target, scenario, users, contact string, calls, rate int) (int, map[string]int) {
 	t.Helper()
 	secs := calls/rate + 1
 	for attempt := 1; ; attempt++ {
 		base := e2eFreePorts(t, 4, false)
+		key := contact
+		if key == "" {
+			key = "127.0.0.1:" + strconv.Itoa(base)
+		}
 		stat := filepath.Join(dir, "stat.csv")
 		_ = os.Remove(stat)
 		args := []string{target,
 			"-sf", scenario, "-inf", users,
 			"-i", "127.0.0.1", "-p", strconv.Itoa(base), "-mp", strconv.Itoa(base + 1),
 			"-cp", strconv.Itoa(base + 2), "-ci", "127.0.0.1", "-t", "u1",
-			"-key", "domain", "example.test", "-key", "contact", "127.0.0.1:" + strconv.Itoa(base),
+			"-key", "domain", "example.test", "-key", "contact", key,
 			"-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 			"-timeout", strconv.Itoa(secs+10) + "s", "-recv_timeout", "5000",
 			"-nostdin", "-default_behaviors", "all,-bye",
