@@ -68,6 +68,9 @@ func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *si
 	onFail func(statuses []int) (int, error, bool)) (int, error) {
 	st := sipx.StateFrom(ctx)
 	invite := req.IsInvite()
+	if !invite && len(groups) == 1 && len(groups[0]) == 1 {
+		return p.forkOne(ctx, st, tx, req, fwd, groups[0][0], onFail)
+	}
 	if invite && tx != nil {
 		// §16.2: a stateful proxy answers 100 at once so the caller stops retransmitting.
 		_ = tx.Respond(sipx.NewResponse(req, 100, ""))
@@ -220,7 +223,17 @@ groups:
 	case upCancel:
 		return 487, nil // sipgo answered the INVITE 487 when the CANCEL came
 	}
-	if onFail != nil && !global {
+	if global {
+		onFail = nil
+	}
+	return p.failed(st, tx, req, finals, synthetic, statuses, onFail)
+}
+
+// failed answers a request none of whose branches succeeded: onFail first (when it handles
+// the case), else the best response.
+func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Request, finals []*sip.Response,
+	synthetic, statuses []int, onFail func([]int) (int, error, bool)) (int, error) {
+	if onFail != nil {
 		if status, err, handled := onFail(statuses); handled {
 			return status, err
 		}
@@ -234,6 +247,52 @@ groups:
 	}
 	return sipx.RespondWith(tx, res)
 }
+
+// forkOne is fork for the common case of a non-INVITE with one target (a MESSAGE to a user
+// with one device, an in-dialog request): the same outcome, without a watcher goroutine and
+// an event channel per request.
+func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t target,
+	onFail func([]int) (int, error, bool)) (int, error) {
+	b, err := p.startBranch(fwd, t, loopHash(req), st.Transport, fwd != req)
+	if err != nil {
+		st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
+		code := transportFailure(t)
+		p.branches.WithLabelValues(string(req.Method), "error").Inc()
+		return p.failed(st, tx, req, nil, []int{code}, []int{code}, onFail)
+	}
+	for {
+		select {
+		case res := <-b.tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			p.branches.WithLabelValues(string(req.Method), strconv.Itoa(res.StatusCode/100)+"xx").Inc()
+			if res.IsSuccess() {
+				if tx == nil {
+					return res.StatusCode, nil
+				}
+				return sipx.RespondWith(tx, upstream(req, res))
+			}
+			if res.StatusCode >= 600 {
+				onFail = nil
+			}
+			return p.failed(st, tx, req, []*sip.Response{res}, nil, []int{res.StatusCode}, onFail)
+		case <-b.tx.Done():
+			code := 408
+			if !errors.Is(b.tx.Err(), sip.ErrTransactionTimeout) {
+				code = transportFailure(b.t)
+			}
+			p.branches.WithLabelValues(string(req.Method), "error").Inc()
+			return p.failed(st, tx, req, nil, []int{code}, []int{code}, onFail)
+		case <-ctx.Done():
+			go b.watch(nil, closedChan) // keep draining: sipgo's channel is unbuffered
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// closedChan lets watch drain a transaction nobody listens to any more.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // request sends a request simpled originates (offline delivery, the admin API) to groups and
 // returns the final status: the first 2xx, else the best failure (0 if ctx ended first).

@@ -2,9 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -123,15 +122,15 @@ func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr) *sip.R
 
 // setVia puts our Via on top of r and addresses r to t from listener l.
 func (p *Proxy) setVia(r *sip.Request, l netip.AddrPort, t target, hash string) {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
 	via := &sip.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
 		Transport:       strings.ToUpper(t.transport),
 		Host:            hostLiteral(p.advertised(l, t.dest.Addr())),
 		Port:            int(l.Port()),
-		Params:          sip.HeaderParams{{K: "branch", V: branchMagic + hash + "." + hex.EncodeToString(rnd[:])}},
+		// Unique per branch (RFC 3261 §8.1.1.7), not secret: math/rand/v2's per-thread
+		// ChaCha8 costs no system call, crypto/rand's getrandom does.
+		Params: sip.HeaderParams{{K: "branch", V: branchMagic + hash + "." + strconv.FormatUint(rand.Uint64(), 36)}},
 	}
 	r.PrependHeader(via)
 	address(r, l, t)
@@ -195,8 +194,12 @@ func (p *Proxy) toTCP(r *sip.Request, t target) (*sip.Request, target, bool) {
 // options sipgo would add its own Via, From, To...).
 func asBuilt(*sipgo.Client, *sip.Request) error { return nil }
 
-// send starts a client transaction for r.
+// send starts a client transaction for r. Only a stream transport may have to connect (and
+// bounds it); UDP sends from our listening socket.
 func (p *Proxy) send(r *sip.Request) (sip.ClientTransaction, error) {
+	if r.Transport() == "UDP" {
+		return p.opts.Client.TransactionRequest(context.Background(), r, asBuilt)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
 	return p.opts.Client.TransactionRequest(ctx, r, asBuilt)

@@ -3,10 +3,15 @@ package server
 import (
 	"bytes"
 	"compress/zlib"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 )
 
 // inflatedMarker introduces a deflated body the capture shows inflated.
@@ -75,4 +80,61 @@ func headerValue(h interface{ Value() string }) string {
 		return ""
 	}
 	return h.Value()
+}
+
+// TestCPIMRelayedToSipgoUA: linphone's CPIM MESSAGE from the captures reaches a sipgo user
+// agent byte for byte, Content-Type included, and the UA's 200 reaches the sender.
+func TestCPIMRelayedToSipgoUA(t *testing.T) {
+	srv := startServer(t, nil)
+	var m fixtureMessage
+	for _, f := range loadFixtures(t, "message-udp.txt") {
+		if f.Method() == "MESSAGE" && f.header("Content-Type") == "message/cpim" && strings.HasSuffix(strings.Fields(f.Text)[1], "@example.test") {
+			m = f
+			break
+		}
+	}
+	if m.Text == "" {
+		t.Fatal("no CPIM MESSAGE in message-udp.txt")
+	}
+	head, body := wireBody(t, m)
+	user, _, _ := strings.Cut(strings.TrimPrefix(strings.Fields(head)[1], "sip:"), "@")
+
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ua.Close()
+	uas, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *sip.Request, 1)
+	uas.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		got <- req
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = uas.ServeUDP(pc) }()
+
+	reg := dial(t, "udp", srv.Listener("udp"))
+	reg.send(register(user, "sipgo-ua", 1, "Contact: <sip:"+user+"@"+pc.LocalAddr().String()+">"))
+	reg.expect(`^SIP/2.0 200 `)
+
+	sender := dial(t, "udp", srv.Listener("udp"))
+	text := setHeader(head+"\r\n\r\n", "Route", "<sip:"+srv.Listener("udp")+";transport=udp;lr>")
+	text = setHeader(text, "Content-Length", strconv.Itoa(len(body)))
+	text = regexp.MustCompile(`(?m)^Via: SIP/2.0/UDP [^;]+;`).ReplaceAllString(text, "Via: SIP/2.0/UDP {local};")
+	sender.send(sender.expand(text) + string(body))
+	select {
+	case req := <-got:
+		if !bytes.Equal(req.Body(), body) || req.ContentType().Value() != "message/cpim" {
+			t.Fatalf("CPIM changed in transit:\n%q\nwant\n%q", req.Body(), body)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the sipgo UA got no MESSAGE")
+	}
+	sender.expect(`^SIP/2.0 200 `)
 }

@@ -338,3 +338,18 @@ func TestProxyMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestContentLengthShorterThanDatagram: over UDP the body is what Content-Length says (RFC
+// 3261 §18.3: extra bytes are discarded), and that is what is relayed.
+func TestContentLengthShorterThanDatagram(t *testing.T) {
+	srv := startServer(t, nil)
+	bob := newUA(t, srv, "udp", "short")
+	alice := dial(t, "udp", srv.Listener("udp"))
+	alice.send(strings.Replace(message("alice", "short", "cl-1", "text/plain", "hello world"), "Content-Length: 11", "Content-Length: 5", 1))
+	req := bob.request("MESSAGE")
+	if string(req.Body()) != "hello" {
+		t.Fatalf("relayed body %q, want %q", req.Body(), "hello")
+	}
+	bob.reply(req, 200)
+	alice.expect(`^SIP/2.0 200 `)
+}
