@@ -320,16 +320,25 @@ func (p *Proxy) startBranch(fwd *sip.Request, t target, hash, inTransport string
 	}
 	if t.transport == "udp" && p.overMTU(r) {
 		if r2, t2, ok := p.toTCP(r, t); ok {
-			if tx, err := p.send(r2); err == nil {
+			if tx, err := p.start(r2); err == nil {
 				return &branch{t: t2, req: r2, tx: tx}, nil
 			}
 		}
 	}
-	tx, err := p.send(r)
+	tx, err := p.start(r)
 	if err != nil {
 		return nil, err
 	}
 	return &branch{t: t, req: r, tx: tx}, nil
+}
+
+// start starts the client transaction of a branch: INVITEs in sipgo's transaction layer (ACK
+// generation, 2xx handling), everything else in the proxy's own (clienttx.go).
+func (p *Proxy) start(r *sip.Request) (sip.ClientTransaction, error) {
+	if r.IsInvite() {
+		return p.send(r)
+	}
+	return p.sendNonInvite(r)
 }
 
 // maybeCancel sends a CANCEL on an INVITE branch that should be cancelled, once a provisional

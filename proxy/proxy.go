@@ -91,6 +91,7 @@ type Proxy struct {
 	acceptText   string
 	log          *zap.Logger
 	offline      *Offline
+	txs          *clientTxs
 
 	localIPs sync.Map // destination IP → our source IP, for wildcard listeners
 
@@ -120,7 +121,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.InviteTimeout <= 0 {
 		opts.InviteTimeout = 180 * time.Second
 	}
-	p := &Proxy{opts: opts, domains: map[string]bool{}, log: opts.Log,
+	p := &Proxy{opts: opts, domains: map[string]bool{}, log: opts.Log, txs: newClientTxs(),
 		messageTypes: map[string]bool{"text/plain": true, "message/cpim": true, "message/imdn+xml": true}}
 	for _, d := range opts.Domains {
 		p.domains[strings.ToLower(d)] = true

@@ -49,10 +49,14 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 	}
 }
 
-// ServeStrayResponse forwards a response that matched no client transaction — a 2xx to an
-// INVITE retransmitted after our transaction ended — statelessly to the next Via (§16.7 step
-// 10 for 2xx, RFC 6026). Anything not carrying our Via on top is dropped.
+// ServeStrayResponse takes the responses that matched none of sipgo's client transactions:
+// those of the proxy's own non-INVITE transactions, and a 2xx to an INVITE retransmitted after
+// our transaction ended, which is forwarded statelessly to the next Via (§16.7 step 10 for
+// 2xx, RFC 6026). Anything else is dropped.
 func (p *Proxy) ServeStrayResponse(res *sip.Response) {
+	if p.txs.deliver(res) {
+		return // one of the proxy's own client transactions (clienttx.go)
+	}
 	via := res.Via()
 	if via == nil || !p.isOurSentBy(via) || !res.IsSuccess() {
 		return

@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// txHarness is a proxy with a sipgo user agent listening on loopback UDP, whose unmatched
+// responses feed the proxy's own client transactions as in the server, and a peer socket.
+func txHarness(t *testing.T) (*Proxy, net.PacketConn, net.PacketConn) {
+	t.Helper()
+	var p *Proxy
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
+		sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) { p.ServeStrayResponse(r) })))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	srv, _ := sipgo.NewServer(ua)
+	client, _ := sipgo.NewClient(ua)
+	ours, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.ServeUDP(ours) }()
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
+	p, err = New(Options{
+		Domains:   []string{"example.test"},
+		IsOurs:    func(h string) bool { return h == "127.0.0.1" },
+		Listeners: func() []Listener { return []Listener{{Transport: "udp", Addr: addr}} },
+		Locator:   nopLocator{},
+		Client:    client,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
+	return p, ours, peer
+}
+
+type nopLocator struct{}
+
+func (nopLocator) Lookup(context.Context, string) ([]storage.Binding, error) { return nil, nil }
+
+func message(t *testing.T, p *Proxy, peer net.PacketConn) *sip.Request {
+	t.Helper()
+	req := sip.NewRequest(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "a", Host: "example.test"}, Params: sip.HeaderParams{{K: "tag", V: "1"}}})
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"}})
+	cid := sip.CallIDHeader("tx-test")
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.MESSAGE})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.SetBody([]byte("hi"))
+	tgt := target{uri: req.Recipient, dest: peer.LocalAddr().(*net.UDPAddr).AddrPort(), transport: "udp"}
+	r, err := p.newBranch(req, tgt, "h", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// readRequest reads one datagram from peer, returning its text and sender.
+func readRequest(t *testing.T, peer net.PacketConn, wait time.Duration) (string, net.Addr) {
+	t.Helper()
+	buf := make([]byte, 65535)
+	_ = peer.SetReadDeadline(time.Now().Add(wait))
+	n, from, err := peer.ReadFrom(buf)
+	if err != nil {
+		return "", nil
+	}
+	return string(buf[:n]), from
+}
+
+func answer(req string, code string) string {
+	var out []string
+	head, _, _ := strings.Cut(req, "\r\n\r\n")
+	out = append(out, "SIP/2.0 "+code)
+	for _, l := range strings.Split(head, "\r\n")[1:] {
+		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
+		case "via", "from", "to", "call-id", "cseq":
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
+}
+
+// TestNonInviteRetransmittedUntilAnswered: over UDP the request is sent again on Timer E
+// (T1, doubling) until the peer answers; the final response reaches Responses once even when
+// the peer repeats it; the transaction then ends without error.
+func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
+	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
+	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	p, _, peer := txHarness(t)
+	tx, err := p.sendNonInvite(message(t, p, peer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, from := readRequest(t, peer, time.Second)
+	again, _ := readRequest(t, peer, time.Second)
+	if first == "" || again != first {
+		t.Fatalf("no retransmission of the request:\n%q\n%q", first, again)
+	}
+	for range 2 {
+		_, _ = peer.WriteTo([]byte(answer(first, "200 OK")), from)
+	}
+	select {
+	case res := <-tx.Responses():
+		if res.StatusCode != 200 {
+			t.Fatalf("got %d", res.StatusCode)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no final response passed up")
+	}
+	select {
+	case res := <-tx.Responses():
+		t.Fatalf("the repeated final response was passed up too: %d", res.StatusCode)
+	case <-tx.Done():
+	case <-time.After(time.Second):
+		t.Fatal("transaction did not end after its final response")
+	}
+	if tx.Err() != nil {
+		t.Errorf("Err() = %v after a final response", tx.Err())
+	}
+	if msg, _ := readRequest(t, peer, 100*time.Millisecond); msg != "" {
+		t.Errorf("retransmitted after the final response")
+	}
+}
+
+// TestNonInviteTimesOut: a peer that never answers ends the transaction with a timeout after
+// Timer F (64·T1), which the fork turns into 408.
+func TestNonInviteTimesOut(t *testing.T) {
+	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
+	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	p, _, peer := txHarness(t)
+	start := time.Now()
+	tx, err := p.sendNonInvite(message(t, p, peer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tx.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("no timeout")
+	}
+	if !errors.Is(tx.Err(), sip.ErrTransactionTimeout) {
+		t.Fatalf("Err() = %v, want a timeout", tx.Err())
+	}
+	if d := time.Since(start); d < 64*5*time.Millisecond {
+		t.Errorf("timed out after %v, before Timer F", d)
+	}
+}
