@@ -102,21 +102,23 @@ func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string,
 		r.PrependHeader(route)
 	}
 	if recordRoutes(base) {
+		token := p.rrToken(base.CallID().Value())
 		if in := p.listener(inTransport); in.IsValid() && inTransport != t.transport {
-			r.PrependHeader(p.recordRoute(in, inTransport, t.dest.Addr()))
+			r.PrependHeader(p.recordRoute(in, inTransport, t.dest.Addr(), token))
 		}
-		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr()))
+		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr(), token))
 	}
 	p.setVia(r, l, t, hash)
 	return r, nil
 }
 
-func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr) *sip.RecordRouteHeader {
+// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken).
+func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token string) *sip.RecordRouteHeader {
 	return &sip.RecordRouteHeader{Address: sip.Uri{
 		Scheme:    "sip",
 		Host:      hostLiteral(p.advertised(l, dest)),
 		Port:      int(l.Port()),
-		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}},
+		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: rrParam, V: token}},
 	}}
 }
 
@@ -237,11 +239,11 @@ func upstream(req *sip.Request, res *sip.Response) *sip.Response {
 	return out
 }
 
-// branchID is a short label for logs.
+// branchID is the branch of r's top Via, for logs.
 func branchID(r *sip.Request) string {
 	if v := r.Via(); v != nil {
 		b, _ := v.Params.Get("branch")
 		return b
 	}
-	return strconv.Itoa(0)
+	return ""
 }

@@ -81,9 +81,10 @@ func (o *Offline) limits() storage.MailboxLimits {
 }
 
 // store keeps req for aor and answers 202, or 480 when the mailbox is full, or the store's
-// error (503) — never 202 for a message that was not stored.
-func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string) (int, error) {
-	code, reason, err := o.keep(ctx, req, aor, sipx.StateFrom(ctx).Logger())
+// error (503) — never 202 for a message that was not stored. registered says aor has bindings
+// whose devices did not answer: delivery is then retried after a backoff.
+func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string, registered bool) (int, error) {
+	code, reason, err := o.keep(ctx, req, aor, registered, sipx.StateFrom(ctx).Logger())
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
 	}
@@ -91,7 +92,7 @@ func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.
 }
 
 // keep stores req for aor: 202, 480 when the mailbox is full, or the store's error.
-func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, log *zap.Logger) (int, string, error) {
+func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, registered bool, log *zap.Logger) (int, string, error) {
 	now := o.p.opts.Now()
 	m := messageOf(req, now, o.opts.MaxAge)
 	id, dup, err := o.messages.StoreMessage(ctx, aor, m, o.limits(), now)
@@ -108,8 +109,9 @@ func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, log *z
 		o.p.relayed.WithLabelValues("stored").Inc()
 	}
 	log.Info("message stored for offline delivery", zap.String(logging.KeyAOR, aor), zap.String("message_id", id), zap.Bool("duplicate", dup))
-	// A registered user whose devices did not answer: try again later.
-	o.kick(aor, o.opts.RetryMin)
+	if registered {
+		o.kick(aor, o.opts.RetryMin) // devices that did not answer now may later
+	}
 	return 202, "", nil
 }
 

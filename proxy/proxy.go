@@ -11,12 +11,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,7 +55,8 @@ type Options struct {
 	Messages MessageStore
 	// HasCredentials reports whether aor has digest credentials (a known user); may be nil.
 	HasCredentials func(ctx context.Context, aor string) (bool, error)
-	// Resolver locates foreign domains (RFC 3263); nil refuses them with 403... 503.
+	// Resolver locates foreign domains (RFC 3263); with nil, a next hop named by a host name
+	// (not an IP address) is unroutable (404).
 	Resolver *Resolver
 	// TrustedPeers may send requests for foreign domains without authenticating.
 	TrustedPeers []netip.Prefix
@@ -73,6 +73,10 @@ type Options struct {
 	InviteTimeout time.Duration
 	// Offline limits store-and-forward.
 	Offline OfflineOptions
+	// Secret keys the tokens in our Record-Routes (nodes sharing a store must share it:
+	// auth.nonce_secret);
+	// empty draws a random secret.
+	Secret []byte
 	// Allow lists the methods the server serves or routes, for 405 answers.
 	Allow      func() string
 	Bus        storage.Bus
@@ -92,6 +96,7 @@ type Proxy struct {
 	log          *zap.Logger
 	offline      *Offline
 	txs          *clientTxs
+	secret       []byte
 
 	localIPs sync.Map // destination IP → our source IP, for wildcard listeners
 
@@ -127,6 +132,11 @@ func New(opts Options) (*Proxy, error) {
 		p.domains[strings.ToLower(d)] = true
 	}
 	p.defaultDom = strings.ToLower(opts.Domains[0])
+	p.secret = opts.Secret
+	if len(p.secret) == 0 {
+		p.secret = make([]byte, 32)
+		_, _ = rand.Read(p.secret)
+	}
 	for _, t := range opts.MessageTypes {
 		if t == "*" || t == "*/*" {
 			p.anyType = true
@@ -205,14 +215,20 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	if p.looped(req) {
 		return p.refuse(ctx, tx, req, 482, "")
 	}
+	if req.Method == sip.MESSAGE {
+		// Whatever its route: simpled relays only bodies it accepts (RFC 3428 §7).
+		if status, reason, hdrs := p.checkMessage(req); status != 0 {
+			return p.refuse(ctx, tx, req, status, reason, hdrs...)
+		}
+	}
 	fwd := req.Clone()
-	ownRoute := p.processRoutes(fwd)
+	recorded := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
 	inDialog := req.To().Params.Has("tag")
 
 	if route := fwd.Route(); route != nil {
 		// Loose routing (§16.4, §16.5): the next hop is the Route, the Request-URI stays.
-		if !inDialog || !ownRoute {
+		if !inDialog || !recorded {
 			if !p.mayRelay(st) {
 				return p.refuse(ctx, tx, req, 403, "Relaying Denied")
 			}
@@ -228,13 +244,8 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	host := strings.ToLower(fwd.Recipient.Host)
 	local := p.domains[host] || p.isOurHop(&fwd.Recipient)
 	if !local {
-		if !(inDialog && ownRoute) && !p.mayRelay(st) {
+		if !(inDialog && recorded) && !p.mayRelay(st) {
 			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
-		}
-		if req.Method == sip.MESSAGE {
-			if status, reason, hdrs := p.checkMessage(req); status != 0 {
-				return p.refuse(ctx, tx, req, status, reason, hdrs...)
-			}
 		}
 		p.forwarded.WithLabelValues(string(req.Method), "foreign").Inc()
 		tgt, err := p.hopTarget(ctx, &fwd.Recipient, fwd.Recipient)
@@ -255,17 +266,11 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		}
 		return p.refuse(ctx, tx, req, 404, "")
 	}
-	if req.Method == sip.MESSAGE {
-		if status, reason, hdrs := p.checkMessage(req); status != 0 {
-			return p.refuse(ctx, tx, req, status, reason, hdrs...)
-		}
-	}
 	domain := host
 	if !p.domains[domain] {
 		domain = p.defaultDom // addressed to one of our IPs: the default domain's user
 	}
 	aor := fwd.Recipient.User + "@" + domain
-	st.Logger() // request fields, before the AOR is added
 	bindings, err := p.opts.Locator.Lookup(ctx, aor)
 	if err != nil {
 		return sipx.RespondError(tx, req, fmt.Errorf("proxy: lookup %s: %w", aor, err))
@@ -280,7 +285,7 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		case !known:
 			return p.refuse(ctx, tx, req, 404, "")
 		case req.Method == sip.MESSAGE && p.offline != nil:
-			return p.offline.store(ctx, tx, req, aor)
+			return p.offline.store(ctx, tx, req, aor, false)
 		}
 		return p.refuse(ctx, tx, req, 480, "")
 	}
@@ -291,7 +296,7 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 			if !unreachable(statuses) {
 				return 0, nil, false
 			}
-			status, err := p.offline.store(ctx, tx, req, aor)
+			status, err := p.offline.store(ctx, tx, req, aor, true)
 			return status, err, true
 		}
 	}
@@ -327,8 +332,8 @@ func (p *Proxy) known(ctx context.Context, aor string) (bool, error) {
 	return p.opts.Messages.Known(ctx, aor, p.opts.Now())
 }
 
-// mayRelay reports whether the request may go to a host that is not ours: it came from an
-// authenticated local user, from a trusted peer, or within a dialog we Record-Routed.
+// mayRelay reports whether a request outside a dialog we Record-Routed may go to a host that
+// is not ours: it came from an authenticated local user or from a trusted peer.
 func (p *Proxy) mayRelay(st *sipx.State) bool {
 	if st.AuthUser != "" {
 		return true
@@ -357,16 +362,11 @@ func (p *Proxy) refuse(ctx context.Context, tx sip.ServerTransaction, req *sip.R
 	return sipx.Respond(tx, req, code, reason, hdrs...)
 }
 
-// refuseErr answers a routing error: DNS failures are 503 (RFC 3263 §4.3 leaves it to the
-// element; a name that does not exist is 404), anything else 500.
+// refuseErr answers a routing error (routeErrorStatus): a next hop that cannot exist is 404,
+// a DNS failure 503.
 func (p *Proxy) refuseErr(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, err error) (int, error) {
 	code, reason := routeErrorStatus(err)
 	sipx.StateFrom(ctx).Logger().Info("request not routable", zap.Int(logging.KeyStatus, code), zap.Error(err))
 	status, rerr := sipx.Respond(tx, req, code, reason)
 	return status, rerr
-}
-
-// hostPort renders an address for sipgo (IPv6 in brackets).
-func hostPort(host string, port int) string {
-	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
 }

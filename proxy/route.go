@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -66,25 +67,47 @@ func (p *Proxy) isOurHop(u *sip.Uri) bool {
 // processRoutes applies RFC 3261 §16.4 to fwd: a Request-URI that is one of our Record-Route
 // values (a strict router before us) is replaced by the last Route; then every leading Route
 // naming us is removed — the clients' pre-loaded outbound-proxy Route, and both of our own
-// Record-Route entries when we double record-routed (RFC 5658). It reports whether a Route of
-// ours was removed (the request follows a route set we are in).
-func (p *Proxy) processRoutes(fwd *sip.Request) (own bool) {
+// Record-Route entries when we double record-routed (RFC 5658). It reports whether one of the
+// removed Routes is a Record-Route of ours for this Call-ID (rrToken): only such a request
+// follows a dialog simpled set up, and may go where that dialog goes. A Route to us anybody
+// can write (every client pre-loads one) proves nothing.
+func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool) {
+	callID := ""
+	if c := fwd.CallID(); c != nil {
+		callID = c.Value()
+	}
 	routes := fwd.GetHeaders("Route")
 	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
 		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
+			recorded = p.ourRecordRoute(&fwd.Recipient, callID)
 			fwd.Recipient = *last.Address.Clone()
 			removeLastHeader(fwd, "Route")
-			own = true
 		}
 	}
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurHop(&r.Address) {
-			return own
+			return recorded
 		}
+		recorded = recorded || p.ourRecordRoute(&r.Address, callID)
 		fwd.RemoveHeader("Route")
-		own = true
 	}
+}
+
+// rrParam carries, in our Record-Route URIs, a MAC of the dialog's Call-ID.
+const rrParam = "sd"
+
+// rrToken is the MAC of a Call-ID under the proxy's secret, shortened to 64 bits.
+func (p *Proxy) rrToken(callID string) string {
+	m := hmac.New(sha256.New, p.secret)
+	m.Write([]byte(callID))
+	return hex.EncodeToString(m.Sum(nil)[:8])
+}
+
+// ourRecordRoute reports whether u is a Record-Route simpled wrote for this Call-ID.
+func (p *Proxy) ourRecordRoute(u *sip.Uri, callID string) bool {
+	tok, ok := u.UriParams.Get(rrParam)
+	return ok && hmac.Equal([]byte(tok), []byte(p.rrToken(callID)))
 }
 
 // removeLastHeader removes the last header called name.

@@ -84,6 +84,6 @@ func (p *Proxy) Send(ctx context.Context, from, to, contentType string, body []b
 	if p.offline == nil {
 		return 480, nil
 	}
-	code, _, err := p.offline.keep(ctx, req, aor, p.log)
+	code, _, err := p.offline.keep(ctx, req, aor, len(bindings) > 0, p.log)
 	return code, err
 }

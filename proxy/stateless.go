@@ -20,9 +20,8 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		return
 	}
 	fwd := req.Clone()
-	own := p.processRoutes(fwd)
-	if !own {
-		// Not in a dialog we route (we Record-Route every dialog we forward): dropping it
+	if !p.processRoutes(fwd) {
+		// Not in a dialog we Record-Routed (the token in our Route proves it): dropping it
 		// keeps simpled from relaying for anyone who sends an ACK.
 		if ce := p.log.Check(zap.DebugLevel, "ACK outside our route set dropped"); ce != nil {
 			ce.Write(zap.String("request_uri", req.Recipient.String()))

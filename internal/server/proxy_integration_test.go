@@ -353,3 +353,27 @@ func TestContentLengthShorterThanDatagram(t *testing.T) {
 	bob.reply(req, 200)
 	alice.expect(`^SIP/2.0 200 `)
 }
+
+// TestForgedDialogNotRelayed: a request that only looks in-dialog (a To tag and a Route to
+// simpled anybody can write) is not relayed to an address outside our domains; only the
+// Record-Route simpled wrote for that Call-ID (its token) opens the way, as TestCallThroughProxy
+// shows. An ACK forged the same way is dropped.
+func TestForgedDialogNotRelayed(t *testing.T) {
+	srv := startServer(t, nil)
+	victim := dial(t, "udp", srv.Listener("udp")) // any socket not ours
+	victimAddr := victim.conn.LocalAddr().String()
+	w := dial(t, "udp", srv.Listener("udp"))
+	for _, method := range []string{"BYE", "MESSAGE"} {
+		branchSeq++
+		w.send(method + " sip:victim@" + victimAddr + " SIP/2.0\n" +
+			"Via: SIP/2.0/UDP {local};branch=z9hG4bKforged" + strconv.FormatInt(branchSeq, 36) + "\n" +
+			"Route: <sip:" + srv.Listener("udp") + ";lr>\n" +
+			"Max-Forwards: 70\nFrom: <sip:x@example.test>;tag=a\nTo: <sip:victim@elsewhere.example>;tag=b\n" +
+			"Call-ID: forged-" + method + "\nCSeq: 2 " + method + "\nContent-Length: 0\n\n")
+		w.expect(`^SIP/2.0 403 Relaying Denied`)
+	}
+	w.send("ACK sip:victim@" + victimAddr + " SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bKforgedack\n" +
+		"Route: <sip:" + srv.Listener("udp") + ";lr>\nMax-Forwards: 70\nFrom: <sip:x@example.test>;tag=a\n" +
+		"To: <sip:victim@elsewhere.example>;tag=b\nCall-ID: forged-ack\nCSeq: 2 ACK\nContent-Length: 0\n\n")
+	victim.expectNothing(300 * time.Millisecond)
+}

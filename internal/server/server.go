@@ -260,6 +260,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			MaxBytes: opts.Messages.OfflineMaxBytes,
 			MaxAge:   opts.Messages.OfflineMaxAge,
 		},
+		Secret:     []byte(opts.Auth.NonceSecret),
 		Allow:      s.allow,
 		Bus:        s.bus,
 		Log:        log.Named("proxy"),
