@@ -280,7 +280,11 @@ func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
 // Bindings returns aor's bindings live at now, ordered by Key (one HGETALL).
 func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
 	const step = "bindings"
-	m, err := s.c.HGetAll(ctx, regKey(aor)).Result()
+	// Through the batcher: every MESSAGE and call looks its target up, and concurrent
+	// look-ups then share one round trip (and one read and write on each side).
+	cmd := goredis.NewMapStringStringCmd(ctx, "hgetall", regKey(aor))
+	s.batch.do(ctx, cmd)
+	m, err := cmd.Result()
 	if err != nil {
 		return nil, unavailable(step, err)
 	}
