@@ -55,23 +55,23 @@ type Store struct {
 
 	regMu sync.RWMutex
 	aors  map[string]map[string]*entry // aor → binding key → entry
-	exp   expHeap                      // every entry, earliest expiry first
+	exp   minHeap[*entry]              // every entry, earliest expiry first
 
 	credMu sync.RWMutex
 	creds  map[string]map[string]storage.Credential // aor → realm → credential
 
 	nonceMu  sync.Mutex
 	nonces   map[string]*nonceRecord
-	nonceExp nonceHeap
+	nonceExp minHeap[*nonceRecord]
 
 	msgMu  sync.RWMutex
 	boxes  map[string]*mailbox // aor → offline messages; no empty mailbox is kept
-	msgExp msgHeap             // every stored message, earliest expiry first
+	msgExp minHeap[*msgEntry]  // every stored message, earliest expiry first
 	msgSeq uint64              // the last message ID handed out
 
 	knownMu  sync.RWMutex
 	known    map[string]*knownEntry // aor → known until
-	knownExp knownHeap              // every known record, earliest until first
+	knownExp minHeap[*knownEntry]   // every known record, earliest until first
 }
 
 // New returns an empty store.
@@ -431,53 +431,17 @@ func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl 
 	return true, nil
 }
 
-// expHeap is a min-heap of entries by expiry (container/heap), keeping each entry's index.
-type expHeap []*entry
-
-func (h expHeap) Len() int { return len(h) }
-func (h expHeap) Less(i, j int) bool {
-	if h[i].exp != h[j].exp {
-		return h[i].exp < h[j].exp
+// before orders bindings by expiry, then AOR and key (the heap of SweepExpired).
+func (e *entry) before(o *entry) bool {
+	if e.exp != o.exp {
+		return e.exp < o.exp
 	}
-	return h[i].aor < h[j].aor || (h[i].aor == h[j].aor && h[i].b.Key < h[j].b.Key)
-}
-func (h expHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *expHeap) Push(x any) {
-	e := x.(*entry)
-	e.idx = len(*h)
-	*h = append(*h, e)
-}
-func (h *expHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.idx = -1
-	return e
+	return e.aor < o.aor || (e.aor == o.aor && e.b.Key < o.b.Key)
 }
 
-// nonceHeap is a min-heap of nonce records by deadline.
-type nonceHeap []*nonceRecord
+func (e *entry) heapIndex() *int { return &e.idx }
 
-func (h nonceHeap) Len() int           { return len(h) }
-func (h nonceHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
-func (h nonceHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *nonceHeap) Push(x any) {
-	r := x.(*nonceRecord)
-	r.idx = len(*h)
-	*h = append(*h, r)
-}
-func (h *nonceHeap) Pop() any {
-	old := *h
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	r.idx = -1
-	return r
-}
+// before orders nonce records by deadline.
+func (r *nonceRecord) before(o *nonceRecord) bool { return r.deadline.Before(o.deadline) }
+
+func (r *nonceRecord) heapIndex() *int { return &r.idx }

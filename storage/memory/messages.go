@@ -284,53 +284,17 @@ func (s *Store) pruneKnown(cutoff int64) {
 	}
 }
 
-// msgHeap is a min-heap of message entries by expiry, then AOR and ID.
-type msgHeap []*msgEntry
-
-func (h msgHeap) Len() int { return len(h) }
-func (h msgHeap) Less(i, j int) bool {
-	if h[i].exp != h[j].exp {
-		return h[i].exp < h[j].exp
+// before orders stored messages by expiry, then AOR and ID (the heap of ExpireMessages).
+func (e *msgEntry) before(o *msgEntry) bool {
+	if e.exp != o.exp {
+		return e.exp < o.exp
 	}
-	return h[i].aor < h[j].aor || (h[i].aor == h[j].aor && h[i].m.ID < h[j].m.ID)
-}
-func (h msgHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *msgHeap) Push(x any) {
-	e := x.(*msgEntry)
-	e.idx = len(*h)
-	*h = append(*h, e)
-}
-func (h *msgHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.idx = -1
-	return e
+	return e.aor < o.aor || (e.aor == o.aor && e.m.ID < o.m.ID)
 }
 
-// knownHeap is a min-heap of known-user records by until.
-type knownHeap []*knownEntry
+func (e *msgEntry) heapIndex() *int { return &e.idx }
 
-func (h knownHeap) Len() int           { return len(h) }
-func (h knownHeap) Less(i, j int) bool { return h[i].until < h[j].until }
-func (h knownHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *knownHeap) Push(x any) {
-	e := x.(*knownEntry)
-	e.idx = len(*h)
-	*h = append(*h, e)
-}
-func (h *knownHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.idx = -1
-	return e
-}
+// before orders known-user records by until.
+func (e *knownEntry) before(o *knownEntry) bool { return e.until < o.until }
+
+func (e *knownEntry) heapIndex() *int { return &e.idx }

@@ -341,26 +341,7 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 // When Redis fails after some bindings were removed, those are returned without an error (the
 // next call reports the error); they are never dropped.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {
-	const step = "sweep expired"
-	if limit <= 0 {
-		return nil, fmt.Errorf("redis: %s: limit %d: must be positive", step, limit)
-	}
-	n := now.Unix()
-	var out []storage.ExpiredBinding
-	for len(out) < limit {
-		got, more, err := s.sweepRound(ctx, n, limit-len(out))
-		out = append(out, got...)
-		if err != nil {
-			if len(out) > 0 {
-				return out, nil
-			}
-			return nil, unavailable(step, err)
-		}
-		if !more {
-			break
-		}
-	}
-	return out, nil
+	return sweepLoop(ctx, "sweep expired", now, limit, s.sweepRound)
 }
 
 // sweepRound examines up to want due index entries of bindings and returns the bindings it

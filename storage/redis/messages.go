@@ -210,26 +210,7 @@ func (s *Store) DeleteMessages(ctx context.Context, aor string) (int, error) {
 // the same index. When Redis fails after some messages were removed, those are returned
 // without an error (the next call reports the error); they are never dropped.
 func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredMessage, error) {
-	const step = "expire messages"
-	if limit <= 0 {
-		return nil, fmt.Errorf("redis: %s: limit %d: must be positive", step, limit)
-	}
-	n := now.Unix()
-	var out []storage.ExpiredMessage
-	for len(out) < limit {
-		got, more, err := s.expireRound(ctx, n, limit-len(out))
-		out = append(out, got...)
-		if err != nil {
-			if len(out) > 0 {
-				return out, nil
-			}
-			return nil, unavailable(step, err)
-		}
-		if !more {
-			break
-		}
-	}
-	return out, nil
+	return sweepLoop(ctx, "expire messages", now, limit, s.expireRound)
 }
 
 // expireRound examines up to want due index entries of messages and returns the messages it

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -135,4 +136,30 @@ func (s *Store) runAll(ctx context.Context, sc *goredis.Script, n int, call func
 		}
 	}
 	return cmds, nil
+}
+
+// sweepLoop runs round until limit items were removed or none are left: the loop shared by
+// SweepExpired and ExpireMessages. Items removed before an error are returned without it (the
+// next call reports it), so nothing removed is ever dropped.
+func sweepLoop[T any](ctx context.Context, step string, now time.Time, limit int,
+	round func(ctx context.Context, now int64, want int) ([]T, bool, error)) ([]T, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("redis: %s: limit %d: must be positive", step, limit)
+	}
+	n := now.Unix()
+	var out []T
+	for len(out) < limit {
+		got, more, err := round(ctx, n, limit-len(out))
+		out = append(out, got...)
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, unavailable(step, err)
+		}
+		if !more {
+			break
+		}
+	}
+	return out, nil
 }
