@@ -217,8 +217,11 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		}
 		return sipx.RespondError(tx, req, fmt.Errorf("registrar: update %s: %w", aor, err))
 	}
+	// Answer first, then announce: what reacts to a new binding (offline messages waiting
+	// for it) must reach the device after its 200, not race it.
+	status, err := r.respond(tx, req, res.Bindings, path, now)
 	r.publish(aor, now, res)
-	return r.respond(tx, req, res.Bindings, path, now)
+	return status, err
 }
 
 // Supported lists the option tags the registrar understands in Require.
