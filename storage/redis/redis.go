@@ -153,6 +153,7 @@ type Store struct {
 	c         goredis.UniversalClient
 	grace     time.Duration
 	batch     *batcher
+	decoded   decodeCache
 	closeOnce sync.Once
 }
 
