@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -413,28 +412,15 @@ func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.
 	var out []storage.ExpiredBinding
 	for i, r := range results {
 		t := targets[i]
-		rep, ok := r.Val().([]any)
-		if r.Err() != nil || !ok || len(rep) == 0 {
-			// Unknown outcome: put the entry back so a later sweep looks again.
-			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: t.c.score, Member: t.c.member})
+		js, expired := expireReply(r, t.c, readd)
+		if !expired {
 			continue
 		}
-		switch rep[0] {
-		case "expired":
-			js, _ := rep[1].(string)
-			b, err := decodeBinding(js)
-			if err != nil {
-				continue // removed; it cannot be reported
-			}
-			out = append(out, storage.ExpiredBinding{AOR: t.aor, Binding: b})
-		case "live":
-			es, _ := rep[1].(string)
-			exp, err := strconv.ParseInt(es, 10, 64)
-			if err != nil {
-				continue
-			}
-			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: float64(exp), Member: t.c.member})
+		b, err := decodeBinding(js)
+		if err != nil {
+			continue // removed; it cannot be reported
 		}
+		out = append(out, storage.ExpiredBinding{AOR: t.aor, Binding: b})
 	}
 
 	// 4. Put back the entries of bindings refreshed since (rare).

@@ -244,29 +244,16 @@ func (s *Store) expireRound(ctx context.Context, now int64, want int) ([]storage
 	var out []storage.ExpiredMessage
 	for i, r := range results {
 		t := targets[i]
-		rep, ok := r.Val().([]any)
-		if r.Err() != nil || !ok || len(rep) == 0 {
-			// Unknown outcome: put the entry back so a later sweep looks again.
-			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: t.c.score, Member: t.c.member})
+		// "live" happens only for an index entry written early or for a reused ID.
+		v, expired := expireReply(r, t.c, readd)
+		if !expired {
 			continue
 		}
-		switch rep[0] {
-		case "expired":
-			v, _ := rep[1].(string)
-			m, err := decodeMessage(t.id, v)
-			if err != nil {
-				continue // removed; it cannot be reported
-			}
-			out = append(out, storage.ExpiredMessage{AOR: t.aor, Message: m})
-		case "live":
-			// Only an index entry written early or for a reused ID gets here.
-			es, _ := rep[1].(string)
-			exp, err := strconv.ParseInt(es, 10, 64)
-			if err != nil {
-				continue
-			}
-			readd[t.c.shard] = append(readd[t.c.shard], goredis.Z{Score: float64(exp), Member: t.c.member})
+		m, err := decodeMessage(t.id, v)
+		if err != nil {
+			continue // removed; it cannot be reported
 		}
+		out = append(out, storage.ExpiredMessage{AOR: t.aor, Message: m})
 	}
 	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
 		runErr = err

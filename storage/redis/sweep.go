@@ -163,3 +163,29 @@ func sweepLoop[T any](ctx context.Context, step string, now time.Time, limit int
 	}
 	return out, nil
 }
+
+// expireReply reads the reply of the expiry script for a claimed index entry c. On
+// {"expired", value} the item was removed and its stored value is returned with true. On
+// {"live", expires-at} it was refreshed since: the entry goes back at its new expiry. On an
+// error or an unknown reply the outcome is unknown: the entry goes back as it was, for a later
+// sweep to look again. Any other reply (the item is gone already) drops the entry.
+func expireReply(r *goredis.Cmd, c candidate, readd map[int][]goredis.Z) (string, bool) {
+	rep, ok := r.Val().([]any)
+	if r.Err() != nil || !ok || len(rep) == 0 {
+		readd[c.shard] = append(readd[c.shard], goredis.Z{Score: c.score, Member: c.member})
+		return "", false
+	}
+	var v string
+	if len(rep) > 1 {
+		v, _ = rep[1].(string)
+	}
+	switch rep[0] {
+	case "expired":
+		return v, true
+	case "live":
+		if exp, err := strconv.ParseInt(v, 10, 64); err == nil {
+			readd[c.shard] = append(readd[c.shard], goredis.Z{Score: float64(exp), Member: c.member})
+		}
+	}
+	return "", false
+}
