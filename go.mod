@@ -3,6 +3,7 @@ module github.com/simpled/simpled
 go 1.26.0
 
 require (
+	github.com/beevik/etree v1.8.1
 	github.com/emiago/sipgo v1.7.2
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0
