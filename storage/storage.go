@@ -18,7 +18,9 @@ var (
 	// ErrNotFound: the AOR, binding, credential or entry does not exist.
 	ErrNotFound = errors.New("storage: not found")
 	// ErrStale: a REGISTER's CSeq is not higher than the one stored for the same binding and
-	// Call-ID (RFC 3261 §10.3 step 7). The whole update was rejected; nothing changed.
+	// Call-ID (RFC 3261 §10.3 step 7), or an in-dialog SUBSCRIBE's not higher than its
+	// subscription's (presence.Store.PutSubscription). The whole update was rejected; nothing
+	// changed.
 	ErrStale = errors.New("storage: stale request (CSeq out of order)")
 	// ErrTooManyBindings: the update would leave more than MaxBindings bindings and eviction
 	// was not allowed. Nothing changed.

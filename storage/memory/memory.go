@@ -1,20 +1,23 @@
 // Package memory is simpled's embedded storage backend, the default: every table lives in this
 // process and is lost when it exits. It implements registrar.Store, auth.Store,
-// proxy.MessageStore and storage.Backend with the semantics storage/storagetest checks (the
-// Redis backend passes the same suite).
+// proxy.MessageStore, presence.Store and storage.Backend with the semantics
+// storage/storagetest checks (the Redis backend passes the same suite).
 //
 // The compile-time interface assertions live in memory_test.go: registrar and internal/auth
 // tests use this package as their store, so importing them here would be an import cycle.
 //
 // # Locks
 //
-// Five independent mutexes guard five independent tables:
+// Eight independent mutexes guard eight independent tables:
 //
 //	regMu    bindings by AOR and the expiry heap over all bindings
 //	credMu   credentials
 //	nonceMu  nonce-count records and their expiry heap
 //	msgMu    offline mailboxes, their expiry heap and the message ID sequence
 //	knownMu  known users and their heap
+//	pubs.mu  publications and their expiry heap (presence.go)
+//	subs.mu  subscriptions and their expiry heap
+//	ruleMu   authorization rules
 //
 // Lock order: none. A goroutine holds at most one of them at a time and calls nothing that
 // could block or call back while holding it, so no two can be nested (ExpireMessages takes
@@ -25,8 +28,9 @@
 // Every stored binding has exactly one entry in a min-heap ordered by expiry (its heap index
 // is kept in the binding's entry), so SweepExpired pops only expired bindings and never scans
 // the AORs. Offline messages work the same way: one heap entry each, popped by
-// ExpireMessages. Nonce records sit in a third heap and are dropped when they expire, lazily
-// at the next UseNonceCount; memory is bounded by the records used within one ttl. Known
+// ExpireMessages; so do publications and subscriptions (ExpirePublications,
+// ExpireSubscriptions). Nonce records sit in another heap and are dropped when they expire,
+// lazily at the next UseNonceCount; memory is bounded by the records used within one ttl. Known
 // users (one record per AOR) are forgotten by ExpireMessages an hour after their until.
 //
 // Message IDs are a store-wide sequence, zero-padded to 16 digits, so their string order is
@@ -72,6 +76,8 @@ type Store struct {
 	knownMu  sync.RWMutex
 	known    map[string]*knownEntry // aor → known until
 	knownExp minHeap[*knownEntry]   // every known record, earliest until first
+
+	presenceTables // publications, subscriptions and rules (presence.go)
 }
 
 // New returns an empty store.

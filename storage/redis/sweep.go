@@ -11,10 +11,11 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// The expiry sweeps of every kind (bindings, offline messages) share the exp:{n} index and
-// these steps: find the due entries of one kind, claim them, and put back the entries whose
-// outcome is unknown or whose item turned out to be live. What to do with a claimed entry is
-// the kind's own step.
+// The expiry sweeps of every kind (bindings, offline messages, publications, subscriptions)
+// share the exp:{n} index and these steps: find the due entries of one kind, claim them, and
+// put back the entries whose outcome is unknown or whose item turned out to be live. What to
+// do with a claimed entry is the kind's own step (sweepKind describes it for the kinds that
+// use the shared round).
 
 // candidate is an index entry found due by a sweep.
 type candidate struct {
@@ -188,4 +189,70 @@ func expireReply(r *goredis.Cmd, c candidate, readd map[int][]goredis.Z) (string
 		}
 	}
 	return "", false
+}
+
+// sweepKind is one kind's own step of an expiry sweep: its index prefix, the script that
+// deletes a claimed item if it is due (KEYS from keys(aor), ARGV the item's id and now; it
+// replies as expireReply reads), and how a removed item's stored value decodes.
+type sweepKind[T any] struct {
+	prefix string
+	script *goredis.Script
+	keys   func(aor string) []string
+	decode func(aor, id, v string) (T, error)
+}
+
+// sweep removes at most limit items of the kind that expired at now, over all AORs, and
+// returns them, each by exactly one call whichever node makes it (sweepLoop over round).
+func (k *sweepKind[T]) sweep(ctx context.Context, s *Store, step string, now time.Time, limit int) ([]T, error) {
+	return sweepLoop(ctx, step, now, limit, func(ctx context.Context, now int64, want int) ([]T, bool, error) {
+		return k.round(ctx, s, now, want)
+	})
+}
+
+// round examines up to want due index entries of the kind and returns the items it removed,
+// and whether more due entries may remain: the due entries, their claim, the kind's script
+// for the claimed ones, and the entries to put back.
+func (k *sweepKind[T]) round(ctx context.Context, s *Store, now int64, want int) ([]T, bool, error) {
+	cands, more, err := s.dueCandidates(ctx, k.prefix, now, want)
+	if err != nil || len(cands) == 0 {
+		return nil, false, err
+	}
+	readd := map[int][]goredis.Z{}
+	claimed, err := s.claim(ctx, cands, now, readd)
+
+	type target struct {
+		aor, id string
+		c       candidate
+	}
+	targets := make([]target, 0, len(claimed))
+	for _, c := range claimed {
+		aor, id, ok := parseIndexMember(k.prefix, c.member)
+		if !ok {
+			continue // malformed: it is gone from the index now
+		}
+		targets = append(targets, target{aor, id, c})
+	}
+	results, runErr := s.runAll(ctx, k.script, len(targets), func(i int) ([]string, []any) {
+		return k.keys(targets[i].aor), []any{targets[i].id, now}
+	})
+	if runErr == nil {
+		runErr = err
+	}
+	var out []T
+	for i, r := range results {
+		t := targets[i]
+		v, expired := expireReply(r, t.c, readd)
+		if !expired {
+			continue
+		}
+		x, err := k.decode(t.aor, t.id, v)
+		if err != nil {
+			continue // removed; it cannot be reported
+		}
+		out = append(out, x)
+	}
+	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
+		runErr = err
+	}
+	return out, more, runErr
 }

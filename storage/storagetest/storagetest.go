@@ -1,12 +1,14 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the registrar.Store, auth.Store, proxy.MessageStore and storage.Backend contracts
-// (storage.BindingUpdate rule by rule, expiry sweeps, concurrency, credentials, nonce counts,
-// offline mailboxes and known users) against a fresh store per subtest. storage/memory and
+// checks the registrar.Store, auth.Store, proxy.MessageStore, presence.Store and
+// storage.Backend contracts (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
+// credentials, nonce counts, offline mailboxes, known users, publications, subscriptions and
+// authorization rules) against a fresh store per subtest. storage/memory and
 // storage/redis call it from their tests, in the manner of nats-server's store tests that run
 // each case on memstore and filestore.
 //
 // Benchmarks shared by the backends live here too (BenchmarkUpdateBindings,
-// BenchmarkBindings, BenchmarkStoreMessage), so their numbers compare like for like.
+// BenchmarkBindings, BenchmarkStoreMessage, BenchmarkPublish, BenchmarkSubscriptions), so
+// their numbers compare like for like.
 package storagetest
 
 import (
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
@@ -30,6 +33,7 @@ type Store interface {
 	registrar.Store
 	auth.Store
 	proxy.MessageStore
+	presence.Store
 	storage.Backend
 }
 
@@ -53,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("NonceTTL", func(t *testing.T) { testNonceTTL(t, newStore) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore) })
 	t.Run("Messages", func(t *testing.T) { runMessages(t, newStore) })
+	t.Run("Presence", func(t *testing.T) { runPresence(t, newStore) })
 }
 
 // base is the suite's clock origin: whole seconds near the real time, so a backend that
