@@ -42,6 +42,8 @@ type Options struct {
 	Registrations Registrations
 	// Messages serves /api/v1/messages; nil leaves it out.
 	Messages Messages
+	// Presence serves /api/v1/presence; nil leaves it out.
+	Presence Presence
 	Log      *zap.Logger
 	// Now is the clock for remaining expiries; nil means time.Now.
 	Now func() time.Time
@@ -70,6 +72,11 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("DELETE /api/v1/messages/{aor}", a.deleteMessages)
 		mux.HandleFunc("DELETE /api/v1/messages/{aor}/{id}", a.deleteMessages)
 		mux.HandleFunc("POST /api/v1/messages", a.postMessage)
+	}
+	if o.Presence != nil {
+		mux.HandleFunc("GET /api/v1/presence/{aor}", a.getPresence)
+		mux.HandleFunc("PUT /api/v1/presence/{aor}/rules/{watcher}", a.putRule)
+		mux.HandleFunc("DELETE /api/v1/presence/{aor}/rules/{watcher}", a.deleteRule)
 	}
 	return mux
 }

@@ -509,6 +509,16 @@ func (a *Auth) Known(ctx context.Context, aor string) (bool, error) {
 	return found, err
 }
 
+// Challenging reports whether requests other than REGISTER from local users are
+// authenticated now (ChallengeOther, and some credential exists): then a request from a local
+// user that reached a later stage carries State.AuthUser.
+func (a *Auth) Challenging(ctx context.Context) (bool, error) {
+	if !a.challengeOther {
+		return false, nil
+	}
+	return a.hasCredentials(ctx)
+}
+
 // credential looks aor up in the users file, then in the store.
 func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Credential, bool, error) {
 	if c, ok := a.users.Lookup(aor, realm); ok {

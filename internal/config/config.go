@@ -63,6 +63,23 @@ type Options struct {
 	Proxy ProxyOptions `yaml:"proxy"`
 	// Messages holds the MESSAGE relay and offline store settings.
 	Messages MessageOptions `yaml:"messages"`
+	// Presence holds the presence agent's settings.
+	Presence PresenceOptions `yaml:"presence"`
+}
+
+// PresenceOptions configure the presence agent (PUBLISH, SUBSCRIBE/NOTIFY). Its expiry limits
+// are the registrar's.
+type PresenceOptions struct {
+	// Policy decides for a watcher the presentity has no rule for: "allow" (everyone is
+	// active), "same-domain" (watchers of the presentity's domain are active, others pending:
+	// the default) or "confirm" (every other watcher is pending until a rule decides).
+	Policy string `yaml:"policy"`
+	// MinNotifyInterval is the shortest time between two NOTIFYs of one subscription (RFC
+	// 6446): changes in between are coalesced, the last state always sent. Default 200ms.
+	MinNotifyInterval time.Duration `yaml:"min_notify_interval"`
+	// MaxSubscriptionsPerSource bounds the live subscriptions accepted from one source IP
+	// address (503 with Retry-After above). Default 10000.
+	MaxSubscriptionsPerSource int `yaml:"max_subscriptions_per_source"`
 }
 
 // ProxyOptions configure how requests are routed (RFC 3261 §16, RFC 3263).
@@ -216,6 +233,15 @@ func Default() Options {
 			OfflineMaxCount: 100,
 			OfflineMaxBytes: 1 << 20,
 			OfflineMaxAge:   7 * 24 * time.Hour,
+		},
+		Presence: PresenceOptions{
+			// CLI.md: watchers of a local domain are active at once, others pending.
+			Policy: "same-domain",
+			// Watchers see a change within a fifth of a second; a storm costs five
+			// NOTIFYs a second per watcher at most.
+			MinNotifyInterval: 200 * time.Millisecond,
+			// A gateway or attendant console holds thousands; a flood does not get more.
+			MaxSubscriptionsPerSource: 10000,
 		},
 	}
 }

@@ -117,6 +117,8 @@ func TestValidate(t *testing.T) {
 				"messages.offline_max_count: 0: must be at least 1",
 				"messages.offline_max_bytes: 0: must be at least 1",
 				"messages.offline_max_age: 0s: must be at least 1m",
+				`presence.policy: "": want allow, same-domain or confirm`,
+				"presence.max_subscriptions_per_source: 0: must be at least 1",
 			},
 		},
 		{

@@ -194,6 +194,17 @@ func (o Options) validate(src sources, errs *Errors) {
 	if m.OfflineMaxAge < time.Minute {
 		bad("messages.offline_max_age", "%s: must be at least 1m", m.OfflineMaxAge)
 	}
+	switch o.Presence.Policy {
+	case "allow", "same-domain", "confirm":
+	default:
+		bad("presence.policy", "%q: want allow, same-domain or confirm", o.Presence.Policy)
+	}
+	if o.Presence.MinNotifyInterval < 0 || o.Presence.MinNotifyInterval > time.Minute {
+		bad("presence.min_notify_interval", "%s: want 0 to 1m", o.Presence.MinNotifyInterval)
+	}
+	if o.Presence.MaxSubscriptionsPerSource < 1 {
+		bad("presence.max_subscriptions_per_source", "%d: must be at least 1", o.Presence.MaxSubscriptionsPerSource)
+	}
 }
 
 // ParsePrefix parses a trusted peer: an IP address (a /32 or /128 prefix) or a CIDR prefix.

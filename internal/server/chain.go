@@ -14,7 +14,9 @@ import (
 //	auth       before anything that changes state or relays: a REGISTER must prove its AOR,
 //	           a request from a local user its From (401/407/403).
 //	registrar  REGISTER for a local domain.
-//	(presence  PUBLISH and SUBSCRIBE for a local domain — the presence agent, issue 5.)
+//	presence   PUBLISH and SUBSCRIBE to a presentity of a local domain, and SUBSCRIBEs
+//	           within its subscriptions: after auth (only the presentity publishes), before
+//	           the proxy (which would otherwise route them to the user's devices).
 //	proxy      last: everything else — MESSAGE (relayed, or stored for an offline user),
 //	           INVITE and in-dialog requests by Route, other domains by DNS for those
 //	           allowed to relay. It answers every request that reaches it.
@@ -31,6 +33,7 @@ func (s *Server) stages() []sipx.Plugin {
 		},
 		s.auth.Plugin(),
 		s.registrar.Plugin(),
+		s.presence.Plugin(),
 		s.proxy.Plugin(),
 	}
 }

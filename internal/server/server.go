@@ -29,6 +29,7 @@ import (
 	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
@@ -50,6 +51,7 @@ type Store interface {
 	registrar.Store
 	auth.Store
 	proxy.MessageStore
+	presence.Store
 }
 
 // UDPSocketBuffer is the receive and send buffer asked for each UDP listener: bursts of
@@ -70,6 +72,7 @@ type Server struct {
 	auth      *auth.Auth
 	registrar *registrar.Registrar
 	proxy     *proxy.Proxy
+	presence  *presence.Presence
 	ua        *sipgo.UserAgent
 	client    *sipgo.Client
 	srv       *sipgo.Server
@@ -270,8 +273,43 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, err
 	}
+	s.presence, err = presence.New(presence.Options{
+		Domains:                   opts.Domains,
+		Store:                     store,
+		Locator:                   s.registrar,
+		Sender:                    notifySender{s.proxy},
+		Contact:                   s.proxy.ContactURI,
+		IsOurs:                    s.isOurs,
+		Known:                     s.proxy.Known,
+		Authenticating:            s.auth.Challenging,
+		Policy:                    opts.Presence.Policy,
+		MinExpires:                opts.Registrar.MinExpires,
+		DefaultExpires:            opts.Registrar.DefaultExpires,
+		MaxExpires:                opts.Registrar.MaxExpires,
+		MinNotifyInterval:         opts.Presence.MinNotifyInterval,
+		MaxBodySize:               opts.Limits.MaxBodySize,
+		MaxSubscriptionsPerSource: opts.Presence.MaxSubscriptionsPerSource,
+		NodeID:                    s.opts.NodeID,
+		SweepInterval:             opts.Registrar.SweepInterval,
+		Bus:                       s.bus,
+		Log:                       log.Named("presence"),
+		Registerer:                s.registry,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	s.chain = buildChain(s.stages())
 	return s, nil
+}
+
+// notifySender sends the presence agent's NOTIFYs through the proxy, which knows the
+// listeners, the location service and the flows.
+type notifySender struct{ p *proxy.Proxy }
+
+func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error) {
+	return n.p.SendInDialog(ctx, req, proxy.Dialog{RemoteTarget: sub.RemoteTarget, RouteSet: sub.RouteSet,
+		Transport: sub.Transport, Source: sub.Source})
 }
 
 // messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
@@ -355,6 +393,7 @@ func (s *Server) Start(ctx context.Context) error {
 				Ready:         s.Ready,
 				Registrations: s.registrar,
 				Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
+				Presence:      s.presence,
 				Log:           s.log.Named("admin"),
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
@@ -368,10 +407,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 		s.log.Info("http listening", zap.String(logging.KeyListener, "http://"+s.httpAddr))
 	}
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
 		s.registrar.Run(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.presence.Run(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()

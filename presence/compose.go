@@ -1,0 +1,182 @@
+package presence
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+
+	"github.com/simpled/simpled/pidf"
+	"github.com/simpled/simpled/storage"
+)
+
+// The document a watcher gets is composed from all the presentity's live publications,
+// oldest first, by pidf.Compose: tuples by id with the newest publication winning for an
+// identical id (which hides baresip's duplicate initial PUBLISH), the newest person element.
+// With no publication, presence comes from registration: one open tuple per registered
+// device, or one closed tuple when the presentity has no device.
+//
+// One composition serves every watcher of a presentity until its state changes: the cache
+// keeps the composed document and the presentity's rules, dropped on every change event.
+
+// docCache holds composed documents and rules per presentity. A generation per presentity
+// keeps a composition that raced with a change from being cached.
+type docCache struct {
+	mu sync.Mutex
+	m  map[string]*cached
+}
+
+type cached struct {
+	gen      uint64
+	doc      []byte
+	hasDoc   bool
+	rules    map[string]string
+	hasRules bool
+}
+
+// maxCached bounds the cache; past it the cache starts over.
+const maxCached = 50000
+
+func newDocCache() *docCache { return &docCache{m: map[string]*cached{}} }
+
+func (c *docCache) entry(aor string) *cached {
+	e := c.m[aor]
+	if e == nil {
+		if len(c.m) >= maxCached {
+			c.m = map[string]*cached{}
+		}
+		e = &cached{}
+		c.m[aor] = e
+	}
+	return e
+}
+
+// invalidate drops aor's composed document.
+func (c *docCache) invalidate(aor string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entry(aor)
+	e.gen++
+	e.doc, e.hasDoc = nil, false
+}
+
+// invalidateRules drops aor's cached rules.
+func (c *docCache) invalidateRules(aor string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entry(aor)
+	e.gen++
+	e.rules, e.hasRules = nil, false
+}
+
+// document returns aor's composed PIDF document.
+func (p *Presence) document(ctx context.Context, aor string) ([]byte, error) {
+	p.docs.mu.Lock()
+	e := p.docs.entry(aor)
+	if e.hasDoc {
+		doc := e.doc
+		p.docs.mu.Unlock()
+		return doc, nil
+	}
+	gen := e.gen
+	p.docs.mu.Unlock()
+
+	doc, err := p.compose(ctx, aor)
+	if err != nil {
+		return nil, err
+	}
+	p.docs.mu.Lock()
+	if e := p.docs.entry(aor); e.gen == gen {
+		e.doc, e.hasDoc = doc, true
+	}
+	p.docs.mu.Unlock()
+	return doc, nil
+}
+
+// compose builds aor's document from the store.
+func (p *Presence) compose(ctx context.Context, aor string) ([]byte, error) {
+	entity := "sip:" + aor
+	pubs, err := p.opts.Store.Publications(ctx, aor, p.opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	docs := make([]*pidf.Document, 0, len(pubs))
+	for i := range pubs {
+		d, err := pidf.Parse(pubs[i].Body)
+		if err != nil {
+			// Checked when published; a document stored by an older version that no longer
+			// parses is skipped rather than failing every watcher.
+			p.log.Debug("stored publication skipped")
+			continue
+		}
+		docs = append(docs, d)
+	}
+	if len(docs) > 0 {
+		return pidf.Compose(entity, docs...).Bytes(), nil
+	}
+	bindings, err := p.opts.Locator.Lookup(ctx, aor)
+	if err != nil {
+		return nil, err
+	}
+	return registrationDocument(entity, bindings), nil
+}
+
+// registrationDocument is presence derived from registration: a tuple per registered
+// device, open, with the AOR as contact (device addresses are not the watchers' business);
+// with no device one closed tuple.
+func registrationDocument(entity string, bindings []storage.Binding) []byte {
+	if len(bindings) == 0 {
+		return pidf.Closed(entity).Bytes()
+	}
+	d := pidf.New(entity)
+	for _, b := range bindings {
+		sum := sha256.Sum256([]byte(b.Key))
+		d.AddTuple("r"+hex.EncodeToString(sum[:6]), "open", entity)
+	}
+	return d.Bytes()
+}
+
+// rules returns aor's authorization rules (cached until they change).
+func (p *Presence) rules(ctx context.Context, aor string) (map[string]string, error) {
+	p.docs.mu.Lock()
+	e := p.docs.entry(aor)
+	if e.hasRules {
+		r := e.rules
+		p.docs.mu.Unlock()
+		return r, nil
+	}
+	gen := e.gen
+	p.docs.mu.Unlock()
+	r, err := p.opts.Store.Rules(ctx, aor)
+	if err != nil {
+		return nil, err
+	}
+	p.docs.mu.Lock()
+	if e := p.docs.entry(aor); e.gen == gen {
+		e.rules, e.hasRules = r, true
+	}
+	p.docs.mu.Unlock()
+	return r, nil
+}
+
+// body returns the content type and body of sub's next NOTIFY: the composed document for an
+// active presence subscription, the neutral closed document for a politely blocked watcher,
+// nothing while pending (RFC 3856 §6.6.2), and the watcher list for presence.winfo.
+func (p *Presence) body(ctx context.Context, sub *storage.Subscription, version uint32) (string, []byte, error) {
+	if sub.Event == EventWinfo {
+		b, err := p.watcherInfo(ctx, sub.AOR, version)
+		return TypeWatcherInfo, b, err
+	}
+	if sub.State != storage.SubActive {
+		return "", nil, nil
+	}
+	rule, err := p.decide(ctx, sub.AOR, sub.Watcher)
+	if err != nil {
+		return "", nil, err
+	}
+	if rule == storage.RulePoliteBlock {
+		return TypePIDF, pidf.Closed("sip:" + sub.AOR).Bytes(), nil
+	}
+	doc, err := p.document(ctx, sub.AOR)
+	return TypePIDF, doc, err
+}

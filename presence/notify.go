@@ -1,0 +1,368 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// The notifier sends the NOTIFYs of the subscriptions this node owns. Each subscription has
+// at most one NOTIFY under way, so NOTIFYs arrive in CSeq order; a change that comes while
+// one is under way, or sooner than MinNotifyInterval after the last, marks the subscription
+// dirty, and one NOTIFY then carries the state as it is when it is sent (RFC 6446 rate
+// control: bursts coalesce, the last state always goes out).
+//
+// NOTIFY CSeqs are not stored: the CSeq is the larger of the last one sent plus one and the
+// hundredths of seconds since the subscription was created, so it keeps rising across a
+// restart of this node without a store write per NOTIFY (it overflows 2^31 after 248 days of
+// one dialog, longer than any client keeps a subscription).
+type notifier struct {
+	p *Presence
+	// ctx bounds every NOTIFY; stop ends it when the agent stops, so shutdown does not wait
+	// for watchers that no longer answer.
+	ctx  context.Context
+	stop context.CancelFunc
+	mu   sync.Mutex
+	subs map[subKey]*subState
+	wg   sync.WaitGroup
+	seed maphash.Seed
+}
+
+type subKey struct{ aor, id string }
+
+// subState is the notifier's memory of one subscription.
+type subState struct {
+	sub      storage.Subscription // as last known
+	cseq     uint32
+	version  uint32 // watcherinfo document version
+	inflight bool
+	dirty    bool
+	full     bool      // send even if the document did not change (first NOTIFY, refresh)
+	reason   string    // non-empty: the next NOTIFY is the final one (terminated;reason=...)
+	since    time.Time // when the oldest change not yet notified happened
+	last     time.Time // when the last NOTIFY was sent
+	timer    *time.Timer
+	lastBody uint64
+	sentBody bool
+}
+
+func newNotifier(p *Presence) *notifier {
+	ctx, stop := context.WithCancel(context.Background())
+	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{}, seed: maphash.MakeSeed()}
+}
+
+// notifyTimeout bounds one NOTIFY transaction (Timer F is 32 s).
+const notifyTimeout = 40 * time.Second
+
+// track starts notifying a new subscription: its first NOTIFY goes at once.
+func (n *notifier) track(sub *storage.Subscription, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.state(sub)
+	s.sub = *sub
+	n.want(s, true, now)
+}
+
+// refresh records a refreshed or re-authorized subscription and sends it the full state.
+func (n *notifier) refresh(sub *storage.Subscription, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.state(sub)
+	s.sub = *sub
+	n.want(s, true, now)
+}
+
+// final sends the last NOTIFY of a subscription that ended (terminated;reason=reason), after
+// any NOTIFY under way, and forgets it.
+func (n *notifier) final(sub *storage.Subscription, reason string, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.state(sub)
+	s.sub = *sub
+	s.reason = reason
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.dirty = true
+	if !s.inflight {
+		n.start(s)
+	}
+}
+
+// forget drops a subscription without a final NOTIFY (its watcher answered 481).
+func (n *notifier) forget(aor, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.subs[subKey{aor, id}]; s != nil {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		delete(n.subs, subKey{aor, id})
+	}
+}
+
+// presentity notifies every subscription of this node to aor's event package that its state
+// changed at `at`.
+func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time) {
+	subs, err := n.p.opts.Store.Subscriptions(ctx, aor, n.p.opts.Now())
+	if err != nil {
+		if ctx.Err() == nil {
+			n.p.log.Warn("subscriptions not read", zap.String("aor", aor), zap.Error(err))
+		}
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := range subs {
+		sub := &subs[i]
+		if sub.Event != event || (sub.Node != "" && sub.Node != n.p.opts.NodeID) {
+			continue
+		}
+		s := n.state(sub)
+		if s.reason != "" {
+			continue
+		}
+		s.sub = *sub
+		n.want(s, false, at)
+	}
+}
+
+// state returns the notifier's state of sub, creating it (a subscription created before a
+// restart is first seen here). Call with n.mu held.
+func (n *notifier) state(sub *storage.Subscription) *subState {
+	k := subKey{sub.AOR, sub.ID}
+	s := n.subs[k]
+	if s == nil {
+		s = &subState{sub: *sub}
+		n.subs[k] = s
+	}
+	return s
+}
+
+// want asks for a NOTIFY of s. Call with n.mu held.
+func (n *notifier) want(s *subState, full bool, at time.Time) {
+	if full {
+		s.full = true
+	}
+	if s.since.IsZero() || at.Before(s.since) {
+		s.since = at
+	}
+	s.dirty = true
+	if s.inflight || s.timer != nil {
+		return
+	}
+	wait := n.p.opts.MinNotifyInterval - time.Since(s.last)
+	if s.last.IsZero() || wait <= 0 {
+		n.start(s)
+		return
+	}
+	s.timer = time.AfterFunc(wait, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		s.timer = nil
+		if s.dirty && !s.inflight && n.subs[subKey{s.sub.AOR, s.sub.ID}] == s {
+			n.start(s)
+		}
+	})
+}
+
+// start sends s's next NOTIFY in its own goroutine. Call with n.mu held.
+func (n *notifier) start(s *subState) {
+	s.inflight = true
+	n.wg.Add(1)
+	go n.send(s)
+}
+
+// send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
+func (n *notifier) send(s *subState) {
+	defer n.wg.Done()
+	n.mu.Lock()
+	sub, reason, full, since := s.sub, s.reason, s.full, s.since
+	s.dirty, s.full, s.since = false, false, time.Time{}
+	now := time.Now()
+	cs := uint32(min(now.Sub(sub.CreatedAt)/(10*time.Millisecond)+1, 1<<31-1))
+	s.cseq = max(s.cseq+1, cs)
+	cseq := s.cseq
+	if sub.Event == EventWinfo {
+		s.version++
+	}
+	version := s.version
+	n.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
+	defer cancel()
+	ctype, body, err := n.p.body(ctx, &sub, version)
+	status := 0
+	skip := false
+	if err != nil {
+		n.p.log.Warn("notify: document not built", zap.String("aor", sub.AOR), zap.Error(err))
+	} else {
+		h := maphash.Bytes(n.seed, body)
+		n.mu.Lock()
+		skip = !full && reason == "" && s.sentBody && h == s.lastBody
+		n.mu.Unlock()
+		if !skip {
+			status, err = n.notify(ctx, &sub, cseq, reason, ctype, body)
+			n.mu.Lock()
+			s.lastBody, s.sentBody = h, true
+			n.mu.Unlock()
+		}
+	}
+	log := n.p.log
+	switch {
+	case skip:
+		if ce := log.Check(zap.DebugLevel, "notify skipped: document unchanged"); ce != nil {
+			ce.Write(zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher))
+		}
+	case n.ctx.Err() != nil:
+	case err != nil || status == 0:
+		n.p.metrics.notifies.WithLabelValues("error").Inc()
+		log.Info("notify not sent", zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher), zap.Error(err))
+	case status >= 200 && status < 300:
+		n.p.metrics.notifies.WithLabelValues("ok").Inc()
+		if ce := log.Check(zap.DebugLevel, "notify sent"); ce != nil {
+			ce.Write(zap.String("aor", sub.AOR), zap.String("event", sub.Event), zap.String("watcher", sub.Watcher),
+				zap.Uint32("cseq", cseq), zap.String("reason", reason))
+		}
+		if !since.IsZero() && sub.Event == EventPresence {
+			n.p.metrics.latency.Observe(time.Since(since).Seconds())
+		}
+	default:
+		n.p.metrics.notifies.WithLabelValues(strconv.Itoa(status / 100 * 100)).Inc()
+		log.Debug("notify refused", zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher), zap.Int("status", status))
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.inflight = false
+	if !skip {
+		s.last = time.Now()
+	}
+	k := subKey{sub.AOR, sub.ID}
+	if reason != "" {
+		if n.subs[k] == s {
+			delete(n.subs, k)
+		}
+		return
+	}
+	if terminates(status) {
+		delete(n.subs, k)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.p.dropped(sub, status)
+		}()
+		return
+	}
+	if s.dirty && n.subs[k] == s {
+		if s.reason != "" {
+			n.start(s)
+			return
+		}
+		s.dirty = false
+		n.want(s, false, s.since)
+	}
+}
+
+// terminates reports whether a NOTIFY's final status ends the subscription (RFC 6665
+// §4.1.2.3; RFC 5057 §5.1 lists the answers that end a dialog usage): no answer, no dialog,
+// or the watcher is gone.
+func terminates(status int) bool {
+	switch status {
+	case 404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 503, 604:
+		return true
+	}
+	return false
+}
+
+// notify builds and sends one NOTIFY.
+func (n *notifier) notify(ctx context.Context, sub *storage.Subscription, cseq uint32, reason, ctype string, body []byte) (int, error) {
+	req, err := n.p.request(sub, cseq, reason, ctype, body)
+	if err != nil {
+		return 0, err
+	}
+	return n.p.opts.Sender.SendInDialog(ctx, req, sub)
+}
+
+// close abandons the NOTIFYs under way and waits for their goroutines.
+func (n *notifier) close() {
+	n.stop()
+	n.wg.Wait()
+}
+
+// request builds a NOTIFY of sub: From the presentity with our tag, To the watcher with its
+// tag, the dialog's Call-ID, Event, Subscription-State, our Contact, and always a
+// Content-Length (a NOTIFY without one crashes baresip 1.0.0) with a Content-Type whenever
+// there is a body. The Request-URI and route set are the Sender's to set.
+func (p *Presence) request(sub *storage.Subscription, cseq uint32, reason, ctype string, body []byte) (*sip.Request, error) {
+	var target, watcher sip.Uri
+	if err := sip.ParseUri(sub.RemoteTarget, &target); err != nil {
+		return nil, err
+	}
+	if err := sip.ParseUri(sub.WatcherURI, &watcher); err != nil {
+		return nil, err
+	}
+	user, host := splitAOR(sub.AOR)
+	req := sip.NewRequest(sip.NOTIFY, target)
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host},
+		Params: sip.HeaderParams{{K: "tag", V: sub.ID}}})
+	req.AppendHeader(&sip.ToHeader{DisplayName: sub.WatcherName, Address: watcher,
+		Params: sip.HeaderParams{{K: "tag", V: sub.FromTag}}})
+	callID := sip.CallIDHeader(sub.CallID)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.NOTIFY})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.AppendHeader(sip.NewHeader("Event", sub.Event))
+	state := sub.State
+	if reason != "" {
+		state = storage.SubTerminated + ";reason=" + reason
+	} else {
+		left := int(time.Until(sub.ExpiresAt).Seconds())
+		state += ";expires=" + strconv.Itoa(max(left, 0))
+	}
+	req.AppendHeader(sip.NewHeader("Subscription-State", state))
+	req.AppendHeader(sip.NewHeader("Contact", "<"+p.opts.Contact(sub.Transport, sub.Source)+">"))
+	if len(body) > 0 {
+		ct := sip.ContentTypeHeader(ctype)
+		req.AppendHeader(&ct)
+	}
+	req.SetBody(body)
+	return req, nil
+}
+
+// dropped removes a subscription whose NOTIFY its watcher refused for good (or never
+// answered) and tells the presentity's winfo watchers.
+func (p *Presence) dropped(sub storage.Subscription, status int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := p.opts.Store.DeleteSubscription(ctx, sub.AOR, sub.ID, p.opts.Now())
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		p.log.Warn("subscription not removed", zap.String("aor", sub.AOR), zap.Error(err))
+		return
+	}
+	p.log.Info("subscription ended by its NOTIFY's answer", zap.String("aor", sub.AOR),
+		zap.String("watcher", sub.Watcher), zap.Int("status", status))
+	p.ended(&sub, "notify_failed", false)
+	if sub.Event == EventPresence {
+		p.changed(sub.AOR, storage.WatchersChanged, p.opts.Now())
+	}
+}
+
+func splitAOR(aor string) (user, host string) {
+	for i := len(aor) - 1; i >= 0; i-- {
+		if aor[i] == '@' {
+			return aor[:i], aor[i+1:]
+		}
+	}
+	return "", aor
+}

@@ -1,0 +1,392 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Event packages served (RFC 3856, RFC 3857) and their document types.
+const (
+	EventPresence = "presence"
+	EventWinfo    = "presence.winfo"
+
+	TypePIDF        = "application/pidf+xml"
+	TypeWatcherInfo = "application/watcherinfo+xml"
+
+	// allowEvents is the Allow-Events of 489 answers.
+	allowEvents = EventPresence + ", " + EventWinfo
+)
+
+// Watcher policies: what happens to a watcher the presentity has no rule for.
+const (
+	PolicyAllow      = "allow"       // every watcher is active at once
+	PolicySameDomain = "same-domain" // watchers of the presentity's domain are active, others pending
+	PolicyConfirm    = "confirm"     // every other watcher is pending until a rule decides
+)
+
+// Locator finds the live bindings of an AOR (the registrar): presence from registration.
+type Locator interface {
+	Lookup(ctx context.Context, aor string) ([]storage.Binding, error)
+}
+
+// Sender sends a request within a subscription's dialog (a NOTIFY) and returns the final
+// status: the watcher's answer, 408 when it never answered, 503 when no transport reached it.
+// The proxy implements it.
+type Sender interface {
+	SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error)
+}
+
+// Options configure the presence agent. Domains, Store, Locator, Sender and Contact are
+// required.
+type Options struct {
+	Domains []string
+	Store   Store
+	Locator Locator
+	Sender  Sender
+	// Contact returns our Contact URI for a dialog created over transport (udp, tcp, ...) by
+	// a request from remote (host:port): the remote target of the watcher's in-dialog
+	// requests.
+	Contact func(transport, remote string) string
+	// IsOurs reports whether a host (domain or address) is this server.
+	IsOurs func(host string) bool
+	// Known reports whether aor is a user of ours (credentials, or a recent registration); a
+	// SUBSCRIBE to a presentity that is not known, not registered and has no publication
+	// gets 404. Nil: every AOR of a local domain exists.
+	Known func(ctx context.Context, aor string) (bool, error)
+	// Authenticating reports whether digest authentication is on (credentials exist): then
+	// only the authenticated presentity may PUBLISH its state. Nil means it is off.
+	Authenticating func(ctx context.Context) (bool, error)
+	// Policy is PolicyAllow, PolicySameDomain (default) or PolicyConfirm.
+	Policy string
+	// Expiry limits of PUBLISH and SUBSCRIBE, seconds (defaults 60, 3600, 7200).
+	MinExpires, DefaultExpires, MaxExpires int
+	// MinNotifyInterval is the shortest time between two NOTIFYs of one subscription (RFC
+	// 6446 rate control): changes in between are coalesced and the last state is sent when
+	// the interval has passed. Default 200ms.
+	MinNotifyInterval time.Duration
+	// MaxBodySize bounds PUBLISH bodies (413 above). Default 64 KiB.
+	MaxBodySize int
+	// MaxSubscriptionsPerSource bounds the live subscriptions this node holds for one source
+	// IP address (503 above). Default 10000.
+	MaxSubscriptionsPerSource int
+	// NodeID names this node: it owns the subscriptions it accepts.
+	NodeID        string
+	SweepInterval time.Duration
+	Bus           storage.Bus
+	Log           *zap.Logger
+	Registerer    prometheus.Registerer
+	Now           func() time.Time
+}
+
+// Presence is the presence agent stage. Create it with New, put Plugin in the chain, and run
+// Run for the sweeps and the notifier.
+type Presence struct {
+	opts    Options
+	events  <-chan storage.Event
+	stopBus func()
+	domains map[string]bool
+	log     *zap.Logger
+	next    sipx.Handler
+	*shared
+}
+
+// shared is what the Plugin copies of a Presence share.
+type shared struct {
+	notifier *notifier
+	docs     *docCache
+	sources  *sourceCounts
+	metrics  *metrics
+}
+
+// New checks opts and returns a presence agent.
+func New(opts Options) (*Presence, error) {
+	if opts.Store == nil || opts.Locator == nil || opts.Sender == nil || opts.Contact == nil || opts.IsOurs == nil || len(opts.Domains) == 0 {
+		return nil, errors.New("presence: Domains, Store, Locator, Sender, Contact and IsOurs are required")
+	}
+	switch opts.Policy {
+	case "":
+		opts.Policy = PolicySameDomain
+	case PolicyAllow, PolicySameDomain, PolicyConfirm:
+	default:
+		return nil, fmt.Errorf("presence: policy %q: want allow, same-domain or confirm", opts.Policy)
+	}
+	if opts.MinExpires <= 0 {
+		opts.MinExpires = 60
+	}
+	if opts.DefaultExpires <= 0 {
+		opts.DefaultExpires = 3600
+	}
+	if opts.MaxExpires <= 0 {
+		opts.MaxExpires = 7200
+	}
+	if opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
+		return nil, fmt.Errorf("presence: expiry limits: want min %d <= default %d <= max %d",
+			opts.MinExpires, opts.DefaultExpires, opts.MaxExpires)
+	}
+	if opts.MinNotifyInterval < 0 {
+		opts.MinNotifyInterval = 0
+	} else if opts.MinNotifyInterval == 0 {
+		opts.MinNotifyInterval = 200 * time.Millisecond
+	}
+	if opts.MaxBodySize <= 0 {
+		opts.MaxBodySize = 64 << 10
+	}
+	if opts.MaxSubscriptionsPerSource <= 0 {
+		opts.MaxSubscriptionsPerSource = 10000
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	p := &Presence{opts: opts, domains: map[string]bool{}, log: opts.Log}
+	for _, d := range opts.Domains {
+		p.domains[strings.ToLower(d)] = true
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m}
+	p.notifier = newNotifier(p)
+	m.owner = p.notifier
+	if opts.Bus != nil {
+		// Subscribed now, not in Run: an event published between start-up and Run's first
+		// instant must not be lost.
+		p.events, p.stopBus = opts.Bus.Subscribe(16384)
+	}
+	return p, nil
+}
+
+// Plugin returns the presence agent as a chain stage.
+func (p *Presence) Plugin() sipx.Plugin {
+	return func(next sipx.Handler) sipx.Handler {
+		pp := *p
+		pp.next = next
+		return &pp
+	}
+}
+
+// Name implements sipx.Handler.
+func (p *Presence) Name() string { return "presence" }
+
+// ServeSIP handles PUBLISH and SUBSCRIBE addressed to a presentity of a local domain, and
+// in-dialog SUBSCRIBEs of the subscriptions it holds; everything else goes on.
+func (p *Presence) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	switch req.Method {
+	case sip.PUBLISH:
+		if p.ours(req) {
+			return p.publish(ctx, tx, req)
+		}
+	case sip.SUBSCRIBE:
+		if to := req.To(); to != nil && to.Params.Has("tag") {
+			if p.inDialogOurs(req) {
+				return p.resubscribe(ctx, tx, req)
+			}
+		} else if p.ours(req) {
+			return p.subscribe(ctx, tx, req)
+		}
+	}
+	return sipx.Next(ctx, p.next, tx, req)
+}
+
+// ours reports whether an out-of-dialog request is for a presentity of ours: its Request-URI
+// names a user of a local domain, and no Route sends it anywhere but here (a Route to us is
+// what clients pre-load; the sanity stage has checked the header syntax).
+func (p *Presence) ours(req *sip.Request) bool {
+	if req.Recipient.User == "" || !p.domains[strings.ToLower(req.Recipient.Host)] {
+		return false
+	}
+	return !p.routedElsewhere(req)
+}
+
+// inDialogOurs reports whether an in-dialog SUBSCRIBE is for a subscription of ours: its To
+// names a presentity of a local domain and its Request-URI is our Contact (the 200 gave it).
+func (p *Presence) inDialogOurs(req *sip.Request) bool {
+	to := req.To()
+	if !p.domains[strings.ToLower(to.Address.Host)] || p.routedElsewhere(req) {
+		return false
+	}
+	return p.isOurContact(&req.Recipient)
+}
+
+// isOurContact reports whether u names this server: one of our addresses (the Contact we
+// hand out) or one of our domains.
+func (p *Presence) isOurContact(u *sip.Uri) bool {
+	return p.domains[strings.ToLower(u.Host)] || p.opts.IsOurs(u.Host)
+}
+
+// routedElsewhere reports whether req carries a Route header naming a host that is not this
+// server (then the proxy routes it).
+func (p *Presence) routedElsewhere(req *sip.Request) bool {
+	for _, h := range sipx.Headers(req, "Route") {
+		r, ok := h.(*sip.RouteHeader)
+		if !ok || !p.isOurContact(&r.Address) {
+			return true
+		}
+	}
+	return false
+}
+
+// Run sweeps expired publications and subscriptions and reacts to events (registrations,
+// publications, rules, watchers) until ctx ends, then waits for the NOTIFYs under way.
+func (p *Presence) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if p.events != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer p.stopBus()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case ev, ok := <-p.events:
+					if !ok {
+						return
+					}
+					p.onEvent(ctx, ev)
+				}
+			}
+		}()
+	}
+	t := time.NewTicker(p.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			p.notifier.close()
+			return
+		case <-t.C:
+			p.sweep(ctx)
+		}
+	}
+}
+
+// sweepBatch bounds one sweep call; a backlog is taken batch after batch.
+const sweepBatch = 256
+
+func (p *Presence) sweep(ctx context.Context) {
+	now := p.opts.Now()
+	for {
+		pubs, err := p.opts.Store.ExpirePublications(ctx, now, sweepBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("publication sweep failed", zap.Error(err))
+			}
+			break
+		}
+		seen := map[string]bool{}
+		for _, e := range pubs {
+			p.metrics.publications.WithLabelValues("expired").Inc()
+			if !seen[e.AOR] {
+				seen[e.AOR] = true
+				p.changed(e.AOR, storage.PresenceChanged, now)
+			}
+		}
+		if len(pubs) < sweepBatch {
+			break
+		}
+	}
+	for {
+		subs, err := p.opts.Store.ExpireSubscriptions(ctx, now, sweepBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("subscription sweep failed", zap.Error(err))
+			}
+			break
+		}
+		seen := map[string]bool{}
+		for _, e := range subs {
+			s := e.Subscription
+			p.ended(&s, "timeout", true)
+			if s.Event == EventPresence && !seen[e.AOR] {
+				seen[e.AOR] = true
+				p.changed(e.AOR, storage.WatchersChanged, now)
+			}
+		}
+		if len(subs) < sweepBatch {
+			break
+		}
+	}
+}
+
+// changed announces a change of aor's state to every node (the bus), or handles it here
+// when there is no bus.
+func (p *Presence) changed(aor string, kind storage.EventKind, now time.Time) {
+	ev := storage.Event{Kind: kind, AOR: aor, At: now}
+	if p.opts.Bus != nil {
+		p.opts.Bus.Publish(ev)
+		return
+	}
+	p.onEvent(context.Background(), ev)
+}
+
+// onEvent reacts to one event: a presentity's document changed (a publication, or its
+// registrations when it publishes nothing), its rules changed, or its watchers changed.
+func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
+	switch ev.Kind {
+	case storage.BindingAdded, storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
+		p.docs.invalidate(ev.AOR)
+		p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At)
+	case storage.PresenceChanged:
+		p.docs.invalidate(ev.AOR)
+		p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At)
+	case storage.WatchersChanged:
+		p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At)
+	case storage.RulesChanged:
+		p.reauthorize(ctx, ev.AOR)
+	}
+}
+
+// expiry applies the expiry limits to a requested value: ok false means 423 (below the
+// minimum and not 0).
+func (p *Presence) expiry(req *sip.Request) (secs int, ok bool, err error) {
+	v, has, err := sipx.Expires(req)
+	if err != nil {
+		return 0, false, err
+	}
+	if !has {
+		return p.opts.DefaultExpires, true, nil
+	}
+	if v == 0 {
+		return 0, true, nil
+	}
+	if int64(v) < int64(p.opts.MinExpires) {
+		return 0, false, nil
+	}
+	return int(min(int64(v), int64(p.opts.MaxExpires))), true, nil
+}
+
+// eventPackage returns the event package of req's Event header (its value without
+// parameters, lower case), "" when there is none.
+func eventPackage(req *sip.Request) string {
+	h := req.GetHeader("Event")
+	if h == nil {
+		h = req.GetHeader("o")
+	}
+	if h == nil {
+		return ""
+	}
+	v, _, _ := strings.Cut(h.Value(), ";")
+	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// seconds truncates t to the whole second stores keep.
+func seconds(t time.Time) time.Time { return time.Unix(t.Unix(), 0).UTC() }

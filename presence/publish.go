@@ -1,0 +1,189 @@
+package presence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"mime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/pidf"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// publish handles PUBLISH for a presentity of ours (RFC 3903 §6, the steps in order):
+// Event (489), the publisher's right to publish (403), Expires (423, 400), SIP-If-Match
+// (412), the body (415, 413, 400), then the store, and 200 with SIP-ETag and Expires.
+//
+// A publication is replaced by its entity tag, never merged with itself by tuple id: linphone
+// draws a new tuple id for every PUBLISH of the same publication.
+func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	st := sipx.StateFrom(ctx)
+	aor := sipx.AOR(&req.Recipient)
+	if ev := eventPackage(req); ev != EventPresence {
+		return p.count("publish", "bad_event")(sipx.Respond(tx, req, 489, "",
+			sip.NewHeader("Allow-Events", EventPresence)))
+	}
+	if ok, err := p.mayPublish(ctx, st, req, aor); err != nil {
+		return sipx.RespondError(tx, req, err)
+	} else if !ok {
+		return p.count("publish", "forbidden")(sipx.Respond(tx, req, 403, "Only the presentity may publish"))
+	}
+	secs, ok, err := p.expiry(req)
+	if err != nil {
+		return sipx.Respond(tx, req, 400, "Malformed Expires")
+	}
+	if !ok {
+		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(p.opts.MinExpires)))
+	}
+	ifMatch := ""
+	if hs := req.GetHeaders("SIP-If-Match"); len(hs) > 1 {
+		return sipx.Respond(tx, req, 400, "More than one SIP-If-Match")
+	} else if len(hs) == 1 {
+		ifMatch = strings.TrimSpace(hs[0].Value())
+		if ifMatch == "" || !sipx.Sanitize(ifMatch) {
+			return sipx.Respond(tx, req, 400, "Malformed SIP-If-Match")
+		}
+	}
+	body := req.Body()
+	now := p.opts.Now()
+	op := storage.PublishOp{
+		Now:       seconds(now),
+		IfMatch:   ifMatch,
+		NewETag:   newETag(),
+		ExpiresAt: seconds(now).Add(time.Duration(secs) * time.Second),
+		Source:    st.Transport + ":" + st.Source,
+	}
+	kind := "initial"
+	switch {
+	case secs == 0:
+		if ifMatch == "" {
+			return sipx.Respond(tx, req, 400, "Expires 0 without SIP-If-Match")
+		}
+		op.Remove, kind = true, "remove"
+	case len(body) == 0:
+		if ifMatch == "" {
+			return sipx.Respond(tx, req, 400, "Initial PUBLISH without body")
+		}
+		kind = "refresh"
+	default:
+		if ifMatch != "" {
+			kind = "modify"
+		}
+		if status, reason, hdrs := p.checkDocument(st.Logger(), req, body); status != 0 {
+			return p.count("publish", "invalid")(sipx.Respond(tx, req, status, reason, hdrs...))
+		}
+		op.ContentType, op.Body = TypePIDF, body
+	}
+	if op.Remove || kind == "refresh" {
+		// A removal or refresh may carry a body (it is ignored, RFC 3903 §6 step 5 asks for
+		// none on a refresh): keep the stored document.
+		op.Body, op.ContentType = nil, ""
+	}
+	pub, err := p.opts.Store.Publish(ctx, aor, op)
+	if errors.Is(err, storage.ErrETagMismatch) {
+		return p.count("publish", "unknown_etag")(sipx.Respond(tx, req, 412, ""))
+	}
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	p.metrics.publications.WithLabelValues(kind).Inc()
+	if op.Remove {
+		status, err := sipx.Respond(tx, req, 200, "", sip.NewHeader("SIP-ETag", ifMatch),
+			sip.NewHeader("Expires", "0"))
+		p.changed(aor, storage.PresenceChanged, now)
+		return status, err
+	}
+	status, err := sipx.Respond(tx, req, 200, "", sip.NewHeader("SIP-ETag", pub.ETag),
+		sip.NewHeader("Expires", strconv.Itoa(secs)))
+	if kind != "refresh" {
+		p.changed(aor, storage.PresenceChanged, now)
+	}
+	return status, err
+}
+
+// mayPublish reports whether the sender of req may publish aor's state: with authentication
+// on, only aor itself, authenticated; without, a From naming aor (a foreign or mistaken
+// publisher still cannot overwrite someone's presence by accident).
+func (p *Presence) mayPublish(ctx context.Context, st *sipx.State, req *sip.Request, aor string) (bool, error) {
+	if st.AuthUser != "" {
+		return st.AuthUser == aor, nil
+	}
+	from := req.From()
+	if from == nil || sipx.AOR(&from.Address) != aor {
+		return false, nil
+	}
+	if p.opts.Authenticating == nil {
+		return true, nil
+	}
+	on, err := p.opts.Authenticating(ctx)
+	return !on, err
+}
+
+// checkDocument validates a PUBLISH body: its type (415 with Accept), size (413) and PIDF
+// (400 naming the fault, logged).
+func (p *Presence) checkDocument(log *zap.Logger, req *sip.Request, body []byte) (int, string, []sip.Header) {
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || !strings.EqualFold(mt, TypePIDF) {
+		return 415, "", []sip.Header{sip.NewHeader("Accept", TypePIDF)}
+	}
+	if h := req.GetHeader("Content-Encoding"); h != nil && strings.TrimSpace(h.Value()) != "" &&
+		!strings.EqualFold(strings.TrimSpace(h.Value()), "identity") {
+		return 415, "Unsupported Content-Encoding", []sip.Header{sip.NewHeader("Accept-Encoding", "identity")}
+	}
+	if len(body) > p.opts.MaxBodySize {
+		return 413, "", nil
+	}
+	if _, err := pidf.Parse(body); err != nil {
+		log.Info("invalid PIDF refused", zap.Error(err))
+		return 400, "Invalid PIDF: " + reasonText(err.Error()), nil
+	}
+	return 0, "", nil
+}
+
+// reasonText makes an error message safe and short enough for a reason phrase.
+func reasonText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	return s
+}
+
+// newETag draws an entity tag: 96 random bits, URL-safe.
+func newETag() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// newTag draws a dialog tag for a subscription (its ID): 64 random bits.
+func newTag() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// count returns a function that counts a request's outcome and passes its result through.
+func (p *Presence) count(method, outcome string) func(int, error) (int, error) {
+	return func(status int, err error) (int, error) {
+		p.metrics.requests.WithLabelValues(method, outcome).Inc()
+		return status, err
+	}
+}

@@ -1,0 +1,364 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"mime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/storage"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// subscribe handles an initial SUBSCRIBE to a presentity of ours (RFC 6665 §4.2.1, RFC 3856
+// §6): the event package (489), the presentity (404), Expires (423), Accept (406),
+// authorization (403 for a blocked watcher, and winfo only for the presentity itself), then
+// the dialog is stored, the 200 sent with our To tag, Contact and Expires, and the first
+// NOTIFY follows at once (after the 200: JsSIP drops a NOTIFY that arrives before its
+// dialog exists). Expires 0 is a fetch: 200, then one NOTIFY with the state and
+// Subscription-State terminated.
+func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	st := sipx.StateFrom(ctx)
+	aor := sipx.AOR(&req.Recipient)
+	event := eventPackage(req)
+	if event != EventPresence && event != EventWinfo {
+		return p.count("subscribe", "bad_event")(sipx.Respond(tx, req, 489, "",
+			sip.NewHeader("Allow-Events", allowEvents)))
+	}
+	secs, ok, err := p.expiry(req)
+	if err != nil {
+		return sipx.Respond(tx, req, 400, "Malformed Expires")
+	}
+	if !ok {
+		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(p.opts.MinExpires)))
+	}
+	docType := TypePIDF
+	if event == EventWinfo {
+		docType = TypeWatcherInfo
+	}
+	if !accepts(req, docType) {
+		return p.count("subscribe", "not_acceptable")(sipx.Respond(tx, req, 406, "", sip.NewHeader("Accept", docType)))
+	}
+	contact, ok := remoteTarget(req)
+	if !ok {
+		return sipx.Respond(tx, req, 400, "Missing or Malformed Contact")
+	}
+	from := req.From()
+	watcher := sipx.AOR(&from.Address)
+	if st.AuthUser != "" {
+		watcher = st.AuthUser
+	}
+	if exists, err := p.exists(ctx, aor); err != nil {
+		return sipx.RespondError(tx, req, err)
+	} else if !exists {
+		return p.count("subscribe", "not_found")(sipx.Respond(tx, req, 404, ""))
+	}
+	state := storage.SubActive
+	if event == EventWinfo {
+		// Watcher information is the presentity's own business (RFC 3857 §5.1).
+		if watcher != aor || !p.selfProven(ctx, st) {
+			return p.count("subscribe", "forbidden")(sipx.Respond(tx, req, 403, "Only the presentity may watch its watchers"))
+		}
+	} else {
+		rule, err := p.decide(ctx, aor, watcher)
+		if err != nil {
+			return sipx.RespondError(tx, req, err)
+		}
+		switch rule {
+		case storage.RuleBlock:
+			return p.count("subscribe", "blocked")(sipx.Respond(tx, req, 403, ""))
+		case storage.RulePending:
+			state = storage.SubPending
+		}
+	}
+	ip := st.SourceIP()
+	if secs > 0 && !p.sources.take(ip, p.opts.MaxSubscriptionsPerSource) {
+		st.Logger().Warn("subscriptions per source limit reached", zap.String("source_ip", ip))
+		return p.count("subscribe", "limited")(sipx.Respond(tx, req, 503, "Too Many Subscriptions",
+			sip.NewHeader("Retry-After", "60")))
+	}
+	now := p.opts.Now()
+	sub := storage.Subscription{
+		ID:           newTag(),
+		AOR:          aor,
+		Event:        event,
+		Watcher:      watcher,
+		WatcherURI:   from.Address.String(),
+		WatcherName:  sanitizeName(from.DisplayName),
+		CallID:       req.CallID().Value(),
+		FromTag:      tagOf(from.Params),
+		Accept:       []string{docType},
+		RouteSet:     recordRoutes(req),
+		RemoteTarget: contact,
+		RemoteCSeq:   req.CSeq().SeqNo,
+		Transport:    st.Transport,
+		Source:       st.Source,
+		State:        state,
+		ExpiresAt:    seconds(now).Add(time.Duration(secs) * time.Second),
+		CreatedAt:    seconds(now),
+		Node:         p.opts.NodeID,
+	}
+	if secs > 0 {
+		if err := p.opts.Store.PutSubscription(ctx, sub, 0); err != nil {
+			p.sources.release(ip)
+			return sipx.RespondError(tx, req, err)
+		}
+	}
+	status, err := p.respondSubscribe(tx, req, &sub, secs)
+	if status != 200 {
+		return status, err
+	}
+	p.metrics.requests.WithLabelValues("subscribe", "accepted_"+state).Inc()
+	if secs == 0 {
+		p.notifier.final(&sub, "timeout", now)
+		return status, err
+	}
+	p.notifier.track(&sub, now)
+	if event == EventPresence {
+		p.changed(aor, storage.WatchersChanged, now)
+	}
+	return status, err
+}
+
+// resubscribe handles a SUBSCRIBE within one of our subscription dialogs: a refresh (200 and
+// a NOTIFY with the full state, RFC 6665 §4.2.1.4) or, with Expires 0, the end of the
+// subscription (200 and a final NOTIFY terminated). A dialog we do not hold gets 481; a CSeq
+// not above the last one 500 (RFC 3261 §12.2.2).
+func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+	to := req.To()
+	aor := sipx.AOR(&to.Address)
+	id := tagOf(to.Params)
+	now := p.opts.Now()
+	sub, err := p.opts.Store.Subscription(ctx, aor, id, now)
+	if errors.Is(err, storage.ErrNotFound) {
+		return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
+	}
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	if sub.CallID != req.CallID().Value() || sub.FromTag != tagOf(req.From().Params) {
+		return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
+	}
+	if ev := eventPackage(req); ev != sub.Event {
+		return p.count("resubscribe", "bad_event")(sipx.Respond(tx, req, 489, "",
+			sip.NewHeader("Allow-Events", allowEvents)))
+	}
+	cseq := req.CSeq().SeqNo
+	if cseq <= sub.RemoteCSeq {
+		return sipx.Respond(tx, req, 500, "CSeq Out of Order")
+	}
+	secs, ok, err := p.expiry(req)
+	if err != nil {
+		return sipx.Respond(tx, req, 400, "Malformed Expires")
+	}
+	if !ok {
+		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(p.opts.MinExpires)))
+	}
+	if secs == 0 {
+		old, err := p.opts.Store.DeleteSubscription(ctx, aor, id, now)
+		if errors.Is(err, storage.ErrNotFound) {
+			return sipx.Respond(tx, req, 481, "")
+		}
+		if err != nil {
+			return sipx.RespondError(tx, req, err)
+		}
+		old.RemoteCSeq = cseq
+		status, err := p.respondSubscribe(tx, req, &old, 0)
+		p.metrics.requests.WithLabelValues("resubscribe", "unsubscribed").Inc()
+		p.ended(&old, "timeout", true)
+		if old.Event == EventPresence {
+			p.changed(aor, storage.WatchersChanged, now)
+		}
+		return status, err
+	}
+	sub.RemoteCSeq = cseq
+	sub.ExpiresAt = seconds(now).Add(time.Duration(secs) * time.Second)
+	if c, ok := remoteTarget(req); ok {
+		sub.RemoteTarget = c // a target refresh (RFC 6665 §4.1.2.1)
+	}
+	if err := p.opts.Store.PutSubscription(ctx, sub, cseq); errors.Is(err, storage.ErrStale) {
+		return sipx.Respond(tx, req, 500, "CSeq Out of Order")
+	} else if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	status, err := p.respondSubscribe(tx, req, &sub, secs)
+	if status == 200 {
+		p.metrics.requests.WithLabelValues("resubscribe", "refreshed").Inc()
+		p.notifier.refresh(&sub, now)
+	}
+	return status, err
+}
+
+// respondSubscribe sends the 200 of a SUBSCRIBE: our tag in To (the subscription's ID),
+// Contact (JsSIP ends a subscription whose 2xx has none) and the granted Expires.
+func (p *Presence) respondSubscribe(tx sip.ServerTransaction, req *sip.Request, sub *storage.Subscription, secs int) (int, error) {
+	res := sipx.NewResponse(req, 200, "", sip.NewHeader("Expires", strconv.Itoa(secs)))
+	if to := res.To(); to != nil {
+		to.Params.Add("tag", sub.ID)
+	}
+	res.AppendHeader(sip.NewHeader("Contact", "<"+p.opts.Contact(sub.Transport, sub.Source)+">"))
+	return sipx.RespondWith(tx, res)
+}
+
+// ended forgets a subscription that was removed from the store (un-SUBSCRIBE, expiry,
+// a failed NOTIFY, a rule) and sends its final NOTIFY when wanted.
+func (p *Presence) ended(sub *storage.Subscription, reason string, notify bool) {
+	p.sources.release(hostOf(sub.Source))
+	p.metrics.ended.WithLabelValues(reason).Inc()
+	if notify {
+		p.notifier.final(sub, reason, p.opts.Now())
+	} else {
+		p.notifier.forget(sub.AOR, sub.ID)
+	}
+}
+
+// exists reports whether aor is a presentity someone may subscribe to: a known user, a
+// registered one, or one with a live publication.
+func (p *Presence) exists(ctx context.Context, aor string) (bool, error) {
+	if p.opts.Known == nil {
+		return true, nil
+	}
+	if ok, err := p.opts.Known(ctx, aor); err != nil || ok {
+		return ok, err
+	}
+	if bs, err := p.opts.Locator.Lookup(ctx, aor); err != nil || len(bs) > 0 {
+		return len(bs) > 0, err
+	}
+	pubs, err := p.opts.Store.Publications(ctx, aor, p.opts.Now())
+	return len(pubs) > 0, err
+}
+
+// selfProven reports whether the sender of a request proved it is its From: authenticated,
+// or authentication is off.
+func (p *Presence) selfProven(ctx context.Context, st *sipx.State) bool {
+	if st.AuthUser != "" || p.opts.Authenticating == nil {
+		return true
+	}
+	on, err := p.opts.Authenticating(ctx)
+	return err == nil && !on
+}
+
+// accepts reports whether req's Accept headers allow docType: no Accept means the package's
+// default type (RFC 6665 §4.2.1, RFC 3856 §6.7 — neither baresip nor linphone sends one).
+func accepts(req *sip.Request, docType string) bool {
+	types := sipx.Tokens(req, "Accept")
+	if len(types) == 0 {
+		return true
+	}
+	major, _, _ := strings.Cut(docType, "/")
+	for _, t := range types {
+		mt, _, err := mime.ParseMediaType(t)
+		if err != nil {
+			continue
+		}
+		if mt == docType || mt == "*/*" || mt == major+"/*" {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteTarget returns the URI of req's Contact (one, a SIP URI).
+func remoteTarget(req *sip.Request) (string, bool) {
+	c := req.Contact()
+	if c == nil || !sipx.IsSIPScheme(c.Address.Scheme) || !sipx.ValidHost(c.Address.Host) {
+		return "", false
+	}
+	s := c.Address.String()
+	return s, sipx.Sanitize(s)
+}
+
+// recordRoutes returns req's Record-Route values in order: the route set of the dialog as
+// the notifier (UAS) sees it (RFC 3261 §12.1.1).
+func recordRoutes(req *sip.Request) []string {
+	var out []string
+	for _, h := range sipx.Headers(req, "Record-Route") {
+		for _, v := range splitAddresses(h.Value()) {
+			if sipx.Sanitize(v) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// splitAddresses splits a header value holding comma-separated name-addrs, ignoring commas
+// inside <> and quotes.
+func splitAddresses(v string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"' && (i == 0 || v[i-1] != '\\'):
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			depth++
+		case c == '>':
+			depth--
+		case c == ',' && depth == 0:
+			if s := strings.TrimSpace(v[start:i]); s != "" {
+				out = append(out, s)
+			}
+			start = i + 1
+		}
+	}
+	if s := strings.TrimSpace(v[start:]); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+func tagOf(params sip.HeaderParams) string {
+	t, _ := params.Get("tag")
+	return t
+}
+
+// sanitizeName keeps a display name fit for an XML attribute and a header.
+func sanitizeName(s string) string {
+	s = strings.Trim(s, "\"")
+	if !sipx.Sanitize(s) || len(s) > 128 {
+		return ""
+	}
+	return s
+}
+
+func hostOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
+}
+
+// sourceCounts counts the live subscriptions this node accepted per source IP, so one source
+// cannot fill the store with subscriptions.
+type sourceCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *sourceCounts) take(ip string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip] >= limit {
+		return false
+	}
+	c.n[ip]++
+	return true
+}
+
+func (c *sourceCounts) release(ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip] <= 1 {
+		delete(c.n, ip)
+		return
+	}
+	c.n[ip]--
+}
