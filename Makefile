@@ -4,9 +4,9 @@ GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin/simpled
 # Debian packages the tests use: a real Redis, sipp and baresip.
-TEST_DEBS := redis-server sip-tester baresip
+TEST_DEBS := redis-server sip-tester baresip linphone-cli
 # Fuzz targets: package:Target
-FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip
+FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo
 
 .PHONY: all build run test vet unit fuzz deps bench bench-register bench-message clean
 
@@ -41,6 +41,7 @@ deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
+	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing:$$missing"; \
@@ -52,7 +53,7 @@ deps:
 	fi
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./cpim/... ./proxy/... ./internal/server/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./cpim/... ./pidf/... ./proxy/... ./internal/server/...
 
 # SIP loads: simpled (memory, Redis) against Kamailio, interleaved (see bench/README.md).
 bench-register:

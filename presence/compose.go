@@ -30,6 +30,7 @@ type cached struct {
 	gen      uint64
 	doc      []byte
 	hasDoc   bool
+	building chan struct{} // closed when the composition under way ends
 	rules    map[string]string
 	hasRules bool
 }
@@ -69,28 +70,42 @@ func (c *docCache) invalidateRules(aor string) {
 	e.rules, e.hasRules = nil, false
 }
 
-// document returns aor's composed PIDF document.
+// document returns aor's composed PIDF document. When a change reaches a thousand
+// watchers at once, one of them composes and the others wait for its result.
 func (p *Presence) document(ctx context.Context, aor string) ([]byte, error) {
-	p.docs.mu.Lock()
-	e := p.docs.entry(aor)
-	if e.hasDoc {
-		doc := e.doc
+	for {
+		p.docs.mu.Lock()
+		e := p.docs.entry(aor)
+		if e.hasDoc {
+			doc := e.doc
+			p.docs.mu.Unlock()
+			return doc, nil
+		}
+		if wait := e.building; wait != nil {
+			p.docs.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		gen, done := e.gen, make(chan struct{})
+		e.building = done
 		p.docs.mu.Unlock()
-		return doc, nil
-	}
-	gen := e.gen
-	p.docs.mu.Unlock()
 
-	doc, err := p.compose(ctx, aor)
-	if err != nil {
-		return nil, err
+		doc, err := p.compose(ctx, aor)
+		p.docs.mu.Lock()
+		if e := p.docs.entry(aor); e.building == done {
+			e.building = nil
+			if err == nil && e.gen == gen {
+				e.doc, e.hasDoc = doc, true
+			}
+		}
+		p.docs.mu.Unlock()
+		close(done)
+		return doc, err
 	}
-	p.docs.mu.Lock()
-	if e := p.docs.entry(aor); e.gen == gen {
-		e.doc, e.hasDoc = doc, true
-	}
-	p.docs.mu.Unlock()
-	return doc, nil
 }
 
 // compose builds aor's document from the store.

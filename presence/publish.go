@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"mime"
 	"strconv"
 	"strings"
@@ -166,11 +167,15 @@ func reasonText(s string) string {
 	return s
 }
 
-// newETag draws an entity tag: 96 random bits, URL-safe.
+// newETag draws an entity tag: the time in nanoseconds as 16 hex digits, then 72 random
+// bits. Stores keep UpdatedAt in whole seconds and order publications of the same second by
+// entity tag, so the time prefix makes that order the order of the PUBLISHes: of two
+// publications a second apart or less (baresip's duplicate initial PUBLISH), the later one
+// still wins composition.
 func newETag() string {
-	var b [12]byte
+	var b [9]byte
 	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	return fmt.Sprintf("%016x", uint64(time.Now().UnixNano())) + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // newTag draws a dialog tag for a subscription (its ID): 64 random bits.

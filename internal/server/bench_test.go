@@ -181,3 +181,137 @@ func answerMessages(c net.PacketConn) {
 		_, _ = c.WriteTo([]byte(b.String()), from)
 	}
 }
+
+// BenchmarkNotifyFanout measures the NOTIFY fan-out of one presentity with 1,000 watchers:
+// each op is one PUBLISH (a modification) and the 1,000 NOTIFYs it causes, each answered 200
+// by the watchers (ten UDP sockets of 100 subscriptions). notifies/s is the figure to watch.
+func BenchmarkNotifyFanout(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { benchNotifyFanout(b, "memory") })
+	b.Run("redis", func(b *testing.B) {
+		rs := redistest.Start(b)
+		benchNotifyFanout(b, rs.URL())
+	})
+}
+
+func benchNotifyFanout(b *testing.B, store string) {
+	const watchers, sockets = 1000, 10
+	srv := startServer(b, func(o *config.Options) {
+		o.Listen = []string{"udp://127.0.0.1:0"}
+		o.HTTP = ""
+		o.Store = store
+		o.Presence.MinNotifyInterval = time.Millisecond
+	})
+	server := mustUDPAddr(b, srv.Listener("udp"))
+	var notified atomic.Int64
+	for s := range sockets {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = c.(*net.UDPConn).SetReadBuffer(4 << 20)
+		b.Cleanup(func() { c.Close() })
+		go answerNotifies(c, &notified)
+		local := c.LocalAddr().String()
+		for i := range watchers / sockets {
+			id := strconv.Itoa(s*1000 + i)
+			msg := fmt.Sprintf("SUBSCRIBE sip:boss@example.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKfan%s\r\n"+
+				"Max-Forwards: 70\r\nFrom: <sip:w%s@example.test>;tag=f%s\r\nTo: <sip:boss@example.test>\r\n"+
+				"Call-ID: fan-%s\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w%s@%s>\r\nEvent: presence\r\nExpires: 3600\r\n"+
+				"Content-Length: 0\r\n\r\n", local, id, id, id, id, id, local)
+			if i == 0 && s == 0 {
+				// The presentity must exist: it publishes first.
+				publishFanout(b, srv, "", 0)
+			}
+			if _, err := c.WriteTo([]byte(msg), server); err != nil {
+				b.Fatal(err)
+			}
+			if i%50 == 49 {
+				time.Sleep(5 * time.Millisecond) // do not overrun the socket buffers
+			}
+		}
+	}
+	waitNotified := func(want int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for notified.Load() < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d NOTIFYs answered, want %d", notified.Load(), want)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	waitNotified(watchers)
+	etag := publishFanout(b, srv, "", 1)
+	waitNotified(2 * watchers)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		etag = publishFanout(b, srv, etag, i+2)
+		waitNotified(int64(watchers * (i + 3)))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
+}
+
+// publishFanout publishes boss's presence (a new publication without etag, else a
+// modification) with a note that differs per step, and returns the new entity tag.
+func publishFanout(b *testing.B, srv *Server, etag string, step int) string {
+	c, err := net.Dial("udp", srv.Listener("udp"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	body := `<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:boss@example.test">` +
+		`<tuple id="t1"><status><basic>open</basic></status><note>step ` + strconv.Itoa(step) + `</note></tuple></presence>`
+	ifMatch := ""
+	if etag != "" {
+		ifMatch = "SIP-If-Match: " + etag + "\r\n"
+	}
+	msg := fmt.Sprintf("PUBLISH sip:boss@example.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKpub%d\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:boss@example.test>;tag=p%d\r\nTo: <sip:boss@example.test>\r\n"+
+		"Call-ID: fanpub-%d\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n%s"+
+		"Content-Type: application/pidf+xml\r\nContent-Length: %d\r\n\r\n%s",
+		c.LocalAddr(), step, step, step, ifMatch, len(body), body)
+	if _, err := c.Write([]byte(msg)); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil || !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 200 ")) {
+		b.Fatalf("PUBLISH answer %q: %v", buf[:min(n, 60)], err)
+	}
+	for _, line := range strings.Split(string(buf[:n]), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "SIP-ETag: "); ok {
+			return v
+		}
+	}
+	b.Fatal("PUBLISH 200 without SIP-ETag")
+	return ""
+}
+
+// answerNotifies answers every NOTIFY read on c with 200 and counts them, until c is closed.
+func answerNotifies(c net.PacketConn, count *atomic.Int64) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if !bytes.HasPrefix(buf[:n], []byte("NOTIFY ")) {
+			continue
+		}
+		head, _, _ := strings.Cut(string(buf[:n]), "\r\n\r\n")
+		var res strings.Builder
+		res.WriteString("SIP/2.0 200 OK\r\n")
+		for _, line := range strings.Split(head, "\r\n")[1:] {
+			name, _, _ := strings.Cut(line, ":")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "via", "from", "to", "call-id", "cseq":
+				res.WriteString(line + "\r\n")
+			}
+		}
+		res.WriteString("Content-Length: 0\r\n\r\n")
+		_, _ = c.WriteTo([]byte(res.String()), from)
+		count.Add(1)
+	}
+}
