@@ -32,7 +32,10 @@ type notifier struct {
 	stop context.CancelFunc
 	mu   sync.Mutex
 	subs map[subKey]*subState
-	wg   sync.WaitGroup
+	// winfo counts, per presentity, the presence.winfo subscriptions in subs: a change of
+	// watchers is looked up in the store only for presentities that watch their watchers.
+	winfo map[string]int
+	wg    sync.WaitGroup
 	seed maphash.Seed
 }
 
@@ -56,7 +59,8 @@ type subState struct {
 
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
-	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{}, seed: maphash.MakeSeed()}
+	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{},
+		winfo: map[string]int{}, seed: maphash.MakeSeed()}
 }
 
 // notifyTimeout bounds one NOTIFY transaction (Timer F is 32 s).
@@ -103,10 +107,7 @@ func (n *notifier) forget(aor, id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if s := n.subs[subKey{aor, id}]; s != nil {
-		if s.timer != nil {
-			s.timer.Stop()
-		}
-		delete(n.subs, subKey{aor, id})
+		n.remove(subKey{aor, id}, s)
 	}
 }
 
@@ -124,7 +125,13 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	defer n.mu.Unlock()
 	for i := range subs {
 		sub := &subs[i]
-		if sub.Event != event || (sub.Node != "" && sub.Node != n.p.opts.NodeID) {
+		if sub.Node != "" && sub.Node != n.p.opts.NodeID {
+			continue
+		}
+		if sub.Event != event {
+			if sub.Event == EventWinfo {
+				n.state(sub) // remembered, so its presentity's watcher changes reach it
+			}
 			continue
 		}
 		s := n.state(sub)
@@ -144,8 +151,37 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 	if s == nil {
 		s = &subState{sub: *sub}
 		n.subs[k] = s
+		if sub.Event == EventWinfo {
+			n.winfo[sub.AOR]++
+		}
 	}
 	return s
+}
+
+// remove drops s from the notifier's memory. Call with n.mu held.
+func (n *notifier) remove(k subKey, s *subState) {
+	if n.subs[k] != s {
+		return
+	}
+	delete(n.subs, k)
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if s.sub.Event == EventWinfo {
+		if n.winfo[k.aor]--; n.winfo[k.aor] <= 0 {
+			delete(n.winfo, k.aor)
+		}
+	}
+}
+
+// watchesWinfo reports whether aor has a presence.winfo subscription this node knows of.
+// After a restart, one is known again once it is refreshed or listed with the presentity's
+// other subscriptions (any change of its presence).
+func (n *notifier) watchesWinfo(aor string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.winfo[aor] > 0
 }
 
 // want asks for a NOTIFY of s. Call with n.mu held.
@@ -249,13 +285,11 @@ func (n *notifier) send(s *subState) {
 	}
 	k := subKey{sub.AOR, sub.ID}
 	if reason != "" {
-		if n.subs[k] == s {
-			delete(n.subs, k)
-		}
+		n.remove(k, s)
 		return
 	}
 	if terminates(status) {
-		delete(n.subs, k)
+		n.remove(k, s)
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"time"
@@ -248,10 +249,31 @@ func (p *Presence) routedElsewhere(req *sip.Request) bool {
 func (p *Presence) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	if p.events != nil {
+		// Events are handled by eventWorkers goroutines, each owning the AORs that hash to
+		// it: one AOR's events stay in order while a store round trip for one presentity
+		// does not hold up the others.
+		queues := make([]chan storage.Event, eventWorkers)
+		for i := range queues {
+			queues[i] = make(chan storage.Event, 1024)
+			wg.Add(1)
+			go func(q <-chan storage.Event) {
+				defer wg.Done()
+				for ev := range q {
+					if ctx.Err() == nil {
+						p.onEvent(ctx, ev)
+					}
+				}
+			}(queues[i])
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer p.stopBus()
+			defer func() {
+				for _, q := range queues {
+					close(q)
+				}
+			}()
 			for {
 				select {
 				case <-ctx.Done():
@@ -260,7 +282,11 @@ func (p *Presence) Run(ctx context.Context) {
 					if !ok {
 						return
 					}
-					p.onEvent(ctx, ev)
+					select {
+					case queues[maphash.String(p.notifier.seed, ev.AOR)%eventWorkers] <- ev:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		}()
@@ -278,6 +304,9 @@ func (p *Presence) Run(ctx context.Context) {
 		}
 	}
 }
+
+// eventWorkers is how many goroutines handle presence events.
+const eventWorkers = 16
 
 // sweepBatch bounds one sweep call; a backlog is taken batch after batch.
 const sweepBatch = 256
@@ -349,7 +378,9 @@ func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 		p.docs.invalidate(ev.AOR)
 		p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At)
 	case storage.WatchersChanged:
-		p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At)
+		if p.notifier.watchesWinfo(ev.AOR) {
+			p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At)
+		}
 	case storage.RulesChanged:
 		p.reauthorize(ctx, ev.AOR)
 	}

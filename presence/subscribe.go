@@ -218,20 +218,20 @@ func (p *Presence) ended(sub *storage.Subscription, reason string, notify bool) 
 	}
 }
 
-// exists reports whether aor is a presentity someone may subscribe to: a known user, a
-// registered one, or one with a live publication.
+// exists reports whether aor is a presentity someone may subscribe to: a registered user,
+// one with a live publication, or a known one (credentials, or a recent registration). The
+// cheapest answers are asked first: bindings are the registrar's batched, cached read.
 func (p *Presence) exists(ctx context.Context, aor string) (bool, error) {
 	if p.opts.Known == nil {
 		return true, nil
 	}
-	if ok, err := p.opts.Known(ctx, aor); err != nil || ok {
-		return ok, err
-	}
 	if bs, err := p.opts.Locator.Lookup(ctx, aor); err != nil || len(bs) > 0 {
 		return len(bs) > 0, err
 	}
-	pubs, err := p.opts.Store.Publications(ctx, aor, p.opts.Now())
-	return len(pubs) > 0, err
+	if pubs, err := p.opts.Store.Publications(ctx, aor, p.opts.Now()); err != nil || len(pubs) > 0 {
+		return len(pubs) > 0, err
+	}
+	return p.opts.Known(ctx, aor)
 }
 
 // selfProven reports whether the sender of a request proved it is its From: authenticated,
