@@ -36,7 +36,7 @@ type notifier struct {
 	// watchers is looked up in the store only for presentities that watch their watchers.
 	winfo map[string]int
 	wg    sync.WaitGroup
-	seed maphash.Seed
+	seed  maphash.Seed
 }
 
 type subKey struct{ aor, id string }

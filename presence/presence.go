@@ -408,10 +408,7 @@ func (p *Presence) expiry(req *sip.Request) (secs int, ok bool, err error) {
 // eventPackage returns the event package of req's Event header (its value without
 // parameters, lower case), "" when there is none.
 func eventPackage(req *sip.Request) string {
-	h := req.GetHeader("Event")
-	if h == nil {
-		h = req.GetHeader("o")
-	}
+	h := sipx.Header(req, "Event")
 	if h == nil {
 		return ""
 	}

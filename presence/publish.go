@@ -45,7 +45,7 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(p.opts.MinExpires)))
 	}
 	ifMatch := ""
-	if hs := req.GetHeaders("SIP-If-Match"); len(hs) > 1 {
+	if hs := sipx.Headers(req, "SIP-If-Match"); len(hs) > 1 {
 		return sipx.Respond(tx, req, 400, "More than one SIP-If-Match")
 	} else if len(hs) == 1 {
 		ifMatch = strings.TrimSpace(hs[0].Value())
@@ -139,7 +139,7 @@ func (p *Presence) checkDocument(log *zap.Logger, req *sip.Request, body []byte)
 	if err != nil || !strings.EqualFold(mt, TypePIDF) {
 		return 415, "", []sip.Header{sip.NewHeader("Accept", TypePIDF)}
 	}
-	if h := req.GetHeader("Content-Encoding"); h != nil && strings.TrimSpace(h.Value()) != "" &&
+	if h := sipx.Header(req, "Content-Encoding"); h != nil && strings.TrimSpace(h.Value()) != "" &&
 		!strings.EqualFold(strings.TrimSpace(h.Value()), "identity") {
 		return 415, "Unsupported Content-Encoding", []sip.Header{sip.NewHeader("Accept-Encoding", "identity")}
 	}

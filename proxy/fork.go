@@ -420,7 +420,7 @@ func best(req *sip.Request, finals []*sip.Response, synthetic []int) *sip.Respon
 				continue
 			}
 			for _, name := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
-				for _, h := range r.GetHeaders(name) {
+				for _, h := range sipx.Headers(r, name) {
 					out.AppendHeader(sip.HeaderClone(h))
 				}
 			}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/simpled/simpled/internal/sipx"
+
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -213,7 +215,7 @@ func cancelRequest(inv *sip.Request) *sip.Request {
 	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
 	c.SipVersion = inv.SipVersion
 	c.AppendHeader(inv.Via().Clone())
-	for _, h := range inv.GetHeaders("Route") {
+	for _, h := range sipx.Headers(inv, "Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)

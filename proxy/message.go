@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/simpled/simpled/cpim"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -46,7 +47,7 @@ func (p *Proxy) checkMessage(req *sip.Request) (int, string, []sip.Header) {
 		return 415, "", []sip.Header{sip.NewHeader("Accept", p.acceptText)}
 	}
 	enc := ""
-	if h := req.GetHeader("Content-Encoding"); h != nil {
+	if h := sipx.Header(req, "Content-Encoding"); h != nil {
 		enc = strings.ToLower(strings.TrimSpace(h.Value()))
 	}
 	if !encodings[enc] {

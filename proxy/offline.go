@@ -137,12 +137,12 @@ func messageOf(req *sip.Request, now time.Time, maxAge time.Duration) storage.Me
 	if h := req.CSeq(); h != nil {
 		m.CSeq = h.SeqNo
 	}
-	if h := req.GetHeader("Date"); h != nil {
+	if h := sipx.Header(req, "Date"); h != nil {
 		m.Date = h.Value()
 	} else {
 		m.Date = now.Format(http.TimeFormat) // RFC 3261 §20.17: RFC 1123 in GMT
 	}
-	if h := req.GetHeader("Content-Encoding"); h != nil {
+	if h := sipx.Header(req, "Content-Encoding"); h != nil {
 		m.ContentEncoding = h.Value()
 	}
 	return m

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -76,7 +77,7 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool) {
 	if c := fwd.CallID(); c != nil {
 		callID = c.Value()
 	}
-	routes := fwd.GetHeaders("Route")
+	routes := sipx.Headers(fwd, "Route")
 	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
 		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
 			recorded = p.ourRecordRoute(&fwd.Recipient, callID)
@@ -112,7 +113,7 @@ func (p *Proxy) ourRecordRoute(u *sip.Uri, callID string) bool {
 
 // removeLastHeader removes the last header called name.
 func removeLastHeader(req *sip.Request, name string) {
-	hs := req.GetHeaders(name)
+	hs := sipx.Headers(req, name)
 	if len(hs) == 0 {
 		return
 	}
@@ -152,7 +153,7 @@ func loopHash(req *sip.Request) string {
 	if v := req.CSeq(); v != nil {
 		h.Write([]byte(strconv.FormatUint(uint64(v.SeqNo), 10)))
 	}
-	for _, pr := range req.GetHeaders("Proxy-Require") {
+	for _, pr := range sipx.Headers(req, "Proxy-Require") {
 		h.Write([]byte{0})
 		h.Write([]byte(pr.Value()))
 	}
@@ -163,7 +164,7 @@ func loopHash(req *sip.Request) string {
 // (§16.3 step 4).
 func (p *Proxy) looped(req *sip.Request) bool {
 	var hash string
-	for _, h := range req.GetHeaders("Via") {
+	for _, h := range sipx.Headers(req, "Via") {
 		via, ok := h.(*sip.ViaHeader)
 		if !ok {
 			continue

@@ -34,7 +34,7 @@ func (r *Registrar) parseContacts(req *sip.Request, now time.Time, callID string
 	if err != nil {
 		return nil, false, errBadRequest("Malformed Expires")
 	}
-	contacts := req.GetHeaders("Contact")
+	contacts := sipx.Headers(req, "Contact")
 	seen := make(map[string]bool, len(contacts))
 	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)

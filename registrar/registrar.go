@@ -153,7 +153,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	}
 	aor := sipx.AOR(&to.Address)
 	now := r.opts.Now().Truncate(time.Second)
-	if n := len(req.GetHeaders("Contact")); n > r.opts.MaxContacts {
+	if n := len(sipx.Headers(req, "Contact")); n > r.opts.MaxContacts {
 		// Thousands of contacts in one REGISTER: refuse before any work (and any store call).
 		return sipx.Respond(tx, req, 403, "Too Many Contacts")
 	}
@@ -184,7 +184,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 
 	path := pathOf(req)
 	ua := ""
-	if h := req.GetHeader("User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
+	if h := sipx.Header(req, "User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
 		ua = h.Value()
 		if len(ua) > 256 {
 			ua = ua[:256]
@@ -279,7 +279,7 @@ func (r *Registrar) observe(op string, t0 time.Time) {
 // pathOf returns the REGISTER's Path values in order (RFC 3327), one per route.
 func pathOf(req *sip.Request) []string {
 	var out []string
-	for _, h := range req.GetHeaders("Path") {
+	for _, h := range sipx.Headers(req, "Path") {
 		for _, v := range splitList(h.Value()) {
 			if sipx.Sanitize(v) {
 				out = append(out, v)

@@ -401,7 +401,7 @@ func missingOrMalformed(req *sip.Request, name string) string {
 // error is the first parse error met (the request then gets 400), else nil (a challenge).
 func pickCredentials(req *sip.Request, name, realm string) (*Credentials, error) {
 	var firstErr error
-	for _, h := range req.GetHeaders(name) {
+	for _, h := range sipx.Headers(req, name) {
 		c, err := ParseCredentials(h.Value())
 		if err != nil {
 			if !errors.Is(err, ErrNotDigest) && firstErr == nil {
@@ -424,7 +424,7 @@ func pickCredentials(req *sip.Request, name, realm string) (*Credentials, error)
 // and removes the first such header only, so every name header is removed and the ones kept
 // are appended again, in their order.
 func (a *Auth) removeCredentials(req *sip.Request, name string) {
-	hdrs := req.GetHeaders(name) // a fresh slice
+	hdrs := sipx.Headers(req, name) // a fresh slice
 	if len(hdrs) == 0 {
 		return
 	}

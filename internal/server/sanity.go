@@ -57,7 +57,7 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 		return s.reject(ctx, tx, req, 505, "")
 	}
 	for _, name := range mandatory {
-		if req.GetHeader(name) == nil {
+		if sipx.Header(req, name) == nil {
 			return s.reject(ctx, tx, req, 400, "Missing "+name)
 		}
 	}

@@ -10,32 +10,67 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// compactNames maps header names that have a compact form sipgo keeps as a plain header
-// (RFC 3261 §7.3.3 and extensions) to that form, so lookups find both spellings.
-var compactNames = map[string]string{
-	"supported":        "k",
-	"event":            "o",
-	"allow-events":     "u",
-	"subject":          "s",
-	"content-encoding": "e",
-	"accept-contact":   "a",
-	"reject-contact":   "j",
-	"session-expires":  "x",
+// compactNames lists header names that have a compact form sipgo keeps as a plain header
+// (RFC 3261 §7.3.3 and extensions) with that form, so lookups find both spellings.
+var compactNames = [...]struct{ full, compact string }{
+	{"Supported", "k"},
+	{"Event", "o"},
+	{"Allow-Events", "u"},
+	{"Subject", "s"},
+	{"Content-Encoding", "e"},
+	{"Accept-Contact", "a"},
+	{"Reject-Contact", "j"},
+	{"Session-Expires", "x"},
+}
+
+// Message is what the header look-ups need of a request or response.
+type Message interface {
+	Headers() []sip.Header
+}
+
+// compactOf returns the compact form of a header name, or "".
+func compactOf(name string) string {
+	for _, c := range compactNames {
+		if strings.EqualFold(c.full, name) {
+			return c.compact
+		}
+	}
+	return ""
 }
 
 // Headers returns every header of msg named name, in either its full or its compact form,
 // in order. name is case-insensitive.
-func Headers(msg sip.Message, name string) []sip.Header {
-	hs := msg.GetHeaders(name)
-	if c, ok := compactNames[strings.ToLower(name)]; ok {
-		hs = append(hs, msg.GetHeaders(c)...)
+//
+// Use it (and Header) instead of sipgo's GetHeaders and GetHeader: those lower-case the name
+// of every header of the message on every call, an allocation per header whose name is not
+// one of the dozen sipgo knows (Event, Expires, User-Agent, SIP-If-Match...), which
+// profiles of PUBLISH showed as a tenth of the CPU.
+func Headers(msg Message, name string) []sip.Header {
+	compact := compactOf(name)
+	var out []sip.Header
+	for _, h := range msg.Headers() {
+		if n := h.Name(); strings.EqualFold(n, name) || compact != "" && strings.EqualFold(n, compact) {
+			out = append(out, h)
+		}
 	}
-	return hs
+	return out
+}
+
+// Header returns the first header of msg named name (full or compact form, case-insensitive),
+// or nil.
+func Header(msg Message, name string) sip.Header {
+	compact := compactOf(name)
+	for _, h := range msg.Headers() {
+		if n := h.Name(); strings.EqualFold(n, name) || compact != "" && strings.EqualFold(n, compact) {
+			return h
+		}
+	}
+	return nil
 }
 
 // Tokens returns the comma-separated values of every header named name (e.g. Supported,
 // Require, Allow), trimmed, empty values skipped.
-func Tokens(msg sip.Message, name string) []string {
+func Tokens(msg Message, name string) []string {
 	var out []string
 	for _, h := range Headers(msg, name) {
 		for _, v := range strings.Split(h.Value(), ",") {
@@ -48,7 +83,7 @@ func Tokens(msg sip.Message, name string) []string {
 }
 
 // HasToken reports whether a header named name lists token (case-insensitive).
-func HasToken(msg sip.Message, name, token string) bool {
+func HasToken(msg Message, name, token string) bool {
 	for _, t := range Tokens(msg, name) {
 		if strings.EqualFold(t, token) {
 			return true
@@ -59,7 +94,7 @@ func HasToken(msg sip.Message, name, token string) bool {
 
 // Unsupported returns the option tags of header name (Require or Proxy-Require) that are not
 // in supported, for a 420 Bad Extension answer with Unsupported.
-func Unsupported(msg sip.Message, name string, supported ...string) []string {
+func Unsupported(msg Message, name string, supported ...string) []string {
 	var out []string
 	for _, t := range Tokens(msg, name) {
 		ok := false
@@ -100,8 +135,8 @@ func ParseDeltaSeconds(s string) (uint32, error) {
 
 // Expires returns the request's Expires header value: ok false when absent, err when it is not
 // delta-seconds or appears twice.
-func Expires(msg sip.Message) (v uint32, ok bool, err error) {
-	hs := msg.GetHeaders("Expires")
+func Expires(msg Message) (v uint32, ok bool, err error) {
+	hs := Headers(msg, "Expires")
 	switch len(hs) {
 	case 0:
 		return 0, false, nil

@@ -66,7 +66,7 @@ func lenient(canonical string, parse sip.HeaderParser) sip.HeaderParser {
 // It returns the header name and a reason phrase for the 400, or "" when all are well-formed.
 func Malformed(req *sip.Request, names ...string) (reason string) {
 	for _, name := range names {
-		hs := req.GetHeaders(name)
+		hs := Headers(req, name)
 		if len(hs) == 0 {
 			continue
 		}

@@ -108,9 +108,9 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 	res.SipVersion = req.SipVersion
 	if req.Method != sip.REGISTER && !req.IsAck() &&
 		(code >= 180 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
-		sip.CopyHeaders("Record-Route", req, res)
+		copyHeaders("Record-Route", req, res)
 	}
-	sip.CopyHeaders("Via", req, res)
+	copyHeaders("Via", req, res)
 	if h := req.From(); h != nil {
 		res.AppendHeader(sip.HeaderClone(h))
 	}
@@ -128,7 +128,7 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 		res.AppendHeader(sip.HeaderClone(h))
 	}
 	if code == 100 {
-		sip.CopyHeaders("Timestamp", req, res)
+		copyHeaders("Timestamp", req, res)
 	}
 	if via := res.Via(); via != nil {
 		// RFC 3581 §4: answer rport with the source port and received with the source address.
@@ -174,4 +174,12 @@ func RespondError(tx sip.ServerTransaction, req *sip.Request, err error) (int, e
 		return status, errors.Join(err, rerr)
 	}
 	return status, err
+}
+
+// copyHeaders appends clones of req's name headers to res (sip.CopyHeaders without its
+// per-header allocations, see Headers).
+func copyHeaders(name string, req *sip.Request, res *sip.Response) {
+	for _, h := range Headers(req, name) {
+		res.AppendHeader(sip.HeaderClone(h))
+	}
 }
