@@ -73,36 +73,40 @@ func decodeBinding(js string) (storage.Binding, error) {
 	}, nil
 }
 
-// decodeCache remembers decodeBinding's results by the stored value. A binding is read far
-// more often (every MESSAGE and call to its user) than it is written, and encoding/json was a
-// tenth of a relayed MESSAGE's CPU. The key is the exact stored text, so a changed binding is a
-// new entry; the cache is emptied when it reaches decodeCacheSize entries. Each caller gets
-// its own copy of Path.
-type decodeCache struct {
-	m sync.Map // stored JSON → storage.Binding
-	n atomic.Int64
+// decodeCache remembers decoded values by their stored text. A binding is read far more
+// often (every MESSAGE and call to its user) than it is written, and encoding/json was a
+// tenth of a relayed MESSAGE's CPU; a presentity's subscriptions are all read for every change
+// of its state. The key is the exact stored text, so a changed value is a new entry; the cache
+// is emptied when it reaches decodeCacheSize entries. Each caller gets its own copy of the
+// value's slices (clone).
+type decodeCache[T any] struct {
+	m     sync.Map // stored JSON → T
+	n     atomic.Int64
+	clone func(T) T
 }
 
-// decodeCacheSize bounds the cache (about 40 MB of typical bindings).
+// decodeCacheSize bounds each cache (about 40 MB of typical bindings).
 const decodeCacheSize = 1 << 16
 
-func (c *decodeCache) binding(js string) (storage.Binding, error) {
+func (c *decodeCache[T]) get(js string, decode func(string) (T, error)) (T, error) {
 	if v, ok := c.m.Load(js); ok {
-		b := v.(storage.Binding)
-		b.Path = slices.Clone(b.Path)
-		return b, nil
+		return c.clone(v.(T)), nil
 	}
-	b, err := decodeBinding(js)
+	x, err := decode(js)
 	if err != nil {
-		return b, err
+		return x, err
 	}
 	if c.n.Add(1) > decodeCacheSize {
 		c.m.Clear()
 		c.n.Store(1)
 	}
-	c.m.Store(js, b)
+	c.m.Store(js, x)
+	return c.clone(x), nil
+}
+
+func cloneBinding(b storage.Binding) storage.Binding {
 	b.Path = slices.Clone(b.Path)
-	return b, nil
+	return b
 }
 
 // asJSONString returns s as it reads back from JSON: encoding/json turns invalid UTF-8 into
@@ -324,7 +328,7 @@ func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]stor
 	n := now.Unix()
 	out := make([]storage.Binding, 0, len(m))
 	for k, js := range m {
-		b, err := s.decoded.binding(js)
+		b, err := s.decoded.get(js, decodeBinding)
 		if err != nil {
 			return nil, fmt.Errorf("redis: %s: %s: %q: %w", step, aor, k, err)
 		}

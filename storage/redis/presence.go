@@ -153,6 +153,11 @@ func encodeSubscription(s *storage.Subscription) (string, error) {
 	return strings.TrimSuffix(buf.String(), "\n"), nil
 }
 
+func cloneSubscription(s storage.Subscription) storage.Subscription {
+	s.Accept, s.RouteSet = slices.Clone(s.Accept), slices.Clone(s.RouteSet)
+	return s
+}
+
 func decodeSubscription(js string) (storage.Subscription, error) {
 	var w wireSubscription
 	if err := json.Unmarshal([]byte(js), &w); err != nil {
@@ -383,7 +388,7 @@ func (s *Store) Subscription(ctx context.Context, aor, id string, now time.Time)
 // none (one HGETALL).
 func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([]storage.Subscription, error) {
 	return liveValues(ctx, s, "subscriptions", aor, subKey(aor), now,
-		func(_, js string) (storage.Subscription, error) { return decodeSubscription(js) },
+		func(_, js string) (storage.Subscription, error) { return s.subs.get(js, decodeSubscription) },
 		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, byID)
 }
 

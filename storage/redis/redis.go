@@ -153,7 +153,8 @@ type Store struct {
 	c         goredis.UniversalClient
 	grace     time.Duration
 	batch     *batcher
-	decoded   decodeCache
+	decoded   decodeCache[storage.Binding]
+	subs      decodeCache[storage.Subscription]
 	closeOnce sync.Once
 }
 
@@ -184,7 +185,9 @@ func New(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if grace <= 0 {
 		grace = DefaultKeyGrace
 	}
-	return &Store{c: c, grace: grace, batch: newBatcher(c, batchTimeout(opts))}, nil
+	return &Store{c: c, grace: grace, batch: newBatcher(c, batchTimeout(opts)),
+		decoded: decodeCache[storage.Binding]{clone: cloneBinding},
+		subs:    decodeCache[storage.Subscription]{clone: cloneSubscription}}, nil
 }
 
 // Client returns the underlying client, for tests and diagnostics.
