@@ -83,6 +83,19 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 		}
 		op.ContentType, op.Body = TypePIDF, body
 	}
+	if kind == "initial" {
+		// Each initial PUBLISH adds a publication until it expires: bound them per
+		// presentity, or one client could fill the store (the bound is soft under
+		// concurrent PUBLISHes, by their number).
+		pubs, err := p.opts.Store.Publications(ctx, aor, op.Now)
+		if err != nil {
+			return sipx.RespondError(tx, req, err)
+		}
+		if len(pubs) >= maxPublications {
+			st.Logger().Warn("publications per presentity limit reached", zap.Int("publications", len(pubs)))
+			return p.count("publish", "limited")(sipx.Respond(tx, req, 403, "Too Many Publications"))
+		}
+	}
 	if op.Remove || kind == "refresh" {
 		// A removal or refresh may carry a body (it is ignored, RFC 3903 §6 step 5 asks for
 		// none on a refresh): keep the stored document.
@@ -109,6 +122,10 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 	}
 	return status, err
 }
+
+// maxPublications bounds the live publications of one presentity: a few devices, each
+// perhaps with a stale duplicate, fit many times over.
+const maxPublications = 32
 
 // mayPublish reports whether the sender of req may publish aor's state: with authentication
 // on, only aor itself, authenticated; without, a From naming aor (a foreign or mistaken

@@ -92,6 +92,25 @@ func TestPublishBadInput(t *testing.T) {
 	}
 }
 
+// TestPublicationsBounded: one presentity cannot pile up publications: past 32 live ones a
+// new publication gets 403 while modifications of existing ones still work.
+func TestPublicationsBounded(t *testing.T) {
+	srv := startServer(t, nil)
+	w := dial(t, "udp", srv.Listener("udp"))
+	etag := ""
+	for i := range 32 {
+		w.send(publish("alice", "many-"+string(rune('A'+i)), 1, "", 600, pidfDoc("alice", "t", "open")))
+		etag = w.expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
+	}
+	w.send(publish("alice", "many-x", 1, "", 600, pidfDoc("alice", "t", "open")))
+	w.expect(`^SIP/2.0 403 `)
+	w.send(publish("alice", "many-A", 2, etag, 600, pidfDoc("alice", "t", "closed")))
+	w.expect(`^SIP/2.0 200 `)
+	if n := len(presenceState(t, srv, "alice@example.test").Publications); n != 32 {
+		t.Errorf("%d publications, want 32", n)
+	}
+}
+
 // TestSubscribeNotify: a watcher gets 200 (with Contact, Expires and our tag) then a NOTIFY
 // with the full state — from registration while the presentity publishes nothing — then a
 // NOTIFY for each change: registered (open), published (the document as composed), and a
