@@ -75,7 +75,7 @@ func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *si
 		// §16.2: a stateful proxy answers 100 at once so the caller stops retransmitting.
 		_ = tx.Respond(sipx.NewResponse(req, 100, ""))
 	}
-	hash := loopHash(req)
+	hash := branchHash(tx, req)
 
 	events := make(chan event, 8)
 	stop := make(chan struct{})
@@ -253,7 +253,7 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 // an event channel per request.
 func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t target,
 	onFail func([]int) (int, error, bool)) (int, error) {
-	b, err := p.startBranch(fwd, t, loopHash(req), st.Transport, fwd != req)
+	b, err := p.startBranch(fwd, t, branchHash(tx, req), st.Transport, fwd != req)
 	if err != nil {
 		st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 		code := transportFailure(t)
@@ -289,6 +289,16 @@ func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransa
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// branchHash is the loop hash our branches carry: loopHash for a request we relay; a request
+// simpled originates (tx nil: a NOTIFY, an offline delivery) cannot loop back as the same
+// request, and hashing its Request-URI was a tenth of a NOTIFY's cost.
+func branchHash(tx sip.ServerTransaction, req *sip.Request) string {
+	if tx == nil {
+		return "0"
+	}
+	return loopHash(req)
 }
 
 // closedChan lets watch drain a transaction nobody listens to any more.
