@@ -81,7 +81,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 	changed := false
 	for i := range subs {
 		sub := &subs[i]
-		if sub.Event != EventPresence || (sub.Node != "" && sub.Node != p.opts.NodeID) {
+		if sub.Event != EventPresence {
 			continue
 		}
 		rule, err := p.decide(ctx, aor, sub.Watcher)

@@ -111,8 +111,11 @@ func (n *notifier) forget(aor, id string) {
 	}
 }
 
-// presentity notifies every subscription of this node to aor's event package that its state
-// changed at `at`.
+// presentity notifies every subscription to aor's event package that its state changed at
+// `at`. Every subscription, whichever node accepted it: events travel on the in-process bus
+// only, so the node that saw the change is the one that can notify, and a node restarted
+// under a new id (the default id holds the pid) must take over the subscriptions it held
+// before. Ownership by node, with leases, comes with the shared bus (DESIGN §8).
 func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time) {
 	subs, err := n.p.opts.Store.Subscriptions(ctx, aor, n.p.opts.Now())
 	if err != nil {
@@ -125,9 +128,6 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	defer n.mu.Unlock()
 	for i := range subs {
 		sub := &subs[i]
-		if sub.Node != "" && sub.Node != n.p.opts.NodeID {
-			continue
-		}
 		if sub.Event != event {
 			if sub.Event == EventWinfo {
 				n.state(sub) // remembered, so its presentity's watcher changes reach it

@@ -406,7 +406,8 @@ func TestSubscriptionsPerSourceBounded(t *testing.T) {
 func TestRedisSubscriptionSurvivesRestart(t *testing.T) {
 	rs := redistest.Start(t, redistest.WithPersistence())
 	mod := func(o *config.Options) { o.Store = rs.URL(); fastPresence(o) }
-	a := startServer(t, mod)
+	// The restarted server has another node id, as a restarted process gets by default.
+	a := startServer(t, func(o *config.Options) { mod(o); o.NodeID = "before" })
 	makeKnown(t, a, "bob")
 	w := dial(t, "udp", a.Listener("udp"))
 	w.watch(subscribe("carol@example.test", "bob", "persist-sub", 1, "presence", 600))
@@ -414,7 +415,7 @@ func TestRedisSubscriptionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.Restart(t)
-	b := startServer(t, mod)
+	b := startServer(t, func(o *config.Options) { mod(o); o.NodeID = "after" })
 	// The watcher keeps its address; its socket now talks to the new server.
 	local := w.conn.LocalAddr().(*net.UDPAddr)
 	w.conn.Close()
