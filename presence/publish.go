@@ -61,6 +61,9 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 		NewETag:   newETag(),
 		ExpiresAt: seconds(now).Add(time.Duration(secs) * time.Second),
 		Source:    st.Transport + ":" + st.Source,
+		// Each initial PUBLISH adds a publication that lives until it expires: bounded per
+		// presentity, or one client could fill the store.
+		MaxPublications: maxPublications,
 	}
 	kind := "initial"
 	switch {
@@ -83,19 +86,6 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 		}
 		op.ContentType, op.Body = TypePIDF, body
 	}
-	if kind == "initial" {
-		// Each initial PUBLISH adds a publication until it expires: bound them per
-		// presentity, or one client could fill the store (the bound is soft under
-		// concurrent PUBLISHes, by their number).
-		pubs, err := p.opts.Store.Publications(ctx, aor, op.Now)
-		if err != nil {
-			return sipx.RespondError(tx, req, err)
-		}
-		if len(pubs) >= maxPublications {
-			st.Logger().Warn("publications per presentity limit reached", zap.Int("publications", len(pubs)))
-			return p.count("publish", "limited")(sipx.Respond(tx, req, 403, "Too Many Publications"))
-		}
-	}
 	if op.Remove || kind == "refresh" {
 		// A removal or refresh may carry a body (it is ignored, RFC 3903 §6 step 5 asks for
 		// none on a refresh): keep the stored document.
@@ -104,6 +94,10 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 	pub, err := p.opts.Store.Publish(ctx, aor, op)
 	if errors.Is(err, storage.ErrETagMismatch) {
 		return p.count("publish", "unknown_etag")(sipx.Respond(tx, req, 412, ""))
+	}
+	if errors.Is(err, storage.ErrTooManyPublications) {
+		st.Logger().Warn("publications per presentity limit reached", zap.Int("limit", maxPublications))
+		return p.count("publish", "limited")(sipx.Respond(tx, req, 403, "Too Many Publications"))
 	}
 	if err != nil {
 		return sipx.RespondError(tx, req, err)

@@ -45,15 +45,23 @@ func (p *Publication) Expired(now time.Time) bool { return !now.Before(p.Expires
 //     UpdatedAt = Now (a refresh without body keeps the body and UpdatedAt).
 //
 // Publications of the AOR that expired at Now are dropped first.
+//
+// MaxPublications, when > 0, bounds the live publications of the AOR: an op without IfMatch
+// that would add a publication while MaxPublications live ones (expired ones do not count)
+// already exist fails with ErrTooManyPublications and nothing changes. Refreshes,
+// modifications and removals are never refused by it, nor an op without IfMatch whose NewETag
+// names a live publication (it replaces that one: a retried op). The check is atomic with the
+// op, so concurrent PUBLISHes cannot exceed the bound.
 type PublishOp struct {
-	Now         time.Time
-	IfMatch     string
-	NewETag     string
-	Remove      bool
-	ContentType string
-	Body        []byte // nil: refresh, keep the stored body
-	ExpiresAt   time.Time
-	Source      string
+	Now             time.Time
+	IfMatch         string
+	NewETag         string
+	Remove          bool
+	ContentType     string
+	Body            []byte // nil: refresh, keep the stored body
+	ExpiresAt       time.Time
+	Source          string
+	MaxPublications int // 0: no bound
 }
 
 // ExpiredPublication is one publication removed by a background sweep because it expired.

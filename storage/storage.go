@@ -25,6 +25,9 @@ var (
 	// ErrTooManyBindings: the update would leave more than MaxBindings bindings and eviction
 	// was not allowed. Nothing changed.
 	ErrTooManyBindings = errors.New("storage: too many bindings")
+	// ErrTooManyPublications: a new publication was refused because its AOR already has
+	// PublishOp.MaxPublications live publications. Nothing changed.
+	ErrTooManyPublications = errors.New("storage: too many publications")
 	// ErrETagMismatch: no publication has the given entity tag (PUBLISH, RFC 3903 → 412).
 	ErrETagMismatch = errors.New("storage: entity tag mismatch")
 	// ErrConflict: a concurrent update won; the caller may retry.

@@ -96,6 +96,17 @@ func (t *kindTable[V]) dropExpired(aor string, n int64) {
 	}
 }
 
+// countLive returns how many of aor's items are live at n (unix seconds).
+func (t *kindTable[V]) countLive(aor string, n int64) int {
+	c := 0
+	for _, e := range t.aors[aor] {
+		if e.exp > n {
+			c++
+		}
+	}
+	return c
+}
+
 // live returns copies (made by clone) of aor's items live at n, sorted by order; nil when
 // there are none. It sorts the items before copying them: moving pointers is cheaper than
 // moving values.
@@ -171,7 +182,8 @@ func checkPublish(op *storage.PublishOp) error {
 }
 
 // Publish applies op to aor's publications atomically, with the semantics of
-// storage.PublishOp. On an error nothing changed.
+// storage.PublishOp (MaxPublications included: the count and the write are under one lock).
+// On an error nothing changed.
 func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (storage.Publication, error) {
 	const step = "publish"
 	if err := s.check(ctx, step); err != nil {
@@ -188,6 +200,15 @@ func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (
 		old = s.pubs.get(aor, op.IfMatch)
 		if old == nil || old.exp <= n {
 			return storage.Publication{}, fmt.Errorf("memory: %s: %s: %q: %w", step, aor, op.IfMatch, storage.ErrETagMismatch)
+		}
+	}
+	if op.IfMatch == "" && op.MaxPublications > 0 {
+		// A new publication, unless NewETag is live already (a retried op replaces it).
+		if e := s.pubs.get(aor, op.NewETag); e == nil || e.exp <= n {
+			if live := s.pubs.countLive(aor, n); live >= op.MaxPublications {
+				return storage.Publication{}, fmt.Errorf("memory: %s: %s: %d live publications, at most %d: %w",
+					step, aor, live, op.MaxPublications, storage.ErrTooManyPublications)
+			}
 		}
 	}
 	s.pubs.dropExpired(aor, n)

@@ -1,10 +1,12 @@
 package redis_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,9 +376,248 @@ func TestPresenceRestartPersistence(t *testing.T) {
 	}
 }
 
+// roundTrips counts the commands and pipelines a client sends: one each is a round trip.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestPresenceRoundTrips: every presence operation is one round trip (its index commands
+// travel with its script); a refusal takes a second to set the index entries back.
+func TestPresenceRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	s := connect(t, srv.URL(), redis.Options{})
+	c := s.Client()
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Second).UTC()
+	const aor = "rt@example.com"
+	h := &roundTrips{}
+	c.AddHook(h)
+	n := 0
+	step := func(name string, want int64, f func() error, wantErr error) {
+		t.Helper()
+		for run := range 2 { // the first run loads the scripts and dials
+			h.n.Store(0)
+			if err := f(); !errors.Is(err, wantErr) || (wantErr == nil && err != nil) {
+				t.Fatalf("%s: err = %v, want %v", name, err, wantErr)
+			}
+			if got := h.n.Load(); run == 1 && got != want {
+				t.Errorf("%s: %d round trips, want %d", name, got, want)
+			}
+		}
+	}
+	etag := func() string { n++; return fmt.Sprintf("e%d", n) }
+	cur := ""
+	publish := func(op storage.PublishOp) error {
+		p, err := s.Publish(ctx, aor, op)
+		if err == nil && !op.Remove {
+			cur = p.ETag
+		}
+		return err
+	}
+	step("new publication", 1, func() error { return publish(publication(now, etag(), []byte("x"), time.Minute)) }, nil)
+	step("modification", 1, func() error {
+		return publish(storage.PublishOp{Now: now, IfMatch: cur, NewETag: etag(), Body: []byte("y"), ExpiresAt: now.Add(time.Minute)})
+	}, nil)
+	step("refresh", 1, func() error {
+		return publish(storage.PublishOp{Now: now, IfMatch: cur, NewETag: etag(), ExpiresAt: now.Add(time.Minute)})
+	}, nil)
+	step("removal", 1, func() error {
+		if err := publish(publication(now, etag(), []byte("x"), time.Minute)); err != nil {
+			return err
+		}
+		h.n.Store(0)
+		return publish(storage.PublishOp{Now: now, IfMatch: cur, Remove: true})
+	}, nil)
+	step("Publications", 1, func() error { _, err := s.Publications(ctx, aor, now); return err }, nil)
+	step("ErrETagMismatch", 2, func() error {
+		return publish(storage.PublishOp{Now: now, IfMatch: "nope", NewETag: etag(), ExpiresAt: now.Add(time.Minute)})
+	}, storage.ErrETagMismatch)
+	step("ErrTooManyPublications", 2, func() error {
+		op := publication(now, etag(), []byte("x"), time.Minute)
+		op.MaxPublications = 1
+		return publish(op)
+	}, storage.ErrTooManyPublications)
+	step("PutSubscription", 1, func() error { return s.PutSubscription(ctx, dialog(aor, "s1", now, time.Minute), 0) }, nil)
+	step("Subscription", 1, func() error { _, err := s.Subscription(ctx, aor, "s1", now); return err }, nil)
+	step("Subscriptions", 1, func() error { _, err := s.Subscriptions(ctx, aor, now); return err }, nil)
+	step("DeleteSubscription", 1, func() error {
+		if err := s.PutSubscription(ctx, dialog(aor, "s1", now, time.Minute), 0); err != nil {
+			return err
+		}
+		h.n.Store(0)
+		_, err := s.DeleteSubscription(ctx, aor, "s1", now)
+		return err
+	}, nil)
+	step("SetRule", 1, func() error { return s.SetRule(ctx, aor, "w", storage.RuleAllow) }, nil)
+	step("Rules", 1, func() error { _, err := s.Rules(ctx, aor); return err }, nil)
+	step("DeleteRule", 1, func() error {
+		if err := s.SetRule(ctx, aor, "w", storage.RuleAllow); err != nil {
+			return err
+		}
+		h.n.Store(0)
+		return s.DeleteRule(ctx, aor, "w")
+	}, nil)
+}
+
+// TestPresenceIndexRepair: the index entries a refused op sent early are set back, and never
+// left later than the item's expiry.
+func TestPresenceIndexRepair(t *testing.T) {
+	srv := redistest.Start(t)
+	s := connect(t, srv.URL(), redis.Options{})
+	c := s.Client()
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Second).UTC()
+	const aor = "ix@example.com"
+	score := func(m string) int64 {
+		t.Helper()
+		ex := indexShard(t, c, m)
+		if ex == "" {
+			return -1
+		}
+		v, err := c.ZScore(ctx, ex, m).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(v)
+	}
+	mustPublish := func(op storage.PublishOp) {
+		t.Helper()
+		if _, err := s.Publish(ctx, aor, op); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	mustPublish(publication(now, "live", []byte("x"), time.Minute))
+	mustPublish(publication(now.Add(-10*time.Second), "old", []byte("x"), 5*time.Second)) // expired at now
+	for _, op := range []storage.PublishOp{
+		{Now: now, IfMatch: "old", NewETag: "new", ExpiresAt: now.Add(time.Hour)},
+		{Now: now, IfMatch: "old", NewETag: "old", ExpiresAt: now.Add(time.Hour)},
+		{Now: now, IfMatch: "old", Remove: true},
+		{Now: now, IfMatch: "nope", NewETag: "new", ExpiresAt: now.Add(time.Hour)},
+	} {
+		if _, err := s.Publish(ctx, aor, op); !errors.Is(err, storage.ErrETagMismatch) {
+			t.Fatalf("Publish(IfMatch %s, NewETag %s) = %v, want ErrETagMismatch", op.IfMatch, op.NewETag, err)
+		}
+		if got := score("pub|" + aor + "|old"); got != now.Unix()-5 {
+			t.Errorf("IfMatch %s, NewETag %s: entry of the expired tag = %d, want %d", op.IfMatch, op.NewETag, got, now.Unix()-5)
+		}
+		for _, m := range []string{"new", "nope"} {
+			if got := score("pub|" + aor + "|" + m); got != -1 {
+				t.Errorf("IfMatch %s, NewETag %s: entry of %s left at %d", op.IfMatch, op.NewETag, m, got)
+			}
+		}
+	}
+	over := publication(now, "new", []byte("x"), time.Hour)
+	over.MaxPublications = 1
+	if _, err := s.Publish(ctx, aor, over); !errors.Is(err, storage.ErrTooManyPublications) {
+		t.Fatalf("Publish over the limit = %v, want ErrTooManyPublications", err)
+	}
+	if got := score("pub|" + aor + "|new"); got != -1 {
+		t.Errorf("entry of a refused publication left at %d", got)
+	}
+	if got := score("pub|" + aor + "|live"); got != now.Unix()+60 {
+		t.Errorf("entry of live = %d, want %d", got, now.Unix()+60)
+	}
+
+	// A stale PutSubscription asking for a later expiry: the entry keeps the stored one.
+	if err := s.PutSubscription(ctx, dialog(aor, "s", now, time.Minute), 0); err != nil {
+		t.Fatal(err)
+	}
+	stale := dialog(aor, "s", now, time.Hour)
+	if err := s.PutSubscription(ctx, stale, 1); !errors.Is(err, storage.ErrStale) {
+		t.Fatalf("PutSubscription = %v, want ErrStale", err)
+	}
+	if got := score("sub|" + aor + "|s"); got != now.Unix()+60 {
+		t.Errorf("entry after ErrStale = %d, want %d", got, now.Unix()+60)
+	}
+	// Deleting an expired subscription leaves it, and its entry, for the sweep.
+	if _, err := s.DeleteSubscription(ctx, aor, "s", now.Add(time.Minute)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("DeleteSubscription(expired) = %v, want ErrNotFound", err)
+	}
+	if got := score("sub|" + aor + "|s"); got != now.Unix()+60 {
+		t.Errorf("entry of an expired subscription after DeleteSubscription = %d, want %d", got, now.Unix()+60)
+	}
+}
+
+// TestPresenceOutage stops Redis under a working store: every presence call fails quickly
+// with storage.ErrUnavailable (the index repair after an unknown outcome does not add to the
+// wait), and works again once Redis is back.
+func TestPresenceOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	s := connect(t, srv.URL(), redis.Options{})
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Second).UTC()
+	const aor = "down@example.com"
+	if _, err := s.Publish(ctx, aor, publication(now, "e1", []byte("x"), time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutSubscription(ctx, dialog(aor, "s1", now, time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	calls := map[string]func() error{
+		"Publish(new)": func() error {
+			_, err := s.Publish(ctx, aor, publication(now, "e2", []byte("x"), time.Hour))
+			return err
+		},
+		"Publish(refresh)": func() error {
+			_, err := s.Publish(ctx, aor, storage.PublishOp{Now: now, IfMatch: "e1", NewETag: "e3", ExpiresAt: now.Add(time.Hour)})
+			return err
+		},
+		"Publications":       func() error { _, err := s.Publications(ctx, aor, now); return err },
+		"PutSubscription":    func() error { return s.PutSubscription(ctx, dialog(aor, "s2", now, time.Hour), 0) },
+		"Subscription":       func() error { _, err := s.Subscription(ctx, aor, "s1", now); return err },
+		"Subscriptions":      func() error { _, err := s.Subscriptions(ctx, aor, now); return err },
+		"DeleteSubscription": func() error { _, err := s.DeleteSubscription(ctx, aor, "s1", now); return err },
+		"SetRule":            func() error { return s.SetRule(ctx, aor, "w", storage.RuleAllow) },
+		"DeleteRule":         func() error { return s.DeleteRule(ctx, aor, "w") },
+		"Rules":              func() error { _, err := s.Rules(ctx, aor); return err },
+	}
+	for name, call := range calls {
+		start := time.Now()
+		err := call()
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Errorf("%s took %v with Redis down", name, d)
+		}
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("%s: err = %v, want ErrUnavailable", name, err)
+		}
+	}
+	srv.Restart(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := s.Publish(ctx, aor, publication(now, "e4", []byte("x"), time.Hour))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store did not reconnect: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func BenchmarkPublish(b *testing.B) {
 	srv := redistest.Start(b)
 	storagetest.BenchmarkPublish(b, connect(b, srv.URL(), redis.Options{}))
+}
+
+func BenchmarkPublishParallel(b *testing.B) {
+	srv := redistest.Start(b)
+	storagetest.BenchmarkPublishParallel(b, connect(b, srv.URL(), redis.Options{}))
 }
 
 func BenchmarkSubscriptions(b *testing.B) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ func runPresence(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("ETagMismatch", func(t *testing.T) { testETagMismatch(t, newStore) })
 	t.Run("PublishDropsExpired", func(t *testing.T) { testPublishDropsExpired(t, newStore) })
 	t.Run("PublishInvalid", func(t *testing.T) { testPublishInvalid(t, newStore) })
+	t.Run("PublishLimit", func(t *testing.T) { testPublishLimit(t, newStore) })
+	t.Run("PublishLimitConcurrent", func(t *testing.T) { testPublishLimitConcurrent(t, newStore) })
 	t.Run("PublicationOrder", func(t *testing.T) { testPublicationOrder(t, newStore) })
 	t.Run("PublicationBinaryBody", func(t *testing.T) { testPublicationBinaryBody(t, newStore) })
 	t.Run("PublicationRoundTrip", func(t *testing.T) { testPublicationRoundTrip(t, newStore) })
@@ -415,6 +418,117 @@ func testPublishDropsExpired(t *testing.T, newStore func(t *testing.T) Store) {
 }
 
 // testPublishInvalid: malformed ops are refused, with no sentinel, and write nothing.
+// limited returns op with MaxPublications n.
+func limited(op storage.PublishOp, n int) storage.PublishOp {
+	op.MaxPublications = n
+	return op
+}
+
+func testPublishLimit(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	// Each case starts from a and b live until +600 and short, expired at +10 (Now).
+	setup := func(t *testing.T) Store {
+		s := newStore(t)
+		mustPublish(t, s, aor, create(t0, 0, "a", "a", 600))
+		mustPublish(t, s, aor, create(t0, 1, "b", "b", 599))
+		mustPublish(t, s, aor, create(t0, 0, "short", "short", 10))
+		return s
+	}
+	a, b := pub(t0, "a", "a", 0, 600), pub(t0, "b", "b", 1, 600)
+	t.Run("limit reached", func(t *testing.T) {
+		s := setup(t)
+		ctx := t.Context()
+		for _, n := range []int{1, 2} {
+			_, err := s.Publish(ctx, aor, limited(create(t0, 10, "c", "c", 100), n))
+			if !errors.Is(err, storage.ErrTooManyPublications) {
+				t.Fatalf("MaxPublications %d: err = %v, want ErrTooManyPublications", n, err)
+			}
+		}
+		// Nothing written: the expired one is still there for the sweep, c is nowhere.
+		equalPublications(t, "after ErrTooManyPublications", mustPublications(t, s, aor, at(t0, 9)),
+			[]storage.Publication{a, pub(t0, "short", "short", 0, 10), b})
+		ex, err := s.ExpirePublications(ctx, at(t0, 10), 10)
+		if err != nil || len(ex) != 1 || ex[0].Publication.ETag != "short" {
+			t.Fatalf("ExpirePublications = %+v, %v; want short", ex, err)
+		}
+		if ex, err := s.ExpirePublications(ctx, at(t0, 200), 10); err != nil || len(ex) != 0 {
+			t.Fatalf("ExpirePublications(+200) = %+v, %v; want none (c was never stored)", ex, err)
+		}
+	})
+	t.Run("expired ones do not count", func(t *testing.T) {
+		s := setup(t)
+		c := mustPublish(t, s, aor, limited(create(t0, 10, "c", "c", 100), 3))
+		equalPublications(t, "after the new one", mustPublications(t, s, aor, at(t0, 10)), []storage.Publication{a, b, c})
+		if _, err := s.Publish(t.Context(), aor, limited(create(t0, 10, "d", "d", 100), 3)); !errors.Is(err, storage.ErrTooManyPublications) {
+			t.Fatalf("fourth publication: err = %v, want ErrTooManyPublications", err)
+		}
+	})
+	t.Run("modify, refresh, remove at the limit", func(t *testing.T) {
+		s := setup(t)
+		a2 := mustPublish(t, s, aor, limited(modify(t0, 10, "a", "a2", "a2", 600), 1))
+		b2 := mustPublish(t, s, aor, limited(refresh(t0, 10, "b", "b2", 600), 1))
+		equalPublications(t, "modified and refreshed", mustPublications(t, s, aor, at(t0, 10)), []storage.Publication{b2, a2})
+		mustPublish(t, s, aor, limited(remove(t0, 10, "a2"), 1))
+		// One live publication left: a limit of 2 admits one more, not two.
+		c := mustPublish(t, s, aor, limited(create(t0, 10, "c", "c", 100), 2))
+		if _, err := s.Publish(t.Context(), aor, limited(create(t0, 10, "d", "d", 100), 2)); !errors.Is(err, storage.ErrTooManyPublications) {
+			t.Fatalf("third publication: err = %v, want ErrTooManyPublications", err)
+		}
+		equalPublications(t, "at the end", mustPublications(t, s, aor, at(t0, 10)), []storage.Publication{b2, c})
+	})
+	t.Run("a live entity tag again", func(t *testing.T) {
+		// A new publication under a live entity tag (a retried op) replaces it: not counted.
+		s := setup(t)
+		b2 := mustPublish(t, s, aor, limited(create(t0, 10, "b", "b again", 100), 2))
+		equalPublications(t, "replaced", mustPublications(t, s, aor, at(t0, 10)), []storage.Publication{a, b2})
+	})
+	t.Run("no bound", func(t *testing.T) {
+		s := setup(t)
+		for i := range 5 {
+			mustPublish(t, s, aor, create(t0, 10, fmt.Sprintf("n%d", i), "n", 100))
+		}
+		if got := mustPublications(t, s, aor, at(t0, 10)); len(got) != 7 {
+			t.Fatalf("%d publications, want 7", len(got))
+		}
+	})
+}
+
+// testPublishLimitConcurrent: new publications racing for the last places get exactly as many
+// as MaxPublications allows.
+func testPublishLimitConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	s := newStore(t)
+	const workers, limit = 16, 5
+	mustPublish(t, s, aor, create(t0, 0, "first", "first", 600))
+	var (
+		wg   sync.WaitGroup
+		wins atomic.Int32
+		errs = make(chan error, workers)
+	)
+	for w := range workers {
+		wg.Go(func() {
+			_, err := s.Publish(t.Context(), aor, limited(create(t0, 1, fmt.Sprintf("w%d", w), "w", 600), limit))
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, storage.ErrTooManyPublications):
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := wins.Load(); n != limit-1 {
+		t.Errorf("%d of %d racing new publications stored, want %d", n, workers, limit-1)
+	}
+	if got := mustPublications(t, s, aor, at(t0, 1)); len(got) != limit {
+		t.Errorf("%d publications %q, want %d", len(got), etags(got), limit)
+	}
+}
+
 func testPublishInvalid(t *testing.T, newStore func(t *testing.T) Store) {
 	t0 := base()
 	s := newStore(t)
@@ -1372,40 +1486,86 @@ func testPresenceClose(t *testing.T, newStore func(t *testing.T) Store) {
 	}
 }
 
-// BenchmarkPublish measures the PUBLISH path: the modification of one publication (new
-// entity tag, new body), on distinct AORs in turn, each holding two publications.
-func BenchmarkPublish(b *testing.B, s Store) {
-	ctx := b.Context()
-	t0 := base()
-	body := []byte(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
-		`<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:alice@example.com">` +
-		`<tuple id="t1"><status><basic>open</basic></status><contact>sip:alice@192.0.2.1</contact></tuple></presence>`)
-	aors := make([]string, benchAORs)
-	cur := make([]string, benchAORs) // per AOR, the current entity tag
-	for i := range aors {
-		aors[i] = fmt.Sprintf("pub%d@bench.example.com", i)
+// benchPIDF is the document of the publish benchmarks.
+var benchPIDF = []byte(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+	`<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:alice@example.com">` +
+	`<tuple id="t1"><status><basic>open</basic></status><contact>sip:alice@192.0.2.1</contact></tuple></presence>`)
+
+// benchPublisher modifies the publications of its own AORs in turn, each of which holds two
+// publications: the publish benchmarks' load. One benchPublisher is used by one goroutine.
+type benchPublisher struct {
+	s    Store
+	t0   time.Time
+	aors []string
+	cur  []string // per AOR, the current entity tag
+	i    int
+}
+
+// newBenchPublisher stores two publications under each of n AORs named after prefix.
+func newBenchPublisher(b *testing.B, s Store, t0 time.Time, prefix string, n int) *benchPublisher {
+	p := &benchPublisher{s: s, t0: t0, aors: make([]string, n), cur: make([]string, n)}
+	for i := range p.aors {
+		p.aors[i] = fmt.Sprintf("%s%d@bench.example.com", prefix, i)
 		for _, etag := range []string{"other", "e0"} {
 			op := create(t0, 0, etag, "", 3600)
-			op.Body = body
-			if _, err := s.Publish(ctx, aors[i], op); err != nil {
+			op.Body = benchPIDF
+			if _, err := s.Publish(b.Context(), p.aors[i], op); err != nil {
 				b.Fatalf("Publish: %v", err)
 			}
 		}
-		cur[i] = "e0"
+		p.cur[i] = "e0"
 	}
+	return p
+}
+
+// next modifies the current publication of the next AOR (new entity tag, new body).
+func (p *benchPublisher) next(ctx context.Context) error {
+	a := p.i % len(p.aors)
+	etag := fmt.Sprintf("e%d", p.i+1)
+	op := modify(p.t0, 0, p.cur[a], etag, "", 3600)
+	op.Body = benchPIDF
+	if _, err := p.s.Publish(ctx, p.aors[a], op); err != nil {
+		return fmt.Errorf("Publish(%s): %w", p.aors[a], err)
+	}
+	p.cur[a] = etag
+	p.i++
+	return nil
+}
+
+// BenchmarkPublish measures the PUBLISH path: the modification of one publication (new
+// entity tag, new body), on distinct AORs in turn, each holding two publications.
+func BenchmarkPublish(b *testing.B, s Store) {
+	p := newBenchPublisher(b, s, base(), "pub", benchAORs)
 	b.ReportAllocs()
-	i := 0
 	for b.Loop() {
-		a := i % benchAORs
-		next := fmt.Sprintf("e%d", i+1)
-		op := modify(t0, 0, cur[a], next, "", 3600)
-		op.Body = body
-		if _, err := s.Publish(ctx, aors[a], op); err != nil {
-			b.Fatalf("Publish: %v", err)
+		if err := p.next(b.Context()); err != nil {
+			b.Fatal(err)
 		}
-		cur[a] = next
-		i++
 	}
+}
+
+// BenchmarkPublishParallel is BenchmarkPublish from 16 goroutines per GOMAXPROCS, each on
+// its own AORs: many PUBLISHes in flight at once, as under sipp load.
+func BenchmarkPublishParallel(b *testing.B, s Store) {
+	const parallelism = 16
+	t0 := base()
+	n := parallelism * runtime.GOMAXPROCS(0)
+	pubs := make(chan *benchPublisher, n)
+	for g := range n {
+		pubs <- newBenchPublisher(b, s, t0, fmt.Sprintf("ppub%d-", g), max(1, benchAORs/n))
+	}
+	b.SetParallelism(parallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p := <-pubs
+		for pb.Next() {
+			if err := p.next(b.Context()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkSubscriptions measures listing the subscriptions of a popular presentity: 1,000
