@@ -35,8 +35,10 @@ type notifier struct {
 	// winfo counts, per presentity, the presence.winfo subscriptions in subs: a change of
 	// watchers is looked up in the store only for presentities that watch their watchers.
 	winfo map[string]int
-	wg    sync.WaitGroup
-	seed  maphash.Seed
+	// nobody remembers presentities found without subscriptions (see unwatchedFor).
+	nobody map[string]time.Time
+	wg     sync.WaitGroup
+	seed   maphash.Seed
 }
 
 type subKey struct{ aor, id string }
@@ -60,7 +62,7 @@ type subState struct {
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{},
-		winfo: map[string]int{}, seed: maphash.MakeSeed()}
+		winfo: map[string]int{}, nobody: map[string]time.Time{}, seed: maphash.MakeSeed()}
 }
 
 // notifyTimeout bounds one NOTIFY transaction (Timer F is 32 s).
@@ -117,6 +119,9 @@ func (n *notifier) forget(aor, id string) {
 // under a new id (the default id holds the pid) must take over the subscriptions it held
 // before. Ownership by node, with leases, comes with the shared bus (DESIGN §8).
 func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time) {
+	if event == EventPresence && n.unwatched(aor) {
+		return
+	}
 	subs, err := n.p.opts.Store.Subscriptions(ctx, aor, n.p.opts.Now())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -126,6 +131,9 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if len(subs) == 0 {
+		n.markUnwatched(aor)
+	}
 	for i := range subs {
 		sub := &subs[i]
 		if sub.Event != event {
@@ -143,6 +151,31 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	}
 }
 
+// unwatchedFor is how long a presentity found without subscriptions is taken to have none,
+// unless a SUBSCRIBE to it reaches this node: a burst of PUBLISHes (initial, modify, remove)
+// from a presentity nobody watches then costs one store read, not one each.
+const unwatchedFor = 30 * time.Second
+
+// unwatched reports whether aor was recently found without subscriptions.
+func (n *notifier) unwatched(aor string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	until, ok := n.nobody[aor]
+	if ok && time.Now().After(until) {
+		delete(n.nobody, aor)
+		return false
+	}
+	return ok
+}
+
+// markUnwatched remembers that aor has no subscription. Call with n.mu held.
+func (n *notifier) markUnwatched(aor string) {
+	if len(n.nobody) >= maxCached {
+		clear(n.nobody)
+	}
+	n.nobody[aor] = time.Now().Add(unwatchedFor)
+}
+
 // state returns the notifier's state of sub, creating it (a subscription created before a
 // restart is first seen here). Call with n.mu held.
 func (n *notifier) state(sub *storage.Subscription) *subState {
@@ -151,6 +184,7 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 	if s == nil {
 		s = &subState{sub: *sub}
 		n.subs[k] = s
+		delete(n.nobody, sub.AOR)
 		if sub.Event == EventWinfo {
 			n.winfo[sub.AOR]++
 		}
