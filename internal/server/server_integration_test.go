@@ -235,17 +235,28 @@ func TestHealthReadyMetrics(t *testing.T) {
 	w.expect(`^SIP/2.0 200 `)
 	w.send(valid405)
 	w.expect(`^SIP/2.0 405 `)
-	metrics := httpGet(t, base+"/metrics", 200)
-	for _, want := range []string{
-		`simpled_sip_requests_total{method="REGISTER"} 1`,
-		`simpled_sip_responses_total{code="200",method="REGISTER"} 1`,
-		`simpled_sip_responses_total{code="405",method="FOO"} 1`,
-		`simpled_binding_events_total{kind="binding.added"} 1`,
-		`simpled_store_duration_seconds_count{op="update_bindings"} 1`,
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+	// A response is counted when its handler returns, just after it was sent: poll.
+	var missing []string
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		metrics := httpGet(t, base+"/metrics", 200)
+		missing = missing[:0]
+		for _, want := range []string{
+			`simpled_sip_requests_total{method="REGISTER"} 1`,
+			`simpled_sip_responses_total{code="200",method="REGISTER"} 1`,
+			`simpled_sip_responses_total{code="405",method="FOO"} 1`,
+			`simpled_binding_events_total{kind="binding.added"} 1`,
+			`simpled_store_duration_seconds_count{op="update_bindings"} 1`,
+		} {
+			if !strings.Contains(metrics, want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, m := range missing {
+		t.Errorf("metrics lack %s", m)
 	}
 	httpGet(t, base+"/api/v1/registrations/not-an-aor", 400)
 }
