@@ -303,7 +303,8 @@ func (n *notifier) send(s *subState) {
 			ce.Write(zap.String("aor", sub.AOR), zap.String("event", sub.Event), zap.String("watcher", sub.Watcher),
 				zap.Uint32("cseq", cseq), zap.String("reason", reason))
 		}
-		if !since.IsZero() && sub.Event == EventPresence {
+		if !full && !since.IsZero() && sub.Event == EventPresence {
+			// A change's NOTIFY (not a subscription's first or a refresh's).
 			n.p.metrics.latency.Observe(time.Since(since).Seconds())
 		}
 	default:
