@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"sync"
+	"time"
 
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
@@ -27,12 +28,13 @@ type docCache struct {
 }
 
 type cached struct {
-	gen      uint64
-	doc      []byte
-	hasDoc   bool
-	building chan struct{} // closed when the composition under way ends
-	rules    map[string]string
-	hasRules bool
+	existsUntil time.Time // the presentity was found to exist; taken as existing until then
+	gen         uint64
+	doc         []byte
+	hasDoc      bool
+	building    chan struct{} // closed when the composition under way ends
+	rules       map[string]string
+	hasRules    bool
 }
 
 // maxCached bounds the cache; past it the cache starts over.
@@ -50,6 +52,25 @@ func (c *docCache) entry(aor string) *cached {
 		c.m[aor] = e
 	}
 	return e
+}
+
+// existsFor is how long a presentity found to exist (registered, publishing or known) is
+// taken to exist without asking again: a user does not stop existing between two SUBSCRIBEs.
+const existsFor = time.Minute
+
+// known reports whether aor was found to exist within existsFor.
+func (c *docCache) known(aor string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[aor]
+	return ok && time.Now().Before(e.existsUntil)
+}
+
+// markKnown records that aor exists.
+func (c *docCache) markKnown(aor string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entry(aor).existsUntil = time.Now().Add(existsFor)
 }
 
 // invalidate drops aor's composed document.

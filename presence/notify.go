@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -149,6 +150,19 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 		s.sub = *sub
 		n.want(s, false, at)
 	}
+}
+
+// snapshot returns the notifier's copy of a live subscription it holds.
+func (n *notifier) snapshot(aor, id string, now time.Time) (storage.Subscription, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.subs[subKey{aor, id}]
+	if s == nil || s.reason != "" || s.sub.Expired(now) {
+		return storage.Subscription{}, false
+	}
+	sub := s.sub
+	sub.Accept, sub.RouteSet = slices.Clone(sub.Accept), slices.Clone(sub.RouteSet)
+	return sub, true
 }
 
 // unwatchedFor is how long a presentity found without subscriptions is taken to have none,

@@ -135,12 +135,19 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	aor := sipx.AOR(&to.Address)
 	id := tagOf(to.Params)
 	now := p.opts.Now()
-	sub, err := p.opts.Store.Subscription(ctx, aor, id, now)
-	if errors.Is(err, storage.ErrNotFound) {
-		return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
-	}
-	if err != nil {
-		return sipx.RespondError(tx, req, err)
+	// The notifier's copy of a subscription this node holds saves a store read; the dialog's
+	// identifiers never change, and the store still guards the CSeq order (PutSubscription)
+	// and the removal (DeleteSubscription).
+	sub, ok := p.notifier.snapshot(aor, id, now)
+	if !ok {
+		var err error
+		sub, err = p.opts.Store.Subscription(ctx, aor, id, now)
+		if errors.Is(err, storage.ErrNotFound) {
+			return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
+		}
+		if err != nil {
+			return sipx.RespondError(tx, req, err)
+		}
 	}
 	if sub.CallID != req.CallID().Value() || sub.FromTag != tagOf(req.From().Params) {
 		return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
@@ -222,9 +229,17 @@ func (p *Presence) ended(sub *storage.Subscription, reason string, notify bool) 
 // one with a live publication, or a known one (credentials, or a recent registration). The
 // cheapest answers are asked first: bindings are the registrar's batched, cached read.
 func (p *Presence) exists(ctx context.Context, aor string) (bool, error) {
-	if p.opts.Known == nil {
+	if p.opts.Known == nil || p.docs.known(aor) {
 		return true, nil
 	}
+	ok, err := p.lookupExists(ctx, aor)
+	if ok {
+		p.docs.markKnown(aor)
+	}
+	return ok, err
+}
+
+func (p *Presence) lookupExists(ctx context.Context, aor string) (bool, error) {
 	if bs, err := p.opts.Locator.Lookup(ctx, aor); err != nil || len(bs) > 0 {
 		return len(bs) > 0, err
 	}
