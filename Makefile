@@ -8,7 +8,7 @@ TEST_DEBS := redis-server sip-tester baresip linphone-cli
 # Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo
 
-.PHONY: all build run test vet unit fuzz deps bench bench-register bench-message clean
+.PHONY: all build run test vet unit fuzz deps bench bench-register bench-message bench-publish bench-subscribe clean
 
 all: build
 
@@ -61,6 +61,12 @@ bench-register:
 
 bench-message:
 	SCENARIO=message bench/compare.sh
+
+bench-publish:
+	SCENARIO=publish RATES_publish="1000 2000 3000 4000 5000 6000" bench/compare.sh
+
+bench-subscribe:
+	SCENARIO=subscribe RATES_subscribe="1000 2000 3000 4000 5000 6000" bench/compare.sh
 
 clean:
 	rm -rf bin
