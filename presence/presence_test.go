@@ -3,7 +3,6 @@ package presence
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,14 +150,6 @@ func TestExpiry(t *testing.T) {
 		if secs != c.secs || ok != c.ok || (err != nil) != c.hasErr {
 			t.Errorf("%q: %d %v %v", c.hdr, secs, ok, err)
 		}
-	}
-}
-
-func TestSplitAddresses(t *testing.T) {
-	got := splitAddresses(`<sip:a@x;lr>, "B, Jr" <sip:b@y>,<sip:c@z;p="1,2">`)
-	want := []string{"<sip:a@x;lr>", `"B, Jr" <sip:b@y>`, `<sip:c@z;p="1,2">`}
-	if !slices.Equal(got, want) {
-		t.Errorf("%q, want %q", got, want)
 	}
 }
 

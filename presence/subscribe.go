@@ -94,7 +94,7 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		CallID:       req.CallID().Value(),
 		FromTag:      tagOf(from.Params),
 		Accept:       []string{docType},
-		RouteSet:     recordRoutes(req),
+		RouteSet:     sipx.AddressList(req, "Record-Route"), // the UAS route set, RFC 3261 §12.1.1
 		RemoteTarget: contact,
 		RemoteCSeq:   req.CSeq().SeqNo,
 		Transport:    st.Transport,
@@ -287,47 +287,6 @@ func remoteTarget(req *sip.Request) (string, bool) {
 	}
 	s := c.Address.String()
 	return s, sipx.Sanitize(s)
-}
-
-// recordRoutes returns req's Record-Route values in order: the route set of the dialog as
-// the notifier (UAS) sees it (RFC 3261 §12.1.1).
-func recordRoutes(req *sip.Request) []string {
-	var out []string
-	for _, h := range sipx.Headers(req, "Record-Route") {
-		for _, v := range splitAddresses(h.Value()) {
-			if sipx.Sanitize(v) {
-				out = append(out, v)
-			}
-		}
-	}
-	return out
-}
-
-// splitAddresses splits a header value holding comma-separated name-addrs, ignoring commas
-// inside <> and quotes.
-func splitAddresses(v string) []string {
-	var out []string
-	depth, quoted, start := 0, false, 0
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case c == '"' && (i == 0 || v[i-1] != '\\'):
-			quoted = !quoted
-		case quoted:
-		case c == '<':
-			depth++
-		case c == '>':
-			depth--
-		case c == ',' && depth == 0:
-			if s := strings.TrimSpace(v[start:i]); s != "" {
-				out = append(out, s)
-			}
-			start = i + 1
-		}
-	}
-	if s := strings.TrimSpace(v[start:]); s != "" {
-		out = append(out, s)
-	}
-	return out
 }
 
 func tagOf(params sip.HeaderParams) string {

@@ -182,7 +182,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		return r.respond(tx, req, bindings, nil, now)
 	}
 
-	path := pathOf(req)
+	path := sipx.AddressList(req, "Path") // RFC 3327, one value per route, in order
 	ua := ""
 	if h := sipx.Header(req, "User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
 		ua = h.Value()
@@ -274,45 +274,6 @@ func (r *Registrar) observe(op string, t0 time.Time) {
 	if r.opts.StoreLatency != nil {
 		r.opts.StoreLatency.WithLabelValues(op).Observe(time.Since(t0).Seconds())
 	}
-}
-
-// pathOf returns the REGISTER's Path values in order (RFC 3327), one per route.
-func pathOf(req *sip.Request) []string {
-	var out []string
-	for _, h := range sipx.Headers(req, "Path") {
-		for _, v := range splitList(h.Value()) {
-			if sipx.Sanitize(v) {
-				out = append(out, v)
-			}
-		}
-	}
-	return out
-}
-
-// splitList splits a header value at the commas that are outside quotes and angle brackets.
-func splitList(s string) []string {
-	var out []string
-	depth, quoted, start := 0, false, 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' && (i == 0 || s[i-1] != '\\'):
-			quoted = !quoted
-		case quoted:
-		case c == '<':
-			depth++
-		case c == '>':
-			depth--
-		case c == ',' && depth == 0:
-			if v := strings.TrimSpace(s[start:i]); v != "" {
-				out = append(out, v)
-			}
-			start = i + 1
-		}
-	}
-	if v := strings.TrimSpace(s[start:]); v != "" {
-		out = append(out, v)
-	}
-	return out
 }
 
 // Lookup returns aor's live bindings (for the admin API and, later, the proxy).

@@ -68,6 +68,38 @@ func Header(msg Message, name string) sip.Header {
 	return nil
 }
 
+// AddressList returns the values of every name header of msg (Path, Record-Route, Route)
+// split into one name-addr each, in order: commas inside quotes and angle brackets do not
+// split. Values that could not be copied into another header safely (Sanitize) are dropped.
+func AddressList(msg Message, name string) []string {
+	var out []string
+	for _, h := range Headers(msg, name) {
+		v := h.Value()
+		depth, quoted, start := 0, false, 0
+		add := func(s string) {
+			if s = strings.TrimSpace(s); s != "" && Sanitize(s) {
+				out = append(out, s)
+			}
+		}
+		for i := 0; i < len(v); i++ {
+			switch c := v[i]; {
+			case c == '"' && (i == 0 || v[i-1] != '\\'):
+				quoted = !quoted
+			case quoted:
+			case c == '<':
+				depth++
+			case c == '>':
+				depth--
+			case c == ',' && depth == 0:
+				add(v[start:i])
+				start = i + 1
+			}
+		}
+		add(v[start:])
+	}
+	return out
+}
+
 // Tokens returns the comma-separated values of every header named name (e.g. Supported,
 // Require, Allow), trimmed, empty values skipped.
 func Tokens(msg Message, name string) []string {

@@ -2,6 +2,7 @@ package sipx
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -118,5 +119,23 @@ func TestTokensReadCompactForms(t *testing.T) {
 	}
 	if got := Unsupported(req, "Supported", "path"); len(got) != 2 {
 		t.Errorf("Unsupported = %v, want outbound and gruu", got)
+	}
+}
+
+// TestAddressList: Path and Record-Route values split at top-level commas only, across
+// headers, in order, unsafe values dropped.
+func TestAddressList(t *testing.T) {
+	req := parse(t, head+"From: <sip:a@x>;tag=1\nTo: <sip:a@x>\n"+
+		"Path: <sip:a@x;lr>, \"B, Jr\" <sip:b@y;lr>\n"+
+		"Path: <sip:c@z;lr>\n"+
+		"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\n\n")
+	if got, want := AddressList(req, "path"), []string{"<sip:a@x;lr>", `"B, Jr" <sip:b@y;lr>`, "<sip:c@z;lr>"}; !slices.Equal(got, want) {
+		t.Errorf("Path %q, want %q", got, want)
+	}
+	if got, want := AddressList(req, "Record-Route"), []string{"<sip:p1.example;lr>", "<sip:p2.example;lr>"}; !slices.Equal(got, want) {
+		t.Errorf("Record-Route %q, want %q", got, want)
+	}
+	if got := AddressList(req, "Route"); got != nil {
+		t.Errorf("no Route: %q, want nil", got)
 	}
 }
