@@ -252,6 +252,45 @@ func TestNotify481EndsSubscription(t *testing.T) {
 	w.expectNothing(300 * time.Millisecond)
 }
 
+// TestNotifyNeverAnswered: a watcher that never answers gets its NOTIFY retransmitted until
+// Timer F (32 s), then its subscription ends and later changes send it nothing. Slow by
+// nature, so it runs beside the other parallel tests.
+func TestNotifyNeverAnswered(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, fastPresence)
+	makeKnown(t, srv, "bob")
+	w := dial(t, "udp", srv.Listener("udp"))
+	w.sendTP(subscribe("carol@example.test", "bob", "mute-1", 1, "presence", 600))
+	w.expect(`^SIP/2.0 200 `)
+	first := w.request("NOTIFY")
+	retransmitted := false
+	deadline := time.Now().Add(45 * time.Second)
+	for len(presenceState(t, srv, "bob@example.test").Subscriptions) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscription of a watcher that never answers is still there after 45 s")
+		}
+		if msg := w.read(500 * time.Millisecond); strings.HasPrefix(msg, "NOTIFY ") &&
+			parseRequest(t, msg).CSeq().SeqNo == first.CSeq().SeqNo {
+			retransmitted = true
+		}
+	}
+	if !retransmitted {
+		t.Error("the unanswered NOTIFY was never retransmitted")
+	}
+	bob := dial(t, "udp", srv.Listener("udp"))
+	bob.send(publish("bob", "mute-pub", 1, "", 600, pidfDoc("bob", "t", "open")))
+	bob.expect(`^SIP/2.0 200 `)
+	for {
+		msg := w.read(500 * time.Millisecond)
+		if msg == "" {
+			break
+		}
+		if strings.HasPrefix(msg, "NOTIFY ") && parseRequest(t, msg).CSeq().SeqNo != first.CSeq().SeqNo {
+			t.Fatalf("a NOTIFY after the subscription ended:\n%s", msg)
+		}
+	}
+}
+
 // TestCompositionNewestWins: two publications carrying the same tuple id (baresip's duplicate
 // initial PUBLISH) compose to the newest one's tuple; distinct tuple ids are merged.
 func TestCompositionNewestWins(t *testing.T) {
