@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"compress/zlib"
+	"context"
 	"net"
 	"regexp"
 	"strconv"
@@ -50,6 +51,9 @@ func TestFixtureMessagesRelayed(t *testing.T) {
 			target := strings.TrimPrefix(strings.Fields(head)[1], "sip:")
 			user, _, _ := strings.Cut(target, "@")
 			dev := newUA(t, srv, tp, user)
+			// The next case for the same user must not fork to this device's socket, whose
+			// port a later socket may reuse.
+			t.Cleanup(func() { _, _ = srv.registrar.Remove(context.Background(), user+"@example.test") })
 			sender := dial(t, tp, srv.Listener(tp))
 			text := head + "\r\n\r\n"
 			text = setHeader(text, "Route", "<sip:"+srv.Listener(tp)+";transport="+tp+";lr>")
