@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,36 +44,50 @@ func encodeMessage(m *storage.Message) ([]byte, error) {
 		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
 		StoredAt: m.StoredAt.Unix(), ExpiresAt: m.ExpiresAt.Unix(),
 	}
-	var buf bytes.Buffer
-	buf.Grow(256 + len(m.Body))
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil { // Encode ends the header with the newline
+	return withBody(&w, m.Body)
+}
+
+// withBody is the stored form of a value with a body (offline messages, publications): the
+// JSON header, a newline, then the body bytes as they are (JSON never holds a raw newline, so
+// the first one ends the header). Binary-safe, and the body is never re-encoded.
+func withBody(header any, body []byte) ([]byte, error) {
+	buf, err := marshalJSON(header, len(body))
+	if err != nil {
 		return nil, err
 	}
-	buf.Write(m.Body)
+	buf.Write(body)
 	return buf.Bytes(), nil
+}
+
+// splitBody reads withBody's form: it decodes the header into header and returns the body
+// (nil when empty). what names the value in errors.
+func splitBody(what, v string, header any) ([]byte, error) {
+	h, body, ok := strings.Cut(v, "\n")
+	if !ok {
+		return nil, fmt.Errorf("corrupt %s: no header", what)
+	}
+	if err := json.Unmarshal([]byte(h), header); err != nil {
+		return nil, fmt.Errorf("corrupt %s: %w", what, err)
+	}
+	if body == "" {
+		return nil, nil
+	}
+	return []byte(body), nil
 }
 
 // decodeMessage turns a stored value back into the message id.
 func decodeMessage(id, v string) (storage.Message, error) {
-	header, body, ok := strings.Cut(v, "\n")
-	if !ok {
-		return storage.Message{}, errors.New("corrupt message: no header")
-	}
 	var w wireMessage
-	if err := json.Unmarshal([]byte(header), &w); err != nil {
-		return storage.Message{}, fmt.Errorf("corrupt message: %w", err)
+	body, err := splitBody("message", v, &w)
+	if err != nil {
+		return storage.Message{}, err
 	}
-	m := storage.Message{
+	return storage.Message{
 		ID: id, DedupKey: w.DedupKey, CallID: w.CallID, CSeq: w.CSeq, From: w.From, To: w.To,
 		Date: w.Date, ContentType: w.ContentType, ContentEncoding: w.ContentEncoding,
 		StoredAt: time.Unix(w.StoredAt, 0).UTC(), ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-	}
-	if body != "" {
-		m.Body = []byte(body)
-	}
-	return m, nil
+		Body: body,
+	}, nil
 }
 
 func msgMember(aor, id string) string { return indexMember(msgPrefix, aor, id) }

@@ -136,32 +136,20 @@ func marshalJSON(v any, extra int) (*bytes.Buffer, error) {
 // raw one), then the body bytes as they are.
 func encodePublication(op *storage.PublishOp) ([]byte, error) {
 	w := wirePublication{ExpiresAt: op.ExpiresAt.Unix(), ContentType: op.ContentType, UpdatedAt: op.Now.Unix(), Source: op.Source}
-	buf, err := marshalJSON(&w, len(op.Body))
-	if err != nil {
-		return nil, err
-	}
-	buf.Write(op.Body)
-	return buf.Bytes(), nil
+	return withBody(&w, op.Body)
 }
 
 // decodePublication turns the stored value v of etag back into a publication.
 func decodePublication(etag, v string) (storage.Publication, error) {
-	header, body, ok := strings.Cut(v, "\n")
-	if !ok {
-		return storage.Publication{}, errors.New("corrupt publication: no header")
-	}
 	var w wirePublication
-	if err := json.Unmarshal([]byte(header), &w); err != nil {
-		return storage.Publication{}, fmt.Errorf("corrupt publication: %w", err)
+	body, err := splitBody("publication", v, &w)
+	if err != nil {
+		return storage.Publication{}, err
 	}
-	p := storage.Publication{
+	return storage.Publication{
 		ETag: etag, ContentType: w.ContentType, ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-		UpdatedAt: time.Unix(w.UpdatedAt, 0).UTC(), Source: w.Source,
-	}
-	if body != "" {
-		p.Body = []byte(body)
-	}
-	return p, nil
+		UpdatedAt: time.Unix(w.UpdatedAt, 0).UTC(), Source: w.Source, Body: body,
+	}, nil
 }
 
 func encodeSubscription(s *storage.Subscription) (string, error) {
