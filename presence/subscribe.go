@@ -105,6 +105,7 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		Node:         p.opts.NodeID,
 	}
 	if secs > 0 {
+		st.HoldFlow(sub.ExpiresAt) // NOTIFYs go down this connection (the listener keeps it)
 		if err := p.opts.Store.PutSubscription(ctx, sub, 0); err != nil {
 			p.sources.release(ip)
 			return sipx.RespondError(tx, req, err)
@@ -188,6 +189,12 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	sub.ExpiresAt = seconds(now).Add(time.Duration(secs) * time.Second)
 	if c, ok := remoteTarget(req); ok {
 		sub.RemoteTarget = c // a target refresh (RFC 6665 §4.1.2.1)
+	}
+	// The watcher's latest flow: a client that reconnected (new TCP connection, new NAT
+	// binding) refreshes its subscription over the new one (RFC 5626 §4.2.1).
+	if st := sipx.StateFrom(ctx); st.Source != "" && len(sub.RouteSet) == 0 {
+		sub.Transport, sub.Source = st.Transport, st.Source
+		st.HoldFlow(sub.ExpiresAt)
 	}
 	if err := p.opts.Store.PutSubscription(ctx, sub, cseq); errors.Is(err, storage.ErrStale) {
 		return sipx.Respond(tx, req, 500, "CSeq Out of Order")

@@ -68,7 +68,7 @@ func message(t *testing.T, p *Proxy, peer net.PacketConn) *sip.Request {
 	req.AppendHeader(&mf)
 	req.SetBody([]byte("hi"))
 	tgt := target{uri: req.Recipient, dest: peer.LocalAddr().(*net.UDPAddr).AddrPort(), transport: "udp"}
-	r, err := p.newBranch(req, tgt, "h", "", true)
+	r, err := p.newBranch(req, tgt, "h", arrival{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

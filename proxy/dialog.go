@@ -31,9 +31,10 @@ type Dialog struct {
 //   - a route set: its first hop (loose routing);
 //   - a remote target of one of our domains (a GRUU, RFC 5627, or an AOR): the registered
 //     device it names, through the location service;
-//   - else the flow the dialog came over (RFC 5626 §5.3 in spirit: the same connection for
-//     stream transports, the NAT binding's public address for UDP), and, when nothing
-//     answers there at transport level, the remote target's own address.
+//   - else the flow the dialog came over (RFC 5626 §5.3 in spirit): the same connection for
+//     stream transports — and nothing else when it has closed —, the NAT binding's public
+//     address for UDP, then, when nothing answers there at transport level, the remote
+//     target's own address.
 //
 // req's Via is added here; the caller sets every other header. req itself is not modified.
 func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (int, error) {
@@ -64,9 +65,14 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 		return p.request(ctx, req, [][]target{{t}}), nil
 	}
 	var tries []target
-	if ap, err := netip.ParseAddrPort(d.Source); err == nil && d.Transport != "" {
-		tries = append(tries, target{uri: uri, transport: strings.ToLower(d.Transport),
-			dest: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
+	if f, ok := p.flowOf(d.Transport, d.Source); ok {
+		if f.Stream() {
+			// The dialog's connection, or nothing: a new connection to the peer's Contact
+			// would reach a NAT, a browser's ".invalid" name or an ephemeral port (RFC 5626).
+			t := target{uri: uri, transport: f.Transport, dest: f.Remote, flow: true}
+			return p.request(ctx, req, [][]target{{t}}), nil
+		}
+		tries = append(tries, target{uri: uri, transport: f.Transport, dest: f.Remote})
 	}
 	if t, err := p.hopTarget(ctx, &uri, uri); err == nil &&
 		(len(tries) == 0 || t.dest != tries[0].dest || t.transport != tries[0].transport) {
@@ -85,15 +91,16 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 // parameter names (its +sip.instance), else the device with the highest q-value, most
 // recently registered.
 func (p *Proxy) locate(ctx context.Context, uri *sip.Uri) (target, bool, error) {
-	aor := sipx.AOR(uri)
+	aor, instance, gruu := p.gruu(uri, sipx.AOR(uri))
+	if gruu && instance == "" {
+		return target{}, false, nil
+	}
 	bindings, err := p.opts.Locator.Lookup(ctx, aor)
 	if err != nil {
 		return target{}, false, err
 	}
-	if gr, ok := uri.UriParams.Get("gr"); ok && gr != "" {
-		bindings = slices.DeleteFunc(bindings, func(b storage.Binding) bool {
-			return strings.Trim(b.InstanceID, "<>\"") != strings.Trim(gr, "<>\"")
-		})
+	if gruu {
+		bindings = ofInstance(bindings, instance)
 	}
 	slices.SortStableFunc(bindings, func(a, b storage.Binding) int {
 		if qa, qb := qOf(a), qOf(b); qa != qb {
@@ -107,6 +114,36 @@ func (p *Proxy) locate(ctx context.Context, uri *sip.Uri) (target, bool, error) 
 		}
 	}
 	return target{}, false, nil
+}
+
+// gruu reads a GRUU of our domain (RFC 5627): a URI with the gr parameter names one device —
+// the instance in its value (public GRUU), or, with an empty value, the AOR and instance a
+// temporary GRUU of ours seals in its user part. isGRUU with an empty instance: a GRUU we did
+// not issue. A URI without gr returns aor unchanged.
+func (p *Proxy) gruu(uri *sip.Uri, aor string) (string, string, bool) {
+	gr, ok := uri.UriParams.Get("gr")
+	if !ok {
+		return aor, "", false
+	}
+	if gr != "" {
+		return aor, strings.Trim(gr, "<>\""), true
+	}
+	if p.opts.GRUUs != nil {
+		if a, inst, ok := p.opts.GRUUs.Open(uri.User); ok {
+			_, domain, _ := strings.Cut(a, "@")
+			if p.domains[domain] {
+				return a, strings.Trim(inst, "<>\""), true
+			}
+		}
+	}
+	return aor, "", true
+}
+
+// ofInstance keeps the bindings of one device (its +sip.instance, without brackets).
+func ofInstance(bindings []storage.Binding, instance string) []storage.Binding {
+	return slices.DeleteFunc(bindings, func(b storage.Binding) bool {
+		return strings.Trim(b.InstanceID, "<>\"") != instance
+	})
 }
 
 // ContactURI is our Contact for a dialog simpled is a party of (the presence agent's

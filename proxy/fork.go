@@ -127,7 +127,7 @@ groups:
 	for _, group := range groups {
 		live := 0
 		for _, t := range group {
-			b, err := p.startBranch(fwd, t, hash, st.Transport, total == 1 && fwd != req)
+			b, err := p.startBranch(fwd, t, hash, arrival{st.Transport, st.Source}, total == 1 && fwd != req)
 			if err != nil {
 				st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 				fail(&branch{t: t}, transportFailure(t))
@@ -253,7 +253,7 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 // an event channel per request.
 func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t target,
 	onFail func([]int) (int, error, bool)) (int, error) {
-	b, err := p.startBranch(fwd, t, branchHash(tx, req), st.Transport, fwd != req)
+	b, err := p.startBranch(fwd, t, branchHash(tx, req), arrival{st.Transport, st.Source}, fwd != req)
 	if err != nil {
 		st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 		code := transportFailure(t)
@@ -321,10 +321,29 @@ func transportFailure(t target) int {
 	return 503
 }
 
-// startBranch builds and sends the request for t. A request too big for UDP goes over TCP
-// when we listen on TCP, back to UDP if TCP cannot connect (RFC 3261 §18.1.1).
-func (p *Proxy) startBranch(fwd *sip.Request, t target, hash, inTransport string, only bool) (*branch, error) {
-	r, err := p.newBranch(fwd, t, hash, inTransport, only)
+// startBranch builds and sends the request for t, or for the first of t's alternative flows
+// that can be sent on. A request too big for UDP goes over TCP when we listen on TCP, back to
+// UDP if TCP cannot connect (RFC 3261 §18.1.1).
+func (p *Proxy) startBranch(fwd *sip.Request, t target, hash string, in arrival, only bool) (*branch, error) {
+	b, err := p.startOne(fwd, t, hash, in, only && len(t.alts) == 0)
+	for _, alt := range t.alts {
+		if err == nil {
+			break
+		}
+		b, err = p.startOne(fwd, alt, hash, in, false)
+	}
+	return b, err
+}
+
+func (p *Proxy) startOne(fwd *sip.Request, t target, hash string, in arrival, only bool) (*branch, error) {
+	if t.flow {
+		if isStream(t.transport) && !p.connected(t) {
+			p.flows.WithLabelValues(t.transport, "closed").Inc()
+			return nil, errFlowGone
+		}
+		p.flows.WithLabelValues(t.transport, "sent").Inc()
+	}
+	r, err := p.newBranch(fwd, t, hash, in, only)
 	if err != nil {
 		return nil, err
 	}

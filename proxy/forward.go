@@ -83,10 +83,12 @@ func recordRoutes(req *sip.Request) bool {
 }
 
 // newBranch builds the request for one target (§16.6 steps 1-8) from base (already prepared).
-// inTransport is the transport the request came in on: when the branch leaves on another one,
-// we record-route twice (RFC 5658) so both sides reach us on their own transport.
+// in is the flow the request came in on: when the branch leaves on another transport, we
+// record-route twice (RFC 5658) so both sides reach us on their own transport; and when that
+// flow is a connection or a NATed UDP client, the Record-Route facing it names the flow
+// (RFC 5626 §5.3), so requests of the dialog from the other side go down the same flow.
 // With only true, base is the only branch's and is modified in place rather than copied.
-func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string, only bool) (*sip.Request, error) {
+func (p *Proxy) newBranch(base *sip.Request, t target, hash string, in arrival, only bool) (*sip.Request, error) {
 	l := p.listener(t.transport)
 	if !l.IsValid() {
 		return nil, fmt.Errorf("%w: no %s listener", errNoRoute, t.transport)
@@ -105,19 +107,26 @@ func (p *Proxy) newBranch(base *sip.Request, t target, hash, inTransport string,
 	}
 	if recordRoutes(base) {
 		token := p.rrToken(base.CallID().Value())
-		if in := p.listener(inTransport); in.IsValid() && inTransport != t.transport {
-			r.PrependHeader(p.recordRoute(in, inTransport, t.dest.Addr(), token))
+		user := ""
+		if in.transport != "" && (isStream(in.transport) || sipx.BehindNAT(base, in.source)) {
+			user = p.FlowToken(in.transport, in.source)
 		}
-		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr(), token))
+		if inL := p.listener(in.transport); inL.IsValid() && in.transport != t.transport {
+			r.PrependHeader(p.recordRoute(inL, in.transport, t.dest.Addr(), token, user))
+			user = ""
+		}
+		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr(), token, user))
 	}
 	p.setVia(r, l, t, hash)
 	return r, nil
 }
 
-// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken).
-func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token string) *sip.RecordRouteHeader {
+// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken) and, as
+// user part, the flow token of the client it faces, if any.
+func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token, user string) *sip.RecordRouteHeader {
 	return &sip.RecordRouteHeader{Address: sip.Uri{
 		Scheme:    "sip",
+		User:      user,
 		Host:      hostLiteral(p.advertised(l, dest)),
 		Port:      int(l.Port()),
 		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: rrParam, V: token}},

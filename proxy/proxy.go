@@ -77,6 +77,9 @@ type Options struct {
 	// auth.nonce_secret);
 	// empty draws a random secret.
 	Secret []byte
+	// GRUUs opens the temporary GRUUs the registrar issued (RFC 5627); nil routes only public
+	// GRUUs.
+	GRUUs *sipx.GRUUs
 	// Allow lists the methods the server serves or routes, for 405 answers.
 	Allow      func() string
 	Bus        storage.Bus
@@ -97,6 +100,7 @@ type Proxy struct {
 	offline      *Offline
 	txs          *clientTxs
 	secret       []byte
+	flowKey      []byte
 
 	localIPs sync.Map // destination IP → our source IP, for wildcard listeners
 
@@ -104,6 +108,7 @@ type Proxy struct {
 	branches  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	forwarded *prometheus.CounterVec
+	flows     *prometheus.CounterVec
 }
 
 // New builds a proxy from opts.
@@ -137,6 +142,7 @@ func New(opts Options) (*Proxy, error) {
 		p.secret = make([]byte, 32)
 		_, _ = rand.Read(p.secret)
 	}
+	p.flowKey = flowKey(p.secret)
 	for _, t := range opts.MessageTypes {
 		if t == "*" || t == "*/*" {
 			p.anyType = true
@@ -161,13 +167,17 @@ func New(opts Options) (*Proxy, error) {
 	p.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_proxy_requests_total", Help: "Requests routed by the proxy, by method and route kind (local, dialog, foreign, refused).",
 	}, []string{"method", "route"})
+	p.flows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_flow_requests_total",
+		Help: "Requests sent down a client's flow (RFC 5626), by transport and result: sent, or closed (the connection was gone; the device counts as unreachable).",
+	}, []string{"transport", "result"})
 	p.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "simpled_proxy_duration_seconds",
 		Help:    "Time from receiving a request to sending its final answer, for proxied requests, by method.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
 	}, []string{"method"})
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.relayed, p.branches, p.forwarded, p.duration} {
+		for _, c := range []prometheus.Collector{p.relayed, p.branches, p.forwarded, p.flows, p.duration} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: metrics: %w", err)
 			}
@@ -222,9 +232,19 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		}
 	}
 	fwd := req.Clone()
-	recorded := p.processRoutes(fwd)
+	recorded, flow := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
 	inDialog := req.To().Params.Has("tag")
+
+	if flow != nil && fwd.Route() == nil && !(arrival{st.Transport, st.Source}).same(flow.f) {
+		// A Route of ours naming a client's flow (a Path of another node, or our Record-Route
+		// in a dialog with a client on a flow): the request goes down that flow.
+		if !recorded && !p.holds(flow.f) {
+			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
+		}
+		p.forwarded.WithLabelValues(string(req.Method), "flow").Inc()
+		return p.fork(ctx, tx, req, fwd, [][]target{{p.flowTarget(fwd.Recipient, flow.f, flow.token)}}, nil)
+	}
 
 	if route := fwd.Route(); route != nil {
 		// Loose routing (§16.4, §16.5): the next hop is the Route, the Request-URI stays.
@@ -271,11 +291,22 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		domain = p.defaultDom // addressed to one of our IPs: the default domain's user
 	}
 	aor := fwd.Recipient.User + "@" + domain
+	instance, gruu := "", false
+	if aor, instance, gruu = p.gruu(&fwd.Recipient, aor); gruu && instance == "" {
+		return p.refuse(ctx, tx, req, 404, "Unknown GRUU")
+	}
 	bindings, err := p.opts.Locator.Lookup(ctx, aor)
 	if err != nil {
 		return sipx.RespondError(tx, req, fmt.Errorf("proxy: lookup %s: %w", aor, err))
 	}
 	p.forwarded.WithLabelValues(string(req.Method), "local").Inc()
+	if gruu {
+		// RFC 5627 §5.3: a GRUU reaches exactly the device it names, or nothing (480).
+		bindings = ofInstance(bindings, instance)
+		if len(bindings) == 0 {
+			return p.refuse(ctx, tx, req, 480, "")
+		}
+	}
 	if len(bindings) == 0 {
 		known, err := p.known(ctx, aor)
 		if err != nil {

@@ -28,6 +28,12 @@ type target struct {
 	dest      netip.AddrPort // where the request is sent
 	transport string         // udp, tcp, tls, ws, wss
 	contact   bool           // a registered device (a transport failure means "unavailable")
+	// flow: dest is a client's flow (RFC 5626): over a stream transport, only the connection
+	// it opened is used, never a new one.
+	flow bool
+	// alts are the same device's other flows (outbound: one per reg-id), tried in order when
+	// this one cannot be sent on.
+	alts []target
 }
 
 // errNoRoute: the next hop cannot be reached at all (unknown host, .invalid, no listener for
@@ -71,8 +77,9 @@ func (p *Proxy) isOurHop(u *sip.Uri) bool {
 // Record-Route entries when we double record-routed (RFC 5658). It reports whether one of the
 // removed Routes is a Record-Route of ours for this Call-ID (rrToken): only such a request
 // follows a dialog simpled set up, and may go where that dialog goes. A Route to us anybody
-// can write (every client pre-loads one) proves nothing.
-func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool) {
+// can write (every client pre-loads one) proves nothing. flow is the client flow a removed
+// Route of ours names in its user part (a flow token), if any.
+func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flow *namedFlow) {
 	callID := ""
 	if c := fwd.CallID(); c != nil {
 		callID = c.Value()
@@ -81,6 +88,7 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool) {
 	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
 		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
 			recorded = p.ourRecordRoute(&fwd.Recipient, callID)
+			flow = p.namedFlow(&fwd.Recipient, flow)
 			fwd.Recipient = *last.Address.Clone()
 			removeLastHeader(fwd, "Route")
 		}
@@ -88,9 +96,10 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool) {
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurHop(&r.Address) {
-			return recorded
+			return recorded, flow
 		}
 		recorded = recorded || p.ourRecordRoute(&r.Address, callID)
+		flow = p.namedFlow(&r.Address, flow)
 		fwd.RemoveHeader("Route")
 	}
 }
@@ -250,9 +259,16 @@ func defaultPort(tp string) int {
 func (p *Proxy) targets(ctx context.Context, bindings []storage.Binding) [][]target {
 	sorted := slices.Clone(bindings)
 	slices.SortStableFunc(sorted, func(a, b storage.Binding) int {
-		return cmp.Compare(qOf(b), qOf(a))
+		if c := cmp.Compare(qOf(b), qOf(a)); c != 0 {
+			return c
+		}
+		return b.UpdatedAt.Compare(a.UpdatedAt)
 	})
 	var groups [][]target
+	// A device registered over several flows (RFC 5626: one binding per reg-id of one
+	// +sip.instance) is one target: its most recently refreshed flow first, the others as
+	// alternatives when it cannot be sent on (§5.3: "the first that works").
+	device := map[string][2]int{}
 	lastQ := -2
 	for i := range sorted {
 		b := &sorted[i]
@@ -260,9 +276,19 @@ func (p *Proxy) targets(ctx context.Context, bindings []storage.Binding) [][]tar
 		if !ok {
 			continue
 		}
+		if b.InstanceID != "" && b.RegID > 0 {
+			if at, seen := device[b.InstanceID]; seen {
+				first := &groups[at[0]][at[1]]
+				first.alts = append(first.alts, t)
+				continue
+			}
+		}
 		if q := qOf(*b); q != lastQ || len(groups) == 0 {
 			groups = append(groups, nil)
 			lastQ = q
+		}
+		if b.InstanceID != "" && b.RegID > 0 {
+			device[b.InstanceID] = [2]int{len(groups) - 1, len(groups[len(groups)-1])}
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], t)
 	}
@@ -301,10 +327,20 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *storage.Binding) (target, 
 		p.log.Warn("unusable Path", zap.String("path", b.Path[0]))
 		return t, false
 	}
+	if b.Flow != "" {
+		f, token, ok := p.bindingFlow(b)
+		if !ok {
+			p.log.Warn("unusable flow", zap.String("contact", b.URI), zap.String("received", b.Received))
+			return t, false
+		}
+		return p.flowTarget(t.uri, f, token), true
+	}
 	if b.Received != "" && isStream(b.Transport) {
+		// Stored before flows were recorded: the connection the REGISTER came on.
 		if ap, err := netip.ParseAddrPort(b.Received); err == nil {
 			t.dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 			t.transport = b.Transport
+			t.flow = true
 			return t, true
 		}
 	}

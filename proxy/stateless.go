@@ -20,7 +20,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		return
 	}
 	fwd := req.Clone()
-	if !p.processRoutes(fwd) {
+	if recorded, _ := p.processRoutes(fwd); !recorded {
 		// Not in a dialog we Record-Routed (the token in our Route proves it): dropping it
 		// keeps simpled from relaying for anyone who sends an ACK.
 		if ce := p.log.Check(zap.DebugLevel, "ACK outside our route set dropped"); ce != nil {
@@ -38,7 +38,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		p.log.Debug("ACK not routable", zap.Error(err))
 		return
 	}
-	r, err := p.newBranch(fwd, t, loopHash(req), "", true)
+	r, err := p.newBranch(fwd, t, loopHash(req), arrival{}, true)
 	if err != nil {
 		p.log.Debug("ACK not routable", zap.Error(err))
 		return

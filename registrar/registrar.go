@@ -32,6 +32,14 @@ type Options struct {
 	MaxContacts    int      // bindings per AOR (default 10)
 	EvictOldest    bool     // at the limit, evict the oldest binding instead of answering 403
 	SweepInterval  time.Duration
+	// Flow names the flow (transport, source host:port) a REGISTER came over, as a token
+	// stored in the binding (the proxy's FlowToken); nil or "" records none.
+	Flow func(transport, source string) string
+	// FlowTimer is the keepalive interval, in seconds, asked of outbound clients on stream
+	// transports (RFC 5626 Flow-Timer); 0 sends none.
+	FlowTimer int
+	// GRUUs seals temporary GRUUs; nil hands out no GRUU (RFC 5627).
+	GRUUs *sipx.GRUUs
 
 	Store Store
 	Bus   storage.Bus // may be nil
@@ -179,7 +187,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		if err != nil {
 			return sipx.RespondError(tx, req, fmt.Errorf("registrar: lookup %s: %w", aor, err))
 		}
-		return r.respond(tx, req, bindings, nil, now)
+		return r.respond(tx, req, aor, bindings, nil, now)
 	}
 
 	path := sipx.AddressList(req, "Path") // RFC 3327, one value per route, in order
@@ -190,12 +198,34 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 			ua = ua[:256]
 		}
 	}
+	outbound, err := r.outbound(req, changes, path)
+	if err != nil {
+		return sipx.Respond(tx, req, 439, "First Hop Lacks Outbound Support")
+	}
+	// The flow the device is reached over (RFC 5626 §5.3, and RFC 3581 for plain NATed UDP
+	// clients): a connection is always reused; a UDP client is reached where its packets come
+	// from when it is behind a NAT or asked for outbound. A REGISTER relayed by a proxy that
+	// added a Path is reached through that proxy, and a third party registering a device at
+	// its own address (Via sent-by = source) is taken at its word.
+	flow := ""
+	if r.opts.Flow != nil && len(path) == 0 {
+		for i := range changes {
+			if isStream(st.Transport) || sipx.BehindNAT(req, st.Source) || hasURIParam(changes[i].Binding.URI, "ob") {
+				flow = r.opts.Flow(st.Transport, st.Source)
+				break
+			}
+		}
+	}
 	for i := range changes {
 		b := &changes[i].Binding
 		b.Path = path
 		b.Received = st.Source
 		b.Transport = st.Transport
+		b.Flow = flow
 		b.UserAgent = ua
+		if flow != "" && isStream(st.Transport) && b.ExpiresAt.After(now) {
+			st.HoldFlow(b.ExpiresAt)
+		}
 	}
 	update := storage.BindingUpdate{
 		Now:         now,
@@ -219,17 +249,86 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	}
 	// Answer first, then announce: what reacts to a new binding (offline messages waiting
 	// for it) must reach the device after its 200, not race it.
-	status, err := r.respond(tx, req, res.Bindings, path, now)
+	var extra []sip.Header
+	if outbound {
+		// RFC 5626 §6: outbound applied; the keepalive interval for connections.
+		extra = append(extra, sip.NewHeader("Require", "outbound"))
+		if r.opts.FlowTimer > 0 && isStream(st.Transport) {
+			extra = append(extra, sip.NewHeader("Flow-Timer", strconv.Itoa(r.opts.FlowTimer)))
+		}
+	}
+	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)
 	r.publish(aor, now, res)
 	return status, err
 }
 
 // Supported lists the option tags the registrar understands in Require.
-var Supported = []string{"path"}
+var Supported = []string{"path", "outbound", "gruu"}
 
-// respond sends the 200 listing every current binding with its remaining expiry (§10.3 step 8).
-func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, bindings []storage.Binding, path []string, now time.Time) (int, error) {
+// outbound reports whether RFC 5626 applies to this REGISTER: the UA supports it and a
+// contact carries +sip.instance and reg-id. It is an error when the first hop cannot keep the
+// flow: the REGISTER crossed a proxy that added no Path with ";ob" (§6, 439).
+func (r *Registrar) outbound(req *sip.Request, changes []storage.BindingChange, path []string) (bool, error) {
+	if !sipx.HasToken(req, "Supported", "outbound") {
+		return false, nil
+	}
+	regID := false
+	for i := range changes {
+		if b := &changes[i].Binding; b.InstanceID != "" && b.RegID > 0 {
+			regID = true
+		}
+	}
+	if !regID {
+		return false, nil
+	}
+	if len(path) > 0 {
+		if !hasURIParam(path[0], "ob") {
+			return false, errFirstHop
+		}
+		return true, nil
+	}
+	if len(sipx.Headers(req, "Via")) > 1 {
+		return false, errFirstHop
+	}
+	return true, nil
+}
+
+var errFirstHop = errors.New("registrar: first hop lacks outbound support")
+
+// hasURIParam reports whether the first URI in s (a URI, or a name-addr "<uri>;params") has
+// the URI parameter name.
+func hasURIParam(s, name string) bool {
+	if i := strings.IndexByte(s, '<'); i >= 0 {
+		s = s[i+1:]
+		if j := strings.IndexByte(s, '>'); j >= 0 {
+			s = s[:j]
+		}
+	}
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		s = s[:i]
+	}
+	for _, p := range strings.Split(s, ";")[1:] {
+		k, _, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), name) {
+			return true
+		}
+	}
+	return false
+}
+
+func isStream(tp string) bool {
+	switch tp {
+	case "tcp", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// respond sends the 200 listing every current binding with its remaining expiry (§10.3 step 8)
+// and, when the UA supports GRUU, each device's public and a new temporary GRUU (RFC 5627).
+func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, aor string, bindings []storage.Binding, path []string, now time.Time, extra ...sip.Header) (int, error) {
 	res := sipx.NewResponse(req, 200, "")
+	gruu := r.opts.GRUUs != nil && sipx.HasToken(req, "Supported", "gruu")
 	for i := range bindings {
 		b := &bindings[i]
 		left := int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second)
@@ -240,14 +339,28 @@ func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, bindings
 		if b.Q >= 0 {
 			v += ";q=" + formatQ(b.Q)
 		}
+		if gruu && b.InstanceID != "" {
+			v += r.gruuParams(aor, b.InstanceID)
+		}
 		res.AppendHeader(sip.NewHeader("Contact", v))
 	}
 	// RFC 3327 §5.3: the stored Path is returned when the UA said it supports path.
 	if len(path) > 0 && sipx.HasToken(req, "Supported", "path") {
 		res.AppendHeader(sip.NewHeader("Path", strings.Join(path, ", ")))
 	}
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http1123)))
 	return sipx.RespondWith(tx, res)
+}
+
+// gruuParams are the pub-gruu and temp-gruu Contact parameters of a device (RFC 5627 §5.2):
+// the AOR with the instance as gr, and a sealed name only this deployment can resolve.
+func (r *Registrar) gruuParams(aor, instance string) string {
+	urn := strings.Trim(instance, "<>")
+	_, domain, _ := strings.Cut(aor, "@")
+	return `;pub-gruu="sip:` + aor + `;gr=` + urn + `";temp-gruu="sip:` + r.opts.GRUUs.Temp(aor, instance) + "@" + domain + `;gr"`
 }
 
 // http1123 is the SIP-date format (RFC 3261 §20.17).

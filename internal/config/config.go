@@ -65,6 +65,27 @@ type Options struct {
 	Messages MessageOptions `yaml:"messages"`
 	// Presence holds the presence agent's settings.
 	Presence PresenceOptions `yaml:"presence"`
+	// Transport holds the connection limits and timers of the stream listeners.
+	Transport TransportOptions `yaml:"transport"`
+}
+
+// TransportOptions bound the connections of the tcp, tls, ws and wss listeners and set the
+// keepalive asked of outbound clients (RFC 5626).
+type TransportOptions struct {
+	// MaxConnections bounds the open connections of each stream listener; a connection
+	// beyond is closed at once. Default 20000.
+	MaxConnections int `yaml:"max_connections"`
+	// IdleTimeout closes a connection that carried no byte for this long, unless it carries
+	// a registration or subscription (then it stays until that expires). Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MessageTimeout closes a connection on which a SIP message began and did not end within
+	// this long (a peer that stalls mid-message). Default 30s.
+	MessageTimeout time.Duration `yaml:"message_timeout"`
+	// HandshakeTimeout bounds the TLS and WebSocket handshakes. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// FlowTimer is the keepalive interval asked of outbound clients on connections
+	// (Flow-Timer in the REGISTER 200, RFC 5626 §4.4.1); 0 asks none. Default 120s.
+	FlowTimer time.Duration `yaml:"flow_timer"`
 }
 
 // PresenceOptions configure the presence agent (PUBLISH, SUBSCRIBE/NOTIFY). Its expiry limits
@@ -242,6 +263,20 @@ func Default() Options {
 			MinNotifyInterval: 200 * time.Millisecond,
 			// A gateway or attendant console holds thousands; a flood does not get more.
 			MaxSubscriptionsPerSource: 10000,
+		},
+		Transport: TransportOptions{
+			// Ten thousand phones per listener with room to spare; a flood of idle
+			// connections stops there (each costs a goroutine and a read buffer).
+			MaxConnections: 20000,
+			// Kamailio's tcp_connection_lifetime default: an unregistered connection that
+			// says nothing for two minutes is closed.
+			IdleTimeout: 2 * time.Minute,
+			// A message is a few KiB: thirty seconds is generous for any real link.
+			MessageTimeout: 30 * time.Second,
+			// A handshake is a few round trips.
+			HandshakeTimeout: 10 * time.Second,
+			// RFC 5626 §4.4.1's recommended interval for connections.
+			FlowTimer: 120 * time.Second,
 		},
 	}
 }

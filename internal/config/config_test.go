@@ -119,6 +119,10 @@ func TestValidate(t *testing.T) {
 				"messages.offline_max_age: 0s: must be at least 1m",
 				`presence.policy: "": want allow, same-domain or confirm`,
 				"presence.max_subscriptions_per_source: 0: must be at least 1",
+				"transport.max_connections: 0: must be at least 1",
+				"transport.idle_timeout: 0s: must be at least 1s",
+				"transport.message_timeout: 0s: must be at least 100ms",
+				"transport.handshake_timeout: 0s: must be at least 100ms",
 			},
 		},
 		{

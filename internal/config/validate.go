@@ -205,6 +205,22 @@ func (o Options) validate(src sources, errs *Errors) {
 	if o.Presence.MaxSubscriptionsPerSource < 1 {
 		bad("presence.max_subscriptions_per_source", "%d: must be at least 1", o.Presence.MaxSubscriptionsPerSource)
 	}
+	tr := o.Transport
+	if tr.MaxConnections < 1 {
+		bad("transport.max_connections", "%d: must be at least 1", tr.MaxConnections)
+	}
+	if tr.IdleTimeout < time.Second {
+		bad("transport.idle_timeout", "%s: must be at least 1s", tr.IdleTimeout)
+	}
+	if tr.MessageTimeout < 100*time.Millisecond {
+		bad("transport.message_timeout", "%s: must be at least 100ms", tr.MessageTimeout)
+	}
+	if tr.HandshakeTimeout < 100*time.Millisecond {
+		bad("transport.handshake_timeout", "%s: must be at least 100ms", tr.HandshakeTimeout)
+	}
+	if tr.FlowTimer < 0 || tr.FlowTimer%time.Second != 0 {
+		bad("transport.flow_timer", "%s: want whole seconds, 0 (none) or more", tr.FlowTimer)
+	}
 }
 
 // ParsePrefix parses a trusted peer: an IP address (a /32 or /128 prefix) or a CIDR prefix.

@@ -28,6 +28,8 @@ type State struct {
 	Start time.Time
 	// AuthUser is the AOR ("user@domain") that proved its identity with digest auth, or "".
 	AuthUser string
+	// KeepFlow is when the request's connection may close at the earliest (HoldFlow).
+	KeepFlow time.Time
 }
 
 type stateKey struct{}
@@ -100,4 +102,13 @@ func TxContext(tx sip.ServerTransaction) (ctx context.Context, cancel context.Ca
 		cancel() // already terminated
 	}
 	return ctx, cancel
+}
+
+// HoldFlow asks that the connection the request came over stay open at least until t: it
+// carries a registration or subscription, and requests for that client can only reach it
+// down this connection. The dispatcher passes the latest such time to the listener.
+func (st *State) HoldFlow(t time.Time) {
+	if t.After(st.KeepFlow) {
+		st.KeepFlow = t
+	}
 }
