@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -88,6 +89,7 @@ type Server struct {
 	closers   []func() error
 	listeners []string // bound listener URLs
 	sockets   atomic.Pointer[[]proxy.Listener]
+	streams   map[string][]flowHolder // stream listeners by transport
 	ourHosts  map[string]bool
 	http      *http.Server
 	httpAddr  string
@@ -108,7 +110,8 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: log, bus: storage.NewLocalBus(), ourHosts: map[string]bool{}}
+	s := &Server{opts: opts, log: log, bus: storage.NewLocalBus(), ourHosts: map[string]bool{},
+		streams: map[string][]flowHolder{}}
 	for _, d := range opts.Domains {
 		s.ourHosts[strings.ToLower(d)] = true
 	}
@@ -142,6 +145,13 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	s.store = store
 	s.closers = append(s.closers, store.Close)
 
+	// One secret keys nonces, Record-Route and flow tokens and temporary GRUUs: nodes sharing
+	// a store share auth.nonce_secret; without one, a random secret per process.
+	secret := []byte(opts.Auth.NonceSecret)
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
 	var users *auth.Users
 	if opts.UsersFile != "" {
 		if users, err = auth.LoadUsers(opts.UsersFile); err != nil {
@@ -163,7 +173,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Domains:        opts.Domains,
 		Users:          users,
 		Store:          store,
-		Secret:         []byte(opts.Auth.NonceSecret),
+		Secret:         secret,
 		NonceLifetime:  opts.Auth.NonceLifetime,
 		ChallengeOther: opts.Auth.ChallengeOther,
 		Log:            log.Named("auth"),
@@ -173,7 +183,11 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, err
 	}
+	gruus := sipx.NewGRUUs(secret)
 	s.registrar, err = registrar.New(registrar.Options{
+		Flow:           func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
+		FlowTimer:      int(opts.Transport.FlowTimer / time.Second),
+		GRUUs:          gruus,
 		Domains:        opts.Domains,
 		MinExpires:     opts.Registrar.MinExpires,
 		DefaultExpires: opts.Registrar.DefaultExpires,
@@ -263,7 +277,8 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			MaxBytes: opts.Messages.OfflineMaxBytes,
 			MaxAge:   opts.Messages.OfflineMaxAge,
 		},
-		Secret:     []byte(opts.Auth.NonceSecret),
+		Secret:     secret,
+		GRUUs:      gruus,
 		Allow:      s.allow,
 		Bus:        s.bus,
 		Log:        log.Named("proxy"),
@@ -669,6 +684,9 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		s.count(method, status)
 	}()
 	status, err := s.chain.ServeSIP(ctx, tx, req)
+	if !st.KeepFlow.IsZero() {
+		s.holdFlow(st.Transport, st.Source, st.KeepFlow)
+	}
 	if err != nil {
 		if status == 0 {
 			status = s.respond(tx, req, 500, "")
@@ -691,6 +709,25 @@ func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, r
 func (s *Server) count(method string, status int) {
 	if status > 0 {
 		s.responses.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	}
+}
+
+// flowHolder is a stream listener that can keep a connection open past its idle timeout.
+type flowHolder interface {
+	Pin(remote string, until time.Time) bool
+}
+
+// holdFlow keeps the connection from source on a stream listener of transport tp open until
+// until: it carries a registration or subscription, and requests for that client can only go
+// down it.
+func (s *Server) holdFlow(tp, source string, until time.Time) {
+	s.mu.Lock()
+	streams := s.streams[tp]
+	s.mu.Unlock()
+	for _, sl := range streams {
+		if sl.Pin(source, until) {
+			return
+		}
 	}
 }
 

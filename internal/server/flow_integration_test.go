@@ -1,0 +1,271 @@
+package server
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// natRegister is a REGISTER from a client behind a NAT: its Via and Contact name the private
+// address it believes it has (127.0.0.2:5099, where nothing listens), while its packets come
+// from the wire's own address.
+func natRegister(user, callID, tp string, extra ...string) string {
+	branchSeq++
+	msg := "REGISTER sip:example.test SIP/2.0\n" +
+		"Via: SIP/2.0/" + strings.ToUpper(tp) + " 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\n" +
+		"From: <sip:" + user + "@example.test>;tag=t" + callID + "\n" +
+		"To: <sip:" + user + "@example.test>\n" +
+		"Call-ID: " + callID + "\n" +
+		"CSeq: 1 REGISTER\n"
+	hasContact := false
+	for _, e := range extra {
+		hasContact = hasContact || strings.HasPrefix(e, "Contact:")
+		msg += e + "\n"
+	}
+	if !hasContact {
+		msg += "Contact: <sip:" + user + "@127.0.0.2:5099;transport=" + tp + ">\n"
+	}
+	return msg + "Expires: 600\nContent-Length: 0\n\n"
+}
+
+// A NATed UDP client gets its MESSAGE and its NOTIFY where its packets come from, not at the
+// private address of its Contact.
+func TestNATedUDPClientReachedAtSource(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	alice := dial(t, "udp", srv.Listener("udp"))
+	alice.send(natRegister("alice", "nat-reg-1", "udp"))
+	alice.expect(`^SIP/2.0 200 `)
+
+	bob := newUA(t, srv, "udp", "bob")
+	bob.send(message("bob", "alice", "nat-msg-1", "text/plain", "behind the NAT"))
+	req := alice.request("MESSAGE")
+	if string(req.Body()) != "behind the NAT" || req.Recipient.Host != "127.0.0.2" {
+		t.Fatalf("MESSAGE at the NATed client: R-URI %s body %q", req.Recipient.String(), req.Body())
+	}
+	alice.reply(req, 200)
+	bob.expect(`^SIP/2.0 200 `)
+
+	// A SUBSCRIBE whose Contact is the private address: the NOTIFYs come to the source too.
+	branchSeq++
+	sub := "SUBSCRIBE sip:bob@example.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=natw\nTo: <sip:bob@example.test>\n" +
+		"Call-ID: nat-sub-1\nCSeq: 1 SUBSCRIBE\nContact: <sip:alice@127.0.0.2:5099>\nEvent: presence\n" +
+		"Expires: 600\nContent-Length: 0\n\n"
+	alice.send(sub)
+	alice.expect(`^SIP/2.0 200 `)
+	n := alice.notify()
+	if !strings.HasPrefix(subState(n), "active") {
+		t.Fatalf("NOTIFY Subscription-State %q", subState(n))
+	}
+}
+
+// A REGISTER whose Via names its own source is a client (or a third party) that is not behind
+// a NAT: its Contact is taken at its word, even when it names another address.
+func TestThirdPartyContactTakenAtItsWord(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	registrar := dial(t, "udp", srv.Listener("udp"))
+	device := dial(t, "udp", srv.Listener("udp")) // the device named in the Contact
+	registrar.send(register("carol", "third-reg-1", 1, "Contact: <sip:carol@"+device.conn.LocalAddr().String()+">"))
+	registrar.expect(`^SIP/2.0 200 `)
+
+	bob := newUA(t, srv, "udp", "bob")
+	bob.send(message("bob", "carol", "third-msg-1", "text/plain", "to the contact"))
+	device.reply(device.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	registrar.expectNothing(200 * time.Millisecond)
+}
+
+// A TCP client is reached over the connection it registered on; once that connection has
+// closed, a MESSAGE for it is stored (202) and simpled never opens a connection to the
+// address in its Contact.
+func TestClosedFlowStoresMessageWithoutDialing(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	contactLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer contactLn.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := contactLn.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+
+	alice := dial(t, "tcp", srv.Listener("tcp"))
+	alice.send(register("alice", "flow-reg-1", 1, "Contact: <sip:alice@"+contactLn.Addr().String()+";transport=tcp>", "Expires: 600"))
+	alice.expect(`^SIP/2.0 200 `)
+	bob := newUA(t, srv, "udp", "bob")
+	bob.send(message("bob", "alice", "flow-msg-1", "text/plain", "over the connection"))
+	alice.reply(alice.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+
+	alice.conn.Close()
+	waitFor(t, "the server to see the connection close", func() bool {
+		return !srv.proxy.FlowOpen("tcp", alice.conn.LocalAddr().String())
+	})
+	bob.send(message("bob", "alice", "flow-msg-2", "text/plain", "while away"))
+	bob.expect(`^SIP/2.0 202 `)
+	waitPending(t, srv, "alice@example.test", 1)
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("simpled opened a connection to the Contact of a client whose flow closed")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// outboundContact is an RFC 5626 contact of one device (instance) on flow regID.
+func outboundContact(user, instance string, regID int) string {
+	return "Contact: <sip:" + user + "@127.0.0.2:5099;transport=tcp;ob>;+sip.instance=\"<urn:uuid:" + instance +
+		">\";reg-id=" + strconv.Itoa(regID)
+}
+
+// SIP outbound: the 200 requires outbound and sets a Flow-Timer, CRLF keepalives are answered,
+// and a device registered on two flows is reached once, on its newest flow that works.
+func TestOutboundTwoFlows(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	const inst = "00000000-0000-4000-8000-0000000000a1"
+	flow1 := dial(t, "tcp", srv.Listener("tcp"))
+	flow1.send(natRegister("alice", "ob-reg-1", "tcp", "Supported: outbound, path", outboundContact("alice", inst, 1)))
+	res := flow1.expect(`^SIP/2.0 200 `)
+	if h := res.GetHeader("Require"); h == nil || !strings.Contains(h.Value(), "outbound") {
+		t.Fatalf("200 without Require: outbound:\n%s", res)
+	}
+	if h := res.GetHeader("Flow-Timer"); h == nil || h.Value() != "120" {
+		t.Fatalf("200 Flow-Timer %v, want 120", h)
+	}
+	// RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong.
+	if _, err := flow1.conn.Write([]byte("\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	pong := make([]byte, 2)
+	_ = flow1.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := flow1.rd.Read(pong); err != nil || string(pong) != "\r\n" {
+		t.Fatalf("keepalive pong %q, %v", pong, err)
+	}
+
+	time.Sleep(1100 * time.Millisecond) // the second flow is registered a second later: newer
+	flow2 := dial(t, "tcp", srv.Listener("tcp"))
+	flow2.send(natRegister("alice", "ob-reg-2", "tcp", "Supported: outbound", outboundContact("alice", inst, 2)))
+	flow2.expect(`^SIP/2.0 200 `)
+
+	bob := newUA(t, srv, "udp", "bob")
+	bob.send(message("bob", "alice", "ob-msg-1", "text/plain", "one copy"))
+	flow2.reply(flow2.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	flow1.expectNothing(200 * time.Millisecond)
+
+	flow2.conn.Close()
+	waitFor(t, "flow 2 to close", func() bool {
+		return !srv.proxy.FlowOpen("tcp", flow2.conn.LocalAddr().String())
+	})
+	bob.send(message("bob", "alice", "ob-msg-2", "text/plain", "the first that works"))
+	flow1.reply(flow1.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+}
+
+// A REGISTER asking for outbound that crossed a proxy which added no Path with ";ob" cannot
+// get a flow: 439 (RFC 5626 §6).
+func TestOutboundFirstHopLacksSupport(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	w := dial(t, "udp", srv.Listener("udp"))
+	w.send(register("alice", "ob-439", 1, "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKproxy",
+		"Supported: outbound", outboundContact("alice", "00000000-0000-4000-8000-0000000000a2", 1)))
+	w.expect(`^SIP/2.0 439 `)
+}
+
+var gruuParam = regexp.MustCompile(`(pub|temp)-gruu="([^"]+)"`)
+
+// gruus returns the pub-gruu and temp-gruu of the contact with instance in a REGISTER 200.
+func gruus(t *testing.T, res *sip.Response, instance string) (pub, temp string) {
+	t.Helper()
+	for _, h := range res.GetHeaders("Contact") {
+		if !strings.Contains(h.Value(), instance) {
+			continue
+		}
+		for _, m := range gruuParam.FindAllStringSubmatch(h.Value(), -1) {
+			if m[1] == "pub" {
+				pub = m[2]
+			} else {
+				temp = m[2]
+			}
+		}
+	}
+	if pub == "" || temp == "" {
+		t.Fatalf("no pub-gruu and temp-gruu for %s in:\n%s", instance, res)
+	}
+	return pub, temp
+}
+
+// GRUU (RFC 5627): the registrar hands out a public and a temporary GRUU per device; a request
+// to either reaches that device only; a GRUU of no registered device gets 480, one simpled did
+// not issue 404; a SUBSCRIBE whose Contact is a GRUU (as Linphone sends) gets its NOTIFYs.
+func TestGRUU(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	const instA, instB = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+	devA := dial(t, "udp", srv.Listener("udp"))
+	devA.send(register("alice", "gruu-a", 1, "Supported: gruu", "Contact: <sip:alice@{local}>;+sip.instance=\"<urn:uuid:"+instA+">\"", "Expires: 600"))
+	pubA, _ := gruus(t, devA.expect(`^SIP/2.0 200 `), instA)
+	devB := dial(t, "tcp", srv.Listener("tcp"))
+	devB.send(register("alice", "gruu-b", 1, "Supported: gruu", "Contact: <sip:alice@{local};transport=tcp>;+sip.instance=\"<urn:uuid:"+instB+">\"", "Expires: 600"))
+	_, tempB := gruus(t, devB.expect(`^SIP/2.0 200 `), instB)
+	if pubA != "sip:alice@example.test;gr=urn:uuid:"+instA {
+		t.Fatalf("pub-gruu %q", pubA)
+	}
+	if strings.Contains(tempB, "alice") || strings.Contains(tempB, instB) {
+		t.Fatalf("temp-gruu %q reveals the AOR or the instance", tempB)
+	}
+
+	bob := newUA(t, srv, "udp", "bob")
+	to := func(uri, callID string) string {
+		branchSeq++
+		return "MESSAGE " + uri + " SIP/2.0\n" +
+			"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+			"Max-Forwards: 70\nFrom: <sip:bob@example.test>;tag=g" + callID + "\nTo: <" + uri + ">\n" +
+			"Call-ID: " + callID + "\nCSeq: 1 MESSAGE\nContent-Type: text/plain\nContent-Length: 2\n\nhi"
+	}
+	bob.send(to(pubA, "gruu-msg-a"))
+	devA.reply(devA.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	devB.expectNothing(200 * time.Millisecond)
+
+	bob.send(to(tempB, "gruu-msg-b"))
+	devB.reply(devB.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	devA.expectNothing(200 * time.Millisecond)
+
+	bob.send(to("sip:alice@example.test;gr=urn:uuid:00000000-0000-4000-8000-0000000000ff", "gruu-msg-gone"))
+	bob.expect(`^SIP/2.0 480 `)
+	bob.send(to("sip:tgruu.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.test;gr", "gruu-msg-forged"))
+	bob.expect(`^SIP/2.0 404 `)
+
+	// Linphone subscribes with its pub-gruu as Contact: the NOTIFY finds the device through
+	// the location service.
+	branchSeq++
+	devA.send("SUBSCRIBE sip:bob@example.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=gw\nTo: <sip:bob@example.test>\n" +
+		"Call-ID: gruu-sub\nCSeq: 1 SUBSCRIBE\nContact: <" + pubA + ">\nEvent: presence\nExpires: 600\nContent-Length: 0\n\n")
+	devA.expect(`^SIP/2.0 200 `)
+	if n := devA.notify(); !strings.HasPrefix(subState(n), "active") {
+		t.Fatalf("NOTIFY to the GRUU: Subscription-State %q", subState(n))
+	}
+}
