@@ -269,3 +269,40 @@ func TestGRUU(t *testing.T) {
 		t.Fatalf("NOTIFY to the GRUU: Subscription-State %q", subState(n))
 	}
 }
+
+// A dialog with a NATed caller: simpled's Record-Route names the caller's flow, so the
+// callee's BYE reaches the caller where its packets come from, not at its private Contact.
+func TestDialogFollowsCallerFlow(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	bob := newUA(t, srv, "udp", "bob")
+	alice := dial(t, "udp", srv.Listener("udp"))
+	alice.send(natRegister("alice", "rr-reg-1", "udp"))
+	alice.expect(`^SIP/2.0 200 `)
+
+	branchSeq++
+	alice.send("INVITE sip:bob@example.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:bob@example.test>\n" +
+		"Call-ID: rr-call-1\nCSeq: 1 INVITE\nContact: <sip:alice@127.0.0.2:5099>\nContent-Length: 0\n\n")
+	inv := bob.request("INVITE")
+	rr := inv.GetHeaders("Record-Route")
+	if len(rr) == 0 {
+		t.Fatal("INVITE forwarded without Record-Route")
+	}
+	bob.reply(inv, 200, "Contact: <sip:bob@"+bob.conn.LocalAddr().String()+">")
+	alice.expect(`^SIP/2.0 200 `)
+
+	// The callee's BYE: Request-URI the caller's Contact, Route the recorded route.
+	branchSeq++
+	bye := "BYE sip:alice@127.0.0.2:5099 SIP/2.0\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\nFrom: " + inv.To().Value() + ";tag=uas200\nTo: " + inv.From().Value() + "\n" +
+		"Call-ID: rr-call-1\nCSeq: 1 BYE\n"
+	for _, h := range rr {
+		bye += "Route: " + h.Value() + "\n"
+	}
+	bob.send(bye + "Content-Length: 0\n\n")
+	alice.reply(alice.request("BYE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+}
