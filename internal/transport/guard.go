@@ -183,29 +183,60 @@ func Reply(data []byte, code int, reason string) []byte {
 }
 
 // GuardConn wraps the UDP socket given to sipgo: datagrams that Check rejects are answered (or
-// dropped when they cannot be) and logged, and never reach sipgo's parser.
+// dropped when they cannot be) and logged, and never reach sipgo's parser. STUN messages
+// (IsSTUN) are answered by HandleSTUN from the same socket and never reach sipgo either, nor do
+// whitespace-only keepalives. Several goroutines may call ReadFrom at once.
 type GuardConn struct {
 	net.PacketConn
 	log      *zap.Logger
 	rejected atomic.Uint64
+	stunDrop atomic.Uint64
 	// OnReject is called for each rejected datagram with the status answered (-1: dropped).
 	OnReject func(code int, reason string)
+	// OnSTUN, if set, is called for each STUN datagram with HandleSTUN's outcome (STUNBinding,
+	// STUNBadFingerprint, ...). It is called synchronously from ReadFrom, possibly from several
+	// goroutines at once: it must be cheap and safe for concurrent use.
+	OnSTUN func(outcome string)
+	// OnKeepalive, if set, is called for each keepalive received from remote: kind "stun" for a
+	// STUN request or indication (RFC 5626 §4.4.2), "crlf" for a whitespace-only datagram
+	// (RFC 5626 §4.4.1, sent over UDP too by some clients). Same constraints as OnSTUN.
+	OnKeepalive func(remote net.Addr, kind string)
 }
+
+// Keepalive kinds passed to GuardConn.OnKeepalive.
+const (
+	KeepaliveSTUN = "stun"
+	KeepaliveCRLF = "crlf"
+)
 
 // NewGuardConn wraps c.
 func NewGuardConn(c net.PacketConn, log *zap.Logger) *GuardConn {
 	return &GuardConn{PacketConn: c, log: log}
 }
 
-// ReadFrom returns the next datagram Check passes.
+// ReadFrom returns the next datagram Check passes that is neither STUN nor a keepalive. The path
+// of a SIP datagram allocates nothing beyond what Check does.
 func (g *GuardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := g.PacketConn.ReadFrom(b)
 		if err != nil {
 			return n, addr, err
 		}
+		if IsSTUN(b[:n]) {
+			g.serveSTUN(b[:n], addr)
+			continue
+		}
 		v := Check(b[:n], len(b))
 		if v.Code == 0 {
+			// Check passes a datagram beginning with white space only when it is all white
+			// space (a request or status line cannot begin with it): a keepalive, which sipgo
+			// would drop (or, above 4 bytes, fail to parse).
+			if n > 0 && isKeepaliveByte(b[0]) {
+				if g.OnKeepalive != nil {
+					g.OnKeepalive(addr, KeepaliveCRLF)
+				}
+				continue
+			}
 			return n, addr, nil
 		}
 		g.rejected.Add(1)
@@ -227,5 +258,44 @@ func (g *GuardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+func isKeepaliveByte(c byte) bool { return c == '\r' || c == '\n' || c == ' ' || c == '\t' || c == 0 }
+
+// serveSTUN answers one STUN datagram, reports it and logs what is not a plain keepalive.
+func (g *GuardConn) serveSTUN(data []byte, addr net.Addr) {
+	reply, outcome := HandleSTUN(data, addr)
+	if reply != nil {
+		if _, err := g.PacketConn.WriteTo(reply, addr); err != nil {
+			g.log.Warn("STUN response failed", zap.String(logging.KeyRemoteAddr, addr.String()), zap.Error(err))
+		}
+	}
+	switch outcome {
+	case STUNBinding, STUNIndication:
+	case STUNBadFingerprint, STUNMalformed:
+		g.stunDrop.Add(1)
+		g.log.Warn("STUN datagram discarded", zap.String(logging.KeyRemoteAddr, addr.String()),
+			zap.String(logging.KeyReason, outcome), zap.Int("bytes", len(data)))
+	case STUNResponse:
+		g.stunDrop.Add(1)
+		g.log.Debug("STUN response discarded", zap.String(logging.KeyRemoteAddr, addr.String()))
+	default:
+		g.log.Debug("STUN request refused", zap.String(logging.KeyRemoteAddr, addr.String()),
+			zap.String(logging.KeyReason, outcome))
+	}
+	if g.OnSTUN != nil {
+		g.OnSTUN(outcome)
+	}
+	if g.OnKeepalive != nil {
+		switch outcome {
+		case STUNBinding, STUNIndication, STUNUnknownAttribute, STUNBadRequest, STUNServerError:
+			// a well-formed STUN request or indication: the flow is alive
+			g.OnKeepalive(addr, KeepaliveSTUN)
+		}
+	}
+}
+
 // Rejected returns how many datagrams the guard has refused.
 func (g *GuardConn) Rejected() uint64 { return g.rejected.Load() }
+
+// STUNDiscarded returns how many STUN datagrams were discarded unanswered: bad FINGERPRINT,
+// malformed, responses.
+func (g *GuardConn) STUNDiscarded() uint64 { return g.stunDrop.Load() }

@@ -2,10 +2,13 @@ package transport
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/stun/v2"
+	"go.uber.org/zap"
 )
 
 const okRegister = "REGISTER sip:example.test SIP/2.0\r\n" +
@@ -106,4 +109,112 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+// replayConn is a PacketConn that returns its datagrams in turn, forever, from one source
+// address, and swallows writes: the guard's own cost, without a socket.
+type replayConn struct {
+	net.PacketConn // nil: only ReadFrom and WriteTo are called
+	datagrams      [][]byte
+	next           int
+	from           net.Addr
+	writes         int
+}
+
+func (c *replayConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	d := c.datagrams[c.next%len(c.datagrams)]
+	c.next++
+	return copy(b, d), c.from, nil
+}
+
+func (c *replayConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.writes++
+	return len(b), nil
+}
+
+const okResponse = "SIP/2.0 200 OK\r\n" +
+	"Via: SIP/2.0/UDP 127.0.0.1:25100;branch=z9hG4bK1;rport\r\n" +
+	"From: <sip:alice@example.test>;tag=a\r\n" +
+	"To: <sip:alice@example.test>;tag=b\r\n" +
+	"Call-ID: c1\r\n" +
+	"CSeq: 1 REGISTER\r\n" +
+	"Content-Length: 0\r\n\r\n"
+
+func newReplayGuard(datagrams ...string) (*GuardConn, *replayConn) {
+	rc := &replayConn{from: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5062}}
+	for _, d := range datagrams {
+		rc.datagrams = append(rc.datagrams, []byte(d))
+	}
+	g := NewGuardConn(rc, zap.NewNop())
+	g.OnSTUN = func(string) {}
+	g.OnKeepalive = func(net.Addr, string) {}
+	return g, rc
+}
+
+// TestGuardConnAllocs: the guard's ReadFrom allocates nothing on the SIP path beyond what Check
+// does (the Request-URI parse of a request; nothing for a response), and nothing for a CRLF
+// keepalive, hooks set.
+func TestGuardConnAllocs(t *testing.T) {
+	buf := make([]byte, 65535)
+	for _, tt := range []struct {
+		name      string
+		datagrams []string
+		check     string // the datagram ReadFrom returns
+	}{
+		{name: "response", datagrams: []string{okResponse}, check: okResponse},
+		{name: "request", datagrams: []string{okRegister}, check: okRegister},
+		{name: "crlf keepalive then response", datagrams: []string{"\r\n\r\n", okResponse}, check: okResponse},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g, _ := newReplayGuard(tt.datagrams...)
+			data := []byte(tt.check)
+			want := testing.AllocsPerRun(200, func() { Check(data, len(buf)) })
+			got := testing.AllocsPerRun(200, func() {
+				n, _, err := g.ReadFrom(buf)
+				if err != nil || string(buf[:n]) != tt.check {
+					t.Fatalf("ReadFrom = %q, %v", buf[:n], err)
+				}
+			})
+			if got > want {
+				t.Errorf("ReadFrom: %v allocations, Check alone %v", got, want)
+			}
+			if tt.name != "request" && got != 0 {
+				t.Errorf("ReadFrom: %v allocations, want none", got)
+			}
+		})
+	}
+}
+
+func BenchmarkCheck(b *testing.B) {
+	data := []byte(okRegister)
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := Check(data, 65535); v.Code != 0 {
+			b.Fatal(v)
+		}
+	}
+}
+
+func BenchmarkGuardReadFrom(b *testing.B) {
+	binding := buildSTUN(b, stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
+	for _, bb := range []struct {
+		name      string
+		datagrams []string
+	}{
+		{name: "request", datagrams: []string{okRegister}},
+		{name: "response", datagrams: []string{okResponse}},
+		{name: "crlf+response", datagrams: []string{"\r\n\r\n", okResponse}},
+		{name: "stun+response", datagrams: []string{string(binding), okResponse}},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			g, _ := newReplayGuard(bb.datagrams...)
+			buf := make([]byte, 65535)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := g.ReadFrom(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
