@@ -31,7 +31,8 @@
 #   (load.sh's cpu_server column: simpled's PID, plus redis-server's for the redis target;
 #   Kamailio: all its processes)
 #   PAUSE_SECS [5]              idle time between two targets
-#   Passed through to load.sh: STEP_SECS [10], RATES_register ["2000 5000 10000 15000 20000
+#   Passed through to load.sh: TRANSPORT [u1] (t1: every sipp over TCP; simpled and Kamailio
+#   listen on both), STEP_SECS [10], RATES_register ["2000 5000 10000 15000 20000
 #   25000 30000"], MAX_STEPS [8], N_USERS [20000], MAX_FAIL_PCT, MAX_RETRANS_PCT, NOISE_PCT ...
 #
 # Ports: 15060 (the server under test, one at a time; load.sh and run-kamailio.sh expect it),
@@ -185,7 +186,7 @@ run_target() {
         redis-cli -p "$RPORT" flushall >/dev/null || log "redis flushall failed"
       fi
       # shellcheck disable=SC2086
-      "$BIN" -listen "udp://127.0.0.1:$PORT" -domain "$DOMAIN" -store "$store" \
+      "$BIN" -listen "udp://127.0.0.1:$PORT" -listen "tcp://127.0.0.1:$PORT" -domain "$DOMAIN" -store "$store" \
           -http "127.0.0.1:$HTTP_PORT" -log-level "$SIMPLED_LOG_LEVEL" -log-format json $SIMPLED_ARGS \
           > "$d/simpled.log" 2>&1 &
       SPID=$!

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/simpled/simpled/storage"
 
@@ -131,10 +132,13 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 		copyHeaders("Timestamp", req, res)
 	}
 	if via := res.Via(); via != nil {
-		// RFC 3581 §4: answer rport with the source port and received with the source address.
-		if v, ok := via.Params.Get("rport"); ok && v == "" {
-			if host, port, err := net.SplitHostPort(req.Source()); err == nil {
+		// RFC 3581 §4: answer rport with the source port and received with the source address;
+		// RFC 3261 §18.2.1: received also whenever sent-by names another host than the source.
+		if host, port, err := net.SplitHostPort(req.Source()); err == nil {
+			if v, ok := via.Params.Get("rport"); ok && v == "" {
 				via.Params.Add("rport", port)
+				via.Params.Add("received", host)
+			} else if !via.Params.Has("received") && !strings.EqualFold(strings.Trim(via.Host, "[]"), host) {
 				via.Params.Add("received", host)
 			}
 		}

@@ -45,6 +45,16 @@ func TestNewResponse(t *testing.T) {
 			}
 		})
 	}
+	// Without rport, received is still added when sent-by is not the source (RFC 3261 §18.2.1).
+	noRport := parse(t, head+"From: <sip:a@example.test>;tag=f1\nTo: <sip:b@example.test>\n\n")
+	noRport.SetSource("192.0.2.7:5060")
+	if got := NewResponse(noRport, 200, "").Via().Params.GetOr("received", ""); got != "192.0.2.7" {
+		t.Errorf("received = %q without rport, want 192.0.2.7", got)
+	}
+	noRport.SetSource(noRport.Via().Host + ":5060")
+	if NewResponse(noRport, 200, "").Via().Params.Has("received") {
+		t.Error("received added though sent-by is the source")
+	}
 	// The request's own headers are not aliased by the response.
 	res := NewResponse(req, 200, "")
 	if req.To().Params.Has("tag") {
