@@ -84,6 +84,7 @@ type Server struct {
 	requests  *prometheus.CounterVec
 	responses *prometheus.CounterVec
 	malformed *prometheus.CounterVec
+	tm        *transportMetrics
 
 	mu        sync.Mutex
 	closers   []func() error
@@ -137,6 +138,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"op"})
 	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency)
+	s.tm = newTransportMetrics(s.registry)
 
 	store, err := openStore(ctx, opts.Store, s.opts.NodeID, log.Named("store"))
 	if err != nil {
@@ -458,6 +460,8 @@ func (s *Server) listen(uri string) error {
 		}
 		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
 		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
+		g.OnSTUN = s.tm.stunOutcome
+		g.OnKeepalive = s.tm.udpKeepalive
 		bound = pc.LocalAddr().String()
 		s.closers = append(s.closers, pc.Close)
 		// sipgo parses each datagram in its read loop before handing it to a goroutine, so
@@ -477,30 +481,44 @@ func (s *Server) listen(uri string) error {
 			return first
 		}
 	case "tcp", "ws", "tls", "wss":
-		var ln net.Listener
+		var tlsConf *tls.Config
 		if l.Scheme == "tls" || l.Scheme == "wss" {
 			cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
 			if err != nil {
 				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
 			}
-			ln, err = tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-			if err != nil {
-				return fmt.Errorf("server: -listen %s: %w", uri, err)
-			}
-		} else if ln, err = net.Listen("tcp", addr); err != nil {
+			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
 			return fmt.Errorf("server: -listen %s: %w", uri, err)
 		}
+		tp := l.Scheme
+		sl := transport.NewStreamListener(ln, transport.StreamOptions{
+			Transport:        tp,
+			TLS:              tlsConf,
+			MaxConnections:   s.opts.Transport.MaxConnections,
+			HandshakeTimeout: s.opts.Transport.HandshakeTimeout,
+			IdleTimeout:      s.opts.Transport.IdleTimeout,
+			MessageTimeout:   s.opts.Transport.MessageTimeout,
+			MaxMessageSize:   s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+			Log:              s.log.Named("transport").WithOptions(sampled()),
+			Events:           s.tm.event,
+		})
 		bound = ln.Addr().String()
-		s.closers = append(s.closers, ln.Close)
-		switch l.Scheme {
+		s.closers = append(s.closers, sl.Close)
+		s.mu.Lock()
+		s.streams[tp] = append(s.streams[tp], sl)
+		s.mu.Unlock()
+		switch tp {
 		case "tcp":
-			serve = func() error { return s.srv.ServeTCP(ln) }
+			serve = func() error { return s.srv.ServeTCP(sl) }
 		case "ws":
-			serve = func() error { return s.srv.ServeWS(ln) }
+			serve = func() error { return s.srv.ServeWS(sl) }
 		case "tls":
-			serve = func() error { return s.srv.ServeTLS(ln) }
+			serve = func() error { return s.srv.ServeTLS(sl) }
 		case "wss":
-			serve = func() error { return s.srv.ServeWSS(ln) }
+			serve = func() error { return s.srv.ServeWSS(sl) }
 		}
 	default:
 		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
