@@ -77,6 +77,10 @@ type Options struct {
 	// auth.nonce_secret);
 	// empty draws a random secret.
 	Secret []byte
+	// LastSeen tells when a UDP client address was last heard from (a request or a
+	// keepalive); of a device's several UDP flows the freshest is tried first. nil: by
+	// registration time only.
+	LastSeen func(netip.AddrPort) time.Time
 	// GRUUs opens the temporary GRUUs the registrar issued (RFC 5627); nil routes only public
 	// GRUUs.
 	GRUUs *sipx.GRUUs

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/storage"
@@ -34,6 +35,9 @@ type target struct {
 	// alts are the same device's other flows (outbound: one per reg-id), tried in order when
 	// this one cannot be sent on.
 	alts []target
+	// fresh is when the device was last known to be reachable here: its binding's last
+	// refresh, or a later keepalive on its UDP flow. The freshest of a device's flows leads.
+	fresh time.Time
 }
 
 // errNoRoute: the next hop cannot be reached at all (unknown host, .invalid, no listener for
@@ -276,6 +280,12 @@ func (p *Proxy) targets(ctx context.Context, bindings []storage.Binding) [][]tar
 		if !ok {
 			continue
 		}
+		t.fresh = b.UpdatedAt
+		if t.flow && t.transport == "udp" && p.opts.LastSeen != nil {
+			if seen := p.opts.LastSeen(t.dest); seen.After(t.fresh) {
+				t.fresh = seen
+			}
+		}
 		if b.InstanceID != "" && b.RegID > 0 {
 			if at, seen := device[b.InstanceID]; seen {
 				first := &groups[at[0]][at[1]]
@@ -292,6 +302,19 @@ func (p *Proxy) targets(ctx context.Context, bindings []storage.Binding) [][]tar
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], t)
 	}
+	if len(device) > 0 {
+		for gi := range groups {
+			for ti := range groups[gi] {
+				if t := &groups[gi][ti]; len(t.alts) > 0 {
+					all := append([]target{*t}, t.alts...)
+					all[0].alts = nil
+					slices.SortStableFunc(all, func(a, b target) int { return b.fresh.Compare(a.fresh) })
+					*t = all[0]
+					t.alts = all[1:]
+				}
+			}
+		}
+	}
 	return groups
 }
 
@@ -305,9 +328,9 @@ func qOf(b storage.Binding) int {
 }
 
 // bindingTarget is where a registered contact is reached: the contact URI as Request-URI, its
-// Path as Route set, and the address to send to — the first Path hop; else, over a stream
-// transport, the connection the REGISTER came on (the client's ephemeral port, RFC 3261
-// §18.2.2's connection reuse); else the contact's own address.
+// Path as Route set, and the address to send to — the first Path hop; else the flow the
+// registrar bound it to (the connection or NAT binding the REGISTER came from, flow.go); else
+// the contact's own address (over a connection to it that is already open, if any).
 func (p *Proxy) bindingTarget(ctx context.Context, b *storage.Binding) (target, bool) {
 	var t target
 	if err := sip.ParseUri(b.URI, &t.uri); err != nil {
@@ -335,22 +358,14 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *storage.Binding) (target, 
 		}
 		return p.flowTarget(t.uri, f, token), true
 	}
-	if b.Received != "" && isStream(b.Transport) {
-		// Stored before flows were recorded: the connection the REGISTER came on.
-		if ap, err := netip.ParseAddrPort(b.Received); err == nil {
-			t.dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			t.transport = b.Transport
-			t.flow = true
-			return t, true
-		}
-	}
 	hop, err := p.hopTarget(ctx, &t.uri, t.uri)
 	if err != nil {
-		// A contact we cannot resolve (.invalid over UDP, a name without DNS): reach it where
-		// it registered from.
+		// A contact we cannot resolve (".invalid", a name without DNS): reach it where it
+		// registered from — over a connection, only the one it registered on.
 		if ap, perr := netip.ParseAddrPort(b.Received); perr == nil {
 			t.dest = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 			t.transport = cmp.Or(b.Transport, "udp")
+			t.flow = isStream(t.transport)
 			return t, true
 		}
 		return t, false

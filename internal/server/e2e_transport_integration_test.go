@@ -42,7 +42,7 @@ import (
 
 // e2eSelfSignedCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1 (IP SAN) and
 // its key as PEM files in a temporary directory and returns their paths.
-func e2eSelfSignedCert(t *testing.T) (certFile, keyFile string) {
+func e2eSelfSignedCert(t testing.TB) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -1,12 +1,16 @@
 package server
 
 import (
+	"bufio"
 	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/redistest"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -82,6 +86,28 @@ func TestThirdPartyContactTakenAtItsWord(t *testing.T) {
 	device.reply(device.request("MESSAGE"), 200)
 	bob.expect(`^SIP/2.0 200 `)
 	registrar.expectNothing(200 * time.Millisecond)
+
+	// Over TCP too (sipp's load tests register their UAS this way): simpled connects to the
+	// Contact rather than sending down the registering connection.
+	deviceLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deviceLn.Close()
+	tcpRegistrar := dial(t, "tcp", srv.Listener("tcp"))
+	tcpRegistrar.send(register("dave", "third-reg-2", 1, "Contact: <sip:dave@"+deviceLn.Addr().String()+";transport=tcp>"))
+	tcpRegistrar.expect(`^SIP/2.0 200 `)
+	bob.send(message("bob", "dave", "third-msg-2", "text/plain", "to the TCP contact"))
+	_ = deviceLn.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
+	c, err := deviceLn.Accept()
+	if err != nil {
+		t.Fatalf("simpled did not connect to the Contact: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tcpDevice := &wire{t: t, conn: c, rd: bufio.NewReaderSize(c, 1<<16)}
+	tcpDevice.reply(tcpDevice.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	tcpRegistrar.expectNothing(200 * time.Millisecond)
 }
 
 // A TCP client is reached over the connection it registered on; once that connection has
@@ -107,7 +133,9 @@ func TestClosedFlowStoresMessageWithoutDialing(t *testing.T) {
 	}()
 
 	alice := dial(t, "tcp", srv.Listener("tcp"))
-	alice.send(register("alice", "flow-reg-1", 1, "Contact: <sip:alice@"+contactLn.Addr().String()+";transport=tcp>", "Expires: 600"))
+	// As baresip and linphone do over TCP: Via names the port they listen on, the connection
+	// leaves from another.
+	alice.send(natRegister("alice", "flow-reg-1", "tcp", "Contact: <sip:alice@"+contactLn.Addr().String()+";transport=tcp>"))
 	alice.expect(`^SIP/2.0 200 `)
 	bob := newUA(t, srv, "udp", "bob")
 	bob.send(message("bob", "alice", "flow-msg-1", "text/plain", "over the connection"))
@@ -305,4 +333,71 @@ func TestDialogFollowsCallerFlow(t *testing.T) {
 	bob.send(bye + "Content-Length: 0\n\n")
 	alice.reply(alice.request("BYE"), 200)
 	bob.expect(`^SIP/2.0 200 `)
+}
+
+// Two nodes share one Redis: alice's TCP connection is held by node A; a MESSAGE that reaches
+// node B goes to A with a Route naming alice's flow (RFC 5626 §5.3), and A sends it down the
+// connection. Node B never connects to alice itself.
+func TestFlowHeldByAnotherNode(t *testing.T) {
+	rs := redistest.Start(t)
+	node := func(id string) func(*config.Options) {
+		return func(o *config.Options) {
+			o.Store = rs.URL()
+			o.NodeID = id
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+		}
+	}
+	a := startServer(t, node("a"))
+	b := startServer(t, node("b"))
+	alice := dial(t, "tcp", a.Listener("tcp"))
+	alice.send(natRegister("alice", "two-nodes-reg", "tcp"))
+	alice.expect(`^SIP/2.0 200 `)
+
+	bob := dial(t, "udp", b.Listener("udp"))
+	bob.send(message("bob", "alice", "two-nodes-msg", "text/plain", "via node A"))
+	req := alice.request("MESSAGE")
+	if string(req.Body()) != "via node A" || len(req.GetHeaders("Via")) != 3 {
+		t.Fatalf("MESSAGE at alice: body %q, %d Vias (want bob's, B's, A's)\n%s", req.Body(), len(req.GetHeaders("Via")), req)
+	}
+	alice.reply(req, 200)
+	bob.expect(`^SIP/2.0 200 `)
+}
+
+// udpOutboundRegister registers one UDP flow (reg-id) of an outbound device from w.
+func udpOutboundRegister(w *wire, user, instance string, regID int) {
+	w.t.Helper()
+	w.send(register(user, "udp-ob-"+strconv.Itoa(regID), 1, "Supported: outbound",
+		"Contact: <sip:"+user+"@{local};ob>;+sip.instance=\"<urn:uuid:"+instance+">\";reg-id="+strconv.Itoa(regID), "Expires: 600"))
+	w.expect(`^SIP/2.0 200 `)
+}
+
+// A device with two outbound UDP flows is reached on the one whose keepalives (STUN, or CRLF
+// datagrams) came last: keepalives refresh a UDP flow (RFC 5626 §4.4.2).
+func TestOutboundUDPKeepaliveRefreshesFlow(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	const inst = "00000000-0000-4000-8000-0000000000c1"
+	flow1 := dial(t, "udp", srv.Listener("udp"))
+	flow2 := dial(t, "udp", srv.Listener("udp"))
+	udpOutboundRegister(flow1, "carol", inst, 1)
+	time.Sleep(1100 * time.Millisecond)
+	udpOutboundRegister(flow2, "carol", inst, 2) // newer: the flow to try first
+
+	bob := newUA(t, srv, "udp", "bob")
+	bob.send(message("bob", "carol", "udp-ob-msg-1", "text/plain", "newest registration"))
+	flow2.reply(flow2.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	flow1.expectNothing(200 * time.Millisecond)
+
+	time.Sleep(50 * time.Millisecond)
+	if _, err := flow1.conn.Write([]byte("\r\n\r\n")); err != nil { // flow 1 keeps alive; flow 2 fell silent
+		t.Fatal(err)
+	}
+	waitFor(t, "the keepalive to be counted", func() bool {
+		return metricValue(t, srv, `simpled_keepalives_total{kind="crlf",transport="udp"}`) >= 1
+	})
+	bob.send(message("bob", "carol", "udp-ob-msg-2", "text/plain", "freshest keepalive"))
+	flow1.reply(flow1.request("MESSAGE"), 200)
+	bob.expect(`^SIP/2.0 200 `)
+	flow2.expectNothing(200 * time.Millisecond)
 }

@@ -191,3 +191,19 @@ func register(user, callID string, cseq int, extra ...string) string {
 	}
 	return msg + "Content-Length: 0\n\n"
 }
+
+// metricValue reads one sample (name with its labels, in the exposition's label order) from
+// the server's /metrics; 0 when absent.
+func metricValue(t *testing.T, srv *Server, sample string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(httpGet(t, "http://"+srv.HTTPAddr()+"/metrics", 200), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", sample, v)
+			}
+			return f
+		}
+	}
+	return 0
+}

@@ -60,6 +60,14 @@ type Store interface {
 // benchmark setting is 4 MB as well).
 const UDPSocketBuffer = 4 << 20
 
+// maxLiveUDP bounds how many UDP client addresses the liveness table remembers, and
+// liveUDPFor how long one is kept after it was last heard from: longer than any keepalive
+// interval (RFC 5626 §4.4.1: under 30 s for UDP), shorter than a registration.
+const (
+	maxLiveUDP = 200000
+	liveUDPFor = 10 * time.Minute
+)
+
 // ShutdownGrace bounds how long shutdown waits for in-flight transactions (CLI.md: 5 s).
 const ShutdownGrace = 5 * time.Second
 
@@ -85,6 +93,7 @@ type Server struct {
 	responses *prometheus.CounterVec
 	malformed *prometheus.CounterVec
 	tm        *transportMetrics
+	live      *transport.Liveness // when each UDP client address was last heard from
 
 	mu        sync.Mutex
 	closers   []func() error
@@ -139,6 +148,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	}, []string{"op"})
 	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency)
 	s.tm = newTransportMetrics(s.registry)
+	s.live = transport.NewLiveness(maxLiveUDP)
 
 	store, err := openStore(ctx, opts.Store, s.opts.NodeID, log.Named("store"))
 	if err != nil {
@@ -281,6 +291,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		},
 		Secret:     secret,
 		GRUUs:      gruus,
+		LastSeen:   s.live.Seen,
 		Allow:      s.allow,
 		Bus:        s.bus,
 		Log:        log.Named("proxy"),
@@ -424,10 +435,23 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 		s.log.Info("http listening", zap.String(logging.KeyListener, "http://"+s.httpAddr))
 	}
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() {
 		defer s.bg.Done()
 		s.registrar.Run(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				s.live.Prune(now.Add(-liveUDPFor))
+			}
+		}
 	}()
 	go func() {
 		defer s.bg.Done()
@@ -461,7 +485,12 @@ func (s *Server) listen(uri string) error {
 		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
 		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
 		g.OnSTUN = s.tm.stunOutcome
-		g.OnKeepalive = s.tm.udpKeepalive
+		g.OnKeepalive = func(remote net.Addr, kind string) {
+			s.tm.udpKeepalive(remote, kind)
+			if ua, ok := remote.(*net.UDPAddr); ok {
+				s.live.Touch(ua.AddrPort(), time.Now())
+			}
+		}
 		bound = pc.LocalAddr().String()
 		s.closers = append(s.closers, pc.Close)
 		// sipgo parses each datagram in its read loop before handing it to a goroutine, so
@@ -691,6 +720,11 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	defer cancel()
 	st := sipx.NewState(req, s.log)
 	ctx = sipx.WithState(ctx, st)
+	if st.Transport == "udp" {
+		if ap, err := netip.ParseAddrPort(st.Source); err == nil {
+			s.live.Touch(ap, st.Start)
+		}
+	}
 	status := 0
 	defer func() {
 		if p := recover(); p != nil {
