@@ -109,16 +109,6 @@ func (p *Proxy) connected(t target) bool {
 	return true
 }
 
-// routeFlow is the flow named by the user part of one of our Route or Request-URI values,
-// when it is a token of ours.
-func (p *Proxy) routeFlow(u *sip.Uri) (transport.Flow, string, bool) {
-	if u.User == "" {
-		return transport.Flow{}, "", false
-	}
-	f, ok := transport.ParseFlowToken(u.User, p.flowKey)
-	return f, u.User, ok
-}
-
 // same reports whether f is the flow the request arrived on.
 func (a arrival) same(f transport.Flow) bool {
 	if a.transport != f.Transport {
@@ -134,12 +124,32 @@ type namedFlow struct {
 	token string
 }
 
-// namedFlow returns the flow u's user part names, or prev when it names none.
-func (p *Proxy) namedFlow(u *sip.Uri, prev *namedFlow) *namedFlow {
-	if f, tok, ok := p.routeFlow(u); ok {
-		return &namedFlow{f: f, token: tok}
+// ftParam carries, in a Record-Route of ours that already names one client's flow in its
+// user part, the flow of the client on the other side of the dialog.
+const ftParam = "ft"
+
+// namedFlows appends the flows u names: the token in its user part and in its ft parameter.
+func (p *Proxy) namedFlows(u *sip.Uri, flows []namedFlow) []namedFlow {
+	for _, tok := range [2]string{u.User, u.UriParams.GetOr(ftParam, "")} {
+		if tok == "" {
+			continue
+		}
+		if f, ok := transport.ParseFlowToken(tok, p.flowKey); ok {
+			flows = append(flows, namedFlow{f: f, token: tok})
+		}
 	}
-	return prev
+	return flows
+}
+
+// elsewhere is the first of flows that is not the one the request arrived on: a request of a
+// dialog with a client on a flow goes down that flow when it comes from the other side.
+func (a arrival) elsewhere(flows []namedFlow) (namedFlow, bool) {
+	for _, nf := range flows {
+		if !a.same(nf.f) {
+			return nf, true
+		}
+	}
+	return namedFlow{}, false
 }
 
 // FlowOpen reports whether the connection from source over stream transport tp is open

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/internal/transport"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -107,29 +108,41 @@ func (p *Proxy) newBranch(base *sip.Request, t target, hash string, in arrival, 
 	}
 	if recordRoutes(base) {
 		token := p.rrToken(base.CallID().Value())
-		user := ""
+		caller, callee := "", "" // the flow tokens of the two sides, when they are on flows
 		if in.transport != "" && (isStream(in.transport) || sipx.BehindNAT(base, in.source)) {
-			user = p.FlowToken(in.transport, in.source)
+			caller = p.FlowToken(in.transport, in.source)
+		}
+		if t.flow {
+			callee = transport.Flow{Transport: t.transport, Remote: t.dest,
+				Local: netip.AddrPortFrom(p.advertised(l, t.dest.Addr()), l.Port())}.Token(p.flowKey)
 		}
 		if inL := p.listener(in.transport); inL.IsValid() && in.transport != t.transport {
-			r.PrependHeader(p.recordRoute(inL, in.transport, t.dest.Addr(), token, user))
-			user = ""
+			r.PrependHeader(p.recordRoute(inL, in.transport, t.dest.Addr(), token, caller, ""))
+			caller = ""
 		}
-		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr(), token, user))
+		r.PrependHeader(p.recordRoute(l, t.transport, t.dest.Addr(), token, caller, callee))
 	}
 	p.setVia(r, l, t, hash)
 	return r, nil
 }
 
-// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken) and, as
-// user part, the flow token of the client it faces, if any.
-func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token, user string) *sip.RecordRouteHeader {
+// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken) and the
+// flow tokens of the clients on flows it faces: user (the caller's, or the callee's when only
+// the callee is on one) and, when both are, the callee's in the ft parameter.
+func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token, user, callee string) *sip.RecordRouteHeader {
+	params := sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: rrParam, V: token}}
+	switch {
+	case user == "":
+		user = callee
+	case callee != "":
+		params = append(params, sip.HeaderKV{K: ftParam, V: callee})
+	}
 	return &sip.RecordRouteHeader{Address: sip.Uri{
 		Scheme:    "sip",
 		User:      user,
 		Host:      hostLiteral(p.advertised(l, dest)),
 		Port:      int(l.Port()),
-		UriParams: sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: rrParam, V: token}},
+		UriParams: params,
 	}}
 }
 

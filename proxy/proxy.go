@@ -236,13 +236,14 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		}
 	}
 	fwd := req.Clone()
-	recorded, flow := p.processRoutes(fwd)
+	recorded, flows := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
 	inDialog := req.To().Params.Has("tag")
 
-	if flow != nil && fwd.Route() == nil && !(arrival{st.Transport, st.Source}).same(flow.f) {
+	if flow, ok := (arrival{st.Transport, st.Source}).elsewhere(flows); ok && fwd.Route() == nil {
 		// A Route of ours naming a client's flow (a Path of another node, or our Record-Route
-		// in a dialog with a client on a flow): the request goes down that flow.
+		// in a dialog with clients on flows) other than the one the request came on: the
+		// request goes down that flow.
 		if !recorded && !p.holds(flow.f) {
 			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
 		}

@@ -81,9 +81,10 @@ func (p *Proxy) isOurHop(u *sip.Uri) bool {
 // Record-Route entries when we double record-routed (RFC 5658). It reports whether one of the
 // removed Routes is a Record-Route of ours for this Call-ID (rrToken): only such a request
 // follows a dialog simpled set up, and may go where that dialog goes. A Route to us anybody
-// can write (every client pre-loads one) proves nothing. flow is the client flow a removed
-// Route of ours names in its user part (a flow token), if any.
-func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flow *namedFlow) {
+// can write (every client pre-loads one) proves nothing. flows are the client flows the
+// removed Routes of ours name (flow tokens: a Path of another node, or our Record-Route in a
+// dialog with clients on flows).
+func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flows []namedFlow) {
 	callID := ""
 	if c := fwd.CallID(); c != nil {
 		callID = c.Value()
@@ -92,7 +93,7 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flow *namedFlow)
 	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
 		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
 			recorded = p.ourRecordRoute(&fwd.Recipient, callID)
-			flow = p.namedFlow(&fwd.Recipient, flow)
+			flows = p.namedFlows(&fwd.Recipient, flows)
 			fwd.Recipient = *last.Address.Clone()
 			removeLastHeader(fwd, "Route")
 		}
@@ -100,10 +101,10 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flow *namedFlow)
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurHop(&r.Address) {
-			return recorded, flow
+			return recorded, flows
 		}
 		recorded = recorded || p.ourRecordRoute(&r.Address, callID)
-		flow = p.namedFlow(&r.Address, flow)
+		flows = p.namedFlows(&r.Address, flows)
 		fwd.RemoveHeader("Route")
 	}
 }

@@ -20,7 +20,8 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		return
 	}
 	fwd := req.Clone()
-	if recorded, _ := p.processRoutes(fwd); !recorded {
+	recorded, flows := p.processRoutes(fwd)
+	if !recorded {
 		// Not in a dialog we Record-Routed (the token in our Route proves it): dropping it
 		// keeps simpled from relaying for anyone who sends an ACK.
 		if ce := p.log.Check(zap.DebugLevel, "ACK outside our route set dropped"); ce != nil {
@@ -29,14 +30,19 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		return
 	}
 	prepare(fwd, req.Source())
-	hop := &fwd.Recipient
-	if r := fwd.Route(); r != nil {
-		hop = &r.Address
-	}
-	t, err := p.hopTarget(context.Background(), hop, fwd.Recipient)
-	if err != nil {
-		p.log.Debug("ACK not routable", zap.Error(err))
-		return
+	var t target
+	if flow, ok := (arrival{strings.ToLower(req.Transport()), req.Source()}).elsewhere(flows); ok && fwd.Route() == nil {
+		t = p.flowTarget(fwd.Recipient, flow.f, flow.token) // the caller or callee on a flow
+	} else {
+		hop := &fwd.Recipient
+		if r := fwd.Route(); r != nil {
+			hop = &r.Address
+		}
+		var err error
+		if t, err = p.hopTarget(context.Background(), hop, fwd.Recipient); err != nil {
+			p.log.Debug("ACK not routable", zap.Error(err))
+			return
+		}
 	}
 	r, err := p.newBranch(fwd, t, loopHash(req), arrival{}, true)
 	if err != nil {

@@ -401,3 +401,53 @@ func TestOutboundUDPKeepaliveRefreshesFlow(t *testing.T) {
 	bob.expect(`^SIP/2.0 200 `)
 	flow2.expectNothing(200 * time.Millisecond)
 }
+
+// Both sides of a call behind NATs: simpled's Record-Route names both flows, so the caller's
+// ACK and BYE, sent to the callee's private Contact, reach the callee where its packets come
+// from.
+func TestDialogBothSidesOnFlows(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	alice := dial(t, "udp", srv.Listener("udp"))
+	alice.send(natRegister("alice", "rr2-reg-a", "udp"))
+	alice.expect(`^SIP/2.0 200 `)
+	carol := dial(t, "udp", srv.Listener("udp"))
+	carol.send(natRegister("carol", "rr2-reg-c", "udp"))
+	carol.expect(`^SIP/2.0 200 `)
+
+	inDialog := func(method, cseq string, routes []string) string {
+		branchSeq++
+		msg := method + " sip:carol@127.0.0.2:5099 SIP/2.0\n" +
+			"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+			"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:carol@example.test>;tag=uas200\n" +
+			"Call-ID: rr2-call\nCSeq: " + cseq + "\n"
+		for _, r := range routes {
+			msg += "Route: " + r + "\n"
+		}
+		return msg + "Content-Length: 0\n\n"
+	}
+	branchSeq++
+	alice.send("INVITE sip:carol@example.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:carol@example.test>\n" +
+		"Call-ID: rr2-call\nCSeq: 1 INVITE\nContact: <sip:alice@127.0.0.2:5099>\nContent-Length: 0\n\n")
+	inv := carol.request("INVITE")
+	carol.reply(inv, 200, "Contact: <sip:carol@127.0.0.2:5099>")
+	ok := alice.expect(`^SIP/2.0 200 `)
+	var routes []string // the caller's route set: the Record-Routes in reverse order
+	rr := ok.GetHeaders("Record-Route")
+	for i := len(rr) - 1; i >= 0; i-- {
+		routes = append(routes, rr[i].Value())
+	}
+	if len(routes) == 0 {
+		t.Fatal("200 without Record-Route")
+	}
+
+	alice.send(inDialog("ACK", "1 ACK", routes))
+	if ack := carol.request("ACK"); ack.CallID().Value() != "rr2-call" {
+		t.Fatalf("ACK of another call: %s", ack.CallID().Value())
+	}
+	alice.send(inDialog("BYE", "2 BYE", routes))
+	carol.reply(carol.request("BYE"), 200)
+	alice.expect(`^SIP/2.0 200 `)
+}
