@@ -19,9 +19,8 @@ import (
 // address it believes it has (127.0.0.2:5099, where nothing listens), while its packets come
 // from the wire's own address.
 func natRegister(user, callID, tp string, extra ...string) string {
-	branchSeq++
 	msg := "REGISTER sip:example.test SIP/2.0\n" +
-		"Via: SIP/2.0/" + strings.ToUpper(tp) + " 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/" + strings.ToUpper(tp) + " 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + user + "@example.test>;tag=t" + callID + "\n" +
 		"To: <sip:" + user + "@example.test>\n" +
@@ -57,9 +56,8 @@ func TestNATedUDPClientReachedAtSource(t *testing.T) {
 	bob.expect(`^SIP/2.0 200 `)
 
 	// A SUBSCRIBE whose Contact is the private address: the NOTIFYs come to the source too.
-	branchSeq++
 	sub := "SUBSCRIBE sip:bob@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=natw\nTo: <sip:bob@example.test>\n" +
 		"Call-ID: nat-sub-1\nCSeq: 1 SUBSCRIBE\nContact: <sip:alice@127.0.0.2:5099>\nEvent: presence\n" +
 		"Expires: 600\nContent-Length: 0\n\n"
@@ -264,9 +262,8 @@ func TestGRUU(t *testing.T) {
 
 	bob := newUA(t, srv, "udp", "bob")
 	to := func(uri, callID string) string {
-		branchSeq++
 		return "MESSAGE " + uri + " SIP/2.0\n" +
-			"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+			"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 			"Max-Forwards: 70\nFrom: <sip:bob@example.test>;tag=g" + callID + "\nTo: <" + uri + ">\n" +
 			"Call-ID: " + callID + "\nCSeq: 1 MESSAGE\nContent-Type: text/plain\nContent-Length: 2\n\nhi"
 	}
@@ -287,9 +284,8 @@ func TestGRUU(t *testing.T) {
 
 	// Linphone subscribes with its pub-gruu as Contact: the NOTIFY finds the device through
 	// the location service.
-	branchSeq++
 	devA.send("SUBSCRIBE sip:bob@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=gw\nTo: <sip:bob@example.test>\n" +
 		"Call-ID: gruu-sub\nCSeq: 1 SUBSCRIBE\nContact: <" + pubA + ">\nEvent: presence\nExpires: 600\nContent-Length: 0\n\n")
 	devA.expect(`^SIP/2.0 200 `)
@@ -308,9 +304,8 @@ func TestDialogFollowsCallerFlow(t *testing.T) {
 	alice.send(natRegister("alice", "rr-reg-1", "udp"))
 	alice.expect(`^SIP/2.0 200 `)
 
-	branchSeq++
 	alice.send("INVITE sip:bob@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:bob@example.test>\n" +
 		"Call-ID: rr-call-1\nCSeq: 1 INVITE\nContact: <sip:alice@127.0.0.2:5099>\nContent-Length: 0\n\n")
 	inv := bob.request("INVITE")
@@ -322,9 +317,8 @@ func TestDialogFollowsCallerFlow(t *testing.T) {
 	alice.expect(`^SIP/2.0 200 `)
 
 	// The callee's BYE: Request-URI the caller's Contact, Route the recorded route.
-	branchSeq++
 	bye := "BYE sip:alice@127.0.0.2:5099 SIP/2.0\n" +
-		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\nFrom: " + inv.To().Value() + ";tag=uas200\nTo: " + inv.From().Value() + "\n" +
 		"Call-ID: rr-call-1\nCSeq: 1 BYE\n"
 	for _, h := range rr {
@@ -416,9 +410,8 @@ func TestDialogBothSidesOnFlows(t *testing.T) {
 	carol.expect(`^SIP/2.0 200 `)
 
 	inDialog := func(method, cseq string, routes []string) string {
-		branchSeq++
 		msg := method + " sip:carol@127.0.0.2:5099 SIP/2.0\n" +
-			"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+			"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
 			"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:carol@example.test>;tag=uas200\n" +
 			"Call-ID: rr2-call\nCSeq: " + cseq + "\n"
 		for _, r := range routes {
@@ -426,9 +419,8 @@ func TestDialogBothSidesOnFlows(t *testing.T) {
 		}
 		return msg + "Content-Length: 0\n\n"
 	}
-	branchSeq++
 	alice.send("INVITE sip:carol@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/UDP 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=caller\nTo: <sip:carol@example.test>\n" +
 		"Call-ID: rr2-call\nCSeq: 1 INVITE\nContact: <sip:alice@127.0.0.2:5099>\nContent-Length: 0\n\n")
 	inv := carol.request("INVITE")

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,14 +174,19 @@ func firstLine(s string) string {
 	return line
 }
 
-var branchSeq = time.Now().UnixNano()
+// branchSeq numbers the branches of the requests tests write; parallel tests share it.
+var branchSeq atomic.Int64
+
+func init() { branchSeq.Store(time.Now().UnixNano()) }
+
+// nextBranch returns a fresh branch suffix.
+func nextBranch() string { return strconv.FormatInt(branchSeq.Add(1), 36) }
 
 // register is a REGISTER template for user in example.test; extra lines are inserted before
 // Content-Length.
 func register(user, callID string, cseq int, extra ...string) string {
-	branchSeq++
 	msg := "REGISTER sip:example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + user + "@example.test>;tag=t" + callID + "\n" +
 		"To: <sip:" + user + "@example.test>\n" +

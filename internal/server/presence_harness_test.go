@@ -24,9 +24,8 @@ func pidfDoc(user, tuple, basic string, extra ...string) string {
 // publish is a PUBLISH of user's presence. etag "" is an initial publication; expires < 0
 // leaves Expires out; extra lines go before Content-Type.
 func publish(user, callID string, cseq int, etag string, expires int, body string, extra ...string) string {
-	branchSeq++
 	msg := "PUBLISH sip:" + user + "@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + user + "@example.test>;tag=p" + callID + "\n" +
 		"To: <sip:" + user + "@example.test>\n" +
@@ -50,9 +49,8 @@ func publish(user, callID string, cseq int, etag string, expires int, body strin
 
 // subscribe is an initial SUBSCRIBE from watcher (user@domain) to user@example.test.
 func subscribe(watcher, user, callID string, cseq int, event string, expires int, extra ...string) string {
-	branchSeq++
 	msg := "SUBSCRIBE sip:" + user + "@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + watcher + ">;tag=w" + callID + "\n" +
 		"To: <sip:" + user + "@example.test>\n" +
@@ -71,10 +69,9 @@ func subscribe(watcher, user, callID string, cseq int, event string, expires int
 
 // resubscribe is a SUBSCRIBE within the dialog the 200 res created.
 func resubscribe(res *sip.Response, cseq, expires int) string {
-	branchSeq++
 	contact := res.Contact()
 	return "SUBSCRIBE " + contact.Address.String() + " SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: " + res.From().Value() + "\n" +
 		"To: " + res.To().Value() + "\n" +

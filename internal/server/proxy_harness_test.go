@@ -117,9 +117,8 @@ func sipReason(code int) string {
 // message is a MESSAGE template from user from to user to in example.test; extra lines go before
 // Content-Type.
 func message(from, to, callID, ctype, body string, extra ...string) string {
-	branchSeq++
 	msg := "MESSAGE sip:" + to + "@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + from + "@example.test>;tag=f" + callID + "\n" +
 		"To: <sip:" + to + "@example.test>\n" +

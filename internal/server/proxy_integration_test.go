@@ -128,9 +128,8 @@ func TestMaxForwardsAndLoop(t *testing.T) {
 
 // invite is an INVITE template with an SDP-less body.
 func invite(from, to, callID string, cseq int, extra ...string) string {
-	branchSeq++
 	msg := "INVITE sip:" + to + "@example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:" + from + "@example.test>;tag=f" + callID + "\n" +
 		"To: <sip:" + to + "@example.test>\n" +
@@ -146,10 +145,9 @@ func invite(from, to, callID string, cseq int, extra ...string) string {
 // inDialog builds a request within the dialog a 2xx set up, from the caller's side: Request-URI
 // the callee's Contact, Route the reversed Record-Route.
 func inDialog(method string, res *sip.Response, cseq int, fromTag string) string {
-	branchSeq++
 	contact := res.Contact()
 	msg := method + " " + contact.Address.String() + " SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + strconv.FormatInt(branchSeq, 36) + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: " + res.From().Value() + "\n" +
 		"To: " + res.To().Value() + "\n" +
@@ -364,9 +362,8 @@ func TestForgedDialogNotRelayed(t *testing.T) {
 	victimAddr := victim.conn.LocalAddr().String()
 	w := dial(t, "udp", srv.Listener("udp"))
 	for _, method := range []string{"BYE", "MESSAGE"} {
-		branchSeq++
 		w.send(method + " sip:victim@" + victimAddr + " SIP/2.0\n" +
-			"Via: SIP/2.0/UDP {local};branch=z9hG4bKforged" + strconv.FormatInt(branchSeq, 36) + "\n" +
+			"Via: SIP/2.0/UDP {local};branch=z9hG4bKforged" + nextBranch() + "\n" +
 			"Route: <sip:" + srv.Listener("udp") + ";lr>\n" +
 			"Max-Forwards: 70\nFrom: <sip:x@example.test>;tag=a\nTo: <sip:victim@elsewhere.example>;tag=b\n" +
 			"Call-ID: forged-" + method + "\nCSeq: 2 " + method + "\nContent-Length: 0\n\n")
