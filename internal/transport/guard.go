@@ -1,6 +1,10 @@
 // Package transport holds what simpled puts between the sockets and sipgo: the UDP guard that
-// answers malformed datagrams (sipgo drops them silently, leaving the client retransmitting),
-// and, with the transport work, STUN demultiplexing, keepalives and flow tokens.
+// answers malformed datagrams (sipgo drops them silently, leaving the client retransmitting)
+// and STUN Binding requests on the SIP port (guard.go, stun.go); the stream listener that does
+// the TLS and WebSocket handshakes, bounds connections and closes idle, stalled and oversized
+// ones (stream.go, ws.go); flow tokens, the MAC-protected names of the connections and NAT
+// bindings clients are reached over (flow.go); and when each UDP client was last heard from
+// (liveness.go).
 package transport
 
 import (
