@@ -203,19 +203,21 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		return sipx.Respond(tx, req, 439, "First Hop Lacks Outbound Support")
 	}
 	// The flow the device is reached over (RFC 5626 §5.3, RFC 3581): the connection or the
-	// NAT binding the REGISTER came from, when the client asked for outbound or its Via names
-	// another address than its packets come from — a NAT, a browser's ".invalid" host, or a
-	// TCP/TLS client whose connection leaves from another port than it listens on (baresip,
-	// linphone). A REGISTER relayed by a proxy that added a Path is reached through that
-	// proxy, and one whose Via is its source (a third party registering a device elsewhere,
-	// as sipp's load tests do) is taken at its word: its Contact is where requests go.
+	// NAT binding the REGISTER came from, when the client asked for outbound (reg-id, or an
+	// ";ob" contact) or its Via names another address than its packets come from — a NAT, a
+	// browser's ".invalid" host, or a TCP/TLS client whose connection leaves from another port
+	// than it listens on (baresip, linphone). A REGISTER relayed by a proxy that added a Path
+	// is reached through that proxy, and one whose Via is its source (a third party
+	// registering a device elsewhere, as sipp's load tests do) is taken at its word: its
+	// Contact is where requests go.
 	flow := ""
 	if r.opts.Flow != nil && len(path) == 0 {
-		for i := range changes {
-			if sipx.BehindNAT(req, st.Source) || hasURIParam(changes[i].Binding.URI, "ob") {
-				flow = r.opts.Flow(st.Transport, st.Source)
-				break
-			}
+		bind := outbound || sipx.BehindNAT(req, st.Source)
+		for i := 0; i < len(changes) && !bind; i++ {
+			bind = hasURIParam(changes[i].Binding.URI, "ob")
+		}
+		if bind {
+			flow = r.opts.Flow(st.Transport, st.Source)
 		}
 	}
 	for i := range changes {

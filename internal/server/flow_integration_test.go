@@ -357,11 +357,13 @@ func TestFlowHeldByAnotherNode(t *testing.T) {
 	bob.expect(`^SIP/2.0 200 `)
 }
 
-// udpOutboundRegister registers one UDP flow (reg-id) of an outbound device from w.
+// udpOutboundRegister registers one UDP flow (reg-id) of an outbound device from w: RFC 5626
+// §4.2's REGISTER, whose Contact carries +sip.instance and reg-id (no ";ob"), from a client
+// that is not behind a NAT (Via = source): outbound alone binds it to its flow.
 func udpOutboundRegister(w *wire, user, instance string, regID int) {
 	w.t.Helper()
 	w.send(register(user, "udp-ob-"+strconv.Itoa(regID), 1, "Supported: outbound",
-		"Contact: <sip:"+user+"@{local};ob>;+sip.instance=\"<urn:uuid:"+instance+">\";reg-id="+strconv.Itoa(regID), "Expires: 600"))
+		"Contact: <sip:"+user+"@{local}>;+sip.instance=\"<urn:uuid:"+instance+">\";reg-id="+strconv.Itoa(regID), "Expires: 600"))
 	w.expect(`^SIP/2.0 200 `)
 }
 
