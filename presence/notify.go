@@ -38,8 +38,12 @@ type notifier struct {
 	winfo map[string]int
 	// nobody remembers presentities found without subscriptions (see unwatchedFor).
 	nobody map[string]time.Time
-	wg     sync.WaitGroup
-	seed   maphash.Seed
+	// pending holds the subscriptions stored but not yet answered: a change seen meanwhile
+	// must not NOTIFY them before their 200 (JsSIP answers 481 to a NOTIFY that precedes it);
+	// track sends their first NOTIFY, with the state as it is then.
+	pending map[subKey]struct{}
+	wg      sync.WaitGroup
+	seed    maphash.Seed
 }
 
 type subKey struct{ aor, id string }
@@ -63,16 +67,33 @@ type subState struct {
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{},
-		winfo: map[string]int{}, nobody: map[string]time.Time{}, seed: maphash.MakeSeed()}
+		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, seed: maphash.MakeSeed()}
 }
 
 // notifyTimeout bounds one NOTIFY transaction (Timer F is 32 s).
 const notifyTimeout = 40 * time.Second
 
-// track starts notifying a new subscription: its first NOTIFY goes at once.
+// hold marks a new subscription as stored and not yet answered (see pending); track or
+// release ends it.
+func (n *notifier) hold(aor, id string) {
+	n.mu.Lock()
+	n.pending[subKey{aor, id}] = struct{}{}
+	n.mu.Unlock()
+}
+
+// release ends hold for a subscription that was not accepted after all.
+func (n *notifier) release(aor, id string) {
+	n.mu.Lock()
+	delete(n.pending, subKey{aor, id})
+	n.mu.Unlock()
+}
+
+// track starts notifying a new subscription, once its 200 is sent: its first NOTIFY goes at
+// once.
 func (n *notifier) track(sub *storage.Subscription, now time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	delete(n.pending, subKey{sub.AOR, sub.ID})
 	s := n.state(sub)
 	s.sub = *sub
 	n.want(s, true, now)
@@ -137,6 +158,9 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	}
 	for i := range subs {
 		sub := &subs[i]
+		if _, unanswered := n.pending[subKey{sub.AOR, sub.ID}]; unanswered {
+			continue
+		}
 		if sub.Event != event {
 			if sub.Event == EventWinfo {
 				n.state(sub) // remembered, so its presentity's watcher changes reach it
@@ -259,8 +283,13 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 	})
 }
 
-// start sends s's next NOTIFY in its own goroutine. Call with n.mu held.
+// start sends s's next NOTIFY in its own goroutine. Call with n.mu held. Once the notifier is
+// closing (its context ended), nothing starts: close is waiting on wg, which must not be
+// added to meanwhile (a rate-control timer firing during shutdown did).
 func (n *notifier) start(s *subState) {
+	if n.ctx.Err() != nil {
+		return
+	}
 	s.inflight = true
 	n.wg.Add(1)
 	go n.send(s)
@@ -376,9 +405,12 @@ func (n *notifier) notify(ctx context.Context, sub *storage.Subscription, cseq u
 	return n.p.opts.Sender.SendInDialog(ctx, req, sub)
 }
 
-// close abandons the NOTIFYs under way and waits for their goroutines.
+// close abandons the NOTIFYs under way and waits for their goroutines. The context ends under
+// n.mu, so every start either added to wg before (Wait waits for it) or sees it ended.
 func (n *notifier) close() {
+	n.mu.Lock()
 	n.stop()
+	n.mu.Unlock()
 	n.wg.Wait()
 }
 

@@ -106,13 +106,16 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 	}
 	if secs > 0 {
 		st.HoldFlow(sub.ExpiresAt) // NOTIFYs go down this connection (the listener keeps it)
+		p.notifier.hold(sub.AOR, sub.ID)
 		if err := p.opts.Store.PutSubscription(ctx, sub, 0); err != nil {
+			p.notifier.release(sub.AOR, sub.ID)
 			p.sources.release(ip)
 			return sipx.RespondError(tx, req, err)
 		}
 	}
 	status, err := p.respondSubscribe(tx, req, &sub, secs)
 	if status != 200 {
+		p.notifier.release(sub.AOR, sub.ID)
 		return status, err
 	}
 	p.metrics.requests.WithLabelValues("subscribe", "accepted_"+state).Inc()

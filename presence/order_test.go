@@ -1,0 +1,77 @@
+package presence
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/simpled/simpled/storage"
+	"github.com/simpled/simpled/storage/memory"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/siptest"
+)
+
+// changeOnPut is a store under which the presentity changes at the worst moment: right after a
+// new subscription is stored, before its 200 is sent (an event worker running at that instant).
+type changeOnPut struct {
+	Store
+	p *Presence
+}
+
+func (s *changeOnPut) PutSubscription(ctx context.Context, sub storage.Subscription, minCSeq uint32) error {
+	err := s.Store.PutSubscription(ctx, sub, minCSeq)
+	s.p.notifier.presentity(ctx, sub.AOR, sub.Event, time.Now())
+	time.Sleep(50 * time.Millisecond) // time for a NOTIFY started now to go out
+	return err
+}
+
+// orderSender notes whether a NOTIFY went out before the SUBSCRIBE's 200.
+type orderSender struct {
+	tx    *siptest.ServerTxRecorder
+	early atomic.Bool
+	sent  chan struct{}
+}
+
+func (o *orderSender) SendInDialog(context.Context, *sip.Request, *storage.Subscription) (int, error) {
+	if len(o.tx.Result()) == 0 {
+		o.early.Store(true)
+	}
+	select {
+	case o.sent <- struct{}{}:
+	default:
+	}
+	return 200, nil
+}
+
+// The first NOTIFY follows the 200 even when the presentity changes between the subscription
+// being stored and answered: JsSIP answers 481 to a NOTIFY that comes before the 200.
+func TestFirstNotifyAfterTheAnswer(t *testing.T) {
+	req := request(t, "Event: presence", "Expires: 600", "Contact: <sip:carol@127.0.0.1:5070>")
+	tx := siptest.NewServerTxRecorder(req)
+	sender := &orderSender{tx: tx, sent: make(chan struct{}, 4)}
+	store := &changeOnPut{Store: memory.New()}
+	p, err := New(Options{
+		Domains: []string{"example.test"}, Store: store, Locator: noBindings{}, Sender: sender,
+		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
+		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
+		Policy:  "allow",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.p = p
+	if status, err := p.ServeSIP(context.Background(), tx, req); status != 200 || err != nil {
+		t.Fatalf("SUBSCRIBE: %d, %v", status, err)
+	}
+	select {
+	case <-sender.sent:
+	case <-time.After(3 * time.Second):
+		t.Fatal("no NOTIFY after the 200")
+	}
+	if sender.early.Load() {
+		t.Fatal("a NOTIFY went out before the SUBSCRIBE's 200")
+	}
+	p.notifier.close()
+}
