@@ -42,8 +42,11 @@ type notifier struct {
 	// must not NOTIFY them before their 200 (JsSIP answers 481 to a NOTIFY that precedes it);
 	// track sends their first NOTIFY, with the state as it is then.
 	pending map[subKey]struct{}
-	wg      sync.WaitGroup
-	seed    maphash.Seed
+	// gone remembers, for goneFor, the subscriptions this node stopped notifying (ended,
+	// refused with 481, ...): a change whose store read still saw one must not bring it back.
+	gone map[subKey]time.Time
+	wg   sync.WaitGroup
+	seed maphash.Seed
 }
 
 type subKey struct{ aor, id string }
@@ -67,8 +70,13 @@ type subState struct {
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{},
-		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, seed: maphash.MakeSeed()}
+		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
+		seed: maphash.MakeSeed()}
 }
+
+// goneFor is how long an ended subscription is kept from being notified again: longer than a
+// store read that could still return it.
+const goneFor = 30 * time.Second
 
 // notifyTimeout bounds one NOTIFY transaction (Timer F is 32 s).
 const notifyTimeout = 40 * time.Second
@@ -158,8 +166,12 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	}
 	for i := range subs {
 		sub := &subs[i]
-		if _, unanswered := n.pending[subKey{sub.AOR, sub.ID}]; unanswered {
+		k := subKey{sub.AOR, sub.ID}
+		if _, unanswered := n.pending[k]; unanswered {
 			continue
+		}
+		if until, ok := n.gone[k]; ok && time.Now().Before(until) {
+			continue // ended since the store was read
 		}
 		if sub.Event != event {
 			if sub.Event == EventWinfo {
@@ -236,6 +248,10 @@ func (n *notifier) remove(k subKey, s *subState) {
 		return
 	}
 	delete(n.subs, k)
+	if len(n.gone) >= maxCached {
+		clear(n.gone)
+	}
+	n.gone[k] = time.Now().Add(goneFor)
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil

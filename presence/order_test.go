@@ -75,3 +75,49 @@ func TestFirstNotifyAfterTheAnswer(t *testing.T) {
 	}
 	p.notifier.close()
 }
+
+// countSender counts NOTIFYs.
+type countSender struct{ n atomic.Int32 }
+
+func (c *countSender) SendInDialog(context.Context, *sip.Request, *storage.Subscription) (int, error) {
+	c.n.Add(1)
+	return 200, nil
+}
+
+// A subscription this node stopped notifying (its watcher answered 481) is not brought back
+// by a change whose store read still returned it.
+func TestEndedSubscriptionStaysEnded(t *testing.T) {
+	sender := &countSender{}
+	store := memory.New()
+	p, err := New(Options{
+		Domains: []string{"example.test"}, Store: store, Locator: noBindings{}, Sender: sender,
+		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
+		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.notifier.close()
+	now := time.Now()
+	sub := storage.Subscription{ID: "s1", AOR: "bob@example.test", Event: EventPresence, Watcher: "carol@example.test",
+		WatcherURI: "sip:carol@example.test", CallID: "c1", FromTag: "f1", RemoteTarget: "sip:carol@127.0.0.1:5070",
+		Transport: "udp", Source: "127.0.0.1:5070", State: "active", ExpiresAt: now.Add(time.Hour), CreatedAt: now}
+	ctx := context.Background()
+	if err := store.PutSubscription(ctx, sub, 0); err != nil {
+		t.Fatal(err)
+	}
+	p.notifier.track(&sub, now)
+	deadline := time.Now().Add(3 * time.Second)
+	for sender.n.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if sender.n.Load() != 1 {
+		t.Fatalf("%d NOTIFYs after track, want 1", sender.n.Load())
+	}
+	p.notifier.forget(sub.AOR, sub.ID) // as a 481 does, before the store delete lands
+	p.notifier.presentity(ctx, sub.AOR, EventPresence, time.Now())
+	time.Sleep(100 * time.Millisecond)
+	if got := sender.n.Load(); got != 1 {
+		t.Fatalf("%d NOTIFYs, want 1: the ended subscription was notified again", got)
+	}
+}
