@@ -4,16 +4,21 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
+
+	"go.uber.org/zap"
 )
 
 // The document a watcher gets is composed from all the presentity's live publications,
 // oldest first, by pidf.Compose: tuples by id with the newest publication winning for an
-// identical id (which hides baresip's duplicate initial PUBLISH), the newest person element.
+// identical id, the newest person element; a publication a newer one from the same source
+// restates whole is a lost duplicate and is removed (dropStale: baresip's duplicate initial
+// PUBLISH).
 // With no publication, presence comes from registration: one open tuple per registered
 // device, or one closed tuple when the presentity has no device.
 //
@@ -137,6 +142,7 @@ func (p *Presence) compose(ctx context.Context, aor string) ([]byte, error) {
 		return nil, err
 	}
 	docs := make([]*pidf.Document, 0, len(pubs))
+	from := make([]*storage.Publication, 0, len(pubs))
 	for i := range pubs {
 		d, err := pidf.Parse(pubs[i].Body)
 		if err != nil {
@@ -146,7 +152,9 @@ func (p *Presence) compose(ctx context.Context, aor string) ([]byte, error) {
 			continue
 		}
 		docs = append(docs, d)
+		from = append(from, &pubs[i])
 	}
+	docs = p.dropStale(ctx, aor, docs, from)
 	if len(docs) > 0 {
 		return pidf.Compose(entity, docs...).Bytes(), nil
 	}
@@ -155,6 +163,57 @@ func (p *Presence) compose(ctx context.Context, aor string) ([]byte, error) {
 		return nil, err
 	}
 	return registrationDocument(entity, bindings), nil
+}
+
+// dropStale leaves out, and removes from the store, every publication that a newer one from
+// the same source entirely restates: all its tuple ids again, and a person element if it had
+// one. Such a publication is a duplicate its client lost track of — baresip 1.0.0 under load
+// sends two initial PUBLISHes and keeps the ETag of one (fixtures quirk 11) — and composing
+// it would undo the client's later changes: when the client removes the publication it
+// knows, the forgotten one (still "open") would speak for it until it expires. docs and from
+// are parallel, oldest first.
+func (p *Presence) dropStale(ctx context.Context, aor string, docs []*pidf.Document, from []*storage.Publication) []*pidf.Document {
+	if len(docs) < 2 {
+		return docs
+	}
+	keep := docs[:0:0]
+	for i, d := range docs {
+		stale := false
+		for j := i + 1; j < len(docs) && !stale; j++ {
+			stale = from[i].Source != "" && from[i].Source == from[j].Source && restates(docs[j], d)
+		}
+		if !stale {
+			keep = append(keep, d)
+			continue
+		}
+		_, err := p.opts.Store.Publish(ctx, aor, storage.PublishOp{Now: p.opts.Now(), IfMatch: from[i].ETag, Remove: true})
+		if err != nil && !errors.Is(err, storage.ErrETagMismatch) {
+			p.log.Warn("stale publication not removed", zap.String("aor", aor), zap.Error(err))
+			continue
+		}
+		p.metrics.publications.WithLabelValues("superseded").Inc()
+		p.log.Info("stale duplicate publication removed", zap.String("aor", aor), zap.String("source", from[i].Source))
+	}
+	return keep
+}
+
+// restates reports whether newer carries every tuple id of older, and a person if older has
+// one.
+func restates(newer, older *pidf.Document) bool {
+	ot := older.Tuples()
+	if len(ot) == 0 {
+		return false
+	}
+	ids := make(map[string]bool, len(ot))
+	for _, t := range newer.Tuples() {
+		ids[t.ID] = true
+	}
+	for _, t := range ot {
+		if !ids[t.ID] {
+			return false
+		}
+	}
+	return len(older.Persons()) == 0 || len(newer.Persons()) > 0
 }
 
 // registrationDocument is presence derived from registration: a tuple per registered

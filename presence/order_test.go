@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,5 +120,44 @@ func TestEndedSubscriptionStaysEnded(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got := sender.n.Load(); got != 1 {
 		t.Fatalf("%d NOTIFYs, want 1: the ended subscription was notified again", got)
+	}
+}
+
+// A client that published twice and kept one ETag (baresip under load, fixtures quirk 11):
+// the forgotten duplicate is dropped from the store when composed, so removing the
+// publication the client knows will leave nothing "open" behind. The same tuple id from
+// another source is kept.
+func TestStaleDuplicatePublicationDropped(t *testing.T) {
+	p := newTestPresence(t, "allow")
+	ctx := context.Background()
+	const aor = "alice@example.test"
+	now := time.Now()
+	doc := func(basic string) []byte {
+		return []byte(`<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.test">` +
+			`<tuple id="t4109"><status><basic>` + basic + `</basic></status></tuple></presence>`)
+	}
+	put := func(etag, source, basic string, at time.Time) {
+		t.Helper()
+		if _, err := p.opts.Store.Publish(ctx, aor, storage.PublishOp{Now: at, NewETag: etag, Body: doc(basic),
+			ContentType: "application/pidf+xml", ExpiresAt: at.Add(time.Hour), Source: source}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("forgotten", "udp:127.0.0.1:20380", "open", now.Add(-2*time.Second))
+	put("other-device", "udp:127.0.0.1:20390", "open", now.Add(-2*time.Second))
+	put("known", "udp:127.0.0.1:20380", "open", now.Add(-time.Second))
+	if _, err := p.compose(ctx, aor); err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := p.opts.Store.Publications(ctx, aor, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var etags []string
+	for _, pub := range pubs {
+		etags = append(etags, pub.ETag)
+	}
+	if strings.Join(etags, ",") != "other-device,known" && strings.Join(etags, ",") != "known,other-device" {
+		t.Fatalf("publications after composing: %v, want the other device's and the known one", etags)
 	}
 }
