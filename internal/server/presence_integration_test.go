@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,12 +100,14 @@ func TestPublicationsBounded(t *testing.T) {
 	w := dial(t, "udp", srv.Listener("udp"))
 	etag := ""
 	for i := range 32 {
-		w.send(publish("alice", "many-"+string(rune('A'+i)), 1, "", 600, pidfDoc("alice", "t", "open")))
+		// A tuple of its own each: publications that restate one another are duplicates,
+		// dropped when composed.
+		w.send(publish("alice", "many-"+string(rune('A'+i)), 1, "", 600, pidfDoc("alice", "t"+strconv.Itoa(i), "open")))
 		etag = w.expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
 	}
 	w.send(publish("alice", "many-x", 1, "", 600, pidfDoc("alice", "t", "open")))
 	w.expect(`^SIP/2.0 403 `)
-	w.send(publish("alice", "many-A", 2, etag, 600, pidfDoc("alice", "t", "closed")))
+	w.send(publish("alice", "many-A", 2, etag, 600, pidfDoc("alice", "t31", "closed")))
 	w.expect(`^SIP/2.0 200 `)
 	if n := len(presenceState(t, srv, "alice@example.test").Publications); n != 32 {
 		t.Errorf("%d publications, want 32", n)
