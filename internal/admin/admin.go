@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -45,6 +46,8 @@ type Options struct {
 	// Presence serves /api/v1/presence; nil leaves it out.
 	Presence Presence
 	Log      *zap.Logger
+	// Pprof mounts net/http/pprof under /debug/pprof/.
+	Pprof bool
 	// Now is the clock for remaining expiries; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,6 +68,13 @@ func New(o Options) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /api/v1/registrations/{aor}", a.getRegistrations)
 	mux.HandleFunc("DELETE /api/v1/registrations/{aor}", a.deleteRegistrations)
 	if o.Messages != nil {

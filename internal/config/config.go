@@ -33,6 +33,10 @@ type Options struct {
 	// HTTP is the HOST:PORT of the metrics, health and admin endpoints; "" disables them.
 	// Default 127.0.0.1:8080.
 	HTTP string `yaml:"http"`
+	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/ on the HTTP listener.
+	// It shows stacks and memory to whoever reaches that listener: keep it on loopback.
+	// Default false.
+	Pprof bool `yaml:"pprof"`
 	// UsersFile, TLSCert and TLSKey name files. In a configuration file a relative path is
 	// taken from the file's directory (Parse makes it absolute); on the command line, from
 	// the working directory.

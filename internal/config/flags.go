@@ -85,6 +85,7 @@ func FromArgs(args []string, stderr io.Writer) (Options, Flags, error) {
 	for i, sf := range stringFlags {
 		strs[i] = fs.String(sf.name, *sf.field(&def), sf.usage)
 	}
+	pprofFlag := fs.Bool("pprof", def.Pprof, "serve Go's profiler under /debug/pprof/ on the -http listener (keep that listener on loopback)")
 	fs.BoolVar(&f.Check, "t", false, "check the configuration, print what would run and exit 0, or list every error and exit 1")
 	fs.BoolVar(&f.Version, "version", false, "print the version and exit")
 
@@ -120,6 +121,9 @@ func FromArgs(args []string, stderr io.Writer) (Options, Flags, error) {
 		case "domain":
 			o.Domains = lowerAll(domain.values)
 			src.setFlag("domain", "-domain")
+		case "pprof":
+			o.Pprof = *pprofFlag
+			src.setFlag("pprof", "-pprof")
 		}
 		for i, sf := range stringFlags {
 			if fl.Name == sf.name {

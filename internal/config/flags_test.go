@@ -180,6 +180,11 @@ func TestFromArgsErrors(t *testing.T) {
 			lines: []string{"-listen: udp://127.0.0.1:5060 given twice"},
 		},
 		{
+			name:  "pprof without the HTTP listener",
+			args:  []string{"-pprof", "-http", ""},
+			lines: []string{`-pprof: needs the HTTP listener, which http "" disables`},
+		},
+		{
 			name:  "missing config file",
 			args:  []string{"-config", "/nonexistent/simpled.yaml"},
 			lines: []string{"-config: open /nonexistent/simpled.yaml: no such file or directory"},
@@ -238,7 +243,7 @@ func TestUsage(t *testing.T) {
 	usage := stderr.String()
 	for _, want := range []string{
 		"-config FILE", "-listen URI", "-domain NAME", "-store URL", "-http HOST:PORT", "-users FILE",
-		"-tls-cert FILE", "-tls-key FILE", "-log-level LEVEL", "-log-format FORMAT", "-node-id ID", "-t", "-version",
+		"-tls-cert FILE", "-tls-key FILE", "-log-level LEVEL", "-log-format FORMAT", "-node-id ID", "-pprof", "-t", "-version",
 		"(default udp://127.0.0.1:5060, tcp://127.0.0.1:5060)", "(default localhost)", `(default "memory")`, `(default "127.0.0.1:8080")`, `(default "info")`,
 	} {
 		if !strings.Contains(usage, want) {

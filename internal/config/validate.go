@@ -71,6 +71,8 @@ func (o Options) validate(src sources, errs *Errors) {
 		if _, _, err := splitHostPort(o.HTTP); err != nil {
 			bad("http", "%q: %v; want HOST:PORT, or \"\" to disable the HTTP endpoints", o.HTTP, err)
 		}
+	} else if o.Pprof {
+		bad("pprof", "needs the HTTP listener, which http \"\" disables")
 	}
 
 	fileExists := func(key, path string) {

@@ -389,3 +389,14 @@ func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+// The profiler is served on the HTTP listener only when asked for (-pprof).
+func TestPprofBehindFlag(t *testing.T) {
+	off := startServer(t, nil)
+	httpGet(t, "http://"+off.HTTPAddr()+"/debug/pprof/", 404)
+	on := startServer(t, func(o *config.Options) { o.Pprof = true })
+	if body := httpGet(t, "http://"+on.HTTPAddr()+"/debug/pprof/", 200); !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/ index without profiles:\n%.300s", body)
+	}
+	httpGet(t, "http://"+on.HTTPAddr()+"/debug/pprof/heap?debug=1", 200)
+}
