@@ -63,6 +63,10 @@ const UDPSocketBuffer = 4 << 20
 // maxLiveUDP bounds how many UDP client addresses the liveness table remembers, and
 // liveUDPFor how long one is kept after it was last heard from: longer than any keepalive
 // interval (RFC 5626 §4.4.1: under 30 s for UDP), shorter than a registration.
+// maxRetrans bounds the retransmission cache (retrans.go): at most 32 s of answers, about
+// 25,000 requests/s; past it transactions stay with sipgo.
+const maxRetrans = 800000
+
 const (
 	maxLiveUDP = 200000
 	liveUDPFor = 10 * time.Minute
@@ -92,8 +96,10 @@ type Server struct {
 	requests  *prometheus.CounterVec
 	responses *prometheus.CounterVec
 	malformed *prometheus.CounterVec
-	tm        *transportMetrics
-	live      *transport.Liveness // when each UDP client address was last heard from
+	// retransAbsorbed counts UDP retransmissions answered from the retransmission cache.
+	retransAbsorbed prometheus.Counter
+	tm              *transportMetrics
+	live            *transport.Liveness // when each UDP client address was last heard from
 
 	mu        sync.Mutex
 	closers   []func() error
@@ -146,7 +152,11 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Help:    "Latency of storage calls, by operation.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"op"})
-	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency)
+	s.retransAbsorbed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "simpled_sip_retransmissions_answered_total",
+		Help: "Retransmitted UDP requests answered again with their recorded final response.",
+	})
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed)
 	s.tm = newTransportMetrics(s.registry)
 	s.live = transport.NewLiveness(maxLiveUDP)
 
@@ -249,13 +259,14 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, fmt.Errorf("server: sip client: %w", err)
 	}
+	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans), newWorkers().wrap(s.dispatch))
 	for _, m := range servedMethods {
-		s.srv.OnRequest(m, s.dispatch)
+		s.srv.OnRequest(m, dispatch)
 	}
 	s.srv.OnRequest(sip.ACK, s.dispatchACK)
 	s.srv.OnRequest(sip.CANCEL, s.dispatchCANCEL)
 	// A proxy forwards methods it does not know (RFC 3261 §16): they go through the chain too.
-	s.srv.OnNoRoute(s.dispatch)
+	s.srv.OnNoRoute(dispatch)
 	methods := s.srv.RegisteredMethods()
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
@@ -423,6 +434,7 @@ func (s *Server) Start(ctx context.Context) error {
 				Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
 				Presence:      s.presence,
 				Log:           s.log.Named("admin"),
+				Pprof:         s.opts.Pprof,
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 		}

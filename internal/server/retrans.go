@@ -1,0 +1,197 @@
+package server
+
+import (
+	"bytes"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// retransCache answers retransmitted UDP requests in place of sipgo's completed server
+// transactions (RFC 3261 §17.2.2). A non-INVITE server transaction over UDP must stay 64*T1
+// (32 s) after its final response to answer retransmissions of the request with that
+// response. sipgo keeps the whole transaction for that time: the parsed request, the response
+// object, timers and channels, about 3 KiB of pointer-rich memory per request. At 8,000
+// REGISTER/s that is a quarter of a million transactions, 600 MiB of live heap whose every
+// collection took both cores of the reference machine for half a second, starving the
+// clients' sockets. The cache keeps the same promise with the response's bytes alone (under
+// 1 KiB, no pointers for the collector to follow): once the final response is sent the
+// transaction is terminated, and a retransmission that sipgo then takes for a new request
+// is answered here, before any stage sees it, with the very same bytes to the same address.
+//
+// The cache is bounded (maxEntries); when full, a transaction is left to sipgo as before.
+type retransCache struct {
+	ttl    time.Duration
+	seed   maphash.Seed
+	shards [retransShards]retransShard
+	// max entries per shard
+	max int
+}
+
+const retransShards = 64
+
+type retransShard struct {
+	mu sync.Mutex
+	m  map[string]*retransEntry
+	// fifo holds the keys in insertion order; every entry has the same ttl, so expiry is
+	// popping from the front.
+	fifo []retransKey
+	head int
+}
+
+type retransKey struct {
+	key     string
+	expires int64 // unix nanoseconds
+}
+
+type retransEntry struct {
+	resp    []byte
+	dest    netip.AddrPort
+	expires int64
+}
+
+func newRetransCache(ttl time.Duration, maxEntries int) *retransCache {
+	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxEntries/retransShards)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]*retransEntry)
+	}
+	return c
+}
+
+func (c *retransCache) shard(key string) *retransShard {
+	return &c.shards[maphash.String(c.seed, key)%retransShards]
+}
+
+// get returns the response recorded for the transaction key, if it is still due.
+func (c *retransCache) get(key string, now time.Time) (*retransEntry, bool) {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now.UnixNano())
+	e, ok := s.m[key]
+	return e, ok
+}
+
+// put records resp (the final response's bytes) for key, sent to dest. It reports false when
+// the shard is full, and the caller keeps its transaction.
+func (c *retransCache) put(key string, resp []byte, dest netip.AddrPort, now time.Time) bool {
+	s := c.shard(key)
+	exp := now.Add(c.ttl).UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now.UnixNano())
+	if len(s.m) >= c.max {
+		return false
+	}
+	s.m[key] = &retransEntry{resp: resp, dest: dest, expires: exp}
+	s.fifo = append(s.fifo, retransKey{key: key, expires: exp})
+	return true
+}
+
+// expire drops the entries due at now (unix nanoseconds) and compacts the queue once half
+// of it is spent.
+func (s *retransShard) expire(now int64) {
+	for s.head < len(s.fifo) && s.fifo[s.head].expires <= now {
+		k := s.fifo[s.head]
+		if e, ok := s.m[k.key]; ok && e.expires == k.expires {
+			delete(s.m, k.key)
+		}
+		s.fifo[s.head] = retransKey{}
+		s.head++
+	}
+	if s.head > 1024 && s.head*2 >= len(s.fifo) {
+		n := copy(s.fifo, s.fifo[s.head:])
+		clear(s.fifo[n:])
+		s.fifo = s.fifo[:n]
+		s.head = 0
+	}
+}
+
+func (c *retransCache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+var respBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// recordingTx is the server transaction handed to the chain for a UDP non-INVITE request: it
+// keeps a copy of the final response's bytes and where they went.
+type recordingTx struct {
+	sip.ServerTransaction
+	final []byte
+	dest  string
+}
+
+func (t *recordingTx) Respond(res *sip.Response) error {
+	err := t.ServerTransaction.Respond(res)
+	if err == nil && !res.IsProvisional() && t.final == nil {
+		b := respBuffers.Get().(*bytes.Buffer)
+		b.Reset()
+		res.StringWrite(b)
+		t.final = bytes.Clone(b.Bytes())
+		t.dest = res.Destination()
+		respBuffers.Put(b)
+	}
+	return err
+}
+
+// retransmits wraps the sipgo handler h: a UDP non-INVITE request that retransmits one
+// already answered gets the recorded answer again; any other goes to h, and when h answered
+// it finally over UDP, the answer is recorded and the transaction ended at once.
+func (s *Server) retransmits(c *retransCache, h func(*sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if tx == nil || req.IsInvite() || req.IsAck() || !isUDP(req.Transport()) {
+			h(req, tx)
+			return
+		}
+		key, err := sip.ServerTxKeyMake(req)
+		if err != nil {
+			h(req, tx)
+			return
+		}
+		now := time.Now()
+		if e, ok := c.get(key, now); ok {
+			if uc, ok := udpConn(tx); ok {
+				_, _ = uc.PacketConn.WriteTo(e.resp, net.UDPAddrFromAddrPort(e.dest))
+				s.retransAbsorbed.Inc()
+				return
+			}
+		}
+		rtx := &recordingTx{ServerTransaction: tx}
+		h(req, rtx)
+		if rtx.final == nil {
+			return
+		}
+		dest, err := netip.ParseAddrPort(rtx.dest)
+		if err != nil {
+			return
+		}
+		if c.put(key, rtx.final, dest, now) {
+			tx.Terminate()
+		}
+	}
+}
+
+// udpConn is the UDP socket tx's request came over.
+func udpConn(tx sip.ServerTransaction) (*sip.UDPConnection, bool) {
+	ct, ok := tx.(interface{ Connection() sip.Connection })
+	if !ok {
+		return nil, false
+	}
+	uc, ok := ct.Connection().(*sip.UDPConnection)
+	return uc, ok
+}
+
+func isUDP(transport string) bool {
+	return len(transport) == 3 && (transport == "UDP" || transport == "udp")
+}

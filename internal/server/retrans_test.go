@@ -1,0 +1,165 @@
+package server
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// A retransmitted UDP REGISTER (same branch, after the 200 went out) gets the very same 200
+// again, To tag included, from the retransmission cache: the registrar does not run twice.
+func TestUDPRetransmissionAnsweredWithSameResponse(t *testing.T) {
+	srv := startServer(t, nil)
+	w := dial(t, "udp", srv.Listener("udp"))
+	msg := w.expand(register("alice", "rtx-1", 1, "Contact: <sip:alice@{local}>", "Expires: 600"))
+	w.send(msg)
+	first := w.read(3 * time.Second)
+	if !strings.HasPrefix(first, "SIP/2.0 200 ") {
+		t.Fatalf("first answer %q", firstLine(first))
+	}
+	before := metricValue(t, srv, `simpled_sip_requests_total{method="REGISTER"}`)
+	for i := range 3 {
+		w.send(msg)
+		again := w.read(3 * time.Second)
+		if again != first {
+			t.Fatalf("retransmission %d answered\n%s\nwant the first answer\n%s", i+1, again, first)
+		}
+	}
+	if got := metricValue(t, srv, "simpled_sip_retransmissions_answered_total"); got != 3 {
+		t.Errorf("retransmissions answered = %v, want 3", got)
+	}
+	if after := metricValue(t, srv, `simpled_sip_requests_total{method="REGISTER"}`); after != before {
+		t.Errorf("the retransmissions reached the chain: REGISTER count %v -> %v", before, after)
+	}
+	// A new transaction (new branch) is processed, not answered from the cache.
+	w.send(register("alice", "rtx-1", 2, "Contact: <sip:alice@{local}>", "Expires: 600"))
+	if res := w.expect(`^SIP/2.0 200 `); res.CSeq().SeqNo != 2 {
+		t.Fatalf("answer to CSeq 2 has CSeq %d", res.CSeq().SeqNo)
+	}
+}
+
+// Over TCP there is nothing to retransmit: the same request is a new request to the chain
+// (sipgo ends reliable transactions at once), and is never answered from the cache.
+func TestTCPRequestsNotCached(t *testing.T) {
+	srv := startServer(t, nil)
+	w := dial(t, "tcp", srv.Listener("tcp"))
+	msg := w.expand(register("bob", "rtx-2", 1, "Contact: <sip:bob@{local};transport=tcp>", "Expires: 600"))
+	w.send(msg)
+	w.expect(`^SIP/2.0 200 `)
+	w.send(msg)
+	w.expect(`^SIP/2.0 `)
+	if got := metricValue(t, srv, "simpled_sip_retransmissions_answered_total"); got != 0 {
+		t.Errorf("retransmissions answered over TCP = %v, want 0", got)
+	}
+}
+
+func TestRetransCacheExpiresAndBounds(t *testing.T) {
+	c := newRetransCache(time.Second, retransShards*2) // two entries per shard
+	dest := netip.MustParseAddrPort("127.0.0.1:5060")
+	t0 := time.Unix(1000, 0)
+	if !c.put("k1", []byte("SIP/2.0 200 OK"), dest, t0) {
+		t.Fatal("put into an empty cache refused")
+	}
+	e, ok := c.get("k1", t0.Add(999*time.Millisecond))
+	if !ok || string(e.resp) != "SIP/2.0 200 OK" || e.dest != dest {
+		t.Fatalf("get before expiry = %+v, %v", e, ok)
+	}
+	if _, ok := c.get("k1", t0.Add(time.Second)); ok {
+		t.Fatal("entry still there at its expiry")
+	}
+	if n := c.len(); n != 0 {
+		t.Fatalf("%d entries left after expiry", n)
+	}
+	// Fill one shard: keys hashing to the same shard as "a".
+	target := c.shard("a")
+	var same []string
+	for i := 0; len(same) < 3 && i < 100000; i++ {
+		k := "k" + time.Duration(i).String()
+		if c.shard(k) == target {
+			same = append(same, k)
+		}
+	}
+	if len(same) < 3 {
+		t.Fatal("no three keys in one shard")
+	}
+	if !c.put(same[0], []byte("x"), dest, t0) || !c.put(same[1], []byte("x"), dest, t0) {
+		t.Fatal("put below the bound refused")
+	}
+	if c.put(same[2], []byte("x"), dest, t0) {
+		t.Fatal("put past the bound accepted")
+	}
+	// Once the first two expire there is room again.
+	if !c.put(same[2], []byte("x"), dest, t0.Add(2*time.Second)) {
+		t.Fatal("put after expiry refused")
+	}
+}
+
+// The queue of one shard is compacted as it is consumed: a long run of puts and expiries
+// does not keep every key ever stored.
+func TestRetransCacheQueueCompacts(t *testing.T) {
+	c := newRetransCache(time.Millisecond, 1<<20)
+	dest := netip.MustParseAddrPort("127.0.0.1:5060")
+	t0 := time.Unix(1000, 0)
+	s := c.shard("x")
+	for i := range 100000 {
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		c.put("x"+time.Duration(i).String(), []byte("r"), dest, now)
+	}
+	total := 0
+	for i := range c.shards {
+		total += len(c.shards[i].fifo) - c.shards[i].head
+	}
+	if total > 2*retransShards+2 {
+		t.Fatalf("%d keys queued, want only the live ones", total)
+	}
+	if cap(s.fifo) > 8192 {
+		t.Fatalf("queue capacity %d grew with every key", cap(s.fifo))
+	}
+}
+
+// A handler run by the workers sees its request and transaction, the caller returns only
+// after it, and concurrent handlers that block do not wait for each other.
+func TestWorkersRunConcurrently(t *testing.T) {
+	w := newWorkers()
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(20)
+	h := w.wrap(func(req *sip.Request, tx sip.ServerTransaction) {
+		started.Done()
+		<-release
+	})
+	var done sync.WaitGroup
+	for range 20 {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			h(sip.NewRequest(sip.MESSAGE, sip.Uri{Host: "example.test"}), nil)
+		}()
+	}
+	waitTimeout(t, &started, "20 blocked handlers to start")
+	close(release)
+	waitTimeout(t, &done, "the callers to return")
+	// Handlers run one after another on the same worker see each their own request.
+	got := make(chan sip.RequestMethod, 2)
+	h2 := w.wrap(func(req *sip.Request, _ sip.ServerTransaction) { got <- req.Method })
+	h2(sip.NewRequest(sip.REGISTER, sip.Uri{Host: "example.test"}), nil)
+	h2(sip.NewRequest(sip.OPTIONS, sip.Uri{Host: "example.test"}), nil)
+	if a, b := <-got, <-got; a != sip.REGISTER || b != sip.OPTIONS {
+		t.Fatalf("handlers saw %s, %s", a, b)
+	}
+}
+
+func waitTimeout(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
