@@ -15,7 +15,9 @@ import (
 // Credential returns the secrets of aor for realm (HGET cred:{aor}), or storage.ErrNotFound.
 func (s *Store) Credential(ctx context.Context, aor, realm string) (storage.Credential, error) {
 	const step = "credential"
-	js, err := s.c.HGet(ctx, credKey(aor), realm).Result()
+	cmd := goredis.NewStringCmd(ctx, "hget", credKey(aor), realm)
+	s.batch.do(ctx, cmd)
+	js, err := cmd.Result()
 	if errors.Is(err, goredis.Nil) {
 		return storage.Credential{}, fmt.Errorf("redis: %s: %s realm %q: %w", step, aor, realm, storage.ErrNotFound)
 	}
@@ -49,7 +51,9 @@ func (s *Store) SetCredential(ctx context.Context, aor, realm string, c storage.
 
 // HasCredentials reports whether any credential is stored (EXISTS creds).
 func (s *Store) HasCredentials(ctx context.Context) (bool, error) {
-	n, err := s.c.Exists(ctx, credsKey).Result()
+	cmd := goredis.NewIntCmd(ctx, "exists", credsKey)
+	s.batch.do(ctx, cmd)
+	n, err := cmd.Result()
 	if err != nil {
 		return false, unavailable("has credentials", err)
 	}
@@ -66,7 +70,7 @@ func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl 
 	}
 	ms := max(ttl.Milliseconds(), 1)
 	keys := []string{nonceKey(nonce)}
-	cmd := nonceScript.Run(ctx, s.c, keys, nc, ms)
+	cmd := s.runScript(ctx, nonceScript, keys, []any{nc, ms}, nil, nil)
 	n, err := cmd.Int64()
 	switch {
 	case goredis.HasErrorPrefix(err, replyCorrupt):

@@ -26,10 +26,13 @@ type batchReq struct {
 	done chan struct{}
 }
 
-// maxBatch bounds one pipeline; batchSenders pipelines may be in flight at once.
+// maxBatch bounds one pipeline; batchSenders pipelines may be in flight at once. Fewer
+// senders make fuller pipelines: while one is in flight the next fills. Under sipp REGISTER
+// load at 6,000/s two senders used 5-10 % less CPU (simpled and Redis) than four; one a little
+// less again, but then one slow reply would hold up every caller.
 const (
 	maxBatch     = 128
-	batchSenders = 4
+	batchSenders = 2
 )
 
 func newBatcher(c goredis.UniversalClient, timeout time.Duration) *batcher {

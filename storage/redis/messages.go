@@ -162,7 +162,9 @@ func (s *Store) Messages(ctx context.Context, aor string, now time.Time) ([]stor
 // HasMessages reports whether aor's mailbox holds any message, expired ones included (one
 // EXISTS: the scripts delete the keys of an empty mailbox).
 func (s *Store) HasMessages(ctx context.Context, aor string) (bool, error) {
-	n, err := s.c.Exists(ctx, msgKey(aor)).Result()
+	cmd := goredis.NewIntCmd(ctx, "exists", msgKey(aor))
+	s.batch.do(ctx, cmd)
+	n, err := cmd.Result()
 	if err != nil {
 		return false, unavailable("has messages", err)
 	}
@@ -281,7 +283,7 @@ func (s *Store) expireRound(ctx context.Context, now int64, want int) ([]storage
 func (s *Store) MarkKnown(ctx context.Context, aor string, until time.Time) error {
 	u := until.Unix()
 	at := max(u*1000+s.grace.Milliseconds(), 1) // PXAT must be positive; a past one deletes
-	if err := markKnownScript.Run(ctx, s.c, []string{knownKey(aor)}, u, at).Err(); err != nil {
+	if err := s.runScript(ctx, markKnownScript, []string{knownKey(aor)}, []any{u, at}, nil, nil).Err(); err != nil {
 		return unavailable("mark known", err)
 	}
 	return nil
@@ -290,7 +292,9 @@ func (s *Store) MarkKnown(ctx context.Context, aor string, until time.Time) erro
 // Known reports whether aor was marked known with an until after now (one GET).
 func (s *Store) Known(ctx context.Context, aor string, now time.Time) (bool, error) {
 	const step = "known"
-	v, err := s.c.Get(ctx, knownKey(aor)).Result()
+	cmd := goredis.NewStringCmd(ctx, "get", knownKey(aor))
+	s.batch.do(ctx, cmd)
+	v, err := cmd.Result()
 	if errors.Is(err, goredis.Nil) {
 		return false, nil
 	}
