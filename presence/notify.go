@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simpled/simpled/internal/gopool"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -31,8 +32,10 @@ type notifier struct {
 	// for watchers that no longer answer.
 	ctx  context.Context
 	stop context.CancelFunc
-	mu   sync.Mutex
-	subs map[subKey]*subState
+	// senders runs the NOTIFY sends on reused goroutines (their stacks stay grown).
+	senders *gopool.Pool
+	mu      sync.Mutex
+	subs    map[subKey]*subState
 	// winfo counts, per presentity, the presence.winfo subscriptions in subs: a change of
 	// watchers is looked up in the store only for presentities that watch their watchers.
 	winfo map[string]int
@@ -69,7 +72,7 @@ type subState struct {
 
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
-	return &notifier{p: p, ctx: ctx, stop: stop, subs: map[subKey]*subState{},
+	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
 		seed: maphash.MakeSeed()}
 }
@@ -299,7 +302,7 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 	})
 }
 
-// start sends s's next NOTIFY in its own goroutine. Call with n.mu held. Once the notifier is
+// start sends s's next NOTIFY on a goroutine of its own (from the senders pool). Call with n.mu held. Once the notifier is
 // closing (its context ended), nothing starts: close is waiting on wg, which must not be
 // added to meanwhile (a rate-control timer firing during shutdown did).
 func (n *notifier) start(s *subState) {
@@ -308,7 +311,7 @@ func (n *notifier) start(s *subState) {
 	}
 	s.inflight = true
 	n.wg.Add(1)
-	go n.send(s)
+	n.senders.Go(func() { n.send(s) })
 }
 
 // send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
