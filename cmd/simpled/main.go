@@ -54,11 +54,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("GOMAXPROCS") == "" {
 		// Every datagram simpled relays costs a sendto, and on loopback or a busy host a
 		// sendto holds its P for tens of microseconds while the kernel delivers the packet.
-		// With one P per core those waits are not overlapped: under MESSAGE load the server
-		// sat at 80 % of its cores while its socket overflowed. Four Ps per core (at least 8)
-		// keep the cores busy: the sustained MESSAGE rate went from 3,750-5,000/s to 6,250/s
-		// on the 2-core reference machine (bench/compare.sh).
-		runtime.GOMAXPROCS(max(8, 4*runtime.NumCPU()))
+		// With one P per core those waits are not overlapped: under MESSAGE load the server's
+		// socket overflowed at 80 % of its cores, and the UDP read loops starved. Two Ps per
+		// core (at least 4) keep the cores busy; four per core, tried first, spent 9 % of the
+		// CPU waking idle Ps (futex) and made PUBLISH and REGISTER steps fail that two per
+		// core passed (bench/compare.sh, 2-core reference machine, 2026-11-23).
+		runtime.GOMAXPROCS(max(4, 2*runtime.NumCPU()))
 	}
 	log, err := logging.New(logging.Options{Level: opts.LogLevel, Format: opts.LogFormat})
 	if err != nil {
