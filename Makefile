@@ -8,7 +8,7 @@ TEST_DEBS := redis-server sip-tester baresip linphone-cli
 # Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./internal/transport:FuzzSTUN ./internal/transport:FuzzFramer ./internal/transport:FuzzFlowToken
 
-.PHONY: all build run test vet unit fuzz deps bench bench-register bench-message bench-publish bench-subscribe clean
+.PHONY: all build run test vet unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe clean
 
 all: build
 
@@ -64,8 +64,25 @@ deps:
 		fi; \
 	fi
 
+# make bench: Go benchmarks of the core packages, then every SIP load against simpled (memory,
+# Redis) and Kamailio, interleaved, and one table (bench/bench.sh, BENCHMARKS.md; about 2 h).
+# make bench-quick: the same at fixed rates, one round (under 5 minutes).
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./storage/... ./internal/auth/... ./cpim/... ./pidf/... ./proxy/... ./internal/server/...
+	bench/bench.sh
+
+bench-quick:
+	MODE=quick bench/bench.sh
+
+bench-go:
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./proxy/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./internal/auth/... ./internal/transport/... ./internal/server/...
+
+# The tools of the SIP loads: sipp, Kamailio, Redis (installed with apt-get as root).
+bench-deps:
+	bench/deps.sh
+
+# bench/scale: 100,000 registrations and subscriptions on Redis (bytes each, RSS, restart).
+bench-scale:
+	$(GO) run ./bench/scale
 
 # SIP loads: simpled (memory, Redis) against Kamailio, interleaved (see bench/README.md).
 bench-register:

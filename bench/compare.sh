@@ -24,8 +24,15 @@
 #   SCENARIO [register]         the load.sh scenario: register, message, register_auth, ...
 #   OUTDIR [$TMPDIR/simpled-bench/<scenario>-<date>]
 #   SHARED [<repo>/../shared]   the shared checkout holding bench/load.sh and run-kamailio.sh
-#   KAM_VARIANT [bigbuf]  KAM_CHILDREN [4]     Kamailio reference configuration
+#   KAM_VARIANT [bigbuf; auth for register_auth]  KAM_CHILDREN [4]   Kamailio reference
+#                               configuration (register_auth: digest REGISTER, Kamailio's auth_db
+#                               and simpled -users, the same 20,000 users and passwords)
+#   HALF [1]                    after each target's search, one more step at half its best rate
+#                               for latency (p50/p99) and CPU per 1,000 calls off the overload;
+#                               0 takes them from the best step (bench-quick's fixed rates)
 #   SIMPLED_BIN                 run this binary instead of building ./cmd/simpled
+#   BEFORE_BIN                  a second simpled binary (say, built from an older commit) for the
+#                               targets memory-before and redis-before: before/after in one run
 #   SIMPLED_ARGS                extra simpled flags (word-split)
 #   SIMPLED_LOG_LEVEL [info]
 #   (load.sh's cpu_server column: simpled's PID, plus redis-server's for the redis target;
@@ -47,12 +54,13 @@ SHARED=${SHARED:-$ROOT/../shared}
 BENCH=$SHARED/bench
 ROUNDS=${ROUNDS:-2}
 TARGETS=${TARGETS:-"memory redis kamailio"}
-KAM_VARIANT=${KAM_VARIANT:-bigbuf}
+SCENARIO=${SCENARIO:-register}
+if [ "$SCENARIO" = register_auth ]; then KAM_VARIANT=${KAM_VARIANT:-auth}; else KAM_VARIANT=${KAM_VARIANT:-bigbuf}; fi
+HALF=${HALF:-1}
 KAM_CHILDREN=${KAM_CHILDREN:-4}
 SIMPLED_LOG_LEVEL=${SIMPLED_LOG_LEVEL:-info}
 SIMPLED_ARGS=${SIMPLED_ARGS:-}
 PAUSE_SECS=${PAUSE_SECS:-5}
-SCENARIO=${SCENARIO:-register}
 OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/simpled-bench/$SCENARIO-$(date +%Y%m%d-%H%M%S)}
 PORT=15060
 DOMAIN=example.test
@@ -65,7 +73,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ -x "$BENCH/load.sh" ] && [ -x "$BENCH/run-kamailio.sh" ] || die "no load.sh/run-kamailio.sh in $BENCH (set SHARED)"
 for tool in sipp curl ss; do command -v $tool >/dev/null || die "$tool not found"; done
-case " $TARGETS " in *" redis "*) command -v redis-server >/dev/null || die "redis-server not found" ;; esac
+case " $TARGETS " in *" redis "*|*" redis-before "*) command -v redis-server >/dev/null || die "redis-server not found" ;; esac
 case " $TARGETS " in *" kamailio "*)
   command -v kamailio >/dev/null || die "kamailio not found (Debian kamailio, kamailio-presence-modules)"
   # run-kamailio.sh loads db_sqlite and creates its tables from these files
@@ -131,8 +139,16 @@ fi
 
 HTTP_PORT=$(free_port) || die "no free port for simpled's HTTP"
 
+# register_auth: simpled knows load.sh's users (u000001..) and callees with their passwords,
+# as Kamailio's subscriber table does (run-kamailio.sh VARIANT=auth)
+USERS_ARGS=""
+if [ "$SCENARIO" = register_auth ]; then
+  awk -v n="${N_USERS:-20000}" 'BEGIN{for(i=1;i<=n;i++) printf "u%06d@example.test:pw%06d\n", i, i}' > "$OUTDIR/users.txt"
+  USERS_ARGS="-users $OUTDIR/users.txt"
+fi
+
 REDIS_URL=""
-case " $TARGETS " in *" redis "*)
+case " $TARGETS " in *" redis "*|*" redis-before "*)
   RPORT=$(free_port) || die "no free port for Redis"
   mkdir -p "$OUTDIR/redis"
   redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUTDIR/redis" \
@@ -157,7 +173,7 @@ cat "$OUTDIR/header.txt" | tee -a "$LOG" >&2
 # ---------------------------------------------------------------- one target run
 # run_target round target -> appends a line to results.tsv
 RESULTS=$OUTDIR/results.tsv
-echo -e "round\ttarget\tbest_calls_s\tfirst_fail\tachieved_s\tcpu_server%\tcpu_sipp%\tother%_at_best\tmax_other%\tloadavg_before\tdir" > "$RESULTS"
+echo -e "round\ttarget\tbest_calls_s\tfirst_fail\tachieved_s\tcpu_server%\tcpu_sipp%\tother%_at_best\tmax_other%\tloadavg_before\tlat_rate\tp50_ms\tp99_ms\tcpu_ms_per_1000\tdir" > "$RESULTS"
 
 wait_ready() { # pid: /readyz answers 200 within 15 s
   local i
@@ -179,15 +195,19 @@ run_target() {
   done
   log "round $round: $target (load average $la)"
   case $target in
-    memory|redis)
-      local store=memory
-      if [ "$target" = redis ]; then
+    memory|redis|memory-before|redis-before)
+      local store=memory bin=$BIN
+      case $target in *-before)
+        bin=${BEFORE_BIN:-}
+        [ -x "$bin" ] || { log "$target needs BEFORE_BIN"; record "$round" "$target" "$d" "$la"; return; } ;;
+      esac
+      if [ "${target%-before}" = redis ]; then
         store=$REDIS_URL
         redis-cli -p "$RPORT" flushall >/dev/null || log "redis flushall failed"
       fi
       # shellcheck disable=SC2086
-      "$BIN" -listen "udp://127.0.0.1:$PORT" -listen "tcp://127.0.0.1:$PORT" -domain "$DOMAIN" -store "$store" \
-          -http "127.0.0.1:$HTTP_PORT" -log-level "$SIMPLED_LOG_LEVEL" -log-format json $SIMPLED_ARGS \
+      "$bin" -listen "udp://127.0.0.1:$PORT" -listen "tcp://127.0.0.1:$PORT" -domain "$DOMAIN" -store "$store" \
+          -http "127.0.0.1:$HTTP_PORT" -log-level "$SIMPLED_LOG_LEVEL" -log-format json $USERS_ARGS $SIMPLED_ARGS \
           > "$d/simpled.log" 2>&1 &
       SPID=$!
       if ! wait_ready "$SPID"; then
@@ -198,11 +218,19 @@ run_target() {
       log "simpled pid=$SPID store=$store"
       # CPU accounting covers the whole server side: simpled, plus redis-server for redis
       local pids=$SPID
-      [ "$target" = redis ] && pids="$SPID $RPID"
+      [ "${target%-before}" = redis ] && pids="$SPID $RPID"
       SERVER_PIDS=$pids OUTDIR=$d/load SCENARIOS=$SCENARIO "$BENCH/load.sh" "127.0.0.1:$PORT" "$DOMAIN" \
           > "$d/load.out" 2>&1 &
       CHILD=$!
       wait "$CHILD"; CHILD=""
+      half=$(half_rate "$d")
+      if [ -n "$half" ]; then
+        log "round $round: $target at half its best rate, $half calls/s"
+        env SERVER_PIDS="$pids" OUTDIR="$d/half" SCENARIOS="$SCENARIO" "RATES_$SCENARIO=$half" MAX_STEPS=1 \
+            "$BENCH/load.sh" "127.0.0.1:$PORT" "$DOMAIN" > "$d/half.out" 2>&1 &
+        CHILD=$!
+        wait "$CHILD"; CHILD=""
+      fi
       curl -fs "http://127.0.0.1:$HTTP_PORT/metrics" > "$d/metrics.txt" 2>/dev/null
       ps -o rss=,vsz= -p "$SPID" | awk '{print "rss_kb=" $1, "vsz_kb=" $2}' > "$d/simpled-mem.txt"
       stop_pid "$SPID" simpled; SPID=""
@@ -212,10 +240,36 @@ run_target() {
           > "$d/load.out" 2>&1 &
       CHILD=$!
       wait "$CHILD"; CHILD=""
+      half=$(half_rate "$d")
+      if [ -n "$half" ]; then
+        log "round $round: $target at half its best rate, $half calls/s"
+        sleep "$PAUSE_SECS"
+        env OUTDIR="$d/half" VARIANT="$KAM_VARIANT" SCENARIOS="$SCENARIO" "RATES_$SCENARIO=$half" MAX_STEPS=1 \
+            "$BENCH/run-kamailio.sh" "$KAM_CHILDREN" > "$d/half.out" 2>&1 &
+        CHILD=$!
+        wait "$CHILD"; CHILD=""
+      fi
       ;;
     *) log "unknown target $target"; return ;;
   esac
   record "$round" "$target" "$d" "$la"
+}
+
+half_rate() { # dir: half the best rate of the search (multiple of 50), "" when HALF=0 or none passed
+  [ "$HALF" = 1 ] || return 0
+  awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s && $3!="NONE" && $2+0>=100 {printf "%d", int($2/2/50)*50; exit}' "$1/load/best.tsv" 2>/dev/null
+}
+
+# latency_of steps.tsv scenario rate -> "p50 p99 cpu_ms_per_1000" of that step (rtd1; sipp's 4 ms
+# quanta), or "- - -"
+latency_of() {
+  awk -F'\t' -v s="$2" -v r="$3" 'NR>1 && $1==s && $2==r && $3=="PASS" {line=$0} END{
+    if (line=="") {print "- - -"; exit}
+    n=split(line, f, "\t"); lat=f[17]; p50="-"; p99="-"
+    if (match(lat, /p50=[0-9.]+ms/)) p50=substr(lat, RSTART+4, RLENGTH-6)
+    if (match(lat, /p99=[0-9.]+ms/)) p99=substr(lat, RSTART+4, RLENGTH-6)
+    cpu="-"; if (f[10]+0>0) cpu=sprintf("%.1f", f[11]*10000/f[10])
+    print p50, p99, cpu }' "$1" 2>/dev/null
 }
 
 record() { # round target dir loadavg: best line of load.sh's best.tsv / steps.tsv -> results.tsv
@@ -239,8 +293,15 @@ record() { # round target dir loadavg: best line of load.sh's best.tsv / steps.t
   # failed step that passed on its noise retry does not count)
   ff=$(awk -F'\t' -v s="$SCENARIO" -v b="${rate:-0}" 'NR>1 && $1==s && $3=="FAIL" && $2+0>b+0 {if (m=="" || $2+0<m) m=$2+0} END{print (m==""?"-":m)}' "$steps" 2>/dev/null)
   maxo=$(awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s {split($15,a,"/"); if (a[2]+0>m) m=a[2]+0} END{print m+0}' "$steps" 2>/dev/null)
-  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$round" "$target" "$rate" "${ff:--}" "${achieved:--}" \
-      "${cpus:--}" "${cpup:--}" "${other:--}" "${maxo:-0}" "$la" "$d" >> "$RESULTS"
+  # latency and CPU per call: from the half-rate step when there is one, else the best step
+  local lrate lat
+  lrate=$(awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s && $3=="PASS" {print $2; exit}' "$d/half/steps.tsv" 2>/dev/null)
+  if [ -n "$lrate" ]; then lat=$(latency_of "$d/half/steps.tsv" "$SCENARIO" "$lrate")
+  elif [ "${rate:-0}" != ERR ] && [ "${rate:-0}" != 0 ]; then lrate=$rate; lat=$(latency_of "$steps" "$SCENARIO" "$rate")
+  else lrate=-; lat="- - -"; fi
+  set -- $lat
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$round" "$target" "$rate" "${ff:--}" "${achieved:--}" \
+      "${cpus:--}" "${cpup:--}" "${other:--}" "${maxo:-0}" "$la" "$lrate" "$1" "$2" "$3" "$d" >> "$RESULTS"
   log "round $round $target: best ${rate} calls/s (first failing step ${ff:--}, server CPU ${cpus:--} %, other load up to ${maxo:-0} %)"
 }
 
@@ -287,6 +348,15 @@ val() { awk -F'\t' -v r="$1" -v t="$2" '$1==r && $2==t {print $3}' "$RESULTS"; }
       done ;;
     esac
     echo -e "$row"
+  } | column -t -s $'\t'
+  echo
+  echo "# latency (sipp rtd1, 4 ms quanta) and server CPU per 1,000 calls, at half the best rate (medians)"
+  {
+    echo -e "target\trate\tp50_ms\tp99_ms\tcpu_ms_per_1000"
+    for t in $TARGETS; do
+      col() { awk -F'\t' -v t="$t" -v c="$1" '$2==t{print $c}' "$RESULTS" | median; }
+      echo -e "$t\t$(col 11)\t$(col 12)\t$(col 13)\t$(col 14)"
+    done
   } | column -t -s $'\t'
   echo
   echo "# per run (cpu in % of one core at the best step; other = CPU used by other tenants during a step)"
