@@ -191,10 +191,15 @@ func (o *Offline) Wait() { o.wg.Wait() }
 func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
 	switch ev.Kind {
 	case storage.BindingAdded, storage.BindingRefreshed:
-		has, err := o.messages.HasMessages(ctx, ev.AOR)
-		if err != nil {
-			o.log.Warn("offline check failed", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
-			return
+		// The registration's own update read the mailbox (Event.Mailbox); only when it
+		// could not is the store asked again.
+		has := ev.Mailbox == storage.MailboxHasMessages
+		if ev.Mailbox == storage.MailboxUnknown {
+			var err error
+			if has, err = o.messages.HasMessages(ctx, ev.AOR); err != nil {
+				o.log.Warn("offline check failed", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
+				return
+			}
 		}
 		if has {
 			o.kick(ev.AOR, 0)

@@ -376,7 +376,7 @@ func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult
 		for _, b := range bs {
 			r.events.WithLabelValues(string(kind)).Inc()
 			if r.opts.Bus != nil {
-				r.opts.Bus.Publish(storage.Event{Kind: kind, AOR: aor, Binding: b, At: now})
+				r.opts.Bus.Publish(storage.Event{Kind: kind, AOR: aor, Binding: b, At: now, Mailbox: res.Mailbox})
 			}
 		}
 	}

@@ -24,6 +24,9 @@ type Event struct {
 	AOR     string
 	Binding Binding
 	At      time.Time
+	// Mailbox, for events of a registration (BindingAdded, BindingRefreshed, ...), is the
+	// BindingResult.Mailbox of the update that caused them; MailboxUnknown otherwise.
+	Mailbox Mailbox
 }
 
 // Bus carries events from the stage that caused them to the stages that react (presence from

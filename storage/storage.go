@@ -128,6 +128,30 @@ type BindingResult struct {
 	Evicted   []Binding // bindings evicted to respect MaxBindings
 	Added     []Binding // bindings that did not exist before
 	Refreshed []Binding // bindings that existed and were replaced
+	// Mailbox is whether the AOR's offline mailbox held a message just after the update,
+	// read with it (Redis: in the same round trip), so that offline delivery after a
+	// registration needs no store call of its own; MailboxUnknown when the read failed.
+	Mailbox Mailbox
+}
+
+// Mailbox is what an operation saw of an AOR's offline mailbox.
+type Mailbox uint8
+
+const (
+	// MailboxUnknown: not read; whoever needs to know asks the store (HasMessages).
+	MailboxUnknown Mailbox = iota
+	// MailboxEmpty: no stored message.
+	MailboxEmpty
+	// MailboxHasMessages: at least one stored message (expired ones included).
+	MailboxHasMessages
+)
+
+// MailboxOf is the Mailbox for a known answer.
+func MailboxOf(has bool) Mailbox {
+	if has {
+		return MailboxHasMessages
+	}
+	return MailboxEmpty
 }
 
 // ExpiredBinding is one binding removed by a background sweep because it expired.

@@ -290,6 +290,9 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	for _, l := range [][]storage.Binding{res.Bindings, res.Removed, res.Expired, res.Evicted, res.Added, res.Refreshed} {
 		slices.SortFunc(l, byKey)
 	}
+	s.msgMu.RLock() // lock order: regMu, then msgMu
+	res.Mailbox = storage.MailboxOf(s.boxes[aor] != nil)
+	s.msgMu.RUnlock()
 	return res, nil
 }
 

@@ -179,7 +179,10 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	}
 	evalArgs = append(evalArgs, args...)
 	cmd := goredis.NewCmd(ctx, evalArgs...)
-	cmds = append(cmds, cmd)
+	// The mailbox, read after the script in the same round trip (same slot: {aor}), spares
+	// the offline delivery its own look-up after every registration.
+	mail := goredis.NewIntCmd(ctx, "exists", msgKey(aor))
+	cmds = append(cmds, cmd, mail)
 	s.batch.do(ctx, cmds...) // shared with concurrent updates: one round trip for many
 	err := cmd.Err()
 	if isNoScript(err) {
@@ -209,6 +212,9 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	res, err := decodeUpdate(cmd.Val())
 	if err != nil {
 		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
+	}
+	if n, err := mail.Result(); err == nil {
+		res.Mailbox = storage.MailboxOf(n > 0)
 	}
 	return res, nil
 }

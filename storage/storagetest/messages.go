@@ -27,6 +27,7 @@ func runMessages(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("DeleteMessage", func(t *testing.T) { testDeleteMessage(t, newStore) })
 	t.Run("DeleteMessages", func(t *testing.T) { testDeleteMessages(t, newStore) })
 	t.Run("HasMessages", func(t *testing.T) { testHasMessages(t, newStore) })
+	t.Run("UpdateSeesMailbox", func(t *testing.T) { testUpdateSeesMailbox(t, newStore) })
 	t.Run("ExpireMessages", func(t *testing.T) { testExpireMessages(t, newStore) })
 	t.Run("ExpireConcurrent", func(t *testing.T) { testExpireConcurrent(t, newStore) })
 	t.Run("ConcurrentStores", func(t *testing.T) { testConcurrentStores(t, newStore) })
@@ -506,6 +507,23 @@ func testHasMessages(t *testing.T, newStore func(t *testing.T) Store) {
 		t.Fatalf("ExpireMessages = %+v, %v", got, err)
 	}
 	mustHas(t, s, aor, false)
+}
+
+// testUpdateSeesMailbox: a binding update reports whether the AOR's mailbox holds a message
+// (what offline delivery after a registration needs), for that AOR only.
+func testUpdateSeesMailbox(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	s := newStore(t)
+	if res := mustUpdate(t, s, aor, update(t0, bnd(t0, "sip:a@192.0.2.1", "c1", 1, 0, 600))); res.Mailbox != storage.MailboxEmpty {
+		t.Fatalf("Mailbox before any message = %v, want MailboxEmpty", res.Mailbox)
+	}
+	mustStore(t, s, aor, msg(t0, "a", "a", 0, 100), noLimits, t0)
+	if res := mustUpdate(t, s, aor, update(at(t0, 1), bnd(t0, "sip:a@192.0.2.1", "c1", 2, 1, 600))); res.Mailbox != storage.MailboxHasMessages {
+		t.Fatalf("Mailbox with a stored message = %v, want MailboxHasMessages", res.Mailbox)
+	}
+	if res := mustUpdate(t, s, "bob@example.com", update(at(t0, 1), bnd(t0, "sip:b@192.0.2.2", "c2", 1, 1, 600))); res.Mailbox != storage.MailboxEmpty {
+		t.Fatalf("another AOR's Mailbox = %v, want MailboxEmpty", res.Mailbox)
+	}
 }
 
 // testExpireMessages: each expired message once, limit respected, deleted messages and
