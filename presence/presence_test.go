@@ -24,7 +24,7 @@ func (noSender) SendInDialog(context.Context, *sip.Request, *storage.Subscriptio
 	return 200, nil
 }
 
-func newTestPresence(t *testing.T, policy string) *Presence {
+func newTestPresence(t testing.TB, policy string) *Presence {
 	t.Helper()
 	p, err := New(Options{
 		Domains: []string{"example.test"}, Store: memory.New(), Locator: noBindings{}, Sender: noSender{},

@@ -16,7 +16,7 @@ import (
 
 // txHarness is a proxy with a sipgo user agent listening on loopback UDP, whose unmatched
 // responses feed the proxy's own client transactions as in the server, and a peer socket.
-func txHarness(t *testing.T) (*Proxy, net.PacketConn, net.PacketConn) {
+func txHarness(t testing.TB) (*Proxy, net.PacketConn, net.PacketConn) {
 	t.Helper()
 	var p *Proxy
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
@@ -56,7 +56,7 @@ type nopLocator struct{}
 
 func (nopLocator) Lookup(context.Context, string) ([]storage.Binding, error) { return nil, nil }
 
-func message(t *testing.T, p *Proxy, peer net.PacketConn) *sip.Request {
+func message(t testing.TB, p *Proxy, peer net.PacketConn) *sip.Request {
 	t.Helper()
 	req := sip.NewRequest(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "a", Host: "example.test"}, Params: sip.HeaderParams{{K: "tag", V: "1"}}})

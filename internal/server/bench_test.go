@@ -12,7 +12,47 @@ import (
 
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/redistest"
+
+	goredis "github.com/redis/go-redis/v9"
 )
+
+// redisCounts reads Redis's total_commands_processed and total_reads_processed (a read is a
+// round trip: one request or one pipeline) through the server's store; ok is false for the
+// memory store.
+func redisCounts(b *testing.B, srv *Server) (cmds, reads float64, ok bool) {
+	c, isRedis := srv.Store().(interface {
+		Client() goredis.UniversalClient
+	})
+	if !isRedis {
+		return 0, 0, false
+	}
+	info, err := c.Client().Info(b.Context(), "stats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "total_commands_processed":
+			cmds, _ = strconv.ParseFloat(v, 64)
+		case "total_reads_processed":
+			reads, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return cmds, reads, true
+}
+
+// reportRedis adds Redis commands and round trips per op, counted since c0/r0, to b's
+// results: with concurrent requests sharing pipelines, round trips per op fall below the
+// count of one request alone (bench/cost.sh).
+func reportRedis(b *testing.B, srv *Server, c0, r0 float64, ops int) {
+	c1, r1, ok := redisCounts(b, srv)
+	if !ok || ops == 0 {
+		return
+	}
+	b.ReportMetric((c1-c0-1)/float64(ops), "redis-cmds/op")
+	b.ReportMetric((r1-r0-1)/float64(ops), "redis-rt/op")
+}
 
 // BenchmarkRegisterUDP measures whole REGISTER transactions through a running server over
 // loopback UDP (socket, guard, sipgo parse and transaction, chain, store, answer), with
@@ -35,7 +75,9 @@ func benchRegisterUDP(b *testing.B, store string) {
 	var clients atomic.Int64
 	b.SetParallelism(8)
 	b.ReportAllocs()
+	c0, r0, _ := redisCounts(b, srv)
 	b.ResetTimer()
+	defer func() { b.StopTimer(); reportRedis(b, srv, c0, r0, b.N) }()
 	b.RunParallel(func(pb *testing.PB) {
 		id := clients.Add(1)
 		c, err := net.Dial("udp", addr)
@@ -102,7 +144,9 @@ func benchMessageUDP(b *testing.B, store string) {
 	var clients atomic.Int64
 	b.SetParallelism(8)
 	b.ReportAllocs()
+	c0, r0, _ := redisCounts(b, srv)
 	b.ResetTimer()
+	defer func() { b.StopTimer(); reportRedis(b, srv, c0, r0, b.N) }()
 	b.RunParallel(func(pb *testing.PB) {
 		id := clients.Add(1)
 		c, err := net.Dial("udp", addr)
@@ -247,12 +291,14 @@ func benchNotifyFanout(b *testing.B, store string, watchers int) {
 	etag := publishFanout(b, srv, "", 1)
 	waitNotified(int64(2 * watchers))
 	b.ReportAllocs()
+	c0, r0, _ := redisCounts(b, srv)
 	b.ResetTimer()
 	for i := range b.N {
 		etag = publishFanout(b, srv, etag, i+2)
 		waitNotified(int64(watchers * (i + 3)))
 	}
 	b.StopTimer()
+	reportRedis(b, srv, c0, r0, b.N)
 	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/publish")
 }
