@@ -23,14 +23,19 @@ import (
 // transaction is terminated, and a retransmission that sipgo then takes for a new request
 // is answered here, before any stage sees it, with the very same bytes to the same address.
 //
-// The cache is bounded (maxEntries); when full, a transaction is left to sipgo as before.
+// The cache is bounded in bytes (keys and answers, which a peer chooses the size of through
+// its Via and headers); when full, a transaction is left to sipgo as before.
 type retransCache struct {
 	ttl    time.Duration
 	seed   maphash.Seed
 	shards [retransShards]retransShard
-	// max entries per shard
+	// max bytes per shard
 	max int
 }
+
+// retransOverhead approximates an entry's memory beyond its key and answer (map slot, entry,
+// queue slot).
+const retransOverhead = 128
 
 const retransShards = 64
 
@@ -39,8 +44,9 @@ type retransShard struct {
 	m  map[string]*retransEntry
 	// fifo holds the keys in insertion order; every entry has the same ttl, so expiry is
 	// popping from the front.
-	fifo []retransKey
-	head int
+	fifo  []retransKey
+	head  int
+	bytes int // entries' size, retransOverhead included
 }
 
 type retransKey struct {
@@ -54,8 +60,8 @@ type retransEntry struct {
 	expires int64
 }
 
-func newRetransCache(ttl time.Duration, maxEntries int) *retransCache {
-	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxEntries/retransShards)}
+func newRetransCache(ttl time.Duration, maxBytes int) *retransCache {
+	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*retransEntry)
 	}
@@ -76,21 +82,32 @@ func (c *retransCache) get(key string, now time.Time) (*retransEntry, bool) {
 	return e, ok
 }
 
-// put records resp (the final response's bytes) for key, sent to dest. It reports false when
-// the shard is full, and the caller keeps its transaction.
+// put records resp (the final response's bytes, sent at now) for key, sent to dest. It
+// reports false when the shard is full, and the caller keeps its transaction.
 func (c *retransCache) put(key string, resp []byte, dest netip.AddrPort, now time.Time) bool {
 	s := c.shard(key)
 	exp := now.Add(c.ttl).UnixNano()
+	size := entrySize(key, resp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(now.UnixNano())
-	if len(s.m) >= c.max {
+	old := s.m[key]
+	if old != nil {
+		s.bytes -= entrySize(key, old.resp)
+	}
+	if s.bytes+size > c.max {
+		if old != nil {
+			s.bytes += entrySize(key, old.resp)
+		}
 		return false
 	}
+	s.bytes += size
 	s.m[key] = &retransEntry{resp: resp, dest: dest, expires: exp}
 	s.fifo = append(s.fifo, retransKey{key: key, expires: exp})
 	return true
 }
+
+func entrySize(key string, resp []byte) int { return len(key) + len(resp) + retransOverhead }
 
 // expire drops the entries due at now (unix nanoseconds) and compacts the queue once half
 // of it is spent.
@@ -98,6 +115,7 @@ func (s *retransShard) expire(now int64) {
 	for s.head < len(s.fifo) && s.fifo[s.head].expires <= now {
 		k := s.fifo[s.head]
 		if e, ok := s.m[k.key]; ok && e.expires == k.expires {
+			s.bytes -= entrySize(k.key, e.resp)
 			delete(s.m, k.key)
 		}
 		s.fifo[s.head] = retransKey{}
@@ -109,17 +127,6 @@ func (s *retransShard) expire(now int64) {
 		s.fifo = s.fifo[:n]
 		s.head = 0
 	}
-}
-
-func (c *retransCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
 }
 
 var respBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -176,7 +183,7 @@ func (s *Server) retransmits(c *retransCache, h func(*sip.Request, sip.ServerTra
 		if err != nil {
 			return
 		}
-		if c.put(key, rtx.final, dest, now) {
+		if c.put(key, rtx.final, dest, time.Now()) { // Timer J runs from the answer
 			tx.Terminate()
 		}
 	}

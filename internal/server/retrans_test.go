@@ -3,11 +3,8 @@ package server
 import (
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/emiago/sipgo/sip"
 )
 
 // A retransmitted UDP REGISTER (same branch, after the 200 went out) gets the very same 200
@@ -58,7 +55,7 @@ func TestTCPRequestsNotCached(t *testing.T) {
 }
 
 func TestRetransCacheExpiresAndBounds(t *testing.T) {
-	c := newRetransCache(time.Second, retransShards*2) // two entries per shard
+	c := newRetransCache(time.Second, retransShards*2500) // two 1,000-byte answers per shard
 	dest := netip.MustParseAddrPort("127.0.0.1:5060")
 	t0 := time.Unix(1000, 0)
 	if !c.put("k1", []byte("SIP/2.0 200 OK"), dest, t0) {
@@ -71,37 +68,44 @@ func TestRetransCacheExpiresAndBounds(t *testing.T) {
 	if _, ok := c.get("k1", t0.Add(time.Second)); ok {
 		t.Fatal("entry still there at its expiry")
 	}
-	if n := c.len(); n != 0 {
-		t.Fatalf("%d entries left after expiry", n)
+	if s := c.shard("k1"); len(s.m) != 0 || s.bytes != 0 {
+		t.Fatalf("%d entries, %d bytes left after expiry", len(s.m), s.bytes)
 	}
 	// Fill one shard: keys hashing to the same shard as "a".
 	target := c.shard("a")
 	var same []string
-	for i := 0; len(same) < 3 && i < 100000; i++ {
+	for i := 0; len(same) < 4 && i < 100000; i++ {
 		k := "k" + time.Duration(i).String()
 		if c.shard(k) == target {
 			same = append(same, k)
 		}
 	}
-	if len(same) < 3 {
-		t.Fatal("no three keys in one shard")
+	if len(same) < 4 {
+		t.Fatal("no four keys in one shard")
 	}
-	if !c.put(same[0], []byte("x"), dest, t0) || !c.put(same[1], []byte("x"), dest, t0) {
+	answer := make([]byte, 1000)
+	if c.put(same[3], make([]byte, 3000), dest, t0) {
+		t.Fatal("an answer larger than the shard's budget accepted")
+	}
+	if !c.put(same[0], answer, dest, t0) || !c.put(same[1], answer, dest, t0) {
 		t.Fatal("put below the bound refused")
 	}
-	if c.put(same[2], []byte("x"), dest, t0) {
+	if c.put(same[2], answer, dest, t0) {
 		t.Fatal("put past the bound accepted")
 	}
-	// Once the first two expire there is room again.
-	if !c.put(same[2], []byte("x"), dest, t0.Add(2*time.Second)) {
+	// Once the first two expire there is room again, and the bytes are accounted back.
+	if !c.put(same[2], answer, dest, t0.Add(2*time.Second)) {
 		t.Fatal("put after expiry refused")
+	}
+	if want := entrySize(same[2], answer); target.bytes != want {
+		t.Fatalf("shard holds %d bytes, want %d", target.bytes, want)
 	}
 }
 
 // The queue of one shard is compacted as it is consumed: a long run of puts and expiries
 // does not keep every key ever stored.
 func TestRetransCacheQueueCompacts(t *testing.T) {
-	c := newRetransCache(time.Millisecond, 1<<20)
+	c := newRetransCache(time.Millisecond, 1<<30)
 	dest := netip.MustParseAddrPort("127.0.0.1:5060")
 	t0 := time.Unix(1000, 0)
 	s := c.shard("x")
@@ -118,48 +122,5 @@ func TestRetransCacheQueueCompacts(t *testing.T) {
 	}
 	if cap(s.fifo) > 8192 {
 		t.Fatalf("queue capacity %d grew with every key", cap(s.fifo))
-	}
-}
-
-// A handler run by the workers sees its request and transaction, the caller returns only
-// after it, and concurrent handlers that block do not wait for each other.
-func TestWorkersRunConcurrently(t *testing.T) {
-	w := newWorkers()
-	release := make(chan struct{})
-	var started sync.WaitGroup
-	started.Add(20)
-	h := w.wrap(func(req *sip.Request, tx sip.ServerTransaction) {
-		started.Done()
-		<-release
-	})
-	var done sync.WaitGroup
-	for range 20 {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			h(sip.NewRequest(sip.MESSAGE, sip.Uri{Host: "example.test"}), nil)
-		}()
-	}
-	waitTimeout(t, &started, "20 blocked handlers to start")
-	close(release)
-	waitTimeout(t, &done, "the callers to return")
-	// Handlers run one after another on the same worker see each their own request.
-	got := make(chan sip.RequestMethod, 2)
-	h2 := w.wrap(func(req *sip.Request, _ sip.ServerTransaction) { got <- req.Method })
-	h2(sip.NewRequest(sip.REGISTER, sip.Uri{Host: "example.test"}), nil)
-	h2(sip.NewRequest(sip.OPTIONS, sip.Uri{Host: "example.test"}), nil)
-	if a, b := <-got, <-got; a != sip.REGISTER || b != sip.OPTIONS {
-		t.Fatalf("handlers saw %s, %s", a, b)
-	}
-}
-
-func waitTimeout(t *testing.T, wg *sync.WaitGroup, what string) {
-	t.Helper()
-	ch := make(chan struct{})
-	go func() { wg.Wait(); close(ch) }()
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
 	}
 }

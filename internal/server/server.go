@@ -63,9 +63,9 @@ const UDPSocketBuffer = 4 << 20
 // maxLiveUDP bounds how many UDP client addresses the liveness table remembers, and
 // liveUDPFor how long one is kept after it was last heard from: longer than any keepalive
 // interval (RFC 5626 §4.4.1: under 30 s for UDP), shorter than a registration.
-// maxRetrans bounds the retransmission cache (retrans.go): at most 32 s of answers, about
-// 25,000 requests/s; past it transactions stay with sipgo.
-const maxRetrans = 800000
+// maxRetrans bounds the retransmission cache (retrans.go) in bytes: 32 s of answers at about
+// 25,000 requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
+const maxRetrans = 512 << 20
 
 const (
 	maxLiveUDP = 200000
