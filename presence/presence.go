@@ -65,9 +65,6 @@ type Options struct {
 	// SUBSCRIBE to a presentity that is not known, not registered and has no publication
 	// gets 404. Nil: every AOR of a local domain exists.
 	Known func(ctx context.Context, aor string) (bool, error)
-	// Authenticating reports whether digest authentication is on (credentials exist): then
-	// only the authenticated presentity may PUBLISH its state. Nil means it is off.
-	Authenticating func(ctx context.Context) (bool, error)
 	// Policy is PolicyAllow, PolicySameDomain (default) or PolicyConfirm.
 	Policy string
 	// Expiry limits of PUBLISH and SUBSCRIBE, seconds (defaults 60, 3600, 7200).

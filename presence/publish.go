@@ -121,9 +121,9 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 // perhaps with a stale duplicate, fit many times over.
 const maxPublications = 32
 
-// mayPublish reports whether the sender of req may publish aor's state: with authentication
-// on, only aor itself, authenticated; without, a From naming aor (a foreign or mistaken
-// publisher still cannot overwrite someone's presence by accident).
+// mayPublish reports whether the sender of req may publish aor's state: only aor itself,
+// authenticated (sipx.RuleUser); a trusted peer or, with auth.mode off, a request whose From
+// names aor (a foreign or mistaken publisher still cannot overwrite someone's presence).
 func (p *Presence) mayPublish(ctx context.Context, st *sipx.State, req *sip.Request, aor string) (bool, error) {
 	if st.AuthUser != "" {
 		return st.AuthUser == aor, nil
@@ -132,11 +132,7 @@ func (p *Presence) mayPublish(ctx context.Context, st *sipx.State, req *sip.Requ
 	if from == nil || sipx.AOR(&from.Address) != aor {
 		return false, nil
 	}
-	if p.opts.Authenticating == nil {
-		return true, nil
-	}
-	on, err := p.opts.Authenticating(ctx)
-	return !on, err
+	return p.selfProven(ctx, st), nil
 }
 
 // checkDocument validates a PUBLISH body: its type (415 with Accept), size (413) and PIDF

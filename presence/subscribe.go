@@ -156,6 +156,10 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	if sub.CallID != req.CallID().Value() || sub.FromTag != tagOf(req.From().Params) {
 		return p.count("resubscribe", "no_dialog")(sipx.Respond(tx, req, 481, ""))
 	}
+	// A subscription dialog this presence agent holds: rule (c) of docs/security.md.
+	if st := sipx.StateFrom(ctx); st.Rule == sipx.RuleNone {
+		st.Rule = sipx.RuleDialog
+	}
 	if ev := eventPackage(req); ev != sub.Event {
 		return p.count("resubscribe", "bad_event")(sipx.Respond(tx, req, 489, "",
 			sip.NewHeader("Allow-Events", allowEvents)))
@@ -259,14 +263,14 @@ func (p *Presence) lookupExists(ctx context.Context, aor string) (bool, error) {
 	return p.opts.Known(ctx, aor)
 }
 
-// selfProven reports whether the sender of a request proved it is its From: authenticated,
-// or authentication is off.
-func (p *Presence) selfProven(ctx context.Context, st *sipx.State) bool {
-	if st.AuthUser != "" || p.opts.Authenticating == nil {
+// selfProven reports whether the sender of a request stands for its From: it authenticated
+// (RuleUser), is a trusted peer, or auth.mode is off (RuleOpen).
+func (p *Presence) selfProven(_ context.Context, st *sipx.State) bool {
+	switch st.Rule {
+	case sipx.RuleUser, sipx.RulePeer, sipx.RuleOpen:
 		return true
 	}
-	on, err := p.opts.Authenticating(ctx)
-	return err == nil && !on
+	return false
 }
 
 // accepts reports whether req's Accept headers allow docType: no Accept means the package's

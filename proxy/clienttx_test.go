@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"
@@ -44,6 +45,7 @@ func txHarness(t testing.TB) (*Proxy, net.PacketConn, net.PacketConn) {
 		Listeners: func() []Listener { return []Listener{{Transport: "udp", Addr: addr}} },
 		Locator:   nopLocator{},
 		Client:    client,
+		Seals:     sipx.NewSeals(nil),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,9 @@ func flowKey(secret []byte) []byte {
 type arrival struct {
 	transport string // lower case
 	source    string // host:port
+	// vouched: the sender is an authenticated user or a trusted peer (sipx.Rule.MayRelay),
+	// so the Contact it gives in a dialog-creating request is its own business.
+	vouched bool
 }
 
 // flowOf is the Flow of a request that came over transport from source, with the listener of
@@ -92,7 +95,7 @@ func (p *Proxy) flowTarget(uri sip.Uri, f transport.Flow, token string) target {
 	}
 	route := "<sip:" + token + "@" + hostLiteral(f.Local.Addr()) + ":" + strconv.Itoa(int(f.Local.Port())) +
 		";transport=" + f.Transport + ";lr;ob>"
-	return target{uri: uri, dest: f.Local, transport: f.Transport, contact: true, routes: []string{route}}
+	return target{uri: uri, dest: f.Local, transport: f.Transport, contact: true, routes: []string{route}, node: true}
 }
 
 // connected reports whether the connection of a stream flow target is still open.

@@ -127,7 +127,7 @@ groups:
 	for _, group := range groups {
 		live := 0
 		for _, t := range group {
-			b, err := p.startBranch(fwd, t, hash, arrival{st.Transport, st.Source}, total == 1 && fwd != req)
+			b, err := p.startBranch(fwd, t, hash, arrival{st.Transport, st.Source, st.Rule.MayRelay()}, total == 1 && fwd != req)
 			if err != nil {
 				st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 				fail(&branch{t: t}, transportFailure(t))
@@ -253,7 +253,7 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 // an event channel per request.
 func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t target,
 	onFail func([]int) (int, error, bool)) (int, error) {
-	b, err := p.startBranch(fwd, t, branchHash(tx, req), arrival{st.Transport, st.Source}, fwd != req)
+	b, err := p.startBranch(fwd, t, branchHash(tx, req), arrival{st.Transport, st.Source, st.Rule.MayRelay()}, fwd != req)
 	if err != nil {
 		st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
 		code := transportFailure(t)

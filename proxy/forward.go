@@ -106,8 +106,17 @@ func (p *Proxy) newBranch(base *sip.Request, t target, hash string, in arrival, 
 		}
 		r.PrependHeader(route)
 	}
+	if t.node && len(t.routes) > 0 {
+		// The Route to the node holding the callee's flow: our proof that we accepted this
+		// request, so that node takes it as a trusted peer's (sipx.NodeProofParam).
+		if top := r.Route(); top != nil {
+			tag, _ := base.From().Params.Get("tag")
+			top.Address.UriParams = append(top.Address.UriParams, sip.HeaderKV{K: sipx.NodeProofParam,
+				V: p.seals.NodeProof(base.CallID().Value(), base.CSeq().SeqNo, tag, p.opts.Now())})
+		}
+	}
 	if recordRoutes(base) {
-		token := p.rrToken(base.CallID().Value())
+		token := p.dialogToken(base, t, in)
 		caller, callee := "", "" // the flow tokens of the two sides, when they are on flows
 		if in.transport != "" && (isStream(in.transport) || sipx.BehindNAT(base, in.source)) {
 			caller = p.FlowToken(in.transport, in.source)
@@ -126,11 +135,11 @@ func (p *Proxy) newBranch(base *sip.Request, t target, hash string, in arrival, 
 	return r, nil
 }
 
-// recordRoute is our Record-Route for a listener, with the dialog's token (rrToken) and the
+// recordRoute is our Record-Route for a listener, with the dialog's token (dialogToken) and the
 // flow tokens of the clients on flows it faces: user (the caller's, or the callee's when only
 // the callee is on one) and, when both are, the callee's in the ft parameter.
 func (p *Proxy) recordRoute(l netip.AddrPort, tp string, dest netip.Addr, token, user, callee string) *sip.RecordRouteHeader {
-	params := sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: rrParam, V: token}}
+	params := sip.HeaderParams{{K: "transport", V: tp}, {K: "lr", V: ""}, {K: sipx.DialogParam, V: token}}
 	switch {
 	case user == "":
 		user = callee

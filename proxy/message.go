@@ -1,6 +1,12 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"io"
 	"strconv"
 	"strings"
 
@@ -31,9 +37,10 @@ var encodings = map[string]bool{"": true, "identity": true, "deflate": true, "gz
 
 // checkMessage validates a MESSAGE before it is relayed or stored (RFC 3428 §7): a body needs a
 // Content-Type of an allowed type (else 415 with Accept), a known Content-Encoding (else 415
-// with Accept-Encoding), and a message/cpim body must parse (else 400 naming the fault). It
+// with Accept-Encoding), and a message/cpim body must parse (else 400 naming the fault) and
+// name as its sender the identity the request was accepted under (else 403, cpimSender). It
 // returns 0 when the MESSAGE may go on. The body itself is never changed.
-func (p *Proxy) checkMessage(req *sip.Request) (int, string, []sip.Header) {
+func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []sip.Header) {
 	body := req.Body()
 	ct := contentType(req)
 	if ct == "" {
@@ -53,12 +60,112 @@ func (p *Proxy) checkMessage(req *sip.Request) (int, string, []sip.Header) {
 	if !encodings[enc] {
 		return 415, "Unsupported Content-Encoding", []sip.Header{sip.NewHeader("Accept-Encoding", "identity, deflate, gzip")}
 	}
-	if mt == "message/cpim" && (enc == "" || enc == "identity") {
-		if _, err := cpim.Parse(body); err != nil {
+	if mt == "message/cpim" {
+		if enc != "" && enc != "identity" {
+			var err error
+			if body, err = inflate(enc, body, p.opts.MaxBodySize); err != nil {
+				return 400, "Malformed Content-Encoding", nil
+			}
+		}
+		m, err := cpim.Parse(body)
+		if err != nil {
 			return 400, sanitizeReason("Malformed CPIM: " + strings.TrimPrefix(err.Error(), "cpim: ")), nil
+		}
+		if !p.cpimSender(st, req, m.From()) {
+			return 403, "CPIM From Is Not The Sender", nil
 		}
 	}
 	return 0, "", nil
+}
+
+// cpimSender reports whether from, a CPIM From header (RFC 3862 §3.3.2, "Name <URI>"), names
+// the sender the request was accepted as (RFC 3862 §7: the CPIM From is what a recipient
+// shows, so it must not say more than SIP proved): the authenticated user; for inbound
+// federation an address of the SIP From's own domain; in a dialog or with auth.mode off the
+// SIP From itself. A trusted peer vouches for its own. An absent From claims nobody.
+func (p *Proxy) cpimSender(st *sipx.State, req *sip.Request, from string) bool {
+	if st.Rule == sipx.RulePeer || from == "" {
+		return true
+	}
+	user, host, ok := cpimAddress(from)
+	if !ok {
+		return false
+	}
+	sipFrom := req.From().Address
+	switch st.Rule {
+	case sipx.RuleUser:
+		return user+"@"+p.canonical(host) == st.AuthUser
+	case sipx.RuleFederation:
+		return strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sipFrom.Host, "."))
+	}
+	return user == sipFrom.User && p.canonical(host) == p.canonical(sipFrom.Host)
+}
+
+// canonical is the domain host stands for here: a local domain without its trailing dot, the
+// first domain for one of our addresses, else host in lower case.
+func (p *Proxy) canonical(host string) string {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if !p.domains[h] && p.opts.IsOurs(h) {
+		return p.defaultDom
+	}
+	return h
+}
+
+// cpimAddress returns the user and host of a CPIM address ("Name" <URI>, or a bare URI) whose
+// URI is sip:, sips:, im: or pres: (RFC 3860).
+func cpimAddress(v string) (user, host string, ok bool) {
+	if i := strings.LastIndexByte(v, '<'); i >= 0 {
+		j := strings.IndexByte(v[i:], '>')
+		if j < 0 {
+			return "", "", false
+		}
+		v = v[i+1 : i+j]
+	}
+	v = strings.TrimSpace(v)
+	scheme, rest, found := strings.Cut(v, ":")
+	if !found {
+		return "", "", false
+	}
+	switch strings.ToLower(scheme) {
+	case "sip", "sips":
+		var u sip.Uri
+		if err := sip.ParseUri(v, &u); err != nil {
+			return "", "", false
+		}
+		return u.User, u.Host, u.User != ""
+	case "im", "pres":
+		rest, _, _ = strings.Cut(rest, "?")
+		user, host, found = strings.Cut(rest, "@")
+		return user, host, found && user != "" && host != ""
+	}
+	return "", "", false
+}
+
+// inflate decodes a deflate or gzip body, refusing one that inflates beyond limit bytes.
+func inflate(enc string, body []byte, limit int) ([]byte, error) {
+	var r io.Reader
+	switch enc {
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		r = zr
+	default: // deflate: zlib framing (RFC 9110 §8.4.1.2), raw deflate as some clients send
+		if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+			r = zr
+		} else {
+			r = flate.NewReader(bytes.NewReader(body))
+		}
+	}
+	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > limit {
+		return nil, errors.New("proxy: inflated body too large")
+	}
+	return out, nil
 }
 
 // sanitizeReason makes text safe as a reason phrase: one line of printable characters, bounded.

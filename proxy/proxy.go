@@ -58,8 +58,6 @@ type Options struct {
 	// Resolver locates foreign domains (RFC 3263); with nil, a next hop named by a host name
 	// (not an IP address) is unroutable (404).
 	Resolver *Resolver
-	// TrustedPeers may send requests for foreign domains without authenticating.
-	TrustedPeers []netip.Prefix
 	// MessageTypes are the MESSAGE Content-Types relayed (besides text/plain, message/cpim and
 	// message/imdn+xml, which always are). "*" allows any type.
 	MessageTypes []string
@@ -73,10 +71,12 @@ type Options struct {
 	InviteTimeout time.Duration
 	// Offline limits store-and-forward.
 	Offline OfflineOptions
-	// Secret keys the tokens in our Record-Routes (nodes sharing a store must share it:
-	// auth.nonce_secret);
-	// empty draws a random secret.
+	// Secret keys the flow tokens in our Paths and Record-Routes (nodes sharing a store must
+	// share it: auth.nonce_secret); empty draws a random secret.
 	Secret []byte
+	// Seals issues and checks the dialog tokens of our Record-Routes and the proofs this node
+	// gives the others (the identity stage checks them with the same Seals). Required.
+	Seals *sipx.Seals
 	// LastSeen tells when a UDP client address was last heard from (a request or a
 	// keepalive); of a device's several UDP flows the freshest is tried first. nil: by
 	// registration time only.
@@ -105,6 +105,7 @@ type Proxy struct {
 	txs          *clientTxs
 	secret       []byte
 	flowKey      []byte
+	seals        *sipx.Seals
 
 	localIPs sync.Map // destination IP → our source IP, for wildcard listeners
 
@@ -117,8 +118,8 @@ type Proxy struct {
 
 // New builds a proxy from opts.
 func New(opts Options) (*Proxy, error) {
-	if opts.IsOurs == nil || opts.Locator == nil || opts.Client == nil || opts.Listeners == nil || len(opts.Domains) == 0 {
-		return nil, errors.New("proxy: Domains, IsOurs, Listeners, Locator and Client are required")
+	if opts.IsOurs == nil || opts.Locator == nil || opts.Client == nil || opts.Listeners == nil || len(opts.Domains) == 0 || opts.Seals == nil {
+		return nil, errors.New("proxy: Domains, IsOurs, Listeners, Locator, Client and Seals are required")
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -147,6 +148,7 @@ func New(opts Options) (*Proxy, error) {
 		_, _ = rand.Read(p.secret)
 	}
 	p.flowKey = flowKey(p.secret)
+	p.seals = opts.Seals
 	for _, t := range opts.MessageTypes {
 		if t == "*" || t == "*/*" {
 			p.anyType = true
@@ -229,22 +231,33 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	if p.looped(req) {
 		return p.refuse(ctx, tx, req, 482, "")
 	}
-	if req.Method == sip.MESSAGE {
-		// Whatever its route: simpled relays only bodies it accepts (RFC 3428 §7).
-		if status, reason, hdrs := p.checkMessage(req); status != 0 {
+	inDialog := req.To().Params.Has("tag")
+	dialog := inDialog && st.Rule == sipx.RuleDialog
+	switch {
+	case st.Rule == sipx.RuleNone && inDialog:
+		// A To tag that no dialog of ours, no subscription and no credentials vouch for: a
+		// forged in-dialog request is never delivered (docs/security.md).
+		return p.refuse(ctx, tx, req, 481, "")
+	case req.Method == sip.MESSAGE:
+		// Whatever its route: simpled relays only bodies it accepts (RFC 3428 §7), under
+		// the identity they claim.
+		if status, reason, hdrs := p.checkMessage(st, req); status != 0 {
 			return p.refuse(ctx, tx, req, status, reason, hdrs...)
 		}
 	}
 	fwd := req.Clone()
-	recorded, flows := p.processRoutes(fwd)
+	flows := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
-	inDialog := req.To().Params.Has("tag")
+	callID := req.CallID().Value()
 
-	if flow, ok := (arrival{st.Transport, st.Source}).elsewhere(flows); ok && fwd.Route() == nil {
+	if flow, ok := (arrival{transport: st.Transport, source: st.Source}).elsewhere(flows); ok && fwd.Route() == nil {
 		// A Route of ours naming a client's flow (a Path of another node, or our Record-Route
 		// in a dialog with clients on flows) other than the one the request came on: the
-		// request goes down that flow.
-		if !recorded && !p.holds(flow.f) {
+		// request goes down that flow — in a dialog only to its other end, outside one only
+		// under a rule and to a flow this node holds.
+		switch {
+		case dialog && !p.dialogHop(st, callID, nil, flow.f.Remote, true),
+			!dialog && (st.Rule == sipx.RuleNone || !p.holds(flow.f)):
 			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
 		}
 		p.forwarded.WithLabelValues(string(req.Method), "flow").Inc()
@@ -253,15 +266,19 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 
 	if route := fwd.Route(); route != nil {
 		// Loose routing (§16.4, §16.5): the next hop is the Route, the Request-URI stays.
-		if !inDialog || !recorded {
-			if !p.mayRelay(st) {
-				return p.refuse(ctx, tx, req, 403, "Relaying Denied")
-			}
+		if !dialog && !st.Rule.MayRelay() {
+			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
 		}
 		p.forwarded.WithLabelValues(string(req.Method), "dialog").Inc()
 		tgt, err := p.hopTarget(ctx, &route.Address, fwd.Recipient)
 		if err != nil {
 			return p.refuseErr(ctx, tx, req, err)
+		}
+		if dialog && !p.dialogHop(st, callID, &route.Address, tgt.dest, false) {
+			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
+		}
+		if status := p.secure(req, tgt); status != 0 {
+			return p.refuse(ctx, tx, req, status, "")
 		}
 		return p.fork(ctx, tx, req, fwd, [][]target{{tgt}}, nil)
 	}
@@ -269,7 +286,7 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	host := strings.ToLower(fwd.Recipient.Host)
 	local := p.domains[host] || p.isOurHop(&fwd.Recipient)
 	if !local {
-		if !(inDialog && recorded) && !p.mayRelay(st) {
+		if !dialog && !st.Rule.MayRelay() {
 			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
 		}
 		p.forwarded.WithLabelValues(string(req.Method), "foreign").Inc()
@@ -277,7 +294,17 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		if err != nil {
 			return p.refuseErr(ctx, tx, req, err)
 		}
+		if dialog && !p.dialogHop(st, callID, &fwd.Recipient, tgt.dest, false) {
+			return p.refuse(ctx, tx, req, 403, "Relaying Denied")
+		}
+		if status := p.secure(req, tgt); status != 0 {
+			return p.refuse(ctx, tx, req, status, "")
+		}
 		return p.fork(ctx, tx, req, fwd, [][]target{{tgt}}, nil)
+	}
+	if st.Rule == sipx.RuleNone {
+		// Only what the identity stage accepted reaches a local user.
+		return p.refuse(ctx, tx, req, 403, "")
 	}
 
 	// A user of a local domain: location service.
@@ -326,6 +353,12 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 		return p.refuse(ctx, tx, req, 480, "")
 	}
 	groups := p.targets(ctx, bindings)
+	if req.Recipient.IsEncrypted() {
+		// RFC 3261 §26.2.2: a sips: request travels over TLS on every hop, to the device too.
+		if groups = secureGroups(groups); len(groups) == 0 {
+			return p.refuse(ctx, tx, req, 480, "No Secure Contact")
+		}
+	}
 	var onFail func([]int) (int, error, bool)
 	if req.Method == sip.MESSAGE && p.offline != nil {
 		onFail = func(statuses []int) (int, error, bool) {
@@ -368,21 +401,40 @@ func (p *Proxy) known(ctx context.Context, aor string) (bool, error) {
 	return p.opts.Messages.Known(ctx, aor, p.opts.Now())
 }
 
-// mayRelay reports whether a request outside a dialog we Record-Routed may go to a host that
-// is not ours: it came from an authenticated local user or from a trusted peer.
-func (p *Proxy) mayRelay(st *sipx.State) bool {
-	if st.AuthUser != "" {
-		return true
+// secure answers 480 for a sips: request whose next hop is not over TLS (RFC 3261 §26.2.2),
+// else 0.
+func (p *Proxy) secure(req *sip.Request, t target) int {
+	if req.Recipient.IsEncrypted() && !secureTransport(t.transport) {
+		return 480
 	}
-	if ip, err := netip.ParseAddr(st.SourceIP()); err == nil {
-		ip = ip.Unmap()
-		for _, pfx := range p.opts.TrustedPeers {
-			if pfx.Contains(ip) {
-				return true
+	return 0
+}
+
+func secureTransport(tp string) bool { return tp == "tls" || tp == "wss" }
+
+// secureGroups keeps the targets reached over TLS or secure WebSocket, dropping groups left
+// empty.
+func secureGroups(groups [][]target) [][]target {
+	var out [][]target
+	for _, g := range groups {
+		var keep []target
+		for _, t := range g {
+			if secureTransport(t.transport) {
+				var alts []target
+				for _, a := range t.alts {
+					if secureTransport(a.transport) {
+						alts = append(alts, a)
+					}
+				}
+				t.alts = alts
+				keep = append(keep, t)
 			}
 		}
+		if len(keep) > 0 {
+			out = append(out, keep)
+		}
 	}
-	return false
+	return out
 }
 
 // refuse answers req with code and logs it at Debug (routing refusals are normal traffic).

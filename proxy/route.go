@@ -3,7 +3,6 @@ package proxy
 import (
 	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -32,6 +31,9 @@ type target struct {
 	// flow: dest is a client's flow (RFC 5626): over a stream transport, only the connection
 	// it opened is used, never a new one.
 	flow bool
+	// node: dest is the node of this deployment that holds the client's flow, routes[0] the
+	// Route naming it; the branch carries our proof for that node (sipx.NodeProofParam).
+	node bool
 	// alts are the same device's other flows (outbound: one per reg-id), tried in order when
 	// this one cannot be sent on.
 	alts []target
@@ -78,21 +80,15 @@ func (p *Proxy) isOurHop(u *sip.Uri) bool {
 // processRoutes applies RFC 3261 §16.4 to fwd: a Request-URI that is one of our Record-Route
 // values (a strict router before us) is replaced by the last Route; then every leading Route
 // naming us is removed — the clients' pre-loaded outbound-proxy Route, and both of our own
-// Record-Route entries when we double record-routed (RFC 5658). It reports whether one of the
-// removed Routes is a Record-Route of ours for this Call-ID (rrToken): only such a request
-// follows a dialog simpled set up, and may go where that dialog goes. A Route to us anybody
-// can write (every client pre-loads one) proves nothing. flows are the client flows the
-// removed Routes of ours name (flow tokens: a Path of another node, or our Record-Route in a
-// dialog with clients on flows).
-func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flows []namedFlow) {
-	callID := ""
-	if c := fwd.CallID(); c != nil {
-		callID = c.Value()
-	}
+// Record-Route entries when we double record-routed (RFC 5658). A Route to us anybody can
+// write (every client pre-loads one) proves nothing: whether the request belongs to a dialog
+// simpled record-routed was decided by the identity stage from the token in it
+// (sipx.Seals.ProveDialog). flows are the client flows the removed Routes of ours name
+// (flow tokens: a Path of another node, or our Record-Route in a dialog with clients on flows).
+func (p *Proxy) processRoutes(fwd *sip.Request) (flows []namedFlow) {
 	routes := sipx.Headers(fwd, "Route")
 	if fwd.Recipient.User == "" && fwd.Recipient.UriParams.Has("lr") && p.isOurHop(&fwd.Recipient) && len(routes) > 0 {
 		if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
-			recorded = p.ourRecordRoute(&fwd.Recipient, callID)
 			flows = p.namedFlows(&fwd.Recipient, flows)
 			fwd.Recipient = *last.Address.Clone()
 			removeLastHeader(fwd, "Route")
@@ -101,28 +97,71 @@ func (p *Proxy) processRoutes(fwd *sip.Request) (recorded bool, flows []namedFlo
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurHop(&r.Address) {
-			return recorded, flows
+			return flows
 		}
-		recorded = recorded || p.ourRecordRoute(&r.Address, callID)
 		flows = p.namedFlows(&r.Address, flows)
 		fwd.RemoveHeader("Route")
 	}
 }
 
-// rrParam carries, in our Record-Route URIs, a MAC of the dialog's Call-ID.
-const rrParam = "sd"
-
-// rrToken is the MAC of a Call-ID under the proxy's secret, shortened to 64 bits.
-func (p *Proxy) rrToken(callID string) string {
-	m := hmac.New(sha256.New, p.secret)
-	m.Write([]byte(callID))
-	return hex.EncodeToString(m.Sum(nil)[:8])
+// dialogHop reports whether a request of the dialog st.Dialog proves may go to the next hop
+// (sipx.Seals.Hop): forward, to the address the callee was reached at (dest); backward, to
+// the caller's hop as the route set names it (uri), or its flow (dest, when flow).
+func (p *Proxy) dialogHop(st *sipx.State, callID string, uri *sip.Uri, dest netip.AddrPort, flow bool) bool {
+	var hop string
+	switch {
+	case flow || st.Dialog.Direction == sipx.Forward:
+		hop = addrHop(dest)
+	default:
+		hop = sipx.HopURI(uri.Scheme, uri.Host, uri.Port)
+	}
+	source, ip := "", ""
+	if ap, err := netip.ParseAddrPort(st.Source); err == nil {
+		a := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		source, ip = a.String(), a.Addr().String()
+	}
+	return p.seals.Hop(st.Dialog, callID, hop, source, ip)
 }
 
-// ourRecordRoute reports whether u is a Record-Route simpled wrote for this Call-ID.
-func (p *Proxy) ourRecordRoute(u *sip.Uri, callID string) bool {
-	tok, ok := u.UriParams.Get(rrParam)
-	return ok && hmac.Equal([]byte(tok), []byte(p.rrToken(callID)))
+// addrHop names a next hop by the address a request goes to.
+func addrHop(dest netip.AddrPort) string {
+	return "a/" + netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port()).String()
+}
+
+// dialogToken is the token of our Record-Route in a dialog-creating request base sent to t
+// (sipx.Seals.Issue): forward requests may only go where t goes; backward ones only to the
+// caller's side as base shows it (the flow it came on, its upstream Record-Route or its
+// Contact) and, unless the caller was vouched for (an authenticated user or a trusted peer),
+// only from the address t is reached at — the callee's.
+func (p *Proxy) dialogToken(base *sip.Request, t target, in arrival) string {
+	from, to := base.From(), base.To()
+	tag, _ := from.Params.Get("tag")
+	d := sipx.Dialog{CallID: base.CallID().Value(), CallerTag: tag,
+		CallerAOR: sipx.AOR(&from.Address), CalleeAOR: sipx.AOR(&to.Address)}
+	caller := ""
+	switch {
+	case in.transport != "" && (isStream(in.transport) || sipx.BehindNAT(base, in.source)):
+		if ap, err := netip.ParseAddrPort(in.source); err == nil {
+			caller = addrHop(ap)
+		}
+	case base.RecordRoute() != nil:
+		u := &base.RecordRoute().Address
+		caller = sipx.HopURI(u.Scheme, u.Host, u.Port)
+	case base.Contact() != nil:
+		u := &base.Contact().Address
+		caller = sipx.HopURI(u.Scheme, u.Host, u.Port)
+	}
+	source := ""
+	if !in.vouched {
+		dest := netip.AddrPortFrom(t.dest.Addr().Unmap(), t.dest.Port())
+		source = dest.String()
+		if isStream(t.transport) && !t.flow {
+			// A connection we open to the callee; its requests come on one it opens, from
+			// another port.
+			source = dest.Addr().String()
+		}
+	}
+	return p.seals.Issue(d, addrHop(t.dest), caller, source)
 }
 
 // removeLastHeader removes the last header called name.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -19,19 +20,27 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 	if req.MaxForwards() != nil && req.MaxForwards().Val() == 0 || p.looped(req) {
 		return
 	}
-	fwd := req.Clone()
-	recorded, flows := p.processRoutes(fwd)
-	if !recorded {
-		// Not in a dialog we Record-Routed (the token in our Route proves it): dropping it
-		// keeps simpled from relaying for anyone who sends an ACK.
-		if ce := p.log.Check(zap.DebugLevel, "ACK outside our route set dropped"); ce != nil {
-			ce.Write(zap.String("request_uri", req.Recipient.String()))
-		}
+	proof, ok := p.seals.ProveDialog(req)
+	if !ok {
+		// Not in a dialog we Record-Routed (the token in our Route proves it, rule (c) of
+		// docs/security.md): dropping it keeps simpled from relaying for anyone who sends an
+		// ACK.
+		p.dropACK(req, "ACK outside our route set dropped")
 		return
 	}
+	// The ACK bypasses the chain (it is no transaction of ours): the dialog's rule is
+	// checked here, the next hop below, as the identity stage and route do for the others.
+	st := &sipx.State{Source: req.Source(), Transport: strings.ToLower(req.Transport()), Rule: sipx.RuleDialog, Dialog: proof}
+	fwd := req.Clone()
+	flows := p.processRoutes(fwd)
 	prepare(fwd, req.Source())
+	callID := req.CallID().Value()
 	var t target
-	if flow, ok := (arrival{strings.ToLower(req.Transport()), req.Source()}).elsewhere(flows); ok && fwd.Route() == nil {
+	if flow, ok := (arrival{transport: st.Transport, source: st.Source}).elsewhere(flows); ok && fwd.Route() == nil {
+		if !p.dialogHop(st, callID, nil, flow.f.Remote, true) {
+			p.dropACK(req, "ACK towards another than the dialog's end dropped")
+			return
+		}
 		t = p.flowTarget(fwd.Recipient, flow.f, flow.token) // the caller or callee on a flow
 	} else {
 		hop := &fwd.Recipient
@@ -43,6 +52,10 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 			p.log.Debug("ACK not routable", zap.Error(err))
 			return
 		}
+		if !p.isOurHop(hop) && !p.dialogHop(st, callID, hop, t.dest, false) {
+			p.dropACK(req, "ACK towards another than the dialog's end dropped")
+			return
+		}
 	}
 	r, err := p.newBranch(fwd, t, loopHash(req), arrival{}, true)
 	if err != nil {
@@ -51,6 +64,13 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 	}
 	if err := p.opts.Client.WriteRequest(r, asBuilt); err != nil {
 		p.log.Debug("ACK not sent", zap.String(logging.KeyCallID, req.CallID().Value()), zap.Error(err))
+	}
+}
+
+// dropACK logs at Debug why an ACK was not forwarded.
+func (p *Proxy) dropACK(req *sip.Request, why string) {
+	if ce := p.log.Check(zap.DebugLevel, why); ce != nil {
+		ce.Write(zap.String("request_uri", req.Recipient.String()), zap.String(logging.KeyRemoteAddr, req.Source()))
 	}
 }
 

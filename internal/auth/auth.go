@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/simpled/simpled/internal/logging"
@@ -22,8 +21,6 @@ import (
 // Defaults of Options.
 const (
 	DefaultNonceLifetime = 5 * time.Minute
-	// credentialsCacheTTL is how long the answer of Store.HasCredentials is reused.
-	credentialsCacheTTL = 5 * time.Second
 )
 
 // DefaultAlgorithms is what simpled offers when Options.Algorithms is empty: SHA-256 first,
@@ -46,9 +43,18 @@ type Options struct {
 	// NonceLifetime is how long a nonce is fresh; after it a request gets stale=true.
 	// Default DefaultNonceLifetime.
 	NonceLifetime time.Duration
-	// ChallengeOther challenges requests other than REGISTER whose From is a local user
-	// (407 Proxy-Authenticate). Without it only REGISTER is authenticated.
-	ChallengeOther bool
+	// Mode is ModeRequired (every request that claims a local identity proves it) or ModeOff
+	// (claims are taken at their word: loopback test servers only). Required.
+	Mode Mode
+	// IsOurs reports whether a host (not a domain) is one of this server's addresses: a
+	// request From such a host claims a local identity (of the first domain) too. May be nil.
+	IsOurs func(host string) bool
+	// TrustedPeer reports whether the request comes from a trusted peer (a configured address
+	// or a TLS client certificate naming one). May be nil: no peer is trusted.
+	TrustedPeer func(st *sipx.State) bool
+	// Seals checks the dialog tokens of our Record-Routes and the proofs other nodes of this
+	// deployment attach. Required.
+	Seals *sipx.Seals
 	// Algorithms offered, one challenge header each, in this order. Default DefaultAlgorithms.
 	Algorithms []Algorithm
 	// Log is the stage logger, already named by the caller (log.Named("auth")), for
@@ -77,63 +83,53 @@ const (
 var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInvalid,
 	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay}
 
-// Auth is the digest authentication stage. It is safe for concurrent use.
+// Auth is the identity stage: it decides, for every request, which rule of the trust model
+// (docs/security.md) accepts it, and records the rule in sipx.State.Rule for the later stages;
+// identity.go has the decision, this file the digest authentication behind rule (a). It is
+// safe for concurrent use.
 //
-// The stage (Plugin) authenticates a request when it claims to come from a local user, then
-// passes it to the next stage:
+// Digest authentication (RFC 7616, RFC 8760) of a claimed local identity:
 //
-//   - ACK and CANCEL (RFC 3261 §22.1), requests while no credential exists anywhere, and
-//     requests for or from foreign domains pass untouched.
-//   - REGISTER whose To is local needs Authorization (401); with ChallengeOther, an
-//     out-of-dialog request whose From is local needs Proxy-Authorization (407). In-dialog
-//     requests (To tag) pass: clients such as JsSIP give up when challenged again.
 //   - The credentials for our realm are checked: malformed → 400; unknown algorithm or qop,
 //     unknown nonce → fresh challenge; username not the AOR's user → 403 Identity Mismatch;
 //     unknown user or wrong response → 403 Invalid Credentials; right response on an expired
 //     nonce → challenge with stale=true; nc not above the last one → 403 Nonce Count Replayed;
 //     store errors → sipx.RespondError.
-//   - On success State.AuthUser is set and, for a proxied request, our Proxy-Authorization is
-//     removed (RFC 3261 §22.3: a proxy consumes the credentials for its realm).
+//   - On success State.AuthUser is set (RuleUser) and, for a proxied request, our
+//     Proxy-Authorization is removed (RFC 3261 §22.3: a proxy consumes the credentials for its
+//     realm).
 //
-// The realm is the AOR's domain in lower case. Challenges offer qop="auth"; an answer without
-// qop (RFC 2069, as baresip sends to a server that offers none) is still accepted, and since it
-// has no nonce count it may be replayed until its nonce expires (linphone re-sends its last
-// Authorization on refreshes and relies on this). The Request-URI is not compared with the
-// credentials' uri.
+// The realm is the AOR's canonical domain in lower case. Challenges offer qop="auth".
 //
-// Credentials come from the users file first, then the store. Whether any credential exists is
-// asked of the store at most once per 5 s. Failures are counted in
+// Credentials come from the users file first, then the store; a user with none gets 403, and
+// whether to authenticate never depends on what the store holds (Mode). Failures are counted in
 // simpled_auth_failures_total{reason} and logged with the username only; challenges in
 // simpled_auth_challenges_total{status}.
 type Auth struct {
-	domains        map[string]bool
-	users          *Users
-	store          Store
-	nonces         *Nonces
-	challengeOther bool
-	algs           []Algorithm
-	log            *zap.Logger
-	now            func() time.Time
+	domains       map[string]bool
+	users         *Users
+	store         Store
+	nonces        *Nonces
+	mode          Mode
+	defaultDomain string
+	isOurs        func(string) bool
+	trustedPeer   func(*sipx.State) bool
+	seals         *sipx.Seals
+	algs          []Algorithm
+	log           *zap.Logger
+	now           func() time.Time
 
 	failures   *prometheus.CounterVec
 	challenges *prometheus.CounterVec
-
-	cache credCache
-}
-
-// credCache remembers Store.HasCredentials for credentialsCacheTTL.
-type credCache struct {
-	mu         sync.Mutex
-	valid      bool
-	has        bool
-	until      time.Time
-	refreshing bool
 }
 
 // New builds the auth stage from opts.
 func New(opts Options) (*Auth, error) {
-	if opts.Store == nil {
-		return nil, errors.New("auth: options: Store is required")
+	if opts.Store == nil || opts.Seals == nil {
+		return nil, errors.New("auth: options: Store and Seals are required")
+	}
+	if opts.Mode != ModeRequired && opts.Mode != ModeOff {
+		return nil, fmt.Errorf("auth: options: mode %q: want required or off", opts.Mode)
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -169,17 +165,23 @@ func New(opts Options) (*Auth, error) {
 		return nil, err
 	}
 	a := &Auth{
-		domains:        make(map[string]bool, len(opts.Domains)),
-		users:          opts.Users,
-		store:          opts.Store,
-		nonces:         nonces,
-		challengeOther: opts.ChallengeOther,
-		algs:           append([]Algorithm(nil), opts.Algorithms...),
-		log:            opts.Log,
-		now:            opts.Now,
+		domains:     make(map[string]bool, len(opts.Domains)),
+		users:       opts.Users,
+		store:       opts.Store,
+		nonces:      nonces,
+		mode:        opts.Mode,
+		isOurs:      opts.IsOurs,
+		trustedPeer: opts.TrustedPeer,
+		seals:       opts.Seals,
+		algs:        append([]Algorithm(nil), opts.Algorithms...),
+		log:         opts.Log,
+		now:         opts.Now,
 	}
 	for _, d := range opts.Domains {
 		a.domains[strings.ToLower(d)] = true
+	}
+	if len(opts.Domains) > 0 {
+		a.defaultDomain = strings.ToLower(opts.Domains[0])
 	}
 	for _, d := range opts.Users.Domains() {
 		if !a.domains[d] {
@@ -251,49 +253,12 @@ const (
 	reasonIdentityMismatch   = "Identity Mismatch"
 )
 
-// serve is the stage's ServeSIP: see Auth for what it does.
-func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request) (int, error) {
-	if req.Method == sip.ACK || req.Method == sip.CANCEL {
-		return sipx.Next(ctx, next, tx, req)
-	}
-	k := registrarKind
-	var addr *sip.Uri
-	if req.Method == sip.REGISTER {
-		to := req.To()
-		if to == nil { // the sanity stage answers this first; never let it through unchecked
-			return sipx.Respond(tx, req, 400, missingOrMalformed(req, "To"))
-		}
-		addr = &to.Address
-	} else {
-		if !a.challengeOther {
-			return sipx.Next(ctx, next, tx, req)
-		}
-		if to := req.To(); to != nil && to.Params.Has("tag") {
-			// In-dialog: not challenged, but credentials for our realms go no further.
-			a.removeCredentials(req, proxyKind.authz)
-			return sipx.Next(ctx, next, tx, req)
-		}
-		from := req.From()
-		if from == nil {
-			return sipx.Respond(tx, req, 400, missingOrMalformed(req, "From"))
-		}
-		k = proxyKind
-		addr = &from.Address
-	}
-	domain := strings.ToLower(addr.Host)
-	if !a.domains[domain] {
-		return sipx.Next(ctx, next, tx, req)
-	}
-	has, err := a.hasCredentials(ctx)
-	if err != nil {
-		return sipx.RespondError(tx, req, err)
-	}
-	if !has {
-		return sipx.Next(ctx, next, tx, req)
-	}
-
+// authenticate checks the Digest credentials of req for the local identity addr claims (the
+// To of a REGISTER, the From of anything else), whose canonical domain is domain, and passes
+// req on under RuleUser when they hold; else it answers (challenge, 400 or 403).
+func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, domain string) (int, error) {
 	realm := domain
-	aor := sipx.AOR(addr)
+	aor := addr.User + "@" + domain
 	c, perr := pickCredentials(req, k.authz, realm)
 	if c == nil && perr == nil {
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
@@ -381,7 +346,8 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 		}
 	}
 
-	sipx.StateFrom(ctx).AuthUser = aor
+	st := sipx.StateFrom(ctx)
+	st.AuthUser, st.Rule = aor, sipx.RuleUser
 	if k == proxyKind {
 		a.removeCredentials(req, k.authz)
 	}
@@ -509,16 +475,6 @@ func (a *Auth) Known(ctx context.Context, aor string) (bool, error) {
 	return found, err
 }
 
-// Challenging reports whether requests other than REGISTER from local users are
-// authenticated now (ChallengeOther, and some credential exists): then a request from a local
-// user that reached a later stage carries State.AuthUser.
-func (a *Auth) Challenging(ctx context.Context) (bool, error) {
-	if !a.challengeOther {
-		return false, nil
-	}
-	return a.hasCredentials(ctx)
-}
-
 // credential looks aor up in the users file, then in the store.
 func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Credential, bool, error) {
 	if c, ok := a.users.Lookup(aor, realm); ok {
@@ -532,36 +488,4 @@ func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Crede
 		return storage.Credential{}, false, fmt.Errorf("auth: credential: %w", err)
 	}
 	return c, true, nil
-}
-
-// hasCredentials reports whether any credential exists (users file or store). The store's
-// answer is reused for credentialsCacheTTL; while one request refreshes it, others use the old
-// answer.
-func (a *Auth) hasCredentials(ctx context.Context) (bool, error) {
-	if a.users.Len() > 0 {
-		return true, nil
-	}
-	now := a.now()
-	c := &a.cache
-	c.mu.Lock()
-	if c.valid && (now.Before(c.until) || c.refreshing) {
-		has := c.has
-		c.mu.Unlock()
-		return has, nil
-	}
-	c.refreshing = true
-	c.mu.Unlock()
-
-	has, err := a.store.HasCredentials(ctx)
-
-	c.mu.Lock()
-	c.refreshing = false
-	if err == nil {
-		c.valid, c.has, c.until = true, has, now.Add(credentialsCacheTTL)
-	}
-	c.mu.Unlock()
-	if err != nil {
-		return false, fmt.Errorf("auth: has credentials: %w", err)
-	}
-	return has, nil
 }

@@ -146,13 +146,14 @@ func newEnv(t *testing.T, mod func(o *Options)) *env {
 		e.store.setPassword(u, "example.test", "secret-"+u)
 	}
 	opts := Options{
-		Domains:        []string{"Example.Test"},
-		Store:          e.store,
-		Secret:         []byte("0123456789abcdef0123456789abcdef"),
-		ChallengeOther: true,
-		Log:            e.log,
-		Registerer:     e.reg,
-		Now:            func() time.Time { return e.now },
+		Domains:    []string{"Example.Test"},
+		Store:      e.store,
+		Secret:     []byte("0123456789abcdef0123456789abcdef"),
+		Mode:       ModeRequired,
+		Seals:      sipx.NewSeals([]byte("0123456789abcdef0123456789abcdef")),
+		Log:        e.log,
+		Registerer: e.reg,
+		Now:        func() time.Time { return e.now },
 	}
 	if mod != nil {
 		mod(&opts)
@@ -316,25 +317,44 @@ func (e *env) nonceFor(aor string) string {
 
 var alice = client{user: "alice", password: "secret-alice", alg: SHA256, qop: "auth", nc: 1}
 
-func TestNoCredentialsPassesThrough(t *testing.T) {
+// auth.mode required never asks the store whether to authenticate: an empty store (flushed,
+// evicted, never filled) challenges, and a user without credentials gets 403, never 200.
+func TestRequiredWithEmptyStoreFailsClosed(t *testing.T) {
 	e := newEnv(t, nil)
 	e.store.creds = map[string]storage.Credential{}
+	r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test"))
+	if r.status != 401 || r.next {
+		t.Fatalf("REGISTER with an empty store: status %d next %v, want 401", r.status, r.next)
+	}
+	nonce := challenges(t, r.tx.last(), "WWW-Authenticate")[0].Nonce
+	r = e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+alice.answer(t, "REGISTER", nonce)))
+	if r.status != 403 || r.next || r.authUser != "" {
+		t.Fatalf("answered REGISTER with an empty store: status %d next %v, want 403", r.status, r.next)
+	}
+	if r := e.serve(msg(t, "MESSAGE", "alice@example.test", "bob@example.test")); r.status != 407 {
+		t.Fatalf("MESSAGE with an empty store: %d, want 407", r.status)
+	}
+}
+
+// auth.mode off takes claims at their word, under RuleOpen.
+func TestModeOff(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Mode = ModeOff })
 	for _, req := range []*sip.Request{
 		msg(t, "REGISTER", "alice@example.test", "alice@example.test"),
 		msg(t, "MESSAGE", "alice@example.test", "bob@example.test"),
 	} {
-		if r := e.serve(req); !r.next || r.status != 0 || r.authUser != "" {
-			t.Fatalf("%s: status %d next %v", req.Method, r.status, r.next)
+		st := sipx.NewState(req, zap.NewNop())
+		next := false
+		_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
+			next = true
+			return 0, nil
+		}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), req)
+		if !next || st.Rule != sipx.RuleOpen || st.AuthUser != "" {
+			t.Fatalf("%s: next %v rule %v", req.Method, next, st.Rule)
 		}
 	}
-	if e.store.hasCalls != 1 {
-		t.Fatalf("HasCredentials called %d times, want 1 (cached)", e.store.hasCalls)
-	}
-	// A credential added later is seen once the cache expires.
-	e.store.setPassword("alice", "example.test", "secret-alice")
-	e.now = e.now.Add(credentialsCacheTTL + time.Second)
-	if r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test")); r.status != 401 {
-		t.Fatalf("after the cache expired: %d, want 401", r.status)
+	if _, err := New(Options{Domains: []string{"example.test"}, Store: newMemStore(), Seals: sipx.NewSeals(nil)}); err == nil {
+		t.Fatal("New without a Mode: no error")
 	}
 }
 
@@ -651,35 +671,102 @@ func TestMalformed(t *testing.T) {
 
 func TestPassThrough(t *testing.T) {
 	tests := []struct {
-		name  string
-		req   func(t *testing.T) *sip.Request
-		other bool // ChallengeOther
+		name string
+		req  func(t *testing.T) *sip.Request
+		rule sipx.Rule
 	}{
-		{name: "foreign From", other: true, req: func(t *testing.T) *sip.Request {
+		{name: "foreign From to a local user", rule: sipx.RuleFederation, req: func(t *testing.T) *sip.Request {
 			return msg(t, "MESSAGE", "mallory@foreign.test", "alice@example.test")
 		}},
-		{name: "REGISTER for a foreign domain", other: true, req: func(t *testing.T) *sip.Request {
+		{name: "foreign From to a foreign user", rule: sipx.RuleNone, req: func(t *testing.T) *sip.Request {
+			return msg(t, "MESSAGE", "mallory@foreign.test", "carol@far.test")
+		}},
+		{name: "REGISTER for a foreign domain", rule: sipx.RuleNone, req: func(t *testing.T) *sip.Request {
 			return msg(t, "REGISTER", "alice@foreign.test", "alice@foreign.test")
 		}},
-		{name: "ACK", other: true, req: func(t *testing.T) *sip.Request {
-			return msg(t, "ACK", "alice@example.test", "bob@example.test")
-		}},
-		{name: "CANCEL", other: true, req: func(t *testing.T) *sip.Request {
+		{name: "CANCEL", rule: sipx.RuleNone, req: func(t *testing.T) *sip.Request {
 			return msg(t, "CANCEL", "alice@example.test", "bob@example.test")
 		}},
-		{name: "in-dialog", other: true, req: func(t *testing.T) *sip.Request {
+		{name: "in-dialog without a token", rule: sipx.RuleNone, req: func(t *testing.T) *sip.Request {
 			return msg(t, "SUBSCRIBE", "alice@example.test", "bob@example.test", "To: <sip:bob@example.test>;tag=abc")
 		}},
-		{name: "ChallengeOther off", other: false, req: func(t *testing.T) *sip.Request {
-			return msg(t, "MESSAGE", "alice@example.test", "bob@example.test")
+		{name: "in-dialog with a forged token", rule: sipx.RuleNone, req: func(t *testing.T) *sip.Request {
+			return msg(t, "MESSAGE", "alice@example.test", "bob@example.test", "To: <sip:bob@example.test>;tag=abc",
+				"Route: <sip:127.0.0.1;lr;sd=0123456789abcdef.0123456789abcdef.0123456789abcdef>")
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, func(o *Options) { o.ChallengeOther = tt.other })
-			r := e.serve(tt.req(t))
-			if !r.next || r.status != 0 || r.authUser != "" {
-				t.Fatalf("status %d next %v", r.status, r.next)
+			e := newEnv(t, nil)
+			req := tt.req(t)
+			st := sipx.NewState(req, zap.NewNop())
+			next := false
+			_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
+				next = true
+				return 0, nil
+			}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), req)
+			if !next || st.AuthUser != "" || st.Rule != tt.rule {
+				t.Fatalf("next %v, rule %v (want %v)", next, st.Rule, tt.rule)
+			}
+		})
+	}
+}
+
+// A From that looks like a local identity is one: a trailing dot, another case, or one of our
+// addresses claims a user of the first domain and is challenged in its realm.
+func TestLookAlikeLocalIdentityChallenged(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.IsOurs = func(h string) bool { return h == "127.0.0.1" } })
+	for _, from := range []string{"alice@example.test.", "alice@EXAMPLE.test", "alice@127.0.0.1"} {
+		r := e.serve(msg(t, "MESSAGE", from, "bob@example.test"))
+		if r.status != 407 || r.next {
+			t.Fatalf("From %s: status %d next %v, want 407", from, r.status, r.next)
+		}
+		if ch := challenges(t, r.tx.last(), "Proxy-Authenticate")[0]; ch.Realm != "example.test" {
+			t.Fatalf("From %s: realm %q", from, ch.Realm)
+		}
+	}
+	// A REGISTER to a look-alike of the domain is challenged too.
+	if r := e.serve(msg(t, "REGISTER", "alice@example.test.", "alice@example.test.")); r.status != 401 {
+		t.Fatalf("REGISTER for example.test.: %d, want 401", r.status)
+	}
+}
+
+// A token of one of our Record-Routes proves an in-dialog request (RuleDialog) in either
+// direction; it does not prove another dialog (Call-ID, tags or AORs changed).
+func TestDialogToken(t *testing.T) {
+	e := newEnv(t, nil)
+	seals := sipx.NewSeals([]byte("0123456789abcdef0123456789abcdef"))
+	d := sipx.Dialog{CallID: "call-1", CallerTag: "caller-tag", CallerAOR: "mallory@foreign.test", CalleeAOR: "bob@example.test"}
+	tok := seals.Issue(d, "a/127.0.0.1:5070", "u/192.0.2.1:5060", "127.0.0.1:5070")
+	route := "Route: <sip:127.0.0.1;lr;sd=" + tok + ">"
+	build := func(method, from, fromTag, to, toTag, callID string) *sip.Request {
+		req := msg(t, method, from, to, "To: <sip:"+to+">;tag="+toTag, route)
+		req.From().Params.Add("tag", fromTag)
+		*req.CallID() = sip.CallIDHeader(callID)
+		return req
+	}
+	tests := []struct {
+		name string
+		req  *sip.Request
+		rule sipx.Rule
+		dir  sipx.Direction
+	}{
+		{"caller to callee", build("BYE", "mallory@foreign.test", "caller-tag", "bob@example.test", "callee-tag", "call-1"), sipx.RuleDialog, sipx.Forward},
+		{"callee to caller", build("BYE", "bob@example.test", "callee-tag", "mallory@foreign.test", "caller-tag", "call-1"), sipx.RuleDialog, sipx.Backward},
+		{"another Call-ID", build("BYE", "mallory@foreign.test", "caller-tag", "bob@example.test", "callee-tag", "call-2"), sipx.RuleNone, 0},
+		{"another caller tag", build("BYE", "mallory@foreign.test", "x", "bob@example.test", "callee-tag", "call-1"), sipx.RuleNone, 0},
+		{"claims to be alice", build("MESSAGE", "alice@example.test", "caller-tag", "bob@example.test", "callee-tag", "call-1"), sipx.RuleNone, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := sipx.NewState(tt.req, zap.NewNop())
+			next := false
+			_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
+				next = true
+				return 0, nil
+			}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), tt.req)
+			if !next || st.Rule != tt.rule || st.Dialog.Direction != tt.dir {
+				t.Fatalf("next %v rule %v direction %v; want %v %v", next, st.Rule, st.Dialog.Direction, tt.rule, tt.dir)
 			}
 		})
 	}
@@ -710,9 +797,12 @@ func TestProxyCredentialsConsumed(t *testing.T) {
 		t.Fatal("other headers lost")
 	}
 
-	// In-dialog requests are not challenged, but our credentials are not forwarded either.
+	// In-dialog requests proven by our dialog token are not challenged, but our credentials
+	// are not forwarded either.
+	tok := sipx.NewSeals([]byte("0123456789abcdef0123456789abcdef")).Issue(sipx.Dialog{CallID: "fb3293e8d356eb88",
+		CallerTag: "9b4385f96171112b", CallerAOR: "alice@example.test", CalleeAOR: "bob@example.test"}, "", "", "")
 	req = msg(t, "SUBSCRIBE", "alice@example.test", "bob@example.test", "To: <sip:bob@example.test>;tag=abc",
-		"Proxy-Authorization: "+mine, "Proxy-Authorization: "+downstream)
+		"Route: <sip:127.0.0.1;lr;sd="+tok+">", "Proxy-Authorization: "+mine, "Proxy-Authorization: "+downstream)
 	r = e.serve(req)
 	if !r.next || r.authUser != "" {
 		t.Fatalf("in-dialog: status %d, AuthUser %q", r.status, r.authUser)
@@ -723,18 +813,10 @@ func TestProxyCredentialsConsumed(t *testing.T) {
 }
 
 func TestStoreErrors(t *testing.T) {
-	t.Run("HasCredentials", func(t *testing.T) {
-		e := newEnv(t, nil)
-		e.store.err = fmt.Errorf("boom: %w", storage.ErrUnavailable)
-		r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test"))
-		if r.status != 503 || !errors.Is(r.err, storage.ErrUnavailable) || r.tx.last().GetHeader("Retry-After") == nil {
-			t.Fatalf("status %d err %v", r.status, r.err)
-		}
-	})
 	for _, method := range []string{"Credential", "UseNonceCount"} {
 		t.Run(method, func(t *testing.T) {
 			e := newEnv(t, nil)
-			nonce := e.nonceFor("alice@example.test") // caches HasCredentials
+			nonce := e.nonceFor("alice@example.test")
 			if method == "UseNonceCount" {
 				// Keep Credential working: put alice in a users file.
 				u, err := ParseUsers(strings.NewReader("alice@example.test:secret-alice\n"), "")
@@ -760,11 +842,8 @@ func TestUsersFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, func(o *Options) { o.Users = users })
-	e.store.creds = map[string]storage.Credential{} // the store is empty: the file alone turns auth on
+	e.store.creds = map[string]storage.Credential{} // the store is empty: the file alone holds them
 	nonce := e.nonceFor("erin@example.test")
-	if e.store.hasCalls != 0 {
-		t.Fatal("HasCredentials asked while the users file has entries")
-	}
 	erin := client{user: "erin", password: "secret-erin", alg: SHA256, qop: "auth", nc: 1}
 	if r := e.serve(msg(t, "REGISTER", "erin@example.test", "erin@example.test", "Authorization: "+erin.answer(t, "REGISTER", nonce))); !r.next {
 		t.Fatalf("erin: %d", r.status)
@@ -788,6 +867,8 @@ func TestNewOptions(t *testing.T) {
 		mod  func(o *Options)
 	}{
 		{name: "no store", mod: func(o *Options) { o.Store = nil }},
+		{name: "no seals", mod: func(o *Options) { o.Seals = nil }},
+		{name: "unknown mode", mod: func(o *Options) { o.Mode = "sometimes" }},
 		{name: "unknown algorithm", mod: func(o *Options) { o.Algorithms = []Algorithm{SHA256, 99} }},
 		{name: "duplicate algorithm", mod: func(o *Options) { o.Algorithms = []Algorithm{MD5, MD5} }},
 		{name: "short secret", mod: func(o *Options) { o.Secret = []byte("short") }},
@@ -795,7 +876,7 @@ func TestNewOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := Options{Domains: []string{"example.test"}, Store: newMemStore()}
+			o := Options{Domains: []string{"example.test"}, Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil)}
 			tt.mod(&o)
 			if _, err := New(o); err == nil {
 				t.Fatal("New accepted bad options")
@@ -804,10 +885,10 @@ func TestNewOptions(t *testing.T) {
 	}
 	// The metrics are registered once per registry.
 	reg := prometheus.NewRegistry()
-	if _, err := New(Options{Store: newMemStore(), Registerer: reg}); err != nil {
+	if _, err := New(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Store: newMemStore(), Registerer: reg}); err == nil {
+	if _, err := New(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg}); err == nil {
 		t.Fatal("second registration on one registry succeeded")
 	}
 	mfs, err := reg.Gather()
@@ -818,8 +899,9 @@ func TestNewOptions(t *testing.T) {
 	if err != nil || len(mfs) != 2 || n != len(failReasons)+2 {
 		t.Fatalf("gathered %d families, %d series, %v", len(mfs), n, err)
 	}
-	// Zero options work: random secret, default lifetime and algorithms.
-	a, err := New(Options{Store: newMemStore()})
+	// Options beyond the required ones may be zero: random secret, default lifetime and
+	// algorithms.
+	a, err := New(Options{Store: newMemStore(), Mode: ModeOff, Seals: sipx.NewSeals(nil)})
 	if err != nil || a.nonces.Lifetime() != DefaultNonceLifetime || len(a.algs) != 2 || a.algs[0] != SHA256 {
 		t.Fatalf("defaults: %v", err)
 	}

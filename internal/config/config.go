@@ -10,8 +10,8 @@
 //	// other errors (a *config.Errors, one line per problem) → exit 1.
 //	// flags.Version → print the version; flags.Check → fmt.Print(opts.YAML()), exit 0.
 //
-// Options is a plain value: its zero value is not the defaults (ChallengeOther defaults to
-// true, for one), so programs and tests start from Default() and change what they need.
+// Options is a plain value: its zero value is not the defaults (MaxContacts defaults to 10,
+// for one), so programs and tests start from Default() and change what they need.
 package config
 
 import "time"
@@ -163,9 +163,14 @@ type RegistrarOptions struct {
 
 // AuthOptions configure digest authentication of local users.
 type AuthOptions struct {
-	// ChallengeOther makes the server challenge (407) requests other than REGISTER from
-	// local users when credentials exist. Default true.
-	ChallengeOther bool `yaml:"challenge_other"`
+	// Mode is "required" (every request that claims a local identity proves it with digest
+	// authentication; a user without credentials gets 403) or "off" (claims are taken at
+	// their word: a test server). "" (the default) means required, except on a server whose
+	// SIP listeners are all loopback and that has no users file, which runs off, as `make
+	// run` does (set required to use credentials kept in Redis there). What the store holds
+	// never changes it. A public listener with required and no credential source (users
+	// file or Redis) is refused. See AuthMode.
+	Mode string `yaml:"mode"`
 	// NonceLifetime is how long an issued nonce stays valid. Default 5m.
 	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
 	// NonceSecret keys the nonces; "" (the default) draws a random secret per process, so
@@ -200,7 +205,7 @@ func Default() Options {
 		Store: "memory",
 		// Metrics, health and admin API on loopback.
 		HTTP: "127.0.0.1:8080",
-		// No credentials file: nobody is challenged unless the store holds credentials.
+		// No credentials file: on loopback alone, auth.mode then resolves to off.
 		UsersFile: "",
 		// No TLS material: tls:// and wss:// listeners need both to be set.
 		TLSCert: "",
@@ -226,8 +231,8 @@ func Default() Options {
 			SweepInterval: time.Second,
 		},
 		Auth: AuthOptions{
-			// Local users must authenticate for MESSAGE, INVITE, ... as well as REGISTER.
-			ChallengeOther: true,
+			// Decided by AuthMode: required unless loopback-only with no users file.
+			Mode: "",
 			// Long enough for a client to answer, short enough to limit replay.
 			NonceLifetime: 5 * time.Minute,
 			// "": random per process (single node only).

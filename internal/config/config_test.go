@@ -33,7 +33,7 @@ func TestDefaultMatchesCLI(t *testing.T) {
 		{name: "max contacts", got: o.Registrar.MaxContacts, want: 10},
 		{name: "on max contacts", got: o.Registrar.OnMaxContacts, want: "evict"},
 		{name: "sweep interval", got: o.Registrar.SweepInterval, want: time.Second},
-		{name: "challenge other", got: o.Auth.ChallengeOther, want: true},
+		{name: "auth mode", got: o.Auth.Mode, want: ""},
 		{name: "nonce lifetime", got: o.Auth.NonceLifetime, want: 5 * time.Minute},
 		{name: "digest algorithms", got: o.Auth.Algorithms, want: []string{"MD5"}},
 		{name: "max message size", got: o.Limits.MaxMessageSize, want: 256 * 1024},

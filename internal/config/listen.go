@@ -142,3 +142,13 @@ func validHostname(s string) bool {
 	}
 	return !allDigits
 }
+
+// Loopback reports whether the listener binds a loopback address only (127.0.0.0/8, ::1 or
+// localhost): nothing off this machine reaches it.
+func (l Listener) Loopback() bool {
+	if strings.EqualFold(l.Host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(l.Host, "[]"))
+	return err == nil && ip.IsLoopback()
+}

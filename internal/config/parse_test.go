@@ -38,13 +38,13 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "sections",
-			yaml: "registrar:\n  min_expires: 30\n  max_contacts: 2\n  on_max_contacts: reject\n  sweep_interval: 500ms\nauth:\n  challenge_other: false\n  nonce_lifetime: 30s\n  nonce_secret: 0123456789abcdef\nlimits: {max_message_size: 2048, max_body_size: 1024}\n",
+			yaml: "registrar:\n  min_expires: 30\n  max_contacts: 2\n  on_max_contacts: reject\n  sweep_interval: 500ms\nauth:\n  mode: off\n  nonce_lifetime: 30s\n  nonce_secret: 0123456789abcdef\nlimits: {max_message_size: 2048, max_body_size: 1024}\n",
 			want: func(o *Options) {
 				o.Registrar.MinExpires = 30
 				o.Registrar.MaxContacts = 2
 				o.Registrar.OnMaxContacts = "reject"
 				o.Registrar.SweepInterval = 500 * time.Millisecond
-				o.Auth.ChallengeOther = false
+				o.Auth.Mode = "off"
 				o.Auth.NonceLifetime = 30 * time.Second
 				o.Auth.NonceSecret = "0123456789abcdef"
 				o.Limits.MaxMessageSize = 2048
@@ -109,7 +109,9 @@ func TestParseErrors(t *testing.T) {
 		{name: "duplicate key", yaml: "store: memory\nhttp: \"\"\nstore: memory\n", key: "store", err: "duplicate key, first set at line 1", line: 3, col: 1},
 		{name: "int wanted", yaml: "registrar:\n  max_contacts: many\n", key: "registrar.max_contacts", err: `want an integer, got "many"`, line: 2, col: 17},
 		{name: "int overflow", yaml: "limits:\n  max_body_size: 99999999999999999999\n", key: "limits.max_body_size", err: "want an integer, got number", line: 2, col: 18},
-		{name: "bool wanted", yaml: "auth:\n  challenge_other: sometimes\n", key: "auth.challenge_other", err: `want true or false, got "sometimes"`, line: 2, col: 20},
+		{name: "bool wanted", yaml: "pprof: sometimes\n", key: "pprof", err: `want true or false, got "sometimes"`, line: 1, col: 8},
+		{name: "auth mode", yaml: "auth:\n  mode: sometimes\n", key: "auth.mode", err: `"sometimes": want required`, line: 2, col: 9},
+		{name: "public listener without credentials", yaml: "listen: [udp://0.0.0.0:5060]\n", key: "listen", err: `udp://0.0.0.0:5060 is beyond loopback and auth.mode is required, but there is no credential source`, line: 1, col: 10},
 		{name: "duration wanted", yaml: "auth:\n  nonce_lifetime: 300\n", key: "auth.nonce_lifetime", err: `want a duration such as "1s" or "500ms", got integer 300`, line: 2, col: 19},
 		{name: "bad duration", yaml: "registrar:\n  sweep_interval: 1 second\n", key: "registrar.sweep_interval", err: `got "1 second"`, line: 2, col: 19},
 		{name: "string wanted", yaml: "store: {redis: x}\n", key: "store", err: "want a string, got a mapping", line: 1, col: 8},

@@ -128,6 +128,17 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 
 	a := o.Auth
+	switch {
+	case a.Mode != "" && a.Mode != AuthRequired && a.Mode != AuthOff:
+		bad("auth.mode", "%q: want required (every local identity proven) or off (an open test server)", a.Mode)
+	case o.AuthMode() == AuthRequired && o.UsersFile == "" && o.Store == "memory":
+		for i, uri := range o.Listen {
+			if l, err := ParseListen(uri); err == nil && !l.Loopback() {
+				bad(fmt.Sprintf("listen[%d]", i), "%s is beyond loopback and auth.mode is required, but there is no credential source: give users (-users FILE) or a Redis store holding credentials, or set auth.mode: off to run an open server on purpose", uri)
+				break
+			}
+		}
+	}
 	if a.NonceLifetime <= 0 {
 		bad("auth.nonce_lifetime", "%s: must be more than 0", a.NonceLifetime)
 	}
@@ -237,6 +248,38 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// The values of auth.mode.
+const (
+	AuthRequired = "required"
+	AuthOff      = "off"
+)
+
+// AuthMode is the auth.mode the server runs with: the one set, or for "" required — unless
+// every SIP listener is loopback and no users file is given (a server only this machine
+// reaches, as `make run` starts it, like Redis's protected mode): off. What the store holds
+// never decides it.
+func (o Options) AuthMode() string {
+	if o.Auth.Mode != "" {
+		return o.Auth.Mode
+	}
+	if o.UsersFile == "" && len(o.publicListeners()) == 0 {
+		return AuthOff
+	}
+	return AuthRequired
+}
+
+// publicListeners lists the SIP listeners that are not loopback-only (one that does not parse
+// is left to validateListen, which reports it: a server with one never starts).
+func (o Options) publicListeners() []string {
+	var pub []string
+	for _, uri := range o.Listen {
+		if l, err := ParseListen(uri); err == nil && !l.Loopback() {
+			pub = append(pub, uri)
+		}
+	}
+	return pub
 }
 
 // validateListen checks each listener, duplicates, two stream listeners on one TCP port, and

@@ -190,16 +190,35 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		}
 		algs = append(algs, a)
 	}
+	trusted := make([]netip.Prefix, 0, len(opts.Proxy.TrustedPeers))
+	for _, peer := range opts.Proxy.TrustedPeers {
+		pfx, err := config.ParsePrefix(peer)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
+		}
+		trusted = append(trusted, pfx)
+	}
+	// One Seals for the identity stage, which checks dialog tokens and node proofs, and the
+	// proxy, which issues them.
+	seals := sipx.NewSeals(secret)
+	mode := auth.Mode(opts.AuthMode())
+	if mode == auth.ModeOff {
+		log.Warn("auth.mode is off: requests that claim a local identity are not authenticated")
+	}
 	s.auth, err = auth.New(auth.Options{
-		Algorithms:     algs,
-		Domains:        opts.Domains,
-		Users:          users,
-		Store:          store,
-		Secret:         secret,
-		NonceLifetime:  opts.Auth.NonceLifetime,
-		ChallengeOther: opts.Auth.ChallengeOther,
-		Log:            log.Named("auth"),
-		Registerer:     s.registry,
+		Algorithms:    algs,
+		Domains:       opts.Domains,
+		Users:         users,
+		Store:         store,
+		Secret:        secret,
+		NonceLifetime: opts.Auth.NonceLifetime,
+		Mode:          mode,
+		IsOurs:        s.isOurs,
+		TrustedPeer:   func(st *sipx.State) bool { return trustedPeer(trusted, st) },
+		Seals:         seals,
+		Log:           log.Named("auth"),
+		Registerer:    s.registry,
 	})
 	if err != nil {
 		store.Close()
@@ -271,15 +290,6 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
 
-	trusted := make([]netip.Prefix, 0, len(opts.Proxy.TrustedPeers))
-	for _, peer := range opts.Proxy.TrustedPeers {
-		pfx, err := config.ParsePrefix(peer)
-		if err != nil {
-			store.Close()
-			return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
-		}
-		trusted = append(trusted, pfx)
-	}
 	s.sockets.Store(&[]proxy.Listener{})
 	s.proxy, err = proxy.New(proxy.Options{
 		Domains:        opts.Domains,
@@ -290,7 +300,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Messages:       store,
 		HasCredentials: s.auth.Known,
 		Resolver:       proxy.NewResolver(opts.Proxy.DNS, dnsTimeout),
-		TrustedPeers:   trusted,
+		Seals:          seals,
 		MessageTypes:   opts.Messages.ContentTypes,
 		UDPMTU:         opts.Proxy.UDPMTU,
 		MaxBodySize:    opts.Limits.MaxBodySize,
@@ -320,7 +330,6 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Contact:                   s.proxy.ContactURI,
 		IsOurs:                    s.isOurs,
 		Known:                     s.proxy.Known,
-		Authenticating:            s.auth.Challenging,
 		Policy:                    opts.Presence.Policy,
 		MinExpires:                opts.Registrar.MinExpires,
 		DefaultExpires:            opts.Registrar.DefaultExpires,
@@ -644,6 +653,24 @@ func (s *Server) isOurs(host string) bool {
 	// A listener bound to a wildcard address is reached by any local address.
 	if ip := net.ParseIP(host); ip != nil && (s.ourHosts["0.0.0.0"] || s.ourHosts["::"]) {
 		return ip.IsLoopback() || isLocalIP(ip)
+	}
+	return false
+}
+
+// trustedPeer reports whether st's source address is in one of the trusted prefixes.
+func trustedPeer(trusted []netip.Prefix, st *sipx.State) bool {
+	if len(trusted) == 0 {
+		return false
+	}
+	ip, err := netip.ParseAddr(st.SourceIP())
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, pfx := range trusted {
+		if pfx.Contains(ip) {
+			return true
+		}
 	}
 	return false
 }

@@ -28,6 +28,12 @@ type State struct {
 	Start time.Time
 	// AuthUser is the AOR ("user@domain") that proved its identity with digest auth, or "".
 	AuthUser string
+	// Rule is the trust rule the identity stage accepted the request under (RuleNone: none
+	// did). Stages after it read it; none decides trust itself.
+	Rule Rule
+	// Dialog is, for RuleDialog proven by one of our Record-Route tokens, what the token
+	// proved; the proxy checks the next hop against it.
+	Dialog DialogProof
 	// KeepFlow is when the request's connection may close at the earliest (HoldFlow).
 	KeepFlow time.Time
 }
