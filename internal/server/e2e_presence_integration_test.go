@@ -173,7 +173,7 @@ func TestBaresipPresence(t *testing.T) {
 	bin := e2eBaresip(t, "presence.so")
 	for _, tp := range []string{"udp", "tcp"} {
 		t.Run(tp, func(t *testing.T) {
-			srv := startServer(t, nil)
+			srv := startServer(t, requireAuth(t, "alice", "bob"))
 			alice := startPresenceBaresip(t, bin, baresipSetup{name: "alice",
 				account: baresipAccount(srv, "alice", tp, ";pubint=600"), contacts: []string{"<sip:bob@example.test>"}})
 			alice.registered(t, tp)
@@ -320,7 +320,12 @@ func startLinphonec(t *testing.T, bin string, srv *Server, user, transport strin
 		"reg_identity=\"" + strings.ToUpper(user[:1]) + user[1:] + "\" <sip:" + user + "@example.test>\n" +
 		"reg_expires=600\n" +
 		"reg_sendregister=1\n" +
-		"publish=0\n"
+		"publish=0\n" +
+		"\n[auth_info_0]\n" +
+		"username=" + user + "\n" +
+		"passwd=secret-" + user + "\n" +
+		"realm=example.test\n" +
+		"domain=example.test\n"
 	rcFile := filepath.Join(home, "linphonerc")
 	if err := os.WriteFile(rcFile, []byte(rc), 0o600); err != nil {
 		t.Fatal(err)
@@ -387,7 +392,7 @@ func TestLinphonecPresenceWatcher(t *testing.T) {
 	}
 	for _, tp := range []string{"udp", "tcp"} {
 		t.Run(tp, func(t *testing.T) {
-			srv := startServer(t, nil)
+			srv := startServer(t, requireAuth(t, "alice", "carol", "dave"))
 			alice := startPresenceBaresip(t, baresipBin, baresipSetup{name: "alice",
 				account: baresipAccount(srv, "alice", tp, ";pubint=600")})
 			alice.registered(t, tp)
@@ -396,8 +401,8 @@ func TestLinphonecPresenceWatcher(t *testing.T) {
 
 			nonce := strconv.Itoa(rand.IntN(1e9))
 			dave := dial(t, tp, srv.Listener(tp))
-			dave.send(publish("dave", "dave-pub-"+nonce, 1, "", 600, pidfDoc("dave", "td"+nonce, "open", person("away"))))
-			etag := dave.expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
+			etag := dave.withAuth(publish("dave", "dave-pub-"+nonce, 1, "", 600, pidfDoc("dave", "td"+nonce, "open", person("away"))),
+				"dave", "sip:dave@example.test", `^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
 
 			carol := startLinphonec(t, bin, srv, "carol", tp)
 			mark := carol.mark()
@@ -413,13 +418,12 @@ func TestLinphonecPresenceWatcher(t *testing.T) {
 			carol.waitSince(t, mark, 5*time.Second, `Friend "alice" <sip:alice@example.test> is Offline`)
 
 			mark = carol.mark()
-			dave.send(publish("dave", "dave-pub-"+nonce, 2, etag, 600, pidfDoc("dave", "td"+nonce, "open", person("busy"))))
-			etag = dave.expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
+			etag = dave.withAuth(publish("dave", "dave-pub-"+nonce, 3, etag, 600, pidfDoc("dave", "td"+nonce, "open", person("busy"))),
+				"dave", "sip:dave@example.test", `^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
 			carol.waitSince(t, mark, 5*time.Second, `Friend "dave" <sip:dave@example.test> is Busy`)
 
 			mark = carol.mark()
-			dave.send(publish("dave", "dave-pub-"+nonce, 3, etag, 0, ""))
-			dave.expect(`^SIP/2.0 200 `)
+			dave.withAuth(publish("dave", "dave-pub-"+nonce, 5, etag, 0, ""), "dave", "sip:dave@example.test", `^SIP/2.0 200 `)
 			carol.waitSince(t, mark, 5*time.Second, `Friend "dave" <sip:dave@example.test> is Offline`)
 
 			mark = carol.mark()

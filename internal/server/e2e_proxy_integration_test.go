@@ -192,10 +192,17 @@ func (b *baresipUA) registered(t *testing.T, transport string) {
 }
 
 // baresipAccount is an account line with simpled as outbound proxy over transport, as in
-// examples/baresip; params are appended (";answermode=auto").
+// examples/baresip, with the password usersFile gives user; params are appended
+// (";answermode=auto").
 func baresipAccount(srv *Server, user, transport, params string) string {
-	return "<sip:" + user + "@example.test>;outbound=\"sip:" + srv.Listener(transport) +
+	return "<sip:" + user + "@example.test>;auth_pass=secret-" + user + ";outbound=\"sip:" + srv.Listener(transport) +
 		";transport=" + transport + "\";regint=600" + params
+}
+
+// requireAuth is a server option for the end-to-end tests: auth.mode required with users
+// (usersFile), as on a public address.
+func requireAuth(t testing.TB, users ...string) func(*config.Options) {
+	return func(o *config.Options) { o.UsersFile = usersFile(t, users...) }
 }
 
 // TestBaresipMessaging has alice and bob, two real baresip registered through simpled, text
@@ -205,7 +212,7 @@ func TestBaresipMessaging(t *testing.T) {
 	bin := e2eBaresip(t)
 	for _, tp := range []string{"udp", "tcp"} {
 		t.Run(tp, func(t *testing.T) {
-			srv := startServer(t, nil)
+			srv := startServer(t, requireAuth(t, "alice", "bob"))
 			alice := startBaresipUA(t, bin, baresipSetup{name: "alice",
 				account: baresipAccount(srv, "alice", tp, ""), contacts: []string{"<sip:bob@example.test>"}})
 			bob := startBaresipUA(t, bin, baresipSetup{name: "bob",
@@ -234,7 +241,7 @@ func TestBaresipCall(t *testing.T) {
 	bin := e2eBaresip(t, "g711.so")
 	for _, tp := range []string{"udp", "tcp"} {
 		t.Run(tp, func(t *testing.T) {
-			srv := startServer(t, nil)
+			srv := startServer(t, requireAuth(t, "alice", "bob"))
 			alice := startBaresipUA(t, bin, baresipSetup{name: "alice",
 				account: baresipAccount(srv, "alice", tp, ""), modules: []string{"g711.so"}})
 			bob := startBaresipUA(t, bin, baresipSetup{name: "bob",

@@ -99,6 +99,7 @@ func testBaresipTransport(t *testing.T, tp string) {
 	mod := func(o *config.Options) {
 		// Only the transport under test, so that nothing can take another way.
 		o.Listen = []string{"udp://127.0.0.1:0", tp + "://127.0.0.1:0"}
+		o.UsersFile = usersFile(t, "alice", "bob")
 		if tp == "tls" {
 			o.TLSCert, o.TLSKey = e2eSelfSignedCert(t)
 		}
