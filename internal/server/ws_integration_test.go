@@ -54,7 +54,9 @@ func newWSPhone(t *testing.T, srv *Server, scheme, user string) *wsPhone {
 	return p
 }
 
-// do sends a request to simpled over the phone's WebSocket and returns the final response.
+// do sends a request to simpled over the phone's WebSocket and returns the final response,
+// answering a digest challenge (401 or 407) with the password usersFile gives the user, as
+// JsSIP does.
 func (p *wsPhone) do(req *sip.Request) *sip.Response {
 	p.t.Helper()
 	req.SetTransport(p.tp)
@@ -62,6 +64,9 @@ func (p *wsPhone) do(req *sip.Request) *sip.Response {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	res, err := p.client.Do(ctx, req)
+	if err == nil && (res.StatusCode == 401 || res.StatusCode == 407) {
+		res, err = p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: "secret-" + p.user})
+	}
 	if err != nil {
 		p.t.Fatalf("%s over %s: %v", req.Method, p.tp, err)
 	}
@@ -102,8 +107,9 @@ func TestWebSocketClient(t *testing.T) {
 	srv := startServer(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "ws://127.0.0.1:0", "wss://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = cert, key
+		o.UsersFile = usersFile(t, "bob", "web-ws", "web-wss")
 	})
-	bob := newUA(t, srv, "udp", "bob")
+	bob := newAuthUA(t, srv, "udp", "bob")
 	for _, scheme := range []string{"ws", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			user := "web-" + scheme
@@ -119,7 +125,7 @@ func TestWebSocketClient(t *testing.T) {
 				t.Fatalf("bindings after REGISTER over %s: %s", scheme, body)
 			}
 
-			bob.send(message("bob", user, "ws-in-"+scheme, "text/plain", "to the browser"))
+			bob.withAuth(message("bob", user, "ws-in-"+scheme, "text/plain", "to the browser"), "bob", "sip:"+user+"@example.test", "")
 			if got := phone.next(sip.MESSAGE); string(got.Body()) != "to the browser" || got.Recipient.User != "k3j2h1" {
 				t.Fatalf("MESSAGE at the phone: R-URI %s body %q", got.Recipient.String(), got.Body())
 			}
