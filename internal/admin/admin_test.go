@@ -339,13 +339,14 @@ func TestAudit(t *testing.T) {
 	f.expect(t, 201, "PUT", "/api/v1/users/alice@example.test", `{"password":"hunter2-password"}`, hdrs(jsonCT, bearer)...)
 	f.expect(t, 401, "DELETE", "/api/v1/users/alice@example.test", "", "Authorization", "Bearer wrong-token-guess-000")
 	f.expect(t, 200, "DELETE", "/api/v1/users/alice@example.test", "", bearer...)
+	f.expect(t, 421, "DELETE", "/api/v1/users/alice@example.test", "", "Host", "rebound.example")
 	f.expect(t, 200, "GET", "/api/v1/users", "", bearer...) // reads are not audited
 
 	entries := f.audit.All()
 	wantLines := []struct {
 		method, who string
 		status      int64
-	}{{"PUT", "token", 201}, {"DELETE", "anonymous", 401}, {"DELETE", "token", 200}}
+	}{{"PUT", "token", 201}, {"DELETE", "anonymous", 401}, {"DELETE", "token", 200}, {"DELETE", "anonymous", 421}}
 	if len(entries) != len(wantLines) {
 		t.Fatalf("%d audit lines, want %d: %v", len(entries), len(wantLines), entries)
 	}
@@ -353,7 +354,7 @@ func TestAudit(t *testing.T) {
 		m := e.ContextMap()
 		w := wantLines[i]
 		if e.LoggerName != "audit" || e.Level != zapcore.InfoLevel || m["method"] != w.method || m["who"] != w.who ||
-			m["status"] != w.status || (w.status != 401 && m["aor"] != "alice@example.test") || m["path"] != "/api/v1/users/alice@example.test" ||
+			m["status"] != w.status || (w.status < 400 && m["aor"] != "alice@example.test") || m["path"] != "/api/v1/users/alice@example.test" ||
 			!strings.HasPrefix(m["remote_addr"].(string), "127.0.0.1:") {
 			t.Errorf("audit line %d: %s %v; want %+v", i, e.LoggerName, m, w)
 		}

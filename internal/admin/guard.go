@@ -175,11 +175,12 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	entry := &auditEntry{}
 	r = r.WithContext(context.WithValue(r.Context(), auditKey{}, entry))
 	g.serve(rec, r)
+	// Who: the token holder, or without a token whoever reached the loopback listener.
 	who := "loopback"
 	if g.tokenHash != nil {
-		who = "token"
-		if rec.status == http.StatusUnauthorized {
-			who = "anonymous"
+		who = "anonymous"
+		if g.tokenOK(r) {
+			who = "token"
 		}
 	}
 	fields := append([]zap.Field{
