@@ -70,11 +70,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads the users file. Caught from here on, so a SIGHUP during start-up does
+	// not kill the process (its default action); one that arrives before the server exists
+	// is served once it does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := server.New(ctx, opts, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "simpled:", err)
 		return 1
 	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = srv.ReloadUsers() // logged by the server; the old users stay on error
+			}
+		}
+	}()
 	log.Sugar().Infow("simpled starting", "version", version, "node", srv.NodeID(), "store", opts.RedactedStore())
 	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "simpled:", err)

@@ -27,6 +27,9 @@ func TestRunExitStatus(t *testing.T) {
 		{name: "bad listen value", args: []string{"-t", "-listen", "sctp://127.0.0.1:5060"}, code: 1, stderrLine: "-listen"},
 		{name: "bad store", args: []string{"-t", "-store", "mysql://x"}, code: 1, stderrLine: "-store"},
 		{name: "port in use", args: []string{"-listen", "udp://" + busy.LocalAddr().String(), "-http", ""}, code: 1, stderrLine: "-listen"},
+		{name: "check refuses a public admin API without a token", args: []string{"-t", "-http", "0.0.0.0:8080"}, code: 1, stderrLine: "set admin.token_file (-admin-token-file FILE)"},
+		{name: "check refuses pprof without a token", args: []string{"-t", "-pprof"}, code: 1, stderrLine: "-pprof: the profiler shows stacks and memory: it needs admin.token_file"},
+		{name: "public admin API without a token does not start", args: []string{"-listen", "udp://127.0.0.1:0", "-http", "[::]:0"}, code: 1, stderrLine: "-http: \"[::]:0\" is not a loopback address"},
 		{name: "unreachable store", args: []string{"-listen", "udp://127.0.0.1:0", "-http", "", "-store", "redis://127.0.0.1:1/0"}, code: 1, stderrLine: "-store"},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,12 @@
 // Package admin serves simpled's HTTP endpoints: Prometheus /metrics, /healthz (the process is
 // alive), /readyz (listeners up and the store answers) and the JSON admin API under /api/v1.
 // It knows the stages only through the small read/remove interfaces below.
+//
+// The three monitoring endpoints are open to whoever reaches the listener. Every other path
+// (/api/v1, /debug/pprof) passes the guard (guard.go): a Host naming this listener or an
+// admin.hosts entry (else 421, against DNS rebinding), the bearer token when one is set
+// (else 401), and Content-Type application/json on a request with a body (else 415, against
+// cross-site forms). Each request other than GET and HEAD is logged on the audit logger.
 package admin
 
 import (
@@ -45,7 +51,32 @@ type Options struct {
 	Messages Messages
 	// Presence serves /api/v1/presence; nil leaves it out.
 	Presence Presence
-	Log      *zap.Logger
+	// Users serves /api/v1/users (credentials in the store); nil leaves it out.
+	Users UserStore
+	// UsersFile is the users file's credentials, which take precedence over the store's:
+	// listed, never changed through the API. Nil when there is no file.
+	UsersFile UsersFile
+	// Domains are the local SIP domains: a user's domain must be one (it is the realm),
+	// and the server sends as sip:system@<domain>.
+	Domains []string
+	Log     *zap.Logger
+	// Audit receives one Info line per request other than GET and HEAD: who, remote
+	// address, method, path, AOR, status. Never a secret. Nil means Log.Named("audit").
+	Audit *zap.Logger
+	// Registerer takes the admin metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// Token is the bearer token every guarded request must present; "" means none (the
+	// listener is then loopback: config validation sees to it).
+	Token string
+	// Addr is the listener's bound HOST:PORT, which Host headers must name (with
+	// 127.0.0.1, localhost and [::1] for a loopback or wildcard listener, and every local
+	// address for a wildcard one). "" skips the Host check.
+	Addr string
+	// Hosts are further accepted Host names: "name" (any port) or "name:port".
+	Hosts []string
+	// SendAsUsers lets the token holder send POST /api/v1/messages from any user of a
+	// local domain; without it (or without a token) only from sip:system@<domain>.
+	SendAsUsers bool
 	// Pprof mounts net/http/pprof under /debug/pprof/.
 	Pprof bool
 	// Now is the clock for remaining expiries; nil means time.Now.
@@ -60,7 +91,13 @@ func New(o Options) http.Handler {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	a := &api{o: o}
+	if o.Audit == nil {
+		o.Audit = o.Log.Named("audit")
+	}
+	a := &api{o: o, domains: map[string]bool{}}
+	for _, d := range o.Domains {
+		a.domains[strings.ToLower(d)] = true
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -88,10 +125,21 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("PUT /api/v1/presence/{aor}/rules/{watcher}", a.putRule)
 		mux.HandleFunc("DELETE /api/v1/presence/{aor}/rules/{watcher}", a.deleteRule)
 	}
-	return mux
+	if o.Users != nil {
+		mux.HandleFunc("GET /api/v1/users", a.listUsers)
+		mux.HandleFunc("PUT /api/v1/users/{aor}", a.putUser)
+		mux.HandleFunc("DELETE /api/v1/users/{aor}", a.deleteUser)
+	}
+	g := newGuard(o, mux)
+	a.refused = g.refused
+	return g
 }
 
-type api struct{ o Options }
+type api struct {
+	o       Options
+	domains map[string]bool // lower case
+	refused *prometheus.CounterVec
+}
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

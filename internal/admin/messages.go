@@ -3,14 +3,17 @@ package admin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/proxy"
 
+	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 )
 
@@ -78,6 +81,31 @@ func (a *api) deleteMessages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
 }
 
+// sender checks the from of POST /api/v1/messages. The server speaks as
+// sip:system@<domain> of a local domain ("" picks the first); that is all an admin caller may
+// use, since the API cannot tell which user is asking. With a token and admin.send_as_users,
+// the token holder (the operator) may also send as any user of a local domain. Anything else
+// is 403; a from that is not a SIP URI, 400. It returns 0 when from may be used.
+func (a *api) sender(from string) (int, string) {
+	if from == "" {
+		return 0, ""
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(from, &u); err != nil || u.Host == "" {
+		return http.StatusBadRequest, fmt.Sprintf("from %q is not a SIP URI", from)
+	}
+	local := a.domains[strings.ToLower(u.Host)]
+	switch {
+	case local && u.User == systemUser:
+		return 0, ""
+	case local && u.User != "" && a.o.Token != "" && a.o.SendAsUsers:
+		return 0, ""
+	case a.o.Token != "" && a.o.SendAsUsers:
+		return http.StatusForbidden, "from must be a user of a local domain"
+	}
+	return http.StatusForbidden, "from must be sip:system@<a local domain> (or omitted); sending as a user needs admin.token_file and admin.send_as_users"
+}
+
 // sendRequest is the body of POST /api/v1/messages.
 type sendRequest struct {
 	From        string `json:"from"`
@@ -91,8 +119,9 @@ type sendRequest struct {
 const maxSendRequest = 1 << 20
 
 // postMessage sends a MESSAGE as the server: 200 delivered, 202 stored for an offline user, 404
-// unknown user, 400 bad request, 413 too big, 415 type not relayed, 502 every device refused it
-// (the SIP status is in the answer), 503 store unavailable.
+// unknown user, 400 bad request, 403 a sender the caller may not use (see sender), 413 too
+// big, 415 type not relayed, 502 every device refused it (the SIP status is in the answer),
+// 503 store unavailable.
 func (a *api) postMessage(w http.ResponseWriter, r *http.Request) {
 	var req sendRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSendRequest))
@@ -100,6 +129,17 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) {
 	if err := dec.Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
 		return
+	}
+	if code, msg := a.sender(req.From); code != 0 {
+		if code == http.StatusForbidden {
+			a.refused.WithLabelValues("sender").Inc()
+		}
+		writeError(w, code, msg)
+		return
+	}
+	auditf(r.Context(), zap.String("to", req.To))
+	if req.From != "" {
+		auditf(r.Context(), zap.String("from", req.From))
 	}
 	body := []byte(req.Body)
 	if req.BodyBase64 != nil {

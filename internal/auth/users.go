@@ -8,12 +8,14 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/simpled/simpled/storage"
 )
 
-// Users is the set of credentials loaded from a users file (-users FILE). It is read-only
-// after loading and safe for concurrent use.
+// Users is the set of credentials loaded from a users file (-users FILE). It is safe for
+// concurrent use; Reload (on SIGHUP) replaces the whole set at once, so a lookup sees either
+// the old file or the new one, never a mix.
 //
 // File format, one entry per line:
 //
@@ -40,7 +42,7 @@ import (
 //
 // Every error is reported, each with its line number (see LineError).
 type Users struct {
-	m map[userKey]storage.Credential
+	m atomic.Pointer[map[userKey]storage.Credential]
 }
 
 type userKey struct{ aor, realm string }
@@ -79,7 +81,7 @@ func LoadUsers(path string) (*Users, error) {
 // ParseUsers reads a users file from r; name labels the errors (it may be ""). The error wraps
 // errors.Join of one *LineError per bad line (use errors.As to reach them).
 func ParseUsers(r io.Reader, name string) (*Users, error) {
-	u := &Users{m: make(map[userKey]storage.Credential)}
+	m := make(map[userKey]storage.Credential)
 	firstLine := make(map[userKey]int)
 	var errs []error
 	sc := bufio.NewScanner(r)
@@ -102,7 +104,7 @@ func ParseUsers(r io.Reader, name string) (*Users, error) {
 			continue
 		}
 		firstLine[k] = line
-		u.m[k] = cred
+		m[k] = cred
 	}
 	if err := sc.Err(); err != nil {
 		errs = append(errs, &LineError{Name: name, Line: line + 1, Err: err})
@@ -110,6 +112,8 @@ func ParseUsers(r io.Reader, name string) (*Users, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("auth: load users: %w", errors.Join(errs...))
 	}
+	u := &Users{}
+	u.m.Store(&m)
 	return u, nil
 }
 
@@ -182,16 +186,13 @@ func (u *Users) Lookup(aor, realm string) (storage.Credential, bool) {
 	if u == nil {
 		return storage.Credential{}, false
 	}
-	c, ok := u.m[userKey{aor: normalizeAOR(aor), realm: realm}]
+	c, ok := u.entries()[userKey{aor: normalizeAOR(aor), realm: realm}]
 	return c, ok
 }
 
 // Len returns the number of entries. A nil *Users has none.
 func (u *Users) Len() int {
-	if u == nil {
-		return 0
-	}
-	return len(u.m)
+	return len(u.entries())
 }
 
 // Domains returns the distinct domains of the entries, sorted.
@@ -200,7 +201,7 @@ func (u *Users) Domains() []string {
 		return nil
 	}
 	set := make(map[string]bool)
-	for k := range u.m {
+	for k := range u.entries() {
 		if _, d, ok := strings.Cut(k.aor, "@"); ok {
 			set[d] = true
 		}
@@ -211,6 +212,64 @@ func (u *Users) Domains() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// entries returns the current set; nil for a nil *Users.
+func (u *Users) entries() map[userKey]storage.Credential {
+	if u == nil {
+		return nil
+	}
+	if m := u.m.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// AORs returns the AORs of the entries, sorted, without their secrets.
+func (u *Users) AORs() []string {
+	m := u.entries()
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k.aor)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// UsersDiff is what a Reload changed, each list sorted: AORs that appeared, disappeared, or
+// whose secrets changed.
+type UsersDiff struct {
+	Added, Removed, Changed []string
+}
+
+// Reload reads the users file at path again and, when it parses, makes u hold its entries
+// from now on. When it does not (a missing file, any bad line), u keeps the entries it had
+// and the error says why (see LoadUsers). u must not be nil.
+func (u *Users) Reload(path string) (UsersDiff, error) {
+	n, err := LoadUsers(path)
+	if err != nil {
+		return UsersDiff{}, err
+	}
+	next := n.entries()
+	old := u.entries()
+	u.m.Store(&next)
+	var d UsersDiff
+	for k, c := range next {
+		if was, ok := old[k]; !ok {
+			d.Added = append(d.Added, k.aor)
+		} else if was != c {
+			d.Changed = append(d.Changed, k.aor)
+		}
+	}
+	for k := range old {
+		if _, ok := next[k]; !ok {
+			d.Removed = append(d.Removed, k.aor)
+		}
+	}
+	sort.Strings(d.Added)
+	sort.Strings(d.Removed)
+	sort.Strings(d.Changed)
+	return d, nil
 }
 
 // normalizeAOR lowers the domain part of "user@domain".

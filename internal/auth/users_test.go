@@ -131,3 +131,76 @@ func TestLoadUsers(t *testing.T) {
 		t.Fatal("nil *Users has entries")
 	}
 }
+
+// TestUsersReload: SIGHUP's reload makes a user added to the file known and a removed one
+// unknown, through the same *Users the digest stage holds; a file that no longer parses
+// changes nothing.
+func TestUsersReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice@example.test:secret-alice\ncarol@example.test:old\n")
+	u, err := LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(aor string) bool {
+		_, ok := u.Lookup(aor, "example.test")
+		return ok
+	}
+
+	// Lookups keep running during the reloads (the race detector watches).
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				u.Lookup("alice@example.test", "example.test")
+				_ = u.Len()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	write("bob@example.test:secret-bob\ncarol@example.test:new\n")
+	d, err := u.Reload(path)
+	if err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if !has("bob@example.test") || has("alice@example.test") {
+		t.Fatalf("after reload: bob known %v (want true), alice known %v (want false)", has("bob@example.test"), has("alice@example.test"))
+	}
+	want := UsersDiff{Added: []string{"bob@example.test"}, Removed: []string{"alice@example.test"}, Changed: []string{"carol@example.test"}}
+	if strings.Join(d.Added, ",") != strings.Join(want.Added, ",") || strings.Join(d.Removed, ",") != strings.Join(want.Removed, ",") ||
+		strings.Join(d.Changed, ",") != strings.Join(want.Changed, ",") {
+		t.Errorf("diff = %+v, want %+v", d, want)
+	}
+	if c, _ := u.Lookup("carol@example.test", "example.test"); c.HA1MD5 != HA1(MD5, "carol", "example.test", "new") {
+		t.Errorf("carol's password not replaced")
+	}
+
+	write("dave@example.test:secret-dave\nthis line is broken\n")
+	if _, err := u.Reload(path); err == nil || !strings.Contains(err.Error(), ":2:") {
+		t.Fatalf("Reload of a broken file: err = %v, want one naming line 2", err)
+	}
+	if !has("bob@example.test") || has("dave@example.test") || u.Len() != 2 {
+		t.Fatalf("a broken file changed the users: bob %v, dave %v, %d entries", has("bob@example.test"), has("dave@example.test"), u.Len())
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Reload(path); err == nil || !has("bob@example.test") {
+		t.Fatalf("Reload of a missing file: err = %v, bob known %v; want an error and bob kept", err, has("bob@example.test"))
+	}
+	if got := strings.Join(u.AORs(), ","); got != "bob@example.test,carol@example.test" {
+		t.Errorf("AORs = %s", got)
+	}
+}

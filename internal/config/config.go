@@ -31,11 +31,12 @@ type Options struct {
 	// redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]. See ParseStoreURL.
 	Store string `yaml:"store"`
 	// HTTP is the HOST:PORT of the metrics, health and admin endpoints; "" disables them.
-	// Default 127.0.0.1:8080.
+	// A host that is not loopback (127.0.0.1, ::1, localhost; "" and 0.0.0.0 are every
+	// interface) needs admin.token_file. Default 127.0.0.1:8080.
 	HTTP string `yaml:"http"`
 	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/ on the HTTP listener.
-	// It shows stacks and memory to whoever reaches that listener: keep it on loopback.
-	// Default false.
+	// It shows stacks and memory, so it needs admin.token_file: every profiler request then
+	// presents the token. Default false.
 	Pprof bool `yaml:"pprof"`
 	// UsersFile, TLSCert and TLSKey name files. In a configuration file a relative path is
 	// taken from the file's directory (Parse makes it absolute); on the command line, from
@@ -71,6 +72,29 @@ type Options struct {
 	Presence PresenceOptions `yaml:"presence"`
 	// Transport holds the connection limits and timers of the stream listeners.
 	Transport TransportOptions `yaml:"transport"`
+	// Admin holds who may use the admin API on the HTTP listener.
+	Admin AdminOptions `yaml:"admin"`
+}
+
+// AdminOptions protect the admin API (/api/v1/...) and the profiler (/debug/pprof/) on the
+// HTTP listener. /metrics, /healthz and /readyz stay open to whoever reaches the listener.
+type AdminOptions struct {
+	// TokenFile names a file holding the bearer token (surrounding whitespace trimmed, at
+	// least 16 bytes). When set, every /api/v1 and /debug/pprof request must carry
+	// "Authorization: Bearer TOKEN" (401 otherwise). Without a token the HTTP listener must
+	// be loopback and pprof is refused. A relative path in a file is taken from the file's
+	// directory. Default "" (no token).
+	TokenFile string `yaml:"token_file"`
+	// Hosts are names clients may put in the Host header of /api/v1 and /debug/pprof
+	// requests besides the listener's own address (and 127.0.0.1, localhost, [::1] with its
+	// port for a loopback listener): "name" allows that host with any port, "name:port"
+	// that port only. Any other Host gets 421, which stops DNS rebinding. Default none.
+	Hosts []string `yaml:"hosts"`
+	// SendAsUsers lets the token holder send POST /api/v1/messages "from" any user of a
+	// local domain (each such send logged on the audit logger); otherwise, and always
+	// without a token, the only sender is sip:system@<domain> (403 for any other).
+	// Needs TokenFile. Default false.
+	SendAsUsers bool `yaml:"send_as_users"`
 }
 
 // TransportOptions bound the connections of the tcp, tls, ws and wss listeners and set the
@@ -286,6 +310,16 @@ func Default() Options {
 			HandshakeTimeout: 10 * time.Second,
 			// RFC 5626 §4.4.1's recommended interval for connections.
 			FlowTimer: 120 * time.Second,
+		},
+		Admin: AdminOptions{
+			// No token: the admin API is for whoever can reach a loopback listener, which
+			// is the local operator (validation refuses a non-loopback http without one).
+			TokenFile: "",
+			// Only the listener's own address: a browser led to it by a DNS name (DNS
+			// rebinding) gets 421.
+			Hosts: []string{},
+			// The operator sends as sip:system@<domain> only: impersonating users is opt-in.
+			SendAsUsers: false,
 		},
 	}
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -60,6 +62,13 @@ func TestDefaultReturnsFreshSlices(t *testing.T) {
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeTLSFiles(t, dir)
+	token, short := filepath.Join(dir, "token"), filepath.Join(dir, "short")
+	if err := os.WriteFile(token, []byte("  0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("secret1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		change func(o *Options)
@@ -94,7 +103,47 @@ func TestValidate(t *testing.T) {
 			change: func(o *Options) { o.Domains = []string{"127.0.0.1", "::1", "[2001:db8::1]"} },
 		},
 		{name: "empty http disables", change: func(o *Options) { o.HTTP = "" }},
-		{name: "http on every interface", change: func(o *Options) { o.HTTP = ":8080" }},
+		{name: "http on every interface with a token", change: func(o *Options) { o.HTTP, o.Admin.TokenFile = ":8080", token }},
+		{name: "http on localhost and ::1 without a token", change: func(o *Options) { o.HTTP = "localhost:8080" }},
+		{name: "pprof and send_as_users with a token", change: func(o *Options) {
+			o.Pprof, o.Admin.TokenFile, o.Admin.SendAsUsers, o.Admin.Hosts = true, token, true, []string{"admin.example.test", "admin.example.test:8443", "[::1]:8080"}
+		}},
+		{
+			name:   "http on every interface without a token",
+			change: func(o *Options) { o.HTTP = ":8080" },
+			errs:   []string{`http: ":8080" is not a loopback address and the admin API has no token: set admin.token_file (-admin-token-file FILE), or listen on 127.0.0.1`},
+		},
+		{
+			name:   "http on 0.0.0.0 without a token",
+			change: func(o *Options) { o.HTTP = "0.0.0.0:8080" },
+			errs:   []string{`http: "0.0.0.0:8080" is not a loopback address and the admin API has no token: set admin.token_file (-admin-token-file FILE), or listen on 127.0.0.1`},
+		},
+		{
+			name:   "http on [::] without a token",
+			change: func(o *Options) { o.HTTP = "[::]:8080" },
+			errs:   []string{`http: "[::]:8080" is not a loopback address and the admin API has no token: set admin.token_file (-admin-token-file FILE), or listen on 127.0.0.1`},
+		},
+		{
+			name:   "pprof and send_as_users without a token",
+			change: func(o *Options) { o.Pprof, o.Admin.SendAsUsers = true, true },
+			errs: []string{
+				"pprof: the profiler shows stacks and memory: it needs admin.token_file (-admin-token-file FILE)",
+				"admin.send_as_users: needs admin.token_file: without a token nobody is identified to send as a user",
+			},
+		},
+		{
+			name:   "short token, bad host",
+			change: func(o *Options) { o.Admin.TokenFile, o.Admin.Hosts = short, []string{"bad host"} },
+			errs: []string{
+				"admin.token_file: " + short + ": too short (7 bytes): want at least 16 (e.g. head -c 32 /dev/urandom | base64)",
+				`admin.hosts: "bad host": want a host name, an IP address, or either with :port`,
+			},
+		},
+		{
+			name:   "missing token file",
+			change: func(o *Options) { o.Admin.TokenFile = dir + "/none" },
+			errs:   []string{"admin.token_file: open " + dir + "/none: no such file or directory"},
+		},
 		{name: "min = default = max", change: func(o *Options) { o.Registrar = RegistrarOptions{1, 1, 1, 1, "reject", time.Millisecond} }},
 		{name: "body = message size", change: func(o *Options) { o.Limits.MaxBodySize = o.Limits.MaxMessageSize }},
 		{

@@ -50,6 +50,7 @@ var stringFlags = []struct {
 	{"log-level", "log_level", "log `LEVEL`: debug, info, warn or error", func(o *Options) *string { return &o.LogLevel }},
 	{"log-format", "log_format", "log `FORMAT`: console or json (default console on a terminal, json otherwise)", func(o *Options) *string { return &o.LogFormat }},
 	{"dns", "proxy.dns", "`HOST:PORT` of the DNS server that locates other domains (default the system's resolver)", func(o *Options) *string { return &o.Proxy.DNS }},
+	{"admin-token-file", "admin.token_file", "`FILE` holding the bearer token of the admin API and the profiler (at least 16 bytes); needed when -http is not loopback", func(o *Options) *string { return &o.Admin.TokenFile }},
 	{"node-id", "node_id", "`ID` of this node among nodes sharing a store (default derived from the host name)", func(o *Options) *string { return &o.NodeID }},
 }
 
@@ -85,7 +86,7 @@ func FromArgs(args []string, stderr io.Writer) (Options, Flags, error) {
 	for i, sf := range stringFlags {
 		strs[i] = fs.String(sf.name, *sf.field(&def), sf.usage)
 	}
-	pprofFlag := fs.Bool("pprof", def.Pprof, "serve Go's profiler under /debug/pprof/ on the -http listener (keep that listener on loopback)")
+	pprofFlag := fs.Bool("pprof", def.Pprof, "serve Go's profiler under /debug/pprof/ on the -http listener (needs -admin-token-file)")
 	fs.BoolVar(&f.Check, "t", false, "check the configuration, print what would run and exit 0, or list every error and exit 1")
 	fs.BoolVar(&f.Version, "version", false, "print the version and exit")
 

@@ -185,6 +185,19 @@ func TestFromArgsErrors(t *testing.T) {
 			lines: []string{`-pprof: needs the HTTP listener, which http "" disables`},
 		},
 		{
+			name: "http on every interface and pprof without a token",
+			args: []string{"-http", "0.0.0.0:8080", "-pprof"},
+			lines: []string{
+				`-http: "0.0.0.0:8080" is not a loopback address and the admin API has no token: set admin.token_file (-admin-token-file FILE), or listen on 127.0.0.1`,
+				"-pprof: the profiler shows stacks and memory: it needs admin.token_file (-admin-token-file FILE)",
+			},
+		},
+		{
+			name:  "admin token file missing",
+			args:  []string{"-admin-token-file", "/nonexistent/token"},
+			lines: []string{"-admin-token-file: open /nonexistent/token: no such file or directory"},
+		},
+		{
 			name:  "missing config file",
 			args:  []string{"-config", "/nonexistent/simpled.yaml"},
 			lines: []string{"-config: open /nonexistent/simpled.yaml: no such file or directory"},
@@ -243,7 +256,7 @@ func TestUsage(t *testing.T) {
 	usage := stderr.String()
 	for _, want := range []string{
 		"-config FILE", "-listen URI", "-domain NAME", "-store URL", "-http HOST:PORT", "-users FILE",
-		"-tls-cert FILE", "-tls-key FILE", "-log-level LEVEL", "-log-format FORMAT", "-node-id ID", "-pprof", "-t", "-version",
+		"-tls-cert FILE", "-tls-key FILE", "-log-level LEVEL", "-log-format FORMAT", "-node-id ID", "-admin-token-file FILE", "-pprof", "-t", "-version",
 		"(default udp://127.0.0.1:5060, tcp://127.0.0.1:5060)", "(default localhost)", `(default "memory")`, `(default "127.0.0.1:8080")`, `(default "info")`,
 	} {
 		if !strings.Contains(usage, want) {

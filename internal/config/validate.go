@@ -68,12 +68,18 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 
 	if o.HTTP != "" {
-		if _, _, err := splitHostPort(o.HTTP); err != nil {
+		if host, _, err := splitHostPort(o.HTTP); err != nil {
 			bad("http", "%q: %v; want HOST:PORT, or \"\" to disable the HTTP endpoints", o.HTTP, err)
+		} else if !IsLoopbackHost(host) && o.Admin.TokenFile == "" {
+			bad("http", "%q is not a loopback address and the admin API has no token: set admin.token_file (-admin-token-file FILE), or listen on 127.0.0.1", o.HTTP)
 		}
 	} else if o.Pprof {
 		bad("pprof", "needs the HTTP listener, which http \"\" disables")
 	}
+	if o.Pprof && o.HTTP != "" && o.Admin.TokenFile == "" {
+		bad("pprof", "the profiler shows stacks and memory: it needs admin.token_file (-admin-token-file FILE)")
+	}
+	o.validateAdmin(src, errs)
 
 	fileExists := func(key, path string) {
 		if path == "" {
@@ -233,6 +239,67 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 	if tr.FlowTimer < 0 || tr.FlowTimer%time.Second != 0 {
 		bad("transport.flow_timer", "%s: want whole seconds, 0 (none) or more", tr.FlowTimer)
+	}
+}
+
+// MinTokenLen is the shortest admin token accepted, in bytes.
+const MinTokenLen = 16
+
+// ReadTokenFile reads the admin token from path: the file's content with surrounding
+// whitespace trimmed, at least MinTokenLen bytes. The error never contains the token.
+func ReadTokenFile(path string) (string, error) {
+	tok, err := readToken(path)
+	if err != nil {
+		return "", fmt.Errorf("config: admin.token_file: %w", err)
+	}
+	return tok, nil
+}
+
+func readToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(data))
+	if len(tok) < MinTokenLen {
+		return "", fmt.Errorf("%s: too short (%d bytes): want at least %d (e.g. head -c 32 /dev/urandom | base64)", path, len(tok), MinTokenLen)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%s: holds whitespace: want one word", path)
+	}
+	return tok, nil
+}
+
+// IsLoopbackHost reports whether host (of a HOST:PORT, brackets removed) reaches this
+// machine only: "localhost" or a loopback IP address. "" and 0.0.0.0 or :: are every
+// interface, not loopback.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// validateAdmin checks the admin API's token file, Host names and send_as_users.
+func (o Options) validateAdmin(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
+	a := o.Admin
+	if a.TokenFile != "" {
+		if _, err := readToken(a.TokenFile); err != nil {
+			bad("admin.token_file", "%v", err)
+		}
+	} else if a.SendAsUsers {
+		bad("admin.send_as_users", "needs admin.token_file: without a token nobody is identified to send as a user")
+	}
+	for i, h := range a.Hosts {
+		host := h
+		if hh, _, err := splitHostPort(h); err == nil {
+			host = hh
+		}
+		if !validHost(strings.Trim(host, "[]")) {
+			bad(fmt.Sprintf("admin.hosts[%d]", i), "%q: want a host name, an IP address, or either with :port", h)
+		}
 	}
 }
 

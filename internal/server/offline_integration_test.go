@@ -201,6 +201,9 @@ func httpDo(t *testing.T, method, url, body string, want int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json") // else 415
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -247,11 +250,13 @@ func TestAdminMessages(t *testing.T) {
 	httpDo(t, "POST", api, `{"to":"vera@example.test","body":"from the operator"}`, 202)
 	dev := newUA(t, srv, "udp", "wim")
 	done := make(chan string, 1)
+	// Only as the system user: the API does not know which user is asking.
+	httpDo(t, "POST", api, `{"from":"sip:ops@example.test","to":"sip:wim@example.test","body":"x"}`, 403)
 	go func() {
-		done <- httpDo(t, "POST", api, `{"from":"sip:ops@example.test","to":"sip:wim@example.test","content_type":"text/plain","body":"maintenance at 22:00"}`, 200)
+		done <- httpDo(t, "POST", api, `{"from":"sip:system@example.test","to":"sip:wim@example.test","content_type":"text/plain","body":"maintenance at 22:00"}`, 200)
 	}()
 	got := dev.request("MESSAGE")
-	if string(got.Body()) != "maintenance at 22:00" || got.From().Address.User != "ops" {
+	if string(got.Body()) != "maintenance at 22:00" || got.From().Address.User != "system" {
 		t.Fatalf("admin MESSAGE arrived as:\n%s", got)
 	}
 	dev.reply(got, 200)

@@ -53,6 +53,7 @@ type Store interface {
 	auth.Store
 	proxy.MessageStore
 	presence.Store
+	storage.Credentials
 }
 
 // UDPSocketBuffer is the receive and send buffer asked for each UDP listener: bursts of
@@ -109,6 +110,10 @@ type Server struct {
 	ourHosts  map[string]bool
 	http      *http.Server
 	httpAddr  string
+	// users is the users file's credentials (nil without -users), reloaded on SIGHUP
+	// (ReloadUsers); adminToken is admin.token_file's token ("" without one).
+	users      *auth.Users
+	adminToken string
 
 	inflight sync.WaitGroup
 	// gate orders requests entering (read lock, inflight.Add) before Shutdown's Wait (write
@@ -179,6 +184,13 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		if users, err = auth.LoadUsers(opts.UsersFile); err != nil {
 			store.Close()
 			return nil, fmt.Errorf("server: -users: %w", err)
+		}
+	}
+	s.users = users
+	if opts.Admin.TokenFile != "" {
+		if s.adminToken, err = config.ReadTokenFile(opts.Admin.TokenFile); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
 	algs := make([]auth.Algorithm, 0, len(opts.Auth.Algorithms))
@@ -435,18 +447,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("server: -http %s: %w", s.opts.HTTP, err)
 		}
 		s.httpAddr = l.Addr().String()
-		s.http = &http.Server{
-			Handler: admin.New(admin.Options{
-				Gatherer:      s.registry,
-				Ready:         s.Ready,
-				Registrations: s.registrar,
-				Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
-				Presence:      s.presence,
-				Log:           s.log.Named("admin"),
-				Pprof:         s.opts.Pprof,
-			}),
-			ReadHeaderTimeout: 5 * time.Second,
-		}
+		s.http = admin.NewServer(admin.New(s.adminOptions()))
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()

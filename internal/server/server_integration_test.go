@@ -379,13 +379,29 @@ func md5hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// The profiler is served on the HTTP listener only when asked for (-pprof).
+// The profiler is served on the HTTP listener only when asked for (-pprof), which needs the
+// admin token, and only to requests that carry it.
 func TestPprofBehindFlag(t *testing.T) {
 	off := startServer(t, nil)
 	httpGet(t, "http://"+off.HTTPAddr()+"/debug/pprof/", 404)
-	on := startServer(t, func(o *config.Options) { o.Pprof = true })
-	if body := httpGet(t, "http://"+on.HTTPAddr()+"/debug/pprof/", 200); !strings.Contains(body, "goroutine") {
+	on := startServer(t, func(o *config.Options) { o.Pprof = true; o.Admin.TokenFile = writeTokenFile(t) })
+	httpGet(t, "http://"+on.HTTPAddr()+"/debug/pprof/", 401)
+	get := func(path string) string {
+		req, _ := http.NewRequest("GET", "http://"+on.HTTPAddr()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d\n%s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if body := get("/debug/pprof/"); !strings.Contains(body, "goroutine") {
 		t.Fatalf("/debug/pprof/ index without profiles:\n%.300s", body)
 	}
-	httpGet(t, "http://"+on.HTTPAddr()+"/debug/pprof/heap?debug=1", 200)
+	get("/debug/pprof/heap?debug=1")
 }

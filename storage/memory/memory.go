@@ -388,6 +388,33 @@ func (s *Store) SetCredential(ctx context.Context, aor, realm string, c storage.
 	return nil
 }
 
+// DeleteCredential removes every credential of aor and reports whether there was any.
+func (s *Store) DeleteCredential(ctx context.Context, aor string) (bool, error) {
+	if err := s.check(ctx, "delete credential"); err != nil {
+		return false, err
+	}
+	s.credMu.Lock()
+	defer s.credMu.Unlock()
+	_, ok := s.creds[aor]
+	delete(s.creds, aor)
+	return ok, nil
+}
+
+// ListCredentials returns the AORs that have a credential, sorted.
+func (s *Store) ListCredentials(ctx context.Context) ([]string, error) {
+	if err := s.check(ctx, "list credentials"); err != nil {
+		return nil, err
+	}
+	s.credMu.RLock()
+	out := make([]string, 0, len(s.creds))
+	for aor := range s.creds {
+		out = append(out, aor)
+	}
+	s.credMu.RUnlock()
+	slices.Sort(out)
+	return out, nil
+}
+
 // HasCredentials reports whether any credential is stored.
 func (s *Store) HasCredentials(ctx context.Context) (bool, error) {
 	if err := s.check(ctx, "has credentials"); err != nil {

@@ -14,11 +14,12 @@ import (
 // The assertions live in the external test package: registrar and internal/auth tests import
 // this package, so the package itself must not import them.
 var (
-	_ registrar.Store    = (*memory.Store)(nil)
-	_ auth.Store         = (*memory.Store)(nil)
-	_ proxy.MessageStore = (*memory.Store)(nil)
-	_ storage.Backend    = (*memory.Store)(nil)
-	_ storagetest.Store  = (*memory.Store)(nil)
+	_ registrar.Store     = (*memory.Store)(nil)
+	_ auth.Store          = (*memory.Store)(nil)
+	_ proxy.MessageStore  = (*memory.Store)(nil)
+	_ storage.Backend     = (*memory.Store)(nil)
+	_ storage.Credentials = (*memory.Store)(nil)
+	_ storagetest.Store   = (*memory.Store)(nil)
 )
 
 func newStore(t *testing.T) storagetest.Store {

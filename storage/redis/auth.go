@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/simpled/simpled/storage"
@@ -47,6 +48,42 @@ func (s *Store) SetCredential(ctx context.Context, aor, realm string, c storage.
 		return unavailable(step, err)
 	}
 	return nil
+}
+
+// DeleteCredential removes every credential of aor: DEL cred:{aor} and SREM creds in one
+// pipeline (both idempotent, so a failed call may be repeated). It reports whether either
+// held anything.
+func (s *Store) DeleteCredential(ctx context.Context, aor string) (bool, error) {
+	const step = "delete credential"
+	pipe := s.c.Pipeline()
+	del := pipe.Del(ctx, credKey(aor))
+	srem := pipe.SRem(ctx, credsKey, aor)
+	_, _ = pipe.Exec(ctx)
+	if err := errors.Join(del.Err(), srem.Err()); err != nil {
+		return false, unavailable(step, err)
+	}
+	return del.Val()+srem.Val() > 0, nil
+}
+
+// ListCredentials returns the members of the set creds, sorted. It walks the set with SSCAN,
+// a thousand at a time, so a large user base does not block Redis with one SMEMBERS.
+func (s *Store) ListCredentials(ctx context.Context) ([]string, error) {
+	const step = "list credentials"
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := s.c.SScan(ctx, credsKey, cursor, "", 1000).Result()
+		if err != nil {
+			return nil, unavailable(step, err)
+		}
+		out = append(out, keys...)
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	// SSCAN may return a member twice when the set is rehashed during the walk.
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // HasCredentials reports whether any credential is stored (EXISTS creds).

@@ -24,11 +24,12 @@ import (
 )
 
 var (
-	_ registrar.Store    = (*redis.Store)(nil)
-	_ auth.Store         = (*redis.Store)(nil)
-	_ proxy.MessageStore = (*redis.Store)(nil)
-	_ storage.Backend    = (*redis.Store)(nil)
-	_ storagetest.Store  = (*redis.Store)(nil)
+	_ registrar.Store     = (*redis.Store)(nil)
+	_ auth.Store          = (*redis.Store)(nil)
+	_ proxy.MessageStore  = (*redis.Store)(nil)
+	_ storage.Backend     = (*redis.Store)(nil)
+	_ storage.Credentials = (*redis.Store)(nil)
+	_ storagetest.Store   = (*redis.Store)(nil)
 )
 
 // connect opens a Store on url and closes it in t.Cleanup.

@@ -35,6 +35,7 @@ type Store interface {
 	proxy.MessageStore
 	presence.Store
 	storage.Backend
+	storage.Credentials
 }
 
 // Run runs the suite. newStore must return an empty store, ready to use, and arrange its own
@@ -53,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("SweepConcurrent", func(t *testing.T) { testSweepConcurrent(t, newStore) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore) })
 	t.Run("Credentials", func(t *testing.T) { testCredentials(t, newStore) })
+	t.Run("CredentialAdmin", func(t *testing.T) { testCredentialAdmin(t, newStore) })
 	t.Run("NonceCount", func(t *testing.T) { testNonceCount(t, newStore) })
 	t.Run("NonceTTL", func(t *testing.T) { testNonceTTL(t, newStore) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore) })
@@ -882,6 +884,54 @@ func testCredentials(t *testing.T, newStore func(t *testing.T) Store) {
 		if got, err := s.Credential(ctx, aor, realm); err != nil || got != want {
 			t.Errorf("Credential(%s) = %+v, %v; want %+v", realm, got, err, want)
 		}
+	}
+}
+
+// testCredentialAdmin: the admin API's view of credentials. A deleted user's secrets are
+// gone in every realm, HasCredentials follows the last deletion, and the list holds AORs only.
+func testCredentialAdmin(t *testing.T, newStore func(t *testing.T) Store) {
+	s := newStore(t)
+	ctx := t.Context()
+	if got, err := s.ListCredentials(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("ListCredentials(empty) = %v, %v", got, err)
+	}
+	if had, err := s.DeleteCredential(ctx, aor); err != nil || had {
+		t.Fatalf("DeleteCredential(missing) = %v, %v; want false", had, err)
+	}
+	c := storage.Credential{HA1MD5: "939e7578ed9e3c518a452acee763bce9"}
+	for _, set := range []struct{ aor, realm string }{
+		{"carol@example.com", "example.com"}, {aor, "example.com"}, {aor, "other.com"}, {"bob@example.com", "example.com"},
+	} {
+		if err := s.SetCredential(ctx, set.aor, set.realm, c); err != nil {
+			t.Fatalf("SetCredential(%s): %v", set.aor, err)
+		}
+	}
+	want := []string{aor, "bob@example.com", "carol@example.com"}
+	slices.Sort(want)
+	if got, err := s.ListCredentials(ctx); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("ListCredentials = %v, %v; want %v", got, err, want)
+	}
+	if had, err := s.DeleteCredential(ctx, aor); err != nil || !had {
+		t.Fatalf("DeleteCredential = %v, %v; want true", had, err)
+	}
+	for _, realm := range []string{"example.com", "other.com"} {
+		if _, err := s.Credential(ctx, aor, realm); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("Credential(%s) after delete: err = %v, want ErrNotFound", realm, err)
+		}
+	}
+	if got, err := s.ListCredentials(ctx); err != nil || !slices.Equal(got, []string{"bob@example.com", "carol@example.com"}) {
+		t.Fatalf("ListCredentials after delete = %v, %v", got, err)
+	}
+	if got, err := s.Credential(ctx, "bob@example.com", "example.com"); err != nil || got != c {
+		t.Fatalf("bob's credential after alice's delete = %+v, %v", got, err)
+	}
+	for _, a := range []string{"bob@example.com", "carol@example.com"} {
+		if _, err := s.DeleteCredential(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if has, err := s.HasCredentials(ctx); err != nil || has {
+		t.Fatalf("HasCredentials after deleting every user = %v, %v; want false", has, err)
 	}
 }
 

@@ -1,0 +1,64 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/simpled/simpled/internal/admin"
+	"github.com/simpled/simpled/internal/logging"
+
+	"go.uber.org/zap"
+)
+
+// adminOptions wires the admin API to the stages, the store and the admin.* settings; the
+// HTTP listener is bound (s.httpAddr is the address Host headers must name).
+func (s *Server) adminOptions() admin.Options {
+	o := admin.Options{
+		Gatherer:      s.registry,
+		Ready:         s.Ready,
+		Registrations: s.registrar,
+		Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
+		Presence:      s.presence,
+		Users:         s.store,
+		Domains:       s.opts.Domains,
+		Log:           s.log.Named("admin"),
+		Audit:         s.log.Named("audit"),
+		Registerer:    s.registry,
+		Token:         s.adminToken,
+		Addr:          s.httpAddr,
+		Hosts:         s.opts.Admin.Hosts,
+		SendAsUsers:   s.opts.Admin.SendAsUsers,
+		Pprof:         s.opts.Pprof,
+	}
+	if s.users != nil {
+		o.UsersFile = s.users
+	}
+	return o
+}
+
+// ReloadUsers reads the users file (-users) again, as on SIGHUP: users added to it can
+// authenticate and users removed from it no longer can, without a restart. A file that does
+// not parse changes nothing; the error (every bad line) is logged and returned. Without
+// -users there is nothing to reload.
+func (s *Server) ReloadUsers() error {
+	log := s.log.Named("auth")
+	if s.users == nil {
+		log.Info("reload: no users file (-users) to read")
+		return nil
+	}
+	d, err := s.users.Reload(s.opts.UsersFile)
+	if err != nil {
+		log.Error("reload: users file not loaded, the previous users stay in force",
+			zap.String("file", s.opts.UsersFile), zap.Error(err))
+		return fmt.Errorf("server: reload users: %w", err)
+	}
+	log.Info("reload: users file loaded", zap.String("file", s.opts.UsersFile), zap.Int("users", s.users.Len()),
+		zap.Strings("added", d.Added), zap.Strings("removed", d.Removed), zap.Strings("changed", d.Changed))
+	for _, dom := range s.users.Domains() {
+		if !slices.Contains(s.opts.Domains, dom) {
+			log.Warn("users file has entries for a domain that is not served; they are never used",
+				zap.String(logging.KeyAOR, "*@"+dom))
+		}
+	}
+	return nil
+}
