@@ -74,6 +74,9 @@ type Options struct {
 	Addr string
 	// Hosts are further accepted Host names: "name" (any port) or "name:port".
 	Hosts []string
+	// AuthOff: auth.mode is off, nobody is challenged; PUT /api/v1/users answers 409 rather
+	// than store a credential that would never be asked for.
+	AuthOff bool
 	// SendAsUsers lets the token holder send POST /api/v1/messages from any user of a
 	// local domain; without it (or without a token) only from sip:system@<domain>.
 	SendAsUsers bool

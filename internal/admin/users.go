@@ -137,6 +137,10 @@ func (a *api) putUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, `"system" is the server's own sender and cannot be a user`)
 		return
 	}
+	if a.o.AuthOff {
+		writeError(w, http.StatusConflict, "auth.mode is off: nobody is challenged, so a password would protect nothing; set auth.mode: required")
+		return
+	}
 	if a.inFile(aor, realm) {
 		writeError(w, http.StatusConflict, aor+" is defined in the users file, which takes precedence: change it there and send SIGHUP")
 		return

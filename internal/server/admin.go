@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/simpled/simpled/internal/admin"
+	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/logging"
 
 	"go.uber.org/zap"
@@ -28,6 +29,7 @@ func (s *Server) adminOptions() admin.Options {
 		Addr:          s.httpAddr,
 		Hosts:         s.opts.Admin.Hosts,
 		SendAsUsers:   s.opts.Admin.SendAsUsers,
+		AuthOff:       s.opts.AuthMode() == config.AuthOff,
 		Pprof:         s.opts.Pprof,
 	}
 	if s.users != nil {

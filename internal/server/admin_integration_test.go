@@ -99,7 +99,11 @@ func registerAs(t *testing.T, srv *Server, user, password string) int {
 // refuses requests without the right token, and a user created with PUT /api/v1/users can
 // register with that password at once, and no longer after DELETE.
 func TestAdminUsersAndToken(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) { o.Admin.TokenFile = writeTokenFile(t); o.Pprof = true })
+	srv := startServer(t, func(o *config.Options) {
+		o.Admin.TokenFile = writeTokenFile(t)
+		o.Pprof = true
+		o.Auth.Mode = config.AuthRequired // credentials in the store alone, on loopback
+	})
 	httpGet(t, "http://"+srv.HTTPAddr()+"/metrics", 200)
 	httpGet(t, "http://"+srv.HTTPAddr()+"/healthz", 200)
 	httpGet(t, "http://"+srv.HTTPAddr()+"/api/v1/users", 401)
