@@ -58,8 +58,9 @@ type Options struct {
 	// Resolver locates foreign domains (RFC 3263); with nil, a next hop named by a host name
 	// (not an IP address) is unroutable (404).
 	Resolver *Resolver
-	// TrustedPeers may send requests for foreign domains without authenticating.
-	TrustedPeers []netip.Prefix
+	// TrustedPeers may send requests for foreign domains without authenticating: by source
+	// address, or by a name their verified client certificate proves (sipx.Peers).
+	TrustedPeers sipx.Peers
 	// MessageTypes are the MESSAGE Content-Types relayed (besides text/plain, message/cpim and
 	// message/imdn+xml, which always are). "*" allows any type.
 	MessageTypes []string
@@ -371,18 +372,7 @@ func (p *Proxy) known(ctx context.Context, aor string) (bool, error) {
 // mayRelay reports whether a request outside a dialog we Record-Routed may go to a host that
 // is not ours: it came from an authenticated local user or from a trusted peer.
 func (p *Proxy) mayRelay(st *sipx.State) bool {
-	if st.AuthUser != "" {
-		return true
-	}
-	if ip, err := netip.ParseAddr(st.SourceIP()); err == nil {
-		ip = ip.Unmap()
-		for _, pfx := range p.opts.TrustedPeers {
-			if pfx.Contains(ip) {
-				return true
-			}
-		}
-	}
-	return false
+	return st.AuthUser != "" || p.opts.TrustedPeers.Trusted(st)
 }
 
 // refuse answers req with code and logs it at Debug (routing refusals are normal traffic).

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,6 +92,9 @@ type Server struct {
 	srv       *sipgo.Server
 	chain     sipx.Handler
 	allowText string
+	// trusted are proxy.trusted_peers: by source address, or by a name a client certificate
+	// verified against tls_client_ca proves (State.PeerNames).
+	trusted sipx.Peers
 
 	registry  *prometheus.Registry
 	requests  *prometheus.CounterVec
@@ -271,15 +275,12 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
 
-	trusted := make([]netip.Prefix, 0, len(opts.Proxy.TrustedPeers))
-	for _, peer := range opts.Proxy.TrustedPeers {
-		pfx, err := config.ParsePrefix(peer)
-		if err != nil {
-			store.Close()
-			return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
-		}
-		trusted = append(trusted, pfx)
+	trusted, err := sipx.ParsePeers(opts.Proxy.TrustedPeers)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
 	}
+	s.trusted = trusted
 	s.sockets.Store(&[]proxy.Listener{})
 	s.proxy, err = proxy.New(proxy.Options{
 		Domains:        opts.Domains,
@@ -528,7 +529,13 @@ func (s *Server) listen(uri string) error {
 			if err != nil {
 				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
 			}
-			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			var clientCAs *x509.CertPool
+			if s.opts.TLSClientCA != "" {
+				if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+					return fmt.Errorf("server: -tls-client-ca: %w", err)
+				}
+			}
+			tlsConf = transport.ServerTLS(cert, clientCAs)
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -543,6 +550,7 @@ func (s *Server) listen(uri string) error {
 			IdleTimeout:      s.opts.Transport.IdleTimeout,
 			MessageTimeout:   s.opts.Transport.MessageTimeout,
 			MaxMessageSize:   s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+			WSOrigins:        s.opts.Transport.WSOrigins,
 			Log:              s.log.Named("transport").WithOptions(sampled()),
 			Events:           s.tm.event,
 		})
@@ -584,6 +592,19 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// loadCAs reads a PEM bundle of CA certificates.
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // sampled caps per-second log lines of a logger that peers can drive (malformed datagrams).
@@ -732,6 +753,9 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	defer cancel()
 	st := sipx.NewState(req, s.log)
 	ctx = sipx.WithState(ctx, st)
+	if s.opts.TLSClientCA != "" && (st.Transport == "tls" || st.Transport == "wss") {
+		st.PeerNames = s.peerNames(st.Transport, st.Source)
+	}
 	if st.Transport == "udp" {
 		if ap, err := netip.ParseAddrPort(st.Source); err == nil {
 			s.live.Touch(ap, st.Start)
@@ -776,10 +800,30 @@ func (s *Server) count(method string, status int) {
 	}
 }
 
-// flowHolder is a stream listener that can keep a connection open past its idle timeout.
+// flowHolder is a stream listener that can keep a connection open past its idle timeout,
+// and tells what a connection's client certificate proves.
 type flowHolder interface {
 	Pin(remote string, until time.Time) bool
+	PeerNames(remote string) []string
 }
+
+// peerNames returns the names the client certificate of the connection from source on a
+// stream listener of transport tp proves, or nil.
+func (s *Server) peerNames(tp, source string) []string {
+	s.mu.Lock()
+	streams := s.streams[tp]
+	s.mu.Unlock()
+	for _, sl := range streams {
+		if names := sl.PeerNames(source); names != nil {
+			return names
+		}
+	}
+	return nil
+}
+
+// TrustedPeers returns proxy.trusted_peers, parsed: the identity stage asks it whether a
+// request comes from a trusted peer (Peers.Trusted).
+func (s *Server) TrustedPeers() sipx.Peers { return s.trusted }
 
 // holdFlow keeps the connection from source on a stream listener of transport tp open until
 // until: it carries a registration or subscription, and requests for that client can only go
