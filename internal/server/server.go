@@ -232,10 +232,16 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		return nil, err
 	}
 
+	clientTLS, err := s.clientTLS()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	slogger := logging.Slog(log)
 	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
 	s.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent("simpled"),
+		sipgo.WithUserAgenTLSConfig(clientTLS),
 		sipgo.WithUserAgentParser(sipx.NewParser(opts.Limits.MaxMessageSize)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slogger)),
 		sipgo.WithUserAgentTransactionLayerOptions(
@@ -592,6 +598,28 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// clientTLS is the TLS configuration of outbound connections: servers verified against
+// tls_ca (default the system's roots), and tls_cert presented to servers asking for a client
+// certificate.
+func (s *Server) clientTLS() (*tls.Config, error) {
+	var roots *x509.CertPool
+	if s.opts.TLSCA != "" {
+		var err error
+		if roots, err = loadCAs(s.opts.TLSCA); err != nil {
+			return nil, fmt.Errorf("server: -tls-ca: %w", err)
+		}
+	}
+	var cert *tls.Certificate
+	if s.opts.TLSCert != "" {
+		c, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+		}
+		cert = &c
+	}
+	return transport.ClientTLS(roots, cert), nil
 }
 
 // loadCAs reads a PEM bundle of CA certificates.

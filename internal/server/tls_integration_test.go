@@ -15,11 +15,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+
+	"github.com/miekg/dns"
 )
 
 // testPKI is a certificate authority made by a test, writing its certificates as PEM files.
@@ -246,4 +249,129 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 	}
 	peer.reply(req, 200)
 	w.expect(`^SIP/2.0 200 `)
+}
+
+// startNameDNS answers A queries for each of names with 127.0.0.1 (tests never ask a resolver
+// off loopback); other names do not exist.
+func startNameDNS(t *testing.T, names ...string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := dns.NewServeMux()
+	mux.HandleFunc(".", func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		known := slices.Contains(names, strings.TrimSuffix(q.Name, "."))
+		switch {
+		case known && q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.ParseIP("127.0.0.1")})
+		case known:
+		default:
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: mux}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// tlsPeer is a SIP server on loopback speaking TLS with cert, handing the test each
+// connection simpled opens.
+func tlsPeer(t *testing.T, cert tls.Certificate) (port string, conns chan *wire) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns = make(chan *wire, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			// Handshake now: a tls.Listen connection would only answer on its first read.
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			_ = c.(*tls.Conn).Handshake()
+			_ = c.SetDeadline(time.Time{})
+			conns <- wireOn(t, c)
+		}
+	}()
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	return port, conns
+}
+
+// TestOutboundTLSVerifiesSIPDomain: a request sent over TLS to a SIP domain is delivered only
+// when the server's certificate, issued by a CA in tls_ca, names that domain (RFC 5922 §4,
+// §7.2) — not the IP it resolved to (issue 14). A certificate for another name, or from
+// another CA, gets the request 503 and nothing is written to the peer; a connection opened
+// for one domain carries no request for a domain its certificate does not name.
+func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
+	pki := newTestPKI(t)
+	_, certFile, keyFile := pki.issue("simpled", []string{"example.test"}, true, false)
+	peerCert, _, _ := pki.issue("right", []string{"right.test"}, true, false)
+	port, peerConns := tlsPeer(t, peerCert)
+	strangerCert, _, _ := newTestPKI(t).issue("stranger", []string{"right.test"}, true, false)
+	strangerPort, strangerConns := tlsPeer(t, strangerCert)
+	dnsAddr := startNameDNS(t, "right.test", "wrong.test")
+	srv := startServer(t, func(o *config.Options) {
+		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
+		o.TLSCert, o.TLSKey = certFile, keyFile
+		o.TLSCA = pki.caFile()
+		o.Proxy.DNS = dnsAddr
+		o.Proxy.TrustedPeers = []string{"127.0.0.1"}
+	})
+	alice := dial(t, "udp", srv.Listener("udp"))
+	send := func(callID, hostport string) {
+		alice.send(strings.Replace(message("alice", "bob", callID, "text/plain", "hi"),
+			"MESSAGE sip:bob@example.test", "MESSAGE sip:bob@"+hostport+";transport=tls", 1))
+	}
+	nothingWritten := func(w *wire) {
+		t.Helper()
+		if msg := w.read(300 * time.Millisecond); msg != "" {
+			t.Fatalf("the peer got a request it must not:\n%s", msg)
+		}
+	}
+
+	// A fresh connection whose certificate names right.test, for wrong.test: refused.
+	send("wrong-1", "wrong.test:"+port)
+	alice.expect(`^SIP/2.0 503 `)
+	var peer *wire
+	select {
+	case peer = <-peerConns:
+		nothingWritten(peer)
+	case <-time.After(3 * time.Second):
+		t.Fatal("simpled did not connect to the peer")
+	}
+
+	// For right.test, over the same connection: delivered.
+	send("right-1", "right.test:"+port)
+	req := peer.request("MESSAGE")
+	if req.Recipient.Host != "right.test" {
+		t.Fatalf("delivered %s", req.Recipient.String())
+	}
+	peer.reply(req, 200)
+	alice.expect(`^SIP/2.0 200 `)
+
+	// wrong.test again, the connection now open and verified for right.test: refused.
+	send("wrong-2", "wrong.test:"+port)
+	alice.expect(`^SIP/2.0 503 `)
+	nothingWritten(peer)
+
+	// right.test at a server whose certificate another CA issued: refused at the handshake.
+	send("stranger-1", "right.test:"+strangerPort)
+	alice.expect(`^SIP/2.0 503 `)
+	select {
+	case w := <-strangerConns:
+		nothingWritten(w)
+	case <-time.After(300 * time.Millisecond):
+	}
 }

@@ -462,6 +462,16 @@ type streamCore struct {
 	msgStart time.Time // when it began
 }
 
+// ConnectionState is the TLS state of a tls or wss connection (zero for tcp and ws):
+// VerifyPeerName reads the client certificate of an accepted connection reused to reach its
+// peer.
+func (c *streamCore) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
+
 func (c *streamCore) touch(now time.Time) { c.lastActive.Store(now.UnixNano()) }
 
 // begin marks a message begun at now.
