@@ -31,8 +31,8 @@ type target struct {
 	// domain is the host of the URI dest was resolved from (a Route, the Request-URI, a
 	// contact): the name a TLS server's certificate must prove (RFC 5922 §4); "" when dest
 	// came from a flow or node address, which is then checked as an IP literal.
-	domain string
-	contact   bool           // a registered device (a transport failure means "unavailable")
+	domain  string
+	contact bool // a registered device (a transport failure means "unavailable")
 	// flow: dest is a client's flow (RFC 5626): over a stream transport, only the connection
 	// it opened is used, never a new one.
 	flow bool
