@@ -375,3 +375,31 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestWSOriginsAllowList: with transport.ws_origins set, a browser upgrade from another
+// Origin gets HTTP 403 and a listed one is upgraded (issue 14: any Origin was accepted).
+func TestWSOriginsAllowList(t *testing.T) {
+	srv := startServer(t, func(o *config.Options) {
+		o.Listen = append(o.Listen, "ws://127.0.0.1:0")
+		o.Transport.WSOrigins = []string{"https://chat.example.test"}
+	})
+	upgrade := func(origin string) string {
+		c, err := net.DialTimeout("tcp", srv.Listener("ws"), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+			"Sec-WebSocket-Protocol: sip\r\nOrigin: " + origin + "\r\n\r\n"))
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line
+	}
+	if got := upgrade("https://evil.test"); !strings.HasPrefix(got, "HTTP/1.1 403 ") {
+		t.Errorf("foreign Origin: %q, want 403", got)
+	}
+	if got := upgrade("https://chat.example.test"); !strings.HasPrefix(got, "HTTP/1.1 101 ") {
+		t.Errorf("listed Origin: %q, want 101", got)
+	}
+}

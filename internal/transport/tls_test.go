@@ -224,3 +224,34 @@ func TestWSOrigins(t *testing.T) {
 		t.Errorf("%d origin log lines for 6 upgrades from 2 origins, want 2", n)
 	}
 }
+
+// TestVerifyPeerName: a SIP domain matches a DNS SAN or a sip: URI SAN host whole, never a
+// wildcard (RFC 5922 §7.2); an IP literal matches an IP SAN only.
+func TestVerifyPeerName(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.client(t, []string{"*.example.test", "Peer.Test"}, "sip:sip.other.test")
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf.IPAddresses = []net.IP{net.IPv4(192, 0, 2, 7)}
+	conn := fakeTLSConn{cs: tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}}
+	for name, want := range map[string]bool{
+		"peer.test": true, "PEER.test.": true, "sip.other.test": true, "192.0.2.7": true,
+		"a.example.test": false, "example.test": false, "other.test": false, "192.0.2.8": false, "127.0.0.1": false,
+	} {
+		if err := VerifyPeerName(conn, name); (err == nil) != want {
+			t.Errorf("%s: %v, want match %v", name, err, want)
+		}
+	}
+	if err := VerifyPeerName(fakeTLSConn{}, "peer.test"); err == nil {
+		t.Error("a connection without a certificate names peer.test")
+	}
+}
+
+type fakeTLSConn struct {
+	net.Conn
+	cs tls.ConnectionState
+}
+
+func (f fakeTLSConn) ConnectionState() tls.ConnectionState { return f.cs }
