@@ -135,6 +135,7 @@ func TestValidate(t *testing.T) {
 			},
 			errs: []string{
 				`proxy.dns: "127.0.0.1": missing port in address; want HOST:PORT, or "" for the system's resolver`,
+				`proxy.trusted_peers: "pbx.example": a name is only proven by a client certificate: set tls_client_ca (-tls-client-ca)`,
 				`proxy.trusted_peers: "10.0.0.300": want an IP address, a CIDR prefix or a DNS name (matched against client certificates)`,
 				`proxy.trusted_peers: "pbx_1.example": want an IP address, a CIDR prefix or a DNS name (matched against client certificates)`,
 				`messages.content_types: "text": want type/subtype (e.g. application/json) or "*"`,

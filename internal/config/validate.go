@@ -173,8 +173,13 @@ func (o Options) validate(src sources, errs *Errors) {
 		}
 	}
 	for i, peer := range p.TrustedPeers {
-		if _, err := ParsePrefix(peer); err != nil && !IsDNSName(peer) {
-			bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: want an IP address, a CIDR prefix or a DNS name (matched against client certificates)", peer)
+		if _, err := ParsePrefix(peer); err != nil {
+			switch {
+			case !IsDNSName(peer):
+				bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: want an IP address, a CIDR prefix or a DNS name (matched against client certificates)", peer)
+			case o.TLSClientCA == "":
+				bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: a name is only proven by a client certificate: set tls_client_ca (-tls-client-ca)", peer)
+			}
 		}
 	}
 	if p.UDPMTU < 500 {
