@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/gopool"
+	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -449,7 +450,7 @@ func (p *Presence) request(sub *storage.Subscription, cseq uint32, reason, ctype
 	req := sip.NewRequest(sip.NOTIFY, target)
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host},
 		Params: sip.HeaderParams{{K: "tag", V: sub.ID}}})
-	req.AppendHeader(&sip.ToHeader{DisplayName: sub.WatcherName, Address: watcher,
+	req.AppendHeader(&sip.ToHeader{DisplayName: sipx.QuoteDisplayName(sub.WatcherName), Address: watcher,
 		Params: sip.HeaderParams{{K: "tag", V: sub.FromTag}}})
 	callID := sip.CallIDHeader(sub.CallID)
 	req.AppendHeader(&callID)

@@ -308,9 +308,10 @@ func tagOf(params sip.HeaderParams) string {
 	return t
 }
 
-// sanitizeName keeps a display name fit for an XML attribute and a header.
+// sanitizeName turns a display name as sipgo parsed it into its text (quoted-pairs resolved),
+// kept only when fit for an XML attribute and, quoted again (sipx.QuoteDisplayName), a header.
 func sanitizeName(s string) string {
-	s = strings.Trim(s, "\"")
+	s = sipx.DisplayNameText(s)
 	if !sipx.Sanitize(s) || len(s) > 128 {
 		return ""
 	}

@@ -347,6 +347,11 @@ func (p *Proxy) startOne(fwd *sip.Request, t target, hash string, in arrival, on
 	if err != nil {
 		return nil, err
 	}
+	if !t.flow && (t.transport == "tls" || t.transport == "wss") {
+		if err := p.verifyPeer(r, t); err != nil {
+			return nil, err
+		}
+	}
 	if t.transport == "udp" && p.overMTU(r) {
 		if r2, t2, ok := p.toTCP(r, t); ok {
 			if tx, err := p.start(r2); err == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
 )
 
 // connectTimeout bounds opening a connection to a next hop.
@@ -238,6 +239,38 @@ func (p *Proxy) send(r *sip.Request) (sip.ClientTransaction, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
 	return p.opts.Client.TransactionRequest(ctx, r, asBuilt)
+}
+
+// verifyPeer opens (or reuses) the TLS connection r goes over and checks that the server's
+// certificate names t's SIP domain (RFC 5922 §4, §7.2), or t's address when t has no domain
+// (a flow or node address). The chain was verified when the connection was made
+// (transport.ClientTLS); a reused connection is checked again for each request, so a
+// connection made for one domain never carries requests for another its certificate does
+// not name. A flow (the client's own connection) is not checked: it is the client's.
+func (p *Proxy) verifyPeer(r *sip.Request, t target) error {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	conn, err := p.opts.Client.TransportLayer().ClientRequestConnection(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer conn.TryClose()
+	var nc net.Conn
+	switch c := conn.(type) {
+	case *sip.TCPConnection:
+		nc = c.Conn
+	case *sip.WSConnection:
+		nc = c.Conn
+	}
+	name := t.domain
+	if name == "" {
+		name = t.dest.Addr().String()
+	}
+	if err := transport.VerifyPeerName(nc, name); err != nil {
+		p.log.Warn("TLS peer refused", zap.String("target", t.dest.String()), zap.Error(err))
+		return err
+	}
+	return nil
 }
 
 // cancelRequest builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same Request-URI,

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -329,17 +328,17 @@ func requestOf(aor string, m *storage.Message) (*sip.Request, error) {
 	}
 	req := sip.NewRequest(sip.MESSAGE, ruri)
 	from := &sip.FromHeader{}
-	if _, err := sip.ParseAddressValue(m.From, &from.Address, &from.Params); err != nil {
+	name, err := sip.ParseAddressValue(m.From, &from.Address, &from.Params)
+	if err != nil {
 		return nil, fmt.Errorf("From %q: %w", m.From, err)
 	}
+	// Through its text and back: the stored value is as the sender wrote it.
+	from.DisplayName = sipx.QuoteDisplayName(sipx.DisplayNameText(name))
 	to := &sip.ToHeader{}
 	if _, err := sip.ParseAddressValue(m.To, &to.Address, &to.Params); err != nil {
 		return nil, fmt.Errorf("To %q: %w", m.To, err)
 	}
 	to.Params.Remove("tag")
-	if name, _, ok := strings.Cut(m.From, "<"); ok {
-		from.DisplayName = strings.Trim(strings.TrimSpace(name), `"`)
-	}
 	callID := sip.CallIDHeader(m.CallID)
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(from)

@@ -27,7 +27,11 @@ type target struct {
 	routes    []string       // Route header values to add (Path), in order
 	dest      netip.AddrPort // where the request is sent
 	transport string         // udp, tcp, tls, ws, wss
-	contact   bool           // a registered device (a transport failure means "unavailable")
+	// domain is the host of the URI dest was resolved from (a Route, the Request-URI, a
+	// contact): the name a TLS server's certificate must prove (RFC 5922 §4); "" when dest
+	// came from a flow or node address, which is then checked as an IP literal.
+	domain  string
+	contact bool // a registered device (a transport failure means "unavailable")
 	// flow: dest is a client's flow (RFC 5626): over a stream transport, only the connection
 	// it opened is used, never a new one.
 	flow bool
@@ -244,9 +248,9 @@ func (p *Proxy) isOurSentBy(via *sip.ViaHeader) bool {
 // hopTarget is the target for a next hop named by a URI (a Route or a foreign Request-URI):
 // an IP literal is used as it is, a name goes through the resolver (RFC 3263).
 func (p *Proxy) hopTarget(ctx context.Context, hop *sip.Uri, ruri sip.Uri) (target, error) {
-	t := target{uri: ruri}
 	tp := uriTransport(hop)
 	host := strings.Trim(hop.Host, "[]")
+	t := target{uri: ruri, domain: strings.ToLower(host)}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		port := hop.Port
 		if port == 0 {

@@ -275,6 +275,41 @@ func TestPathStoredAndEchoed(t *testing.T) {
 	}
 }
 
+// TestPathBounded: more than five Path entries, or one over 1 KiB, is refused with a 400
+// naming the fault, and nothing is stored (issue 14: a 216 KB REGISTER grew a binding to
+// 2.6 MB).
+func TestPathBounded(t *testing.T) {
+	f := newFixture(t, nil)
+	entry := "<sip:edge.example.test;lr>"
+	six := strings.TrimSuffix(strings.Repeat(entry+", ", 6), ", ")
+	long := "<sip:edge.example.test;lr;x=" + strings.Repeat("a", 1100) + ">"
+	for _, c := range []struct {
+		name   string
+		paths  []string // Path header values
+		reason string
+	}{
+		{"six entries", []string{six}, "Too Many Path Entries"},
+		{"six headers", []string{entry, entry, entry, entry, entry, entry}, "Too Many Path Entries"},
+		{"long entry", []string{long}, "Path Entry Too Long"},
+	} {
+		lines := []string{"Contact: <sip:a@127.0.0.1>"}
+		for _, p := range c.paths {
+			lines = append(lines, "Path: "+p)
+		}
+		res := f.register(t, "big"+c.name, 1, lines...)
+		if res.StatusCode != 400 || !strings.HasPrefix(res.Reason, c.reason) {
+			t.Errorf("%s: %d %s, want 400 %s", c.name, res.StatusCode, res.Reason, c.reason)
+		}
+	}
+	if got := contacts(f.register(t, "q", 1)); len(got) != 0 {
+		t.Fatalf("something was stored: %v", got)
+	}
+	five := strings.TrimSuffix(strings.Repeat(entry+", ", 5), ", ")
+	if res := f.register(t, "five", 1, "Contact: <sip:a@127.0.0.1>", "Path: "+five); res.StatusCode != 200 {
+		t.Fatalf("five entries: %d, want 200", res.StatusCode)
+	}
+}
+
 func TestEventsAndExpirySweep(t *testing.T) {
 	f := newFixture(t, nil)
 	events, stop := f.bus.Subscribe(16)

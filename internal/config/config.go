@@ -38,7 +38,7 @@ type Options struct {
 	// It shows stacks and memory, so it needs admin.token_file: every profiler request then
 	// presents the token. Default false.
 	Pprof bool `yaml:"pprof"`
-	// UsersFile, TLSCert and TLSKey name files. In a configuration file a relative path is
+	// UsersFile, TLSCert, TLSKey, TLSClientCA and TLSCA name files. In a configuration file a relative path is
 	// taken from the file's directory (Parse makes it absolute); on the command line, from
 	// the working directory.
 	//
@@ -49,6 +49,16 @@ type Options struct {
 	TLSCert string `yaml:"tls_cert"`
 	// TLSKey is the PEM private key file for tls:// and wss:// listeners. Default "".
 	TLSKey string `yaml:"tls_key"`
+	// TLSClientCA is a PEM bundle of CA certificates: when set, tls:// and wss:// listeners
+	// ask each client for a certificate and verify one it gives against this bundle (a
+	// client without one is still served, and challenged as anyone is). The DNS names and
+	// sip: URI hosts of a verified certificate can name a trusted peer
+	// (proxy.trusted_peers). Default "" (no client certificates asked).
+	TLSClientCA string `yaml:"tls_client_ca"`
+	// TLSCA is a PEM bundle of CA certificates that outbound TLS connections verify the
+	// server's certificate against (for the SIP domain of the target, RFC 5922). Default ""
+	// (the system's roots).
+	TLSCA string `yaml:"tls_ca"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is console or json; "" (the default) means console on a terminal, json
@@ -111,6 +121,10 @@ type TransportOptions struct {
 	MessageTimeout time.Duration `yaml:"message_timeout"`
 	// HandshakeTimeout bounds the TLS and WebSocket handshakes. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// WSOrigins lists the Origins (e.g. https://chat.example.com) a WebSocket upgrade may
+	// carry; one with another Origin gets HTTP 403. An upgrade without an Origin (not a
+	// browser) is accepted. Empty (the default) accepts any Origin, logging each new one once.
+	WSOrigins []string `yaml:"ws_origins"`
 	// FlowTimer is the keepalive interval asked of outbound clients on connections
 	// (Flow-Timer in the REGISTER 200, RFC 5626 §4.4.1); 0 asks none. Default 120s.
 	FlowTimer time.Duration `yaml:"flow_timer"`
@@ -137,8 +151,10 @@ type ProxyOptions struct {
 	// AAAA); "" (the default) uses the system's resolver. Local domains and IP literals are
 	// never looked up.
 	DNS string `yaml:"dns"`
-	// TrustedPeers are addresses or CIDR prefixes (e.g. a PBX) whose requests may go to
-	// other domains without digest authentication. Authenticated local users may always;
+	// TrustedPeers are addresses, CIDR prefixes (e.g. a PBX) or DNS names whose requests may
+	// go to other domains without digest authentication. A name is matched, exactly and
+	// case-insensitively, against the DNS names and sip: URI hosts of a client certificate
+	// verified against tls_client_ca (RFC 5922 §7.1); it never matches by DNS lookup. Authenticated local users may always;
 	// anyone else gets 403, so simpled is never an open relay. Default none.
 	TrustedPeers []string `yaml:"trusted_peers"`
 	// UDPMTU is the size above which a request goes over TCP instead of UDP (RFC 3261
@@ -234,6 +250,10 @@ func Default() Options {
 		// No TLS material: tls:// and wss:// listeners need both to be set.
 		TLSCert: "",
 		TLSKey:  "",
+		// No client certificates: peers are trusted by address or authenticate.
+		TLSClientCA: "",
+		// Outbound TLS trusts the system's roots, as a browser would.
+		TLSCA: "",
 		// Lifecycle and configuration lines, not one line per message.
 		LogLevel: "info",
 		// "": console on a terminal, json otherwise.
@@ -308,6 +328,9 @@ func Default() Options {
 			MessageTimeout: 30 * time.Second,
 			// A handshake is a few round trips.
 			HandshakeTimeout: 10 * time.Second,
+			// Any Origin, each new one logged: browser clients are served from pages anywhere
+			// until the operator lists theirs.
+			WSOrigins: []string{},
 			// RFC 5626 §4.4.1's recommended interval for connections.
 			FlowTimer: 120 * time.Second,
 		},

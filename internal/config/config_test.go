@@ -178,13 +178,18 @@ func TestValidate(t *testing.T) {
 			name: "proxy and messages settings",
 			change: func(o *Options) {
 				o.Proxy.DNS = "127.0.0.1"
-				o.Proxy.TrustedPeers = []string{"10.0.0.0/8", "192.0.2.1", "pbx.example"}
+				o.Proxy.TrustedPeers = []string{"10.0.0.0/8", "192.0.2.1", "pbx.example", "10.0.0.300", "pbx_1.example"}
+				o.Transport.WSOrigins = []string{"https://chat.example.com", "chat.example.com", "https://x.example/app"}
 				o.Messages.ContentTypes = []string{"application/json", "*", "text"}
 			},
 			errs: []string{
 				`proxy.dns: "127.0.0.1": missing port in address; want HOST:PORT, or "" for the system's resolver`,
-				`proxy.trusted_peers: "pbx.example": want an IP address or a CIDR prefix`,
+				`proxy.trusted_peers: "pbx.example": a name is only proven by a client certificate: set tls_client_ca (-tls-client-ca)`,
+				`proxy.trusted_peers: "10.0.0.300": want an IP address, a CIDR prefix or a DNS name (matched against client certificates)`,
+				`proxy.trusted_peers: "pbx_1.example": want an IP address, a CIDR prefix or a DNS name (matched against client certificates)`,
 				`messages.content_types: "text": want type/subtype (e.g. application/json) or "*"`,
+				`transport.ws_origins: "chat.example.com": want an origin, SCHEME://HOST[:PORT] (e.g. https://chat.example.com)`,
+				`transport.ws_origins: "https://x.example/app": want an origin, SCHEME://HOST[:PORT] (e.g. https://chat.example.com)`,
 			},
 		},
 		{

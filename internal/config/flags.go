@@ -47,6 +47,8 @@ var stringFlags = []struct {
 	{"users", "users", "`FILE` of digest credentials, one per line: user@domain:password or user@domain:realm:HA1", func(o *Options) *string { return &o.UsersFile }},
 	{"tls-cert", "tls_cert", "certificate `FILE` (PEM) for tls:// and wss:// listeners", func(o *Options) *string { return &o.TLSCert }},
 	{"tls-key", "tls_key", "private key `FILE` (PEM) for tls:// and wss:// listeners", func(o *Options) *string { return &o.TLSKey }},
+	{"tls-client-ca", "tls_client_ca", "CA bundle `FILE` (PEM) that client certificates on tls:// and wss:// listeners are verified against; \"\" asks none", func(o *Options) *string { return &o.TLSClientCA }},
+	{"tls-ca", "tls_ca", "CA bundle `FILE` (PEM) that outbound TLS verifies servers against (default the system's roots)", func(o *Options) *string { return &o.TLSCA }},
 	{"log-level", "log_level", "log `LEVEL`: debug, info, warn or error", func(o *Options) *string { return &o.LogLevel }},
 	{"log-format", "log_format", "log `FORMAT`: console or json (default console on a terminal, json otherwise)", func(o *Options) *string { return &o.LogFormat }},
 	{"dns", "proxy.dns", "`HOST:PORT` of the DNS server that locates other domains (default the system's resolver)", func(o *Options) *string { return &o.Proxy.DNS }},

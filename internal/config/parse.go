@@ -188,7 +188,8 @@ func decode(data []byte, file string, o *Options, src sources, errs *Errors) {
 		for _, p := range []struct {
 			key  string
 			path *string
-		}{{"users", &o.UsersFile}, {"tls_cert", &o.TLSCert}, {"tls_key", &o.TLSKey}, {"admin.token_file", &o.Admin.TokenFile}} {
+		}{{"users", &o.UsersFile}, {"tls_cert", &o.TLSCert}, {"tls_key", &o.TLSKey},
+			{"tls_client_ca", &o.TLSClientCA}, {"tls_ca", &o.TLSCA}, {"admin.token_file", &o.Admin.TokenFile}} {
 			if _, set := src[p.key]; set && *p.path != "" && !filepath.IsAbs(*p.path) {
 				*p.path = absPath(filepath.Join(dir, *p.path))
 			}

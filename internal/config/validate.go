@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -96,6 +97,8 @@ func (o Options) validate(src sources, errs *Errors) {
 	fileExists("users", o.UsersFile)
 	fileExists("tls_cert", o.TLSCert)
 	fileExists("tls_key", o.TLSKey)
+	fileExists("tls_client_ca", o.TLSClientCA)
+	fileExists("tls_ca", o.TLSCA)
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		if o.TLSCert == "" {
 			bad("tls_key", "tls_key is set but tls_cert is not")
@@ -188,7 +191,12 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 	for i, peer := range p.TrustedPeers {
 		if _, err := ParsePrefix(peer); err != nil {
-			bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: want an IP address or a CIDR prefix", peer)
+			switch {
+			case !IsDNSName(peer):
+				bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: want an IP address, a CIDR prefix or a DNS name (matched against client certificates)", peer)
+			case o.TLSClientCA == "":
+				bad(fmt.Sprintf("proxy.trusted_peers[%d]", i), "%q: a name is only proven by a client certificate: set tls_client_ca (-tls-client-ca)", peer)
+			}
 		}
 	}
 	if p.UDPMTU < 500 {
@@ -236,6 +244,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 	if tr.HandshakeTimeout < 100*time.Millisecond {
 		bad("transport.handshake_timeout", "%s: must be at least 100ms", tr.HandshakeTimeout)
+	}
+	for i, origin := range tr.WSOrigins {
+		if u, err := url.Parse(origin); err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			bad(fmt.Sprintf("transport.ws_origins[%d]", i), "%q: want an origin, SCHEME://HOST[:PORT] (e.g. https://chat.example.com)", origin)
+		}
 	}
 	if tr.FlowTimer < 0 || tr.FlowTimer%time.Second != 0 {
 		bad("transport.flow_timer", "%s: want whole seconds, 0 (none) or more", tr.FlowTimer)
@@ -301,6 +314,31 @@ func (o Options) validateAdmin(src sources, errs *Errors) {
 			bad(fmt.Sprintf("admin.hosts[%d]", i), "%q: want a host name, an IP address, or either with :port", h)
 		}
 	}
+}
+
+// IsDNSName reports whether s is a DNS host name (letters, digits, hyphens and dots, labels
+// of 1 to 63 characters, not all digits): a trusted peer named by its certificate.
+func IsDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	digits := true
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			switch {
+			case c >= '0' && c <= '9':
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-':
+				digits = false
+			default:
+				return false
+			}
+		}
+	}
+	return !digits
 }
 
 // ParsePrefix parses a trusted peer: an IP address (a /32 or /128 prefix) or a CIDR prefix.

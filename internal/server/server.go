@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,6 +93,9 @@ type Server struct {
 	srv       *sipgo.Server
 	chain     sipx.Handler
 	allowText string
+	// trusted are proxy.trusted_peers: by source address, or by a name a client certificate
+	// verified against tls_client_ca proves (State.PeerNames).
+	trusted sipx.Peers
 
 	registry  *prometheus.Registry
 	requests  *prometheus.CounterVec
@@ -202,15 +206,12 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		}
 		algs = append(algs, a)
 	}
-	trusted := make([]netip.Prefix, 0, len(opts.Proxy.TrustedPeers))
-	for _, peer := range opts.Proxy.TrustedPeers {
-		pfx, err := config.ParsePrefix(peer)
-		if err != nil {
-			store.Close()
-			return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
-		}
-		trusted = append(trusted, pfx)
+	trusted, err := sipx.ParsePeers(opts.Proxy.TrustedPeers)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
 	}
+	s.trusted = trusted
 	// One Seals for the identity stage, which checks dialog tokens and node proofs, and the
 	// proxy, which issues them.
 	seals := sipx.NewSeals(secret)
@@ -227,7 +228,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		NonceLifetime: opts.Auth.NonceLifetime,
 		Mode:          mode,
 		IsOurs:        s.isOurs,
-		TrustedPeer:   func(st *sipx.State) bool { return trustedPeer(trusted, st) },
+		TrustedPeer:   trusted.Trusted,
 		Seals:         seals,
 		Log:           log.Named("auth"),
 		Registerer:    s.registry,
@@ -259,10 +260,16 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		return nil, err
 	}
 
+	clientTLS, err := s.clientTLS()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	slogger := logging.Slog(log)
 	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
 	s.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent("simpled"),
+		sipgo.WithUserAgenTLSConfig(clientTLS),
 		sipgo.WithUserAgentParser(sipx.NewParser(opts.Limits.MaxMessageSize)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slogger)),
 		sipgo.WithUserAgentTransactionLayerOptions(
@@ -538,7 +545,13 @@ func (s *Server) listen(uri string) error {
 			if err != nil {
 				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
 			}
-			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			var clientCAs *x509.CertPool
+			if s.opts.TLSClientCA != "" {
+				if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+					return fmt.Errorf("server: -tls-client-ca: %w", err)
+				}
+			}
+			tlsConf = transport.ServerTLS(cert, clientCAs)
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -553,6 +566,7 @@ func (s *Server) listen(uri string) error {
 			IdleTimeout:      s.opts.Transport.IdleTimeout,
 			MessageTimeout:   s.opts.Transport.MessageTimeout,
 			MaxMessageSize:   s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+			WSOrigins:        s.opts.Transport.WSOrigins,
 			Log:              s.log.Named("transport").WithOptions(sampled()),
 			Events:           s.tm.event,
 		})
@@ -594,6 +608,41 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// clientTLS is the TLS configuration of outbound connections: servers verified against
+// tls_ca (default the system's roots), and tls_cert presented to servers asking for a client
+// certificate.
+func (s *Server) clientTLS() (*tls.Config, error) {
+	var roots *x509.CertPool
+	if s.opts.TLSCA != "" {
+		var err error
+		if roots, err = loadCAs(s.opts.TLSCA); err != nil {
+			return nil, fmt.Errorf("server: -tls-ca: %w", err)
+		}
+	}
+	var cert *tls.Certificate
+	if s.opts.TLSCert != "" {
+		c, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+		}
+		cert = &c
+	}
+	return transport.ClientTLS(roots, cert), nil
+}
+
+// loadCAs reads a PEM bundle of CA certificates.
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // sampled caps per-second log lines of a logger that peers can drive (malformed datagrams).
@@ -654,24 +703,6 @@ func (s *Server) isOurs(host string) bool {
 	// A listener bound to a wildcard address is reached by any local address.
 	if ip := net.ParseIP(host); ip != nil && (s.ourHosts["0.0.0.0"] || s.ourHosts["::"]) {
 		return ip.IsLoopback() || isLocalIP(ip)
-	}
-	return false
-}
-
-// trustedPeer reports whether st's source address is in one of the trusted prefixes.
-func trustedPeer(trusted []netip.Prefix, st *sipx.State) bool {
-	if len(trusted) == 0 {
-		return false
-	}
-	ip, err := netip.ParseAddr(st.SourceIP())
-	if err != nil {
-		return false
-	}
-	ip = ip.Unmap()
-	for _, pfx := range trusted {
-		if pfx.Contains(ip) {
-			return true
-		}
 	}
 	return false
 }
@@ -760,6 +791,9 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	defer cancel()
 	st := sipx.NewState(req, s.log)
 	ctx = sipx.WithState(ctx, st)
+	if s.opts.TLSClientCA != "" && (st.Transport == "tls" || st.Transport == "wss") {
+		st.PeerNames = s.peerNames(st.Transport, st.Source)
+	}
 	if st.Transport == "udp" {
 		if ap, err := netip.ParseAddrPort(st.Source); err == nil {
 			s.live.Touch(ap, st.Start)
@@ -804,9 +838,25 @@ func (s *Server) count(method string, status int) {
 	}
 }
 
-// flowHolder is a stream listener that can keep a connection open past its idle timeout.
+// flowHolder is a stream listener that can keep a connection open past its idle timeout,
+// and tells what a connection's client certificate proves.
 type flowHolder interface {
 	Pin(remote string, until time.Time) bool
+	PeerNames(remote string) []string
+}
+
+// peerNames returns the names the client certificate of the connection from source on a
+// stream listener of transport tp proves, or nil.
+func (s *Server) peerNames(tp, source string) []string {
+	s.mu.Lock()
+	streams := s.streams[tp]
+	s.mu.Unlock()
+	for _, sl := range streams {
+		if names := sl.PeerNames(source); names != nil {
+			return names
+		}
+	}
+	return nil
 }
 
 // holdFlow keeps the connection from source on a stream listener of transport tp open until

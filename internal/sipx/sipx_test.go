@@ -139,3 +139,71 @@ func TestAddressList(t *testing.T) {
 		t.Errorf("no Route: %q, want nil", got)
 	}
 }
+
+// TestDisplayNameRoundTrip: a display name's text, quoted for a header, is a valid
+// quoted-string (RFC 3261 §25.1) that reads back as the same text; CR and LF, which no
+// quoted-string may carry, become spaces.
+func TestDisplayNameRoundTrip(t *testing.T) {
+	for _, c := range []struct{ text, quoted, back string }{
+		{`Alice`, `Alice`, `Alice`},
+		{`a"`, `a\"`, `a"`},
+		{`ends in \`, `ends in \\`, `ends in \`},
+		{`"q" \ x`, `\"q\" \\ x`, `"q" \ x`},
+		{"two\r\nlines", `two  lines`, `two  lines`},
+	} {
+		q := QuoteDisplayName(c.text)
+		if q != c.quoted {
+			t.Errorf("QuoteDisplayName(%q) = %q, want %q", c.text, q, c.quoted)
+		}
+		var uri sip.Uri
+		var params sip.HeaderParams
+		raw, err := sip.ParseAddressValue(`"`+q+`" <sip:a@example.test>`, &uri, &params)
+		if err != nil || uri.User != "a" {
+			t.Errorf("%q: not a valid name-addr: %v", q, err)
+			continue
+		}
+		if got := DisplayNameText(raw); got != c.back {
+			t.Errorf("DisplayNameText(%q) = %q, want %q", raw, got, c.back)
+		}
+	}
+	if got := DisplayNameText(`"quoted"`); got != "quoted" {
+		t.Errorf("DisplayNameText strips the quotes: %q", got)
+	}
+}
+
+// TestPeersTrusted: a trusted peer is matched by source prefix, or by a name a verified
+// client certificate proved, exactly and case-insensitively; a name never matches an address.
+func TestPeersTrusted(t *testing.T) {
+	p, err := ParsePeers([]string{"10.0.0.0/8", "192.0.2.1", "Peer.Test."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		source string
+		names  []string
+		want   bool
+	}{
+		{"10.1.2.3:5060", nil, true},
+		{"192.0.2.1:5061", nil, true},
+		{"[::ffff:192.0.2.1]:5061", nil, true},
+		{"192.0.2.2:5061", nil, false},
+		{"127.0.0.1:5061", []string{"peer.test"}, true},
+		{"127.0.0.1:5061", []string{"other.test", "PEER.TEST"}, true},
+		{"127.0.0.1:5061", []string{"sub.peer.test"}, false},
+		{"127.0.0.1:5061", []string{"peer.test.evil"}, false},
+		{"127.0.0.1:5061", nil, false},
+	} {
+		st := &State{Source: c.source, PeerNames: c.names}
+		if got := p.Trusted(st); got != c.want {
+			t.Errorf("%s %v: trusted %v, want %v", c.source, c.names, got, c.want)
+		}
+	}
+	if (Peers{}).Trusted(&State{Source: "10.0.0.1:1", PeerNames: []string{"peer.test"}}) {
+		t.Error("the zero Peers trusts someone")
+	}
+	for _, bad := range []string{"10.0.0.0/33", "*.peer.test", "sip:peer.test", ""} {
+		if _, err := ParsePeers([]string{bad}); err == nil {
+			t.Errorf("ParsePeers(%q): no error", bad)
+		}
+	}
+}

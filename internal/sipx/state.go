@@ -26,6 +26,10 @@ type State struct {
 	Transport string
 	// Start is when the dispatcher received the request.
 	Start time.Time
+	// PeerNames are the names a verified TLS client certificate proves for the connection
+	// this request came on (its DNS names and sip: URI hosts, lower case, RFC 5922 §7.1);
+	// nil otherwise. Peers.Trusted matches them against proxy.trusted_peers.
+	PeerNames []string
 	// AuthUser is the AOR ("user@domain") that proved its identity with digest auth, or "".
 	AuthUser string
 	// Rule is the trust rule the identity stage accepted the request under (RuleNone: none

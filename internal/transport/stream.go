@@ -53,7 +53,11 @@ type StreamOptions struct {
 	// (sip.TransportBufferReadSize) and frame limit (sip.ParseMaxMessageLength) as they are
 	// when the listener is made: sipgo would silently truncate a larger message.
 	MaxMessageSize int
-	Log            *zap.Logger
+	// WSOrigins (ws, wss) lists the Origins an upgrade may carry; one with another Origin is
+	// refused with HTTP 403 (EventRejected "origin"). An upgrade without an Origin header (not
+	// a browser) is accepted. Empty: any Origin, each logged at Info the first time.
+	WSOrigins []string
+	Log       *zap.Logger
 	// Events, if set, is called synchronously (possibly from many goroutines at once) for
 	// each event; it must be cheap: it is meant for metrics.
 	Events func(Event)
@@ -91,6 +95,7 @@ const (
 	ReasonLimit       = "limit"       // MaxConnections reached
 	ReasonHandshake   = "handshake"   // TLS or WebSocket handshake failed or timed out
 	ReasonSubprotocol = "subprotocol" // WebSocket upgrade without the sip subprotocol (HTTP 400)
+	ReasonOrigin      = "origin"      // WebSocket upgrade from an Origin not allowed (HTTP 403)
 	ReasonTooLarge    = "too large"   // message above MaxMessageSize
 	ReasonStall       = "stall"       // message begun and not completed within MessageTimeout
 	ReasonIdle        = "idle"        // no byte for IdleTimeout, not pinned
@@ -118,6 +123,7 @@ type StreamListener struct {
 	ws        bool // the listener upgrades to WebSocket
 	wsMax     int  // WebSocket message bound: MaxMessageSize capped by sipgo's buffers
 	log       *zap.Logger
+	origins   *wsOrigins // ws, wss
 
 	ready     chan net.Conn // handshaken connections waiting for Accept
 	done      chan struct{} // closed when the listener is closed or its socket failed
@@ -165,6 +171,7 @@ func NewStreamListener(ln net.Listener, o StreamOptions) *StreamListener {
 		ws:        o.Transport == "ws" || o.Transport == "wss",
 		wsMax:     min(o.MaxMessageSize, int(sip.TransportBufferReadSize), sip.ParseMaxMessageLength),
 		log:       o.Log.With(zap.String(logging.KeyTransport, o.Transport), zap.String(logging.KeyListener, ln.Addr().String())),
+		origins:   newWSOrigins(o.WSOrigins),
 		ready:     make(chan net.Conn),
 		done:      make(chan struct{}),
 		conns:     make(map[string]*streamCore),
@@ -245,6 +252,19 @@ func (l *StreamListener) Pin(remote string, until time.Time) bool {
 			return true
 		}
 	}
+}
+
+// PeerNames returns the names (CertNames) of the client certificate verified on the
+// connection from remote (host:port, as sipgo's request Source), or nil: no such connection,
+// no certificate, or a listener that asks for none. The answer goes with the connection: a
+// closed one is forgotten, and a later connection from the same address proves nothing.
+func (l *StreamListener) PeerNames(remote string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.conns[remote]; c != nil {
+		return c.peerNames
+	}
+	return nil
 }
 
 // Has reports whether a connection from remote is open on this listener.
@@ -357,6 +377,12 @@ func (l *StreamListener) handshake(conn net.Conn, c *streamCore) {
 			return
 		}
 		c.Conn = tc
+		if chains := tc.ConnectionState().VerifiedChains; len(chains) > 0 && len(chains[0]) > 0 {
+			names := CertNames(chains[0][0])
+			l.mu.Lock()
+			c.peerNames = names
+			l.mu.Unlock()
+		}
 	}
 	if w, ok := conn.(*wsConn); ok {
 		if reason, err := w.upgrade(); err != nil {
@@ -422,6 +448,10 @@ type streamCore struct {
 	l        *StreamListener
 	remote   string
 
+	// peerNames are what a client certificate verified in the TLS handshake proves
+	// (CertNames); guarded by l.mu.
+	peerNames []string
+
 	state      atomic.Int32
 	lastActive atomic.Int64 // unix ns of the last byte read or written
 	pinned     atomic.Int64 // unix ns until which the connection is kept even when idle
@@ -430,6 +460,16 @@ type streamCore struct {
 
 	mid      bool      // a message (tcp, tls) or frame (ws) has begun and not completed
 	msgStart time.Time // when it began
+}
+
+// ConnectionState is the TLS state of a tls or wss connection (zero for tcp and ws):
+// VerifyPeerName reads the client certificate of an accepted connection reused to reach its
+// peer.
+func (c *streamCore) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
 }
 
 func (c *streamCore) touch(now time.Time) { c.lastActive.Store(now.UnixNano()) }

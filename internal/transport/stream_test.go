@@ -151,7 +151,7 @@ func startStreamServer(t testing.TB, o StreamOptions) *streamServer {
 			o.Log = streamTestLogger(t)
 		}
 	}
-	if o.Transport == "tls" || o.Transport == "wss" {
+	if (o.Transport == "tls" || o.Transport == "wss") && o.TLS == nil {
 		o.TLS = streamServerTLS(t)
 	}
 	l := NewStreamListener(ln, o)

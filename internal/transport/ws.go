@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,9 +61,64 @@ const wsControlTimeout = 5 * time.Second
 var (
 	errWSSubprotocol = ws.RejectConnectionError(ws.RejectionStatus(400),
 		ws.RejectionReason("the sip WebSocket subprotocol is required (RFC 7118)"))
+	errWSOrigin = ws.RejectConnectionError(ws.RejectionStatus(403),
+		ws.RejectionReason("origin not allowed"))
 	errWSHandshakeSize = errors.New("websocket upgrade request too large")
 	errWSPeerClose     = errors.New("websocket closed by peer")
 )
+
+// wsOrigins decides the Origins of WebSocket upgrades (StreamOptions.WSOrigins).
+type wsOrigins struct {
+	allowed map[string]bool // nil: any Origin
+	mu      sync.Mutex
+	seen    map[string]bool // Origins already logged (any-Origin mode), at most wsOriginsLogged
+}
+
+// wsOriginsLogged bounds the Origins remembered for logging: a client forging Origins cannot
+// grow the set, nor the log, past it.
+const wsOriginsLogged = 1024
+
+func newWSOrigins(list []string) *wsOrigins {
+	o := &wsOrigins{seen: map[string]bool{}}
+	if len(list) > 0 {
+		o.allowed = make(map[string]bool, len(list))
+		for _, s := range list {
+			o.allowed[normalOrigin(s)] = true
+		}
+	}
+	return o
+}
+
+// normalOrigin compares Origins as RFC 6454 serializes them: scheme and host lower case, no
+// trailing slash.
+func normalOrigin(s string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), "/"))
+}
+
+// allow reports whether an upgrade with origin may go on. With no list, any may, and each
+// Origin is logged at Info the first time it is seen (a browser page using this server).
+func (o *wsOrigins) allow(origin string, log *zap.Logger, remote string) bool {
+	origin = normalOrigin(origin)
+	if o.allowed != nil {
+		if !o.allowed[origin] {
+			log.Info("websocket upgrade refused: origin not in transport.ws_origins",
+				zap.String("origin", origin), zap.String(logging.KeyRemoteAddr, remote))
+			return false
+		}
+		return true
+	}
+	o.mu.Lock()
+	first := !o.seen[origin] && len(o.seen) < wsOriginsLogged
+	if first {
+		o.seen[origin] = true
+	}
+	o.mu.Unlock()
+	if first {
+		log.Info("websocket upgrade from a new origin (transport.ws_origins allows any)",
+			zap.String("origin", origin), zap.String(logging.KeyRemoteAddr, remote))
+	}
+	return true
+}
 
 // wsConn is a ws or wss connection as sipgo sees it; see above.
 type wsConn struct {
@@ -102,7 +158,14 @@ type wsConn struct {
 func (c *wsConn) upgrade() (string, error) {
 	hr := &wsHandshakeReader{r: c.Conn}
 	var offered bool
+	var origin string
 	u := ws.Upgrader{
+		OnHeader: func(key, value []byte) error {
+			if bytes.EqualFold(key, []byte("Origin")) {
+				origin = string(value)
+			}
+			return nil
+		},
 		ProtocolCustom: func(v []byte) (string, bool) {
 			for p := range bytes.SplitSeq(v, []byte{','}) {
 				if string(bytes.Trim(p, " \t")) == "sip" {
@@ -116,6 +179,9 @@ func (c *wsConn) upgrade() (string, error) {
 			if !offered {
 				return nil, errWSSubprotocol
 			}
+			if origin != "" && !c.l.origins.allow(origin, c.l.log, c.remote) {
+				return nil, errWSOrigin
+			}
 			return nil, nil
 		},
 	}
@@ -128,6 +194,9 @@ func (c *wsConn) upgrade() (string, error) {
 		_, _ = io.Copy(io.Discard, hr)
 		if err == errWSSubprotocol {
 			return ReasonSubprotocol, err
+		}
+		if err == errWSOrigin {
+			return ReasonOrigin, err
 		}
 		return ReasonHandshake, err
 	}
