@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/internal/logging"
@@ -22,6 +24,9 @@ import (
 // Defaults of Options.
 const (
 	DefaultNonceLifetime = 5 * time.Minute
+	// DefaultLockoutThreshold is the number of failures within a minute that starts a
+	// lockout when Options.LockoutThreshold is 0.
+	DefaultLockoutThreshold = 10
 	// credentialsCacheTTL is how long the answer of Store.HasCredentials is reused.
 	credentialsCacheTTL = 5 * time.Second
 )
@@ -51,6 +56,16 @@ type Options struct {
 	ChallengeOther bool
 	// Algorithms offered, one challenge header each, in this order. Default DefaultAlgorithms.
 	Algorithms []Algorithm
+	// RequireQOP refuses answers without qop (RFC 2069 style): they get a fresh challenge.
+	// Without it such an answer is accepted once per nonce.
+	RequireQOP bool
+	// Lockout is how long a source address gets 403 for an AOR after LockoutThreshold failed
+	// attempts (wrong response or unknown user) for that AOR from that address within a
+	// minute, even with the right password. 0 disables lockouts.
+	Lockout time.Duration
+	// LockoutThreshold is the number of failures that starts a lockout. Default
+	// DefaultLockoutThreshold.
+	LockoutThreshold int
 	// Log is the stage logger, already named by the caller (log.Named("auth")), for
 	// lifecycle messages; per-request messages go to the request logger of sipx.State, named
 	// "auth". Default: no logs.
@@ -72,10 +87,15 @@ const (
 	failUnknownUser      = "unknown_user"
 	failInvalidResponse  = "invalid_response"
 	failReplay           = "replay"
+	failNonceReused      = "nonce_reused" // a nonce answered without qop a second time
+	failNonceEpoch       = "nonce_epoch"  // a nonce from before the store lost its state
+	failURIMismatch      = "uri_mismatch"
+	failLocked           = "locked"
 )
 
 var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInvalid,
-	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay}
+	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay,
+	failNonceReused, failNonceEpoch, failURIMismatch, failLocked}
 
 // Auth is the digest authentication stage. It is safe for concurrent use.
 //
@@ -87,24 +107,31 @@ var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInval
 //   - REGISTER whose To is local needs Authorization (401); with ChallengeOther, an
 //     out-of-dialog request whose From is local needs Proxy-Authorization (407). In-dialog
 //     requests (To tag) pass: clients such as JsSIP give up when challenged again.
-//   - The credentials for our realm are checked: malformed → 400; unknown algorithm or qop,
-//     unknown nonce → fresh challenge; username not the AOR's user → 403 Identity Mismatch;
-//     unknown user or wrong response → 403 Invalid Credentials; right response on an expired
-//     nonce → challenge with stale=true; nc not above the last one → 403 Nonce Count Replayed;
-//     store errors → sipx.RespondError.
+//   - The credentials for our realm are checked (verify): a source address locked out of the
+//     AOR → 403 Locked Out; malformed → 400; unknown algorithm or qop, no qop with
+//     RequireQOP, unknown nonce → fresh challenge; digest uri not the Request-URI → 400
+//     Digest URI Mismatch; username not the AOR's user → 403 Identity Mismatch; unknown user
+//     or wrong response → 403 Invalid Credentials (counted towards a lockout); right response
+//     on an expired nonce → challenge with stale=true; nc not above the last one → 403 Nonce
+//     Count Replayed; a nonce answered without qop a second time, or issued under another
+//     store epoch → challenge with stale=true; store errors → sipx.RespondError.
 //   - On success State.AuthUser is set and, for a proxied request, our Proxy-Authorization is
 //     removed (RFC 3261 §22.3: a proxy consumes the credentials for its realm).
 //
 // The realm is the AOR's domain in lower case. Challenges offer qop="auth"; an answer without
-// qop (RFC 2069, as baresip sends to a server that offers none) is still accepted, and since it
-// has no nonce count it may be replayed until its nonce expires (linphone re-sends its last
-// Authorization on refreshes and relies on this). The Request-URI is not compared with the
-// credentials' uri.
+// qop (RFC 2069, as baresip sends to a server that offers none) is accepted once per nonce,
+// recorded in the store as nonce count 0 (linphone re-sends its last Authorization on
+// refreshes: it gets one more challenge). Nonces carry the store epoch (Store.NonceEpoch): a
+// store that lost its nonce records has a new epoch and refuses older nonces, which would
+// otherwise be replayable. The node learns the epoch from the store once, then from the
+// replies of UseNonceCount, so success costs no extra round trip.
+//
+// Lockouts are per node, in a bounded in-process table (lockouts): no store round trip.
 //
 // Credentials come from the users file first, then the store. Whether any credential exists is
 // asked of the store at most once per 5 s. Failures are counted in
 // simpled_auth_failures_total{reason} and logged with the username only; challenges in
-// simpled_auth_challenges_total{status}.
+// simpled_auth_challenges_total{status}, lockouts started in simpled_auth_lockouts_total.
 type Auth struct {
 	domains        map[string]bool
 	users          *Users
@@ -112,11 +139,17 @@ type Auth struct {
 	nonces         *Nonces
 	challengeOther bool
 	algs           []Algorithm
+	requireQOP     bool
+	lockouts       *lockouts // nil: lockouts disabled
 	log            *zap.Logger
 	now            func() time.Time
 
+	// epoch is the store's nonce epoch as last learned, 0 until then.
+	epoch atomic.Uint64
+
 	failures   *prometheus.CounterVec
 	challenges *prometheus.CounterVec
+	lockedOut  prometheus.Counter
 
 	cache credCache
 }
@@ -147,6 +180,12 @@ func New(opts Options) (*Auth, error) {
 	if len(opts.Algorithms) == 0 {
 		opts.Algorithms = DefaultAlgorithms
 	}
+	if opts.LockoutThreshold == 0 {
+		opts.LockoutThreshold = DefaultLockoutThreshold
+	}
+	if opts.Lockout < 0 || opts.LockoutThreshold < 0 {
+		return nil, fmt.Errorf("auth: options: lockout %v, threshold %d: must not be negative", opts.Lockout, opts.LockoutThreshold)
+	}
 	seen := map[Algorithm]bool{}
 	for _, alg := range opts.Algorithms {
 		if !alg.Valid() {
@@ -175,8 +214,12 @@ func New(opts Options) (*Auth, error) {
 		nonces:         nonces,
 		challengeOther: opts.ChallengeOther,
 		algs:           append([]Algorithm(nil), opts.Algorithms...),
+		requireQOP:     opts.RequireQOP,
 		log:            opts.Log,
 		now:            opts.Now,
+	}
+	if opts.Lockout > 0 {
+		a.lockouts = newLockouts(opts.LockoutThreshold, opts.Lockout)
 	}
 	for _, d := range opts.Domains {
 		a.domains[strings.ToLower(d)] = true
@@ -200,10 +243,14 @@ func New(opts Options) (*Auth, error) {
 	for _, r := range failReasons {
 		a.failures.WithLabelValues(r)
 	}
+	a.lockedOut = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "simpled_auth_lockouts_total",
+		Help: "Lockouts started: a source address refused for an AOR after repeated failed digest attempts.",
+	})
 	a.challenges.WithLabelValues("401")
 	a.challenges.WithLabelValues("407")
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.failures, a.challenges} {
+		for _, c := range []prometheus.Collector{a.failures, a.challenges, a.lockedOut} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("auth: metrics: %w", err)
 			}
@@ -249,6 +296,7 @@ const (
 	reasonInvalidCredentials = "Invalid Credentials"
 	reasonReplay             = "Nonce Count Replayed"
 	reasonIdentityMismatch   = "Identity Mismatch"
+	reasonLockedOut          = "Locked Out"
 )
 
 // serve is the stage's ServeSIP: see Auth for what it does.
@@ -291,9 +339,18 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 	if !has {
 		return sipx.Next(ctx, next, tx, req)
 	}
+	return a.verify(ctx, next, tx, req, k, addr, domain)
+}
 
-	realm := domain
+// verify authenticates req, which claims to come from the local user addr of realm, with the
+// k credentials, and passes it to next on success: see Auth for the answers.
+func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, realm string) (int, error) {
 	aor := sipx.AOR(addr)
+	lk := lockKey{aor: aor, source: sourceIP(sipx.StateFrom(ctx).Source)}
+	if a.lockouts != nil && a.lockouts.locked(lk, a.now()) {
+		a.fail(ctx, zapcore.DebugLevel, failLocked, "", aor)
+		return sipx.Respond(tx, req, 403, reasonLockedOut)
+	}
 	c, perr := pickCredentials(req, k.authz, realm)
 	if c == nil && perr == nil {
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
@@ -317,16 +374,26 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
 	}
 	switch c.QOP {
-	case "", "auth", "auth-int":
+	case "auth", "auth-int":
+	case "":
+		if a.requireQOP {
+			a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
+			return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		}
 	default:
 		a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
 	}
 	now := a.now()
-	nerr := a.nonces.Check(c.Nonce, realm, now)
+	nonceEpoch, nerr := a.nonces.Check(c.Nonce, realm, now)
 	if errors.Is(nerr, ErrNonceInvalid) {
 		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	if !sameURI(c.URI, &req.Recipient) {
+		// RFC 2617 §3.2.2.5: credentials computed for another resource are a bad request.
+		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, aor)
+		return sipx.Respond(tx, req, 400, "Digest URI Mismatch")
 	}
 	if c.Username != addr.User {
 		a.fail(ctx, zapcore.WarnLevel, failIdentityMismatch, c.Username, aor)
@@ -339,6 +406,7 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 	}
 	if !found {
 		a.fail(ctx, zapcore.WarnLevel, failUnknownUser, c.Username, aor)
+		a.failedAttempt(ctx, lk, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	ha1 := cred.HA1MD5
@@ -362,6 +430,7 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 	}
 	if !c.Verify(ha1, string(req.Method), req.Body()) {
 		a.fail(ctx, zapcore.WarnLevel, failInvalidResponse, c.Username, aor)
+		a.failedAttempt(ctx, lk, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	if errors.Is(nerr, ErrNonceStale) {
@@ -369,23 +438,59 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 		a.fail(ctx, zapcore.DebugLevel, failNonceStale, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
 	}
+	// Without qop the nonce is usable once: its use is recorded as count 0, which no later
+	// use without qop is above (and a qop answer counts from 1).
+	var nc uint32
 	if c.QOP != "" {
-		nc, _ := c.NonceCount() // checked by Validate
-		fresh, err := a.store.UseNonceCount(ctx, c.Nonce, nc, a.nonces.Lifetime())
-		if err != nil {
-			return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
-		}
-		if !fresh {
-			a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
-			return sipx.Respond(tx, req, 403, reasonReplay)
-		}
+		nc, _ = c.NonceCount() // checked by Validate
+	}
+	fresh, cur, err := a.store.UseNonceCount(ctx, nonceEpoch, c.Nonce, nc, a.nonces.Lifetime())
+	if err != nil {
+		return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
+	}
+	if cur != 0 {
+		a.epoch.Store(cur) // new nonces carry the store's current epoch
+	}
+	switch {
+	case nonceEpoch != cur:
+		// Issued before the store lost its records (or before this node knew the epoch).
+		a.fail(ctx, zapcore.DebugLevel, failNonceEpoch, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+	case !fresh && c.QOP == "":
+		// linphone re-sends its last Authorization on refreshes: a new nonce, no alarm.
+		a.fail(ctx, zapcore.DebugLevel, failNonceReused, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+	case !fresh:
+		a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
+		return sipx.Respond(tx, req, 403, reasonReplay)
 	}
 
+	if a.lockouts != nil {
+		a.lockouts.succeeded(lk)
+	}
 	sipx.StateFrom(ctx).AuthUser = aor
 	if k == proxyKind {
 		a.removeCredentials(req, k.authz)
 	}
 	return sipx.Next(ctx, next, tx, req)
+}
+
+// failedAttempt counts a wrong response or unknown user towards a lockout of lk.
+func (a *Auth) failedAttempt(ctx context.Context, lk lockKey, now time.Time) {
+	if a.lockouts == nil || !a.lockouts.failed(lk, now) {
+		return
+	}
+	a.lockedOut.Inc()
+	a.reqLog(ctx).Warn("digest authentication locked out", zap.String(logging.KeyAOR, lk.aor),
+		zap.Duration(logging.KeyDuration, a.lockouts.duration))
+}
+
+// sourceIP returns the host of a host:port source address, or source itself.
+func sourceIP(source string) string {
+	if host, _, err := net.SplitHostPort(source); err == nil {
+		return host
+	}
+	return source
 }
 
 // missingOrMalformed returns the 400 reason for a From or To that sipgo could not parse.
@@ -449,7 +554,16 @@ func (a *Auth) removeCredentials(req *sip.Request, name string) {
 // challenge answers req with k.code and one challenge header per algorithm in algs, all with
 // the same new nonce.
 func (a *Auth) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, k kind, realm string, stale bool, algs []Algorithm) (int, error) {
-	nonce, err := a.nonces.Issue(realm, a.now())
+	epoch := a.epoch.Load()
+	if epoch == 0 {
+		// Learned once per process; later from UseNonceCount's replies. Should the store be
+		// down, the nonce carries 0 and its answer gets one more (stale) challenge.
+		if e, err := a.store.NonceEpoch(ctx); err == nil {
+			a.epoch.CompareAndSwap(0, e)
+			epoch = a.epoch.Load()
+		}
+	}
+	nonce, err := a.nonces.Issue(realm, epoch, a.now())
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
 	}
