@@ -191,15 +191,18 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		algs = append(algs, a)
 	}
 	s.auth, err = auth.New(auth.Options{
-		Algorithms:     algs,
-		Domains:        opts.Domains,
-		Users:          users,
-		Store:          store,
-		Secret:         secret,
-		NonceLifetime:  opts.Auth.NonceLifetime,
-		ChallengeOther: opts.Auth.ChallengeOther,
-		Log:            log.Named("auth"),
-		Registerer:     s.registry,
+		Algorithms:       algs,
+		Domains:          opts.Domains,
+		Users:            users,
+		Store:            store,
+		Secret:           secret,
+		NonceLifetime:    opts.Auth.NonceLifetime,
+		ChallengeOther:   opts.Auth.ChallengeOther,
+		RequireQOP:       opts.Auth.RequireQOP,
+		Lockout:          opts.Auth.Lockout,
+		LockoutThreshold: opts.Auth.LockoutThreshold,
+		Log:              log.Named("auth"),
+		Registerer:       s.registry,
 	})
 	if err != nil {
 		store.Close()
