@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -346,7 +345,8 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 // k credentials, and passes it to next on success: see Auth for the answers.
 func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, realm string) (int, error) {
 	aor := sipx.AOR(addr)
-	lk := lockKey{aor: aor, source: sourceIP(sipx.StateFrom(ctx).Source)}
+	st := sipx.StateFrom(ctx)
+	lk := lockKey{aor: aor, source: sourceIP(st.Source)}
 	if a.lockouts != nil && a.lockouts.locked(lk, a.now()) {
 		a.fail(ctx, zapcore.DebugLevel, failLocked, "", aor)
 		return sipx.Respond(tx, req, 403, reasonLockedOut)
@@ -468,7 +468,7 @@ func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTrans
 	if a.lockouts != nil {
 		a.lockouts.succeeded(lk)
 	}
-	sipx.StateFrom(ctx).AuthUser = aor
+	st.AuthUser = aor
 	if k == proxyKind {
 		a.removeCredentials(req, k.authz)
 	}
@@ -485,9 +485,16 @@ func (a *Auth) failedAttempt(ctx context.Context, lk lockKey, now time.Time) {
 		zap.Duration(logging.KeyDuration, a.lockouts.duration))
 }
 
-// sourceIP returns the host of a host:port source address, or source itself.
+// sourceIP returns the host of a host:port or [host]:port source address (without brackets),
+// or source itself. No allocation (net.SplitHostPort allocates its errors).
 func sourceIP(source string) string {
-	if host, _, err := net.SplitHostPort(source); err == nil {
+	if rest, ok := strings.CutPrefix(source, "["); ok {
+		if host, _, ok := strings.Cut(rest, "]"); ok {
+			return host
+		}
+		return source
+	}
+	if host, _, ok := strings.Cut(source, ":"); ok && !strings.Contains(source[len(host)+1:], ":") {
 		return host
 	}
 	return source

@@ -1088,7 +1088,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(alg.String(), func(b *testing.B) {
 			store := newMemStore()
 			store.setPassword("alice", "example.test", "secret-alice")
-			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}})
+			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}, Lockout: 5 * time.Minute})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -1112,5 +1112,16 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestSourceIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:5060": "192.0.2.1", "[2001:db8::1]:5060": "2001:db8::1", "2001:db8::1": "2001:db8::1",
+		"192.0.2.1": "192.0.2.1", "": "", "[::1": "[::1",
+	} {
+		if got := sourceIP(in); got != want {
+			t.Errorf("sourceIP(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
