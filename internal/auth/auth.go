@@ -346,7 +346,10 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, realm string) (int, error) {
 	aor := sipx.AOR(addr)
 	st := sipx.StateFrom(ctx)
-	lk := lockKey{aor: aor, source: sourceIP(st.Source)}
+	var lk lockKey
+	if a.lockouts != nil {
+		lk = a.lockouts.key(aor, sourceIP(st.Source))
+	}
 	if a.lockouts != nil && a.lockouts.locked(lk, a.now()) {
 		a.fail(ctx, zapcore.DebugLevel, failLocked, "", aor)
 		return sipx.Respond(tx, req, 403, reasonLockedOut)
@@ -406,7 +409,7 @@ func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTrans
 	}
 	if !found {
 		a.fail(ctx, zapcore.WarnLevel, failUnknownUser, c.Username, aor)
-		a.failedAttempt(ctx, lk, now)
+		a.failedAttempt(ctx, lk, aor, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	ha1 := cred.HA1MD5
@@ -430,7 +433,7 @@ func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTrans
 	}
 	if !c.Verify(ha1, string(req.Method), req.Body()) {
 		a.fail(ctx, zapcore.WarnLevel, failInvalidResponse, c.Username, aor)
-		a.failedAttempt(ctx, lk, now)
+		a.failedAttempt(ctx, lk, aor, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	if errors.Is(nerr, ErrNonceStale) {
@@ -475,13 +478,14 @@ func (a *Auth) verify(ctx context.Context, next sipx.Handler, tx sip.ServerTrans
 	return sipx.Next(ctx, next, tx, req)
 }
 
-// failedAttempt counts a wrong response or unknown user towards a lockout of lk.
-func (a *Auth) failedAttempt(ctx context.Context, lk lockKey, now time.Time) {
+// failedAttempt counts a wrong response or unknown user towards a lockout of lk (aor from
+// the request's source).
+func (a *Auth) failedAttempt(ctx context.Context, lk lockKey, aor string, now time.Time) {
 	if a.lockouts == nil || !a.lockouts.failed(lk, now) {
 		return
 	}
 	a.lockedOut.Inc()
-	a.reqLog(ctx).Warn("digest authentication locked out", zap.String(logging.KeyAOR, lk.aor),
+	a.reqLog(ctx).Warn("digest authentication locked out", zap.String(logging.KeyAOR, aor),
 		zap.Duration(logging.KeyDuration, a.lockouts.duration))
 }
 

@@ -759,12 +759,13 @@ func TestLockoutTableBounded(t *testing.T) {
 	l := newLockouts(3, time.Minute)
 	l.max = 100
 	now := time.Unix(1_700_000_000, 0)
-	locked := lockKey{aor: "alice@example.test", source: "192.0.2.1"}
+	locked := l.key("alice@example.test", "192.0.2.1")
 	for range 3 {
 		l.failed(locked, now)
 	}
 	for i := range 10_000 {
-		l.failed(lockKey{aor: fmt.Sprintf("u%d@example.test", i), source: "192.0.2.9"}, now)
+		// Long random AORs: the table's size must not depend on them.
+		l.failed(l.key(fmt.Sprintf("u%d-%s@example.test", i, strings.Repeat("x", 1000)), "192.0.2.9"), now)
 		if i%10 == 0 && !l.locked(locked, now) { // the attacker keeps trying: stays recent
 			t.Fatalf("lockout evicted after %d other entries", i)
 		}

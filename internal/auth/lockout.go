@@ -2,6 +2,7 @@ package auth
 
 import (
 	"container/list"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -14,11 +15,18 @@ const (
 	// maxLockoutEntries bounds the table (one entry per AOR and source address with a recent
 	// failure or a lockout running): about 200 bytes each, so a few MB at most under a
 	// flood of random AORs or sources. The least recently failed entry is evicted first.
+	// Source addresses longer than maxLockoutSource (not an IP) are cut.
 	maxLockoutEntries = 16384
+	maxLockoutSource  = 64
 )
 
-// lockKey is one AOR tried from one source address (IP, without the port).
-type lockKey struct{ aor, source string }
+// lockKey is one AOR tried from one source address (IP, without the port). The AOR is kept
+// as a keyed 64-bit hash (lockouts.key), so an entry has a bounded size whatever the AOR's
+// length (a To URI may be as long as a message).
+type lockKey struct {
+	aor    uint64
+	source string
+}
 
 // lockEntry is the failure count of one lockKey.
 type lockEntry struct {
@@ -37,6 +45,7 @@ type lockouts struct {
 	threshold int
 	duration  time.Duration
 	max       int
+	seed      maphash.Seed
 
 	mu    sync.Mutex
 	m     map[lockKey]*list.Element // of *lockEntry
@@ -44,7 +53,15 @@ type lockouts struct {
 }
 
 func newLockouts(threshold int, duration time.Duration) *lockouts {
-	return &lockouts{threshold: threshold, duration: duration, max: maxLockoutEntries, m: map[lockKey]*list.Element{}}
+	return &lockouts{threshold: threshold, duration: duration, max: maxLockoutEntries, seed: maphash.MakeSeed(), m: map[lockKey]*list.Element{}}
+}
+
+// key returns the table key of aor tried from source (an IP).
+func (l *lockouts) key(aor, source string) lockKey {
+	if len(source) > maxLockoutSource {
+		source = source[:maxLockoutSource]
+	}
+	return lockKey{aor: maphash.String(l.seed, aor), source: source}
 }
 
 // locked reports whether k is locked out at now. An attempt while locked counts as recent
