@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/internal/logging"
@@ -21,6 +22,9 @@ import (
 // Defaults of Options.
 const (
 	DefaultNonceLifetime = 5 * time.Minute
+	// DefaultLockoutThreshold is the number of failures within a minute that starts a
+	// lockout when Options.LockoutThreshold is 0.
+	DefaultLockoutThreshold = 10
 )
 
 // DefaultAlgorithms is what simpled offers when Options.Algorithms is empty: SHA-256 first,
@@ -57,6 +61,16 @@ type Options struct {
 	Seals *sipx.Seals
 	// Algorithms offered, one challenge header each, in this order. Default DefaultAlgorithms.
 	Algorithms []Algorithm
+	// RequireQOP refuses answers without qop (RFC 2069 style): they get a fresh challenge.
+	// Without it such an answer is accepted once per nonce.
+	RequireQOP bool
+	// Lockout is how long a source address gets 403 for an AOR after LockoutThreshold failed
+	// attempts (wrong response or unknown user) for that AOR from that address within a
+	// minute, even with the right password. 0 disables lockouts.
+	Lockout time.Duration
+	// LockoutThreshold is the number of failures that starts a lockout. Default
+	// DefaultLockoutThreshold.
+	LockoutThreshold int
 	// Log is the stage logger, already named by the caller (log.Named("auth")), for
 	// lifecycle messages; per-request messages go to the request logger of sipx.State, named
 	// "auth". Default: no logs.
@@ -78,10 +92,15 @@ const (
 	failUnknownUser      = "unknown_user"
 	failInvalidResponse  = "invalid_response"
 	failReplay           = "replay"
+	failNonceReused      = "nonce_reused" // a nonce answered without qop a second time
+	failNonceEpoch       = "nonce_epoch"  // a nonce from before the store lost its state
+	failURIMismatch      = "uri_mismatch"
+	failLocked           = "locked"
 )
 
 var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInvalid,
-	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay}
+	failNonceStale, failIdentityMismatch, failUnknownUser, failInvalidResponse, failReplay,
+	failNonceReused, failNonceEpoch, failURIMismatch, failLocked}
 
 // Auth is the identity stage: it decides, for every request, which rule of the trust model
 // (docs/security.md) accepts it, and records the rule in sipx.State.Rule for the later stages;
@@ -90,21 +109,32 @@ var failReasons = []string{failMalformed, failAlgorithm, failQOP, failNonceInval
 //
 // Digest authentication (RFC 7616, RFC 8760) of a claimed local identity:
 //
-//   - The credentials for our realm are checked: malformed → 400; unknown algorithm or qop,
-//     unknown nonce → fresh challenge; username not the AOR's user → 403 Identity Mismatch;
-//     unknown user or wrong response → 403 Invalid Credentials; right response on an expired
-//     nonce → challenge with stale=true; nc not above the last one → 403 Nonce Count Replayed;
-//     store errors → sipx.RespondError.
+//   - The credentials for our realm are checked (authenticate): a source address locked out
+//     of the AOR → 403 Locked Out; malformed → 400; unknown algorithm or qop, no qop with
+//     RequireQOP, unknown nonce → fresh challenge; digest uri not the Request-URI → 400
+//     Digest URI Mismatch; username not the AOR's user → 403 Identity Mismatch; unknown user
+//     or wrong response → 403 Invalid Credentials (counted towards a lockout); right response
+//     on an expired nonce → challenge with stale=true; nc not above the last one → 403 Nonce
+//     Count Replayed; a nonce answered without qop a second time, or issued under another
+//     store epoch → challenge with stale=true; store errors → sipx.RespondError.
 //   - On success State.AuthUser is set (RuleUser) and, for a proxied request, our
 //     Proxy-Authorization is removed (RFC 3261 §22.3: a proxy consumes the credentials for its
 //     realm).
 //
-// The realm is the AOR's canonical domain in lower case. Challenges offer qop="auth".
+// The realm is the AOR's canonical domain in lower case. Challenges offer qop="auth"; an answer
+// without qop (RFC 2069, as baresip sends to a server that offers none) is accepted once per
+// nonce, recorded in the store as nonce count 0 (linphone re-sends its last Authorization on
+// refreshes: it gets one more challenge). Nonces carry the store epoch (Store.NonceEpoch): a
+// store that lost its nonce records has a new epoch and refuses older nonces, which would
+// otherwise be replayable. The node learns the epoch from the store once, then from the
+// replies of UseNonceCount, so success costs no extra round trip.
+//
+// Lockouts are per node, in a bounded in-process table (lockouts): no store round trip.
 //
 // Credentials come from the users file first, then the store; a user with none gets 403, and
 // whether to authenticate never depends on what the store holds (Mode). Failures are counted in
 // simpled_auth_failures_total{reason} and logged with the username only; challenges in
-// simpled_auth_challenges_total{status}.
+// simpled_auth_challenges_total{status}, lockouts started in simpled_auth_lockouts_total.
 type Auth struct {
 	domains       map[string]bool
 	users         *Users
@@ -116,11 +146,17 @@ type Auth struct {
 	trustedPeer   func(*sipx.State) bool
 	seals         *sipx.Seals
 	algs          []Algorithm
+	requireQOP    bool
+	lockouts      *lockouts // nil: lockouts disabled
 	log           *zap.Logger
 	now           func() time.Time
 
+	// epoch is the store's nonce epoch as last learned, 0 until then.
+	epoch atomic.Uint64
+
 	failures   *prometheus.CounterVec
 	challenges *prometheus.CounterVec
+	lockedOut  prometheus.Counter
 }
 
 // New builds the auth stage from opts.
@@ -142,6 +178,12 @@ func New(opts Options) (*Auth, error) {
 	}
 	if len(opts.Algorithms) == 0 {
 		opts.Algorithms = DefaultAlgorithms
+	}
+	if opts.LockoutThreshold == 0 {
+		opts.LockoutThreshold = DefaultLockoutThreshold
+	}
+	if opts.Lockout < 0 || opts.LockoutThreshold < 0 {
+		return nil, fmt.Errorf("auth: options: lockout %v, threshold %d: must not be negative", opts.Lockout, opts.LockoutThreshold)
 	}
 	seen := map[Algorithm]bool{}
 	for _, alg := range opts.Algorithms {
@@ -174,8 +216,12 @@ func New(opts Options) (*Auth, error) {
 		trustedPeer: opts.TrustedPeer,
 		seals:       opts.Seals,
 		algs:        append([]Algorithm(nil), opts.Algorithms...),
+		requireQOP:  opts.RequireQOP,
 		log:         opts.Log,
 		now:         opts.Now,
+	}
+	if opts.Lockout > 0 {
+		a.lockouts = newLockouts(opts.LockoutThreshold, opts.Lockout)
 	}
 	for _, d := range opts.Domains {
 		a.domains[strings.ToLower(d)] = true
@@ -202,10 +248,14 @@ func New(opts Options) (*Auth, error) {
 	for _, r := range failReasons {
 		a.failures.WithLabelValues(r)
 	}
+	a.lockedOut = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "simpled_auth_lockouts_total",
+		Help: "Lockouts started: a source address refused for an AOR after repeated failed digest attempts.",
+	})
 	a.challenges.WithLabelValues("401")
 	a.challenges.WithLabelValues("407")
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.failures, a.challenges} {
+		for _, c := range []prometheus.Collector{a.failures, a.challenges, a.lockedOut} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("auth: metrics: %w", err)
 			}
@@ -251,6 +301,7 @@ const (
 	reasonInvalidCredentials = "Invalid Credentials"
 	reasonReplay             = "Nonce Count Replayed"
 	reasonIdentityMismatch   = "Identity Mismatch"
+	reasonLockedOut          = "Locked Out"
 )
 
 // authenticate checks the Digest credentials of req for the local identity addr claims (the
@@ -259,6 +310,15 @@ const (
 func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, domain string) (int, error) {
 	realm := domain
 	aor := addr.User + "@" + domain
+	st := sipx.StateFrom(ctx)
+	var lk lockKey
+	if a.lockouts != nil {
+		lk = a.lockouts.key(aor, sourceIP(st.Source))
+	}
+	if a.lockouts != nil && a.lockouts.locked(lk, a.now()) {
+		a.fail(ctx, zapcore.DebugLevel, failLocked, "", aor)
+		return sipx.Respond(tx, req, 403, reasonLockedOut)
+	}
 	c, perr := pickCredentials(req, k.authz, realm)
 	if c == nil && perr == nil {
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
@@ -282,16 +342,26 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
 	}
 	switch c.QOP {
-	case "", "auth", "auth-int":
+	case "auth", "auth-int":
+	case "":
+		if a.requireQOP {
+			a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
+			return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		}
 	default:
 		a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
 	}
 	now := a.now()
-	nerr := a.nonces.Check(c.Nonce, realm, now)
+	nonceEpoch, nerr := a.nonces.Check(c.Nonce, realm, now)
 	if errors.Is(nerr, ErrNonceInvalid) {
 		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+	}
+	if !sameURI(c.URI, &req.Recipient) {
+		// RFC 2617 §3.2.2.5: credentials computed for another resource are a bad request.
+		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, aor)
+		return sipx.Respond(tx, req, 400, "Digest URI Mismatch")
 	}
 	if c.Username != addr.User {
 		a.fail(ctx, zapcore.WarnLevel, failIdentityMismatch, c.Username, aor)
@@ -304,6 +374,7 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 	}
 	if !found {
 		a.fail(ctx, zapcore.WarnLevel, failUnknownUser, c.Username, aor)
+		a.failedAttempt(ctx, lk, aor, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	ha1 := cred.HA1MD5
@@ -327,6 +398,7 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 	}
 	if !c.Verify(ha1, string(req.Method), req.Body()) {
 		a.fail(ctx, zapcore.WarnLevel, failInvalidResponse, c.Username, aor)
+		a.failedAttempt(ctx, lk, aor, now)
 		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
 	}
 	if errors.Is(nerr, ErrNonceStale) {
@@ -334,24 +406,67 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 		a.fail(ctx, zapcore.DebugLevel, failNonceStale, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
 	}
+	// Without qop the nonce is usable once: its use is recorded as count 0, which no later
+	// use without qop is above (and a qop answer counts from 1).
+	var nc uint32
 	if c.QOP != "" {
-		nc, _ := c.NonceCount() // checked by Validate
-		fresh, err := a.store.UseNonceCount(ctx, c.Nonce, nc, a.nonces.Lifetime())
-		if err != nil {
-			return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
-		}
-		if !fresh {
-			a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
-			return sipx.Respond(tx, req, 403, reasonReplay)
-		}
+		nc, _ = c.NonceCount() // checked by Validate
+	}
+	fresh, cur, err := a.store.UseNonceCount(ctx, nonceEpoch, c.Nonce, nc, a.nonces.Lifetime())
+	if err != nil {
+		return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
+	}
+	if cur != 0 {
+		a.epoch.Store(cur) // new nonces carry the store's current epoch
+	}
+	switch {
+	case nonceEpoch != cur:
+		// Issued before the store lost its records (or before this node knew the epoch).
+		a.fail(ctx, zapcore.DebugLevel, failNonceEpoch, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+	case !fresh && c.QOP == "":
+		// linphone re-sends its last Authorization on refreshes: a new nonce, no alarm.
+		a.fail(ctx, zapcore.DebugLevel, failNonceReused, c.Username, aor)
+		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+	case !fresh:
+		a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
+		return sipx.Respond(tx, req, 403, reasonReplay)
 	}
 
-	st := sipx.StateFrom(ctx)
+	if a.lockouts != nil {
+		a.lockouts.succeeded(lk)
+	}
 	st.AuthUser, st.Rule = aor, sipx.RuleUser
 	if k == proxyKind {
 		a.removeCredentials(req, k.authz)
 	}
 	return sipx.Next(ctx, next, tx, req)
+}
+
+// failedAttempt counts a wrong response or unknown user towards a lockout of lk (aor from
+// the request's source).
+func (a *Auth) failedAttempt(ctx context.Context, lk lockKey, aor string, now time.Time) {
+	if a.lockouts == nil || !a.lockouts.failed(lk, now) {
+		return
+	}
+	a.lockedOut.Inc()
+	a.reqLog(ctx).Warn("digest authentication locked out", zap.String(logging.KeyAOR, aor),
+		zap.Duration(logging.KeyDuration, a.lockouts.duration))
+}
+
+// sourceIP returns the host of a host:port or [host]:port source address (without brackets),
+// or source itself. No allocation (net.SplitHostPort allocates its errors).
+func sourceIP(source string) string {
+	if rest, ok := strings.CutPrefix(source, "["); ok {
+		if host, _, ok := strings.Cut(rest, "]"); ok {
+			return host
+		}
+		return source
+	}
+	if host, _, ok := strings.Cut(source, ":"); ok && !strings.Contains(source[len(host)+1:], ":") {
+		return host
+	}
+	return source
 }
 
 // missingOrMalformed returns the 400 reason for a From or To that sipgo could not parse.
@@ -415,7 +530,16 @@ func (a *Auth) removeCredentials(req *sip.Request, name string) {
 // challenge answers req with k.code and one challenge header per algorithm in algs, all with
 // the same new nonce.
 func (a *Auth) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, k kind, realm string, stale bool, algs []Algorithm) (int, error) {
-	nonce, err := a.nonces.Issue(realm, a.now())
+	epoch := a.epoch.Load()
+	if epoch == 0 {
+		// Learned once per process; later from UseNonceCount's replies. Should the store be
+		// down, the nonce carries 0 and its answer gets one more (stale) challenge.
+		if e, err := a.store.NonceEpoch(ctx); err == nil {
+			a.epoch.CompareAndSwap(0, e)
+			epoch = a.epoch.Load()
+		}
+	}
+	nonce, err := a.nonces.Issue(realm, epoch, a.now())
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
 	}

@@ -66,6 +66,7 @@ type memStore struct {
 	mu       sync.Mutex
 	creds    map[string]storage.Credential // aor|realm
 	counts   map[string]uint32
+	epoch    uint64
 	err      error // returned by every method when set
 	hasCalls int
 }
@@ -73,7 +74,15 @@ type memStore struct {
 var _ Store = (*memStore)(nil)
 
 func newMemStore() *memStore {
-	return &memStore{creds: map[string]storage.Credential{}, counts: map[string]uint32{}}
+	return &memStore{creds: map[string]storage.Credential{}, counts: map[string]uint32{}, epoch: 1}
+}
+
+// flush loses the nonce records, as a Redis FLUSHALL (credentials kept): a new epoch.
+func (s *memStore) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts = map[string]uint32{}
+	s.epoch++
 }
 
 func (s *memStore) Credential(_ context.Context, aor, realm string) (storage.Credential, error) {
@@ -106,17 +115,29 @@ func (s *memStore) HasCredentials(context.Context) (bool, error) {
 	return len(s.creds) > 0, nil
 }
 
-func (s *memStore) UseNonceCount(_ context.Context, nonce string, nc uint32, _ time.Duration) (bool, error) {
+func (s *memStore) NonceEpoch(context.Context) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return false, s.err
+		return 0, s.err
+	}
+	return s.epoch, nil
+}
+
+func (s *memStore) UseNonceCount(_ context.Context, epoch uint64, nonce string, nc uint32, _ time.Duration) (bool, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return false, 0, s.err
+	}
+	if epoch != s.epoch {
+		return false, s.epoch, nil
 	}
 	if last, ok := s.counts[nonce]; ok && nc <= last {
-		return false, nil
+		return false, s.epoch, nil
 	}
 	s.counts[nonce] = nc
-	return true, nil
+	return true, s.epoch, nil
 }
 
 func (s *memStore) setPassword(user, domain, password string) {
@@ -166,7 +187,8 @@ func newEnv(t *testing.T, mod func(o *Options)) *env {
 	return e
 }
 
-// counter returns the value of the counter name{label="value"} in the env's registry.
+// counter returns the value of the counter name{label="value"} in the env's registry (label
+// "": the counter without labels).
 func (e *env) counter(name, label, value string) float64 {
 	e.t.Helper()
 	mfs, err := e.reg.Gather()
@@ -178,6 +200,9 @@ func (e *env) counter(name, label, value string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, lp := range m.GetLabel() {
 				if lp.GetName() == label && lp.GetValue() == value {
 					return m.GetCounter().GetValue()
@@ -389,8 +414,8 @@ func TestChallenge(t *testing.T) {
 				if ch.Algorithm != want || ch.Realm != "example.test" || ch.QOP != "auth" || ch.Nonce == "" || other(ch, "stale") != "" {
 					t.Fatalf("challenge %d = %+v", i, ch)
 				}
-				if e.a.nonces.Check(ch.Nonce, "example.test", e.now) != nil {
-					t.Fatal("challenge nonce does not check")
+				if epoch, err := e.a.nonces.Check(ch.Nonce, "example.test", e.now); err != nil || epoch != e.store.epoch {
+					t.Fatalf("challenge nonce does not check: epoch %d, %v", epoch, err)
 				}
 			}
 			if chs[0].Nonce != chs[1].Nonce {
@@ -448,7 +473,11 @@ func TestVerify(t *testing.T) {
 				hdr = "Proxy-Authorization"
 			}
 			nonce := e.nonceFor("alice@example.test")
-			r := e.serve(msg(t, tt.method, tt.from, tt.to, hdr+": "+tt.client.answer(t, tt.method, nonce)))
+			c := tt.client
+			if c.uri == "" && tt.method != "REGISTER" {
+				c.uri = "sip:" + tt.to // the Request-URI
+			}
+			r := e.serve(msg(t, tt.method, tt.from, tt.to, hdr+": "+c.answer(t, tt.method, nonce)))
 			if r.status != tt.status || r.next != (tt.status == 0) {
 				t.Fatalf("status %d next %v, want %d (%v)", r.status, r.next, tt.status, r.tx.responses())
 			}
@@ -527,17 +556,242 @@ func TestReplay(t *testing.T) {
 }
 
 func TestNoQOPNonceReuse(t *testing.T) {
-	// linphone re-sends its last Authorization (no qop) on refreshes without a new challenge
-	// (register-udp-auth-msilo.txt #13): accepted while the nonce is fresh.
+	// An answer without qop has no nonce count, so it could be replayed from anywhere while
+	// its nonce is fresh (issue 14). It is accepted once; the second use gets a stale=true
+	// challenge with a fresh nonce. linphone re-sends its last Authorization on refreshes
+	// (register-udp-auth-msilo.txt #13): it gets that one more challenge and answers it.
 	e := newEnv(t, nil)
 	nonce := e.nonceFor("bob@example.test")
 	bob := client{user: "bob", password: "secret-bob", alg: MD5}
-	for i := range 3 {
-		r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", "Authorization: "+bob.answer(t, "REGISTER", nonce)))
-		if !r.next {
-			t.Fatalf("refresh %d: %d", i, r.status)
+	authz := "Authorization: " + bob.answer(t, "REGISTER", nonce)
+	if r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", authz)); !r.next {
+		t.Fatalf("first use: %d", r.status)
+	}
+	e.now = e.now.Add(time.Minute)
+	r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", authz))
+	if r.next || r.status != 401 {
+		t.Fatalf("replay: status %d next %v, want 401", r.status, r.next)
+	}
+	chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+	if len(chs) == 0 || other(chs[0], "stale") != "true" || chs[0].Nonce == nonce {
+		t.Fatalf("replay challenge %+v: want stale=true and a new nonce", chs)
+	}
+	if got := e.counter("simpled_auth_failures_total", "reason", failNonceReused); got != 1 {
+		t.Fatalf("nonce_reused failures = %v", got)
+	}
+	// The client answers the fresh challenge and gets in.
+	if r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", "Authorization: "+bob.answer(t, "REGISTER", chs[0].Nonce))); !r.next {
+		t.Fatalf("answer to the fresh challenge: %d", r.status)
+	}
+	// A qop answer on a nonce already used without qop counts from 1: still accepted once.
+	n2 := e.nonceFor("bob@example.test")
+	withQOP := client{user: "bob", password: "secret-bob", alg: MD5, qop: "auth", nc: 1}
+	for i, want := range []int{0, 403} {
+		r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", "Authorization: "+withQOP.answer(t, "REGISTER", n2)))
+		if r.status != want {
+			t.Fatalf("qop use %d: status %d, want %d", i, r.status, want)
 		}
-		e.now = e.now.Add(time.Minute)
+	}
+}
+
+func TestRequireQOP(t *testing.T) {
+	for _, require := range []bool{false, true} {
+		t.Run(fmt.Sprint(require), func(t *testing.T) {
+			e := newEnv(t, func(o *Options) { o.RequireQOP = require })
+			nonce := e.nonceFor("bob@example.test")
+			bob := client{user: "bob", password: "secret-bob", alg: MD5}
+			r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", "Authorization: "+bob.answer(t, "REGISTER", nonce)))
+			if !require {
+				if !r.next {
+					t.Fatalf("no qop, not required: status %d", r.status)
+				}
+				return
+			}
+			if r.next || r.status != 401 {
+				t.Fatalf("no qop, required: status %d next %v, want 401", r.status, r.next)
+			}
+			chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+			if len(chs) == 0 || chs[0].QOP != "auth" || other(chs[0], "stale") != "" {
+				t.Fatalf("challenge %+v", chs)
+			}
+			if got := e.counter("simpled_auth_failures_total", "reason", failQOP); got != 1 {
+				t.Fatalf("qop failures = %v", got)
+			}
+			// With qop the same user gets in.
+			bob.qop, bob.nc = "auth", 1
+			if r := e.serve(msg(t, "REGISTER", "bob@example.test", "bob@example.test", "Authorization: "+bob.answer(t, "REGISTER", chs[0].Nonce))); !r.next {
+				t.Fatalf("with qop: %d", r.status)
+			}
+		})
+	}
+}
+
+func TestDigestURIMismatch(t *testing.T) {
+	tests := []struct {
+		name   string
+		method string
+		to     string // AOR; the Request-URI is sip:<to> (REGISTER: sip:<domain>)
+		uri    string // digest uri
+		ok     bool
+	}{
+		{name: "same", method: "MESSAGE", to: "bob@example.test", uri: "sip:bob@example.test", ok: true},
+		{name: "host case", method: "MESSAGE", to: "bob@example.test", uri: "SIP:bob@Example.TEST", ok: true},
+		{name: "other user", method: "MESSAGE", to: "bob@example.test", uri: "sip:carol@example.test"},
+		{name: "user case", method: "MESSAGE", to: "bob@example.test", uri: "sip:Bob@example.test"},
+		{name: "other host", method: "MESSAGE", to: "bob@example.test", uri: "sip:bob@evil.test"},
+		{name: "port added", method: "MESSAGE", to: "bob@example.test", uri: "sip:bob@example.test:5060"},
+		{name: "transport added", method: "MESSAGE", to: "bob@example.test", uri: "sip:bob@example.test;transport=tcp"},
+		{name: "sips", method: "MESSAGE", to: "bob@example.test", uri: "sips:bob@example.test"},
+		{name: "garbage", method: "MESSAGE", to: "bob@example.test", uri: "not a uri"},
+		{name: "REGISTER domain", method: "REGISTER", to: "alice@example.test", uri: "sip:example.test", ok: true},
+		{name: "REGISTER other domain", method: "REGISTER", to: "alice@example.test", uri: "sip:other.test"},
+		{name: "REGISTER with user", method: "REGISTER", to: "alice@example.test", uri: "sip:alice@example.test"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			hdr := "Authorization"
+			if tt.method != "REGISTER" {
+				hdr = "Proxy-Authorization"
+			}
+			nonce := e.nonceFor("alice@example.test")
+			c := alice
+			c.uri = tt.uri
+			r := e.serve(msg(t, tt.method, "alice@example.test", tt.to, hdr+": "+c.answer(t, tt.method, nonce)))
+			if tt.ok {
+				if !r.next {
+					t.Fatalf("status %d, want passed on", r.status)
+				}
+				return
+			}
+			if r.status != 400 || r.tx.last().Reason != "Digest URI Mismatch" {
+				t.Fatalf("status %d %q, want 400 Digest URI Mismatch", r.status, r.tx.last().Reason)
+			}
+			if got := e.counter("simpled_auth_failures_total", "reason", failURIMismatch); got != 1 {
+				t.Fatalf("uri_mismatch failures = %v", got)
+			}
+		})
+	}
+}
+
+func TestStoreLostNonces(t *testing.T) {
+	// A store that lost its nonce records (FLUSHALL) must not accept a recorded nonce again.
+	e := newEnv(t, nil)
+	nonce := e.nonceFor("alice@example.test")
+	authz := "Authorization: " + alice.answer(t, "REGISTER", nonce)
+	if r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", authz)); !r.next {
+		t.Fatalf("first use: %d", r.status)
+	}
+	e.store.flush()
+	r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", authz))
+	if r.next || r.status != 401 {
+		t.Fatalf("replay after the flush: status %d next %v, want 401", r.status, r.next)
+	}
+	chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+	if len(chs) == 0 || other(chs[0], "stale") != "true" {
+		t.Fatalf("challenge %+v: want stale=true", chs)
+	}
+	if got := e.counter("simpled_auth_failures_total", "reason", failNonceEpoch); got != 1 {
+		t.Fatalf("nonce_epoch failures = %v", got)
+	}
+	// The new nonce carries the new epoch (learned from the reply, no extra call) and works.
+	if r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+alice.answer(t, "REGISTER", chs[0].Nonce))); !r.next {
+		t.Fatalf("fresh nonce after the flush: %d", r.status)
+	}
+}
+
+func TestLockout(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Lockout = 5 * time.Minute })
+	register := func(source, password string) result {
+		t.Helper()
+		nonce := e.nonceFor("alice@example.test")
+		c := alice
+		c.password = password
+		req := msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+c.answer(t, "REGISTER", nonce))
+		r := result{tx: newRecTx(), req: req}
+		st := sipx.NewState(req, e.log)
+		st.Source = source
+		ctx := sipx.WithState(context.Background(), st)
+		next := sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
+			r.next = true
+			return 0, nil
+		}}
+		r.status, r.err = e.a.Plugin()(next).ServeSIP(ctx, r.tx, req)
+		return r
+	}
+	const attacker, other = "192.0.2.1:5060", "192.0.2.2:5060"
+	// 999 guesses in a few seconds, the first ten wrong ones get 403 Invalid Credentials.
+	for i := range 999 {
+		r := register(attacker, fmt.Sprintf("guess-%d", i))
+		want := "Invalid Credentials"
+		if i >= DefaultLockoutThreshold {
+			want = "Locked Out"
+		}
+		if r.status != 403 || r.tx.last().Reason != want {
+			t.Fatalf("guess %d: %d %q, want 403 %s", i, r.status, r.tx.last().Reason, want)
+		}
+		if i%100 == 0 {
+			e.now = e.now.Add(time.Second / 2)
+		}
+	}
+	// The right password from the attacker's address (another port): still locked out.
+	if r := register("192.0.2.1:40000", "secret-alice"); r.status != 403 || r.tx.last().Reason != "Locked Out" || r.next {
+		t.Fatalf("right password while locked out: %d next %v", r.status, r.next)
+	}
+	if got := e.counter("simpled_auth_lockouts_total", "", ""); got != 1 {
+		t.Fatalf("lockouts = %v", got)
+	}
+	if got := e.counter("simpled_auth_failures_total", "reason", failLocked); got != 999-DefaultLockoutThreshold+1 {
+		t.Fatalf("locked failures = %v", got)
+	}
+	// Another source is not locked out, nor is another AOR from the attacker.
+	if r := register(other, "secret-alice"); !r.next {
+		t.Fatalf("other source: %d", r.status)
+	}
+	bobNonce := e.nonceFor("bob@example.test")
+	bobReq := msg(t, "REGISTER", "bob@example.test", "bob@example.test",
+		"Authorization: "+client{user: "bob", password: "secret-bob", alg: MD5}.answer(t, "REGISTER", bobNonce))
+	st := sipx.NewState(bobReq, e.log)
+	st.Source = attacker
+	passed := false
+	next := sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
+		passed = true
+		return 0, nil
+	}}
+	if status, _ := e.a.Plugin()(next).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), bobReq); !passed {
+		t.Fatalf("another AOR from the locked-out source: %d", status)
+	}
+	// After the lockout the right password works again.
+	e.now = e.now.Add(5*time.Minute + time.Second)
+	if r := register(attacker, "secret-alice"); !r.next {
+		t.Fatalf("after the lockout: %d %q", r.status, r.tx.last().Reason)
+	}
+	// Spread-out failures (fewer than ten a minute) never lock out.
+	for i := range 30 {
+		if r := register(attacker, "wrong"); r.tx.last().Reason != "Invalid Credentials" {
+			t.Fatalf("slow guess %d: %d %q", i, r.status, r.tx.last().Reason)
+		}
+		e.now = e.now.Add(10 * time.Second)
+	}
+}
+
+func TestLockoutTableBounded(t *testing.T) {
+	l := newLockouts(3, time.Minute)
+	l.max = 100
+	now := time.Unix(1_700_000_000, 0)
+	locked := l.key("alice@example.test", "192.0.2.1")
+	for range 3 {
+		l.failed(locked, now)
+	}
+	for i := range 10_000 {
+		// Long random AORs: the table's size must not depend on them.
+		l.failed(l.key(fmt.Sprintf("u%d-%s@example.test", i, strings.Repeat("x", 1000)), "192.0.2.9"), now)
+		if i%10 == 0 && !l.locked(locked, now) { // the attacker keeps trying: stays recent
+			t.Fatalf("lockout evicted after %d other entries", i)
+		}
+	}
+	if n := l.len(); n > 100 {
+		t.Fatalf("table holds %d entries, cap 100", n)
 	}
 }
 
@@ -569,7 +823,7 @@ func TestStaleNonce(t *testing.T) {
 			if len(chs) != 2 || other(chs[0], "stale") != "true" || other(chs[1], "stale") != "true" {
 				t.Fatalf("challenges %+v", chs)
 			}
-			if chs[0].Nonce == nonce || e.a.nonces.Check(chs[0].Nonce, "example.test", e.now) != nil {
+			if _, err := e.a.nonces.Check(chs[0].Nonce, "example.test", e.now); chs[0].Nonce == nonce || err != nil {
 				t.Fatal("stale challenge without a fresh nonce")
 			}
 			// The client retries with the new nonce and gets in.
@@ -586,8 +840,8 @@ func TestFreshChallenge(t *testing.T) {
 	e := newEnv(t, nil)
 	good := e.nonceFor("alice@example.test")
 	otherSecret, _ := NewNonces([]byte("some other secret of 32 bytes..."), time.Minute)
-	forged, _ := otherSecret.Issue("example.test", e.now)
-	otherRealm, _ := e.a.nonces.Issue("other.test", e.now)
+	forged, _ := otherSecret.Issue("example.test", 1, e.now)
+	otherRealm, _ := e.a.nonces.Issue("other.test", 1, e.now)
 	tests := []struct {
 		name    string
 		authz   []string
@@ -896,7 +1150,7 @@ func TestNewOptions(t *testing.T) {
 	for _, mf := range mfs {
 		n += len(mf.GetMetric())
 	}
-	if err != nil || len(mfs) != 2 || n != len(failReasons)+2 {
+	if err != nil || len(mfs) != 3 || n != len(failReasons)+3 {
 		t.Fatalf("gathered %d families, %d series, %v", len(mfs), n, err)
 	}
 	// Options beyond the required ones may be zero: random secret, default lifetime and
@@ -917,11 +1171,11 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(alg.String(), func(b *testing.B) {
 			store := newMemStore()
 			store.setPassword("alice", "example.test", "secret-alice")
-			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}})
+			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}, Lockout: 5 * time.Minute})
 			if err != nil {
 				b.Fatal(err)
 			}
-			nonce, err := a.nonces.Issue("example.test", time.Now())
+			nonce, err := a.nonces.Issue("example.test", 1, time.Now())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -941,5 +1195,16 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestSourceIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:5060": "192.0.2.1", "[2001:db8::1]:5060": "2001:db8::1", "2001:db8::1": "2001:db8::1",
+		"192.0.2.1": "192.0.2.1", "": "", "[::1": "[::1",
+	} {
+		if got := sourceIP(in); got != want {
+			t.Errorf("sourceIP(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -32,9 +32,8 @@ const (
 //  3. A trusted peer (b): a configured address, a TLS certificate naming one, or another node
 //     of this deployment proving itself in the Route it wrote.
 //  4. A request with a To tag (c): a dialog token of ours proves the dialog (RuleDialog);
-//     else credentials for our realm, if it carries some, are checked (a); else no rule
-//     accepts it here — the presence agent may still find it is one of its subscriptions,
-//     and everyone else answers 481.
+//     else no rule accepts it here — the presence agent may still find it is one of its
+//     subscriptions, and everyone else answers 481. Credentials in it are not checked.
 //  5. A From that claims a local identity — one of our domains, with or without a trailing
 //     dot, or one of our addresses: digest authentication (407), rule (a). Mode off: RuleOpen.
 //  6. A foreign From to a local user: inbound federation (d).
@@ -76,10 +75,12 @@ func (a *Auth) serve(ctx context.Context, next sipx.Handler, tx sip.ServerTransa
 			a.removeCredentials(req, proxyKind.authz)
 			return sipx.Next(ctx, next, tx, req)
 		}
-		if local && a.mode == ModeRequired && hasCredentials(req, proxyKind.authz, domain) {
-			return a.authenticate(ctx, next, tx, req, proxyKind, &from.Address, domain)
-		}
-		return sipx.Next(ctx, next, tx, req) // RuleNone: a dialog we do not know (481)
+		// Credentials a client re-sends in a dialog (linphone does, with the uri of the
+		// request that created it) prove nothing about this one: they go no further, and no
+		// rule accepts the request here. The presence agent may find it is one of its
+		// subscriptions; everyone else answers 481.
+		a.removeCredentials(req, proxyKind.authz)
+		return sipx.Next(ctx, next, tx, req)
 	}
 	if local {
 		if a.mode == ModeOff {
@@ -132,10 +133,4 @@ func (a *Auth) trusted(st *sipx.State, req *sip.Request) bool {
 		return a.seals.CheckNodeProof(proof, callID.Value(), cseq.SeqNo, tag, a.now())
 	}
 	return false
-}
-
-// hasCredentials reports whether req carries Digest credentials in a name header for realm.
-func hasCredentials(req *sip.Request, name, realm string) bool {
-	c, err := pickCredentials(req, name, realm)
-	return c != nil || err != nil
 }

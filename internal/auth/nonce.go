@@ -22,21 +22,24 @@ var (
 
 const (
 	nonceTimeLen   = 8  // big-endian Unix seconds
+	nonceEpochLen  = 8  // big-endian store epoch
 	nonceRandomLen = 12 // crypto/rand
 	nonceMACLen    = sha256.Size
-	nonceLen       = nonceTimeLen + nonceRandomLen + nonceMACLen
+	nonceDataLen   = nonceTimeLen + nonceEpochLen + nonceRandomLen
+	nonceLen       = nonceDataLen + nonceMACLen
 	// maxNonceText bounds what Check decodes.
 	maxNonceText = 128
 )
 
 // Nonces issues and checks stateless nonces (no store round trip to issue or check):
 //
-//	base64url( timestamp(8) || random(12) || HMAC-SHA256(secret, timestamp || random || realm) )
+//	base64url( timestamp(8) || epoch(8) || random(12) ||
+//	           HMAC-SHA256(secret, timestamp || epoch || random || realm) )
 //
 // Any node holding the same secret accepts a nonce another node issued. A nonce is bound to the
-// realm it was issued for. Replays within the lifetime are caught by the nonce-count guard
-// (Store.UseNonceCount) when the client uses qop; without qop (RFC 2069 clients) a nonce may
-// be reused until it expires.
+// realm it was issued for and carries the store epoch (Store.NonceEpoch) it was issued under,
+// 0 when the node did not know it yet. Replays within the lifetime are caught by the nonce-count
+// guard (Store.UseNonceCount), which refuses a nonce of another epoch: its records were lost.
 type Nonces struct {
 	secret   []byte
 	lifetime time.Duration
@@ -57,45 +60,48 @@ func NewNonces(secret []byte, lifetime time.Duration) (*Nonces, error) {
 // Lifetime returns how long a nonce stays fresh.
 func (n *Nonces) Lifetime() time.Duration { return n.lifetime }
 
-// Issue returns a new nonce for realm, stamped with now.
-func (n *Nonces) Issue(realm string, now time.Time) (string, error) {
+// Issue returns a new nonce for realm under the store epoch epoch, stamped with now.
+func (n *Nonces) Issue(realm string, epoch uint64, now time.Time) (string, error) {
 	var raw [nonceLen]byte
 	binary.BigEndian.PutUint64(raw[:nonceTimeLen], uint64(now.Unix()))
-	if _, err := rand.Read(raw[nonceTimeLen : nonceTimeLen+nonceRandomLen]); err != nil {
+	binary.BigEndian.PutUint64(raw[nonceTimeLen:nonceTimeLen+nonceEpochLen], epoch)
+	if _, err := rand.Read(raw[nonceTimeLen+nonceEpochLen : nonceDataLen]); err != nil {
 		return "", fmt.Errorf("auth: issue nonce: %w", err)
 	}
-	copy(raw[nonceTimeLen+nonceRandomLen:], n.mac(raw[:nonceTimeLen+nonceRandomLen], realm))
+	copy(raw[nonceDataLen:], n.mac(raw[:nonceDataLen], realm))
 	return base64.RawURLEncoding.EncodeToString(raw[:]), nil
 }
 
-// Check verifies that nonce was issued by a holder of the secret for realm and is fresh at now.
-// It returns nil, ErrNonceInvalid, or ErrNonceStale (authentic but older than the lifetime).
-// A timestamp more than one lifetime in the future is invalid.
-func (n *Nonces) Check(nonce, realm string, now time.Time) error {
+// Check verifies that nonce was issued by a holder of the secret for realm and is fresh at now,
+// and returns the store epoch it was issued under. The error is nil, ErrNonceInvalid, or
+// ErrNonceStale (authentic but older than the lifetime; the epoch is still returned). A
+// timestamp more than one lifetime in the future is invalid.
+func (n *Nonces) Check(nonce, realm string, now time.Time) (uint64, error) {
 	if len(nonce) > maxNonceText {
-		return ErrNonceInvalid
+		return 0, ErrNonceInvalid
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(nonce)
 	if err != nil || len(raw) != nonceLen {
-		return ErrNonceInvalid
+		return 0, ErrNonceInvalid
 	}
-	if !hmac.Equal(raw[nonceTimeLen+nonceRandomLen:], n.mac(raw[:nonceTimeLen+nonceRandomLen], realm)) {
-		return ErrNonceInvalid
+	if !hmac.Equal(raw[nonceDataLen:], n.mac(raw[:nonceDataLen], realm)) {
+		return 0, ErrNonceInvalid
 	}
 	issued := time.Unix(int64(binary.BigEndian.Uint64(raw[:nonceTimeLen])), 0)
+	epoch := binary.BigEndian.Uint64(raw[nonceTimeLen : nonceTimeLen+nonceEpochLen])
 	age := now.Sub(issued)
 	switch {
 	case age < -n.lifetime:
-		return ErrNonceInvalid
+		return 0, ErrNonceInvalid
 	case age > n.lifetime:
-		return ErrNonceStale
+		return epoch, ErrNonceStale
 	}
-	return nil
+	return epoch, nil
 }
 
-func (n *Nonces) mac(stampRandom []byte, realm string) []byte {
+func (n *Nonces) mac(data []byte, realm string) []byte {
 	m := hmac.New(sha256.New, n.secret)
-	m.Write(stampRandom)
+	m.Write(data)
 	m.Write([]byte(realm))
 	return m.Sum(nil)
 }

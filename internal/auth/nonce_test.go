@@ -15,7 +15,8 @@ func TestNonces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issued, err := n.Issue("example.test", t0)
+	const epoch = 0x0102030405060708
+	issued, err := n.Issue("example.test", epoch, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,8 @@ func TestNonces(t *testing.T) {
 		{name: "other realm", n: n, nonce: issued, realm: "other.test", at: t0, want: ErrNonceInvalid},
 		{name: "other secret", n: other, nonce: issued, realm: "example.test", at: t0, want: ErrNonceInvalid},
 		{name: "re-stamped", n: n, nonce: tamper(nonceTimeLen - 1), realm: "example.test", at: t0, want: ErrNonceInvalid},
-		{name: "tampered random", n: n, nonce: tamper(nonceTimeLen + 1), realm: "example.test", at: t0, want: ErrNonceInvalid},
+		{name: "tampered epoch", n: n, nonce: tamper(nonceTimeLen + 1), realm: "example.test", at: t0, want: ErrNonceInvalid},
+		{name: "tampered random", n: n, nonce: tamper(nonceTimeLen + nonceEpochLen + 1), realm: "example.test", at: t0, want: ErrNonceInvalid},
 		{name: "tampered mac", n: n, nonce: tamper(nonceLen - 1), realm: "example.test", at: t0, want: ErrNonceInvalid},
 		{name: "truncated", n: n, nonce: issued[:len(issued)-4], realm: "example.test", at: t0, want: ErrNonceInvalid},
 		{name: "kamailio nonce", n: n, nonce: "awLkQWsC4xUB4nvS3KXDWWYUvitWgHKo", realm: "example.test", at: t0, want: ErrNonceInvalid},
@@ -55,8 +57,12 @@ func TestNonces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.n.Check(tt.nonce, tt.realm, tt.at); !errors.Is(err, tt.want) {
+			e, err := tt.n.Check(tt.nonce, tt.realm, tt.at)
+			if !errors.Is(err, tt.want) {
 				t.Fatalf("Check = %v, want %v", err, tt.want)
+			}
+			if (err == nil || errors.Is(err, ErrNonceStale)) && e != epoch {
+				t.Fatalf("Check epoch = %#x, want %#x", e, uint64(epoch))
 			}
 		})
 	}
@@ -70,7 +76,7 @@ func TestNoncesUnique(t *testing.T) {
 	now := time.Now()
 	seen := map[string]bool{}
 	for range 1000 {
-		s, err := n.Issue("example.test", now)
+		s, err := n.Issue("example.test", 1, now)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -222,6 +222,16 @@ type AuthOptions struct {
 	// 1.0.0 abandons a registration when any challenge names another algorithm, so SHA-256
 	// is opt-in (put it first to prefer it with clients that understand it).
 	Algorithms []string `yaml:"algorithms"`
+	// RequireQOP refuses digest answers without qop (RFC 2069 style) with a fresh challenge.
+	// Without it such an answer is accepted once per nonce. Default false.
+	RequireQOP bool `yaml:"require_qop"`
+	// Lockout is how long a source address gets 403 for an AOR after LockoutThreshold failed
+	// attempts (wrong password, unknown user) for it within a minute, even with the right
+	// password; counted per node. 0 disables lockouts. Default 5m.
+	Lockout time.Duration `yaml:"lockout"`
+	// LockoutThreshold is the number of failures within a minute that starts a lockout.
+	// Default 10.
+	LockoutThreshold int `yaml:"lockout_threshold"`
 }
 
 // LimitOptions bound the size of what peers send.
@@ -283,6 +293,13 @@ func Default() Options {
 			NonceSecret: "",
 			// MD5 only, as Kamailio and Asterisk offer: every client understands it.
 			Algorithms: []string{"MD5"},
+			// baresip and some phones answer without qop; each such nonce is usable once.
+			RequireQOP: false,
+			// Long enough to make guessing hopeless (10 guesses per 5 minutes per source and
+			// AOR), short enough that a user who mistyped is back soon.
+			Lockout: 5 * time.Minute,
+			// Ten wrong passwords within a minute are no typing mistake.
+			LockoutThreshold: 10,
 		},
 		Limits: LimitOptions{
 			// 256 KiB: any SIP message (CLI.md).

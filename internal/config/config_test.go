@@ -38,6 +38,9 @@ func TestDefaultMatchesCLI(t *testing.T) {
 		{name: "auth mode", got: o.Auth.Mode, want: ""},
 		{name: "nonce lifetime", got: o.Auth.NonceLifetime, want: 5 * time.Minute},
 		{name: "digest algorithms", got: o.Auth.Algorithms, want: []string{"MD5"}},
+		{name: "require qop", got: o.Auth.RequireQOP, want: false},
+		{name: "lockout", got: o.Auth.Lockout, want: 5 * time.Minute},
+		{name: "lockout threshold", got: o.Auth.LockoutThreshold, want: 10},
 		{name: "max message size", got: o.Limits.MaxMessageSize, want: 256 * 1024},
 		{name: "max body size", got: o.Limits.MaxBodySize, want: 64 * 1024},
 	}
@@ -159,6 +162,7 @@ func TestValidate(t *testing.T) {
 				`registrar.on_max_contacts: "": want evict (remove the oldest binding) or reject (403)`,
 				"registrar.sweep_interval: 0s: must be more than 0",
 				"auth.nonce_lifetime: 0s: must be more than 0",
+				"auth.lockout_threshold: 0: must be at least 1",
 				"auth.algorithms: empty: want at least one of MD5, SHA-256, MD5-sess, SHA-256-sess",
 				"limits.max_message_size: 0: must be at least 1 byte",
 				"proxy.udp_mtu: 0: must be at least 500 bytes",

@@ -142,6 +142,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "on max contacts", yaml: "registrar: {on_max_contacts: drop}\n", key: "registrar.on_max_contacts", err: `"drop": want evict`, line: 1, col: 30},
 		{name: "sweep interval", yaml: "registrar: {sweep_interval: 0s}\n", key: "registrar.sweep_interval", err: "0s: must be more than 0", line: 1, col: 29},
 		{name: "nonce lifetime", yaml: "auth: {nonce_lifetime: -1m}\n", key: "auth.nonce_lifetime", err: "-1m0s: must be more than 0", line: 1, col: 24},
+		{name: "lockout", yaml: "auth: {lockout: -1m}\n", key: "auth.lockout", err: "-1m0s: must not be negative (0 disables lockouts)", line: 1, col: 17},
+		{name: "lockout threshold", yaml: "auth: {lockout_threshold: 0}\n", key: "auth.lockout_threshold", err: "0: must be at least 1", line: 1, col: 27},
 		{name: "short nonce secret is not printed", yaml: "auth:\n  nonce_secret: s3cret\n", key: "auth.nonce_secret", err: "too short (6 bytes)", line: 2, col: 17},
 		{name: "message size", yaml: "limits: {max_message_size: 0, max_body_size: 0}\n", key: "limits.max_message_size", err: "0: must be at least 1 byte", line: 1, col: 28},
 		{name: "body larger than message", yaml: "limits:\n  max_message_size: 1000\n  max_body_size: 2000\n", key: "limits.max_body_size", err: "2000: must be at most max_message_size (1000)", line: 3, col: 18},

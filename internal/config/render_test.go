@@ -29,7 +29,8 @@ func TestYAMLRoundTrip(t *testing.T) {
 				o.LogFormat = "json"
 				o.NodeID = "5060"
 				o.Registrar = RegistrarOptions{MinExpires: 1, DefaultExpires: 2, MaxExpires: 3, MaxContacts: 1, OnMaxContacts: "reject", SweepInterval: 1500 * time.Millisecond}
-				o.Auth = AuthOptions{Mode: "off", NonceLifetime: 90 * time.Minute, Algorithms: []string{"SHA-256", "MD5"}}
+				o.Auth = AuthOptions{Mode: "off", NonceLifetime: 90 * time.Minute, Algorithms: []string{"SHA-256", "MD5"},
+					RequireQOP: true, Lockout: 0, LockoutThreshold: 3}
 				o.Limits = LimitOptions{MaxMessageSize: 1, MaxBodySize: 0}
 			},
 		},

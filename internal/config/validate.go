@@ -155,6 +155,12 @@ func (o Options) validate(src sources, errs *Errors) {
 		// The secret itself is never printed.
 		bad("auth.nonce_secret", "too short (%d bytes): want at least 16 bytes, or \"\" for a random secret per process", len(a.NonceSecret))
 	}
+	if a.Lockout < 0 {
+		bad("auth.lockout", "%s: must not be negative (0 disables lockouts)", a.Lockout)
+	}
+	if a.LockoutThreshold < 1 {
+		bad("auth.lockout_threshold", "%d: must be at least 1", a.LockoutThreshold)
+	}
 
 	if len(a.Algorithms) == 0 {
 		bad("auth.algorithms", "empty: want at least one of MD5, SHA-256, MD5-sess, SHA-256-sess")

@@ -255,18 +255,21 @@ func startBaresip(t *testing.T, bin, account string) *baresip {
 
 // TestBaresipRegisters registers a real baresip, reads its binding back through the admin
 // API, then stops baresip (SIGTERM: it un-REGISTERs before exiting) and expects the binding
-// gone. Once without credentials and once with digest auth (-users).
+// gone. Once without credentials, once with digest auth (-users) and once with digest auth and
+// auth.require_qop (baresip answers simpled's challenge with qop=auth).
 func TestBaresipRegisters(t *testing.T) {
 	bin := e2eTool(t, "baresip", "baresip")
 	if _, err := os.Stat("/usr/lib/baresip/modules/account.so"); err != nil {
 		e2eSkip(t, "baresip modules not in /usr/lib/baresip/modules (Debian package baresip-core)")
 	}
 	tests := []struct {
-		name string
-		auth bool
+		name       string
+		auth       bool
+		requireQOP bool
 	}{
 		{name: "no auth"},
 		{name: "digest", auth: true},
+		{name: "digest require_qop", auth: true, requireQOP: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,7 +280,7 @@ func TestBaresipRegisters(t *testing.T) {
 				if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				mod = func(o *config.Options) { o.UsersFile = users }
+				mod = func(o *config.Options) { o.UsersFile, o.Auth.RequireQOP = users, tt.requireQOP }
 				account += ";auth_pass=secret-alice"
 			}
 			srv := startServer(t, mod)

@@ -869,7 +869,45 @@ func (c *pfxClient) answer(req *sip.Request) {
 
 // do sends a request (header section with {local} and a new branch, then body) and returns
 // its final response. hint goes into the branch.
+//
+// Like the clients, it answers a 407 with stale=true to credentials it sent: an answer without
+// qop is accepted once per nonce (issue 14), and both clients re-send their last credentials
+// on later requests, so simpled asks again with a fresh nonce.
 func (c *pfxClient) do(t *testing.T, text string, body []byte, hint string) *sip.Response {
+	t.Helper()
+	res := c.send(t, text, body, hint)
+	pa := pfxHeaderValue(text, "Proxy-Authorization")
+	if res.StatusCode != 407 || pa == "" {
+		return res
+	}
+	var challenges []string
+	for _, h := range res.GetHeaders("Proxy-Authenticate") {
+		challenges = append(challenges, h.Value())
+	}
+	ch := challengeParams(challenges)
+	if ch == nil || ch["stale"] != "true" {
+		return res
+	}
+	method, _, _ := strings.Cut(text, " ")
+	user, realm, uri := regexpValue(pa, "username"), regexpValue(pa, "realm"), regexpValue(pa, "uri")
+	resp := digestMD5(user, realm, "secret-"+user, method, uri, ch["nonce"], "", "")
+	text = setHeader(text, "Proxy-Authorization", fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s"`, user, realm, ch["nonce"], uri, resp))
+	return c.send(t, text, body, hint)
+}
+
+// pfxHeaderValue returns the value of the first name header of a message's text, or "".
+func pfxHeaderValue(text, name string) string {
+	head, _, _ := strings.Cut(text, "\r\n\r\n")
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// send writes one request and returns its final response (see do).
+func (c *pfxClient) send(t *testing.T, text string, body []byte, hint string) *sip.Response {
 	t.Helper()
 	branch := "z9hG4bK" + pfxBranch(hint)
 	head, _, _ := strings.Cut(text, "\r\n\r\n")

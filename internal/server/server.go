@@ -220,18 +220,21 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		log.Warn("auth.mode is off: requests that claim a local identity are not authenticated")
 	}
 	s.auth, err = auth.New(auth.Options{
-		Algorithms:    algs,
-		Domains:       opts.Domains,
-		Users:         users,
-		Store:         store,
-		Secret:        secret,
-		NonceLifetime: opts.Auth.NonceLifetime,
-		Mode:          mode,
-		IsOurs:        s.isOurs,
-		TrustedPeer:   trusted.Trusted,
-		Seals:         seals,
-		Log:           log.Named("auth"),
-		Registerer:    s.registry,
+		Algorithms:       algs,
+		Domains:          opts.Domains,
+		Users:            users,
+		Store:            store,
+		Secret:           secret,
+		NonceLifetime:    opts.Auth.NonceLifetime,
+		Mode:             mode,
+		IsOurs:           s.isOurs,
+		TrustedPeer:      trusted.Trusted,
+		Seals:            seals,
+		RequireQOP:       opts.Auth.RequireQOP,
+		Lockout:          opts.Auth.Lockout,
+		LockoutThreshold: opts.Auth.LockoutThreshold,
+		Log:              log.Named("auth"),
+		Registerer:       s.registry,
 	})
 	if err != nil {
 		store.Close()

@@ -30,8 +30,10 @@
 // the AORs. Offline messages work the same way: one heap entry each, popped by
 // ExpireMessages; so do publications and subscriptions (ExpirePublications,
 // ExpireSubscriptions). Nonce records sit in another heap and are dropped when they expire,
-// lazily at the next UseNonceCount; memory is bounded by the records used within one ttl. Known
-// users (one record per AOR) are forgotten by ExpireMessages an hour after their until.
+// lazily at the next UseNonceCount; memory is bounded by the records used within one ttl. The
+// nonce epoch is drawn once per store (so per process): nonces issued under another process's
+// store are refused, as their counts are not here. Known users (one record per AOR) are
+// forgotten by ExpireMessages an hour after their until.
 //
 // Message IDs are a store-wide sequence, zero-padded to 16 digits, so their string order is
 // store order.
@@ -64,9 +66,10 @@ type Store struct {
 	credMu sync.RWMutex
 	creds  map[string]map[string]storage.Credential // aor → realm → credential
 
-	nonceMu  sync.Mutex
-	nonces   map[string]*nonceRecord
-	nonceExp minHeap[*nonceRecord]
+	nonceEpoch uint64 // random, non-zero, fixed at New
+	nonceMu    sync.Mutex
+	nonces     map[string]*nonceRecord
+	nonceExp   minHeap[*nonceRecord]
 
 	msgMu  sync.RWMutex
 	boxes  map[string]*mailbox // aor → offline messages; no empty mailbox is kept
@@ -83,11 +86,12 @@ type Store struct {
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		aors:   make(map[string]map[string]*entry),
-		creds:  make(map[string]map[string]storage.Credential),
-		nonces: make(map[string]*nonceRecord),
-		boxes:  make(map[string]*mailbox),
-		known:  make(map[string]*knownEntry),
+		aors:       make(map[string]map[string]*entry),
+		creds:      make(map[string]map[string]storage.Credential),
+		nonceEpoch: storage.NewNonceEpoch(),
+		nonces:     make(map[string]*nonceRecord),
+		boxes:      make(map[string]*mailbox),
+		known:      make(map[string]*knownEntry),
 	}
 }
 
@@ -436,14 +440,26 @@ type nonceRecord struct {
 // errTTL is returned for a ttl that is not positive.
 var errTTL = errors.New("ttl must be positive")
 
+// NonceEpoch returns the store's nonce epoch, drawn when the store was made.
+func (s *Store) NonceEpoch(ctx context.Context) (uint64, error) {
+	if err := s.check(ctx, "nonce epoch"); err != nil {
+		return 0, err
+	}
+	return s.nonceEpoch, nil
+}
+
 // UseNonceCount records nc for nonce and reports whether it is higher than every count
-// accepted for that nonce within ttl. Expired records are dropped on the way.
-func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl time.Duration) (bool, error) {
+// accepted for that nonce within ttl; a nonce of another epoch is refused without a record.
+// Expired records are dropped on the way.
+func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, nc uint32, ttl time.Duration) (bool, uint64, error) {
 	if err := s.check(ctx, "use nonce count"); err != nil {
-		return false, err
+		return false, 0, err
 	}
 	if ttl <= 0 {
-		return false, fmt.Errorf("memory: use nonce count: ttl %v: %w", ttl, errTTL)
+		return false, 0, fmt.Errorf("memory: use nonce count: ttl %v: %w", ttl, errTTL)
+	}
+	if epoch != s.nonceEpoch {
+		return false, s.nonceEpoch, nil
 	}
 	now := time.Now()
 	s.nonceMu.Lock()
@@ -454,17 +470,17 @@ func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl 
 	}
 	r := s.nonces[nonce]
 	if r != nil && r.nc >= nc {
-		return false, nil
+		return false, s.nonceEpoch, nil
 	}
 	if r == nil {
 		r = &nonceRecord{nonce: nonce, nc: nc, deadline: now.Add(ttl)}
 		s.nonces[nonce] = r
 		heap.Push(&s.nonceExp, r)
-		return true, nil
+		return true, s.nonceEpoch, nil
 	}
 	r.nc, r.deadline = nc, now.Add(ttl)
 	heap.Fix(&s.nonceExp, r.idx)
-	return true, nil
+	return true, s.nonceEpoch, nil
 }
 
 // before orders bindings by expiry, then AOR and key (the heap of SweepExpired).

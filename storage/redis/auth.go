@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/simpled/simpled/storage"
@@ -97,23 +98,66 @@ func (s *Store) HasCredentials(ctx context.Context) (bool, error) {
 	return n > 0, nil
 }
 
+// NonceEpoch returns the store's nonce epoch: SET nonce-epoch <random> NX GET, which returns
+// the epoch stored or, when there was none, stores the random one.
+func (s *Store) NonceEpoch(ctx context.Context) (uint64, error) {
+	const step = "nonce epoch"
+	cand := storage.NewNonceEpoch()
+	cmd := epochCmd(ctx, cand)
+	s.batch.do(ctx, cmd)
+	return epochResult(step, cmd, cand)
+}
+
 // UseNonceCount records nc for nonce and reports whether it is higher than every count
-// accepted for that nonce within ttl: one script on nonce:{nonce} that compares, sets and
-// sets the TTL (milliseconds, at least 1).
-func (s *Store) UseNonceCount(ctx context.Context, nonce string, nc uint32, ttl time.Duration) (bool, error) {
+// accepted for that nonce within ttl and epoch is the store's epoch. One round trip: a
+// pipeline of the script on nonce:{nonce} that compares, sets and sets the TTL (milliseconds,
+// at least 1), then SET nonce-epoch <random> NX GET. A missing nonce-epoch means the store
+// lost its state (or is new): the command creates a new epoch and the nonce is refused. The
+// epoch is read after the count is recorded, so a loss between the two is seen too (on one
+// Redis; in Cluster the two keys live on different shards, and only the loss of the shard
+// holding nonce-epoch, or of all of them, is detected).
+func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, nc uint32, ttl time.Duration) (bool, uint64, error) {
 	const step = "use nonce count"
 	if ttl <= 0 {
-		return false, fmt.Errorf("redis: %s: ttl %v: must be positive", step, ttl)
+		return false, 0, fmt.Errorf("redis: %s: ttl %v: must be positive", step, ttl)
 	}
 	ms := max(ttl.Milliseconds(), 1)
 	keys := []string{nonceKey(nonce)}
-	cmd := s.runScript(ctx, nonceScript, keys, []any{nc, ms}, nil, nil)
+	cand := storage.NewNonceEpoch()
+	ecmd := epochCmd(ctx, cand)
+	cmd := s.runScript(ctx, nonceScript, keys, []any{nc, ms}, nil, []goredis.Cmder{ecmd})
+	cur, err := epochResult(step, ecmd, cand)
+	if err != nil {
+		return false, 0, err
+	}
 	n, err := cmd.Int64()
 	switch {
 	case goredis.HasErrorPrefix(err, replyCorrupt):
-		return false, fmt.Errorf("redis: %s: %w", step, err)
+		return false, 0, fmt.Errorf("redis: %s: %w", step, err)
 	case err != nil:
-		return false, unavailable(step, err)
+		return false, 0, unavailable(step, err)
 	}
-	return n == 1, nil
+	return n == 1 && cur == epoch, cur, nil
+}
+
+// epochCmd is SET nonce-epoch cand NX GET (Redis 7.0): it replies the stored epoch, or nil
+// when there was none and cand is now stored.
+func epochCmd(ctx context.Context, cand uint64) *goredis.StringCmd {
+	return goredis.NewStringCmd(ctx, "set", nonceEpochKey, strconv.FormatUint(cand, 10), "nx", "get")
+}
+
+// epochResult returns the epoch cmd (epochCmd(cand)) left stored.
+func epochResult(step string, cmd *goredis.StringCmd, cand uint64) (uint64, error) {
+	v, err := cmd.Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return cand, nil
+	case err != nil:
+		return 0, unavailable(step, err)
+	}
+	e, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || e == 0 {
+		return 0, fmt.Errorf("redis: %s: corrupt nonce epoch %q", step, v)
+	}
+	return e, nil
 }

@@ -27,6 +27,9 @@
 //	cred:{aor}       hash    realm → storage.Credential JSON
 //	creds            set     every AOR with a credential (HasCredentials is one EXISTS)
 //	nonce:{<nonce>}  string  highest nonce count accepted; TTL = the ttl of the last accepted
+//	nonce-epoch      string  the nonce epoch (decimal, random, non-zero), created when missing:
+//	                         nonces carry it, so after a FLUSHALL or a restart without
+//	                         persistence older nonces are refused, not replayable
 //
 // The mailbox is a hash, not a stream (DESIGN §3 first named a stream). StoreMessage must
 // drop expired entries, dedup and check a count and a byte limit in one script; a stream
@@ -357,9 +360,13 @@ func isNoScript(err error) bool {
 // Key layout (see the package doc). The {...} hash tag is the AOR (or nonce), so one user's
 // keys share a Cluster slot.
 
-func regKey(aor string) string   { return "reg:{" + aor + "}" }
-func credKey(aor string) string  { return "cred:{" + aor + "}" }
-func nonceKey(n string) string   { return "nonce:{" + n + "}" }
+func regKey(aor string) string  { return "reg:{" + aor + "}" }
+func credKey(aor string) string { return "cred:{" + aor + "}" }
+func nonceKey(n string) string  { return "nonce:{" + n + "}" }
+
+// nonceEpochKey holds the nonce epoch (NonceEpoch).
+const nonceEpochKey = "nonce-epoch"
+
 func msgKey(aor string) string   { return "msg:{" + aor + "}" }
 func msgIDKey(aor string) string { return "msgid:{" + aor + "}" }
 func knownKey(aor string) string { return "known:{" + aor + "}" }

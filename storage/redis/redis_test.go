@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -188,7 +189,8 @@ func TestOutage(t *testing.T) {
 			return s.SetCredential(ctx, "a@example.com", "r", storage.Credential{})
 		}},
 		{"HasCredentials", func(ctx context.Context) error { _, err := s.HasCredentials(ctx); return err }},
-		{"UseNonceCount", func(ctx context.Context) error { _, err := s.UseNonceCount(ctx, "n", 1, time.Second); return err }},
+		{"UseNonceCount", func(ctx context.Context) error { _, _, err := s.UseNonceCount(ctx, 1, "n", 1, time.Second); return err }},
+		{"NonceEpoch", func(ctx context.Context) error { _, err := s.NonceEpoch(ctx); return err }},
 		{"StoreMessage", func(ctx context.Context) error {
 			_, _, err := s.StoreMessage(ctx, "a@example.com", storage.Message{DedupKey: "k", ExpiresAt: now.Add(time.Hour)}, storage.MailboxLimits{}, now)
 			return err
@@ -353,8 +355,19 @@ func TestKeys(t *testing.T) {
 		t.Errorf("credentials must not expire: PTTL = %v, %v", pttl, err)
 	}
 
+	// nonce-epoch: created by the first use, the decimal epoch, no TTL.
+	epoch, err := s.NonceEpoch(ctx)
+	if err != nil {
+		t.Fatalf("NonceEpoch: %v", err)
+	}
+	if v, err := c.Get(ctx, "nonce-epoch").Result(); err != nil || v != strconv.FormatUint(epoch, 10) {
+		t.Errorf("GET nonce-epoch = %q, %v; want %d", v, err, epoch)
+	}
+	if pttl, err := c.PTTL(ctx, "nonce-epoch").Result(); err != nil || pttl != -1 {
+		t.Errorf("the nonce epoch must not expire: PTTL = %v, %v", pttl, err)
+	}
 	// nonce:{n}: the count with the TTL of the last accepted use.
-	if ok, err := s.UseNonceCount(ctx, "abc", 7, 30*time.Second); err != nil || !ok {
+	if ok, _, err := s.UseNonceCount(ctx, epoch, "abc", 7, 30*time.Second); err != nil || !ok {
 		t.Fatalf("UseNonceCount = %v, %v", ok, err)
 	}
 	if v, err := c.Get(ctx, "nonce:{abc}").Result(); err != nil || v != "7" {
@@ -410,8 +423,47 @@ func TestCorrupt(t *testing.T) {
 	if err := c.Set(ctx, "nonce:{n}", "x", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UseNonceCount(ctx, "n", 1, time.Minute); err == nil || errors.Is(err, storage.ErrUnavailable) {
+	epoch, err := s.NonceEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute); err == nil || errors.Is(err, storage.ErrUnavailable) {
 		t.Errorf("UseNonceCount on corrupt count: err = %v", err)
+	}
+	if err := c.Set(ctx, "nonce-epoch", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NonceEpoch(ctx); err == nil || errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("NonceEpoch on corrupt epoch: err = %v", err)
+	}
+}
+
+// TestNonceEpochFlush: a Redis that lost its state (FLUSHALL) gets a new epoch at the next
+// nonce use, and that use is refused: a nonce whose count was recorded before the flush is
+// not accepted again.
+func TestNonceEpochFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	s := connect(t, srv.URL(), redis.Options{})
+	ctx := t.Context()
+	epoch, err := s.NonceEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, cur, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute); err != nil || !ok || cur != epoch {
+		t.Fatalf("UseNonceCount = %v, %d, %v", ok, cur, err)
+	}
+	if err := s.Client().FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok, cur, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute)
+	if err != nil || ok || cur == epoch || cur == 0 {
+		t.Fatalf("replay after FLUSHALL = %v, epoch %d, %v; want false and a new epoch (old %d)", ok, cur, err, epoch)
+	}
+	if e, err := s.NonceEpoch(ctx); err != nil || e != cur {
+		t.Fatalf("NonceEpoch after the flush = %d, %v; want %d", e, err, cur)
+	}
+	if ok, _, err := s.UseNonceCount(ctx, cur, "n2", 1, time.Minute); err != nil || !ok {
+		t.Fatalf("UseNonceCount under the new epoch = %v, %v", ok, err)
 	}
 }
 
@@ -551,7 +603,11 @@ func TestScriptCacheFlushed(t *testing.T) {
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.UseNonceCount(ctx, "n", 1, time.Minute); err != nil || !ok {
+	epoch, err := s.NonceEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute); err != nil || !ok {
 		t.Fatalf("UseNonceCount = %v, %v", ok, err)
 	}
 }

@@ -12,6 +12,7 @@
 package storagetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -57,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("CredentialAdmin", func(t *testing.T) { testCredentialAdmin(t, newStore) })
 	t.Run("NonceCount", func(t *testing.T) { testNonceCount(t, newStore) })
 	t.Run("NonceTTL", func(t *testing.T) { testNonceTTL(t, newStore) })
+	t.Run("NonceEpoch", func(t *testing.T) { testNonceEpoch(t, newStore) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore) })
 	t.Run("Messages", func(t *testing.T) { runMessages(t, newStore) })
 	t.Run("Presence", func(t *testing.T) { runPresence(t, newStore) })
@@ -958,7 +960,7 @@ func testNonceCount(t *testing.T, newStore func(t *testing.T) Store) {
 		{"n3", 0, false},
 	}
 	for i, st := range steps {
-		got, err := s.UseNonceCount(ctx, st.nonce, st.nc, ttl)
+		got, err := useNonce(ctx, s, st.nonce, st.nc, ttl)
 		if err != nil {
 			t.Fatalf("step %d UseNonceCount(%s, %d): %v", i, st.nonce, st.nc, err)
 		}
@@ -966,7 +968,11 @@ func testNonceCount(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Fatalf("step %d UseNonceCount(%s, %d) = %v, want %v", i, st.nonce, st.nc, got, st.want)
 		}
 	}
-	if _, err := s.UseNonceCount(ctx, "n4", 1, 0); err == nil {
+	e, err := s.NonceEpoch(ctx)
+	if err != nil {
+		t.Fatalf("NonceEpoch: %v", err)
+	}
+	if _, _, err := s.UseNonceCount(ctx, e, "n4", 1, 0); err == nil {
 		t.Errorf("UseNonceCount with ttl 0 succeeded")
 	}
 }
@@ -975,20 +981,20 @@ func testNonceTTL(t *testing.T, newStore func(t *testing.T) Store) {
 	s := newStore(t)
 	ctx := t.Context()
 	const ttl = 150 * time.Millisecond
-	if ok, err := s.UseNonceCount(ctx, "short", 5, ttl); err != nil || !ok {
+	if ok, err := useNonce(ctx, s, "short", 5, ttl); err != nil || !ok {
 		t.Fatalf("first use = %v, %v", ok, err)
 	}
-	if ok, err := s.UseNonceCount(ctx, "long", 5, time.Minute); err != nil || !ok {
+	if ok, err := useNonce(ctx, s, "long", 5, time.Minute); err != nil || !ok {
 		t.Fatalf("first use = %v, %v", ok, err)
 	}
 	start := time.Now()
-	if ok, err := s.UseNonceCount(ctx, "short", 1, ttl); err != nil || ok {
+	if ok, err := useNonce(ctx, s, "short", 1, ttl); err != nil || ok {
 		t.Fatalf("replay within ttl = %v, %v; want false", ok, err)
 	}
 	// Poll until the record is forgotten; a replay (false) does not extend it.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		ok, err := s.UseNonceCount(ctx, "short", 1, ttl)
+		ok, err := useNonce(ctx, s, "short", 1, ttl)
 		if err != nil {
 			t.Fatalf("UseNonceCount: %v", err)
 		}
@@ -1004,7 +1010,7 @@ func testNonceTTL(t *testing.T, newStore func(t *testing.T) Store) {
 		t.Fatalf("nonce record forgotten after %v, ttl %v", d, ttl)
 	}
 	// The long-lived record is still there.
-	if ok, err := s.UseNonceCount(ctx, "long", 5, time.Minute); err != nil || ok {
+	if ok, err := useNonce(ctx, s, "long", 5, time.Minute); err != nil || ok {
 		t.Fatalf("long record replay = %v, %v; want false", ok, err)
 	}
 
@@ -1013,18 +1019,18 @@ func testNonceTTL(t *testing.T, newStore func(t *testing.T) Store) {
 	const ttl2 = 300 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		nonce := fmt.Sprintf("extend%d", attempt)
-		if ok, err := s.UseNonceCount(ctx, nonce, 1, ttl2); err != nil || !ok {
+		if ok, err := useNonce(ctx, s, nonce, 1, ttl2); err != nil || !ok {
 			t.Fatalf("first use = %v, %v", ok, err)
 		}
 		firstDone := time.Now()
 		time.Sleep(ttl2 * 2 / 3)
 		secondStart := time.Now()
-		if ok, err := s.UseNonceCount(ctx, nonce, 2, ttl2); err != nil || !ok {
+		if ok, err := useNonce(ctx, s, nonce, 2, ttl2); err != nil || !ok {
 			t.Fatalf("second use = %v, %v", ok, err)
 		}
 		time.Sleep(time.Until(firstDone.Add(ttl2 + ttl2/6)))
 		replayStart := time.Now()
-		ok, err := s.UseNonceCount(ctx, nonce, 2, ttl2)
+		ok, err := useNonce(ctx, s, nonce, 2, ttl2)
 		if err != nil {
 			t.Fatalf("replay: %v", err)
 		}
@@ -1038,6 +1044,45 @@ func testNonceTTL(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Fatalf("replay %v after the second use (ttl %v) accepted: the accepted count did not restart the ttl", replayStart.Sub(secondStart), ttl2)
 		}
 		break
+	}
+}
+
+// useNonce calls UseNonceCount with the store's current epoch.
+func useNonce(ctx context.Context, s Store, nonce string, nc uint32, ttl time.Duration) (bool, error) {
+	e, err := s.NonceEpoch(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, cur, err := s.UseNonceCount(ctx, e, nonce, nc, ttl)
+	if err == nil && cur != e {
+		return false, fmt.Errorf("UseNonceCount: epoch %d, NonceEpoch said %d", cur, e)
+	}
+	return ok, err
+}
+
+// testNonceEpoch: the epoch is stable and non-zero, and a nonce of another epoch is refused
+// (nonces issued before the store lost its records must not get a second life), the reply
+// naming the current epoch. (The refused nonce may be recorded all the same: the Redis
+// backend records the count and reads the epoch in one pipeline.)
+func testNonceEpoch(t *testing.T, newStore func(t *testing.T) Store) {
+	s := newStore(t)
+	ctx := t.Context()
+	e, err := s.NonceEpoch(ctx)
+	if err != nil || e == 0 {
+		t.Fatalf("NonceEpoch = %d, %v; want non-zero", e, err)
+	}
+	if e2, err := s.NonceEpoch(ctx); err != nil || e2 != e {
+		t.Fatalf("NonceEpoch again = %d, %v; want %d", e2, err, e)
+	}
+	for _, other := range []uint64{0, e + 1} {
+		ok, cur, err := s.UseNonceCount(ctx, other, "n", 1, time.Minute)
+		if err != nil || ok || cur != e {
+			t.Fatalf("UseNonceCount(epoch %d) = %v, %d, %v; want false, %d", other, ok, cur, err, e)
+		}
+	}
+	ok, cur, err := s.UseNonceCount(ctx, e, "n2", 1, time.Minute)
+	if err != nil || !ok || cur != e {
+		t.Fatalf("UseNonceCount(current epoch) = %v, %d, %v; want true, %d", ok, cur, err, e)
 	}
 }
 
