@@ -47,7 +47,7 @@ var mandatory = []string{"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards"}
 
 // typedHeaders are the fields sipgo parses; a malformed one is kept as a plain header by
 // sipx.NewParser and reported here.
-var typedHeaders = []string{"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact",
+var typedHeaders = []string{"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact",
 	"Content-Type", "Content-Length", "Route", "Record-Route"}
 
 func (s *sanity) Name() string { return "sanity" }
@@ -67,8 +67,25 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 	if req.From().Address.Host == "" || req.To().Address.Host == "" {
 		return s.reject(ctx, tx, req, 400, "Malformed From or To")
 	}
-	if req.CSeq().MethodName != req.Method {
+	if !validVias(req) {
+		return s.reject(ctx, tx, req, 400, "Malformed Via")
+	}
+	if sipx.IsSIPScheme(req.Recipient.Scheme) && (!sipx.ValidURIHost(req.Recipient.Host) || len(req.Recipient.Headers) > 0) {
+		// RFC 3261 §19.1.1: no headers in a Request-URI; RFC 5118 §4.10: no three colons.
+		return s.reject(ctx, tx, req, 400, "Malformed Request-URI")
+	}
+	if !sipx.ValidURIHost(req.To().Address.Host) || !sipx.ValidURIHost(req.From().Address.Host) {
+		return s.reject(ctx, tx, req, 400, "Malformed From or To")
+	}
+	// sipgo upper-cases the request's method and keeps the CSeq's as written; methods are
+	// case-sensitive (RFC 3261 §7.1), so this accepts "invite" against "INVITE", never a
+	// different method (RFC 4475 §3.1.2.17 and §3.1.1.2).
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		return s.reject(ctx, tx, req, 400, "CSeq Method Mismatch")
+	}
+	if d := sipx.Header(req, "Date"); d != nil && !strings.HasSuffix(d.Value(), " GMT") {
+		// RFC 3261 §20.17: rfc1123-date in GMT only (RFC 4475 §3.1.2.12).
+		return s.reject(ctx, tx, req, 400, "Malformed Date")
 	}
 	if req.CSeq().SeqNo > 1<<31-1 {
 		return s.reject(ctx, tx, req, 400, "Malformed CSeq")
@@ -104,6 +121,27 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 // is one of our domains or addresses.
 func (s *sanity) toServer(req *sip.Request) bool {
 	return req.Recipient.User == "" && s.isOurs(req.Recipient.Host)
+}
+
+// validVias reports whether every Via of req names SIP/2.0, a transport and a host, and has no
+// empty parameter (RFC 3261 §20.42; RFC 4475 §3.1.2.1).
+func validVias(req *sip.Request) bool {
+	for _, h := range req.Headers() {
+		via, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		if !strings.EqualFold(via.ProtocolName, "SIP") || via.ProtocolVersion != "2.0" || via.Transport == "" ||
+			!sipx.ValidURIHost(via.Host) {
+			return false
+		}
+		for _, kv := range via.Params {
+			if kv.K == "" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isTyped(h sip.Header) bool {

@@ -200,6 +200,15 @@ func Sanitize(v string) bool {
 	return !strings.ContainsAny(v, "\r\n\x00")
 }
 
+// ValidURIHost is ValidHost for a host as sipgo keeps it: an IPv6 literal may have lost its
+// brackets.
+func ValidURIHost(host string) bool {
+	if strings.IndexByte(host, ':') >= 0 && !strings.HasPrefix(host, "[") {
+		return net.ParseIP(host) != nil
+	}
+	return ValidHost(host)
+}
+
 // ValidHost reports whether host is an IP literal (IPv6 in brackets or not) or a syntactically
 // valid host name (RFC 3261 §25.1 hostname). sipgo's URI parser accepts hosts such as "::" or
 // "" that no request can be routed to.

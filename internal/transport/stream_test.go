@@ -667,7 +667,7 @@ func TestFramer(t *testing.T) {
 				var large bool
 				for i := 0; i < len(tt.in) && !large; i += step {
 					r := f.feed([]byte(tt.in[i:min(i+step, len(tt.in))]))
-					done, ka, large = done+r.done, ka+r.keepalives, r.tooLarge
+					done, ka, large = done+r.done, ka+r.keepalives, r.verdict.Code == 513
 				}
 				if done != tt.done || ka != tt.ka || large != tt.large || (!large && f.mid() != tt.mid) {
 					t.Errorf("step %d: done %d ka %d large %v mid %v; want %d %d %v %v", step, done, ka, large, f.mid(), tt.done, tt.ka, tt.large, tt.mid)
@@ -751,7 +751,7 @@ func FuzzFramer(f *testing.F) {
 				got = append(got, i+1)
 			}
 			gotKA += r.keepalives
-			if r.tooLarge {
+			if r.verdict.Code == 513 {
 				gotFail = i
 				break
 			}
@@ -766,7 +766,7 @@ func FuzzFramer(f *testing.F) {
 		for i := 0; i < len(data) && !large; i += step {
 			r := fr.feed(data[i:min(i+step, len(data))])
 			done += r.done
-			large = r.tooLarge
+			large = r.verdict.Code == 513
 		}
 		if large != (failAt >= 0) || (!large && done != len(ends)) {
 			t.Fatalf("chunked by %d: done %d large %v; reference %d, fail at %d", step, done, large, len(ends), failAt)
