@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -285,4 +286,35 @@ func (w *wire) exchange(msg []byte) (answers []string, alive bool) {
 		final = final || !strings.HasPrefix(m, "SIP/2.0 1")
 	}
 	return answers, alive
+}
+
+// TestStreamMessageTooLarge: a message over limits.max_message_size on TCP is answered 513 from
+// its own Via, Call-ID and CSeq before the connection is closed; one whose body is only over
+// limits.max_body_size gets 413 and the connection stays.
+func TestStreamMessageTooLarge(t *testing.T) {
+	srv := startServer(t, nil)
+	message := func(w *wire, callID string, size int) []byte {
+		return []byte(w.expand("MESSAGE sip:bob@example.test SIP/2.0\n" +
+			"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
+			"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=a1\nTo: <sip:bob@example.test>\n" +
+			"Call-ID: " + callID + "\nCSeq: 7 MESSAGE\nContent-Type: text/plain\n" +
+			"Content-Length: " + strconv.Itoa(size) + "\n\n" + strings.Repeat("x", size)))
+	}
+
+	w := dial(t, "tcp", srv.Listener("tcp"))
+	big := message(w, "big-1", 2<<20)
+	go func() { _, _ = w.conn.Write(big) }() // the server stops reading part way
+	res := w.expect(`^SIP/2\.0 513 `)
+	if res.CallID().Value() != "big-1" || res.CSeq().SeqNo != 7 || res.Via() == nil {
+		t.Fatalf("513 does not name the request:\n%s", res)
+	}
+	if m := w.read(2 * time.Second); m != "" {
+		t.Fatalf("after 513: %q, want the connection closed", firstLine(m))
+	}
+
+	w = dial(t, "tcp", srv.Listener("tcp"))
+	w.send(string(message(w, "body-1", 100<<10)))
+	w.expect(`^SIP/2\.0 413 `)
+	w.send(register("alice", "after-413", 1))
+	w.expect(`^SIP/2\.0 (200|401|403) `) // the connection is still served
 }
