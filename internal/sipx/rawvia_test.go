@@ -59,7 +59,7 @@ func FuzzViaPrints(f *testing.F) {
 		if !Sanitize(raw) {
 			return
 		}
-		m, err := NewParser(1<<16).ParseSIP([]byte(msg))
+		m, err := NewParser(1 << 16).ParseSIP([]byte(msg))
 		if err != nil {
 			return
 		}
