@@ -15,8 +15,12 @@ import (
 
 // sanity is the first stage: it refuses what no later stage should spend work on (RFC 3261
 // §16.3 request validation, §8.2 UAS checks): missing or malformed mandatory headers (400 naming
-// the header), CSeq method ≠ request method (400), Max-Forwards 0 (483), unsupported
-// Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416).
+// the header: Via, From, To, Contact, a Request-URI with headers or a host that is not one, a
+// Date not in GMT), CSeq method ≠ request method (400), Max-Forwards 0 (483), unsupported
+// Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416). A
+// malformed request is answered 400 here, before any stage could answer it for another reason
+// (routing's 403 Relaying Denied, 404): RFC 4475 and RFC 5118 list what it must refuse
+// (internal/server/testdata/torture).
 type sanity struct {
 	next      sipx.Handler
 	maxBody   int
