@@ -318,3 +318,33 @@ func TestStreamMessageTooLarge(t *testing.T) {
 	w.send(register("alice", "after-413", 1))
 	w.expect(`^SIP/2\.0 (200|401|403) `) // the connection is still served
 }
+
+// TestRelayedResponseKeepsVias: a response simpled relays from the callee carries the caller's
+// Via values as the caller sent them, not as sipgo rendered them when forwarding (an
+// IPv4-mapped IPv6 literal lost its brackets, RFC 5118 §4.9; spacing was rewritten).
+func TestRelayedResponseKeepsVias(t *testing.T) {
+	srv := startServer(t, nil)
+	bob := newUA(t, srv, "udp", "bob")
+	alice := dial(t, "udp", srv.Listener("udp"))
+	const lower = "SIP/2.0/UDP [::ffff:192.0.2.10]:19823 ;branch=z9hG4bKbh19"
+	msg := message("alice", "bob", "relay-via-1", "text/plain", "hi")
+	msg = strings.Replace(msg, "Max-Forwards:", "Via: "+lower+"\r\nMax-Forwards:", 1)
+	sent := alice.expand(msg)
+	alice.send(sent)
+	bob.reply(bob.request("MESSAGE"), 200)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		answer := alice.read(time.Until(deadline))
+		if answer == "" {
+			break
+		}
+		if strings.HasPrefix(answer, "SIP/2.0 1") {
+			continue
+		}
+		if !strings.HasPrefix(answer, "SIP/2.0 200 ") {
+			t.Fatalf("got %q, want the callee's 200", firstLine(answer))
+		}
+		checkVias(t, []byte(sent), answer)
+		return
+	}
+	t.Fatal("no final answer")
+}
