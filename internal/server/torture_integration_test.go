@@ -311,6 +311,9 @@ func TestStreamMessageTooLarge(t *testing.T) {
 	if m := w.read(2 * time.Second); m != "" {
 		t.Fatalf("after 513: %q, want the connection closed", firstLine(m))
 	}
+	if v := metricValue(t, srv, `simpled_connections_rejected_total{reason="too large",transport="tcp"}`); v != 1 {
+		t.Errorf("connections closed as too large: %v, want 1", v)
+	}
 
 	w = dial(t, "tcp", srv.Listener("tcp"))
 	w.send(string(message(w, "body-1", 100<<10)))
