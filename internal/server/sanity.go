@@ -74,12 +74,9 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 	if !validVias(req) {
 		return s.reject(ctx, tx, req, 400, "Malformed Via")
 	}
-	if sipx.IsSIPScheme(req.Recipient.Scheme) && (!sipx.ValidURIHost(req.Recipient.Host) || len(req.Recipient.Headers) > 0) {
+	if sipx.IsSIPScheme(req.Recipient.Scheme) && (!sipx.PlausibleHost(req.Recipient.Host) || len(req.Recipient.Headers) > 0) {
 		// RFC 3261 §19.1.1: no headers in a Request-URI; RFC 5118 §4.10: no three colons.
 		return s.reject(ctx, tx, req, 400, "Malformed Request-URI")
-	}
-	if !sipx.ValidURIHost(req.To().Address.Host) || !sipx.ValidURIHost(req.From().Address.Host) {
-		return s.reject(ctx, tx, req, 400, "Malformed From or To")
 	}
 	// sipgo upper-cases the request's method and keeps the CSeq's as written; methods are
 	// case-sensitive (RFC 3261 §7.1), so this accepts "invite" against "INVITE", never a
@@ -136,7 +133,7 @@ func validVias(req *sip.Request) bool {
 			continue
 		}
 		if !strings.EqualFold(via.ProtocolName, "SIP") || via.ProtocolVersion != "2.0" || via.Transport == "" ||
-			!sipx.ValidURIHost(via.Host) {
+			!sipx.PlausibleHost(via.Host) {
 			return false
 		}
 		for _, kv := range via.Params {

@@ -139,3 +139,37 @@ func BenchmarkNewResponse(b *testing.B) {
 		_ = NewResponse(req, 200, "")
 	}
 }
+
+func TestPlausibleHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"example.test": true, "my_pc.local": true, "192.0.2.1": true, "[2001:db8::1]": true,
+		"2001:db8::1": true, "::ffff:192.0.2.10": true,
+		"2001:db8:::192.0.2.1": false, "[2001:db8:::192.0.2.1]": false, "": false,
+		"TCP     spindle.example.com": false, "a;b": false,
+	} {
+		if got := PlausibleHost(host); got != want {
+			t.Errorf("PlausibleHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+// TestAddressChecks: the From, To and Contact values RFC 4475 calls invalid are kept as plain
+// headers (for sanity's 400), the valid odd ones parse.
+func TestAddressChecks(t *testing.T) {
+	for v, want := range map[string]bool{
+		`<sip:a@example.test>;tag=1`:                                   true,
+		`"Bell, Alexander" <sip:a.g.bell@example.com>;tag=43`:          true,
+		`caller<sip:caller@example.com>;tag=323`:                       true,
+		`"J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 9`: true,
+		`sip:user@example.com ; tag = 1918181833n`:                     true,
+		`token1~` + "`" + ` token2'+_ <sip:mundane@example.com>`:       true,
+		`Bell, Alexander <sip:a.g.bell@example.com>;tag=43`:            false,
+		`"Watson, Thomas" < sip:t.watson@example.org >`:                false,
+		`sip:user@example.com?Route=%3Csip:sip.example.com%3E`:         false,
+		`"Mr. J. User <sip:j.user@example.com>`:                        false,
+	} {
+		if got := validAddress(v); got != want {
+			t.Errorf("validAddress(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
