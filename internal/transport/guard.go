@@ -138,6 +138,22 @@ func CheckHeaders(headers []byte, resp bool) Verdict {
 	return v
 }
 
+// validCSeqNumber reports whether a CSeq value begins with a sequence number sipgo takes:
+// digits, at most 2^31-1, followed by white space or the end of the line (a method on a folded
+// line).
+func validCSeqNumber(value []byte) bool {
+	v := bytes.TrimLeft(value, " \t")
+	d, n := 0, uint64(0)
+	for d < len(v) && v[d] >= '0' && v[d] <= '9' && d <= 10 {
+		n = n*10 + uint64(v[d]-'0')
+		d++
+	}
+	if d == 0 || d > 10 || d < len(v) && v[d] != ' ' && v[d] != '\t' {
+		return false
+	}
+	return n <= 1<<31-1
+}
+
 // response marks a verdict on a response: never answered (Code -1).
 func response(v Verdict) Verdict {
 	if v.Code != 0 {
@@ -180,15 +196,7 @@ func checkHeaders(headers []byte, bodyLen int, stream, resp bool) Verdict {
 			}
 		case equalFold(name, "cseq") && !resp:
 			// sipgo refuses a sequence number above 2^31-1 with a bare 400 (RFC 4475 §3.1.2.4).
-			v := bytes.TrimLeft(value, " \t")
-			d := 0
-			for d < len(v) && v[d] >= '0' && v[d] <= '9' {
-				d++
-			}
-			if d == 0 || d > 10 || d < len(v) && v[d] != ' ' && v[d] != '\t' {
-				return Verdict{Code: 400, Reason: "Malformed CSeq"}
-			}
-			if n, _ := strconv.ParseUint(string(v[:d]), 10, 64); n > 1<<31-1 {
+			if !validCSeqNumber(value) {
 				return Verdict{Code: 400, Reason: "Malformed CSeq"}
 			}
 		}
@@ -268,7 +276,11 @@ func Reply(data []byte, code int, reason string) []byte {
 		case equalFold(name, "call-id") || equalFold(name, "i"):
 			others = append(others, append([]byte("Call-ID: "), value...))
 		case equalFold(name, "cseq"):
-			others = append(others, append([]byte("CSeq: "), value...))
+			// A CSeq that does not parse is left out: echoed, it would make the answer
+			// unparseable to the client as well.
+			if validCSeqNumber(value) {
+				others = append(others, append([]byte("CSeq: "), value...))
+			}
 		}
 	}
 	if len(vias) == 0 {
