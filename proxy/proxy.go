@@ -238,6 +238,7 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	fwd := req.Clone()
 	recorded, flows := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
+	sipx.ForwardVias(req, fwd, st.Source)
 	inDialog := req.To().Params.Has("tag")
 
 	if flow, ok := (arrival{st.Transport, st.Source}).elsewhere(flows); ok && fwd.Route() == nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -30,6 +31,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 		return
 	}
 	prepare(fwd, req.Source())
+	sipx.ForwardVias(req, fwd, req.Source())
 	var t target
 	if flow, ok := (arrival{strings.ToLower(req.Transport()), req.Source()}).elsewhere(flows); ok && fwd.Route() == nil {
 		t = p.flowTarget(fwd.Recipient, flow.f, flow.token) // the caller or callee on a flow

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // tortureCase is what simpled must answer to one message of RFC 4475 or RFC 5118
@@ -322,19 +324,43 @@ func TestStreamMessageTooLarge(t *testing.T) {
 	w.expect(`^SIP/2\.0 (200|401|403) `) // the connection is still served
 }
 
-// TestRelayedResponseKeepsVias: a response simpled relays from the callee carries the caller's
-// Via values as the caller sent them, not as sipgo rendered them when forwarding (an
-// IPv4-mapped IPv6 literal lost its brackets, RFC 5118 §4.9; spacing was rewritten).
+// TestRelayedResponseKeepsVias: a request simpled forwards carries the caller's Via values as
+// the caller sent them (RFC 3261 §16.6: a proxy alters no Via but its own), and so does the
+// response it relays back, not as sipgo rendered them (an IPv4-mapped IPv6 literal lost its
+// brackets, RFC 5118 §4.9; spacing was rewritten; an RFC 2543 branch got a prefix).
 func TestRelayedResponseKeepsVias(t *testing.T) {
 	srv := startServer(t, nil)
 	bob := newUA(t, srv, "udp", "bob")
 	alice := dial(t, "udp", srv.Listener("udp"))
-	const lower = "SIP/2.0/UDP [::ffff:192.0.2.10]:19823 ;branch=z9hG4bKbh19"
+	const lower = "SIP/2.0/UDP [::ffff:192.0.2.10]:19823 ;branch=z9hG4bKbh19, SIP/2.0/UDP 192.0.2.2;branch=390skdjuw"
 	msg := message("alice", "bob", "relay-via-1", "text/plain", "hi")
 	msg = strings.Replace(msg, "Max-Forwards:", "Via: "+lower+"\r\nMax-Forwards:", 1)
 	sent := alice.expand(msg)
 	alice.send(sent)
-	bob.reply(bob.request("MESSAGE"), 200)
+
+	forwarded := bob.read(3 * time.Second)
+	if !strings.HasPrefix(forwarded, "MESSAGE ") {
+		t.Fatalf("bob got %q, want the MESSAGE", firstLine(forwarded))
+	}
+	got := viaParms(headerValues(forwarded, "via", "v"))
+	want := viaParms(headerValues(sent, "via", "v"))
+	if len(got) != len(want)+1 {
+		t.Fatalf("forwarded Vias %q, want ours and %q", got, want)
+	}
+	for i, w := range want {
+		g := got[i+1]
+		if i == 0 {
+			g = stripAdded(g, w)
+		}
+		if g != w {
+			t.Errorf("forwarded Via %d: %q, want %q", i+1, got[i+1], w)
+		}
+	}
+	parsed, err := sip.ParseMessage([]byte(forwarded))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.reply(parsed.(*sip.Request), 200)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 		answer := alice.read(time.Until(deadline))
 		if answer == "" {

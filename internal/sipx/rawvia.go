@@ -260,6 +260,45 @@ func viaHeader(h sip.Header) sip.Header {
 	return sip.HeaderClone(h)
 }
 
+// ForwardVias makes fwd, a clone of req about to be forwarded whose top Via already got
+// received and rport, carry req's Via values as received wherever sipgo would print them
+// otherwise (RFC 3261 §16.6 step 8: a proxy adds its own Via and alters no other; an RFC 2543
+// branch goes on as the client wrote it), the top one with received and rport (addReceived).
+// The Vias move after the other headers, in their order. Requests whose Vias sipgo prints as
+// received are left alone.
+func ForwardVias(req, fwd *sip.Request, source string) {
+	if rawCount.Load() == 0 {
+		return
+	}
+	orig := Headers(req, "Via")
+	raws := make([]string, len(orig))
+	some := false
+	for i, h := range orig {
+		if v, ok := h.(*sip.ViaHeader); ok {
+			raws[i], ok = RawVia(v)
+			some = some || ok
+		}
+	}
+	clones := Headers(fwd, "Via")
+	if !some || len(clones) != len(orig) {
+		return
+	}
+	for range clones {
+		fwd.RemoveHeader("Via")
+	}
+	host, port, err := net.SplitHostPort(source)
+	for i, h := range clones {
+		switch {
+		case raws[i] == "":
+			fwd.AppendHeader(h)
+		case i == 0 && err == nil:
+			fwd.AppendHeader(sip.NewHeader("Via", addReceived(raws[i], orig[0].(*sip.ViaHeader), host, port)))
+		default:
+			fwd.AppendHeader(sip.NewHeader("Via", raws[i]))
+		}
+	}
+}
+
 // addReceived returns raw, the received text of a top Via, with rport given port when it has
 // no value, and received=host appended when received is set or sent-by differs from host
 // (RFC 3581 §4, RFC 3261 §18.2.1), as sipgo would for a parsed Via. via is its parsed form.
