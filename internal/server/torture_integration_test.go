@@ -377,3 +377,32 @@ func TestRelayedResponseKeepsVias(t *testing.T) {
 	}
 	t.Fatal("no final answer")
 }
+
+// TestStreamRefusalBehindGoodMessage: a request sipgo cannot parse, written in one segment
+// behind a good one, is answered after the good one is served, not left waiting.
+func TestStreamRefusalBehindGoodMessage(t *testing.T) {
+	srv := startServer(t, nil)
+	w := dial(t, "tcp", srv.Listener("tcp"))
+	good := w.expand("OPTIONS sip:example.test SIP/2.0\n" +
+		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + "\n" +
+		"Max-Forwards: 70\nFrom: <sip:probe@example.test>;tag=p\nTo: <sip:example.test>\n" +
+		"Call-ID: good-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")
+	bad := w.expand("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\n" +
+		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + "\n" +
+		"Max-Forwards: 70\nFrom: <sip:probe@example.test>;tag=p\nTo: <sip:example.test>\n" +
+		"Call-ID: bad-1\nCSeq: 2 OPTIONS\nContent-Length: 0\n\n")
+	if _, err := w.conn.Write([]byte(good + bad)); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && len(seen) < 2; {
+		m := w.read(time.Until(deadline))
+		if m == "" {
+			break
+		}
+		seen[firstLine(m)] = true
+	}
+	if !seen["SIP/2.0 200 OK"] || !seen["SIP/2.0 416 Unsupported URI Scheme"] {
+		t.Fatalf("answers %v, want 200 and 416", seen)
+	}
+}

@@ -596,6 +596,7 @@ type streamConn struct {
 	// refusing is set while a message the framer judged unfit for sipgo is read to the end of
 	// its header section, to be answered (Verdict) before the connection closes.
 	refusing *Verdict
+	ready    bool // the refused message's header section is complete: answer on the next Read
 }
 
 func coreOf(c net.Conn) *streamCore {
@@ -618,6 +619,9 @@ func coreOf(c net.Conn) *streamCore {
 // CSeq (Reply: 400 naming the fault, 416, 505, or 513), and the connection is closed (the rest
 // of the stream cannot be framed with confidence).
 func (c *streamConn) Read(b []byte) (int, error) {
+	if c.ready {
+		return c.refuse()
+	}
 	for {
 		n, err := c.readRaw(b)
 		if n == 0 {
@@ -636,7 +640,9 @@ func (c *streamConn) Read(b []byte) (int, error) {
 			v := r.verdict
 			c.refusing = &v
 			if r.at > 0 {
-				// Hand over the messages before it first; the next Read answers it.
+				// Hand over the messages before it first; the next Read answers it, or reads
+				// on to the end of its header section.
+				c.ready = r.headDone || v.Code == 513
 				return r.at, nil
 			}
 		}
@@ -680,12 +686,12 @@ func (c *streamConn) refuse() (int, error) {
 		}
 	}
 	c.reject(reason, errors.New(v.Reason))
-	// Half-close and drain for a moment, so that the answer is read before the reset that
-	// closing over unread bytes causes.
-	if c.finish() {
-		c.linger()
-		_ = c.raw.Close()
-	}
+	// Drain what the peer still sends for a moment before closing: sipgo may still be
+	// answering the requests handed over before this one, and closing over unread bytes
+	// resets the connection, which can destroy answers the peer has not read yet.
+	_ = c.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c.raw, lingerBytes)
+	c.abort()
 	return 0, io.EOF
 }
 
@@ -731,6 +737,7 @@ type framer struct {
 	// its empty line was seen.
 	head     []byte
 	headDone bool
+	refused  bool // the current message was refused: stop at the end of its header section
 }
 
 // maxHead bounds the header section the framer keeps of a message.
@@ -768,10 +775,18 @@ func (f *framer) mid() bool { return f.state != frIdle }
 // feed observes the next bytes of the stream.
 func (f *framer) feed(p []byte) (r frameResult) {
 	start := 0 // where the current message begins in p
+	seg := 0   // the first byte of p not yet kept in head (while in the header section)
+	keep := func(end int) {
+		if room := maxHead - len(f.head); room > 0 && end > seg {
+			f.head = append(f.head, p[seg:min(end, seg+room)]...)
+		}
+		seg = end
+	}
 	refuse := func(v Verdict) {
-		if r.verdict.Code == 0 {
+		if r.verdict.Code == 0 && (!f.refused || v.Code == 513) {
 			r.verdict, r.at = v, start
 		}
+		f.refused = true
 	}
 	for i := 0; i < len(p); i++ {
 		c := p[i]
@@ -784,15 +799,13 @@ func (f *framer) feed(p []byte) (r frameResult) {
 			f.ka = 0
 			f.state, f.size, f.cl = frHead, 0, 0
 			f.cr, f.first, f.filled, f.ls = false, true, false, lsSkip
-			f.head, f.headDone = f.head[:0], false
-			start = i
+			f.head, f.headDone, f.refused = f.head[:0], false, false
+			start, seg = i, i
 			fallthrough
 		case frHead:
 			f.size++
-			if len(f.head) < maxHead {
-				f.head = append(f.head, c)
-			}
 			if f.size > f.max {
+				keep(i + 1)
 				refuse(Verdict{Code: 513, Reason: "Message Too Large"})
 				return r
 			}
@@ -801,9 +814,10 @@ func (f *framer) feed(p []byte) (r frameResult) {
 					f.cr = false
 					first := f.first
 					if f.endLine() {
+						keep(i + 1)
 						f.headDone = true
-						r.headDone = r.verdict.Code != 0
-						if r.verdict.Code != 0 {
+						if f.refused {
+							r.headDone = true
 							return r
 						}
 						if v := f.judgeHead(); f.judge && v.Code != 0 {
@@ -822,9 +836,12 @@ func (f *framer) feed(p []byte) (r frameResult) {
 						} else {
 							f.state, f.remain = frBody, f.cl
 						}
-					} else if first && f.judge && len(f.head) < maxHead {
-						if v := CheckStartLine(f.head[:len(f.head)-2]); v.Code != 0 {
-							refuse(v)
+					} else if first && f.judge {
+						keep(i + 1)
+						if len(f.head) < maxHead {
+							if v := CheckStartLine(f.head[:len(f.head)-2]); v.Code != 0 {
+								refuse(v)
+							}
 						}
 					}
 					continue
@@ -847,6 +864,9 @@ func (f *framer) feed(p []byte) (r frameResult) {
 				r.done++
 			}
 		}
+	}
+	if f.state == frHead {
+		keep(len(p))
 	}
 	return r
 }

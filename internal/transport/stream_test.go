@@ -872,3 +872,45 @@ func streamRSS() uint64 {
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
 }
+
+// TestFramerJudges: a judging framer refuses what sipgo's stream parser would close the
+// connection over, says where the refused message begins in the bytes fed, and keeps its
+// header section to answer it from, however the bytes are split.
+func TestFramerJudges(t *testing.T) {
+	good := "OPTIONS sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n"
+	tests := []struct {
+		name, bad string
+		code      int
+	}{
+		{"other scheme", "OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK2\r\nl: 0\r\n\r\n", 416},
+		{"negative content-length", "INVITE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK3\r\nContent-Length: -999\r\n\r\n", 400},
+		{"no content-length", "INVITE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK4\r\n\r\n", 400},
+		{"too large", "MESSAGE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK5\r\nl: 99999\r\n\r\n", 513},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := good + tt.bad
+			for _, step := range []int{len(in), 7, 1} {
+				f := framer{max: 1 << 12, judge: true}
+				var v Verdict
+				at, headDone := -1, false
+				for i := 0; i < len(in) && !headDone; i += step {
+					r := f.feed([]byte(in[i:min(i+step, len(in))]))
+					if r.verdict.Code != 0 && v.Code == 0 {
+						v, at = r.verdict, i+r.at
+					}
+					headDone = v.Code != 0 && (r.headDone || v.Code == 513)
+				}
+				if v.Code != tt.code || !headDone {
+					t.Fatalf("step %d: verdict %+v, header done %v; want %d", step, v, headDone, tt.code)
+				}
+				if step == len(in) && at != len(good) {
+					t.Errorf("refused message at %d, want %d", at, len(good))
+				}
+				if string(f.head) != tt.bad {
+					t.Errorf("step %d: kept %q, want %q", step, f.head, tt.bad)
+				}
+			}
+		})
+	}
+}
