@@ -778,6 +778,25 @@ func FuzzFramer(f *testing.F) {
 		if !large && fr.mid() != (len(bytes.Trim(rest, "\r\n")) > 0) {
 			t.Fatalf("chunked by %d: mid %v at the end", step, fr.mid())
 		}
+		// Judging: the refusal points into the bytes fed, and what the framer keeps of the
+		// refused message is a prefix of it.
+		fr = framer{max: int64(m), judge: true}
+		offset := 0
+		for i := 0; i < len(data); i += step {
+			p := data[i:min(i+step, len(data))]
+			r := fr.feed(p)
+			if r.verdict.Code != 0 {
+				if r.at < 0 || r.at > len(p) {
+					t.Fatalf("refusal at %d of a %d-byte feed", r.at, len(p))
+				}
+				// at 0: the message may have begun in an earlier feed.
+				if start := offset + r.at; r.at > 0 && !bytes.HasPrefix(data[start:], fr.head) {
+					t.Fatalf("kept %q, not a prefix of the refused message %q", fr.head, data[start:])
+				}
+				break
+			}
+			offset += len(p)
+		}
 	})
 }
 
