@@ -299,7 +299,11 @@ func cancelRequest(inv *sip.Request) *sip.Request {
 // addressed to where the request came from.
 func upstream(req *sip.Request, res *sip.Response) *sip.Response {
 	out := res.Clone()
-	out.RemoveHeader("Via")
+	// Our Via goes; the others are the request's as we forwarded them, rendered by sipgo:
+	// the client gets its own back, byte for byte (RFC 3261 §8.2.6.2).
+	for out.RemoveHeader("Via") {
+	}
+	sipx.ResponseVias(req, out)
 	out.SetTransport(req.Transport())
 	out.SetDestination(req.Source())
 	return out

@@ -248,6 +248,7 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	fwd := req.Clone()
 	flows := p.processRoutes(fwd)
 	prepare(fwd, st.Source)
+	sipx.ForwardVias(req, fwd, st.Source)
 	callID := req.CallID().Value()
 
 	if flow, ok := (arrival{transport: st.Transport, source: st.Source}).elsewhere(flows); ok && fwd.Route() == nil {

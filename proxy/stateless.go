@@ -34,6 +34,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 	fwd := req.Clone()
 	flows := p.processRoutes(fwd)
 	prepare(fwd, req.Source())
+	sipx.ForwardVias(req, fwd, req.Source())
 	callID := req.CallID().Value()
 	var t target
 	if flow, ok := (arrival{transport: st.Transport, source: st.Source}).elsewhere(flows); ok && fwd.Route() == nil {

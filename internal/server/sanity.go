@@ -15,8 +15,12 @@ import (
 
 // sanity is the first stage: it refuses what no later stage should spend work on (RFC 3261
 // §16.3 request validation, §8.2 UAS checks): missing or malformed mandatory headers (400 naming
-// the header), CSeq method ≠ request method (400), Max-Forwards 0 (483), unsupported
-// Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416).
+// the header: Via, From, To, Contact, a Request-URI with headers or a host that is not one, a
+// Date not in GMT), CSeq method ≠ request method (400), Max-Forwards 0 (483), unsupported
+// Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416). A
+// malformed request is answered 400 here, before any stage could answer it for another reason
+// (routing's 403 Relaying Denied, 404): RFC 4475 and RFC 5118 list what it must refuse
+// (internal/server/testdata/torture).
 type sanity struct {
 	next      sipx.Handler
 	maxBody   int
@@ -47,7 +51,7 @@ var mandatory = []string{"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards"}
 
 // typedHeaders are the fields sipgo parses; a malformed one is kept as a plain header by
 // sipx.NewParser and reported here.
-var typedHeaders = []string{"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact",
+var typedHeaders = []string{"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact",
 	"Content-Type", "Content-Length", "Route", "Record-Route"}
 
 func (s *sanity) Name() string { return "sanity" }
@@ -67,8 +71,22 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 	if req.From().Address.Host == "" || req.To().Address.Host == "" {
 		return s.reject(ctx, tx, req, 400, "Malformed From or To")
 	}
-	if req.CSeq().MethodName != req.Method {
+	if !validVias(req) {
+		return s.reject(ctx, tx, req, 400, "Malformed Via")
+	}
+	if sipx.IsSIPScheme(req.Recipient.Scheme) && (!sipx.PlausibleHost(req.Recipient.Host) || len(req.Recipient.Headers) > 0) {
+		// RFC 3261 §19.1.1: no headers in a Request-URI; RFC 5118 §4.10: no three colons.
+		return s.reject(ctx, tx, req, 400, "Malformed Request-URI")
+	}
+	// sipgo upper-cases the request's method and keeps the CSeq's as written; methods are
+	// case-sensitive (RFC 3261 §7.1), so this accepts "invite" against "INVITE", never a
+	// different method (RFC 4475 §3.1.2.17 and §3.1.1.2).
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		return s.reject(ctx, tx, req, 400, "CSeq Method Mismatch")
+	}
+	if d := sipx.Header(req, "Date"); d != nil && !strings.HasSuffix(d.Value(), " GMT") {
+		// RFC 3261 §20.17: rfc1123-date in GMT only (RFC 4475 §3.1.2.12).
+		return s.reject(ctx, tx, req, 400, "Malformed Date")
 	}
 	if req.CSeq().SeqNo > 1<<31-1 {
 		return s.reject(ctx, tx, req, 400, "Malformed CSeq")
@@ -104,6 +122,27 @@ func (s *sanity) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *si
 // is one of our domains or addresses.
 func (s *sanity) toServer(req *sip.Request) bool {
 	return req.Recipient.User == "" && s.isOurs(req.Recipient.Host)
+}
+
+// validVias reports whether every Via of req names SIP/2.0, a transport and a host, and has no
+// empty parameter (RFC 3261 §20.42; RFC 4475 §3.1.2.1).
+func validVias(req *sip.Request) bool {
+	for _, h := range req.Headers() {
+		via, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		if !strings.EqualFold(via.ProtocolName, "SIP") || via.ProtocolVersion != "2.0" || via.Transport == "" ||
+			!sipx.PlausibleHost(via.Host) {
+			return false
+		}
+		for _, kv := range via.Params {
+			if kv.K == "" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isTyped(h sip.Header) bool {

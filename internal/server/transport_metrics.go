@@ -24,7 +24,7 @@ func newTransportMetrics(reg prometheus.Registerer) *transportMetrics {
 		}, []string{"transport"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "simpled_connections_rejected_total",
-			Help: "Connections a listener refused or closed, by transport and reason (limit, handshake, subprotocol, origin, too large, stall, idle, frame).",
+			Help: "Connections a listener refused or closed, by transport and reason (limit, handshake, subprotocol, origin, too large, stall, idle, frame, malformed: a message sipgo cannot parse, answered before the close).",
 		}, []string{"transport", "reason"}),
 		keepalives: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "simpled_keepalives_total",

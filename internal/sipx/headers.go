@@ -200,6 +200,29 @@ func Sanitize(v string) bool {
 	return !strings.ContainsAny(v, "\r\n\x00")
 }
 
+// PlausibleHost reports whether host, as sipgo keeps a URI or Via host (an IPv6 literal with
+// or without its brackets), can name a host at all: an IP literal that parses (RFC 5118 §4.10:
+// not "2001:db8:::192.0.2.1"), or a name of letters, digits, "-", "." and "_" (more lenient
+// than ValidHost: Windows and SRV-style names carry underscores).
+func PlausibleHost(host string) bool {
+	if strings.HasPrefix(host, "[") {
+		return strings.HasSuffix(host, "]") && net.ParseIP(host[1:len(host)-1]) != nil
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		return net.ParseIP(host) != nil
+	}
+	if host == "" || len(host) > 255 {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidHost reports whether host is an IP literal (IPv6 in brackets or not) or a syntactically
 // valid host name (RFC 3261 §25.1 hostname). sipgo's URI parser accepts hosts such as "::" or
 // "" that no request can be routed to.

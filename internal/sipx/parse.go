@@ -1,6 +1,8 @@
 package sipx
 
 import (
+	"strings"
+
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -36,6 +38,12 @@ func NewParser(maxMessage int) *sip.Parser {
 	parsers := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser()))
 	for name, parse := range sip.DefaultHeadersParser() {
 		parsers[name] = lenient(canonicalNames[name], parse)
+		switch name {
+		case "via", "v":
+			parsers[name] = viaKeeper(parsers[name])
+		case "from", "f", "to", "t", "contact", "m":
+			parsers[name] = addressChecker(canonicalNames[name], parsers[name])
+		}
 	}
 	p := sip.NewParser(sip.WithHeadersParsers(parsers))
 	if maxMessage > 0 {
@@ -95,4 +103,121 @@ func typed(h sip.Header) bool {
 		return true
 	}
 	return false
+}
+
+// addressChecker refuses, before sipgo parses it, a From, To or Contact value that sipgo
+// would take although RFC 3261 §20.10 does not: an unquoted display name with a character
+// that is not a token character (RFC 4475 §3.1.2.15: Bell, Alexander <sip:...>), white space
+// just inside the angle brackets (§3.1.2.14), an addr-spec outside angle brackets with a
+// header part (§3.1.2.13). The value is kept as a plain header, which sanity answers with 400
+// naming the header.
+func addressChecker(canonical string, parse sip.HeaderParser) sip.HeaderParser {
+	return func(name []byte, value string) (sip.Header, error) {
+		if !validAddress(value) {
+			return sip.NewHeader(canonical, value), nil
+		}
+		if canonical != "Contact" {
+			// sipgo keeps the white space RFC 3261 allows around ";" and "=" in the host
+			// and parameters (RFC 4475 §3.1.1.1: "sip:a@b.example.com ;   tag    = 1").
+			value = normalizeParams(value)
+		}
+		return parse(name, value)
+	}
+}
+
+// validAddress judges the first name-addr or addr-spec of v (what follows a comma is judged
+// when sipgo hands it over).
+func validAddress(v string) bool {
+	v = strings.TrimSpace(v)
+	i := 0
+	if strings.HasPrefix(v, "\"") {
+		// quoted display name: find its end
+		i = 1
+		for ; i < len(v) && v[i] != '"'; i++ {
+			if v[i] == '\\' {
+				i++
+			}
+		}
+		if i >= len(v) {
+			return false
+		}
+		i++
+	}
+	lt := strings.IndexByte(v[i:], '<')
+	if lt < 0 {
+		if i > 0 {
+			return false // a quoted display name without an address
+		}
+		spec := v
+		if j := strings.IndexAny(spec, ";,"); j >= 0 {
+			spec = spec[:j]
+		}
+		return !strings.ContainsAny(strings.TrimSpace(spec), "? \t")
+	}
+	lt += i
+	for _, c := range []byte(v[i:lt]) {
+		if c < 0x80 && !isTokenChar(c) && c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	gt := strings.IndexByte(v[lt:], '>')
+	if gt < 2 {
+		return false
+	}
+	inner := v[lt+1 : lt+gt]
+	return strings.TrimSpace(inner) == inner
+}
+
+// isTokenChar reports whether c may appear in an RFC 3261 token.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-.!%*_+`'~", c) >= 0
+}
+
+// normalizeParams removes white space next to ";" and "=" outside quoted strings; it returns v
+// itself when there is none (the common case).
+func normalizeParams(v string) string {
+	dirty := false
+	for i := 0; i < len(v) && !dirty; i++ {
+		if c := v[i]; c == ';' || c == '=' {
+			dirty = i > 0 && (v[i-1] == ' ' || v[i-1] == '\t') || i+1 < len(v) && (v[i+1] == ' ' || v[i+1] == '\t')
+		}
+	}
+	if !dirty {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	quoted, pending := false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted:
+			b.WriteByte(c)
+			if c == '\\' && i+1 < len(v) {
+				i++
+				b.WriteByte(v[i])
+			} else if c == '"' {
+				quoted = false
+			}
+			continue
+		case c == ' ' || c == '\t':
+			pending = true
+			continue
+		}
+		if pending && b.Len() > 0 && c != ';' && c != '=' {
+			if last := b.String()[b.Len()-1]; last != ';' && last != '=' {
+				b.WriteByte(' ')
+			}
+		}
+		pending = false
+		b.WriteByte(c)
+		if c == '"' {
+			quoted = true
+		}
+	}
+	return b.String()
 }

@@ -98,20 +98,20 @@ func ErrorStatus(err error) (code int, reason string) {
 // NewResponse builds a response to req with code and reason (the table's phrase when reason is
 // empty) and the given extra headers, as sip.NewResponseFromRequest does (Via, From, To,
 // Call-ID, CSeq, Record-Route where RFC 3261 Table 3 wants it, rport/received per RFC 3581, a To
-// tag) but with a To tag from math/rand/v2's ChaCha8 generator instead of a crypto/rand UUID: a
-// getrandom syscall per answer was a fifth of the registrar's cost. RFC 3261 §19.3 asks for 32
+// tag; the Via values as received, see rawvia.go) but with a To tag from math/rand/v2's
+// ChaCha8 generator instead of a crypto/rand UUID: a getrandom syscall per answer was a fifth
+// of the registrar's cost. RFC 3261 §19.3 asks for 32
 // random bits; the tag has 64.
 func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) *sip.Response {
 	if reason == "" {
 		reason = Reason(code)
 	}
-	res := sip.NewResponse(code, reason)
-	res.SipVersion = req.SipVersion
+	res := sip.NewResponse(code, reason) // SIP/2.0, also to a 505's SIP/7.0 request
 	if req.Method != sip.REGISTER && !req.IsAck() &&
 		(code >= 180 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
 		copyHeaders("Record-Route", req, res)
 	}
-	copyHeaders("Via", req, res)
+	ResponseVias(req, res)
 	if h := req.From(); h != nil {
 		res.AppendHeader(sip.HeaderClone(h))
 	}
@@ -131,18 +131,6 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 	if code == 100 {
 		copyHeaders("Timestamp", req, res)
 	}
-	if via := res.Via(); via != nil {
-		// RFC 3581 §4: answer rport with the source port and received with the source address;
-		// RFC 3261 §18.2.1: received also whenever sent-by names another host than the source.
-		if host, port, err := net.SplitHostPort(req.Source()); err == nil {
-			if v, ok := via.Params.Get("rport"); ok && v == "" {
-				via.Params.Add("rport", port)
-				via.Params.Add("received", host)
-			} else if !via.Params.Has("received") && !strings.EqualFold(strings.Trim(via.Host, "[]"), host) {
-				via.Params.Add("received", host)
-			}
-		}
-	}
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
@@ -150,6 +138,46 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())
 	return res
+}
+
+// ResponseVias appends to res, a response to req, req's Via values as received, the top one
+// with received and rport (topVia). A proxy relaying a response uses it in place of the
+// values the next hop sent back, which are sipgo's rendering of them.
+func ResponseVias(req *sip.Request, res *sip.Response) {
+	for i, h := range Headers(req, "Via") {
+		if i == 0 {
+			res.AppendHeader(topVia(req, h))
+		} else {
+			res.AppendHeader(viaHeader(h))
+		}
+	}
+}
+
+// topVia returns the top Via of a response to req: h, req's top Via, as received, with rport
+// answered with the source port and received with the source address (RFC 3581 §4), and
+// received also whenever sent-by names another host than the source (RFC 3261 §18.2.1).
+func topVia(req *sip.Request, h sip.Header) sip.Header {
+	via, ok := h.(*sip.ViaHeader)
+	if !ok {
+		return sip.HeaderClone(h)
+	}
+	host, port, err := net.SplitHostPort(req.Source())
+	if raw, ok := RawVia(via); ok {
+		if err == nil {
+			raw = addReceived(raw, via, host, port)
+		}
+		return sip.NewHeader("Via", raw)
+	}
+	via = via.Clone()
+	if err == nil {
+		if v, ok := via.Params.Get("rport"); ok && v == "" {
+			via.Params.Add("rport", port)
+			via.Params.Add("received", host)
+		} else if !via.Params.Has("received") && !strings.EqualFold(strings.Trim(via.Host, "[]"), host) {
+			via.Params.Add("received", host)
+		}
+	}
+	return via
 }
 
 // Respond sends a response to req on tx and returns its code, for a stage to return.

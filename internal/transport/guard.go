@@ -39,25 +39,8 @@ func Check(data []byte, bufLen int) Verdict {
 	if eol < 0 {
 		return Verdict{Code: -1, Reason: "not SIP"}
 	}
-	start := data[:eol]
-	isResponse := bytes.HasPrefix(start, []byte("SIP/"))
-	if !isResponse {
-		sp1 := bytes.IndexByte(start, ' ')
-		sp2 := bytes.LastIndexByte(start, ' ')
-		if sp1 <= 0 || sp2 <= sp1 || !isToken(start[:sp1]) {
-			return Verdict{Code: -1, Reason: "not SIP"}
-		}
-		if !bytes.Equal(start[sp2+1:], []byte("SIP/2.0")) {
-			if bytes.HasPrefix(start[sp2+1:], []byte("SIP/")) {
-				return Verdict{Code: 505, Reason: "Version Not Supported"}
-			}
-			return Verdict{Code: -1, Reason: "not SIP"}
-		}
-		var u sip.Uri
-		uri := start[sp1+1 : sp2]
-		if bytes.IndexByte(uri, ' ') >= 0 || sip.ParseUri(string(uri), &u) != nil {
-			return Verdict{Code: 400, Reason: "Malformed Request-URI"}
-		}
+	if v := CheckStartLine(data[:eol]); v.Code != 0 {
+		return v
 	}
 	if len(data) >= bufLen {
 		return Verdict{Code: 513, Reason: "Message Too Large"}
@@ -66,25 +49,161 @@ func Check(data []byte, bufLen int) Verdict {
 	if end < 0 {
 		return Verdict{Code: 400, Reason: "Truncated Message"}
 	}
-	headers := data[eol+2 : end+2]
-	bodyLen := len(data) - (end + 4)
+	return checkHeaders(data[eol+2:end+2], len(data)-(end+4), false, false)
+}
+
+// CheckStartLine judges the start line of a message (without its CRLF) as sipgo's parser
+// will: a request line it cannot parse gets 400 naming the fault (416 for a Request-URI of
+// another scheme, 505 for another SIP version) rather than silence; what is not SIP at all,
+// and a response it cannot parse (RFC 4475 §3.1.2.19), Code -1 (dropped, never answered).
+func CheckStartLine(start []byte) Verdict {
+	if bytes.HasPrefix(start, []byte("SIP/")) {
+		// A status line: SIP-Version SP 3DIGIT SP Reason-Phrase (RFC 3261 §7.2).
+		if len(start) < 11 || start[7] != ' ' || !isDigits(start[8:11]) || len(start) > 11 && start[11] != ' ' {
+			return Verdict{Code: -1, Reason: "Malformed Status-Line"}
+		}
+		return Verdict{}
+	}
+	sp1 := bytes.IndexByte(start, ' ')
+	sp2 := bytes.LastIndexByte(start, ' ')
+	isSIP := bytes.Contains(start, []byte(" SIP/"))
+	if sp1 <= 0 || sp2 <= sp1 || !isToken(start[:sp1]) {
+		if isSIP {
+			return Verdict{Code: 400, Reason: "Malformed Request-Line"}
+		}
+		return Verdict{Code: -1, Reason: "not SIP"}
+	}
+	if !bytes.Equal(start[sp2+1:], []byte("SIP/2.0")) {
+		if bytes.HasPrefix(start[sp2+1:], []byte("SIP/")) && bytes.IndexByte(start[sp2+1:], ' ') < 0 {
+			return Verdict{Code: 505, Reason: "Version Not Supported"}
+		}
+		if isSIP {
+			return Verdict{Code: 400, Reason: "Malformed Request-Line"}
+		}
+		return Verdict{Code: -1, Reason: "not SIP"}
+	}
+	var u sip.Uri
+	uri := start[sp1+1 : sp2]
+	if bytes.IndexByte(uri, ' ') >= 0 {
+		return Verdict{Code: 400, Reason: "Malformed Request-URI"}
+	}
+	if sip.ParseUri(string(uri), &u) != nil {
+		if otherScheme(uri) {
+			// RFC 3261 §8.2.2.1; RFC 4475 §3.3.3: a well-formed URI of a scheme we do not serve.
+			return Verdict{Code: 416, Reason: "Unsupported URI Scheme"}
+		}
+		return Verdict{Code: 400, Reason: "Malformed Request-URI"}
+	}
+	return Verdict{}
+}
+
+// otherScheme reports whether uri is an absoluteURI (RFC 3986 scheme ":" ...) of a scheme other
+// than sip or sips.
+func otherScheme(uri []byte) bool {
+	i := bytes.IndexByte(uri, ':')
+	if i <= 0 || i == len(uri)-1 {
+		return false
+	}
+	scheme := uri[:i]
+	if equalFold(scheme, "sip") || equalFold(scheme, "sips") {
+		return false
+	}
+	for j, c := range scheme {
+		alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !alpha && (j == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// CheckHeaders judges the header section of a message on a stream (the lines after the start
+// line, each ending with CRLF, the empty line excluded): what sipgo's stream parser would fail
+// on and close the connection for, without an answer, gets 400 naming the fault. Of a
+// response (resp) only the framing is judged, and a fault is never answered (Code -1).
+func CheckHeaders(headers []byte, resp bool) Verdict {
+	v := checkHeaders(headers, 0, true, resp)
+	if resp {
+		return response(v)
+	}
+	return v
+}
+
+// validCSeqNumber reports whether a CSeq value begins with a sequence number sipgo takes:
+// digits, at most 2^31-1, followed by white space or the end of the line (a method on a folded
+// line).
+func validCSeqNumber(value []byte) bool {
+	v := bytes.TrimLeft(value, " \t")
+	d, n := 0, uint64(0)
+	for d < len(v) && v[d] >= '0' && v[d] <= '9' && d <= 10 {
+		n = n*10 + uint64(v[d]-'0')
+		d++
+	}
+	if d == 0 || d > 10 || d < len(v) && v[d] != ' ' && v[d] != '\t' {
+		return false
+	}
+	return n <= 1<<31-1
+}
+
+// response marks a verdict on a response: never answered (Code -1).
+func response(v Verdict) Verdict {
+	if v.Code != 0 {
+		v.Code = -1
+	}
+	return v
+}
+
+// checkHeaders judges header lines (each ending with CRLF). bodyLen is what a datagram holds
+// after the empty line; stream is set for a stream, where Content-Length is mandatory.
+func checkHeaders(headers []byte, bodyLen int, stream, resp bool) Verdict {
+	cl := -1
 	for len(headers) > 0 {
 		i := bytes.Index(headers, crlf)
+		if i < 0 {
+			break
+		}
 		line := headers[:i]
 		headers = headers[i+2:]
 		if len(line) > MaxHeaderLine {
 			return Verdict{Code: 400, Reason: "Header Line Too Long"}
 		}
-		if name, value, ok := splitHeader(line); ok && (equalFold(name, "content-length") || equalFold(name, "l")) {
+		name, value, ok := splitHeader(line)
+		if !ok {
+			continue
+		}
+		switch {
+		case equalFold(name, "content-length") || equalFold(name, "l"):
 			n, err := strconv.Atoi(string(bytes.TrimSpace(value)))
 			if err != nil || n < 0 {
 				return Verdict{Code: 400, Reason: "Malformed Content-Length"}
 			}
+			if cl >= 0 {
+				return Verdict{Code: 400, Reason: "Duplicate Content-Length"}
+			}
+			cl = n
 			// RFC 3261 §18.3: a datagram that ends before the body does is an error.
-			if n > bodyLen {
+			if !stream && n > bodyLen {
 				return Verdict{Code: 400, Reason: "Content-Length Exceeds Body"}
 			}
+		case equalFold(name, "cseq") && !resp:
+			// sipgo refuses a sequence number above 2^31-1 with a bare 400 (RFC 4475 §3.1.2.4).
+			if !validCSeqNumber(value) {
+				return Verdict{Code: 400, Reason: "Malformed CSeq"}
+			}
 		}
+	}
+	if stream && cl < 0 {
+		// RFC 3261 §18.3, §20.14: a stream message always carries Content-Length.
+		return Verdict{Code: 400, Reason: "Missing Content-Length"}
 	}
 	return Verdict{}
 }
@@ -157,7 +276,11 @@ func Reply(data []byte, code int, reason string) []byte {
 		case equalFold(name, "call-id") || equalFold(name, "i"):
 			others = append(others, append([]byte("Call-ID: "), value...))
 		case equalFold(name, "cseq"):
-			others = append(others, append([]byte("CSeq: "), value...))
+			// A CSeq that does not parse is left out: echoed, it would make the answer
+			// unparseable to the client as well.
+			if validCSeqNumber(value) {
+				others = append(others, append([]byte("CSeq: "), value...))
+			}
 		}
 	}
 	if len(vias) == 0 {

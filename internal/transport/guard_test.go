@@ -20,6 +20,25 @@ const okRegister = "REGISTER sip:example.test SIP/2.0\r\n" +
 	"Max-Forwards: 70\r\n" +
 	"Content-Length: 0\r\n\r\n"
 
+// TestCheckHeaders: on a stream, what sipgo's stream parser would close the connection for is
+// refused (to be answered first); a response's fault is never answered.
+func TestCheckHeaders(t *testing.T) {
+	head := func(msg string) []byte {
+		i := strings.Index(msg, "\r\n")
+		return []byte(msg[i+2 : len(msg)-2])
+	}
+	if v := CheckHeaders(head(okRegister), false); v.Code != 0 {
+		t.Errorf("valid request: %+v", v)
+	}
+	noCL := strings.Replace(okRegister, "Content-Length: 0\r\n", "", 1)
+	if v := CheckHeaders(head(noCL), false); v.Code != 400 || v.Reason != "Missing Content-Length" {
+		t.Errorf("no Content-Length on a stream: %+v", v)
+	}
+	if v := CheckHeaders(head(strings.Replace(okRegister, "Content-Length: 0", "Content-Length: -999", 1)), true); v.Code != -1 {
+		t.Errorf("response with a bad Content-Length: %+v, want dropped", v)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -43,6 +62,17 @@ func TestCheck(t *testing.T) {
 		{name: "bad request-uri", data: strings.Replace(okRegister, "sip:example.test SIP", "sip:exa mple SIP", 1), code: 400},
 		{name: "sip version 3", data: strings.Replace(okRegister, "example.test SIP/2.0", "example.test SIP/3.0", 1), code: 505},
 		{name: "response passes", data: "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n", code: 0},
+		// RFC 4475 §3.1.2.10: trailing blanks after the version were dropped unanswered.
+		{name: "request line with trailing blanks", data: strings.Replace(okRegister, "SIP/2.0\r\n", "SIP/2.0  \r\n", 1), code: 400, reason: "Malformed Request-Line"},
+		// §3.3.3: a well-formed URI of another scheme is 416, not a parse error.
+		{name: "other scheme", data: strings.Replace(okRegister, "sip:example.test SIP", "soap.beep://192.0.2.103:3002 SIP", 1), code: 416},
+		// §3.1.2.4: a sequence number over 2^31-1 got sipgo's bare 400.
+		{name: "cseq too large", data: strings.Replace(okRegister, "CSeq: 1 ", "CSeq: 36893488147419103232 ", 1), code: 400, reason: "Malformed CSeq"},
+		{name: "cseq folded", data: strings.Replace(okRegister, "CSeq: 1 REGISTER", "CSeq: 0009\r\n  REGISTER", 1), code: 0},
+		// §3.3.9.
+		{name: "two content-lengths", data: strings.Replace(okRegister, "Max-Forwards: 70", "l: 0", 1), code: 400, reason: "Duplicate Content-Length"},
+		// §3.1.2.19: a response that cannot be parsed is dropped, never answered.
+		{name: "status code too large", data: "SIP/2.0 4294967301 better not\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n", code: -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -100,6 +101,7 @@ const (
 	ReasonStall       = "stall"       // message begun and not completed within MessageTimeout
 	ReasonIdle        = "idle"        // no byte for IdleTimeout, not pinned
 	ReasonFrame       = "frame"       // WebSocket protocol error (close 1002)
+	ReasonMalformed   = "malformed"   // a message sipgo cannot parse, answered before closing
 )
 
 // Event is one connection event, for metrics.
@@ -327,6 +329,7 @@ func (l *StreamListener) admit(raw net.Conn) {
 	} else {
 		s := &streamConn{}
 		s.f.max = int64(l.o.MaxMessageSize)
+		s.f.judge = true
 		core, conn = &s.streamCore, s
 	}
 	core.Conn, core.raw, core.l, core.remote = raw, raw, l, remote
@@ -630,6 +633,10 @@ func (c *streamCore) SetDeadline(t time.Time) error { return c.Conn.SetWriteDead
 type streamConn struct {
 	streamCore
 	f framer
+	// refusing is set while a message the framer judged unfit for sipgo is read to the end of
+	// its header section, to be answered (Verdict) before the connection closes.
+	refusing *Verdict
+	ready    bool // the refused message's header section is complete: answer on the next Read
 }
 
 func coreOf(c net.Conn) *streamCore {
@@ -644,16 +651,46 @@ func coreOf(c net.Conn) *streamCore {
 
 // Read reads into sipgo's buffer and lets the framer observe the bytes. It never returns
 // (0, nil), which sipgo would spin on.
+//
+// A message sipgo's stream parser would fail on (a start line or header section CheckStartLine
+// or CheckHeaders refuses) or that exceeds MaxMessageSize never reaches sipgo, which would
+// close the connection without a word: the bytes before it are handed over, the message is
+// read up to the end of its header section, answered from its own Via, From, To, Call-ID and
+// CSeq (Reply: 400 naming the fault, 416, 505, or 513), and the connection is closed (the rest
+// of the stream cannot be framed with confidence).
 func (c *streamConn) Read(b []byte) (int, error) {
-	n, err := c.readRaw(b)
-	if n > 0 {
+	if c.ready {
+		return c.refuse()
+	}
+	for {
+		n, err := c.readRaw(b)
+		if n == 0 {
+			var cr *closeReason
+			if errors.As(err, &cr) {
+				return c.fail(cr)
+			}
+			return 0, err
+		}
 		wasMid := c.f.mid()
 		r := c.f.feed(b[:n])
 		for range r.keepalives {
 			c.l.emit(EventKeepalive, c.remote, "")
 		}
-		if r.tooLarge {
-			return c.fail(&closeReason{reason: ReasonTooLarge})
+		if c.refusing == nil && r.verdict.Code != 0 {
+			v := r.verdict
+			c.refusing = &v
+			if r.at > 0 {
+				// Hand over the messages before it first; the next Read answers it, or reads
+				// on to the end of its header section.
+				c.ready = r.headDone || v.Code == 513
+				return r.at, nil
+			}
+		}
+		if c.refusing != nil {
+			if r.headDone || c.refusing.Code == 513 || r.verdict.Code == 513 {
+				return c.refuse()
+			}
+			continue // swallow the refused message's bytes until its header section ends
 		}
 		if mid := c.f.mid(); mid && (!wasMid || r.done > 0) {
 			c.begin(time.Now())
@@ -662,11 +699,40 @@ func (c *streamConn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
-	var cr *closeReason
-	if errors.As(err, &cr) {
-		return c.fail(cr)
+}
+
+// refuse answers the message the framer refused, when it has a Via to answer to, and closes.
+func (c *streamConn) refuse() (int, error) {
+	v := *c.refusing
+	head := c.f.head
+	if !c.f.headDone {
+		// Cut inside the header section: answer from its complete lines.
+		if i := bytes.LastIndex(head, crlf); i >= 0 {
+			head = head[:i+2]
+		} else {
+			head = nil
+		}
 	}
-	return 0, err
+	reason := ReasonMalformed
+	if v.Code == 513 {
+		reason = ReasonTooLarge
+	}
+	if v.Code > 0 {
+		if res := Reply(head, v.Code, v.Reason); res != nil {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Conn.Write(res); err == nil {
+				c.touch(time.Now())
+			}
+		}
+	}
+	c.reject(reason, errors.New(v.Reason))
+	// Drain what the peer still sends for a moment before closing: sipgo may still be
+	// answering the requests handed over before this one, and closing over unread bytes
+	// resets the connection, which can destroy answers the peer has not read yet.
+	_ = c.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c.raw, lingerBytes)
+	c.abort()
+	return 0, io.EOF
 }
 
 // fail closes the connection for r and ends sipgo's read loop quietly (io.EOF: we logged).
@@ -693,6 +759,7 @@ func (c *streamConn) Write(b []byte) (int, error) {
 // mean; the framer only tells when a message is in progress and when one is too large.
 type framer struct {
 	max    int64
+	judge  bool // refuse what sipgo cannot parse (CheckStartLine, CheckHeaders)
 	state  uint8
 	ka     uint8 // how much of CRLFCRLF has been seen between messages
 	cr     bool  // the previous byte was a CR, pending: it ends a line if LF follows
@@ -705,7 +772,16 @@ type framer struct {
 	val    uint64 // Content-Length digits of the current line
 	cl     int64  // the message's Content-Length, so far
 	remain int64  // body bytes to come
+	// head holds the current message's header section (start line included) up to
+	// maxHead bytes, to judge it and to answer it when it is refused; headDone is set once
+	// its empty line was seen.
+	head     []byte
+	headDone bool
+	refused  bool // the current message was refused: stop at the end of its header section
 }
+
+// maxHead bounds the header section the framer keeps of a message.
+const maxHead = 2 * MaxHeaderLine
 
 const (
 	frIdle = iota
@@ -724,15 +800,34 @@ const (
 )
 
 type frameResult struct {
-	done       int  // messages completed
-	keepalives int  // CRLFCRLF pings between messages
-	tooLarge   bool // the current message exceeds max: stop feeding
+	done       int // messages completed
+	keepalives int // CRLFCRLF pings between messages
+	// verdict is set when the current message is refused (Code 513 when it exceeds max); at is
+	// where its bytes begin in the fed slice (0 when it began before), headDone whether its
+	// header section is complete. Feeding stops at the end of the refused header section.
+	verdict  Verdict
+	at       int
+	headDone bool
 }
 
 func (f *framer) mid() bool { return f.state != frIdle }
 
 // feed observes the next bytes of the stream.
 func (f *framer) feed(p []byte) (r frameResult) {
+	start := 0 // where the current message begins in p
+	seg := 0   // the first byte of p not yet kept in head (while in the header section)
+	keep := func(end int) {
+		if room := maxHead - len(f.head); room > 0 && end > seg {
+			f.head = append(f.head, p[seg:min(end, seg+room)]...)
+		}
+		seg = end
+	}
+	refuse := func(v Verdict) {
+		if r.verdict.Code == 0 && (!f.refused || v.Code == 513) {
+			r.verdict, r.at = v, start
+		}
+		f.refused = true
+	}
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch f.state {
@@ -744,19 +839,35 @@ func (f *framer) feed(p []byte) (r frameResult) {
 			f.ka = 0
 			f.state, f.size, f.cl = frHead, 0, 0
 			f.cr, f.first, f.filled, f.ls = false, true, false, lsSkip
+			f.head, f.headDone, f.refused = f.head[:0], false, false
+			start, seg = i, i
 			fallthrough
 		case frHead:
 			f.size++
 			if f.size > f.max {
-				r.tooLarge = true
+				keep(i + 1)
+				refuse(Verdict{Code: 513, Reason: "Message Too Large"})
 				return r
 			}
 			if f.cr {
 				if c == '\n' {
 					f.cr = false
+					first := f.first
 					if f.endLine() {
+						keep(i + 1)
+						f.headDone = true
+						if f.refused {
+							r.headDone = true
+							return r
+						}
+						if v := f.judgeHead(); f.judge && v.Code != 0 {
+							refuse(v)
+							r.headDone = true
+							return r
+						}
 						if f.size+f.cl > f.max {
-							r.tooLarge = true
+							refuse(Verdict{Code: 513, Reason: "Message Too Large"})
+							r.headDone = true
 							return r
 						}
 						if f.cl == 0 {
@@ -764,6 +875,13 @@ func (f *framer) feed(p []byte) (r frameResult) {
 							r.done++
 						} else {
 							f.state, f.remain = frBody, f.cl
+						}
+					} else if first && f.judge {
+						keep(i + 1)
+						if len(f.head) < maxHead {
+							if v := CheckStartLine(f.head[:len(f.head)-2]); v.Code != 0 {
+								refuse(v)
+							}
 						}
 					}
 					continue
@@ -787,7 +905,22 @@ func (f *framer) feed(p []byte) (r frameResult) {
 			}
 		}
 	}
+	if f.state == frHead {
+		keep(len(p))
+	}
 	return r
+}
+
+// judgeHead judges the complete header section kept in head (when it was not cut at maxHead).
+func (f *framer) judgeHead() Verdict {
+	if len(f.head) >= maxHead {
+		return Verdict{}
+	}
+	eol := bytes.Index(f.head, crlf)
+	if eol < 0 || len(f.head) < eol+4 {
+		return Verdict{}
+	}
+	return CheckHeaders(f.head[eol+2:len(f.head)-2], bytes.HasPrefix(f.head, []byte("SIP/")))
 }
 
 // keepalive runs the CRLFCRLF matcher over a byte between messages.

@@ -667,7 +667,7 @@ func TestFramer(t *testing.T) {
 				var large bool
 				for i := 0; i < len(tt.in) && !large; i += step {
 					r := f.feed([]byte(tt.in[i:min(i+step, len(tt.in))]))
-					done, ka, large = done+r.done, ka+r.keepalives, r.tooLarge
+					done, ka, large = done+r.done, ka+r.keepalives, r.verdict.Code == 513
 				}
 				if done != tt.done || ka != tt.ka || large != tt.large || (!large && f.mid() != tt.mid) {
 					t.Errorf("step %d: done %d ka %d large %v mid %v; want %d %d %v %v", step, done, ka, large, f.mid(), tt.done, tt.ka, tt.large, tt.mid)
@@ -751,7 +751,7 @@ func FuzzFramer(f *testing.F) {
 				got = append(got, i+1)
 			}
 			gotKA += r.keepalives
-			if r.tooLarge {
+			if r.verdict.Code == 513 {
 				gotFail = i
 				break
 			}
@@ -766,7 +766,7 @@ func FuzzFramer(f *testing.F) {
 		for i := 0; i < len(data) && !large; i += step {
 			r := fr.feed(data[i:min(i+step, len(data))])
 			done += r.done
-			large = r.tooLarge
+			large = r.verdict.Code == 513
 		}
 		if large != (failAt >= 0) || (!large && done != len(ends)) {
 			t.Fatalf("chunked by %d: done %d large %v; reference %d, fail at %d", step, done, large, len(ends), failAt)
@@ -777,6 +777,25 @@ func FuzzFramer(f *testing.F) {
 		}
 		if !large && fr.mid() != (len(bytes.Trim(rest, "\r\n")) > 0) {
 			t.Fatalf("chunked by %d: mid %v at the end", step, fr.mid())
+		}
+		// Judging: the refusal points into the bytes fed, and what the framer keeps of the
+		// refused message is a prefix of it.
+		fr = framer{max: int64(m), judge: true}
+		offset := 0
+		for i := 0; i < len(data); i += step {
+			p := data[i:min(i+step, len(data))]
+			r := fr.feed(p)
+			if r.verdict.Code != 0 {
+				if r.at < 0 || r.at > len(p) {
+					t.Fatalf("refusal at %d of a %d-byte feed", r.at, len(p))
+				}
+				// at 0: the message may have begun in an earlier feed.
+				if start := offset + r.at; r.at > 0 && !bytes.HasPrefix(data[start:], fr.head) {
+					t.Fatalf("kept %q, not a prefix of the refused message %q", fr.head, data[start:])
+				}
+				break
+			}
+			offset += len(p)
 		}
 	})
 }
@@ -871,4 +890,58 @@ func streamRSS() uint64 {
 	}
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
+}
+
+// TestFramerJudges: a judging framer refuses what sipgo's stream parser would close the
+// connection over, says where the refused message begins in the bytes fed, and keeps its
+// header section to answer it from, however the bytes are split.
+func TestFramerJudges(t *testing.T) {
+	good := "OPTIONS sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n"
+	tests := []struct {
+		name, bad string
+		code      int
+	}{
+		{"other scheme", "OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK2\r\nl: 0\r\n\r\n", 416},
+		{"negative content-length", "INVITE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK3\r\nContent-Length: -999\r\n\r\n", 400},
+		{"no content-length", "INVITE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK4\r\n\r\n", 400},
+		{"too large", "MESSAGE sip:x@example.test SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK5\r\nl: 99999\r\n\r\n", 513},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := good + tt.bad
+			for _, step := range []int{len(in), 7, 1} {
+				f := framer{max: 1 << 12, judge: true}
+				var v Verdict
+				at, headDone := -1, false
+				for i := 0; i < len(in) && !headDone; i += step {
+					r := f.feed([]byte(in[i:min(i+step, len(in))]))
+					if r.verdict.Code != 0 && v.Code == 0 {
+						v, at = r.verdict, i+r.at
+					}
+					headDone = v.Code != 0 && (r.headDone || v.Code == 513)
+				}
+				if v.Code != tt.code || !headDone {
+					t.Fatalf("step %d: verdict %+v, header done %v; want %d", step, v, headDone, tt.code)
+				}
+				if step == len(in) && at != len(good) {
+					t.Errorf("refused message at %d, want %d", at, len(good))
+				}
+				if string(f.head) != tt.bad {
+					t.Errorf("step %d: kept %q, want %q", step, f.head, tt.bad)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFramerFeed: the framer's cost per message on a stream, judging included (the start
+// line's Request-URI is parsed as sipgo will, the header lines scanned).
+func BenchmarkFramerFeed(b *testing.B) {
+	msg := []byte(streamRegister("tcp", ""))
+	f := framer{max: 1 << 18, judge: true}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f.feed(msg)
+	}
 }
