@@ -189,6 +189,14 @@ func normalizeParams(v string) string {
 	if !dirty {
 		return v
 	}
+	return collapseSpace(v, isParamSep)
+}
+
+func isParamSep(c byte) bool { return c == ';' || c == '=' }
+
+// collapseSpace removes the white space next to a separator (sep) and makes other runs of it
+// one space, outside quoted strings: the slow path of normalizeParams and normalizeVia.
+func collapseSpace(v string, sep func(byte) bool) string {
 	var b strings.Builder
 	b.Grow(len(v))
 	quoted, pending := false, false
@@ -208,10 +216,8 @@ func normalizeParams(v string) string {
 			pending = true
 			continue
 		}
-		if pending && b.Len() > 0 && c != ';' && c != '=' {
-			if last := b.String()[b.Len()-1]; last != ';' && last != '=' {
-				b.WriteByte(' ')
-			}
+		if pending && b.Len() > 0 && !sep(c) && !sep(b.String()[b.Len()-1]) {
+			b.WriteByte(' ')
 		}
 		pending = false
 		b.WriteByte(c)

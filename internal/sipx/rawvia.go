@@ -126,43 +126,10 @@ func normalizeVia(v string) string {
 			return v
 		}
 	}
-	var b strings.Builder
-	b.Grow(len(v))
-	quoted, pending := false, false
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case quoted:
-			b.WriteByte(c)
-			if c == '\\' && i+1 < len(v) {
-				i++
-				b.WriteByte(v[i])
-			} else if c == '"' {
-				quoted = false
-			}
-			continue
-		case c == ' ' || c == '\t':
-			pending = true
-			continue
-		}
-		if pending && b.Len() > 0 && !isViaSep(c) && !isViaSep(lastByte(&b)) {
-			b.WriteByte(' ')
-		}
-		pending = false
-		b.WriteByte(c)
-		if c == '"' {
-			quoted = true
-		}
-	}
-	return b.String()
+	return collapseSpace(v, isViaSep)
 }
 
 func isViaSep(c byte) bool { return c == '/' || c == ';' || c == '=' || c == ':' }
-
-func lastByte(b *strings.Builder) byte {
-	s := b.String()
-	return s[len(s)-1]
-}
 
 // commaOffset returns where the comma is in a value whose parse ended with sipgo's "comma
 // detected" error (an unexported int type holding the offset).

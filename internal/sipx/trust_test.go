@@ -1,6 +1,7 @@
 package sipx
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,4 +93,28 @@ func TestHopURI(t *testing.T) {
 			t.Errorf("HopURI(%q, %q, %d) = %q, want %q", tt.scheme, tt.host, tt.port, got, tt.want)
 		}
 	}
+}
+
+// FuzzSeals: any token or proof a peer writes into a Route is checked without a panic, and
+// nothing made up verifies.
+func FuzzSeals(f *testing.F) {
+	k := NewSeals([]byte("a secret of this deployment"))
+	d := Dialog{CallID: "c1", CallerTag: "ct", CallerAOR: "a@x", CalleeAOR: "b@y"}
+	f.Add(k.Issue(d, "a/127.0.0.1:5060", "u/x:5060", ""), "1x.00")
+	f.Add("..", ".")
+	f.Add("0123456789abcdef.0123456789abcdef.0123456789abcdef", "zz.zz")
+	base, _, _ := strings.Cut(k.Issue(d, "", "", ""), ".")
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, token, proof string) {
+		// Only a token whose dialog MAC is the one issued for this dialog verifies.
+		if _, ok := k.Verify(token, "c1", "ct", "a@x", "bt", "b@y"); ok && !strings.HasPrefix(token, base+".") {
+			t.Fatalf("made-up token %q verified", token)
+		}
+		if k.Hop(DialogProof{Token: token, Direction: Forward, CallerTag: "ct"}, "c1", "a/1.2.3.4:5", "1.2.3.4:5", "1.2.3.4") {
+			t.Fatalf("made-up token %q opened a hop", token)
+		}
+		if k.CheckNodeProof(proof, "c1", 1, "ct", now) {
+			t.Fatalf("made-up proof %q accepted", proof)
+		}
+	})
 }
