@@ -30,6 +30,9 @@ func TestRunExitStatus(t *testing.T) {
 		{name: "check refuses a public admin API without a token", args: []string{"-t", "-http", "0.0.0.0:8080"}, code: 1, stderrLine: "set admin.token_file (-admin-token-file FILE)"},
 		{name: "check refuses pprof without a token", args: []string{"-t", "-pprof"}, code: 1, stderrLine: "-pprof: the profiler shows stacks and memory: it needs admin.token_file"},
 		{name: "public admin API without a token does not start", args: []string{"-listen", "udp://127.0.0.1:0", "-http", "[::]:0"}, code: 1, stderrLine: "-http: \"[::]:0\" is not a loopback address"},
+		// Refused before any socket is opened: nothing listens beyond loopback.
+		{name: "public SIP listener without credentials does not start", args: []string{"-listen", "udp://0.0.0.0:0", "-http", ""}, code: 1, stderrLine: "there is no credential source"},
+		{name: "check refuses a public SIP listener without credentials", args: []string{"-t", "-listen", "tcp://[::]:5060"}, code: 1, stderrLine: "set auth.mode: off to run an open server on purpose"},
 		{name: "unreachable store", args: []string{"-listen", "udp://127.0.0.1:0", "-http", "", "-store", "redis://127.0.0.1:1/0"}, code: 1, stderrLine: "-store"},
 	}
 	for _, tt := range tests {
