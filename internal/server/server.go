@@ -97,7 +97,10 @@ type Server struct {
 	// verified against tls_client_ca proves (State.PeerNames).
 	trusted sipx.Peers
 
-	registry  *prometheus.Registry
+	registry *prometheus.Registry
+	// limited counts what the abuse limits refused (simpled_limited_total{limit}); every stage
+	// and listener that enforces a limit gets it.
+	limited   *sipx.Limited
 	requests  *prometheus.CounterVec
 	responses *prometheus.CounterVec
 	malformed *prometheus.CounterVec
@@ -147,6 +150,10 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var err error
+	if s.limited, err = sipx.NewLimited(s.registry); err != nil {
+		return nil, err
+	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_sip_requests_total", Help: "SIP requests received, by method.",
 	}, []string{"method"})
