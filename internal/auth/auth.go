@@ -358,9 +358,10 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, aor)
 		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
 	}
-	if !sameURI(c.URI, &req.Recipient) {
+	if !sameURI(c.URI, &req.Recipient) && !a.bothUs(c.URI, &req.Recipient) {
 		// RFC 2617 §3.2.2.5: credentials computed for another resource are a bad request.
-		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, aor)
+		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, aor, zap.String("digest_uri", c.URI),
+			zap.String("request_uri", req.Recipient.String()))
 		return sipx.Respond(tx, req, 400, "Digest URI Mismatch")
 	}
 	if c.Username != addr.User {
@@ -563,11 +564,11 @@ func (a *Auth) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip
 // a secret. Failures that point at a wrong password or an attack are logged at Warn; the ones a
 // well-behaved client meets in normal operation (its nonce expired or came from before a
 // restart, it tried an algorithm we do not offer) at Debug.
-func (a *Auth) fail(ctx context.Context, lvl zapcore.Level, reason, user, aor string) {
+func (a *Auth) fail(ctx context.Context, lvl zapcore.Level, reason, user, aor string, extra ...zap.Field) {
 	a.failures.WithLabelValues(reason).Inc()
 	if l := a.reqLog(ctx); l.Core().Enabled(lvl) {
-		l.Log(lvl, "digest authentication failed", zap.String(logging.KeyReason, reason),
-			zap.String(logging.KeyUser, user), zap.String(logging.KeyAOR, aor))
+		l.Log(lvl, "digest authentication failed", append([]zap.Field{zap.String(logging.KeyReason, reason),
+			zap.String(logging.KeyUser, user), zap.String(logging.KeyAOR, aor)}, extra...)...)
 	}
 }
 

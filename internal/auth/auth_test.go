@@ -646,10 +646,14 @@ func TestDigestURIMismatch(t *testing.T) {
 		{name: "REGISTER domain", method: "REGISTER", to: "alice@example.test", uri: "sip:example.test", ok: true},
 		{name: "REGISTER other domain", method: "REGISTER", to: "alice@example.test", uri: "sip:other.test"},
 		{name: "REGISTER with user", method: "REGISTER", to: "alice@example.test", uri: "sip:alice@example.test"},
+		// sipp, and phones configured with the server's address, name the registrar by it.
+		{name: "REGISTER our address", method: "REGISTER", to: "alice@example.test", uri: "sip:192.0.2.1:5060", ok: true},
+		{name: "REGISTER another address", method: "REGISTER", to: "alice@example.test", uri: "sip:192.0.2.9:5060"},
+		{name: "MESSAGE our address", method: "MESSAGE", to: "bob@example.test", uri: "sip:192.0.2.1:5060"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, nil)
+			e := newEnv(t, func(o *Options) { o.IsOurs = func(h string) bool { return h == "192.0.2.1" } })
 			hdr := "Authorization"
 			if tt.method != "REGISTER" {
 				hdr = "Proxy-Authorization"

@@ -88,3 +88,20 @@ func paramFold(p sip.HeaderParams, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// bothUs reports whether the digest-uri and the Request-URI both name this server itself — a
+// user-less URI of one of our domains or addresses, such as a REGISTER's sip:example.test
+// and the sip:192.0.2.1:5060 that sipp (and clients configured with the server's address)
+// put in the credentials: the same resource, the registrar, under two names.
+func (a *Auth) bothUs(digestURI string, ruri *sip.Uri) bool {
+	if ruri.User != "" {
+		return false
+	}
+	var d sip.Uri
+	if err := sip.ParseUri(digestURI, &d); err != nil || d.User != "" || !isSIPScheme(d.Scheme) {
+		return false
+	}
+	_, ours := a.Canonical(strings.Trim(d.Host, "[]"))
+	_, rOurs := a.Canonical(strings.Trim(ruri.Host, "[]"))
+	return ours && rOurs
+}
