@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench.sh — `make bench` and `make bench-quick`: the Go benchmarks of the core packages, then
-# every SIP load of ../shared/bench/load.sh (register, register_auth, message, publish,
+# every SIP load of bench/load.sh (register, register_auth, message, publish,
 # subscribe) against simpled with the memory store, simpled with Redis and Kamailio
 # (run-kamailio.sh VARIANT=bigbuf, 4 children; VARIANT=auth for register_auth), each scenario
 # interleaved across the three (compare.sh), and one table at the end: sustained calls/s,

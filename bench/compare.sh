@@ -1,15 +1,15 @@
 #!/bin/bash
 # compare.sh — throughput of one load.sh scenario (SCENARIO: register, message, ...) for simpled
 # (memory store, Redis store) against Kamailio,
-# measured in one run and interleaved, as ../shared/bench/RESULTS.md asks ("Noise": compare
+# measured in one run and interleaved, as bench/RESULTS.md asks ("Noise": compare
 # with several runs each, interleaved with Kamailio runs).
 #
 # For each of ROUNDS rounds, one target after another:
 #   memory    simpled -store memory                       on udp://127.0.0.1:15060
 #   redis     simpled -store redis://127.0.0.1:PORT/0      (a private redis-server on a free
 #                                                          loopback port, flushed before each run)
-#   kamailio  ../shared/bench/run-kamailio.sh CHILDREN     (VARIANT=bigbuf, 4 children)
-# each driven by ../shared/bench/load.sh with SCENARIOS=$SCENARIO (register: distinct AORs from
+#   kamailio  bench/run-kamailio.sh CHILDREN     (VARIANT=bigbuf, 4 children)
+# each driven by bench/load.sh with SCENARIOS=$SCENARIO (register: distinct AORs from
 # users.csv, one REGISTER -> 200 per call; message: one MESSAGE relayed through the server to a
 # registered sipp UAS -> 200; the best rate passes with < 0.1 % failed calls and <= 0.1 %
 # retransmissions). Then it prints the best sustained calls/s per target and round,
@@ -23,7 +23,7 @@
 #   TARGETS ["memory redis kamailio"]   order within a round
 #   SCENARIO [register]         the load.sh scenario: register, message, register_auth, ...
 #   OUTDIR [$TMPDIR/simpled-bench/<scenario>-<date>]
-#   SHARED [<repo>/../shared]   the shared checkout holding bench/load.sh and run-kamailio.sh
+#   BENCH [<repo>/bench]        the folder holding load.sh, run-kamailio.sh and the sipp scenarios
 #   KAM_VARIANT [bigbuf; auth for register_auth]  KAM_CHILDREN [4]   Kamailio reference
 #                               configuration (register_auth: digest REGISTER, Kamailio's auth_db
 #                               and simpled -users, the same 20,000 users and passwords)
@@ -50,8 +50,7 @@ set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-SHARED=${SHARED:-$ROOT/../shared}
-BENCH=$SHARED/bench
+BENCH=${BENCH:-$HERE}
 ROUNDS=${ROUNDS:-2}
 TARGETS=${TARGETS:-"memory redis kamailio"}
 SCENARIO=${SCENARIO:-register}
@@ -71,7 +70,7 @@ LOG=$OUTDIR/$SCENARIO.log
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[ -x "$BENCH/load.sh" ] && [ -x "$BENCH/run-kamailio.sh" ] || die "no load.sh/run-kamailio.sh in $BENCH (set SHARED)"
+[ -x "$BENCH/load.sh" ] && [ -x "$BENCH/run-kamailio.sh" ] || die "no load.sh/run-kamailio.sh in $BENCH (set BENCH)"
 for tool in sipp curl ss; do command -v $tool >/dev/null || die "$tool not found"; done
 case " $TARGETS " in *" redis "*|*" redis-before "*) command -v redis-server >/dev/null || die "redis-server not found" ;; esac
 case " $TARGETS " in *" kamailio "*)

@@ -8,14 +8,13 @@
 # usage: bench/cost.sh   (from anywhere)
 # env: SIMPLED_BIN [build ./cmd/simpled]  CALLS [1000]  RATE [200]
 #      SCENARIOS ["register register_auth message publish subscribe"]
-#      SHARED [<repo>/../shared]  OUTDIR [$TMPDIR/simpled-bench/cost-<date>]
+#      OUTDIR [$TMPDIR/simpled-bench/cost-<date>]
 # Ports: free loopback ports for simpled, Redis and its HTTP; sipp on 25061-25068. Every process
 # is stopped by its PID.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-SHARED=${SHARED:-$ROOT/../shared}
-SIPP_DIR=$SHARED/bench/sipp
+SIPP_DIR=$HERE/sipp
 CALLS=${CALLS:-1000}
 RATE=${RATE:-200}
 SCENARIOS=${SCENARIOS:-"register register_auth message publish subscribe"}

@@ -23,7 +23,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// Options configure a Registrar. Zero values take the defaults of CLI.md.
+// Options configure a Registrar. Zero values take the defaults of docs/cli.md.
 type Options struct {
 	Domains        []string // local domains (lower case)
 	MinExpires     int      // seconds; below (and not 0) → 423 with Min-Expires (default 60)

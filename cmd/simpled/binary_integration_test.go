@@ -13,7 +13,7 @@ import (
 )
 
 // TestBinaryListensAndStopsOnSIGTERM builds simpled, starts it on free ports, reads the bound
-// listener URLs from its start-up log (CLI.md), registers over UDP, and stops it with SIGTERM:
+// listener URLs from its start-up log (docs/cli.md), registers over UDP, and stops it with SIGTERM:
 // exit status 0 within the 5 s drain.
 func TestBinaryListensAndStopsOnSIGTERM(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "simpled")

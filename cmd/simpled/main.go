@@ -1,5 +1,5 @@
 // Command simpled is a SIP SIMPLE registrar, proxy and presence server. See README.md and
-// CLI.md for its flags; this file only turns them into a running server.
+// docs/cli.md for its flags; this file only turns them into a running server.
 package main
 
 import (

@@ -590,7 +590,7 @@ func (a *Auth) offers(alg Algorithm) bool {
 }
 
 // Known reports whether aor ("user@domain") has credentials for its domain's realm, in the users
-// file or the store: the proxy's test for a known user (CLI.md).
+// file or the store: the proxy's test for a known user (docs/cli.md).
 func (a *Auth) Known(ctx context.Context, aor string) (bool, error) {
 	_, domain, ok := strings.Cut(aor, "@")
 	if !ok {

@@ -1,6 +1,6 @@
 // Package config holds the Options of simpled and everything that fills them: every default in
 // one function (Default), the YAML configuration file (Parse, ParseFile, ParseString), the
-// command-line flags of the CLI contract (CLI.md) that override the file (FromArgs), and validation that
+// command-line flags of the CLI contract (docs/cli.md) that override the file (FromArgs), and validation that
 // reports every error at once, each with the file, line and column (or the flag) at fault.
 //
 // The flow of cmd/simpled is:
@@ -244,7 +244,7 @@ type LimitOptions struct {
 }
 
 // Default returns the options simpled runs with when neither file nor flags say otherwise.
-// Every default lives here and nowhere else; CLI.md states the ones clients rely on.
+// Every default lives here and nowhere else; docs/cli.md states the ones clients rely on.
 func Default() Options {
 	return Options{
 		// Loopback only, so a fresh install exposes nothing; UDP and TCP on the SIP port.
@@ -302,9 +302,9 @@ func Default() Options {
 			LockoutThreshold: 10,
 		},
 		Limits: LimitOptions{
-			// 256 KiB: any SIP message (CLI.md).
+			// 256 KiB: any SIP message (docs/cli.md).
 			MaxMessageSize: 256 << 10,
-			// 64 KiB: MESSAGE and PUBLISH bodies (CLI.md); larger gets 413.
+			// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
 			MaxBodySize: 64 << 10,
 		},
 		Proxy: ProxyOptions{
@@ -326,7 +326,7 @@ func Default() Options {
 			OfflineMaxAge:   7 * 24 * time.Hour,
 		},
 		Presence: PresenceOptions{
-			// CLI.md: watchers of a local domain are active at once, others pending.
+			// docs/cli.md: watchers of a local domain are active at once, others pending.
 			Policy: "same-domain",
 			// Watchers see a change within a fifth of a second; a storm costs five
 			// NOTIFYs a second per watcher at most.

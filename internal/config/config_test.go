@@ -16,7 +16,7 @@ func TestDefaultIsValid(t *testing.T) {
 	}
 }
 
-// TestDefaultMatchesCLI pins the defaults that CLI.md promises to clients and tests.
+// TestDefaultMatchesCLI pins the defaults that docs/cli.md promises to clients and tests.
 func TestDefaultMatchesCLI(t *testing.T) {
 	o := Default()
 	tests := []struct {

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// examplesDir holds the configurations the README shows (STYLE 21: each must load).
+// examplesDir holds the configurations the README shows (each must load).
 const examplesDir = "../../examples"
 
 func TestExamples(t *testing.T) {

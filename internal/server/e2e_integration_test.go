@@ -1,9 +1,9 @@
 package server
 
 // End-to-end tests with real SIP clients: a headless baresip registering (with and without
-// digest auth) and sipp driving the shared REGISTER load scenario. Every process talks only to
+// digest auth) and sipp driving the benchmarks' REGISTER load scenario. Every process talks only to
 // 127.0.0.1, is bounded in time by its own flags and a context, and is killed by its PID in
-// t.Cleanup. A missing binary or a missing ../shared checkout skips the test, unless
+// t.Cleanup. A missing binary skips the test, unless
 // SIMPLED_REQUIRE_TOOLS=1 (CI), which turns the skip into a failure.
 
 import (
@@ -30,7 +30,7 @@ import (
 	"github.com/simpled/simpled/internal/redistest"
 )
 
-// requireToolsEnv turns a missing client binary or ../shared into a test failure.
+// requireToolsEnv turns a missing client binary into a test failure.
 const requireToolsEnv = "SIMPLED_REQUIRE_TOOLS"
 
 func e2eRequired() bool {
@@ -57,23 +57,21 @@ func e2eTool(t testing.TB, name, debPackage string) string {
 	return p
 }
 
-// e2eBenchDir finds ../shared/bench beside the repository, as fixtureDir finds the fixtures.
+// e2eBenchDir is the repository's bench folder, whose sipp/ holds the load scenarios the
+// benchmarks run (absolute: sipp runs in a temporary directory).
 func e2eBenchDir(t testing.TB) string {
 	t.Helper()
-	for _, d := range []string{"../../../shared/bench", "../../shared/bench", "../shared/bench"} {
-		if _, err := os.Stat(filepath.Join(d, "sipp", "register.xml")); err == nil {
-			abs, err := filepath.Abs(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return abs
-		}
+	abs, err := filepath.Abs(filepath.Join("..", "..", "bench"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	e2eSkip(t, "../shared/bench/sipp/register.xml not found beside the repository")
-	return ""
+	if _, err := os.Stat(filepath.Join(abs, "sipp", "register.xml")); err != nil {
+		t.Fatalf("bench scenarios: %v", err)
+	}
+	return abs
 }
 
-// e2ePoll calls cond until it reports true or timeout passes (nats checkFor, STYLE 31); cond
+// e2ePoll calls cond until it reports true or timeout passes (nats checkFor); cond
 // also returns what it saw, for the failure message.
 func e2ePoll(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
@@ -347,7 +345,7 @@ func TestBaresipRegisters(t *testing.T) {
 	}
 }
 
-// TestSippRegisterScenario runs the shared REGISTER load scenario (../shared/bench/sipp/
+// TestSippRegisterScenario runs the benchmarks' REGISTER load scenario (bench/sipp/
 // register.xml: one REGISTER per call, distinct AORs) with sipp against simpled with the memory
 // and the Redis store, and expects every call to succeed.
 func TestSippRegisterScenario(t *testing.T) {

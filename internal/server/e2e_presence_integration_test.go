@@ -5,7 +5,7 @@ package server
 // End-to-end tests of the presence agent with real SIP clients: a baresip presentity watched by
 // a baresip (over UDP and over TCP), a linphonec watching a baresip and a raw-socket presentity,
 // and sipp driving the shared PUBLISH / SUBSCRIBE / presence.winfo load scenarios
-// (../shared/bench/sipp/{publish,publish_seed,subscribe,subscribe_winfo}.xml) with the memory
+// (bench/sipp/{publish,publish_seed,subscribe,subscribe_winfo}.xml) with the memory
 // and the Redis store. As in e2e_integration_test.go every process talks only to 127.0.0.1, is
 // bounded in time and is killed by its PID in t.Cleanup; a missing tool skips the test unless
 // SIMPLED_REQUIRE_TOOLS=1.
@@ -470,7 +470,7 @@ func TestSippPresenceScenarios(t *testing.T) {
 			}
 			srv := startServer(t, mod)
 			dir := t.TempDir()
-			// The injection files as ../shared/bench/sipp/gen-users.sh writes them.
+			// The injection files as bench/sipp/gen-users.sh writes them.
 			csv := func(name string, n int) string {
 				var sb strings.Builder
 				sb.WriteString("SEQUENTIAL\n")

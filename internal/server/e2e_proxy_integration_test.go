@@ -1,8 +1,8 @@
 package server
 
 // End-to-end tests of the proxy with real SIP clients: two headless baresip text each other and
-// call each other through simpled (over UDP and over TCP), and sipp drives the shared MESSAGE
-// load scenario (../shared/bench/sipp/message_{uac,uas}.xml) through simpled to a sipp callee.
+// call each other through simpled (over UDP and over TCP), and sipp drives the benchmarks' MESSAGE
+// load scenario (bench/sipp/message_{uac,uas}.xml) through simpled to a sipp callee.
 // As in e2e_integration_test.go every process talks only to 127.0.0.1, is bounded in time by
 // its own flags and a context, and is killed by its PID in t.Cleanup; a missing tool skips the
 // test unless SIMPLED_REQUIRE_TOOLS=1.
@@ -292,7 +292,7 @@ func TestSippMessageScenario(t *testing.T) {
 			}
 			srv := startServer(t, mod)
 			dir := t.TempDir()
-			// callees.csv as ../shared/bench/sipp/gen-users.sh writes it.
+			// callees.csv as bench/sipp/gen-users.sh writes it.
 			csv := filepath.Join(dir, "callees.csv")
 			var sb strings.Builder
 			sb.WriteString("SEQUENTIAL\n")

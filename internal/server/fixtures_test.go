@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// fixtureMessage is one message of a ../shared/fixtures capture.
+// fixtureMessage is one message of a capture in testdata/fixtures.
 type fixtureMessage struct {
 	File      string
 	N         string // "#3"
@@ -21,19 +21,15 @@ type fixtureMessage struct {
 
 var blockHead = regexp.MustCompile(`^=== (#\d+) t=\S+ (UDP|TCP) (\S+) -> (\S+) ===$`)
 
-// fixtureDir finds the shared fixtures beside the repository (../shared/fixtures).
+// fixtureDir is the SIP traffic captured from real clients (testdata/fixtures; its README
+// lists each client's quirks).
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	for _, d := range []string{"../../../shared/fixtures", "../../shared/fixtures", "../shared/fixtures"} {
-		if _, err := os.Stat(filepath.Join(d, "README.md")); err == nil {
-			return d
-		}
+	const d = "testdata/fixtures"
+	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
+		t.Fatalf("fixtures: %v", err)
 	}
-	if os.Getenv("SIMPLED_REQUIRE_TOOLS") != "" {
-		t.Fatal("../shared/fixtures not found")
-	}
-	t.Skip("../shared/fixtures not found beside the repository")
-	return ""
+	return d
 }
 
 // loadFixtures parses every capture file matching glob.

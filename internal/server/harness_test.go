@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// testLogger is silent unless SIMPLED_TEST_LOG is set (STYLE 33).
+// testLogger is silent unless SIMPLED_TEST_LOG is set.
 func testLogger(t testing.TB) *zap.Logger {
 	if os.Getenv("SIMPLED_TEST_LOG") != "" {
 		return zaptest.NewLogger(t)
@@ -50,7 +50,7 @@ func startServer(t testing.TB, mod func(*config.Options)) *Server {
 }
 
 // wire is a raw SIP client socket: send text, expect a response matching a regexp (nats-style
-// send/expect, STYLE 31).
+// send/expect).
 type wire struct {
 	t    testing.TB
 	conn net.Conn

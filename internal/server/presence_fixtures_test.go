@@ -22,7 +22,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Corpus tests of the presence agent from the real captures in ../shared/fixtures
+// Corpus tests of the presence agent from the real captures in testdata/fixtures
 // (presence-*.txt, pidf/*.xml): every PUBLISH and SUBSCRIBE baresip and linphone sent is
 // replayed against simpled as the client would send it, every NOTIFY Kamailio sent must parse,
 // and each watcher must get from simpled a NOTIFY it can read, carrying the state Kamailio's
@@ -103,7 +103,7 @@ func TestFixtureKamailioNotifiesParse(t *testing.T) {
 	}
 }
 
-// TestFixturePIDFThroughSimpled publishes each ../shared/fixtures/pidf/*.xml as its entity
+// TestFixturePIDFThroughSimpled publishes each testdata/fixtures/pidf/*.xml as its entity
 // (the body byte for byte) and checks that a watcher subscribed before the PUBLISH and one
 // subscribed after it both get the same document back: tuples, persons, devices, notes and
 // their activities as pidf.Parse reads them, every element under the prefix it was published

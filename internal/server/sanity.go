@@ -29,7 +29,7 @@ type sanity struct {
 	log       *zap.Logger // sampled: peers drive it
 }
 
-// reject answers req with code and logs why at Warn (a peer misbehaving, STYLE 17).
+// reject answers req with code and logs why at Warn (a peer misbehaving).
 func (s *sanity) reject(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) (int, error) {
 	st := sipx.StateFrom(ctx)
 	fields := []zap.Field{

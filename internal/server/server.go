@@ -74,7 +74,7 @@ const (
 	liveUDPFor = 10 * time.Minute
 )
 
-// ShutdownGrace bounds how long shutdown waits for in-flight transactions (CLI.md: 5 s).
+// ShutdownGrace bounds how long shutdown waits for in-flight transactions (docs/cli.md: 5 s).
 const ShutdownGrace = 5 * time.Second
 
 // Server is one simpled node.

@@ -12,7 +12,7 @@ import (
 // workers runs request handlers on reused goroutines (gopool): sipgo starts a fresh goroutine,
 // with a small stack, for every message, and a request going through the chain then grew it by
 // copying two or three times. The sipgo goroutine waits for its worker: the server transaction
-// ends when the handler returns (SIPGO.md), so the handoff must not return early.
+// ends when the handler returns (sipgo server.go handleRequest), so the handoff must not return early.
 type workers struct {
 	pool *gopool.Pool
 	done sync.Pool // chan struct{}, one per call in flight
