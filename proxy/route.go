@@ -134,7 +134,7 @@ func addrHop(dest netip.AddrPort) string {
 
 // dialogToken is the token of our Record-Route in a dialog-creating request base sent to t
 // (sipx.Seals.Issue): forward requests may only go where t goes; backward ones only to the
-// caller's side as base shows it (the flow it came on, its upstream Record-Route or its
+// caller's side as base shows it (its upstream Record-Route, the flow it came on, or its
 // Contact) and, unless the caller was vouched for (an authenticated user or a trusted peer),
 // only from the address t is reached at — the callee's.
 func (p *Proxy) dialogToken(base *sip.Request, t target, in arrival) string {
@@ -142,15 +142,17 @@ func (p *Proxy) dialogToken(base *sip.Request, t target, in arrival) string {
 	tag, _ := from.Params.Get("tag")
 	d := sipx.Dialog{CallID: base.CallID().Value(), CallerTag: tag,
 		CallerAOR: sipx.AOR(&from.Address), CalleeAOR: sipx.AOR(&to.Address)}
+	// The caller's side as a backward request will be routed (route): by the Route set when
+	// proxies before us record-routed, else down the caller's flow, else to its Contact.
 	caller := ""
 	switch {
+	case base.RecordRoute() != nil:
+		u := &base.RecordRoute().Address
+		caller = sipx.HopURI(u.Scheme, u.Host, u.Port)
 	case in.transport != "" && (isStream(in.transport) || sipx.BehindNAT(base, in.source)):
 		if ap, err := netip.ParseAddrPort(in.source); err == nil {
 			caller = addrHop(ap)
 		}
-	case base.RecordRoute() != nil:
-		u := &base.RecordRoute().Address
-		caller = sipx.HopURI(u.Scheme, u.Host, u.Port)
 	case base.Contact() != nil:
 		u := &base.Contact().Address
 		caller = sipx.HopURI(u.Scheme, u.Host, u.Port)

@@ -314,3 +314,63 @@ func TestNodesTrustEachOtherOnly(t *testing.T) {
 	mallory.expect(`^SIP/2.0 407 `)
 	alice.expectNothing(300 * time.Millisecond)
 }
+
+// A call across two nodes of one deployment: bob on B calls alice, whose connection A holds.
+// Both nodes record-route; the ACK and alice's BYE pass both, and each node accepts the
+// dialog token it issued — with auth.mode required and nothing else vouching for them.
+func TestDialogAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	users := usersFile(t, "alice", "bob")
+	node := func(id string) func(*config.Options) {
+		return func(o *config.Options) {
+			o.Store, o.NodeID, o.UsersFile = rs.URL(), id, users
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+		}
+	}
+	a := startServer(t, node("a"))
+	b := startServer(t, node("b"))
+	alice := dial(t, "tcp", a.Listener("tcp"))
+	alice.withAuth(natRegister("alice", "xnode-reg", "tcp"), "alice", "sip:example.test", `^SIP/2.0 200 `)
+	bob := newAuthUA(t, b, "udp", "bob")
+	bobAddr := bob.conn.LocalAddr().String()
+
+	invite := "INVITE sip:alice@example.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:bob@example.test>;tag=bobtag\nTo: <sip:alice@example.test>\n" +
+		"Call-ID: xnode-call\nCSeq: 1 INVITE\nContact: <sip:bob@" + bobAddr + ">\nContent-Length: 0\n\n"
+	bob.withAuth(invite, "bob", "sip:alice@example.test", "")
+	inv := alice.request("INVITE")
+	alice.reply(inv, 200, "Contact: <sip:alice@127.0.0.2:5099;transport=tcp>")
+	ok := bob.expect(`^SIP/2.0 200 `)
+	rr := ok.GetHeaders("Record-Route")
+	if len(rr) < 2 {
+		t.Fatalf("200 with %d Record-Routes, want both nodes'", len(rr))
+	}
+	toTag, _ := ok.To().Params.Get("tag")
+
+	// bob's ACK: his route set is the Record-Routes reversed.
+	var bobRoutes string
+	for i := len(rr) - 1; i >= 0; i-- {
+		bobRoutes += "Route: " + rr[i].Value() + "\n"
+	}
+	bob.send("ACK sip:alice@127.0.0.2:5099;transport=tcp SIP/2.0\n" +
+		"Via: SIP/2.0/UDP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:bob@example.test>;tag=bobtag\nTo: <sip:alice@example.test>;tag=" + toTag + "\n" +
+		bobRoutes + "Call-ID: xnode-call\nCSeq: 1 ACK\nContent-Length: 0\n\n")
+	if ack := alice.request("ACK"); ack.CallID().Value() != "xnode-call" {
+		t.Fatalf("ACK of another call at alice: %s", ack.CallID().Value())
+	}
+
+	// alice hangs up: her route set is the Record-Routes as the INVITE brought them.
+	var aliceRoutes string
+	for _, h := range inv.GetHeaders("Record-Route") {
+		aliceRoutes += "Route: " + h.Value() + "\n"
+	}
+	alice.send("BYE sip:bob@" + bobAddr + " SIP/2.0\n" +
+		"Via: SIP/2.0/TCP 127.0.0.2:5099;branch=z9hG4bK" + nextBranch() + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=" + toTag + "\nTo: <sip:bob@example.test>;tag=bobtag\n" +
+		aliceRoutes + "Call-ID: xnode-call\nCSeq: 1 BYE\nContent-Length: 0\n\n")
+	bye := bob.request("BYE")
+	bob.reply(bye, 200)
+	alice.expect(`^SIP/2.0 200 `)
+}
