@@ -338,12 +338,16 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			MaxCount: opts.Messages.OfflineMaxCount,
 			MaxBytes: opts.Messages.OfflineMaxBytes,
 			MaxAge:   opts.Messages.OfflineMaxAge,
+			// Per sender and for foreign senders together: spam cannot lock a mailbox.
+			MaxPerSender: opts.Messages.OfflineMaxPerSender,
+			ForeignShare: opts.Messages.OfflineForeignShare,
 		},
 		Secret:     secret,
 		GRUUs:      gruus,
 		LastSeen:   s.live.Seen,
 		Allow:      s.allow,
 		Bus:        s.bus,
+		Limited:    s.limited,
 		Log:        log.Named("proxy"),
 		Registerer: s.registry,
 	})
