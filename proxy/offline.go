@@ -80,7 +80,9 @@ func newOffline(p *Proxy, store MessageStore, opts OfflineOptions) *Offline {
 		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
 	if p.opts.Bus != nil {
 		// Subscribed now, not in run: no registration between start-up and run is missed.
-		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384)
+		// Coalesced: a registration that may start a delivery, and the end of one (which
+		// keeps the user known), is never dropped when the workers fall behind.
+		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
 	}
 	return o
 }
@@ -257,6 +259,20 @@ func (o *Offline) run(ctx context.Context) {
 
 // Wait returns when background deliveries have ended (after run's ctx is done).
 func (o *Offline) Wait() { o.wg.Wait() }
+
+// offlineKey names the events onEvent must see, by what they make it do and for whom; ""
+// for those it may miss (a registration whose update saw an empty mailbox).
+func offlineKey(ev storage.Event) string {
+	switch ev.Kind {
+	case storage.BindingAdded, storage.BindingRefreshed:
+		if ev.Mailbox != storage.MailboxEmpty {
+			return "deliver " + ev.AOR
+		}
+	case storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
+		return "known " + ev.AOR
+	}
+	return ""
+}
 
 func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
 	switch ev.Kind {

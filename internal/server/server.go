@@ -172,7 +172,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Name: "simpled_sip_retransmissions_answered_total",
 		Help: "Retransmitted UDP requests answered again with their recorded final response.",
 	})
-	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed)
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed, s.bus.Collector())
 	s.tm = newTransportMetrics(s.registry)
 	s.live = transport.NewLiveness(maxLiveUDP)
 
