@@ -19,9 +19,18 @@ import (
 
 // OfflineOptions configure store-and-forward. Zero values take the defaults shown.
 type OfflineOptions struct {
-	MaxCount int           // messages kept per user (100)
-	MaxBytes int           // bytes kept per user (1 MiB)
-	MaxAge   time.Duration // a message undelivered this long is dropped (7 days)
+	MaxCount int // messages kept per user (100)
+	MaxBytes int // bytes kept per user (1 MiB)
+	// MaxPerSender bounds the messages one sender may have waiting in one user's mailbox;
+	// 0 means no bound (config: messages.offline_max_per_sender).
+	MaxPerSender int
+	// ForeignShare is the share of MaxCount and MaxBytes that foreign senders (inbound
+	// federation, in-dialog requests) may fill together, so the rest stays for local
+	// senders: authenticated users, trusted peers, simpled itself, and with auth.mode off
+	// whoever claims a local identity; 0 or 1 and above mean no reservation (config:
+	// messages.offline_foreign_share).
+	ForeignShare float64
+	MaxAge       time.Duration // a message undelivered this long is dropped (7 days)
 	// RetryMin and RetryMax bound the backoff between delivery attempts to a registered user
 	// whose devices do not answer (2 s, 5 min).
 	RetryMin, RetryMax time.Duration
@@ -53,6 +62,7 @@ type Offline struct {
 	messages MessageStore
 	opts     OfflineOptions
 	log      *zap.Logger
+	refusals *oncePer // mailbox refusals logged once per source and limit a minute
 
 	events      <-chan storage.Event // registration events, subscribed at construction
 	unsubscribe func()
@@ -66,40 +76,103 @@ type Offline struct {
 
 func newOffline(p *Proxy, store MessageStore, opts OfflineOptions) *Offline {
 	opts.defaults()
-	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"),
+	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"), refusals: newOncePer(time.Minute, 4096),
 		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
 	if p.opts.Bus != nil {
 		// Subscribed now, not in run: no registration between start-up and run is missed.
-		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384)
+		// Coalesced: a registration that may start a delivery, and the end of one (which
+		// keeps the user known), is never dropped when the workers fall behind.
+		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
 	}
 	return o
 }
 
 func (o *Offline) limits() storage.MailboxLimits {
-	return storage.MailboxLimits{MaxCount: o.opts.MaxCount, MaxBytes: o.opts.MaxBytes}
+	lim := storage.MailboxLimits{MaxCount: o.opts.MaxCount, MaxBytes: o.opts.MaxBytes, MaxPerSender: o.opts.MaxPerSender}
+	if f := o.opts.ForeignShare; f > 0 && f < 1 {
+		// At least one: 0 would mean no bound.
+		lim.MaxForeignCount = max(int(f*float64(o.opts.MaxCount)), 1)
+		lim.MaxForeignBytes = max(int(f*float64(o.opts.MaxBytes)), 1)
+	}
+	return lim
 }
 
-// store keeps req for aor and answers 202, or 480 when the mailbox is full, or the store's
-// error (503) — never 202 for a message that was not stored. registered says aor has bindings
-// whose devices did not answer: delivery is then retried after a backoff.
+// sender is who a MESSAGE is stored from: the identity it proved (an authenticated user),
+// else its From AOR; foreign when no local identity stands behind it.
+type sender struct {
+	id      string
+	foreign bool
+}
+
+// senderOf is the sender of req accepted under st's rule: an authenticated user is
+// st.AuthUser; otherwise its From AOR, local when a trusted peer vouches for it or auth.mode
+// off takes a local claim at its word (RuleOpen: nobody proves anything there, and every
+// user of such a server would otherwise get half a mailbox), foreign for inbound federation
+// and anything else (in-dialog requests).
+func (p *Proxy) senderOf(st *sipx.State, req *sip.Request) sender {
+	switch st.Rule {
+	case sipx.RuleUser:
+		if st.AuthUser != "" {
+			return sender{id: st.AuthUser}
+		}
+	case sipx.RulePeer, sipx.RuleOpen:
+		return sender{id: p.fromAOR(req)}
+	}
+	return sender{id: p.fromAOR(req), foreign: true}
+}
+
+// fromAOR is the From URI of req as user@host, host canonical.
+func (p *Proxy) fromAOR(req *sip.Request) string {
+	h := req.From()
+	if h == nil {
+		return ""
+	}
+	host := p.canonical(h.Address.Host)
+	if h.Address.User == "" {
+		return host
+	}
+	return h.Address.User + "@" + host
+}
+
+// store keeps req for aor and answers 202, or 480 when the mailbox (or the sender's share of
+// it) is full, or the store's error (503) — never 202 for a message that was not stored.
+// registered says aor has bindings whose devices did not answer: delivery is then retried
+// after a backoff.
 func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string, registered bool) (int, error) {
-	code, reason, err := o.keep(ctx, req, aor, registered, sipx.StateFrom(ctx).Logger())
+	st := sipx.StateFrom(ctx)
+	code, reason, err := o.keep(ctx, req, aor, o.p.senderOf(st, req), st.SourceIP(), registered, st.Logger())
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
 	}
 	return sipx.Respond(tx, req, code, reason)
 }
 
-// keep stores req for aor: 202, 480 when the mailbox is full, or the store's error.
-func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, registered bool, log *zap.Logger) (int, string, error) {
+// keep stores req from from for aor: 202, 480 when the mailbox or from's share of it is
+// full, or the store's error. source (an IP, or "") keys the refusal log.
+func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from sender, source string, registered bool, log *zap.Logger) (int, string, error) {
 	now := o.p.opts.Now()
 	m := messageOf(req, now, o.opts.MaxAge)
+	// Scoped by sender: nobody can pre-empt another sender's message by sending its id first.
+	m.DedupKey = from.id + " " + m.DedupKey
+	m.Sender, m.Foreign = from.id, from.foreign
 	id, dup, err := o.messages.StoreMessage(ctx, aor, m, o.limits(), now)
-	switch {
-	case errors.Is(err, storage.ErrMailboxFull):
+	if errors.Is(err, storage.ErrMailboxFull) {
+		limit, reason := "mailbox", "Mailbox Full"
+		switch {
+		case errors.Is(err, storage.ErrSenderQuota):
+			limit, reason = "mailbox_sender", "Mailbox Full For This Sender"
+		case errors.Is(err, storage.ErrForeignShare):
+			limit, reason = "mailbox_foreign", "Mailbox Full For Unauthenticated Senders"
+		}
 		o.p.relayed.WithLabelValues("refused").Inc()
-		log.Info("offline mailbox full", zap.String(logging.KeyAOR, aor))
-		return 480, "Mailbox Full", nil
+		o.p.opts.Limited.Inc(limit)
+		if o.refusals.allow(limit+" "+cmp.Or(source, from.id), now) {
+			log.Info("offline message refused: "+reason, zap.String(logging.KeyAOR, aor), zap.String("sender", from.id),
+				zap.Bool("foreign", from.foreign), zap.String("limit", limit), zap.Error(err))
+		}
+		return 480, reason, nil
+	}
+	switch {
 	case err != nil:
 		o.p.relayed.WithLabelValues("failed").Inc()
 		return 0, "", fmt.Errorf("proxy: store offline message for %s: %w", aor, err)
@@ -186,6 +259,20 @@ func (o *Offline) run(ctx context.Context) {
 
 // Wait returns when background deliveries have ended (after run's ctx is done).
 func (o *Offline) Wait() { o.wg.Wait() }
+
+// offlineKey names the events onEvent must see, by what they make it do and for whom; ""
+// for those it may miss (a registration whose update saw an empty mailbox).
+func offlineKey(ev storage.Event) string {
+	switch ev.Kind {
+	case storage.BindingAdded, storage.BindingRefreshed:
+		if ev.Mailbox != storage.MailboxEmpty {
+			return "deliver " + ev.AOR
+		}
+	case storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
+		return "known " + ev.AOR
+	}
+	return ""
+}
 
 func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
 	switch ev.Kind {
@@ -393,4 +480,39 @@ func (o *Offline) Delete(ctx context.Context, aor, id string) (int, error) {
 		return 0, err
 	}
 	return 1, nil
+}
+
+// oncePer says yes to a key at most once per interval: the refusal logs of a flood stay one
+// line per source a minute. It remembers at most max keys (then forgets the oldest decisions
+// wholesale), so a flood of keys costs bounded memory.
+type oncePer struct {
+	mu    sync.Mutex
+	every time.Duration
+	max   int
+	last  map[string]time.Time
+}
+
+func newOncePer(every time.Duration, max int) *oncePer {
+	return &oncePer{every: every, max: max, last: map[string]time.Time{}}
+}
+
+// allow reports whether key was not allowed within the interval before now, and records now.
+func (o *oncePer) allow(key string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t, ok := o.last[key]; ok && now.Sub(t) < o.every {
+		return false
+	}
+	if len(o.last) >= o.max {
+		for k, t := range o.last {
+			if now.Sub(t) >= o.every {
+				delete(o.last, k)
+			}
+		}
+		if len(o.last) >= o.max {
+			clear(o.last)
+		}
+	}
+	o.last[key] = now
+	return true
 }

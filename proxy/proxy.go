@@ -71,6 +71,10 @@ type Options struct {
 	InviteTimeout time.Duration
 	// Offline limits store-and-forward.
 	Offline OfflineOptions
+	// Limited counts the offline messages refused by a mailbox limit
+	// (simpled_limited_total{limit="mailbox"|"mailbox_sender"|"mailbox_foreign"}); nil counts
+	// nothing.
+	Limited *sipx.Limited
 	// Secret keys the flow tokens in our Paths and Record-Routes (nodes sharing a store must
 	// share it: auth.nonce_secret); empty draws a random secret.
 	Secret []byte

@@ -85,6 +85,7 @@ func (p *Proxy) Send(ctx context.Context, from, to, contentType string, body []b
 	if p.offline == nil {
 		return 480, nil
 	}
-	code, _, err := p.offline.keep(ctx, req, aor, len(bindings) > 0, p.log)
+	// simpled's own message: a local sender, whatever its From.
+	code, _, err := p.offline.keep(ctx, req, aor, sender{id: p.fromAOR(req)}, "", len(bindings) > 0, p.log)
 	return code, err
 }

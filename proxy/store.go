@@ -14,10 +14,14 @@ type MessageStore interface {
 	// StoreMessage appends m to aor's mailbox and returns the ID it was given. Messages of aor
 	// that expired at now are dropped first (they count for nothing). If a message with the
 	// same DedupKey is already stored it stores nothing and returns that message's ID with
-	// dup true. If the mailbox would then hold more than lim.MaxCount messages or more than
-	// lim.MaxBytes bytes (storage.Message.Size), it stores nothing and fails with
-	// storage.ErrMailboxFull. m.ID is ignored; m.StoredAt and m.ExpiresAt are kept as given
-	// (whole seconds).
+	// dup true. Otherwise it stores nothing and fails, checking in this order, when the
+	// mailbox would then hold more than lim.MaxPerSender messages of m.Sender
+	// (storage.ErrSenderQuota); when m is Foreign and the mailbox would hold more than
+	// lim.MaxForeignCount foreign messages or lim.MaxForeignBytes bytes of them
+	// (storage.ErrForeignShare); when it would hold more than lim.MaxCount messages or more
+	// than lim.MaxBytes bytes (storage.Message.Size) in all (storage.ErrMailboxFull, which
+	// the other two errors also match). m.ID is ignored; m.StoredAt and m.ExpiresAt are kept
+	// as given (whole seconds); m.Sender and m.Foreign come back from Messages.
 	StoreMessage(ctx context.Context, aor string, m storage.Message, lim storage.MailboxLimits, now time.Time) (id string, dup bool, err error)
 	// Messages returns aor's messages not expired at now, oldest first; none is an empty
 	// result, not an error.

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // EventKind names what happened to a binding (later: a presentity, a subscription).
@@ -35,51 +37,167 @@ type Bus interface {
 	Publish(ev Event)
 	// Subscribe returns a channel of the events published from now on, buffered to buf, and a
 	// function that ends the subscription and closes the channel.
-	Subscribe(buf int) (<-chan Event, func())
+	Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func())
+}
+
+// SubscribeOption configures one subscription.
+type SubscribeOption func(*subscription)
+
+// Coalesce makes a subscription lossless for the events key names (key(ev) != ""): when the
+// subscriber's buffer is full such an event is held aside instead of dropped, the latest one
+// per key, and delivered as soon as there is room. It is for events something stored depends
+// on (a registration that starts offline delivery). The events held cost one per distinct
+// key; while some are held, new events with a key join them, so of one key the subscriber
+// sees the latest. Events without a key are dropped when the buffer is full, as always.
+func Coalesce(key func(Event) string) SubscribeOption {
+	return func(s *subscription) { s.key = key }
+}
+
+// subscription is one subscriber of a LocalBus.
+type subscription struct {
+	ch  chan Event
+	key func(Event) string // nil: nothing held aside
+
+	mu    sync.Mutex
+	held  map[string]Event
+	order []string      // keys of held, oldest first
+	wake  chan struct{} // cap 1: something was held
+	done  chan struct{} // closed when the subscription ends
+	ended chan struct{} // closed when the pump has returned
+}
+
+// hold keeps ev aside under k (replacing an older event of k) and wakes the pump.
+func (s *subscription) hold(k string, ev Event) {
+	s.mu.Lock()
+	if _, ok := s.held[k]; !ok {
+		s.order = append(s.order, k)
+	}
+	s.held[k] = ev
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// holding reports whether events are held aside.
+func (s *subscription) holding() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.order) > 0
+}
+
+// pump moves held events into the channel, blocking on it (never the publisher), until the
+// subscription ends.
+func (s *subscription) pump() {
+	defer close(s.ended)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.wake:
+		}
+		for {
+			s.mu.Lock()
+			if len(s.order) == 0 {
+				s.order = nil
+				s.mu.Unlock()
+				break
+			}
+			k := s.order[0]
+			s.order = s.order[1:]
+			ev := s.held[k]
+			delete(s.held, k)
+			s.mu.Unlock()
+			select {
+			case s.ch <- ev:
+			case <-s.done:
+				return
+			}
+		}
+	}
 }
 
 // LocalBus is the in-process Bus. A subscriber whose buffer is full loses the event (counted
-// by Dropped) rather than stalling the registrar; subscribers size their buffers for bursts.
+// by Dropped and simpled_bus_dropped_total{kind}) rather than stalling the registrar, unless
+// it subscribed with Coalesce for that event; subscribers size their buffers for bursts.
 type LocalBus struct {
 	mu      sync.RWMutex
-	subs    map[int]chan Event
+	subs    map[int]*subscription
 	next    int
 	dropped atomic.Uint64
+	metric  *prometheus.CounterVec
 }
 
 var _ Bus = (*LocalBus)(nil)
 
-// NewLocalBus returns an empty in-process bus.
-func NewLocalBus() *LocalBus { return &LocalBus{subs: map[int]chan Event{}} }
+// NewLocalBus returns an empty in-process bus. Its drop counter is Collector.
+func NewLocalBus() *LocalBus {
+	return &LocalBus{subs: map[int]*subscription{}, metric: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "simpled_bus_dropped_total",
+		Help: "Events a subscriber of the in-process event bus lost because its buffer was full, by event kind.",
+	}, []string{"kind"})}
+}
 
-// Publish delivers ev to every subscriber that has room for it.
+// Collector is simpled_bus_dropped_total{kind}, for the server's registry.
+func (b *LocalBus) Collector() prometheus.Collector { return b.metric }
+
+// Publish delivers ev to every subscriber that has room for it, or holds it aside for those
+// that coalesce it.
 func (b *LocalBus) Publish(ev Event) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	for _, ch := range b.subs {
+	for _, s := range b.subs {
+		k := ""
+		if s.key != nil {
+			k = s.key(ev)
+		}
+		if k != "" && s.holding() {
+			s.hold(k, ev) // behind the ones held already
+			continue
+		}
 		select {
-		case ch <- ev:
+		case s.ch <- ev:
 		default:
+			if k != "" {
+				s.hold(k, ev)
+				continue
+			}
 			b.dropped.Add(1)
+			b.metric.WithLabelValues(string(ev.Kind)).Inc()
 		}
 	}
 }
 
 // Subscribe implements Bus.
-func (b *LocalBus) Subscribe(buf int) (<-chan Event, func()) {
-	ch := make(chan Event, buf)
+func (b *LocalBus) Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func()) {
+	s := &subscription{ch: make(chan Event, buf)}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.key != nil {
+		s.held = map[string]Event{}
+		s.wake = make(chan struct{}, 1)
+		s.done = make(chan struct{})
+		s.ended = make(chan struct{})
+		go s.pump()
+	}
 	b.mu.Lock()
 	id := b.next
 	b.next++
-	b.subs[id] = ch
+	b.subs[id] = s
 	b.mu.Unlock()
 	var once sync.Once
-	return ch, func() {
+	return s.ch, func() {
 		once.Do(func() {
 			b.mu.Lock()
 			delete(b.subs, id)
 			b.mu.Unlock()
-			close(ch)
+			if s.key != nil {
+				close(s.done)
+				<-s.ended // the pump sends on ch no more
+			}
+			close(s.ch)
 		})
 	}
 }

@@ -30,6 +30,10 @@ type Options struct {
 	// redis://[user:pass@]HOST:PORT/DB, rediss://... (TLS) or
 	// redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]. See ParseStoreURL.
 	Store string `yaml:"store"`
+	// StorePersistenceWarning: at start with a Redis store, simpled asks Redis whether it
+	// persists data (appendonly, save) and logs a warning when it does not, since offline
+	// messages answered 202 would be lost with a Redis restart. Default true.
+	StorePersistenceWarning bool `yaml:"store_persistence_warning"`
 	// HTTP is the HOST:PORT of the metrics, health and admin endpoints; "" disables them.
 	// A host that is not loopback (127.0.0.1, ::1, localhost; "" and 0.0.0.0 are every
 	// interface) needs admin.token_file. Default 127.0.0.1:8080.
@@ -174,6 +178,15 @@ type MessageOptions struct {
 	OfflineMaxCount int `yaml:"offline_max_count"`
 	// OfflineMaxBytes is the most bytes stored for one offline user. Default 1048576.
 	OfflineMaxBytes int `yaml:"offline_max_bytes"`
+	// OfflineMaxPerSender is the most messages one sender may have waiting for one offline
+	// user (the authenticated user, else the From address); more get 480. 0 means no bound.
+	// Default 20.
+	OfflineMaxPerSender int `yaml:"offline_max_per_sender"`
+	// OfflineForeignShare is the share (0 to 1) of offline_max_count and offline_max_bytes
+	// that foreign senders (inbound federation, in-dialog requests) may fill together, so
+	// spam from outside cannot lock a user's mailbox; the rest stays for authenticated
+	// users, trusted peers and simpled. 1 reserves nothing. Default 0.5.
+	OfflineForeignShare float64 `yaml:"offline_foreign_share"`
 	// OfflineMaxAge is how long an undelivered message is kept; a user who registered is
 	// known (messages to them are stored) for as long after their last registration.
 	// Default 168h (7 days).
@@ -253,6 +266,9 @@ func Default() Options {
 		Domains: []string{"localhost"},
 		// Embedded store: nothing to set up, state lost on exit.
 		Store: "memory",
+		// A Redis that loses acknowledged messages on restart is a risk the operator
+		// should hear about once, at start; silenced on purpose (a cache-only Redis).
+		StorePersistenceWarning: true,
 		// Metrics, health and admin API on loopback.
 		HTTP: "127.0.0.1:8080",
 		// No credentials file: on loopback alone, auth.mode then resolves to off.
@@ -324,6 +340,12 @@ func Default() Options {
 			OfflineMaxCount: 100,
 			OfflineMaxBytes: 1 << 20,
 			OfflineMaxAge:   7 * 24 * time.Hour,
+			// A fifth of the mailbox: a chatty friend's burst fits, one spammer's flood
+			// stops there and leaves room for everyone else.
+			OfflineMaxPerSender: 20,
+			// Half: anonymous and federated senders together cannot take more than half
+			// of a mailbox, the other half always takes authenticated users' messages.
+			OfflineForeignShare: 0.5,
 		},
 		Presence: PresenceOptions{
 			// docs/cli.md: watchers of a local domain are active at once, others pending.

@@ -143,6 +143,15 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{
+			name:   "mailbox shares out of range",
+			change: func(o *Options) { o.Messages.OfflineMaxPerSender, o.Messages.OfflineForeignShare = -1, 1.5 },
+			errs: []string{
+				"messages.offline_max_per_sender: -1: must be 0 (no bound) or more",
+				"messages.offline_foreign_share: 1.5: must be above 0 and at most 1",
+			},
+		},
+		{name: "no mailbox shares", change: func(o *Options) { o.Messages.OfflineMaxPerSender, o.Messages.OfflineForeignShare = 0, 1 }},
+		{
 			name:   "missing token file",
 			change: func(o *Options) { o.Admin.TokenFile = dir + "/none" },
 			errs:   []string{"admin.token_file: open " + dir + "/none: no such file or directory"},
@@ -169,6 +178,7 @@ func TestValidate(t *testing.T) {
 				"proxy.invite_timeout: 0s: must be at least 1s",
 				"messages.offline_max_count: 0: must be at least 1",
 				"messages.offline_max_bytes: 0: must be at least 1",
+				"messages.offline_foreign_share: 0: must be above 0 and at most 1",
 				"messages.offline_max_age: 0s: must be at least 1m",
 				`presence.policy: "": want allow, same-domain or confirm`,
 				"presence.max_subscriptions_per_source: 0: must be at least 1",

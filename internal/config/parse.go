@@ -330,6 +330,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, f field) {
 			return
 		}
 		v.SetInt(int64(i))
+	case f.typ.Kind() == reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+			d.errorAt(n, path, "want a number such as 0.5, got %s", describe(n))
+			return
+		}
+		var x float64
+		if err := n.Decode(&x); err != nil {
+			d.errorAt(n, path, "want a number such as 0.5, got %q", n.Value)
+			return
+		}
+		v.SetFloat(x)
 	case f.typ.Kind() == reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
 			d.errorAt(n, path, "want true or false, got %s", describe(n))

@@ -54,6 +54,8 @@ func renderStruct(v reflect.Value, fields []field) *yaml.Node {
 			val = str(fv.String())
 		case f.typ.Kind() == reflect.Int:
 			val = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.FormatInt(fv.Int(), 10)}
+		case f.typ.Kind() == reflect.Float64:
+			val = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!float", Value: strconv.FormatFloat(fv.Float(), 'g', -1, 64)}
 		case f.typ.Kind() == reflect.Bool:
 			val = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(fv.Bool())}
 		case f.typ.Kind() == reflect.Slice:

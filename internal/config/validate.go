@@ -224,6 +224,12 @@ func (o Options) validate(src sources, errs *Errors) {
 	if m.OfflineMaxBytes < 1 {
 		bad("messages.offline_max_bytes", "%d: must be at least 1", m.OfflineMaxBytes)
 	}
+	if m.OfflineMaxPerSender < 0 {
+		bad("messages.offline_max_per_sender", "%d: must be 0 (no bound) or more", m.OfflineMaxPerSender)
+	}
+	if !(m.OfflineForeignShare > 0 && m.OfflineForeignShare <= 1) {
+		bad("messages.offline_foreign_share", "%g: must be above 0 and at most 1", m.OfflineForeignShare)
+	}
 	if m.OfflineMaxAge < time.Minute {
 		bad("messages.offline_max_age", "%s: must be at least 1m", m.OfflineMaxAge)
 	}

@@ -172,11 +172,11 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Name: "simpled_sip_retransmissions_answered_total",
 		Help: "Retransmitted UDP requests answered again with their recorded final response.",
 	})
-	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed)
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed, s.bus.Collector())
 	s.tm = newTransportMetrics(s.registry)
 	s.live = transport.NewLiveness(maxLiveUDP)
 
-	store, err := openStore(ctx, opts.Store, s.opts.NodeID, log.Named("store"))
+	store, err := openStore(ctx, opts.Store, s.opts.NodeID, opts.StorePersistenceWarning, log.Named("store"))
 	if err != nil {
 		return nil, err
 	}
@@ -338,12 +338,16 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			MaxCount: opts.Messages.OfflineMaxCount,
 			MaxBytes: opts.Messages.OfflineMaxBytes,
 			MaxAge:   opts.Messages.OfflineMaxAge,
+			// Per sender and for foreign senders together: spam cannot lock a mailbox.
+			MaxPerSender: opts.Messages.OfflineMaxPerSender,
+			ForeignShare: opts.Messages.OfflineForeignShare,
 		},
 		Secret:     secret,
 		GRUUs:      gruus,
 		LastSeen:   s.live.Seen,
 		Allow:      s.allow,
 		Bus:        s.bus,
+		Limited:    s.limited,
 		Log:        log.Named("proxy"),
 		Registerer: s.registry,
 	})
@@ -426,7 +430,7 @@ var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS, sip.MESSAGE, 
 // dnsTimeout bounds one DNS query of the proxy's resolver.
 const dnsTimeout = 2 * time.Second
 
-func openStore(ctx context.Context, url, node string, log *zap.Logger) (Store, error) {
+func openStore(ctx context.Context, url, node string, checkPersistence bool, log *zap.Logger) (Store, error) {
 	if url == "" || url == "memory" {
 		return memory.New(), nil
 	}
@@ -435,7 +439,33 @@ func openStore(ctx context.Context, url, node string, log *zap.Logger) (Store, e
 	if err != nil {
 		return nil, fmt.Errorf("server: -store: %w", err)
 	}
+	if checkPersistence {
+		warnPersistence(ctx, st, log)
+	}
 	return st, nil
+}
+
+// persistenceTimeout bounds the start-up question to Redis about its persistence.
+const persistenceTimeout = 5 * time.Second
+
+// warnPersistence logs a warning when Redis keeps nothing across a restart (no append-only
+// file, no snapshots), or only snapshots, or will not say: offline messages already answered
+// 202 would then be lost with it (store_persistence_warning: false silences it).
+func warnPersistence(ctx context.Context, st *redisstore.Store, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, persistenceTimeout)
+	defer cancel()
+	const silence = "set store_persistence_warning: false to silence this"
+	p, err := st.Persistence(ctx)
+	switch {
+	case err != nil:
+		log.Warn("could not check whether Redis persists data (CONFIG GET refused or renamed): if it does not, offline messages already answered 202 Accepted, registrations and presence are lost when Redis restarts; "+silence, zap.Error(err))
+	case !p.Durable():
+		log.Warn("Redis persists nothing (appendonly no, save \"\"): offline messages already answered 202 Accepted, registrations and presence are lost when Redis restarts; turn on appendonly yes, or "+silence,
+			zap.String("redis", p.Addr), zap.Bool("appendonly", p.AppendOnly), zap.String("save", p.Save))
+	case !p.AppendOnly:
+		log.Warn("Redis keeps RDB snapshots only (appendonly no): offline messages answered 202 Accepted since the last snapshot are lost when Redis restarts; turn on appendonly yes, or "+silence,
+			zap.String("redis", p.Addr), zap.Bool("appendonly", p.AppendOnly), zap.String("save", p.Save))
+	}
 }
 
 // redisLogger routes go-redis's process-wide logger (dial failures, pool events) into zap once.

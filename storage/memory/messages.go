@@ -70,7 +70,7 @@ func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message,
 	s.msgMu.Lock()
 	defer s.msgMu.Unlock()
 	box := s.boxes[aor]
-	count, bytes := 0, 0
+	count, bytes, sender, fcount, fbytes := 0, 0, 0, 0, 0
 	if box != nil {
 		if e := box.byKey[m.DedupKey]; e != nil && e.exp > n {
 			return e.m.ID, true, nil
@@ -79,8 +79,24 @@ func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message,
 			if e.exp > n {
 				count++
 				bytes += e.size
+				if e.m.Sender == m.Sender {
+					sender++
+				}
+				if e.m.Foreign {
+					fcount++
+					fbytes += e.size
+				}
 			}
 		}
+	}
+	if lim.MaxPerSender > 0 && sender+1 > lim.MaxPerSender {
+		return "", false, fmt.Errorf("memory: store message: %s: %d messages from %s, at most %d: %w", aor, sender+1, m.Sender, lim.MaxPerSender, storage.ErrSenderQuota)
+	}
+	if m.Foreign && lim.MaxForeignCount > 0 && fcount+1 > lim.MaxForeignCount {
+		return "", false, fmt.Errorf("memory: store message: %s: %d foreign messages, at most %d: %w", aor, fcount+1, lim.MaxForeignCount, storage.ErrForeignShare)
+	}
+	if m.Foreign && lim.MaxForeignBytes > 0 && fbytes+size > lim.MaxForeignBytes {
+		return "", false, fmt.Errorf("memory: store message: %s: %d foreign bytes, at most %d: %w", aor, fbytes+size, lim.MaxForeignBytes, storage.ErrForeignShare)
 	}
 	if lim.MaxCount > 0 && count+1 > lim.MaxCount {
 		return "", false, fmt.Errorf("memory: store message: %s: %d messages, at most %d: %w", aor, count+1, lim.MaxCount, storage.ErrMailboxFull)

@@ -17,14 +17,21 @@ import (
 
 // Offline messages (proxy.MessageStore). See the package doc for the keys and round trips.
 
-// replyFull is the error reply of storeMessageScript when the mailbox is full.
-const replyFull = "SIMPLED_FULL"
+// Error replies of storeMessageScript: the mailbox is full, the sender's quota is reached,
+// the foreign senders' share is full.
+const (
+	replyFull    = "SIMPLED_FULL"
+	replySender  = "SIMPLED_SENDER"
+	replyForeign = "SIMPLED_FOREIGN"
+)
 
 // wireMessage is the header of a message as stored in msg:{aor}: storage.Message's fields and
 // JSON names but ID (the hash field) and Body (stored raw after the header), with the times in
 // unix seconds so the Lua scripts can compare them.
 type wireMessage struct {
 	DedupKey        string `json:"dedup_key"`
+	Sender          string `json:"sender,omitempty"`
+	Foreign         bool   `json:"foreign,omitempty"`
 	CallID          string `json:"call_id"`
 	CSeq            uint32 `json:"cseq"`
 	From            string `json:"from"`
@@ -40,7 +47,7 @@ type wireMessage struct {
 // are (JSON never holds a raw newline, so the first one ends the header).
 func encodeMessage(m *storage.Message) ([]byte, error) {
 	w := wireMessage{
-		DedupKey: m.DedupKey, CallID: m.CallID, CSeq: m.CSeq, From: m.From, To: m.To, Date: m.Date,
+		DedupKey: m.DedupKey, Sender: m.Sender, Foreign: m.Foreign, CallID: m.CallID, CSeq: m.CSeq, From: m.From, To: m.To, Date: m.Date,
 		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
 		StoredAt: m.StoredAt.Unix(), ExpiresAt: m.ExpiresAt.Unix(),
 	}
@@ -83,7 +90,7 @@ func decodeMessage(id, v string) (storage.Message, error) {
 		return storage.Message{}, err
 	}
 	return storage.Message{
-		ID: id, DedupKey: w.DedupKey, CallID: w.CallID, CSeq: w.CSeq, From: w.From, To: w.To,
+		ID: id, DedupKey: w.DedupKey, Sender: w.Sender, Foreign: w.Foreign, CallID: w.CallID, CSeq: w.CSeq, From: w.From, To: w.To,
 		Date: w.Date, ContentType: w.ContentType, ContentEncoding: w.ContentEncoding,
 		StoredAt: time.Unix(w.StoredAt, 0).UTC(), ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
 		Body: body,
@@ -108,16 +115,26 @@ func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message,
 	// The script compares the key with the one in the stored JSON header (DeleteMessage,
 	// expiry): both must be the decoded form.
 	m.DedupKey = asJSONString(m.DedupKey)
+	m.Sender = asJSONString(m.Sender) // compared with the stored ones: the stored form too
 	blob, err := encodeMessage(&m)
 	if err != nil {
 		return "", false, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
 	exp := m.ExpiresAt.Unix()
 	keys := []string{msgKey(aor), msgIDKey(aor)}
+	foreign := 0
+	if m.Foreign {
+		foreign = 1
+	}
 	rep, err := storeMessageScript.Run(ctx, s.c, keys, now.Unix(), m.DedupKey, exp, m.Size(),
-		max(lim.MaxCount, 0), max(lim.MaxBytes, 0), s.grace.Milliseconds(), blob).StringSlice()
+		max(lim.MaxCount, 0), max(lim.MaxBytes, 0), s.grace.Milliseconds(), m.Sender, foreign,
+		max(lim.MaxPerSender, 0), max(lim.MaxForeignCount, 0), max(lim.MaxForeignBytes, 0), blob).StringSlice()
 	switch {
 	case err == nil:
+	case goredis.HasErrorPrefix(err, replySender):
+		return "", false, fmt.Errorf("redis: %s: %s: %s: %w", step, aor, strings.TrimPrefix(err.Error(), replySender+" "), storage.ErrSenderQuota)
+	case goredis.HasErrorPrefix(err, replyForeign):
+		return "", false, fmt.Errorf("redis: %s: %s: %s: %w", step, aor, strings.TrimPrefix(err.Error(), replyForeign+" "), storage.ErrForeignShare)
 	case goredis.HasErrorPrefix(err, replyFull):
 		return "", false, fmt.Errorf("redis: %s: %s: %s: %w", step, aor, strings.TrimPrefix(err.Error(), replyFull+" "), storage.ErrMailboxFull)
 	default:
@@ -340,14 +357,16 @@ end
 // storeMessageScript implements StoreMessage (proxy.MessageStore's rules, in order).
 //
 //	KEYS[1]  msg:{aor}    hash: id → JSON header, newline, body
-//	KEYS[2]  msgid:{aor}  hash: dedup key → "<id> <expires_at> <size>"
+//	KEYS[2]  msgid:{aor}  hash: dedup key → "<id> <expires_at> <size> <foreign 0/1> <sender>"
+//	         (entries written before senders were kept lack the last two: foreign 0, sender "")
 //	ARGV     now (unix s), dedup key, expires_at (unix s), size, max_count, max_bytes (0: no
-//	         limit), grace (ms), stored value
+//	         limit), grace (ms), sender, foreign (0/1), max_per_sender, max_foreign_count,
+//	         max_foreign_bytes (0: no limit), stored value
 //
 // It works from msgid:{aor} alone (no body is read): the expired messages are those whose
-// expires_at is at or before now, the others give the count, the bytes and the duplicate.
-// It replies {"dup", id} (nothing written), {"stored", id}, or the error SIMPLED_FULL
-// (nothing written). When it stores, it deletes the expired messages, gives the message the
+// expires_at is at or before now, the others give the counts, the bytes and the duplicate.
+// It replies {"dup", id} (nothing written), {"stored", id}, or the error SIMPLED_SENDER,
+// SIMPLED_FOREIGN or SIMPLED_FULL, checked in that order (nothing written). When it stores, it deletes the expired messages, gives the message the
 // ID max(Redis TIME in µs, highest ID + 1) as 16 zero-padded digits (so string order is store
 // order, and IDs are not reused after the mailbox empties), and sets both keys' TTL to the
 // latest expiry + grace. An entry of msgid:{aor} that does not parse is dropped like an
@@ -360,12 +379,21 @@ local size = tonumber(ARGV[4])
 local maxcount = tonumber(ARGV[5])
 local maxbytes = tonumber(ARGV[6])
 local grace = tonumber(ARGV[7])
+local sender = ARGV[8]
+local foreign = ARGV[9] == '1'
+local maxsender = tonumber(ARGV[10])
+local maxfcount = tonumber(ARGV[11])
+local maxfbytes = tonumber(ARGV[12])
 
-local count, bytes, last, maxexp = 0, 0, 0, exp
+local count, bytes, scount, fcount, fbytes, last, maxexp = 0, 0, 0, 0, 0, 0, exp
 local dropkeys, dropids = {}, {}
 local raw = redis.call('HGETALL', KEYS[2])
 for i = 1, #raw, 2 do
-  local id, e, n = string.match(raw[i + 1], '^(%d+) (%-?%d+) (%d+)$')
+  local id, e, n, f, s = string.match(raw[i + 1], '^(%d+) (%-?%d+) (%d+) ([01]) (.*)$')
+  if not id then
+    id, e, n = string.match(raw[i + 1], '^(%d+) (%-?%d+) (%d+)$')
+    f, s = '0', ''
+  end
   if not id then
     dropkeys[#dropkeys + 1] = raw[i]
   else
@@ -378,9 +406,23 @@ for i = 1, #raw, 2 do
       if raw[i] == key then return {'dup', id} end
       count = count + 1
       bytes = bytes + n
+      if s == sender then scount = scount + 1 end
+      if f == '1' then
+        fcount = fcount + 1
+        fbytes = fbytes + n
+      end
       if e > maxexp then maxexp = e end
     end
   end
+end
+if maxsender > 0 and scount + 1 > maxsender then
+  return redis.error_reply(string.format('SIMPLED_SENDER %d messages from the sender, at most %d', scount + 1, maxsender))
+end
+if foreign and maxfcount > 0 and fcount + 1 > maxfcount then
+  return redis.error_reply(string.format('SIMPLED_FOREIGN %d foreign messages, at most %d', fcount + 1, maxfcount))
+end
+if foreign and maxfbytes > 0 and fbytes + size > maxfbytes then
+  return redis.error_reply(string.format('SIMPLED_FOREIGN %d foreign bytes, at most %d', fbytes + size, maxfbytes))
 end
 if maxcount > 0 and count + 1 > maxcount then
   return redis.error_reply(string.format('SIMPLED_FULL %d messages, at most %d', count + 1, maxcount))
@@ -402,8 +444,8 @@ while redis.call('HEXISTS', KEYS[1], id) == 1 do
   n = n + 1
   id = string.format('%016.0f', n)
 end
-redis.call('HSET', KEYS[1], id, ARGV[8])
-redis.call('HSET', KEYS[2], key, id .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+redis.call('HSET', KEYS[1], id, ARGV[13])
+redis.call('HSET', KEYS[2], key, id .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[9] .. ' ' .. sender)
 local ttl = string.format('%.0f', math.max(maxexp - now, 0) * 1000 + grace)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)

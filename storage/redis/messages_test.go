@@ -80,8 +80,8 @@ func TestMessageKeys(t *testing.T) {
 	if rest != string(body) || !strings.Contains(header, fmt.Sprintf(`"expires_at":%d`, now.Unix()+60)) || !strings.Contains(header, `"dedup_key":"imdn-1"`) {
 		t.Errorf("stored message = %q", v)
 	}
-	// msgid:{aor}: dedup key → "<id> <expires_at> <size>".
-	if v, err := c.HGet(ctx, "msgid:{"+aor+"}", "imdn-1").Result(); err != nil || v != fmt.Sprintf("%s %d %d", id1, now.Unix()+60, m1.Size()) {
+	// msgid:{aor}: dedup key → "<id> <expires_at> <size> <foreign> <sender>".
+	if v, err := c.HGet(ctx, "msgid:{"+aor+"}", "imdn-1").Result(); err != nil || v != fmt.Sprintf("%s %d %d 0 %s", id1, now.Unix()+60, m1.Size(), m1.Sender) {
 		t.Errorf("HGET msgid = %q, %v", v, err)
 	}
 	// Both keys: TTL = latest expiry + grace.
@@ -308,6 +308,27 @@ func TestMessagesCorrupt(t *testing.T) {
 		}
 		if n, err := c.HLen(ctx, "msgid:{"+aor+"}").Result(); err != nil || n != 1 {
 			t.Errorf("HLEN msgid = %d, %v; want 1", n, err)
+		}
+	})
+
+	t.Run("dedup entries without a sender", func(t *testing.T) {
+		flush(t, s)
+		// Entries written before senders were kept ("<id> <expires_at> <size>") still count
+		// towards the mailbox, as a local sender's: they are neither dropped nor foreign.
+		entry := fmt.Sprintf("0000000000000009 %d 1", now.Unix()+60)
+		if err := c.HSet(ctx, "msgid:{"+aor+"}", "old", entry).Err(); err != nil {
+			t.Fatal(err)
+		}
+		m := offline(now, "k", []byte("x"), time.Minute)
+		m.Sender, m.Foreign = "spam@evil.example", true
+		if _, _, err := s.StoreMessage(ctx, aor, m, storage.MailboxLimits{MaxCount: 1}, now); !errors.Is(err, storage.ErrMailboxFull) {
+			t.Fatalf("StoreMessage over an old entry: err = %v, want ErrMailboxFull", err)
+		}
+		if _, _, err := s.StoreMessage(ctx, aor, m, storage.MailboxLimits{MaxCount: 2, MaxForeignCount: 1, MaxPerSender: 1}, now); err != nil {
+			t.Fatalf("StoreMessage beside an old entry: %v", err)
+		}
+		if v, err := c.HGet(ctx, "msgid:{"+aor+"}", "old").Result(); err != nil || v != entry {
+			t.Errorf("old entry = %q, %v; want it kept", v, err)
 		}
 	})
 

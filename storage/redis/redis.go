@@ -16,9 +16,10 @@
 //	                         fields but ID and Body, times in unix seconds), a newline, then
 //	                         the body bytes as they are (binary safe, no base64); TTL as
 //	                         reg:{aor}, from the latest message expiry
-//	msgid:{aor}      hash    dedup key → "<id> <expires_at> <size>", one per stored message:
-//	                         what the store script counts, dedups and expires by without
-//	                         reading any body; same TTL as msg:{aor}
+//	msgid:{aor}      hash    dedup key → "<id> <expires_at> <size> <foreign> <sender>", one
+//	                         per stored message: what the store script counts (per sender,
+//	                         foreign), dedups and expires by without reading any body; same
+//	                         TTL as msg:{aor}
 //	known:{aor}      string  known-user until (unix s); expires at until + Options.KeyGrace
 //	                         (PXAT, Redis's clock)
 //	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; the sweep index of every kind:

@@ -23,6 +23,8 @@ func runMessages(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("BinaryBody", func(t *testing.T) { testBinaryBody(t, newStore) })
 	t.Run("Dedup", func(t *testing.T) { testDedup(t, newStore) })
 	t.Run("Limits", func(t *testing.T) { testMailboxLimits(t, newStore) })
+	t.Run("SenderQuota", func(t *testing.T) { testSenderQuota(t, newStore) })
+	t.Run("ForeignShare", func(t *testing.T) { testForeignShare(t, newStore) })
 	t.Run("ExpiredDropped", func(t *testing.T) { testExpiredDropped(t, newStore) })
 	t.Run("DeleteMessage", func(t *testing.T) { testDeleteMessage(t, newStore) })
 	t.Run("DeleteMessages", func(t *testing.T) { testDeleteMessages(t, newStore) })
@@ -379,6 +381,111 @@ func testMailboxLimits(t *testing.T, newStore func(t *testing.T) Store) {
 			t.Fatalf("err = %v, want ErrMailboxFull", err)
 		}
 		mustHas(t, s, aor, false)
+	})
+}
+
+// from returns m sent by sender, foreign or not.
+func from(m storage.Message, sender string, foreign bool) storage.Message {
+	m.Sender, m.Foreign = sender, foreign
+	return m
+}
+
+// testSenderQuota: MaxPerSender counts the live messages of one Sender, refuses the one
+// beyond with ErrSenderQuota (also ErrMailboxFull) and writes nothing; other senders still
+// store; expired messages do not count; Sender and Foreign come back from Messages.
+func testSenderQuota(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	ctx := t.Context()
+	s := newStore(t)
+	lim := storage.MailboxLimits{MaxCount: 10, MaxPerSender: 2}
+	var want []storage.Message
+	// One of spam's messages expires at t0+5: gone at t0+5, it leaves room for one more.
+	short := from(msg(t0, "spam-0", "short", 0, 5), "spam@evil.example", true)
+	want = append(want, stored(short, mustStore(t, s, aor, short, lim, t0)))
+	m := from(msg(t0, "spam-1", "one", 1, 600), "spam@evil.example", true)
+	want = append(want, stored(m, mustStore(t, s, aor, m, lim, at(t0, 1))))
+	over := from(msg(t0, "spam-2", "two", 2, 600), "spam@evil.example", true)
+	id, dup, err := s.StoreMessage(ctx, aor, over, lim, at(t0, 2))
+	if !errors.Is(err, storage.ErrSenderQuota) || !errors.Is(err, storage.ErrMailboxFull) || dup || id != "" {
+		t.Fatalf("third message of one sender = %q, %v, %v; want ErrSenderQuota", id, dup, err)
+	}
+	equalMessages(t, "after ErrSenderQuota", mustMessages(t, s, aor, at(t0, 2)), want)
+
+	// Another sender, local or foreign, has its own quota.
+	for i, sender := range []string{"bob@example.com", "eve@evil.example"} {
+		m := from(msg(t0, fmt.Sprintf("other-%d", i), "hi", 3, 600), sender, i == 1)
+		want = append(want, stored(m, mustStore(t, s, aor, m, lim, at(t0, 3))))
+	}
+	// The same sender's messages to another AOR count there.
+	mustStore(t, s, "bob@example.com", over, lim, at(t0, 3))
+
+	// Once the short message expired, spam may store one more.
+	id = mustStore(t, s, aor, over, lim, at(t0, 5))
+	want = append(want[1:], stored(over, id))
+	equalMessages(t, "after expiry", mustMessages(t, s, aor, at(t0, 5)), want)
+	if _, _, err := s.StoreMessage(ctx, aor, from(msg(t0, "spam-3", "x", 5, 600), "spam@evil.example", true), lim, at(t0, 5)); !errors.Is(err, storage.ErrSenderQuota) {
+		t.Fatalf("spam beyond its quota again: err = %v, want ErrSenderQuota", err)
+	}
+	// A duplicate is found before the quota is checked.
+	if gotID, dup, err := s.StoreMessage(ctx, aor, over, lim, at(t0, 5)); err != nil || !dup || gotID != id {
+		t.Fatalf("duplicate at the quota = %q, %v, %v; want %q, dup", gotID, dup, err, id)
+	}
+}
+
+// testForeignShare: MaxForeignCount and MaxForeignBytes bound the Foreign messages together
+// (ErrForeignShare, also ErrMailboxFull, nothing written), while messages that are not
+// foreign still fill the rest of the mailbox up to MaxCount and MaxBytes.
+func testForeignShare(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	ctx := t.Context()
+	t.Run("count", func(t *testing.T) {
+		s := newStore(t)
+		lim := storage.MailboxLimits{MaxCount: 4, MaxForeignCount: 2, MaxPerSender: 10}
+		var want []storage.Message
+		for i := range 2 {
+			m := from(msg(t0, fmt.Sprintf("f%d", i), "spam", 0, 600), fmt.Sprintf("spam%d@evil.example", i), true)
+			want = append(want, stored(m, mustStore(t, s, aor, m, lim, t0)))
+		}
+		m := from(msg(t0, "f2", "spam", 0, 600), "spam2@evil.example", true)
+		if id, dup, err := s.StoreMessage(ctx, aor, m, lim, t0); !errors.Is(err, storage.ErrForeignShare) || !errors.Is(err, storage.ErrMailboxFull) || dup || id != "" {
+			t.Fatalf("third foreign message = %q, %v, %v; want ErrForeignShare", id, dup, err)
+		}
+		for i := range 2 {
+			m := from(msg(t0, fmt.Sprintf("l%d", i), "hi", 0, 600), "bob@example.com", false)
+			want = append(want, stored(m, mustStore(t, s, aor, m, lim, t0)))
+		}
+		equalMessages(t, "Messages", mustMessages(t, s, aor, t0), want)
+		// The mailbox is full now, for everyone.
+		if _, _, err := s.StoreMessage(ctx, aor, from(msg(t0, "l2", "hi", 0, 600), "carol@example.com", false), lim, t0); !errors.Is(err, storage.ErrMailboxFull) || errors.Is(err, storage.ErrForeignShare) {
+			t.Fatalf("fifth message: err = %v, want ErrMailboxFull only", err)
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		s := newStore(t)
+		lim := storage.MailboxLimits{MaxBytes: 1000, MaxForeignBytes: 300}
+		sized := func(key string, size int, foreign bool) storage.Message {
+			m := from(msg(t0, key, "", 0, 600), "s-"+key, foreign)
+			m.From, m.To, m.ContentType = "", "", ""
+			m.Body = bytes.Repeat([]byte{'x'}, size)
+			return m
+		}
+		mustStore(t, s, aor, sized("f0", 200, true), lim, t0)
+		if _, _, err := s.StoreMessage(ctx, aor, sized("f1", 101, true), lim, t0); !errors.Is(err, storage.ErrForeignShare) {
+			t.Fatalf("foreign bytes beyond the share: err = %v, want ErrForeignShare", err)
+		}
+		mustStore(t, s, aor, sized("f1", 100, true), lim, t0)
+		mustStore(t, s, aor, sized("l0", 700, false), lim, t0)
+		if got := len(mustMessages(t, s, aor, t0)); got != 3 {
+			t.Fatalf("%d messages, want 3", got)
+		}
+	})
+	t.Run("sender quota first", func(t *testing.T) {
+		s := newStore(t)
+		lim := storage.MailboxLimits{MaxPerSender: 1, MaxForeignCount: 1}
+		mustStore(t, s, aor, from(msg(t0, "a", "x", 0, 600), "spam@evil.example", true), lim, t0)
+		if _, _, err := s.StoreMessage(ctx, aor, from(msg(t0, "b", "x", 0, 600), "spam@evil.example", true), lim, t0); !errors.Is(err, storage.ErrSenderQuota) {
+			t.Fatalf("err = %v, want ErrSenderQuota", err)
+		}
 	})
 }
 
