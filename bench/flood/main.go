@@ -57,6 +57,7 @@ type options struct {
 	rate, attackers       int
 	bin, store            string
 	kamailio, kamailioCfg string
+	maxRSS                int64
 	json, keep            bool
 	attackSources         []string
 	progress              io.Writer
@@ -75,6 +76,8 @@ func main() {
 	flag.StringVar(&o.store, "store", "memory", "simpled's store: memory or redis://HOST:PORT/DB (a Redis the caller runs)")
 	flag.StringVar(&o.kamailio, "kamailio", "kamailio", "kamailio binary")
 	flag.StringVar(&o.kamailioCfg, "kamailio-cfg", "", "Kamailio configuration (default bench/kamailio/flood.cfg of the repository)")
+	var maxRSS int
+	flag.IntVar(&maxRSS, "max-rss", 4096, "stop the flood early when the server's resident memory passes this many MB (a shared machine's safety)")
 	flag.BoolVar(&o.json, "json", false, "print only the machine-readable lines")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, configuration) and print its path")
 	flag.Parse()
@@ -83,6 +86,7 @@ func main() {
 		os.Exit(2)
 	}
 	o.targets = strings.Split(targets, ",")
+	o.maxRSS = int64(maxRSS) << 20
 	o.interval = 20 * time.Millisecond
 	o.attackSources = []string{"127.0.0.2", "127.0.0.3"}
 	o.progress = os.Stderr
@@ -147,15 +151,16 @@ type report struct {
 	LegitP99   float64        `json:"legit_p99_ms"`
 	IdleShare  float64        `json:"legit_share_before_flood"`
 
-	IdleRSS  int64   `json:"idle_rss_bytes"`
-	PeakRSS  int64   `json:"peak_rss_bytes"`
-	EndRSS   int64   `json:"end_rss_bytes"`
-	IdleGor  int64   `json:"idle_goroutines"`
-	PeakGor  int64   `json:"peak_goroutines"`
-	EndGor   int64   `json:"end_goroutines"`
-	RecLat   float64 `json:"recovery_latency_seconds"`    // until a legitimate request is answered within 50 ms; -1: not within -recovery
-	RecGor   float64 `json:"recovery_goroutines_seconds"` // until goroutines are back near idle; -1: not within -recovery (or no /metrics)
-	IPv6Note string  `json:"ipv6"`
+	IdleRSS      int64   `json:"idle_rss_bytes"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+	EndRSS       int64   `json:"end_rss_bytes"`
+	IdleGor      int64   `json:"idle_goroutines"`
+	PeakGor      int64   `json:"peak_goroutines"`
+	EndGor       int64   `json:"end_goroutines"`
+	StoppedEarly string  `json:"stopped_early,omitempty"`     // why the flood ended before -duration
+	RecLat       float64 `json:"recovery_latency_seconds"`    // until a legitimate request is answered within 50 ms; -1: not within -recovery
+	RecGor       float64 `json:"recovery_goroutines_seconds"` // until goroutines are back near idle; -1: not within -recovery (or no /metrics)
+	IPv6Note     string  `json:"ipv6"`
 }
 
 // run floods one target and measures it.
@@ -240,7 +245,10 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 	}
 	defer stopAll()
 
-	// samples: memory every 250 ms, goroutines every second
+	// samples: memory every 250 ms, goroutines every second; tooBig closes when the memory
+	// passes -max-rss
+	tooBig := make(chan struct{})
+	var tooBigOnce sync.Once
 	var peakMem, peakGor int64
 	var lastGor int64 = -1
 	sample := func(withGor bool) {
@@ -248,6 +256,9 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 		var g int64 = -1
 		if withGor && t.metrics != "" {
 			g = goroutines(ctx, t.metrics)
+		}
+		if o.maxRSS > 0 && m > o.maxRSS {
+			tooBigOnce.Do(func() { close(tooBig) })
 		}
 		mu.Lock()
 		peakMem = max(peakMem, m)
@@ -292,22 +303,28 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 	var st attackStats
 	floodStart := time.Now()
 	stopFlood := make(chan struct{})
+	var stopOnce sync.Once
+	closeFlood := func() { stopOnce.Do(func() { close(stopFlood) }) }
+	floodOver := make(chan struct{})
+	watchDone := make(chan struct{})
 	go func() {
+		defer close(watchDone)
 		select {
 		case <-ctx.Done():
-			close(stopFlood)
-		case <-stopFlood:
+			closeFlood()
+		case <-tooBig:
+			rep.StoppedEarly = fmt.Sprintf("resident memory above -max-rss %d MB after %.1f s", o.maxRSS>>20, time.Since(floodStart).Seconds())
+			fmt.Fprintf(o.progress, "flood: %s: %s: flood stopped\n", name, rep.StoppedEarly)
+			closeFlood()
+		case <-floodOver:
 		}
 	}()
 	if err := flood(o.attackSources, o.attackers, t.sip, o.rate, floodStart.Add(o.duration), stopFlood, &st); err != nil {
 		return nil, fmt.Errorf("attackers: %w", err)
 	}
 	floodEnd := time.Now()
-	select {
-	case <-stopFlood:
-	default:
-		close(stopFlood)
-	}
+	close(floodOver)
+	<-watchDone
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -477,6 +494,12 @@ func printTable(w io.Writer, rs []*report) {
 		return fmt.Sprintf("%.1f %% answered: %s", 100*float64(r.AttackAnswered)/max(1, float64(r.AttackSent)), strings.TrimSpace(b.String()))
 	})
 	add("requests sent to attackers (NOTIFY...)", func(r *report) string { return strconv.FormatInt(r.AttackRequests, 10) })
+	add("flood stopped early", func(r *report) string {
+		if r.StoppedEarly == "" {
+			return "no"
+		}
+		return r.StoppedEarly
+	})
 	add("recovery: legit answered < 50 ms", func(r *report) string { return secs(r.RecLat) })
 	add("recovery: goroutines near idle", func(r *report) string {
 		if r.IdleGor <= 0 {
@@ -521,4 +544,3 @@ func printTable(w io.Writer, rs []*report) {
 	}
 	fmt.Fprintln(w, "IPv6:", rs[0].IPv6Note)
 }
-
