@@ -36,8 +36,12 @@ type legit struct {
 
 	seq      atomic.Int64
 	inFlight atomic.Int64
-	wg       sync.WaitGroup
-	results  chan result
+	// refreshing is set while a refresh of the dialog is in flight: the next refresh waits
+	// for its answer (a refresh overtaking another would get 500 for its lower CSeq), and
+	// a SUBSCRIBE due meanwhile is a new subscription of its own instead.
+	refreshing atomic.Bool
+	wg         sync.WaitGroup
+	results    chan result
 }
 
 // subDialog is the SUBSCRIBE dialog alice refreshes.
@@ -193,6 +197,7 @@ type request struct {
 	kind, method, uri, user string
 	callID                  string
 	cseq                    int
+	refresh, extra          bool // a SUBSCRIBE refreshing the dialog; one beside it
 	build                   func(cseq int, authz string) []byte
 }
 
@@ -243,13 +248,19 @@ func (l *legit) do(r request) result {
 func (l *legit) subscribed(r request, cseq, code int, resp []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if r.refresh {
+		defer l.refreshing.Store(false)
+	}
+	if r.extra {
+		return
+	}
 	if code < 200 || code >= 300 {
 		if l.dialog != nil && l.dialog.callID == r.callID {
 			l.dialog = nil
 		}
 		return
 	}
-	if l.dialog == nil || l.dialog.callID != r.callID {
+	if l.dialog == nil {
 		to := string(headerValue(resp, "To", "t"))
 		target := ""
 		c := string(headerValue(resp, "Contact", "m"))
@@ -262,7 +273,7 @@ func (l *legit) subscribed(r request, cseq, code int, resp []byte) {
 		l.dialog = &subDialog{callID: r.callID, fromTag: "a" + r.callID, toTag: param(to, "tag"), target: target, cseq: cseq}
 		return
 	}
-	if cseq > l.dialog.cseq {
+	if l.dialog.callID == r.callID && cseq > l.dialog.cseq {
 		l.dialog.cseq = cseq
 	}
 }
@@ -304,15 +315,21 @@ func (l *legit) message() request {
 }
 
 // subscribe builds a SUBSCRIBE of alice to bob's presence: a refresh within the dialog when
-// there is one, else a new one.
+// there is one and no refresh is in flight, else a new one (which becomes the dialog when
+// there is none).
 func (l *legit) subscribe() request {
 	l.mu.Lock()
 	d := l.dialog
 	var id, fromTag, toTag, target string
 	cseq := 1
-	if d != nil {
-		d.cseq += 3 // above any challenge round of the last refresh
+	refresh, extra := false, false
+	switch {
+	case d != nil && l.refreshing.CompareAndSwap(false, true):
+		d.cseq++
 		id, fromTag, toTag, target, cseq = d.callID, d.fromTag, d.toTag, d.target, d.cseq
+		refresh = true
+	case d != nil:
+		d, extra = nil, true
 	}
 	l.mu.Unlock()
 	if d == nil {
@@ -323,13 +340,18 @@ func (l *legit) subscribe() request {
 	if toTag != "" {
 		to += ";tag=" + toTag
 	}
+	expires := "600"
+	if extra {
+		expires = "60" // the shortest simpled accepts: these pile up for a minute at most
+	}
 	return request{kind: "subscribe", method: "SUBSCRIBE", uri: target, user: "alice", callID: id, cseq: cseq,
+		refresh: refresh, extra: extra,
 		build: func(cseq int, authz string) []byte {
 			return []byte("SUBSCRIBE " + target + " SIP/2.0\r\n" + l.via() +
 				"From: <sip:alice@" + domain + ">;tag=" + fromTag + "\r\n" + to + "\r\n" +
 				"Call-ID: " + id + "\r\nCSeq: " + strconv.Itoa(cseq) + " SUBSCRIBE\r\n" +
 				"Contact: <sip:alice@" + l.local(l.alice) + ">\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n" +
-				"Expires: 600\r\n" + header("Proxy-Authorization", authz) + "Content-Length: 0\r\n\r\n")
+				"Expires: " + expires + "\r\n" + header("Proxy-Authorization", authz) + "Content-Length: 0\r\n\r\n")
 		}}
 }
 
