@@ -8,7 +8,7 @@ TEST_DEBS := redis-server sip-tester baresip linphone-cli
 # Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./internal/transport:FuzzCheck ./internal/config:FuzzParse ./internal/auth:FuzzParseAuthorization ./internal/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./internal/transport:FuzzSTUN ./internal/transport:FuzzFramer ./internal/transport:FuzzFlowToken ./internal/sipx:FuzzViaPrints ./internal/sipx:FuzzSeals
 
-.PHONY: all build run test vet unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe clean
+.PHONY: all build run test vet unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe flood clean
 
 all: build
 
@@ -26,10 +26,13 @@ vet:
 	$(GO) vet ./...
 
 # The ten-thousand-connection test runs without -race: the race detector caps a process at
-# 8128 goroutines.
+# 8128 goroutines. So does the short flood test (bench/flood, 5 s): it starts simpled as a
+# process and its attackers must keep their pace; it builds ./cmd/simpled with the cache the
+# line before warmed.
 unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '^TestIdleConnectionsBounded$$' ./internal/server/
+	$(GO) test -count=1 -run '^TestFlood$$' ./bench/flood/
 
 # A run that fails with only "context deadline exceeded" and wrote no failing input is Go's
 # fuzz-coordinator race at the -fuzztime boundary (go.dev/issue/75804, fixed in Go 1.27), not a
@@ -96,6 +99,15 @@ bench-publish:
 
 bench-subscribe:
 	SCENARIO=subscribe RATES_subscribe="1000 2000 3000 4000 5000 6000" bench/compare.sh
+
+# The flood test of issue 15 (bench/flood): 60 s of attack traffic at 50,000 packets/s from
+# 127.0.0.2 and 127.0.0.3 against simpled (memory store; FLOOD_REDIS=redis://HOST:PORT/DB adds
+# simpled on that Redis) and then Kamailio with pike (bench/kamailio/flood.cfg), a legitimate
+# client on 127.0.0.1 throughout; one table. FLOOD_ARGS adds flags (-duration 30s, -rate ...).
+FLOOD_TARGETS ?= simpled,kamailio
+flood:
+	$(GO) run ./bench/flood -target $(FLOOD_TARGETS) $(FLOOD_ARGS)
+	@if [ -n "$(FLOOD_REDIS)" ]; then $(GO) run ./bench/flood -target simpled -store "$(FLOOD_REDIS)" $(FLOOD_ARGS); fi
 
 clean:
 	rm -rf bin
