@@ -469,6 +469,7 @@ func (c *wsConn) input(p []byte) (int, error) {
 		if n, err = c.readRaw(p); n == 0 {
 			return 0, err
 		}
+		c.touch(time.Now())
 	}
 	if !c.mid {
 		c.begin(time.Now())
