@@ -69,10 +69,15 @@ const UDPSocketBuffer = 4 << 20
 // 25,000 requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
 const maxRetrans = 512 << 20
 
-// maxRetransPerSource is one source's share of the retransmission cache: a sixteenth, 32 MiB,
-// 32 s of answers at 2,000 requests/s, ten times limits.source_rate's default; one source
-// flooding cannot crowd out everyone else's answers.
-const maxRetransPerSource = maxRetrans / 16
+// retransShare is one source's share of the retransmission cache, so one source flooding
+// cannot crowd out everyone else's answers: what a source sending at limits.source_rate needs
+// for Timer J (32 s of answers of up to 2 KiB), and at least a sixteenth (32 MiB: 32 s at
+// 2,000 requests/s, ten times the default rate). A load generator given a high source_rate
+// (bench/) gets the whole cache.
+func retransShare(sourceRate int) int {
+	need := int64(sourceRate) * int64(sip.Timer_J/time.Second) * 2048
+	return int(min(max(need, maxRetrans/16), maxRetrans))
+}
 
 const (
 	maxLiveUDP = 200000
@@ -320,7 +325,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, fmt.Errorf("server: sip client: %w", err)
 	}
-	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, maxRetransPerSource),
+	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, retransShare(opts.Limits.SourceRate)),
 		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), newWorkers().wrap(s.dispatch)))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
