@@ -12,6 +12,7 @@ import (
 
 	"github.com/simpled/simpled/internal/sipx"
 
+	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -309,4 +310,20 @@ func TestStreamKeepaliveDoesNotExtendIdle(t *testing.T) {
 			_, _ = io.WriteString(c, "\r\n\r\n")
 		}
 	}
+}
+
+// Over WebSocket, a message past the source's rate closes the connection with 1008 (policy
+// violation); the messages before it were served.
+func TestWSSourceRate(t *testing.T) {
+	s := startStreamServer(t, StreamOptions{Transport: "ws", Rate: NewSourceRate(1, 2, nil, zap.NewNop())})
+	c := s.dialWS(t)
+	for range 2 {
+		c.send(t, ws.OpText, true, streamRegister("ws", ""))
+		expect200(t, c.readText(t))
+	}
+	c.send(t, ws.OpText, true, streamRegister("ws", ""))
+	if code := c.readClose(t); code != ws.StatusPolicyViolation {
+		t.Fatalf("close status %d, want 1008", code)
+	}
+	s.ev.wait(t, EventRejected, ReasonRate, 1)
 }

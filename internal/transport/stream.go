@@ -47,12 +47,12 @@ type StreamOptions struct {
 	// LimitConnectionsPerIP, logged once a minute per source). Sources Trusted by address are
 	// exempt. 0 = unlimited.
 	MaxConnectionsPerIP int
-	// Rate, if set, is asked as each SIP message begins (tcp, tls), before sipgo parses
-	// anything: a message over its source's rate is read to the end of its header section,
+	// Rate, if set, is asked as each SIP message begins, before sipgo parses anything. On
+	// tcp and tls a message over its source's rate is read to the end of its header section,
 	// answered 503 with Retry-After (at most once a second per source; else not answered)
 	// and the connection is closed (EventRejected "rate"): a client that floods one
-	// connection loses it. Connections whose source or client certificate is Trusted are
-	// exempt.
+	// connection loses it. On ws and wss the connection is closed with status 1008.
+	// Connections whose source or client certificate is Trusted are exempt.
 	Rate *SourceRate
 	// Trusted, if set, tells trusted peers (proxy.trusted_peers) by source address and, on
 	// tls and wss, by the names their verified client certificate proves.
@@ -365,8 +365,9 @@ func (l *StreamListener) admit(raw net.Conn) {
 	core.Conn, core.raw, core.l, core.remote = raw, raw, l, remote
 	core.touch(time.Now())
 	ip, hasIP := AddrOf(raw.RemoteAddr())
+	core.ip = ip
 	if s, ok := conn.(*streamConn); ok && l.o.Rate != nil && hasIP {
-		s.f.admit = func() Verdict { return s.admitMessage(ip) }
+		s.f.admit = s.admitMessage
 	}
 	limitIP := l.o.MaxConnectionsPerIP > 0 && hasIP && (l.o.Trusted == nil || !l.o.Trusted(ip, nil))
 
@@ -507,6 +508,8 @@ type streamCore struct {
 	l        *StreamListener
 	remote   string
 	ipKey    netip.Addr // SourceKey counted in l.perIP; zero when not counted
+	ip       netip.Addr // the peer's address; zero when unknown
+	exempt   uint8      // Rate: 0 not yet asked, 1 subject to it, 2 a trusted peer
 
 	// peerNames are what a client certificate verified in the TLS handshake proves
 	// (CertNames); guarded by l.mu.
@@ -696,8 +699,7 @@ type streamConn struct {
 	// refusing is set while a message the framer judged unfit for sipgo is read to the end of
 	// its header section, to be answered (Verdict) before the connection closes.
 	refusing *Verdict
-	ready    bool  // the refused message's header section is complete: answer on the next Read
-	exempt   uint8 // 0: not yet asked, 1: subject to Rate, 2: a trusted peer
+	ready    bool // the refused message's header section is complete: answer on the next Read
 }
 
 func coreOf(c net.Conn) *streamCore {
@@ -833,19 +835,28 @@ func onlyCRLF(b []byte) bool {
 // rateReason is the reason of a message refused silently for its source's rate.
 const rateReason = "Source Rate"
 
-// admitMessage asks the listener's Rate whether a message from ip may begin: over the rate it
-// is refused with 503 and Retry-After, or silently (Code -1) within a second of the last 503.
-func (c *streamConn) admitMessage(ip netip.Addr) Verdict {
+// rate asks the listener's Rate whether a message may begin on the connection (read side
+// only). A trusted peer, by address or client certificate, is exempt; the answer is cached.
+func (c *streamCore) rate() (pass, answer bool) {
+	if c.l.o.Rate == nil || !c.ip.IsValid() {
+		return true, false
+	}
 	if c.exempt == 0 {
 		c.exempt = 1
-		if c.l.o.Trusted != nil && c.l.o.Trusted(ip, c.peerNames) {
+		if c.l.o.Trusted != nil && c.l.o.Trusted(c.ip, c.peerNames) {
 			c.exempt = 2
 		}
 	}
 	if c.exempt == 2 {
-		return Verdict{}
+		return true, false
 	}
-	pass, answer := c.l.o.Rate.Allow(ip, nil, time.Now())
+	return c.l.o.Rate.Allow(c.ip, nil, time.Now())
+}
+
+// admitMessage asks whether a message may begin: over the source's rate it is refused with 503
+// and Retry-After, or silently (Code -1) within a second of the last 503.
+func (c *streamConn) admitMessage() Verdict {
+	pass, answer := c.rate()
 	switch {
 	case pass:
 		return Verdict{}
