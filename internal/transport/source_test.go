@@ -327,3 +327,37 @@ func TestWSSourceRate(t *testing.T) {
 	}
 	s.ev.wait(t, EventRejected, ReasonRate, 1)
 }
+
+// A trusted peer is exempt from the rate and the per-source connection bound, and its
+// keepalives keep its connection open as a pin would.
+func TestStreamTrustedPeerExempt(t *testing.T) {
+	loop := netip.MustParseAddr("127.0.0.1")
+	s := startStreamServer(t, StreamOptions{Transport: "tcp", IdleTimeout: 400 * time.Millisecond,
+		Rate: NewSourceRate(1, 1, nil, zap.NewNop()), MaxConnectionsPerIP: 1,
+		Trusted: func(ip netip.Addr, _ []string) bool { return ip == loop }})
+	a, b := s.dial(t), s.dial(t)
+	for _, c := range []net.Conn{a, b} {
+		br := bufio.NewReader(c)
+		for range 5 {
+			if _, err := io.WriteString(c, streamRegister("tcp", "")); err != nil {
+				t.Fatal(err)
+			}
+			expect200(t, readSIP(t, c, br))
+		}
+	}
+	pong := make([]byte, 2)
+	for range 10 {
+		time.Sleep(100 * time.Millisecond)
+		if _, err := io.WriteString(a, "\r\n\r\n"); err != nil {
+			t.Fatal("the trusted peer's connection closed:", err)
+		}
+		_ = a.SetReadDeadline(time.Now().Add(streamWait))
+		if _, err := io.ReadFull(a, pong); err != nil {
+			t.Fatal("the trusted peer's connection closed:", err)
+		}
+	}
+	if _, err := io.WriteString(a, streamRegister("tcp", "")); err != nil {
+		t.Fatal(err)
+	}
+	expect200(t, readSIP(t, a, bufio.NewReader(a)))
+}

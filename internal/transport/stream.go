@@ -366,10 +366,11 @@ func (l *StreamListener) admit(raw net.Conn) {
 	core.touch(time.Now())
 	ip, hasIP := AddrOf(raw.RemoteAddr())
 	core.ip = ip
+	core.trusted = hasIP && l.o.Trusted != nil && l.o.Trusted(ip, nil)
 	if s, ok := conn.(*streamConn); ok && l.o.Rate != nil && hasIP {
 		s.f.admit = s.admitMessage
 	}
-	limitIP := l.o.MaxConnectionsPerIP > 0 && hasIP && (l.o.Trusted == nil || !l.o.Trusted(ip, nil))
+	limitIP := l.o.MaxConnectionsPerIP > 0 && hasIP && !core.trusted
 
 	l.mu.Lock()
 	select {
@@ -437,6 +438,7 @@ func (l *StreamListener) handshake(conn net.Conn, c *streamCore) {
 			l.mu.Lock()
 			c.peerNames = names
 			l.mu.Unlock()
+			c.trusted = c.trusted || c.ip.IsValid() && l.o.Trusted != nil && l.o.Trusted(c.ip, names)
 		}
 	}
 	if w, ok := conn.(*wsConn); ok {
@@ -509,7 +511,10 @@ type streamCore struct {
 	remote   string
 	ipKey    netip.Addr // SourceKey counted in l.perIP; zero when not counted
 	ip       netip.Addr // the peer's address; zero when unknown
-	exempt   uint8      // Rate: 0 not yet asked, 1 subject to it, 2 a trusted peer
+	// trusted: a trusted peer, by address or (tls, wss) client certificate; set before the
+	// connection is handed to sipgo, read-only after. Exempt from Rate, and its keepalives
+	// keep it open as a pin would.
+	trusted bool
 
 	// peerNames are what a client certificate verified in the TLS handshake proves
 	// (CertNames); guarded by l.mu.
@@ -537,8 +542,9 @@ func (c *streamCore) ConnectionState() tls.ConnectionState {
 
 func (c *streamCore) touch(now time.Time) { c.lastActive.Store(now.UnixNano()) }
 
-// pinnedAt reports whether a pin holds the connection open at now.
-func (c *streamCore) pinnedAt(now time.Time) bool { return c.pinned.Load() > now.UnixNano() }
+// kept reports whether keepalives count as activity at now: a pin holds the connection (an
+// authenticated flow), or it is a trusted peer's.
+func (c *streamCore) kept(now time.Time) bool { return c.trusted || c.pinned.Load() > now.UnixNano() }
 
 // begin marks a message begun at now.
 func (c *streamCore) begin(now time.Time) { c.mid, c.msgStart = true, now }
@@ -740,8 +746,9 @@ func (c *streamConn) Read(b []byte) (int, error) {
 			c.l.emit(EventKeepalive, c.remote, "")
 		}
 		// Only bytes of messages count as activity; CRLF keepalives between messages keep a
-		// connection open only while a pin (an authenticated flow) holds it anyway.
-		if now := time.Now(); wasMid || c.f.mid() || r.done > 0 || r.verdict.Code != 0 || c.pinnedAt(now) {
+		// connection open only while a pin (an authenticated flow) holds it anyway, or when it
+		// is a trusted peer's.
+		if now := time.Now(); wasMid || c.f.mid() || r.done > 0 || r.verdict.Code != 0 || c.kept(now) {
 			c.touch(now)
 		}
 		if c.refusing == nil && r.verdict.Code != 0 {
@@ -814,10 +821,10 @@ func (c *streamConn) fail(r *closeReason) (int, error) {
 }
 
 // Write passes sipgo's bytes through and counts as activity, except sipgo's CRLF answer to a
-// keepalive ping on a connection no pin holds.
+// keepalive ping on a connection neither pinned nor a trusted peer's.
 func (c *streamConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	if now := time.Now(); n > 0 && (!onlyCRLF(b) || c.pinnedAt(now)) {
+	if now := time.Now(); n > 0 && (!onlyCRLF(b) || c.kept(now)) {
 		c.touch(now)
 	}
 	return n, err
@@ -835,19 +842,10 @@ func onlyCRLF(b []byte) bool {
 // rateReason is the reason of a message refused silently for its source's rate.
 const rateReason = "Source Rate"
 
-// rate asks the listener's Rate whether a message may begin on the connection (read side
-// only). A trusted peer, by address or client certificate, is exempt; the answer is cached.
+// rate asks the listener's Rate whether a message may begin on the connection. A trusted
+// peer, by address or client certificate, is exempt.
 func (c *streamCore) rate() (pass, answer bool) {
-	if c.l.o.Rate == nil || !c.ip.IsValid() {
-		return true, false
-	}
-	if c.exempt == 0 {
-		c.exempt = 1
-		if c.l.o.Trusted != nil && c.l.o.Trusted(c.ip, c.peerNames) {
-			c.exempt = 2
-		}
-	}
-	if c.exempt == 2 {
+	if c.l.o.Rate == nil || !c.ip.IsValid() || c.trusted {
 		return true, false
 	}
 	return c.l.o.Rate.Allow(c.ip, nil, time.Now())
