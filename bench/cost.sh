@@ -40,9 +40,12 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$
 RPID=$!
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 
+# sipp sends from one address, far above limits.source_rate: lift it for the load generator.
+printf 'limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\n' > "$OUTDIR/limits.yaml"
+
 start_simpled() { # extra args
   "$BIN" -listen "udp://127.0.0.1:$SPORT" -domain $DOMAIN -store "redis://127.0.0.1:$RPORT/0" \
-      -http "127.0.0.1:$HPORT" -log-level warn -log-format json "$@" > "$OUTDIR/simpled.log" 2>&1 &
+      -http "127.0.0.1:$HPORT" -log-level warn -log-format json -config "$OUTDIR/limits.yaml" "$@" > "$OUTDIR/simpled.log" 2>&1 &
   SPID=$!
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$HPORT/readyz" && return 0; sleep 0.1; done
   echo "simpled did not start" >&2; exit 1

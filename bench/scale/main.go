@@ -357,10 +357,13 @@ func (b *bench) measure(ctx context.Context) error {
 		return err
 	}
 	b.http = "http://127.0.0.1:" + strconv.Itoa(hport)
-	// Every subscription comes from 127.0.0.1: lift the per-source bound (default 10,000).
+	// Every subscription comes from 127.0.0.1: lift the per-source bounds (subscriptions,
+	// request rate, requests in flight).
 	cfg := filepath.Join(b.tmp, "simpled.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "# written by bench/scale: every watcher is on 127.0.0.1\n"+
-		"presence:\n  max_subscriptions_per_source: %d\n", max(10000, o.subs+1000)), 0o644); err != nil {
+		"presence:\n  max_subscriptions_per_source: %d\n"+
+		"limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\n",
+		max(10000, o.subs+1000)), 0o644); err != nil {
 		return err
 	}
 	b.args = []string{"-config", cfg, "-listen", "udp://127.0.0.1:" + strconv.Itoa(sipPort), "-domain", domain,

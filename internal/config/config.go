@@ -117,8 +117,15 @@ type TransportOptions struct {
 	// MaxConnections bounds the open connections of each stream listener; a connection
 	// beyond is closed at once. Default 10000.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds the open connections of each stream listener from one
+	// source (an IPv4 address, an IPv6 /64); one beyond is closed at accept
+	// (simpled_limited_total{limit="connections_per_ip"}). Trusted peers (by address) are
+	// exempt. Default 100.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// IdleTimeout closes a connection that carried no byte for this long, unless it carries
-	// a registration or subscription (then it stays until that expires). Default 2m.
+	// a registration or subscription accepted from an authenticated user or a trusted peer
+	// (then it stays until that expires). CRLF keepalives do not keep any other connection
+	// open past it. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MessageTimeout closes a connection on which a SIP message began and did not end within
 	// this long (a peer that stalls mid-message). Default 30s.
@@ -254,6 +261,21 @@ type LimitOptions struct {
 	// MaxBodySize is the largest MESSAGE or PUBLISH body, in bytes; larger gets 413. At most
 	// MaxMessageSize. Default 65536 (64 KiB).
 	MaxBodySize int `yaml:"max_body_size"`
+	// SourceRate is the sustained rate of SIP messages, per second, accepted from one
+	// source (an IPv4 address, an IPv6 /64), checked before parsing; SourceBurst the burst
+	// above it. Beyond: 503 with Retry-After at most once per second per source, then
+	// silence (UDP) or, on a connection, 503 and the connection closed
+	// (simpled_limited_total{limit="source_rate"}). Trusted peers are exempt. Defaults 200
+	// and 400.
+	SourceRate  int `yaml:"source_rate"`
+	SourceBurst int `yaml:"source_burst"`
+	// MaxInflight bounds the requests being handled at once (sipgo transaction and handler
+	// goroutines); more get 503 with Retry-After (limit="inflight"). Default 10000.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxInflightPerSource bounds them per source (an IPv4 address, an IPv6 /64), so one
+	// source cannot take every slot (limit="inflight_per_source"); trusted peers are exempt.
+	// At most MaxInflight. Default 500.
+	MaxInflightPerSource int `yaml:"max_inflight_per_source"`
 }
 
 // Default returns the options simpled runs with when neither file nor flags say otherwise.
@@ -322,6 +344,20 @@ func Default() Options {
 			MaxMessageSize: 256 << 10,
 			// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
 			MaxBodySize: 64 << 10,
+			// A busy office behind one NAT address: 200 phones each re-registering, keeping
+			// subscriptions and sending a message every few seconds make a few dozen
+			// requests a second, and 200 all booting at once (REGISTER, its challenge,
+			// SUBSCRIBEs) about 400 at once. A scanner sweeping at thousands a second is cut
+			// to 200/s, a fifth of what one core handles.
+			SourceRate:  200,
+			SourceBurst: 400,
+			// Each request in flight holds a sipgo transaction and two or three goroutines,
+			// about 40 KB; ten thousand is 400 MB at worst, and at 2,000 relayed requests a
+			// second with a few seconds' answer time, several times the steady load.
+			MaxInflight: 10000,
+			// 5% of MaxInflight: a large office NAT or a gateway never has 500 requests
+			// waiting at once, and twenty such sources cannot starve everyone else.
+			MaxInflightPerSource: 500,
 		},
 		Proxy: ProxyOptions{
 			// The system's resolver.
@@ -360,6 +396,9 @@ func Default() Options {
 			// Ten thousand phones per listener; a flood of idle connections stops there.
 			// Each costs about 70 KB of heap, most of it sipgo's 64 KiB read buffer.
 			MaxConnections: 10000,
+			// One connection per phone: a hundred phones behind one NAT address; a flood of
+			// connections from one host stops at 1% of MaxConnections.
+			MaxConnectionsPerIP: 100,
 			// Kamailio's tcp_connection_lifetime default: an unregistered connection that
 			// says nothing for two minutes is closed.
 			IdleTimeout: 2 * time.Minute,

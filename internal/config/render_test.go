@@ -31,7 +31,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 				o.Registrar = RegistrarOptions{MinExpires: 1, DefaultExpires: 2, MaxExpires: 3, MaxContacts: 1, OnMaxContacts: "reject", SweepInterval: 1500 * time.Millisecond}
 				o.Auth = AuthOptions{Mode: "off", NonceLifetime: 90 * time.Minute, Algorithms: []string{"SHA-256", "MD5"},
 					RequireQOP: true, Lockout: 0, LockoutThreshold: 3}
-				o.Limits = LimitOptions{MaxMessageSize: 1, MaxBodySize: 0}
+				o.Limits = LimitOptions{MaxMessageSize: 1, MaxBodySize: 0, SourceRate: 5, SourceBurst: 6, MaxInflight: 7, MaxInflightPerSource: 7}
 			},
 		},
 		{name: "redis user without password", change: func(o *Options) { o.Store = "rediss://app@h:6379/2" }},

@@ -189,6 +189,19 @@ func (o Options) validate(src sources, errs *Errors) {
 		bad("limits.max_body_size", "%d: must be at most max_message_size (%d)", l.MaxBodySize, l.MaxMessageSize)
 	}
 
+	if l.SourceRate < 1 {
+		bad("limits.source_rate", "%d: must be at least 1 message per second", l.SourceRate)
+	}
+	if l.SourceBurst < l.SourceRate {
+		bad("limits.source_burst", "%d: must be at least source_rate (%d)", l.SourceBurst, l.SourceRate)
+	}
+	if l.MaxInflight < 1 {
+		bad("limits.max_inflight", "%d: must be at least 1", l.MaxInflight)
+	}
+	if l.MaxInflightPerSource < 1 || l.MaxInflightPerSource > max(1, l.MaxInflight) {
+		bad("limits.max_inflight_per_source", "%d: want 1 to max_inflight (%d)", l.MaxInflightPerSource, l.MaxInflight)
+	}
+
 	p := o.Proxy
 	if p.DNS != "" {
 		if _, _, err := splitHostPort(p.DNS); err != nil {
@@ -247,6 +260,9 @@ func (o Options) validate(src sources, errs *Errors) {
 	tr := o.Transport
 	if tr.MaxConnections < 1 {
 		bad("transport.max_connections", "%d: must be at least 1", tr.MaxConnections)
+	}
+	if tr.MaxConnectionsPerIP < 1 {
+		bad("transport.max_connections_per_ip", "%d: must be at least 1", tr.MaxConnectionsPerIP)
 	}
 	if tr.IdleTimeout < time.Second {
 		bad("transport.idle_timeout", "%s: must be at least 1s", tr.IdleTimeout)

@@ -28,11 +28,11 @@ func BenchmarkRegisterStream(b *testing.B) {
 
 func benchRegisterStream(b *testing.B, scheme string) {
 	cert, key := e2eSelfSignedCert(b)
-	srv := startServer(b, func(o *config.Options) {
+	srv := startServer(b, loadGenerator(func(o *config.Options) {
 		o.Listen = []string{scheme + "://127.0.0.1:0"}
 		o.HTTP = ""
 		o.TLSCert, o.TLSKey = cert, key
-	})
+	}))
 	addr := srv.Listener(scheme)
 	var clients atomic.Int64
 	b.SetParallelism(8)

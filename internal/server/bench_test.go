@@ -66,11 +66,11 @@ func BenchmarkRegisterUDP(b *testing.B) {
 }
 
 func benchRegisterUDP(b *testing.B, store string) {
-	srv := startServer(b, func(o *config.Options) {
+	srv := startServer(b, loadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
-	})
+	}))
 	addr := srv.Listener("udp")
 	var clients atomic.Int64
 	b.SetParallelism(8)
@@ -120,11 +120,11 @@ func BenchmarkMessageUDP(b *testing.B) {
 }
 
 func benchMessageUDP(b *testing.B, store string) {
-	srv := startServer(b, func(o *config.Options) {
+	srv := startServer(b, loadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
-	})
+	}))
 	addr := srv.Listener("udp")
 	// Callees: one socket each, registered, answering every MESSAGE with 200.
 	const callees = 16
@@ -243,12 +243,12 @@ func BenchmarkNotifyFanout(b *testing.B) {
 func benchNotifyFanout(b *testing.B, store string, watchers int) {
 	const perSocket = 100
 	sockets := watchers / perSocket
-	srv := startServer(b, func(o *config.Options) {
+	srv := startServer(b, loadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
 		o.Presence.MinNotifyInterval = time.Millisecond
-	})
+	}))
 	server := mustUDPAddr(b, srv.Listener("udp"))
 	var notified atomic.Int64
 	for s := range sockets {

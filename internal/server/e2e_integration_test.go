@@ -369,7 +369,7 @@ func TestSippRegisterScenario(t *testing.T) {
 				rs := redistest.Start(t)
 				mod = func(o *config.Options) { o.Store = rs.URL() }
 			}
-			srv := startServer(t, mod)
+			srv := startServer(t, loadGenerator(mod))
 			dir := t.TempDir()
 			users := filepath.Join(dir, "users.csv")
 			var sb strings.Builder

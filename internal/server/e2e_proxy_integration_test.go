@@ -290,7 +290,7 @@ func TestSippMessageScenario(t *testing.T) {
 				rs := redistest.Start(t)
 				mod = func(o *config.Options) { o.Store = rs.URL() }
 			}
-			srv := startServer(t, mod)
+			srv := startServer(t, loadGenerator(mod))
 			dir := t.TempDir()
 			// callees.csv as bench/sipp/gen-users.sh writes it.
 			csv := filepath.Join(dir, "callees.csv")

@@ -49,6 +49,20 @@ func startServer(t testing.TB, mod func(*config.Options)) *Server {
 	return srv
 }
 
+// loadGenerator lifts the per-source limits (limits.source_rate, max_inflight_per_source,
+// transport.max_connections_per_ip) for a test whose load all comes from one address, as
+// sipp's and the benchmarks' does from 127.0.0.1, then applies mod.
+func loadGenerator(mod func(*config.Options)) func(*config.Options) {
+	return func(o *config.Options) {
+		o.Limits.SourceRate, o.Limits.SourceBurst = 1_000_000, 1_000_000
+		o.Limits.MaxInflightPerSource = o.Limits.MaxInflight
+		o.Transport.MaxConnectionsPerIP = 1_000_000
+		if mod != nil {
+			mod(o)
+		}
+	}
+}
+
 // wire is a raw SIP client socket: send text, expect a response matching a regexp (nats-style
 // send/expect).
 type wire struct {

@@ -2,11 +2,14 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"hash/maphash"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/simpled/simpled/internal/transport"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -24,13 +27,25 @@ import (
 // is answered here, before any stage sees it, with the very same bytes to the same address.
 //
 // The cache is bounded in bytes (keys and answers, which a peer chooses the size of through
-// its Via and headers); when full, a transaction is left to sipgo as before.
+// its Via and headers), in all and per source (transport.SourceKey of where the answer goes),
+// so that one source cannot fill it for everyone; when full, a transaction is left to sipgo
+// as before.
 type retransCache struct {
 	ttl    time.Duration
 	seed   maphash.Seed
 	shards [retransShards]retransShard
 	// max bytes per shard
 	max int
+	// perSource bounds the bytes of one source's answers; sources holds them, in shards of
+	// their own (locked after a retransShard, never before).
+	perSource int
+	sources   [retransShards]sourceBytes
+}
+
+// sourceBytes is one shard of the bytes held per source.
+type sourceBytes struct {
+	mu sync.Mutex
+	m  map[netip.Addr]int
 }
 
 // retransOverhead approximates an entry's memory beyond its key and answer (map slot, entry,
@@ -40,6 +55,7 @@ const retransOverhead = 128
 const retransShards = 64
 
 type retransShard struct {
+	c  *retransCache
 	mu sync.Mutex
 	m  map[string]*retransEntry
 	// fifo holds the keys in insertion order; every entry has the same ttl, so expiry is
@@ -58,14 +74,44 @@ type retransEntry struct {
 	resp    []byte
 	dest    netip.AddrPort
 	expires int64
+	src     netip.Addr // transport.SourceKey of dest
 }
 
-func newRetransCache(ttl time.Duration, maxBytes int) *retransCache {
-	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards)}
+// newRetransCache keeps answers for ttl, at most maxBytes in all and perSource bytes for one
+// source.
+func newRetransCache(ttl time.Duration, maxBytes, perSource int) *retransCache {
+	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards),
+		perSource: max(1, perSource)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*retransEntry)
+		c.shards[i].c = c
+		c.sources[i].m = make(map[netip.Addr]int)
 	}
 	return c
+}
+
+func (c *retransCache) sourceShard(k netip.Addr) *sourceBytes {
+	b := k.As16()
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])) * 0x9E3779B97F4A7C15
+	return &c.sources[h%retransShards]
+}
+
+// charge adds n bytes (negative: frees them) to source k's share; it refuses (false) an
+// addition that would take it past perSource.
+func (c *retransCache) charge(k netip.Addr, n int) bool {
+	s := c.sourceShard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.m[k] + n
+	if n > 0 && v > c.perSource {
+		return false
+	}
+	if v <= 0 {
+		delete(s.m, k)
+	} else {
+		s.m[k] = v
+	}
+	return true
 }
 
 func (c *retransCache) shard(key string) *retransShard {
@@ -91,18 +137,22 @@ func (c *retransCache) put(key string, resp []byte, dest netip.AddrPort, now tim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(now.UnixNano())
+	src := transport.SourceKey(dest.Addr())
 	old := s.m[key]
 	if old != nil {
 		s.bytes -= entrySize(key, old.resp)
 	}
-	if s.bytes+size > c.max {
+	if s.bytes+size > c.max || !c.charge(src, size) {
 		if old != nil {
 			s.bytes += entrySize(key, old.resp)
 		}
 		return false
 	}
+	if old != nil {
+		c.charge(old.src, -entrySize(key, old.resp))
+	}
 	s.bytes += size
-	s.m[key] = &retransEntry{resp: resp, dest: dest, expires: exp}
+	s.m[key] = &retransEntry{resp: resp, dest: dest, expires: exp, src: src}
 	s.fifo = append(s.fifo, retransKey{key: key, expires: exp})
 	return true
 }
@@ -116,6 +166,7 @@ func (s *retransShard) expire(now int64) {
 		k := s.fifo[s.head]
 		if e, ok := s.m[k.key]; ok && e.expires == k.expires {
 			s.bytes -= entrySize(k.key, e.resp)
+			s.c.charge(e.src, -entrySize(k.key, e.resp))
 			delete(s.m, k.key)
 		}
 		s.fifo[s.head] = retransKey{}

@@ -26,10 +26,10 @@ import (
 // costs is logged), UDP keeps serving, and everything is released when the peers leave.
 func TestIdleConnectionsBounded(t *testing.T) {
 	const limit, extra = 10000, 500
-	srv := startServer(t, func(o *config.Options) {
+	srv := startServer(t, loadGenerator(func(o *config.Options) { // every client is on 127.0.0.1
 		o.Transport.MaxConnections = limit
 		o.Transport.IdleTimeout = 10 * time.Minute
-	})
+	}))
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)

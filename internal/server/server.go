@@ -69,6 +69,16 @@ const UDPSocketBuffer = 4 << 20
 // 25,000 requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
 const maxRetrans = 512 << 20
 
+// retransShare is one source's share of the retransmission cache, so one source flooding
+// cannot crowd out everyone else's answers: what a source sending at limits.source_rate needs
+// for Timer J (32 s of answers of up to 2 KiB), and at least a sixteenth (32 MiB: 32 s at
+// 2,000 requests/s, ten times the default rate). A load generator given a high source_rate
+// (bench/) gets the whole cache.
+func retransShare(sourceRate int) int {
+	need := int64(sourceRate) * int64(sip.Timer_J/time.Second) * 2048
+	return int(min(max(need, maxRetrans/16), maxRetrans))
+}
+
 const (
 	maxLiveUDP = 200000
 	liveUDPFor = 10 * time.Minute
@@ -100,7 +110,9 @@ type Server struct {
 	registry *prometheus.Registry
 	// limited counts what the abuse limits refused (simpled_limited_total{limit}); every stage
 	// and listener that enforces a limit gets it.
-	limited   *sipx.Limited
+	limited *sipx.Limited
+	// rate is the per-source request rate (limits.source_rate), shared by every listener.
+	rate      *transport.SourceRate
 	requests  *prometheus.CounterVec
 	responses *prometheus.CounterVec
 	malformed *prometheus.CounterVec
@@ -151,7 +163,8 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	if s.limited, err = sipx.NewLimited(s.registry); err != nil {
+	if s.limited, err = sipx.NewLimited(s.registry, transport.LimitSourceRate, transport.LimitConnectionsPerIP,
+		limitInflight, limitInflightPerSource); err != nil {
 		return nil, err
 	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -219,6 +232,11 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
 	}
 	s.trusted = trusted
+	s.rate = transport.NewSourceRate(opts.Limits.SourceRate, opts.Limits.SourceBurst, s.limited,
+		log.Named("transport"))
+	if s.rate != nil {
+		s.rate.Trusted = trusted.TrustsSource
+	}
 	// One Seals for the identity stage, which checks dialog tokens and node proofs, and the
 	// proxy, which issues them.
 	seals := sipx.NewSeals(secret)
@@ -307,7 +325,8 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, fmt.Errorf("server: sip client: %w", err)
 	}
-	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans), newWorkers().wrap(s.dispatch))
+	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, retransShare(opts.Limits.SourceRate)),
+		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), newWorkers().wrap(s.dispatch)))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
 	}
@@ -554,6 +573,7 @@ func (s *Server) listen(uri string) error {
 		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
 		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
 		g.OnSTUN = s.tm.stunOutcome
+		g.Rate = s.rate
 		g.OnKeepalive = func(remote net.Addr, kind string) {
 			s.tm.udpKeepalive(remote, kind)
 			if ua, ok := remote.(*net.UDPAddr); ok {
@@ -599,16 +619,20 @@ func (s *Server) listen(uri string) error {
 		}
 		tp := l.Scheme
 		sl := transport.NewStreamListener(ln, transport.StreamOptions{
-			Transport:        tp,
-			TLS:              tlsConf,
-			MaxConnections:   s.opts.Transport.MaxConnections,
-			HandshakeTimeout: s.opts.Transport.HandshakeTimeout,
-			IdleTimeout:      s.opts.Transport.IdleTimeout,
-			MessageTimeout:   s.opts.Transport.MessageTimeout,
-			MaxMessageSize:   s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
-			WSOrigins:        s.opts.Transport.WSOrigins,
-			Log:              s.log.Named("transport").WithOptions(sampled()),
-			Events:           s.tm.event,
+			Transport:           tp,
+			TLS:                 tlsConf,
+			MaxConnections:      s.opts.Transport.MaxConnections,
+			MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
+			Rate:                s.rate,
+			Trusted:             s.trusted.TrustsSource,
+			Limited:             s.limited,
+			HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
+			IdleTimeout:         s.opts.Transport.IdleTimeout,
+			MessageTimeout:      s.opts.Transport.MessageTimeout,
+			MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+			WSOrigins:           s.opts.Transport.WSOrigins,
+			Log:                 s.log.Named("transport").WithOptions(sampled()),
+			Events:              s.tm.event,
 		})
 		bound = ln.Addr().String()
 		s.closers = append(s.closers, sl.Close)
@@ -850,7 +874,7 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		s.count(method, status)
 	}()
 	status, err := s.chain.ServeSIP(ctx, tx, req)
-	if !st.KeepFlow.IsZero() {
+	if !st.KeepFlow.IsZero() && mayPin(st.Rule) {
 		s.holdFlow(st.Transport, st.Source, st.KeepFlow)
 	}
 	if err != nil {
@@ -911,6 +935,15 @@ func (s *Server) holdFlow(tp, source string, until time.Time) {
 			return
 		}
 	}
+}
+
+// mayPin reports whether a request accepted under rule may keep its connection open past the
+// idle timeout (State.HoldFlow): only flows of authenticated users and trusted peers are
+// pinned, so a foreign or anonymous client cannot hold connection slots with registrations
+// or subscriptions. With auth.mode off (RuleOpen) every client is taken at its word, as
+// before: the loopback dev server keeps its clients' connections.
+func mayPin(rule sipx.Rule) bool {
+	return rule == sipx.RuleUser || rule == sipx.RulePeer || rule == sipx.RuleOpen
 }
 
 // dispatchACK hands ACKs that matched no transaction of ours (ACKs for 2xx, their own

@@ -55,17 +55,23 @@ func (p Peers) Empty() bool { return len(p.prefixes) == 0 && len(p.names) == 0 }
 // Trusted reports whether the request of st comes from a trusted peer: its source IP is in
 // one of the prefixes, or one of st.PeerNames is one of the names.
 func (p Peers) Trusted(st *State) bool {
-	if len(p.prefixes) > 0 {
-		if ip, err := netip.ParseAddr(st.SourceIP()); err == nil {
-			ip = ip.Unmap()
-			for _, pfx := range p.prefixes {
-				if pfx.Contains(ip) {
-					return true
-				}
+	ip, _ := netip.ParseAddr(st.SourceIP())
+	return p.TrustsSource(ip, st.PeerNames)
+}
+
+// TrustsSource reports whether a message from ip (invalid: unknown), over a connection whose
+// verified client certificate proves names (nil: none), comes from a trusted peer. It
+// allocates nothing: the transport asks it before parsing (per-source limits exempt peers).
+func (p Peers) TrustsSource(ip netip.Addr, names []string) bool {
+	if len(p.prefixes) > 0 && ip.IsValid() {
+		ip = ip.Unmap()
+		for _, pfx := range p.prefixes {
+			if pfx.Contains(ip) {
+				return true
 			}
 		}
 	}
-	for _, n := range st.PeerNames {
+	for _, n := range names {
 		if slices.Contains(p.names, peerName(n)) {
 			return true
 		}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/simpled/simpled/internal/logging"
 
@@ -27,6 +28,8 @@ const MaxHeaderLine = 8 << 10
 type Verdict struct {
 	Code   int    // 0: pass the datagram to sipgo; else the status to answer (if answerable)
 	Reason string // reason phrase and log reason
+	// RetryAfter, when above 0, is sent as Retry-After with the answer (a 503 of a limit).
+	RetryAfter int
 }
 
 // Check judges one datagram of n bytes read into a buffer of bufLen bytes. It is cheap: a few
@@ -236,6 +239,11 @@ func isToken(b []byte) bool {
 // Call-ID and CSeq lines. It returns nil when the datagram is a response or has no Via: then
 // there is no one to answer (RFC 3261 §18.2.2 routes responses by Via).
 func Reply(data []byte, code int, reason string) []byte {
+	return ReplyRetry(data, code, reason, 0)
+}
+
+// ReplyRetry is Reply with a Retry-After of retryAfter seconds when it is above 0.
+func ReplyRetry(data []byte, code int, reason string, retryAfter int) []byte {
 	if bytes.HasPrefix(data, []byte("SIP/")) {
 		return nil
 	}
@@ -305,6 +313,9 @@ func Reply(data []byte, code int, reason string) []byte {
 		b.Write(o)
 		b.WriteString("\r\n")
 	}
+	if retryAfter > 0 {
+		b.WriteString("Retry-After: " + strconv.Itoa(retryAfter) + "\r\n")
+	}
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	return b.Bytes()
 }
@@ -328,7 +339,16 @@ type GuardConn struct {
 	// STUN request or indication (RFC 5626 §4.4.2), "crlf" for a whitespace-only datagram
 	// (RFC 5626 §4.4.1, sent over UDP too by some clients). Same constraints as OnSTUN.
 	OnKeepalive func(remote net.Addr, kind string)
+	// Rate, if set, is asked for every SIP datagram before it is judged or parsed: one over
+	// its source's rate is answered 503 with Retry-After (at most once a second per source,
+	// built from its own Via, From, To, Call-ID and CSeq) or dropped. Set it before the first
+	// ReadFrom.
+	Rate *SourceRate
 }
+
+// RateRetryAfter is the Retry-After, in seconds, of a 503 answered to a source over its rate:
+// a bucket regains a second's worth of messages in one.
+const RateRetryAfter = 1
 
 // Keepalive kinds passed to GuardConn.OnKeepalive.
 const (
@@ -352,6 +372,18 @@ func (g *GuardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if IsSTUN(b[:n]) {
 			g.serveSTUN(b[:n], addr)
 			continue
+		}
+		if g.Rate != nil && n > 0 && !isKeepaliveByte(b[0]) {
+			if ip, ok := AddrOf(addr); ok {
+				if pass, answer := g.Rate.Allow(ip, nil, time.Now()); !pass {
+					if answer {
+						if res := ReplyRetry(b[:n], 503, "Service Unavailable", RateRetryAfter); res != nil {
+							_, _ = g.PacketConn.WriteTo(res, addr)
+						}
+					}
+					continue
+				}
+			}
 		}
 		v := Check(b[:n], len(b))
 		if v.Code == 0 {

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -39,6 +41,24 @@ type StreamOptions struct {
 	// MaxConnections bounds the open connections of this listener, handshaking ones included;
 	// a new one beyond is closed at once (logged, EventRejected "limit"). 0 = unlimited.
 	MaxConnections int
+	// MaxConnectionsPerIP bounds the open connections of this listener from one source
+	// (SourceKey: an IPv4 address, an IPv6 /64), handshaking ones included; one beyond is
+	// closed at accept (EventRejected "limit per ip", counted in Limited as
+	// LimitConnectionsPerIP, logged once a minute per source). Sources Trusted by address are
+	// exempt. 0 = unlimited.
+	MaxConnectionsPerIP int
+	// Rate, if set, is asked as each SIP message begins, before sipgo parses anything. On
+	// tcp and tls a message over its source's rate is read to the end of its header section,
+	// answered 503 with Retry-After (at most once a second per source; else not answered)
+	// and the connection is closed (EventRejected "rate"): a client that floods one
+	// connection loses it. On ws and wss the connection is closed with status 1008.
+	// Connections whose source or client certificate is Trusted are exempt.
+	Rate *SourceRate
+	// Trusted, if set, tells trusted peers (proxy.trusted_peers) by source address and, on
+	// tls and wss, by the names their verified client certificate proves.
+	Trusted func(ip netip.Addr, names []string) bool
+	// Limited counts the refusals of MaxConnectionsPerIP.
+	Limited *sipx.Limited
 	// HandshakeTimeout bounds the TLS and WebSocket handshakes together; default 10s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection that carried no byte either way for this long, unless it
@@ -93,16 +113,22 @@ func (k EventKind) String() string {
 
 // Rejection reasons (Event.Reason of EventRejected).
 const (
-	ReasonLimit       = "limit"       // MaxConnections reached
-	ReasonHandshake   = "handshake"   // TLS or WebSocket handshake failed or timed out
-	ReasonSubprotocol = "subprotocol" // WebSocket upgrade without the sip subprotocol (HTTP 400)
-	ReasonOrigin      = "origin"      // WebSocket upgrade from an Origin not allowed (HTTP 403)
-	ReasonTooLarge    = "too large"   // message above MaxMessageSize
-	ReasonStall       = "stall"       // message begun and not completed within MessageTimeout
-	ReasonIdle        = "idle"        // no byte for IdleTimeout, not pinned
-	ReasonFrame       = "frame"       // WebSocket protocol error (close 1002)
-	ReasonMalformed   = "malformed"   // a message sipgo cannot parse, answered before closing
+	ReasonLimit       = "limit"        // MaxConnections reached
+	ReasonHandshake   = "handshake"    // TLS or WebSocket handshake failed or timed out
+	ReasonSubprotocol = "subprotocol"  // WebSocket upgrade without the sip subprotocol (HTTP 400)
+	ReasonOrigin      = "origin"       // WebSocket upgrade from an Origin not allowed (HTTP 403)
+	ReasonTooLarge    = "too large"    // message above MaxMessageSize
+	ReasonStall       = "stall"        // message begun and not completed within MessageTimeout
+	ReasonIdle        = "idle"         // no byte for IdleTimeout, not pinned
+	ReasonFrame       = "frame"        // WebSocket protocol error (close 1002)
+	ReasonMalformed   = "malformed"    // a message sipgo cannot parse, answered before closing
+	ReasonLimitPerIP  = "limit per ip" // MaxConnectionsPerIP reached for the source
+	ReasonRate        = "rate"         // a message over its source's rate (Rate)
 )
+
+// LimitConnectionsPerIP is the name MaxConnectionsPerIP refusals count under in
+// simpled_limited_total.
+const LimitConnectionsPerIP = "connections_per_ip"
 
 // Event is one connection event, for metrics.
 type Event struct {
@@ -135,6 +161,8 @@ type StreamListener struct {
 
 	mu    sync.Mutex
 	conns map[string]*streamCore
+	perIP map[netip.Addr]int // open connections by SourceKey, when MaxConnectionsPerIP is set
+	slog  *SourceLog
 }
 
 // NewStreamListener wraps ln (a plain TCP listener, also for tls and wss) and starts accepting.
@@ -177,6 +205,8 @@ func NewStreamListener(ln net.Listener, o StreamOptions) *StreamListener {
 		ready:     make(chan net.Conn),
 		done:      make(chan struct{}),
 		conns:     make(map[string]*streamCore),
+		perIP:     make(map[netip.Addr]int),
+		slog:      NewSourceLog(),
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -334,6 +364,13 @@ func (l *StreamListener) admit(raw net.Conn) {
 	}
 	core.Conn, core.raw, core.l, core.remote = raw, raw, l, remote
 	core.touch(time.Now())
+	ip, hasIP := AddrOf(raw.RemoteAddr())
+	core.ip = ip
+	core.trusted = hasIP && l.o.Trusted != nil && l.o.Trusted(ip, nil)
+	if s, ok := conn.(*streamConn); ok && l.o.Rate != nil && hasIP {
+		s.f.admit = s.admitMessage
+	}
+	limitIP := l.o.MaxConnectionsPerIP > 0 && hasIP && !core.trusted
 
 	l.mu.Lock()
 	select {
@@ -351,6 +388,22 @@ func (l *StreamListener) admit(raw net.Conn) {
 		l.log.Warn("connection refused: limit reached", zap.String(logging.KeyRemoteAddr, remote),
 			zap.String(logging.KeyReason, ReasonLimit), zap.Int("open", n))
 		return
+	}
+	if limitIP {
+		k := SourceKey(ip)
+		if n := l.perIP[k]; n >= l.o.MaxConnectionsPerIP {
+			l.mu.Unlock()
+			_ = raw.Close()
+			l.emit(EventRejected, remote, ReasonLimitPerIP)
+			l.o.Limited.Inc(LimitConnectionsPerIP)
+			if l.slog.Due(ip, time.Now()) {
+				l.log.Warn("connection refused: too many from its source (logged once a minute per source)",
+					zap.String(logging.KeyRemoteAddr, remote), zap.String(logging.KeyReason, ReasonLimitPerIP), zap.Int("open", n))
+			}
+			return
+		}
+		l.perIP[k]++
+		core.ipKey = k
 	}
 	l.conns[remote] = core
 	l.mu.Unlock()
@@ -385,6 +438,7 @@ func (l *StreamListener) handshake(conn net.Conn, c *streamCore) {
 			l.mu.Lock()
 			c.peerNames = names
 			l.mu.Unlock()
+			c.trusted = c.trusted || c.ip.IsValid() && l.o.Trusted != nil && l.o.Trusted(c.ip, names)
 		}
 	}
 	if w, ok := conn.(*wsConn); ok {
@@ -432,6 +486,11 @@ func (l *StreamListener) remove(c *streamCore) {
 	if l.conns[c.remote] == c {
 		delete(l.conns, c.remote)
 	}
+	if c.ipKey.IsValid() {
+		if l.perIP[c.ipKey]--; l.perIP[c.ipKey] <= 0 {
+			delete(l.perIP, c.ipKey)
+		}
+	}
 	l.mu.Unlock()
 }
 
@@ -450,6 +509,12 @@ type streamCore struct {
 	raw      net.Conn // the TCP conn: deadlines and abort
 	l        *StreamListener
 	remote   string
+	ipKey    netip.Addr // SourceKey counted in l.perIP; zero when not counted
+	ip       netip.Addr // the peer's address; zero when unknown
+	// trusted: a trusted peer, by address or (tls, wss) client certificate; set before the
+	// connection is handed to sipgo, read-only after. Exempt from Rate, and its keepalives
+	// keep it open as a pin would.
+	trusted bool
 
 	// peerNames are what a client certificate verified in the TLS handshake proves
 	// (CertNames); guarded by l.mu.
@@ -476,6 +541,10 @@ func (c *streamCore) ConnectionState() tls.ConnectionState {
 }
 
 func (c *streamCore) touch(now time.Time) { c.lastActive.Store(now.UnixNano()) }
+
+// kept reports whether keepalives count as activity at now: a pin holds the connection (an
+// authenticated flow), or it is a trusted peer's.
+func (c *streamCore) kept(now time.Time) bool { return c.trusted || c.pinned.Load() > now.UnixNano() }
 
 // begin marks a message begun at now.
 func (c *streamCore) begin(now time.Time) { c.mid, c.msgStart = true, now }
@@ -517,8 +586,8 @@ func (c *streamCore) readRaw(b []byte) (int, error) {
 		if n > 0 {
 			// An error that comes with data (crypto/tls returns a close_notify's io.EOF with
 			// the last bytes) is dropped: sipgo drops the data of a read that errs. It comes
-			// back on the next read.
-			c.touch(time.Now())
+			// back on the next read. The caller touches the connection: keepalives alone do
+			// not keep an unpinned one open.
 			return n, nil
 		}
 		if err == nil {
@@ -561,7 +630,7 @@ func (c *streamCore) reject(reason string, err error) {
 		fields = append(fields, zap.Error(err))
 	}
 	switch reason {
-	case ReasonIdle:
+	case ReasonIdle, ReasonRate: // the source's rate is logged by Rate, once a minute
 		log.Debug("connection closed", fields...)
 	case ReasonHandshake, ReasonSubprotocol:
 		log.Info("connection refused", fields...)
@@ -676,6 +745,12 @@ func (c *streamConn) Read(b []byte) (int, error) {
 		for range r.keepalives {
 			c.l.emit(EventKeepalive, c.remote, "")
 		}
+		// Only bytes of messages count as activity; CRLF keepalives between messages keep a
+		// connection open only while a pin (an authenticated flow) holds it anyway, or when it
+		// is a trusted peer's.
+		if now := time.Now(); wasMid || c.f.mid() || r.done > 0 || r.verdict.Code != 0 || c.kept(now) {
+			c.touch(now)
+		}
 		if c.refusing == nil && r.verdict.Code != 0 {
 			v := r.verdict
 			c.refusing = &v
@@ -714,11 +789,14 @@ func (c *streamConn) refuse() (int, error) {
 		}
 	}
 	reason := ReasonMalformed
-	if v.Code == 513 {
+	switch {
+	case v.Code == 513:
 		reason = ReasonTooLarge
+	case v.RetryAfter > 0 || v.Reason == rateReason:
+		reason = ReasonRate
 	}
 	if v.Code > 0 {
-		if res := Reply(head, v.Code, v.Reason); res != nil {
+		if res := ReplyRetry(head, v.Code, v.Reason, v.RetryAfter); res != nil {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			if _, err := c.Conn.Write(res); err == nil {
 				c.touch(time.Now())
@@ -742,13 +820,48 @@ func (c *streamConn) fail(r *closeReason) (int, error) {
 	return 0, io.EOF
 }
 
-// Write passes sipgo's bytes through and counts as activity.
+// Write passes sipgo's bytes through and counts as activity, except sipgo's CRLF answer to a
+// keepalive ping on a connection neither pinned nor a trusted peer's.
 func (c *streamConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	if n > 0 {
-		c.touch(time.Now())
+	if now := time.Now(); n > 0 && (!onlyCRLF(b) || c.kept(now)) {
+		c.touch(now)
 	}
 	return n, err
+}
+
+func onlyCRLF(b []byte) bool {
+	for _, c := range b {
+		if c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
+}
+
+// rateReason is the reason of a message refused silently for its source's rate.
+const rateReason = "Source Rate"
+
+// rate asks the listener's Rate whether a message may begin on the connection. A trusted
+// peer, by address or client certificate, is exempt.
+func (c *streamCore) rate() (pass, answer bool) {
+	if c.l.o.Rate == nil || !c.ip.IsValid() || c.trusted {
+		return true, false
+	}
+	return c.l.o.Rate.Allow(c.ip, nil, time.Now())
+}
+
+// admitMessage asks whether a message may begin: over the source's rate it is refused with 503
+// and Retry-After, or silently (Code -1) within a second of the last 503.
+func (c *streamConn) admitMessage() Verdict {
+	pass, answer := c.rate()
+	switch {
+	case pass:
+		return Verdict{}
+	case answer:
+		return Verdict{Code: 503, Reason: "Service Unavailable", RetryAfter: RateRetryAfter}
+	}
+	return Verdict{Code: -1, Reason: rateReason}
 }
 
 // framer follows the SIP messages of a tcp or tls byte stream without keeping them: CRLFs
@@ -778,6 +891,8 @@ type framer struct {
 	head     []byte
 	headDone bool
 	refused  bool // the current message was refused: stop at the end of its header section
+	// admit, if set, is asked as each message begins; a verdict refuses the message.
+	admit func() Verdict
 }
 
 // maxHead bounds the header section the framer keeps of a message.
@@ -841,6 +956,11 @@ func (f *framer) feed(p []byte) (r frameResult) {
 			f.cr, f.first, f.filled, f.ls = false, true, false, lsSkip
 			f.head, f.headDone, f.refused = f.head[:0], false, false
 			start, seg = i, i
+			if f.admit != nil {
+				if v := f.admit(); v.Code != 0 {
+					refuse(v)
+				}
+			}
 			fallthrough
 		case frHead:
 			f.size++

@@ -344,6 +344,13 @@ func (c *wsConn) nextFrame() error {
 		}
 		return wsProtocolError("new message inside a fragmented message")
 	}
+	if !c.fragging {
+		// A message begins: over its source's rate the connection is closed with 1008
+		// (the WebSocket shim does not frame SIP, so there is no 503 to build).
+		if pass, _ := c.rate(); !pass {
+			return &closeReason{reason: ReasonRate, code: int(ws.StatusPolicyViolation), text: "request rate"}
+		}
+	}
 	if int64(len(c.frag))+h.Length > int64(c.l.wsMax) {
 		return &closeReason{reason: ReasonTooLarge, code: int(ws.StatusMessageTooBig), text: "message too large"}
 	}
@@ -469,6 +476,7 @@ func (c *wsConn) input(p []byte) (int, error) {
 		if n, err = c.readRaw(p); n == 0 {
 			return 0, err
 		}
+		c.touch(time.Now())
 	}
 	if !c.mid {
 		c.begin(time.Now())
