@@ -69,6 +69,9 @@ type subState struct {
 	timer    *time.Timer
 	lastBody uint64
 	sentBody bool
+	// answered: the watcher answered one of this subscription's NOTIFYs (on this node);
+	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
+	answered bool
 }
 
 func newNotifier(p *Presence) *notifier {
@@ -329,10 +332,14 @@ func (n *notifier) send(s *subState) {
 		s.version++
 	}
 	version := s.version
+	answered := s.answered
 	n.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
 	defer cancel()
+	if !answered {
+		ctx = context.WithValue(ctx, unansweredKey{}, true)
+	}
 	ctype, body, err := n.p.body(ctx, &sub, version)
 	status := 0
 	skip := false
@@ -378,6 +385,9 @@ func (n *notifier) send(s *subState) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s.inflight = false
+	if status >= 200 && status != 408 {
+		s.answered = true // 408: nobody answered; the subscription ends (terminates)
+	}
 	if !skip {
 		s.last = time.Now()
 	}
@@ -403,6 +413,26 @@ func (n *notifier) send(s *subState) {
 		s.dirty = false
 		n.want(s, false, s.since)
 	}
+}
+
+// UnansweredRetransmits is how often a NOTIFY is retransmitted over UDP, at most, to a
+// watcher that has not answered any NOTIFY of its subscription yet: the first NOTIFY goes to
+// the source of an unauthenticated SUBSCRIBE, which may be forged, and sipgo's Timer E
+// schedule would send it 11 times — an amplifier. A real watcher answers the first or one of
+// two retransmissions (a loss rate that drops three in a row leaves no usable subscription
+// anyway); one that never answers gets 408 at Timer F, which ends the subscription.
+const UnansweredRetransmits = 2
+
+type unansweredKey struct{}
+
+// Retransmits is the cap on UDP retransmissions the Sender applies to the NOTIFY it sends
+// with ctx: UnansweredRetransmits while its watcher has not answered a NOTIFY, else 0 (no
+// cap: RFC 3261's Timer E schedule).
+func Retransmits(ctx context.Context) int {
+	if ctx.Value(unansweredKey{}) != nil {
+		return UnansweredRetransmits
+	}
+	return 0
 }
 
 // terminates reports whether a NOTIFY's final status ends the subscription (RFC 6665

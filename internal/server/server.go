@@ -386,7 +386,7 @@ type notifySender struct{ p *proxy.Proxy }
 
 func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error) {
 	return n.p.SendInDialog(ctx, req, proxy.Dialog{RemoteTarget: sub.RemoteTarget, RouteSet: sub.RouteSet,
-		Transport: sub.Transport, Source: sub.Source})
+		Transport: sub.Transport, Source: sub.Source, Retransmits: presence.Retransmits(ctx)})
 }
 
 // messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
