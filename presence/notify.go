@@ -49,11 +49,23 @@ type notifier struct {
 	// gone remembers, for goneFor, the subscriptions this node stopped notifying (ended,
 	// refused with 481, ...): a change whose store read still saw one must not bring it back.
 	gone map[subKey]time.Time
-	wg   sync.WaitGroup
-	seed maphash.Seed
+	// watchers counts, per presentity, the presence subscriptions this node knows of (held,
+	// tracked, or listed from the store), in all and per foreign watcher domain, so that
+	// presence.max_watchers and max_watchers_per_domain cost no store read; counted holds
+	// what each subscription was counted under.
+	watchers map[string]*watcherCount
+	counted  map[subKey]string
+	wg       sync.WaitGroup
+	seed     maphash.Seed
 }
 
 type subKey struct{ aor, id string }
+
+// watcherCount is one presentity's watchers: all, and per foreign domain.
+type watcherCount struct {
+	all     int
+	domains map[string]int
+}
 
 // subState is the notifier's memory of one subscription.
 type subState struct {
@@ -78,7 +90,7 @@ func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
-		seed: maphash.MakeSeed()}
+		watchers: map[string]*watcherCount{}, counted: map[subKey]string{}, seed: maphash.MakeSeed()}
 }
 
 // goneFor is how long an ended subscription is kept from being notified again: longer than a
@@ -96,10 +108,73 @@ func (n *notifier) hold(aor, id string) {
 	n.mu.Unlock()
 }
 
-// release ends hold for a subscription that was not accepted after all.
+// admit holds a new presence subscription (as hold) unless its presentity has max watchers
+// already, or max perDomain of the watcher's foreign domain (domain "": a local watcher,
+// never counted against a domain); it returns the limit that refused it, or "".
+func (n *notifier) admit(aor, id, domain string, max, perDomain int) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.watchers[aor]; w != nil {
+		if w.all >= max {
+			return limitWatchers
+		}
+		if domain != "" && w.domains[domain] >= perDomain {
+			return limitWatchersPerDomain
+		}
+	}
+	k := subKey{aor, id}
+	n.pending[k] = struct{}{}
+	n.count(k, domain)
+	return ""
+}
+
+// count counts a presence subscription among its presentity's watchers, once. Call with n.mu
+// held.
+func (n *notifier) count(k subKey, domain string) {
+	if _, ok := n.counted[k]; ok {
+		return
+	}
+	n.counted[k] = domain
+	w := n.watchers[k.aor]
+	if w == nil {
+		w = &watcherCount{domains: map[string]int{}}
+		n.watchers[k.aor] = w
+	}
+	w.all++
+	if domain != "" {
+		w.domains[domain]++
+	}
+}
+
+// uncount reverses count. Call with n.mu held.
+func (n *notifier) uncount(k subKey) {
+	domain, ok := n.counted[k]
+	if !ok {
+		return
+	}
+	delete(n.counted, k)
+	w := n.watchers[k.aor]
+	if w == nil {
+		return
+	}
+	w.all--
+	if domain != "" {
+		if w.domains[domain]--; w.domains[domain] <= 0 {
+			delete(w.domains, domain)
+		}
+	}
+	if w.all <= 0 {
+		delete(n.watchers, k.aor)
+	}
+}
+
+// release ends hold (or admit) for a subscription that was not accepted after all.
 func (n *notifier) release(aor, id string) {
 	n.mu.Lock()
 	delete(n.pending, subKey{aor, id})
+	if n.subs[subKey{aor, id}] == nil {
+		n.uncount(subKey{aor, id})
+	}
 	n.mu.Unlock()
 }
 
@@ -244,6 +319,8 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 		delete(n.nobody, sub.AOR)
 		if sub.Event == EventWinfo {
 			n.winfo[sub.AOR]++
+		} else {
+			n.count(k, n.p.foreignDomain(sub.Watcher))
 		}
 	}
 	return s
@@ -255,6 +332,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		return
 	}
 	delete(n.subs, k)
+	n.uncount(k)
 	if len(n.gone) >= maxCached {
 		clear(n.gone)
 	}
