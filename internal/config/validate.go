@@ -238,6 +238,16 @@ func (o Options) validate(src sources, errs *Errors) {
 	if o.Presence.MaxSubscriptionsPerSource < 1 {
 		bad("presence.max_subscriptions_per_source", "%d: must be at least 1", o.Presence.MaxSubscriptionsPerSource)
 	}
+	if o.Presence.MaxWatchers < 1 {
+		bad("presence.max_watchers", "%d: must be at least 1", o.Presence.MaxWatchers)
+	}
+	if o.Presence.MaxWatchersPerDomain < 1 || o.Presence.MaxWatchersPerDomain > o.Presence.MaxWatchers {
+		bad("presence.max_watchers_per_domain", "%d: want 1 to presence.max_watchers (%d)",
+			o.Presence.MaxWatchersPerDomain, o.Presence.MaxWatchers)
+	}
+	if o.Registrar.MaxNewAORsPerSource < 0 {
+		bad("registrar.max_new_aors_per_source", "%d: must be 0 (no limit) or more", o.Registrar.MaxNewAORsPerSource)
+	}
 	tr := o.Transport
 	if tr.MaxConnections < 1 {
 		bad("transport.max_connections", "%d: must be at least 1", tr.MaxConnections)
