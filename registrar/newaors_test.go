@@ -53,7 +53,11 @@ func TestNewAORsPerSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, func(o *Options) { o.MaxNewAORsPerSource = 3; o.Limited = lim })
+	f := newFixture(t, func(o *Options) {
+		o.MaxNewAORsPerSource = 3
+		o.Limited = lim
+		o.TrustedPeer = func(st *sipx.State) bool { return st.Source == "192.0.2.9:5060" }
+	})
 	const a, b = "192.0.2.1:5060", "192.0.2.2:5060"
 	want := func(res *sip.Response, code int, what string) {
 		t.Helper()
@@ -76,6 +80,9 @@ func TestNewAORsPerSource(t *testing.T) {
 	want(f.registerAs(t, sipx.RuleOpen, b, "u3", 600), 200, "another source")
 	want(f.registerAs(t, sipx.RuleOpen, a, "u3", 600), 200, "an AOR that has bindings already")
 	want(f.registerAs(t, sipx.RuleUser, a, "u9", 600), 200, "an authenticated user")
+	for i := range 5 {
+		want(f.registerAs(t, sipx.RuleOpen, "192.0.2.9:5060", fmt.Sprint("p", i), 600), 200, "a trusted peer")
+	}
 	for i := range 4 {
 		code := 200
 		if i == 3 {
