@@ -465,6 +465,10 @@ func (n *notifier) send(s *subState) {
 	s.inflight = false
 	if status >= 200 && status != 408 {
 		s.answered = true // 408: nobody answered; the subscription ends (terminates)
+	} else if status == 408 && !answered && sub.Transport == "udp" {
+		// Its retransmissions were capped: a SUBSCRIBE from a source that never answers,
+		// possibly forged.
+		n.p.opts.Limited.Inc(limitUnansweredNotify)
 	}
 	if !skip {
 		s.last = time.Now()

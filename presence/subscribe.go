@@ -342,6 +342,7 @@ const (
 	limitSubscriptionsPerSource = "subscriptions_per_source"
 	limitWatchers               = "watchers"
 	limitWatchersPerDomain      = "watchers_per_domain"
+	limitUnansweredNotify       = "unanswered_notify"
 )
 
 // refused counts a refusal by limit and logs it at most once a minute per limit and key (a

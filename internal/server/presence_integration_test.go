@@ -296,6 +296,9 @@ func TestNotifyNeverAnswered(t *testing.T) {
 	if datagrams < 2 || datagrams > 4 {
 		t.Errorf("the silent watcher got %d datagrams, want the 200 and a NOTIFY sent at most 3 times", datagrams)
 	}
+	if n := metricValue(t, srv, `simpled_limited_total{limit="unanswered_notify"}`); n != 1 {
+		t.Errorf(`simpled_limited_total{limit="unanswered_notify"} = %v, want 1`, n)
+	}
 	bob := dial(t, "udp", srv.Listener("udp"))
 	bob.send(publish("bob", "mute-pub", 1, "", 600, pidfDoc("bob", "t", "open")))
 	bob.expect(`^SIP/2.0 200 `)
