@@ -63,9 +63,15 @@ func limitsPresence(t *testing.T, mod func(*Options)) (*Presence, func(limit str
 // from source (host:port), and returns the status.
 func subscribeFrom(t *testing.T, p *Presence, watcher, aor, source, callID string) int {
 	t.Helper()
+	return subscribeFromEvent(t, p, watcher, aor, source, callID, EventPresence)
+}
+
+// subscribeFromEvent is subscribeFrom for event.
+func subscribeFromEvent(t *testing.T, p *Presence, watcher, aor, source, callID, event string) int {
+	t.Helper()
 	raw := "SUBSCRIBE sip:" + aor + " SIP/2.0\r\nVia: SIP/2.0/UDP " + source + ";branch=z9hG4bK" + callID + "\r\n" +
 		"From: <sip:" + watcher + ">;tag=f" + callID + "\r\nTo: <sip:" + aor + ">\r\nCall-ID: " + callID + "\r\n" +
-		"CSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nExpires: 600\r\nContact: <sip:w@" + source + ">\r\nContent-Length: 0\r\n\r\n"
+		"CSeq: 1 SUBSCRIBE\r\nEvent: " + event + "\r\nExpires: 600\r\nContact: <sip:w@" + source + ">\r\nContent-Length: 0\r\n\r\n"
 	m, err := sip.ParseMessage([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -197,5 +203,76 @@ func TestWatcherInfoBounded(t *testing.T) {
 	}
 	if !ids["s0599"] || ids["s0000"] {
 		t.Errorf("the newest watcher listed %v, the oldest %v; want the newest kept", ids["s0599"], ids["s0000"])
+	}
+}
+
+// recordSender answers 200 to every NOTIFY and hands the winfo ones on.
+type recordSender struct{ winfo chan []byte }
+
+func (r *recordSender) SendInDialog(_ context.Context, req *sip.Request, _ *storage.Subscription) (int, error) {
+	if h := req.GetHeader("Event"); h != nil && h.Value() == EventWinfo {
+		r.winfo <- req.Body()
+	}
+	return 200, nil
+}
+
+// TestWatcherInfoPartial: after the first full watcherinfo document, the presentity gets
+// partial ones (RFC 3858 §4.4, when smaller than the full one) listing only the watchers that changed — a new one, one that
+// left as terminated — with versions rising one by one.
+func TestWatcherInfoPartial(t *testing.T) {
+	rec := &recordSender{winfo: make(chan []byte, 16)}
+	p, _ := limitsPresence(t, func(o *Options) { o.Sender = rec; o.MinNotifyInterval = time.Millisecond })
+	next := func(what string) *pidf.WatcherInfo {
+		t.Helper()
+		select {
+		case b := <-rec.winfo:
+			w, err := pidf.ParseWatcherInfo(b)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", what, err, b)
+			}
+			return w
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: no winfo NOTIFY", what)
+			return nil
+		}
+	}
+	ids := func(w *pidf.WatcherInfo) (out []string) {
+		for _, x := range w.Lists[0].Watchers {
+			out = append(out, x.URI+" "+x.Status)
+		}
+		return out
+	}
+	subscribeFrom(t, p, "ann@example.test", "bob@example.test", "192.0.2.2:5060", "a1")
+	if got := subscribeFromEvent(t, p, "bob@example.test", "bob@example.test", "192.0.2.1:5060", "bw", EventWinfo); got != 200 {
+		t.Fatalf("winfo SUBSCRIBE: %d", got)
+	}
+	first := next("first")
+	if first.State != "full" || fmt.Sprint(ids(first)) != "[sip:ann@example.test active]" {
+		t.Fatalf("first document: %s %v, want full [ann active]", first.State, ids(first))
+	}
+	subscribeFrom(t, p, "carol@example.test", "bob@example.test", "192.0.2.2:5060", "c1")
+	w := next("carol subscribed")
+	if w.State != "partial" || w.Version != first.Version+1 || fmt.Sprint(ids(w)) != "[sip:carol@example.test active]" {
+		t.Fatalf("after carol: %s v%d %v, want partial v%d [carol active]", w.State, w.Version, ids(w), first.Version+1)
+	}
+	subscribeFrom(t, p, "dave@example.test", "bob@example.test", "192.0.2.2:5060", "d1")
+	w = next("dave subscribed")
+	if w.State != "partial" || w.Version != first.Version+2 || fmt.Sprint(ids(w)) != "[sip:dave@example.test active]" {
+		t.Fatalf("after dave: %s v%d %v, want partial v%d [dave active]", w.State, w.Version, ids(w), first.Version+2)
+	}
+	subs, _ := p.opts.Store.Subscriptions(t.Context(), "bob@example.test", time.Now())
+	for _, s := range subs {
+		if s.Watcher == "carol@example.test" {
+			old, err := p.opts.Store.DeleteSubscription(t.Context(), s.AOR, s.ID, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.ended(&old, "timeout", false)
+			p.changed(s.AOR, storage.WatchersChanged, time.Now())
+		}
+	}
+	w = next("carol left")
+	if w.State != "partial" || w.Version != first.Version+3 || fmt.Sprint(ids(w)) != "[sip:carol@example.test terminated]" {
+		t.Fatalf("after carol left: %s v%d %v, want partial v%d [carol terminated]", w.State, w.Version, ids(w), first.Version+3)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/simpled/simpled/internal/gopool"
 	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -84,6 +85,9 @@ type subState struct {
 	// answered: the watcher answered one of this subscription's NOTIFYs (on this node);
 	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
 	answered bool
+	// winfoSent is what a winfo subscription's watcher knows of the watchers, as the
+	// documents it accepted told it (nil: send a full document).
+	winfoSent map[string]pidf.Watcher
 }
 
 func newNotifier(p *Presence) *notifier {
@@ -411,6 +415,7 @@ func (n *notifier) send(s *subState) {
 	}
 	version := s.version
 	answered := s.answered
+	sent := s.winfoSent
 	n.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
@@ -418,7 +423,24 @@ func (n *notifier) send(s *subState) {
 	if !answered {
 		ctx = context.WithValue(ctx, unansweredKey{}, true)
 	}
-	ctype, body, err := n.p.body(ctx, &sub, version)
+	var (
+		ctype     string
+		body      []byte
+		err       error
+		known     map[string]pidf.Watcher
+		unchanged bool
+	)
+	if sub.Event == EventWinfo {
+		// A full document first, on a refresh and at the end; partial ones in between.
+		if full || reason != "" {
+			sent = nil
+		}
+		ctype = TypeWatcherInfo
+		body, known, err = n.p.winfoDocument(ctx, sub.AOR, version, sent)
+		unchanged = err == nil && body == nil
+	} else {
+		ctype, body, err = n.p.body(ctx, &sub, version)
+	}
 	status := 0
 	skip := false
 	if err != nil {
@@ -426,12 +448,21 @@ func (n *notifier) send(s *subState) {
 	} else {
 		h := maphash.Bytes(n.seed, body)
 		n.mu.Lock()
-		skip = !full && reason == "" && s.sentBody && h == s.lastBody
+		skip = unchanged || !full && reason == "" && s.sentBody && h == s.lastBody
+		if skip && sub.Event == EventWinfo {
+			s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4)
+		}
 		n.mu.Unlock()
 		if !skip {
 			status, err = n.notify(ctx, &sub, cseq, reason, ctype, body)
 			n.mu.Lock()
 			s.lastBody, s.sentBody = h, true
+			if sub.Event == EventWinfo {
+				s.winfoSent = nil // refused or lost: the next document is full
+				if status >= 200 && status < 300 {
+					s.winfoSent = known
+				}
+			}
 			n.mu.Unlock()
 		}
 	}
