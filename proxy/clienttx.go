@@ -112,8 +112,8 @@ type nonInviteTx struct {
 
 	mu       sync.Mutex
 	interval time.Duration
-	left     int // > 0: retransmissions still allowed (0: no cap)
-	capped   bool
+	left     int  // retransmissions still allowed, when capped
+	capped   bool // a cap on retransmissions was asked for (SendInDialog's Dialog.Retransmits)
 	timerE   *time.Timer
 	timerF   *time.Timer
 	final    bool
@@ -131,7 +131,6 @@ var _ sip.ClientTransaction = (*nonInviteTx)(nil)
 func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, error) {
 	branch, _ := r.Via().Params.Get("branch")
 	tx := &nonInviteTx{
-		capped:    retransmits > 0,
 		key:       txKey(branch, r.Method),
 		p:         p,
 		req:       r,
@@ -140,6 +139,7 @@ func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, er
 		done:      make(chan struct{}),
 		interval:  sip.T1,
 		left:      retransmits,
+		capped:    retransmits > 0,
 	}
 	if !p.txs.add(tx) {
 		return nil, fmt.Errorf("proxy: client transaction %s exists", tx.key)
