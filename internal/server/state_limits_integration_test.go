@@ -46,7 +46,7 @@ func (w *wire) answerTo(callID string) *sip.Response {
 // from 34 to 419 MB.
 func TestNewAORFloodBounded(t *testing.T) {
 	srv := startServer(t, nil) // loopback, no users file: auth.mode off
-	const flood, limit = 1500, 60
+	const flood, limit = 3000, 60
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
