@@ -154,6 +154,11 @@ limits:
   source_rate: 1000000
   source_burst: 1000000
   max_inflight_per_source: 10000
+registrar:
+  max_new_aors_per_source: 0
+presence:
+  max_watchers: 1000000
+  max_watchers_per_domain: 1000000
 YAML
 LIMITS_ARGS="-config $OUTDIR/limits.yaml"
 

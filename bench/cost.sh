@@ -41,7 +41,7 @@ RPID=$!
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 
 # sipp sends from one address, far above limits.source_rate: lift it for the load generator.
-printf 'limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\n' > "$OUTDIR/limits.yaml"
+printf 'limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\nregistrar:\n  max_new_aors_per_source: 0\npresence:\n  max_watchers: 1000000\n  max_watchers_per_domain: 1000000\n' > "$OUTDIR/limits.yaml"
 
 start_simpled() { # extra args
   "$BIN" -listen "udp://127.0.0.1:$SPORT" -domain $DOMAIN -store "redis://127.0.0.1:$RPORT/0" \

@@ -11,6 +11,7 @@ import (
 
 	"github.com/simpled/simpled/internal/gopool"
 	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -49,11 +50,23 @@ type notifier struct {
 	// gone remembers, for goneFor, the subscriptions this node stopped notifying (ended,
 	// refused with 481, ...): a change whose store read still saw one must not bring it back.
 	gone map[subKey]time.Time
-	wg   sync.WaitGroup
-	seed maphash.Seed
+	// watchers counts, per presentity, the presence subscriptions this node knows of (held,
+	// tracked, or listed from the store), in all and per foreign watcher domain, so that
+	// presence.max_watchers and max_watchers_per_domain cost no store read; counted holds
+	// what each subscription was counted under.
+	watchers map[string]*watcherCount
+	counted  map[subKey]string
+	wg       sync.WaitGroup
+	seed     maphash.Seed
 }
 
 type subKey struct{ aor, id string }
+
+// watcherCount is one presentity's watchers: all, and per foreign domain.
+type watcherCount struct {
+	all     int
+	domains map[string]int
+}
 
 // subState is the notifier's memory of one subscription.
 type subState struct {
@@ -69,13 +82,19 @@ type subState struct {
 	timer    *time.Timer
 	lastBody uint64
 	sentBody bool
+	// answered: the watcher answered one of this subscription's NOTIFYs (on this node);
+	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
+	answered bool
+	// winfoSent is what a winfo subscription's watcher knows of the watchers, as the
+	// documents it accepted told it (nil: send a full document).
+	winfoSent map[string]pidf.Watcher
 }
 
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
-		seed: maphash.MakeSeed()}
+		watchers: map[string]*watcherCount{}, counted: map[subKey]string{}, seed: maphash.MakeSeed()}
 }
 
 // goneFor is how long an ended subscription is kept from being notified again: longer than a
@@ -93,10 +112,73 @@ func (n *notifier) hold(aor, id string) {
 	n.mu.Unlock()
 }
 
-// release ends hold for a subscription that was not accepted after all.
+// admit holds a new presence subscription (as hold) unless its presentity has max watchers
+// already, or max perDomain of the watcher's foreign domain (domain "": a local watcher,
+// never counted against a domain); it returns the limit that refused it, or "".
+func (n *notifier) admit(aor, id, domain string, max, perDomain int) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.watchers[aor]; w != nil {
+		if w.all >= max {
+			return limitWatchers
+		}
+		if domain != "" && w.domains[domain] >= perDomain {
+			return limitWatchersPerDomain
+		}
+	}
+	k := subKey{aor, id}
+	n.pending[k] = struct{}{}
+	n.count(k, domain)
+	return ""
+}
+
+// count counts a presence subscription among its presentity's watchers, once. Call with n.mu
+// held.
+func (n *notifier) count(k subKey, domain string) {
+	if _, ok := n.counted[k]; ok {
+		return
+	}
+	n.counted[k] = domain
+	w := n.watchers[k.aor]
+	if w == nil {
+		w = &watcherCount{domains: map[string]int{}}
+		n.watchers[k.aor] = w
+	}
+	w.all++
+	if domain != "" {
+		w.domains[domain]++
+	}
+}
+
+// uncount reverses count. Call with n.mu held.
+func (n *notifier) uncount(k subKey) {
+	domain, ok := n.counted[k]
+	if !ok {
+		return
+	}
+	delete(n.counted, k)
+	w := n.watchers[k.aor]
+	if w == nil {
+		return
+	}
+	w.all--
+	if domain != "" {
+		if w.domains[domain]--; w.domains[domain] <= 0 {
+			delete(w.domains, domain)
+		}
+	}
+	if w.all <= 0 {
+		delete(n.watchers, k.aor)
+	}
+}
+
+// release ends hold (or admit) for a subscription that was not accepted after all.
 func (n *notifier) release(aor, id string) {
 	n.mu.Lock()
 	delete(n.pending, subKey{aor, id})
+	if n.subs[subKey{aor, id}] == nil {
+		n.uncount(subKey{aor, id})
+	}
 	n.mu.Unlock()
 }
 
@@ -241,6 +323,8 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 		delete(n.nobody, sub.AOR)
 		if sub.Event == EventWinfo {
 			n.winfo[sub.AOR]++
+		} else {
+			n.count(k, n.p.foreignDomain(sub.Watcher))
 		}
 	}
 	return s
@@ -252,6 +336,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		return
 	}
 	delete(n.subs, k)
+	n.uncount(k)
 	if len(n.gone) >= maxCached {
 		clear(n.gone)
 	}
@@ -329,11 +414,33 @@ func (n *notifier) send(s *subState) {
 		s.version++
 	}
 	version := s.version
+	answered := s.answered
+	sent := s.winfoSent
 	n.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
 	defer cancel()
-	ctype, body, err := n.p.body(ctx, &sub, version)
+	if !answered {
+		ctx = context.WithValue(ctx, unansweredKey{}, true)
+	}
+	var (
+		ctype     string
+		body      []byte
+		err       error
+		known     map[string]pidf.Watcher
+		unchanged bool
+	)
+	if sub.Event == EventWinfo {
+		// A full document first, on a refresh and at the end; partial ones in between.
+		if full || reason != "" {
+			sent = nil
+		}
+		ctype = TypeWatcherInfo
+		body, known, err = n.p.winfoDocument(ctx, sub.AOR, version, sent)
+		unchanged = err == nil && body == nil
+	} else {
+		ctype, body, err = n.p.body(ctx, &sub, version)
+	}
 	status := 0
 	skip := false
 	if err != nil {
@@ -341,12 +448,21 @@ func (n *notifier) send(s *subState) {
 	} else {
 		h := maphash.Bytes(n.seed, body)
 		n.mu.Lock()
-		skip = !full && reason == "" && s.sentBody && h == s.lastBody
+		skip = unchanged || !full && reason == "" && s.sentBody && h == s.lastBody
+		if skip && sub.Event == EventWinfo {
+			s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4)
+		}
 		n.mu.Unlock()
 		if !skip {
 			status, err = n.notify(ctx, &sub, cseq, reason, ctype, body)
 			n.mu.Lock()
 			s.lastBody, s.sentBody = h, true
+			if sub.Event == EventWinfo {
+				s.winfoSent = nil // refused or lost: the next document is full
+				if status >= 200 && status < 300 {
+					s.winfoSent = known
+				}
+			}
 			n.mu.Unlock()
 		}
 	}
@@ -378,6 +494,13 @@ func (n *notifier) send(s *subState) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s.inflight = false
+	if status >= 200 && status != 408 {
+		s.answered = true // 408: nobody answered; the subscription ends (terminates)
+	} else if status == 408 && !answered && sub.Transport == "udp" {
+		// Its retransmissions were capped: a SUBSCRIBE from a source that never answers,
+		// possibly forged.
+		n.p.opts.Limited.Inc(limitUnansweredNotify)
+	}
 	if !skip {
 		s.last = time.Now()
 	}
@@ -403,6 +526,26 @@ func (n *notifier) send(s *subState) {
 		s.dirty = false
 		n.want(s, false, s.since)
 	}
+}
+
+// UnansweredRetransmits is how often a NOTIFY is retransmitted over UDP, at most, to a
+// watcher that has not answered any NOTIFY of its subscription yet: the first NOTIFY goes to
+// the source of an unauthenticated SUBSCRIBE, which may be forged, and sipgo's Timer E
+// schedule would send it 11 times — an amplifier. A real watcher answers the first or one of
+// two retransmissions (a loss rate that drops three in a row leaves no usable subscription
+// anyway); one that never answers gets 408 at Timer F, which ends the subscription.
+const UnansweredRetransmits = 2
+
+type unansweredKey struct{}
+
+// Retransmits is the cap on UDP retransmissions the Sender applies to the NOTIFY it sends
+// with ctx: UnansweredRetransmits while its watcher has not answered a NOTIFY, else 0 (no
+// cap: RFC 3261's Timer E schedule).
+func Retransmits(ctx context.Context) int {
+	if ctx.Value(unansweredKey{}) != nil {
+		return UnansweredRetransmits
+	}
+	return 0
 }
 
 // terminates reports whether a NOTIFY's final status ends the subscription (RFC 6665

@@ -76,8 +76,16 @@ type Options struct {
 	// MaxBodySize bounds PUBLISH bodies (413 above). Default 64 KiB.
 	MaxBodySize int
 	// MaxSubscriptionsPerSource bounds the live subscriptions this node holds for one source
-	// IP address (503 above). Default 10000.
+	// (an IPv4 address, an IPv6 /64; 503 above). Default 10000.
 	MaxSubscriptionsPerSource int
+	// MaxWatchers bounds the presence subscriptions to one presentity this node knows of
+	// (403 above). Default 1000.
+	MaxWatchers int
+	// MaxWatchersPerDomain bounds those of them whose watchers are of one other domain (403
+	// above); watchers of our domains never count against it. Default 100.
+	MaxWatchersPerDomain int
+	// Limited counts refusals by limit (simpled_limited_total); nil counts nothing.
+	Limited *sipx.Limited
 	// NodeID names this node: it owns the subscriptions it accepts.
 	NodeID        string
 	SweepInterval time.Duration
@@ -105,6 +113,7 @@ type shared struct {
 	docs     *docCache
 	sources  *sourceCounts
 	metrics  *metrics
+	logGate  *sipx.LogGate
 }
 
 // New checks opts and returns a presence agent.
@@ -143,6 +152,12 @@ func New(opts Options) (*Presence, error) {
 	if opts.MaxSubscriptionsPerSource <= 0 {
 		opts.MaxSubscriptionsPerSource = 10000
 	}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = 1000
+	}
+	if opts.MaxWatchersPerDomain <= 0 {
+		opts.MaxWatchersPerDomain = 100
+	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Second
 	}
@@ -160,7 +175,8 @@ func New(opts Options) (*Presence, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m}
+	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m,
+		logGate: sipx.NewLogGate(time.Minute)}
 	p.notifier = newNotifier(p)
 	m.owner = p.notifier
 	if opts.Bus != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/sipx"
 	"github.com/simpled/simpled/storage"
 
@@ -77,9 +78,9 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 			state = storage.SubPending
 		}
 	}
-	ip := st.SourceIP()
-	if secs > 0 && !p.sources.take(ip, p.opts.MaxSubscriptionsPerSource) {
-		st.Logger().Warn("subscriptions per source limit reached", zap.String("source_ip", ip))
+	group := sipx.SourceGroup(st.SourceIP())
+	if secs > 0 && !p.sources.take(group, p.opts.MaxSubscriptionsPerSource) {
+		p.refused(st, limitSubscriptionsPerSource, group)
 		return p.count("subscribe", "limited")(sipx.Respond(tx, req, 503, "Too Many Subscriptions",
 			sip.NewHeader("Retry-After", "60")))
 	}
@@ -105,11 +106,22 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		Node:         p.opts.NodeID,
 	}
 	if secs > 0 {
+		if event == EventPresence {
+			// Watchers per presentity, and per foreign domain: a flood of subscriptions to one
+			// user, or from one other domain, cannot take every slot (issue 15).
+			if limit := p.notifier.admit(aor, sub.ID, p.foreignDomain(watcher), p.opts.MaxWatchers,
+				p.opts.MaxWatchersPerDomain); limit != "" {
+				p.sources.release(group)
+				p.refused(st, limit, aor)
+				return p.count("subscribe", "limited")(sipx.Respond(tx, req, 403, "Too Many Watchers"))
+			}
+		} else {
+			p.notifier.hold(sub.AOR, sub.ID)
+		}
 		st.HoldFlow(sub.ExpiresAt) // NOTIFYs go down this connection (the listener keeps it)
-		p.notifier.hold(sub.AOR, sub.ID)
 		if err := p.opts.Store.PutSubscription(ctx, sub, 0); err != nil {
 			p.notifier.release(sub.AOR, sub.ID)
-			p.sources.release(ip)
+			p.sources.release(group)
 			return sipx.RespondError(tx, req, err)
 		}
 	}
@@ -230,7 +242,7 @@ func (p *Presence) respondSubscribe(tx sip.ServerTransaction, req *sip.Request, 
 // ended forgets a subscription that was removed from the store (un-SUBSCRIBE, expiry,
 // a failed NOTIFY, a rule) and sends its final NOTIFY when wanted.
 func (p *Presence) ended(sub *storage.Subscription, reason string, notify bool) {
-	p.sources.release(hostOf(sub.Source))
+	p.sources.release(sipx.SourceGroup(hostOf(sub.Source)))
 	p.metrics.ended.WithLabelValues(reason).Inc()
 	if notify {
 		p.notifier.final(sub, reason, p.opts.Now())
@@ -325,8 +337,37 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// sourceCounts counts the live subscriptions this node accepted per source IP, so one source
-// cannot fill the store with subscriptions.
+// Limit names of the presence agent in simpled_limited_total{limit}.
+const (
+	limitSubscriptionsPerSource = "subscriptions_per_source"
+	limitWatchers               = "watchers"
+	limitWatchersPerDomain      = "watchers_per_domain"
+	limitUnansweredNotify       = "unanswered_notify"
+)
+
+// refused counts a refusal by limit and logs it at most once a minute per limit and key (a
+// source group, a presentity); the state's logger names the source.
+func (p *Presence) refused(st *sipx.State, limit, key string) {
+	p.opts.Limited.Inc(limit)
+	if p.logGate.Allow(limit+" "+key, time.Now()) {
+		st.Logger().Warn("presence limit reached (logged once a minute)",
+			zap.String(logging.KeyReason, limit), zap.String("limited", key))
+	}
+}
+
+// foreignDomain is the domain of watcher (an AOR) when it is not one of ours, else "".
+func (p *Presence) foreignDomain(watcher string) string {
+	_, d := splitAOR(watcher)
+	d = strings.ToLower(d)
+	if p.domains[d] || p.opts.IsOurs(d) {
+		return ""
+	}
+	return d
+}
+
+// sourceCounts counts the live subscriptions this node accepted per source group (an IPv4
+// address, an IPv6 /64: sipx.SourceGroup), so one source cannot fill the store with
+// subscriptions.
 type sourceCounts struct {
 	mu sync.Mutex
 	n  map[string]int

@@ -14,7 +14,7 @@ func BenchmarkNonInviteTransaction(b *testing.B) {
 	buf := make([]byte, 65535)
 	b.ReportAllocs()
 	for b.Loop() {
-		tx, err := p.sendNonInvite(message(b, p, peer))
+		tx, err := p.sendNonInvite(message(b, p, peer), 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -112,6 +112,8 @@ type nonInviteTx struct {
 
 	mu       sync.Mutex
 	interval time.Duration
+	left     int  // retransmissions still allowed, when capped
+	capped   bool // a cap on retransmissions was asked for (SendInDialog's Dialog.Retransmits)
 	timerE   *time.Timer
 	timerF   *time.Timer
 	final    bool
@@ -122,8 +124,11 @@ type nonInviteTx struct {
 
 var _ sip.ClientTransaction = (*nonInviteTx)(nil)
 
-// sendNonInvite starts a client transaction for r (its top Via is ours) and sends r.
-func (p *Proxy) sendNonInvite(r *sip.Request) (*nonInviteTx, error) {
+// sendNonInvite starts a client transaction for r (its top Via is ours) and sends r. Over UDP,
+// retransmits > 0 caps Timer E's retransmissions (the presence agent's first NOTIFY to a
+// watcher that never answered one: an unanswered SUBSCRIBE from a forged source must not make
+// simpled send a dozen datagrams there); Timer F still ends the transaction.
+func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, error) {
 	branch, _ := r.Via().Params.Get("branch")
 	tx := &nonInviteTx{
 		key:       txKey(branch, r.Method),
@@ -133,6 +138,8 @@ func (p *Proxy) sendNonInvite(r *sip.Request) (*nonInviteTx, error) {
 		responses: make(chan *sip.Response, 4),
 		done:      make(chan struct{}),
 		interval:  sip.T1,
+		left:      retransmits,
+		capped:    retransmits > 0,
 	}
 	if !p.txs.add(tx) {
 		return nil, fmt.Errorf("proxy: client transaction %s exists", tx.key)
@@ -182,6 +189,12 @@ func (tx *nonInviteTx) retransmit() {
 	// Written before the next timer is set: one write of the request at a time.
 	_ = tx.p.write(tx.req) // a lost retransmission is what retransmissions are for
 	tx.mu.Lock()
+	if tx.capped {
+		if tx.left--; tx.left <= 0 {
+			tx.mu.Unlock()
+			return // Timer F ends the transaction
+		}
+	}
 	if !tx.final && !tx.closed {
 		tx.interval = min(2*tx.interval, sip.T2)
 		tx.timerE = time.AfterFunc(tx.interval, tx.retransmit)

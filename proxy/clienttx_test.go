@@ -109,7 +109,7 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
 	p, _, peer := txHarness(t)
-	tx, err := p.sendNonInvite(message(t, p, peer))
+	tx, err := p.sendNonInvite(message(t, p, peer), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestNonInviteTimesOut(t *testing.T) {
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
 	p, _, peer := txHarness(t)
 	start := time.Now()
-	tx, err := p.sendNonInvite(message(t, p, peer))
+	tx, err := p.sendNonInvite(message(t, p, peer), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,5 +165,37 @@ func TestNonInviteTimesOut(t *testing.T) {
 	}
 	if d := time.Since(start); d < 64*5*time.Millisecond {
 		t.Errorf("timed out after %v, before Timer F", d)
+	}
+}
+
+// TestNonInviteRetransmitsCapped: with a cap of 2 a peer that never answers gets the request
+// three times in all (not Timer E's schedule until Timer F), and the transaction still ends
+// with a timeout.
+func TestNonInviteRetransmitsCapped(t *testing.T) {
+	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
+	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	p, _, peer := txHarness(t)
+	tx, err := p.sendNonInvite(message(t, p, peer), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		msg, _ := readRequest(t, peer, 500*time.Millisecond)
+		if msg == "" {
+			break
+		}
+		n++
+	}
+	if n != 3 {
+		t.Errorf("peer got the request %d times, want 3 (the first and 2 retransmissions)", n)
+	}
+	select {
+	case <-tx.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("no timeout")
+	}
+	if !errors.Is(tx.Err(), sip.ErrTransactionTimeout) {
+		t.Fatalf("Err() = %v, want a timeout", tx.Err())
 	}
 }

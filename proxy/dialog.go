@@ -21,6 +21,9 @@ type Dialog struct {
 	RouteSet     []string
 	Transport    string
 	Source       string
+	// Retransmits, when > 0, caps the request's retransmissions over UDP (the presence
+	// agent's NOTIFYs to a watcher that has not answered one yet); 0 keeps RFC 3261's.
+	Retransmits int
 }
 
 // SendInDialog sends req, a request simpled originates within a dialog, and returns the final
@@ -42,6 +45,13 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 	if err := sip.ParseUri(d.RemoteTarget, &uri); err != nil {
 		return 0, fmt.Errorf("proxy: remote target %q: %w", d.RemoteTarget, err)
 	}
+	send := func(t target) int {
+		t.retransmits = d.Retransmits
+		for i := range t.alts {
+			t.alts[i].retransmits = d.Retransmits
+		}
+		return p.request(ctx, req, [][]target{{t}})
+	}
 	if len(d.RouteSet) > 0 {
 		route, err := parseRoute(d.RouteSet[0])
 		if err != nil {
@@ -52,7 +62,7 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 			return 404, nil
 		}
 		t.routes = d.RouteSet
-		return p.request(ctx, req, [][]target{{t}}), nil
+		return send(t), nil
 	}
 	if host := strings.ToLower(uri.Host); p.domains[host] {
 		t, ok, err := p.locate(ctx, &uri)
@@ -62,7 +72,7 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 		if !ok {
 			return 480, nil
 		}
-		return p.request(ctx, req, [][]target{{t}}), nil
+		return send(t), nil
 	}
 	var tries []target
 	if f, ok := p.flowOf(d.Transport, d.Source); ok {
@@ -70,7 +80,7 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 			// The dialog's connection, or nothing: a new connection to the peer's Contact
 			// would reach a NAT, a browser's ".invalid" name or an ephemeral port (RFC 5626).
 			t := target{uri: uri, transport: f.Transport, dest: f.Remote, flow: true}
-			return p.request(ctx, req, [][]target{{t}}), nil
+			return send(t), nil
 		}
 		tries = append(tries, target{uri: uri, transport: f.Transport, dest: f.Remote})
 	}
@@ -80,7 +90,7 @@ func (p *Proxy) SendInDialog(ctx context.Context, req *sip.Request, d Dialog) (i
 	}
 	status := 404
 	for _, t := range tries {
-		if status = p.request(ctx, req, [][]target{{t}}); status != 503 {
+		if status = send(t); status != 503 {
 			break
 		}
 	}

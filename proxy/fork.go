@@ -354,12 +354,12 @@ func (p *Proxy) startOne(fwd *sip.Request, t target, hash string, in arrival, on
 	}
 	if t.transport == "udp" && p.overMTU(r) {
 		if r2, t2, ok := p.toTCP(r, t); ok {
-			if tx, err := p.start(r2); err == nil {
+			if tx, err := p.start(r2, t.retransmits); err == nil {
 				return &branch{t: t2, req: r2, tx: tx}, nil
 			}
 		}
 	}
-	tx, err := p.start(r)
+	tx, err := p.start(r, t.retransmits)
 	if err != nil {
 		return nil, err
 	}
@@ -367,12 +367,13 @@ func (p *Proxy) startOne(fwd *sip.Request, t target, hash string, in arrival, on
 }
 
 // start starts the client transaction of a branch: INVITEs in sipgo's transaction layer (ACK
-// generation, 2xx handling), everything else in the proxy's own (clienttx.go).
-func (p *Proxy) start(r *sip.Request) (sip.ClientTransaction, error) {
+// generation, 2xx handling), everything else in the proxy's own (clienttx.go), with at most
+// retransmits Timer E retransmissions over UDP when retransmits > 0.
+func (p *Proxy) start(r *sip.Request, retransmits int) (sip.ClientTransaction, error) {
 	if r.IsInvite() {
 		return p.send(r)
 	}
-	return p.sendNonInvite(r)
+	return p.sendNonInvite(r, retransmits)
 }
 
 // maybeCancel sends a CANCEL on an INVITE branch that should be cancelled, once a provisional

@@ -44,6 +44,9 @@ type target struct {
 	// fresh is when the device was last known to be reachable here: its binding's last
 	// refresh, or a later keepalive on its UDP flow. The freshest of a device's flows leads.
 	fresh time.Time
+	// retransmits, when > 0, caps the Timer E retransmissions of a non-INVITE over UDP
+	// (SendInDialog's Dialog.Retransmits); 0 keeps RFC 3261's schedule.
+	retransmits int
 }
 
 // errNoRoute: the next hop cannot be reached at all (unknown host, .invalid, no listener for

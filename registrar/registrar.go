@@ -40,6 +40,17 @@ type Options struct {
 	FlowTimer int
 	// GRUUs seals temporary GRUUs; nil hands out no GRUU (RFC 5627).
 	GRUUs *sipx.GRUUs
+	// MaxNewAORsPerSource bounds, for REGISTERs taken at their word (auth.mode off,
+	// sipx.RuleOpen), the AORs one source (IPv4 address, IPv6 /64) registers for the first
+	// time per minute; more get 503 with Retry-After. Refreshes and AORs with bindings do not
+	// count. 0: no limit.
+	MaxNewAORsPerSource int
+	// TrustedPeer reports whether a request comes from a trusted peer (proxy.trusted_peers),
+	// which MaxNewAORsPerSource does not limit (an edge proxy relaying many phones'
+	// REGISTERs); nil: none is.
+	TrustedPeer func(*sipx.State) bool
+	// Limited counts refusals by limit (simpled_limited_total); nil counts nothing.
+	Limited *sipx.Limited
 
 	Store Store
 	Bus   storage.Bus // may be nil
@@ -61,6 +72,8 @@ type Registrar struct {
 	next    sipx.Handler
 	events  *prometheus.CounterVec
 	results *prometheus.CounterVec
+	newAORs *newAORs      // nil: no limit
+	logGate *sipx.LogGate // refusals logged once a minute per source
 }
 
 // New checks opts and returns a Registrar.
@@ -93,7 +106,10 @@ func New(opts Options) (*Registrar, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log}
+	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate(time.Minute)}
+	if opts.MaxNewAORsPerSource > 0 {
+		r.newAORs = newNewAORs(opts.MaxNewAORsPerSource, time.Minute)
+	}
 	for _, d := range opts.Domains {
 		r.domains[strings.ToLower(d)] = true
 	}
@@ -249,6 +265,34 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 			st.HoldFlow(b.ExpiresAt)
 		}
 	}
+	// New AORs per source (open mode): counted before the store is written, uncounted
+	// below when the AOR was not new after all.
+	group, counted := "", false
+	if r.newAORs != nil && st.Rule == sipx.RuleOpen && adds(changes, now) &&
+		(r.opts.TrustedPeer == nil || !r.opts.TrustedPeer(st)) {
+		group = sipx.SourceGroup(st.SourceIP())
+		ok, c, retry := r.newAORs.reserve(group, aor, now)
+		counted = c
+		if !ok {
+			// Over the budget only an AOR that has bindings already may go on.
+			t0 := time.Now()
+			bindings, err := r.opts.Store.Bindings(ctx, aor, now)
+			r.observe("bindings", t0)
+			if err != nil {
+				return sipx.RespondError(tx, req, fmt.Errorf("registrar: lookup %s: %w", aor, err))
+			}
+			if len(bindings) == 0 {
+				r.opts.Limited.Inc(limitNewAORs)
+				if r.logGate.Allow(group, time.Now()) {
+					st.Logger().Warn("new AORs per source limit reached (logged once a minute)",
+						zap.String(logging.KeyAOR, aor), zap.Int("limit", r.opts.MaxNewAORsPerSource))
+				}
+				secs := max(int((retry+time.Second-1)/time.Second), 1)
+				return sipx.Respond(tx, req, 503, "Too Many New Registrations",
+					sip.NewHeader("Retry-After", strconv.Itoa(secs)))
+			}
+		}
+	}
 	update := storage.BindingUpdate{
 		Now:         now,
 		RemoveAll:   wildcard,
@@ -261,6 +305,9 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	t0 := time.Now()
 	res, err := r.opts.Store.UpdateBindings(ctx, aor, update)
 	r.observe("update_bindings", t0)
+	if counted && (err != nil || !newAOR(res)) {
+		r.newAORs.release(group, aor)
+	}
 	if err != nil {
 		if errors.Is(err, storage.ErrStale) || errors.Is(err, storage.ErrTooManyBindings) {
 			st.Logger().Info("REGISTER refused", zap.String(logging.KeyAOR, aor), zap.Error(err))
@@ -283,6 +330,9 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	r.publish(aor, now, res)
 	return status, err
 }
+
+// limitNewAORs names the new-AORs-per-source limit in simpled_limited_total{limit}.
+const limitNewAORs = "new_aors"
 
 // Supported lists the option tags the registrar understands in Require.
 var Supported = []string{"path", "outbound", "gruu"}

@@ -151,9 +151,16 @@ type PresenceOptions struct {
 	// MinNotifyInterval is the shortest time between two NOTIFYs of one subscription (RFC
 	// 6446): changes in between are coalesced, the last state always sent. Default 200ms.
 	MinNotifyInterval time.Duration `yaml:"min_notify_interval"`
-	// MaxSubscriptionsPerSource bounds the live subscriptions accepted from one source IP
-	// address (503 with Retry-After above). Default 10000.
+	// MaxSubscriptionsPerSource bounds the live subscriptions accepted from one source (an
+	// IPv4 address, an IPv6 /64; 503 with Retry-After above). Default 10000.
 	MaxSubscriptionsPerSource int `yaml:"max_subscriptions_per_source"`
+	// MaxWatchers bounds the presence subscriptions to one presentity (403 above), counted
+	// per node. Default 1000.
+	MaxWatchers int `yaml:"max_watchers"`
+	// MaxWatchersPerDomain bounds those of them whose watcher is of one other domain (403
+	// above), so one foreign domain cannot take every slot; watchers of our own domains never
+	// count against it. At most MaxWatchers. Default 100.
+	MaxWatchersPerDomain int `yaml:"max_watchers_per_domain"`
 }
 
 // ProxyOptions configure how requests are routed (RFC 3261 §16, RFC 3263).
@@ -219,6 +226,11 @@ type RegistrarOptions struct {
 	// SweepInterval is how often expired bindings, publications and subscriptions are swept
 	// (a Go duration in YAML, e.g. "500ms"). Default 1s.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// MaxNewAORsPerSource bounds, when auth.mode is off, how many AORs one source (an IPv4
+	// address, an IPv6 /64) registers for the first time per minute, per node; more get 503
+	// with Retry-After. Refreshes, removals and AORs that have bindings already do not count;
+	// authenticated users and trusted peers are not limited. 0 disables it. Default 60.
+	MaxNewAORsPerSource int `yaml:"max_new_aors_per_source"`
 }
 
 // AuthOptions configure digest authentication of local users.
@@ -321,6 +333,10 @@ func Default() Options {
 			OnMaxContacts: "evict",
 			// Expiry events (presence closed, subscription terminated) fire within a second.
 			SweepInterval: time.Second,
+			// Open mode only: an office behind one NAT brings up 60 new phones a minute (the
+			// rest follow within minutes, told by Retry-After), while a flood of made-up AORs
+			// gets 60 a minute, not 200 a second (3,000 of them took 385 MB).
+			MaxNewAORsPerSource: 60,
 		},
 		Auth: AuthOptions{
 			// Decided by AuthMode: required unless loopback-only with no users file.
@@ -391,6 +407,12 @@ func Default() Options {
 			MinNotifyInterval: 200 * time.Millisecond,
 			// A gateway or attendant console holds thousands; a flood does not get more.
 			MaxSubscriptionsPerSource: 10000,
+			// A receptionist or a popular colleague is watched by hundreds; 3,000 watchers
+			// of one user were a flood (44 MB, and its winfo subscription broken).
+			MaxWatchers: 1000,
+			// Federation: a partner domain's whole staff may watch one person; ten foreign
+			// domains are needed to fill MaxWatchers, and local watchers never count here.
+			MaxWatchersPerDomain: 100,
 		},
 		Transport: TransportOptions{
 			// Ten thousand phones per listener; a flood of idle connections stops there.

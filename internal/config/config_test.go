@@ -156,7 +156,18 @@ func TestValidate(t *testing.T) {
 			change: func(o *Options) { o.Admin.TokenFile = dir + "/none" },
 			errs:   []string{"admin.token_file: open " + dir + "/none: no such file or directory"},
 		},
-		{name: "min = default = max", change: func(o *Options) { o.Registrar = RegistrarOptions{1, 1, 1, 1, "reject", time.Millisecond} }},
+		{name: "min = default = max", change: func(o *Options) { o.Registrar = RegistrarOptions{1, 1, 1, 1, "reject", time.Millisecond, 0} }},
+		{
+			name: "state limits",
+			change: func(o *Options) {
+				o.Registrar.MaxNewAORsPerSource = -1
+				o.Presence.MaxWatchersPerDomain = o.Presence.MaxWatchers + 1
+			},
+			errs: []string{
+				"registrar.max_new_aors_per_source: -1: must be 0 (no limit) or more",
+				"presence.max_watchers_per_domain: 1001: want 1 to presence.max_watchers (1000)",
+			},
+		},
 		{name: "body = message size", change: func(o *Options) { o.Limits.MaxBodySize = o.Limits.MaxMessageSize }},
 		{
 			name:   "zero value is not valid: start from Default",
@@ -185,6 +196,8 @@ func TestValidate(t *testing.T) {
 				"messages.offline_max_age: 0s: must be at least 1m",
 				`presence.policy: "": want allow, same-domain or confirm`,
 				"presence.max_subscriptions_per_source: 0: must be at least 1",
+				"presence.max_watchers: 0: must be at least 1",
+				"presence.max_watchers_per_domain: 0: want 1 to presence.max_watchers (0)",
 				"transport.max_connections: 0: must be at least 1",
 				"transport.max_connections_per_ip: 0: must be at least 1",
 				"transport.idle_timeout: 0s: must be at least 1s",

@@ -135,6 +135,9 @@ func (o Options) validate(src sources, errs *Errors) {
 	if r.SweepInterval <= 0 {
 		bad("registrar.sweep_interval", "%s: must be more than 0", r.SweepInterval)
 	}
+	if r.MaxNewAORsPerSource < 0 {
+		bad("registrar.max_new_aors_per_source", "%d: must be 0 (no limit) or more", r.MaxNewAORsPerSource)
+	}
 
 	a := o.Auth
 	switch {
@@ -256,6 +259,13 @@ func (o Options) validate(src sources, errs *Errors) {
 	}
 	if o.Presence.MaxSubscriptionsPerSource < 1 {
 		bad("presence.max_subscriptions_per_source", "%d: must be at least 1", o.Presence.MaxSubscriptionsPerSource)
+	}
+	if o.Presence.MaxWatchers < 1 {
+		bad("presence.max_watchers", "%d: must be at least 1", o.Presence.MaxWatchers)
+	}
+	if o.Presence.MaxWatchersPerDomain < 1 || o.Presence.MaxWatchersPerDomain > o.Presence.MaxWatchers {
+		bad("presence.max_watchers_per_domain", "%d: want 1 to presence.max_watchers (%d)",
+			o.Presence.MaxWatchersPerDomain, o.Presence.MaxWatchers)
 	}
 	tr := o.Transport
 	if tr.MaxConnections < 1 {

@@ -70,6 +70,7 @@ func benchRegisterUDP(b *testing.B, store string) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
+		o.Registrar.MaxNewAORsPerSource = 0 // one loopback source registers 500 AORs per client
 	}))
 	addr := srv.Listener("udp")
 	var clients atomic.Int64

@@ -57,6 +57,8 @@ func loadGenerator(mod func(*config.Options)) func(*config.Options) {
 		o.Limits.SourceRate, o.Limits.SourceBurst = 1_000_000, 1_000_000
 		o.Limits.MaxInflightPerSource = o.Limits.MaxInflight
 		o.Transport.MaxConnectionsPerIP = 1_000_000
+		o.Registrar.MaxNewAORsPerSource = 0
+		o.Presence.MaxWatchers, o.Presence.MaxWatchersPerDomain = 1_000_000, 1_000_000
 		if mod != nil {
 			mod(o)
 		}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/redistest"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // fastPresence shortens the expiry floor and the NOTIFY interval so tests see expiries and
@@ -255,8 +257,10 @@ func TestNotify481EndsSubscription(t *testing.T) {
 	w.expectNothing(300 * time.Millisecond)
 }
 
-// TestNotifyNeverAnswered: a watcher that never answers gets its NOTIFY retransmitted until
-// Timer F (32 s), then its subscription ends and later changes send it nothing. Slow by
+// TestNotifyNeverAnswered: a UDP watcher that never answers is no amplifier (issue 15): its
+// unanswered SUBSCRIBE, whose source may be forged, gets the 200 and one NOTIFY with at most
+// 2 retransmissions (sipgo's Timer E schedule sent 11), counted as datagrams at the silent
+// socket; at Timer F (32 s) its subscription ends and later changes send it nothing. Slow by
 // nature, so it runs beside the other parallel tests.
 func TestNotifyNeverAnswered(t *testing.T) {
 	t.Parallel()
@@ -264,21 +268,36 @@ func TestNotifyNeverAnswered(t *testing.T) {
 	makeKnown(t, srv, "bob")
 	w := dial(t, "udp", srv.Listener("udp"))
 	w.sendTP(subscribe("carol@example.test", "bob", "mute-1", 1, "presence", 600))
-	w.expect(`^SIP/2.0 200 `)
-	first := w.request("NOTIFY")
-	retransmitted := false
+	datagrams := 0
+	first := (*sip.Request)(nil)
 	deadline := time.Now().Add(45 * time.Second)
-	for len(presenceState(t, srv, "bob@example.test").Subscriptions) > 0 {
+	for first == nil || len(presenceState(t, srv, "bob@example.test").Subscriptions) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the subscription of a watcher that never answers is still there after 45 s")
 		}
-		if msg := w.read(500 * time.Millisecond); strings.HasPrefix(msg, "NOTIFY ") &&
-			parseRequest(t, msg).CSeq().SeqNo == first.CSeq().SeqNo {
-			retransmitted = true
+		msg := w.read(500 * time.Millisecond)
+		if msg == "" {
+			continue
+		}
+		datagrams++
+		if strings.HasPrefix(msg, "NOTIFY ") {
+			n := parseRequest(t, msg)
+			if first == nil {
+				first = n
+			} else if n.CSeq().SeqNo != first.CSeq().SeqNo {
+				t.Fatalf("a second NOTIFY to a watcher that never answered the first:\n%s", msg)
+			}
 		}
 	}
-	if !retransmitted {
-		t.Error("the unanswered NOTIFY was never retransmitted")
+	// Datagrams still under way when the subscription went.
+	for msg := w.read(time.Second); msg != ""; msg = w.read(time.Second) {
+		datagrams++
+	}
+	if datagrams < 2 || datagrams > 4 {
+		t.Errorf("the silent watcher got %d datagrams, want the 200 and a NOTIFY sent at most 3 times", datagrams)
+	}
+	if n := metricValue(t, srv, `simpled_limited_total{limit="unanswered_notify"}`); n != 1 {
+		t.Errorf(`simpled_limited_total{limit="unanswered_notify"} = %v, want 1`, n)
 	}
 	bob := dial(t, "udp", srv.Listener("udp"))
 	bob.send(publish("bob", "mute-pub", 1, "", 600, pidfDoc("bob", "t", "open")))

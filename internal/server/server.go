@@ -267,21 +267,24 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	}
 	gruus := sipx.NewGRUUs(secret)
 	s.registrar, err = registrar.New(registrar.Options{
-		Flow:           func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
-		FlowTimer:      int(opts.Transport.FlowTimer / time.Second),
-		GRUUs:          gruus,
-		Domains:        opts.Domains,
-		MinExpires:     opts.Registrar.MinExpires,
-		DefaultExpires: opts.Registrar.DefaultExpires,
-		MaxExpires:     opts.Registrar.MaxExpires,
-		MaxContacts:    opts.Registrar.MaxContacts,
-		EvictOldest:    opts.Registrar.OnMaxContacts != "reject",
-		SweepInterval:  opts.Registrar.SweepInterval,
-		Store:          store,
-		Bus:            s.bus,
-		Log:            log.Named("registrar"),
-		Registerer:     s.registry,
-		StoreLatency:   storeLatency,
+		Flow:                func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
+		FlowTimer:           int(opts.Transport.FlowTimer / time.Second),
+		GRUUs:               gruus,
+		Domains:             opts.Domains,
+		MinExpires:          opts.Registrar.MinExpires,
+		DefaultExpires:      opts.Registrar.DefaultExpires,
+		MaxExpires:          opts.Registrar.MaxExpires,
+		MaxContacts:         opts.Registrar.MaxContacts,
+		EvictOldest:         opts.Registrar.OnMaxContacts != "reject",
+		SweepInterval:       opts.Registrar.SweepInterval,
+		MaxNewAORsPerSource: opts.Registrar.MaxNewAORsPerSource,
+		TrustedPeer:         trusted.Trusted,
+		Limited:             s.limited,
+		Store:               store,
+		Bus:                 s.bus,
+		Log:                 log.Named("registrar"),
+		Registerer:          s.registry,
+		StoreLatency:        storeLatency,
 	})
 	if err != nil {
 		store.Close()
@@ -389,6 +392,9 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		MinNotifyInterval:         opts.Presence.MinNotifyInterval,
 		MaxBodySize:               opts.Limits.MaxBodySize,
 		MaxSubscriptionsPerSource: opts.Presence.MaxSubscriptionsPerSource,
+		MaxWatchers:               opts.Presence.MaxWatchers,
+		MaxWatchersPerDomain:      opts.Presence.MaxWatchersPerDomain,
+		Limited:                   s.limited,
 		NodeID:                    s.opts.NodeID,
 		SweepInterval:             opts.Registrar.SweepInterval,
 		Bus:                       s.bus,
@@ -409,7 +415,7 @@ type notifySender struct{ p *proxy.Proxy }
 
 func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error) {
 	return n.p.SendInDialog(ctx, req, proxy.Dialog{RemoteTarget: sub.RemoteTarget, RouteSet: sub.RouteSet,
-		Transport: sub.Transport, Source: sub.Source})
+		Transport: sub.Transport, Source: sub.Source, Retransmits: presence.Retransmits(ctx)})
 }
 
 // messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
