@@ -361,9 +361,9 @@ func (b *bench) measure(ctx context.Context) error {
 	// request rate, requests in flight).
 	cfg := filepath.Join(b.tmp, "simpled.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "# written by bench/scale: every watcher is on 127.0.0.1\n"+
-		"presence:\n  max_subscriptions_per_source: %d\n"+
+		"presence:\n  max_subscriptions_per_source: %d\n  max_watchers: 1000000\n  max_watchers_per_domain: 1000000\n"+
 		"limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\n"+
-		"registrar:\n  max_new_aors_per_source: 0\npresence:\n  max_watchers: 1000000\n  max_watchers_per_domain: 1000000\n",
+		"registrar:\n  max_new_aors_per_source: 0\n",
 		max(10000, o.subs+1000)), 0o644); err != nil {
 		return err
 	}
