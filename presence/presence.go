@@ -113,7 +113,7 @@ type shared struct {
 	docs     *docCache
 	sources  *sourceCounts
 	metrics  *metrics
-	logGate  *sipx.LogGate
+	logGate  *sipx.LogGate[string]
 }
 
 // New checks opts and returns a presence agent.
@@ -176,7 +176,7 @@ func New(opts Options) (*Presence, error) {
 		return nil, err
 	}
 	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m,
-		logGate: sipx.NewLogGate(time.Minute)}
+		logGate: sipx.NewLogGate[string](time.Minute)}
 	p.notifier = newNotifier(p)
 	m.owner = p.notifier
 	if opts.Bus != nil {

@@ -62,7 +62,7 @@ type Offline struct {
 	messages MessageStore
 	opts     OfflineOptions
 	log      *zap.Logger
-	refusals *oncePer // mailbox refusals logged once per source and limit a minute
+	refusals *sipx.LogGate[string] // mailbox refusals logged once per source and limit a minute
 
 	events      <-chan storage.Event // registration events, subscribed at construction
 	unsubscribe func()
@@ -76,7 +76,7 @@ type Offline struct {
 
 func newOffline(p *Proxy, store MessageStore, opts OfflineOptions) *Offline {
 	opts.defaults()
-	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"), refusals: newOncePer(time.Minute, 4096),
+	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"), refusals: sipx.NewLogGate[string](time.Minute),
 		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
 	if p.opts.Bus != nil {
 		// Subscribed now, not in run: no registration between start-up and run is missed.
@@ -166,7 +166,7 @@ func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from s
 		}
 		o.p.relayed.WithLabelValues("refused").Inc()
 		o.p.opts.Limited.Inc(limit)
-		if o.refusals.allow(limit+" "+cmp.Or(source, from.id), now) {
+		if o.refusals.Allow(limit+" "+cmp.Or(source, from.id), now) {
 			log.Info("offline message refused: "+reason, zap.String(logging.KeyAOR, aor), zap.String("sender", from.id),
 				zap.Bool("foreign", from.foreign), zap.String("limit", limit), zap.Error(err))
 		}
@@ -480,39 +480,4 @@ func (o *Offline) Delete(ctx context.Context, aor, id string) (int, error) {
 		return 0, err
 	}
 	return 1, nil
-}
-
-// oncePer says yes to a key at most once per interval: the refusal logs of a flood stay one
-// line per source a minute. It remembers at most max keys (then forgets the oldest decisions
-// wholesale), so a flood of keys costs bounded memory.
-type oncePer struct {
-	mu    sync.Mutex
-	every time.Duration
-	max   int
-	last  map[string]time.Time
-}
-
-func newOncePer(every time.Duration, max int) *oncePer {
-	return &oncePer{every: every, max: max, last: map[string]time.Time{}}
-}
-
-// allow reports whether key was not allowed within the interval before now, and records now.
-func (o *oncePer) allow(key string, now time.Time) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if t, ok := o.last[key]; ok && now.Sub(t) < o.every {
-		return false
-	}
-	if len(o.last) >= o.max {
-		for k, t := range o.last {
-			if now.Sub(t) >= o.every {
-				delete(o.last, k)
-			}
-		}
-		if len(o.last) >= o.max {
-			clear(o.last)
-		}
-	}
-	o.last[key] = now
-	return true
 }

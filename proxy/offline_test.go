@@ -157,22 +157,3 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// TestOncePer: a refusal is logged once per key a minute, and a flood of keys is remembered
-// in bounded memory.
-func TestOncePer(t *testing.T) {
-	o := newOncePer(time.Minute, 100)
-	t0 := time.Unix(1e9, 0)
-	if !o.allow("a", t0) || o.allow("a", t0.Add(59*time.Second)) || !o.allow("a", t0.Add(time.Minute)) {
-		t.Fatal("want one yes per key a minute")
-	}
-	if !o.allow("b", t0) {
-		t.Fatal("another key waits for the first")
-	}
-	for i := range 10000 {
-		o.allow(fmt.Sprint("k", i), t0.Add(time.Duration(i)*time.Millisecond))
-		if len(o.last) > 100 {
-			t.Fatalf("%d keys remembered, want at most 100", len(o.last))
-		}
-	}
-}

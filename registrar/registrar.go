@@ -72,8 +72,8 @@ type Registrar struct {
 	next    sipx.Handler
 	events  *prometheus.CounterVec
 	results *prometheus.CounterVec
-	newAORs *newAORs      // nil: no limit
-	logGate *sipx.LogGate // refusals logged once a minute per source
+	newAORs *newAORs              // nil: no limit
+	logGate *sipx.LogGate[string] // refusals logged once a minute per source
 }
 
 // New checks opts and returns a Registrar.
@@ -106,7 +106,7 @@ func New(opts Options) (*Registrar, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate(time.Minute)}
+	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate[string](time.Minute)}
 	if opts.MaxNewAORsPerSource > 0 {
 		r.newAORs = newNewAORs(opts.MaxNewAORsPerSource, time.Minute)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -39,7 +39,7 @@ type inflight struct {
 	max       int64
 	perSource int
 	shards    [64]inflightShard
-	logs      *transport.SourceLog
+	logs      *sipx.LogGate[netip.Addr]
 }
 
 type inflightShard struct {
@@ -48,7 +48,7 @@ type inflightShard struct {
 }
 
 func newInflight(max, perSource int) *inflight {
-	f := &inflight{max: int64(max), perSource: perSource, logs: transport.NewSourceLog()}
+	f := &inflight{max: int64(max), perSource: perSource, logs: sipx.NewLogGate[netip.Addr](time.Minute)}
 	for i := range f.shards {
 		f.shards[i].m = make(map[netip.Addr]int)
 	}
@@ -106,7 +106,7 @@ func (s *Server) admitInflight(f *inflight, h func(*sip.Request, sip.ServerTrans
 		var k netip.Addr
 		ap, err := netip.ParseAddrPort(req.Source())
 		if err == nil {
-			k = transport.SourceKey(ap.Addr())
+			k = sipx.SourceKey(ap.Addr())
 		}
 		perSource := true
 		if err == nil && !s.trusted.Empty() {
@@ -118,7 +118,7 @@ func (s *Server) admitInflight(f *inflight, h func(*sip.Request, sip.ServerTrans
 		}
 		if limit := f.acquire(k, perSource); limit != "" {
 			s.limited.Inc(limit)
-			if k.IsValid() && f.logs.Due(k, time.Now()) {
+			if k.IsValid() && f.logs.Allow(k, time.Now()) {
 				s.log.Warn("request refused: too many in flight (logged once a minute per source)",
 					zap.String(logging.KeyRemoteAddr, req.Source()), zap.String(logging.KeyReason, limit))
 			}

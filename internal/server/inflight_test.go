@@ -4,14 +4,14 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/internal/sipx"
 )
 
 // The in-flight bound counts in all and per source (an IPv6 /64 is one source); a trusted peer
 // counts in the total only; every release gives its slot back and the per-source table empties.
 func TestInflightBounds(t *testing.T) {
 	f := newInflight(5, 2)
-	key := func(s string) netip.Addr { return transport.SourceKey(netip.MustParseAddr(s)) }
+	key := func(s string) netip.Addr { return sipx.SourceKey(netip.MustParseAddr(s)) }
 	a, b, b2 := key("192.0.2.1"), key("2001:db8::1"), key("2001:db8::2")
 	for range 2 {
 		if l := f.acquire(a, true); l != "" {

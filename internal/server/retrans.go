@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -137,7 +137,7 @@ func (c *retransCache) put(key string, resp []byte, dest netip.AddrPort, now tim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(now.UnixNano())
-	src := transport.SourceKey(dest.Addr())
+	src := sipx.SourceKey(dest.Addr())
 	old := s.m[key]
 	if old != nil {
 		s.bytes -= entrySize(key, old.resp)

@@ -9,7 +9,7 @@ import (
 // TestLogGate: one line per key per interval, and a flood of keys neither grows the gate
 // past its bound nor logs more than that bound per interval.
 func TestLogGate(t *testing.T) {
-	g := NewLogGate(time.Minute)
+	g := NewLogGate[string](time.Minute)
 	t0 := time.Unix(1000, 0)
 	if !g.Allow("a", t0) || g.Allow("a", t0.Add(59*time.Second)) || !g.Allow("a", t0.Add(time.Minute)) {
 		t.Fatal("want one line per key per minute")

@@ -13,18 +13,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// SourceKey is what every per-source limit counts by: an IPv4 address, or the /64 of an IPv6
-// address (one subscriber's network: a host can use any address in it). An IPv4-mapped IPv6
-// address counts as its IPv4 address; zones are dropped.
-func SourceKey(ip netip.Addr) netip.Addr {
-	ip = ip.Unmap().WithZone("")
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.Addr()
-	}
-	return ip
-}
-
 // AddrOf returns the IP address of a *net.UDPAddr or *net.TCPAddr without allocating, and
 // false for anything else.
 func AddrOf(a net.Addr) (netip.Addr, bool) {
@@ -112,7 +100,7 @@ func (r *SourceRate) Allow(ip netip.Addr, names []string, now time.Time) (pass, 
 	if r.Trusted != nil && r.Trusted(ip, names) {
 		return true, false
 	}
-	k := SourceKey(ip)
+	k := sipx.SourceKey(ip)
 	n := now.UnixNano()
 	s := &r.shards[sourceShard(k)]
 	s.mu.Lock()
@@ -181,36 +169,4 @@ func (s *rateShard) evict(now, full int64) {
 		delete(s.m, k)
 		drop--
 	}
-}
-
-// SourceLog tells when a refusal from a source is to be logged: at most once a minute per
-// source (SourceKey). Its table is bounded like SourceRate's. Safe for concurrent use.
-type SourceLog struct {
-	mu   sync.Mutex
-	last map[netip.Addr]int64
-}
-
-// NewSourceLog returns an empty SourceLog.
-func NewSourceLog() *SourceLog { return &SourceLog{last: make(map[netip.Addr]int64)} }
-
-// Due reports whether a refusal from ip at now is to be logged, and if so remembers it.
-func (l *SourceLog) Due(ip netip.Addr, now time.Time) bool {
-	k, n := SourceKey(ip), now.UnixNano()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[k]; ok && n-t < int64(time.Minute) {
-		return false
-	}
-	if len(l.last) >= sourceShards*sourceShardMax {
-		for k, t := range l.last {
-			if n-t >= int64(time.Minute) {
-				delete(l.last, k)
-			}
-		}
-		if len(l.last) >= sourceShards*sourceShardMax {
-			clear(l.last)
-		}
-	}
-	l.last[k] = n
-	return true
 }

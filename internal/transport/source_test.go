@@ -26,7 +26,7 @@ func TestSourceKey(t *testing.T) {
 		"fe80::1%eth0":            "fe80::",
 		"2001:db8:1:3:ffff::ffff": "2001:db8:1:3::",
 	} {
-		if got := SourceKey(netip.MustParseAddr(in)).String(); got != want {
+		if got := sipx.SourceKey(netip.MustParseAddr(in)).String(); got != want {
 			t.Errorf("SourceKey(%s) = %s, want %s", in, got, want)
 		}
 	}

@@ -162,7 +162,7 @@ type StreamListener struct {
 	mu    sync.Mutex
 	conns map[string]*streamCore
 	perIP map[netip.Addr]int // open connections by SourceKey, when MaxConnectionsPerIP is set
-	slog  *SourceLog
+	slog  *sipx.LogGate[netip.Addr]
 }
 
 // NewStreamListener wraps ln (a plain TCP listener, also for tls and wss) and starts accepting.
@@ -206,7 +206,7 @@ func NewStreamListener(ln net.Listener, o StreamOptions) *StreamListener {
 		done:      make(chan struct{}),
 		conns:     make(map[string]*streamCore),
 		perIP:     make(map[netip.Addr]int),
-		slog:      NewSourceLog(),
+		slog:      sipx.NewLogGate[netip.Addr](time.Minute),
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -390,13 +390,13 @@ func (l *StreamListener) admit(raw net.Conn) {
 		return
 	}
 	if limitIP {
-		k := SourceKey(ip)
+		k := sipx.SourceKey(ip)
 		if n := l.perIP[k]; n >= l.o.MaxConnectionsPerIP {
 			l.mu.Unlock()
 			_ = raw.Close()
 			l.emit(EventRejected, remote, ReasonLimitPerIP)
 			l.o.Limited.Inc(LimitConnectionsPerIP)
-			if l.slog.Due(ip, time.Now()) {
+			if l.slog.Allow(sipx.SourceKey(ip), time.Now()) {
 				l.log.Warn("connection refused: too many from its source (logged once a minute per source)",
 					zap.String(logging.KeyRemoteAddr, remote), zap.String(logging.KeyReason, ReasonLimitPerIP), zap.Int("open", n))
 			}
