@@ -177,6 +177,7 @@ func New(opts Options) (*Presence, error) {
 	}
 	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m,
 		logGate: sipx.NewLogGate[string](time.Minute)}
+	opts.Limited.Declare(limitSubscriptionsPerSource, limitWatchers, limitWatchersPerDomain, limitUnansweredNotify)
 	p.notifier = newNotifier(p)
 	m.owner = p.notifier
 	if opts.Bus != nil {

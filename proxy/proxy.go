@@ -153,6 +153,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.flowKey = flowKey(p.secret)
 	p.seals = opts.Seals
+	opts.Limited.Declare("mailbox", "mailbox_sender", "mailbox_foreign")
 	for _, t := range opts.MessageTypes {
 		if t == "*" || t == "*/*" {
 			p.anyType = true

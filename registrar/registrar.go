@@ -107,6 +107,7 @@ func New(opts Options) (*Registrar, error) {
 		opts.Now = time.Now
 	}
 	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate[string](time.Minute)}
+	opts.Limited.Declare(limitNewAORs)
 	if opts.MaxNewAORsPerSource > 0 {
 		r.newAORs = newNewAORs(opts.MaxNewAORsPerSource, time.Minute)
 	}

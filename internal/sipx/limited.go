@@ -38,3 +38,13 @@ func (l *Limited) Inc(limit string) {
 		l.c.WithLabelValues(limit).Inc()
 	}
 }
+
+// Declare creates a zero series for each limit a stage enforces, so dashboards see it before
+// it first trips.
+func (l *Limited) Declare(limits ...string) {
+	if l != nil {
+		for _, name := range limits {
+			l.c.WithLabelValues(name)
+		}
+	}
+}
