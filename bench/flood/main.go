@@ -47,6 +47,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/simpled/simpled/bench/internal/child"
 )
 
 // options are the flags of one run.
@@ -174,11 +176,11 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 	case "simpled":
 		bin := o.bin
 		if bin == "" {
-			repo, err := findRepo()
+			repo, err := child.FindRepo()
 			if err != nil {
 				return nil, err
 			}
-			if bin, err = buildSimpled(ctx, repo, dir); err != nil {
+			if bin, err = child.BuildSimpled(ctx, repo, dir); err != nil {
 				return nil, err
 			}
 		}
@@ -186,7 +188,7 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 	case "kamailio":
 		cfg := o.kamailioCfg
 		if cfg == "" {
-			repo, err := findRepo()
+			repo, err := child.FindRepo()
 			if err != nil {
 				return nil, err
 			}
@@ -328,8 +330,8 @@ func run(ctx context.Context, o options, name, dir string) (*report, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if t.proc.exited() {
-		return nil, fmt.Errorf("%s exited during the flood; its log ends:\n%s", name, tail(t.logPath, 10))
+	if t.proc.Exited() {
+		return nil, fmt.Errorf("%s exited during the flood; its log ends:\n%s", name, child.Tail(t.logPath, 10))
 	}
 
 	// recovery: a legitimate request started after the flood answered within 50 ms, and

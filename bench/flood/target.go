@@ -11,12 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/simpled/simpled/bench/internal/child"
 )
 
 // target is a running server under test.
 type target struct {
 	name    string
-	proc    *proc
+	proc    *child.Proc
 	sip     netip.AddrPort
 	metrics string // base URL of /metrics, "" when the server has none (Kamailio)
 	logPath string
@@ -28,16 +30,19 @@ type target struct {
 	peak func() int64
 }
 
-func (t *target) stop() error { return t.proc.stop(10 * time.Second) }
+func (t *target) stop() error {
+	_, _, err := t.proc.Stop(10 * time.Second)
+	return err
+}
 
 // startSimpled writes a users file for the legitimate users and a configuration (auth
 // required, JSON logs) into dir and starts bin on a free loopback UDP port.
 func startSimpled(ctx context.Context, bin, store, dir string) (*target, error) {
-	sipPort, err := freeUDPPort()
+	sipPort, err := child.FreeUDPPort()
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freeTCPPort()
+	httpPort, err := child.FreeTCPPort()
 	if err != nil {
 		return nil, err
 	}
@@ -56,16 +61,16 @@ func startSimpled(ctx context.Context, bin, store, dir string) (*target, error) 
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "simpled.log")
-	p, err := startProc("simpled", bin, []string{"-config", cfgFile}, dir, logPath)
+	p, err := child.Start("simpled", bin, []string{"-config", cfgFile}, dir, logPath)
 	if err != nil {
 		return nil, err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(httpPort)
 	if err := waitHTTP(ctx, base+"/readyz", p, 20*time.Second); err != nil {
-		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("simpled: %w; its log ends:\n%s", err, tail(logPath, 10))
+		_, _, _ = p.Stop(5 * time.Second)
+		return nil, fmt.Errorf("simpled: %w; its log ends:\n%s", err, child.Tail(logPath, 10))
 	}
-	pid := p.pid()
+	pid := p.PID()
 	return &target{
 		name: "simpled", proc: p, metrics: base, logPath: logPath,
 		sip: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort)),
@@ -84,7 +89,7 @@ func startSimpled(ctx context.Context, bin, store, dir string) (*target, error) 
 // free loopback UDP port (4 children, 256 MB of shared memory), ready once it answers an
 // OPTIONS.
 func startKamailio(ctx context.Context, bin, cfg, dir string) (*target, error) {
-	sipPort, err := freeUDPPort()
+	sipPort, err := child.FreeUDPPort()
 	if err != nil {
 		return nil, err
 	}
@@ -105,16 +110,16 @@ func startKamailio(ctx context.Context, bin, cfg, dir string) (*target, error) {
 	logPath := filepath.Join(dir, "kamailio.log")
 	args := []string{"-f", cfg, "-DD", "-E", "-l", "udp:127.0.0.1:" + strconv.Itoa(sipPort),
 		"-Y", dir, "-m", "256", "-M", "16", "-A", `DBURL="sqlite://` + db + `"`}
-	p, err := startProc("kamailio", bin, args, dir, logPath)
+	p, err := child.Start("kamailio", bin, args, dir, logPath)
 	if err != nil {
 		return nil, err
 	}
 	sip := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sipPort))
 	if err := pingOptions(ctx, sip, p, 20*time.Second); err != nil {
-		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("kamailio: %w; its log ends:\n%s", err, tail(logPath, 10))
+		_, _, _ = p.Stop(5 * time.Second)
+		return nil, fmt.Errorf("kamailio: %w; its log ends:\n%s", err, child.Tail(logPath, 10))
 	}
-	pid := p.pid()
+	pid := p.PID()
 	return &target{
 		name: "kamailio", proc: p, sip: sip, logPath: logPath,
 		memory: func() int64 { return treePSS(pid) },
@@ -123,7 +128,7 @@ func startKamailio(ctx context.Context, bin, cfg, dir string) (*target, error) {
 }
 
 // pingOptions sends OPTIONS to sip until one is answered 200.
-func pingOptions(ctx context.Context, sip netip.AddrPort, p *proc, timeout time.Duration) error {
+func pingOptions(ctx context.Context, sip netip.AddrPort, p *child.Proc, timeout time.Duration) error {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return err
@@ -132,8 +137,8 @@ func pingOptions(ctx context.Context, sip netip.AddrPort, p *proc, timeout time.
 	buf := make([]byte, 65535)
 	deadline := time.Now().Add(timeout)
 	for i := 0; time.Now().Before(deadline); i++ {
-		if p.exited() {
-			return fmt.Errorf("%s exited", p.name)
+		if p.Exited() {
+			return fmt.Errorf("%s exited", p.Name)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

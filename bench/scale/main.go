@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/simpled/simpled/bench/internal/child"
 )
 
 const domain = "example.test"
@@ -165,9 +167,9 @@ type bench struct {
 	tmp     string
 	stderr  io.Writer
 	rep     *report
-	redis   *proc
+	redis   *child.Proc
 	rc      *redis.Client
-	simpled *proc
+	simpled *child.Proc
 	binary  string
 	args    []string
 	logs    []string
@@ -232,17 +234,17 @@ func (b *bench) close() []error {
 		b.client.close()
 	}
 	if b.simpled != nil {
-		if _, code, err := b.simpled.stop(10 * time.Second); err != nil {
+		if _, code, err := b.simpled.Stop(10 * time.Second); err != nil {
 			errs = append(errs, err)
 		} else if code != 0 {
-			errs = append(errs, fmt.Errorf("simpled (pid %d) exited with status %d", b.simpled.pid(), code))
+			errs = append(errs, fmt.Errorf("simpled (pid %d) exited with status %d", b.simpled.PID(), code))
 		}
 	}
 	if b.rc != nil {
 		_ = b.rc.Close()
 	}
 	if b.redis != nil {
-		if _, _, err := b.redis.stop(10 * time.Second); err != nil {
+		if _, _, err := b.redis.Stop(10 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -251,11 +253,11 @@ func (b *bench) close() []error {
 
 // alive reports an error once simpled has exited.
 func (b *bench) alive() error {
-	if b.simpled == nil || !b.simpled.exited() {
+	if b.simpled == nil || !b.simpled.Exited() {
 		return nil
 	}
 	return fmt.Errorf("simpled (pid %d) exited with status %d%s",
-		b.simpled.pid(), b.simpled.cmd.ProcessState.ExitCode(), logEnd(b.logs[len(b.logs)-1]))
+		b.simpled.PID(), b.simpled.ExitCode(), logEnd(b.logs[len(b.logs)-1]))
 }
 
 // startSimpled starts simpled (logging to a new file) and waits for its /readyz.
@@ -263,7 +265,7 @@ func (b *bench) startSimpled(ctx context.Context) (time.Duration, error) {
 	logPath := filepath.Join(b.tmp, "simpled-"+strconv.Itoa(len(b.logs)+1)+".log")
 	b.logs = append(b.logs, logPath)
 	start := time.Now()
-	p, err := startProc("simpled", b.binary, b.args, logPath)
+	p, err := child.Start("simpled", b.binary, b.args, "", logPath)
 	if err != nil {
 		return 0, err
 	}
@@ -280,7 +282,7 @@ func (b *bench) mem(ctx context.Context) (memPoint, error) {
 	if m.Redis, err = readRedisMem(ctx, b.rc); err != nil {
 		return m, fmt.Errorf("redis INFO: %w", err)
 	}
-	if m.Simpled, err = readProcMem(b.simpled.pid()); err != nil {
+	if m.Simpled, err = readProcMem(b.simpled.PID()); err != nil {
 		return m, err
 	}
 	if m.Go, err = readGoStats(ctx, b.http); err != nil {
@@ -312,13 +314,13 @@ func settle(ctx context.Context, d time.Duration) error {
 func (b *bench) measure(ctx context.Context) error {
 	o := b.o
 	// Redis, on a free port, nothing saved.
-	rport, err := freeTCPPort()
+	rport, err := child.FreeTCPPort()
 	if err != nil {
 		return err
 	}
 	redisLog := filepath.Join(b.tmp, "redis.log")
-	if b.redis, err = startProc("redis-server", o.redisServer, []string{"--port", strconv.Itoa(rport),
-		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", b.tmp}, redisLog); err != nil {
+	if b.redis, err = child.Start("redis-server", o.redisServer, []string{"--port", strconv.Itoa(rport),
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", b.tmp}, "", redisLog); err != nil {
 		return err
 	}
 	b.rc = redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(rport), DisableIdentity: true})
@@ -341,18 +343,18 @@ func (b *bench) measure(ctx context.Context) error {
 			return err
 		}
 		fmt.Fprintf(b.stderr, "scale: building simpled from %s\n", repo)
-		if b.binary, err = buildSimpled(ctx, repo, b.tmp); err != nil {
+		if b.binary, err = child.BuildSimpled(ctx, repo, b.tmp); err != nil {
 			return err
 		}
 	}
 	if out, err := exec.CommandContext(ctx, b.binary, "-version").Output(); err == nil {
 		b.rep.Simpled = strings.TrimSpace(string(out))
 	}
-	sipPort, err := freeUDPPort()
+	sipPort, err := child.FreeUDPPort()
 	if err != nil {
 		return err
 	}
-	hport, err := freeTCPPort()
+	hport, err := child.FreeTCPPort()
 	if err != nil {
 		return err
 	}
@@ -363,7 +365,8 @@ func (b *bench) measure(ctx context.Context) error {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "# written by bench/scale: every watcher is on 127.0.0.1\n"+
 		"presence:\n  max_subscriptions_per_source: %d\n  max_watchers: 1000000\n  max_watchers_per_domain: 1000000\n"+
 		"limits:\n  source_rate: 1000000\n  source_burst: 1000000\n  max_inflight_per_source: 10000\n"+
-		"registrar:\n  max_new_aors_per_source: 0\n",
+		"registrar:\n  max_new_aors_per_source: 0\n"+
+		"store_persistence_warning: false # the tool's own Redis persists nothing, on purpose\n",
 		max(10000, o.subs+1000)), 0o644); err != nil {
 		return err
 	}
@@ -381,7 +384,7 @@ func (b *bench) measure(ctx context.Context) error {
 		return err
 	}
 	b.rep.Baseline = &base
-	fmt.Fprintf(b.stderr, "scale: simpled pid %d, redis-server pid %d, temporary directory %s\n", b.simpled.pid(), b.redis.pid(), b.tmp)
+	fmt.Fprintf(b.stderr, "scale: simpled pid %d, redis-server pid %d, temporary directory %s\n", b.simpled.PID(), b.redis.PID(), b.tmp)
 
 	if err := b.registrations(ctx, base); err != nil {
 		return err
@@ -513,8 +516,8 @@ func (b *bench) subscriptions(ctx context.Context) (int, []bool, error) {
 func (b *bench) restart(ctx context.Context, pres int, subOK []bool) error {
 	r := &restartReport{}
 	b.rep.Restart = r
-	fmt.Fprintf(b.stderr, "scale: phase 3, restart of simpled (pid %d)\n", b.simpled.pid())
-	took, code, err := b.simpled.stop(15 * time.Second)
+	fmt.Fprintf(b.stderr, "scale: phase 3, restart of simpled (pid %d)\n", b.simpled.PID())
+	took, code, err := b.simpled.Stop(15 * time.Second)
 	r.StopSeconds, r.ExitCode = took.Seconds(), code
 	if err != nil {
 		return err
@@ -525,7 +528,7 @@ func (b *bench) restart(ctx context.Context, pres int, subOK []bool) error {
 		return err
 	}
 	r.ReadySeconds = ready.Seconds()
-	if r.AfterReady, err = readProcMem(b.simpled.pid()); err != nil {
+	if r.AfterReady, err = readProcMem(b.simpled.PID()); err != nil {
 		return err
 	}
 	if b.o.subs == 0 {

@@ -2,140 +2,36 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/simpled/simpled/bench/internal/child"
 )
 
-// proc is a child process the tool started; it is stopped by its PID and nothing else.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed once Wait returned
-}
-
-// startProc starts path with args, its stdout and stderr appended to logPath.
-func startProc(name, path string, args []string, logPath string) (*proc, error) {
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: f, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the process and waits for it at most grace, then kills it. It
-// returns how long the exit took and the exit code (-1 when killed by a signal).
-func (p *proc) stop(grace time.Duration) (time.Duration, int, error) {
-	start := time.Now()
-	if !p.exited() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return time.Since(start), -1, fmt.Errorf("%s (pid %d) still running %s after SIGTERM: killed", p.name, p.pid(), grace)
-	}
-	return time.Since(start), p.cmd.ProcessState.ExitCode(), nil
-}
-
-// freeTCPPort and freeUDPPort return a port free on 127.0.0.1 a moment ago.
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
-// findRepo returns dir, or the first directory from the working directory up that holds
-// simpled's go.mod.
+// findRepo returns dir, or the repository found from the working directory.
 func findRepo(dir string) (string, error) {
 	if dir != "" {
 		return dir, nil
 	}
-	d, err := os.Getwd()
+	repo, err := child.FindRepo()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: give -repo or -simpled", err)
 	}
-	for range 64 {
-		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/simpled/simpled\n")) {
-			return d, nil
-		}
-		up := filepath.Dir(d)
-		if up == d {
-			break
-		}
-		d = up
-	}
-	return "", errors.New("simpled's repository not found from the working directory: give -repo or -simpled")
-}
-
-// buildSimpled builds ./cmd/simpled of repo into dir.
-func buildSimpled(ctx context.Context, repo, dir string) (string, error) {
-	out := filepath.Join(dir, "simpled")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/simpled")
-	cmd.Dir = repo
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/simpled in %s: %v\n%s", repo, err, b)
-	}
-	return out, nil
+	return repo, nil
 }
 
 // waitReady polls url until it answers 200, p exits or timeout passes.
-func waitReady(ctx context.Context, url string, p *proc, timeout time.Duration) error {
+func waitReady(ctx context.Context, url string, p *child.Proc, timeout time.Duration) error {
 	client := &http.Client{Timeout: 500 * time.Millisecond}
 	deadline := time.Now().Add(timeout)
 	for {
@@ -147,8 +43,8 @@ func waitReady(ctx context.Context, url string, p *proc, timeout time.Duration) 
 				return nil
 			}
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before %s answered 200", p.name, url)
+		if p.Exited() {
+			return fmt.Errorf("%s exited before %s answered 200", p.Name, url)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not answer 200 within %s", url, timeout)
@@ -272,7 +168,7 @@ func readRedisMem(ctx context.Context, rc *redis.Client) (redisMem, error) {
 }
 
 // waitRedis pings rc until it answers, p exits or timeout passes.
-func waitRedis(ctx context.Context, rc *redis.Client, p *proc, timeout time.Duration) error {
+func waitRedis(ctx context.Context, rc *redis.Client, p *child.Proc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
@@ -281,7 +177,7 @@ func waitRedis(ctx context.Context, rc *redis.Client, p *proc, timeout time.Dura
 		if err == nil {
 			return nil
 		}
-		if p.exited() {
+		if p.Exited() {
 			return fmt.Errorf("redis-server exited: %v", err)
 		}
 		if time.Now().After(deadline) {
@@ -361,21 +257,8 @@ func truncate(s string, n int) string {
 
 // logEnd returns "; its log ends:" and the last lines of a log file, "" when it is empty.
 func logEnd(path string) string {
-	if t := tail(path, 10); t != "" {
+	if t := child.Tail(path, 10); t != "" {
 		return "; its log ends:\n" + t
 	}
 	return ""
-}
-
-// tail returns the last n lines of a file, for error messages.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
