@@ -17,21 +17,6 @@ import (
 	"go.uber.org/zap"
 )
 
-func TestSourceKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":               "192.0.2.7",
-		"::ffff:192.0.2.7":        "192.0.2.7",
-		"2001:db8:1:2:3:4:5:6":    "2001:db8:1:2::",
-		"2001:db8:1:2::9":         "2001:db8:1:2::",
-		"fe80::1%eth0":            "fe80::",
-		"2001:db8:1:3:ffff::ffff": "2001:db8:1:3::",
-	} {
-		if got := sipx.SourceKey(netip.MustParseAddr(in)).String(); got != want {
-			t.Errorf("SourceKey(%s) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 func newLimitedForTest(t *testing.T) (*sipx.Limited, func(string) float64) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
