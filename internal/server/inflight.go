@@ -28,7 +28,7 @@ const (
 const inflightRetryAfter = 5
 
 // inflight bounds the requests being handled at once: in all (limits.max_inflight) and per
-// source (limits.max_inflight_per_source, by transport.SourceKey). Each request in flight
+// source (limits.max_inflight_per_source, by sipx.SourceKey). Each request in flight
 // holds a sipgo server transaction and two or three goroutines until its handler returns,
 // which for a MESSAGE relayed to a device that never answers is seconds: without a bound, one
 // source sending thousands of them a second holds tens of thousands of goroutines and

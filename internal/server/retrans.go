@@ -27,7 +27,7 @@ import (
 // is answered here, before any stage sees it, with the very same bytes to the same address.
 //
 // The cache is bounded in bytes (keys and answers, which a peer chooses the size of through
-// its Via and headers), in all and per source (transport.SourceKey of where the answer goes),
+// its Via and headers), in all and per source (sipx.SourceKey of where the answer goes),
 // so that one source cannot fill it for everyone; when full, a transaction is left to sipgo
 // as before.
 type retransCache struct {
@@ -74,7 +74,7 @@ type retransEntry struct {
 	resp    []byte
 	dest    netip.AddrPort
 	expires int64
-	src     netip.Addr // transport.SourceKey of dest
+	src     netip.Addr // sipx.SourceKey of dest
 }
 
 // newRetransCache keeps answers for ttl, at most maxBytes in all and perSource bytes for one

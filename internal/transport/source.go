@@ -41,7 +41,7 @@ func sourceShard(k netip.Addr) int {
 	return int(h >> 58) // top 6 bits: 0..63
 }
 
-// SourceRate is a token bucket per source (SourceKey), Kamailio pike-like: each source may
+// SourceRate is a token bucket per source (sipx.SourceKey), Kamailio pike-like: each source may
 // send Rate messages a second sustained and Burst at once. It is meant to be asked before a
 // message is parsed: Allow allocates nothing, takes one of 64 shard locks, and its table is
 // bounded (idle sources are forgotten first when a shard is full, else arbitrary ones: a
