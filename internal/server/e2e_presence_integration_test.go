@@ -192,11 +192,10 @@ func TestBaresipPresence(t *testing.T) {
 			steps := []struct {
 				command  string
 				from, to string
-				basic    string // alice's composed status at simpled, "" once she is gone
+				basic    string // alice's composed status at simpled
 			}{
 				{command: "/presence_offline", from: "Online", to: "Offline", basic: "closed"},
 				{command: "/presence_online", from: "Offline", to: "Online", basic: "open"},
-				{command: "/quit", from: "Online", to: "Offline"},
 			}
 			for _, st := range steps {
 				mark := pe2eMark(bob)
@@ -204,21 +203,33 @@ func TestBaresipPresence(t *testing.T) {
 				pe2eSince(t, bob, mark, 5*time.Second,
 					regexp.QuoteMeta("<sip:alice@example.test> changed status from "+st.from+" to "+st.to))
 				pe2eContacts(t, bob, 5*time.Second, st.to, "Alice <sip:alice@example.test>")
-				if st.basic != "" {
-					pe2eDocument(t, srv, "alice@example.test", "<basic>"+st.basic+"</basic>")
-				}
+				pe2eDocument(t, srv, "alice@example.test", "<basic>"+st.basic+"</basic>")
 			}
-			// After /quit: alice's baresip removed its publication and its binding.
-			e2ePoll(t, 5*time.Second, "alice's publication and binding gone", func() (bool, string) {
-				snap := presenceState(t, srv, "alice@example.test")
-				reg, body := e2eLookup(t, srv, "alice@example.test")
-				return len(snap.Publications) == 0 && len(reg.Bindings) == 0, fmt.Sprintf("%d publications; %s", len(snap.Publications), body)
-			})
+
+			// /quit: baresip removes its binding (un-REGISTER, challenged and answered) and its
+			// publication (un-PUBLISH). baresip 1.0.0 sometimes exits before it answers the 407
+			// of its un-PUBLISH (auth.mode required): then the publication stays until it
+			// expires and alice is still open — what any watcher would see from simpled with
+			// that client. Whichever happened, simpled must show it to bob.
+			mark := pe2eMark(bob)
+			alice.command(t, "/quit")
 			select {
 			case <-alice.done:
 			case <-time.After(5 * time.Second):
 				t.Errorf("alice's baresip still running 5 s after /quit")
 			}
+			e2ePoll(t, 5*time.Second, "alice's binding gone", func() (bool, string) {
+				reg, body := e2eLookup(t, srv, "alice@example.test")
+				return len(reg.Bindings) == 0, body
+			})
+			if pubs := presenceState(t, srv, "alice@example.test").Publications; len(pubs) > 0 {
+				t.Logf("baresip quit before answering the challenge of its un-PUBLISH: alice stays open until it expires")
+				pe2eDocument(t, srv, "alice@example.test", "<basic>open</basic>")
+				return
+			}
+			pe2eSince(t, bob, mark, 5*time.Second,
+				regexp.QuoteMeta("<sip:alice@example.test> changed status from Online to Offline"))
+			pe2eContacts(t, bob, 5*time.Second, "Offline", "Alice <sip:alice@example.test>")
 		})
 	}
 }
