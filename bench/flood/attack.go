@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/simpled/simpled/bench/internal/rawsip"
 )
 
 // counterWidth is the width of the decimal counter written into a template's placeholders.
@@ -137,7 +139,7 @@ func flood(srcs []string, goroutines int, dst netip.AddrPort, rate int, deadline
 				}
 				st.codes[code].Add(1)
 				if code == 401 && st.nonce.Load() == nil || code == 401 && st.codes[401].Load()%64 == 0 {
-					if ch := parseChallenge(string(headerValue(buf[:n], "WWW-Authenticate", ""))); ch != nil {
+					if ch := parseChallenge(string(rawsip.HeaderValue(rawsip.Head(buf[:n]), "WWW-Authenticate", ""))); ch != nil {
 						st.nonce.Store(&ch.nonce)
 					}
 				}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/simpled/simpled/bench/internal/rawsip"
 )
 
 // The legitimate users: alice (the scripted client), bob (a device that answers 200) and
@@ -112,14 +114,14 @@ func (l *legit) read(c *net.UDPConn, dispatch bool) {
 			if len(msg) > 4 && string(msg[:4]) == "ACK " {
 				continue
 			}
-			out = answer200(msg, out[:0])
+			out = rawsip.Answer200(rawsip.Head(msg), out[:0], "flood")
 			_, _ = c.WriteToUDPAddrPort(out, from)
 			continue
 		}
 		if !dispatch || code < 200 {
 			continue
 		}
-		cseq := headerValue(msg, "CSeq", "")
+		cseq := rawsip.HeaderValue(rawsip.Head(msg), "CSeq", "")
 		num := cseq
 		for i, b := range cseq {
 			if b == ' ' {
@@ -127,7 +129,7 @@ func (l *legit) read(c *net.UDPConn, dispatch bool) {
 				break
 			}
 		}
-		key := string(headerValue(msg, "Call-ID", "i")) + " " + string(num)
+		key := string(rawsip.HeaderValue(rawsip.Head(msg), "Call-ID", "i")) + " " + string(num)
 		l.mu.Lock()
 		ch := l.pending[key]
 		delete(l.pending, key)
@@ -228,7 +230,7 @@ func (l *legit) do(r request) result {
 		if res.code == 407 {
 			name = "Proxy-Authenticate"
 		}
-		n = parseChallenge(string(headerValue(resp, name, "")))
+		n = parseChallenge(string(rawsip.HeaderValue(rawsip.Head(resp), name, "")))
 		if n == nil {
 			break
 		}
@@ -261,9 +263,9 @@ func (l *legit) subscribed(r request, cseq, code int, resp []byte) {
 		return
 	}
 	if l.dialog == nil {
-		to := string(headerValue(resp, "To", "t"))
+		to := string(rawsip.HeaderValue(rawsip.Head(resp), "To", "t"))
 		target := ""
-		c := string(headerValue(resp, "Contact", "m"))
+		c := string(rawsip.HeaderValue(rawsip.Head(resp), "Contact", "m"))
 		if i, j := indexByte(c, '<'), indexByte(c, '>'); i >= 0 && j > i {
 			target = c[i+1 : j]
 		}

@@ -3,43 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/simpled/simpled/bench/internal/child"
 )
-
-// waitHTTP polls url until it answers 200, p exits or timeout passes.
-func waitHTTP(ctx context.Context, url string, p *child.Proc, timeout time.Duration) error {
-	client := &http.Client{Timeout: 500 * time.Millisecond}
-	deadline := time.Now().Add(timeout)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if res, err := client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if p.Exited() {
-			return fmt.Errorf("%s exited before %s answered 200", p.Name, url)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer 200 within %s", url, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
 
 // statusKB returns the fields of /proc/PID/status named in names, in bytes.
 func statusKB(pid int, names ...string) (map[string]int64, error) {

@@ -8,11 +8,7 @@ import (
 	"strings"
 )
 
-var (
-	sipVersion = []byte("SIP/2.0 ")
-	crlf       = []byte("\r\n")
-	crlfcrlf   = []byte("\r\n\r\n")
-)
+var sipVersion = []byte("SIP/2.0 ")
 
 // statusOf returns the status code of a SIP response, 0 when msg is not one.
 func statusOf(msg []byte) int {
@@ -24,32 +20,6 @@ func statusOf(msg []byte) int {
 		return 0
 	}
 	return int(c[0]-'0')*100 + int(c[1]-'0')*10 + int(c[2]-'0')
-}
-
-// headerValue returns the value of the first header named name (or its compact form) in
-// the head of msg, nil when there is none.
-func headerValue(msg []byte, name, compact string) []byte {
-	head := msg
-	if i := bytes.Index(msg, crlfcrlf); i >= 0 {
-		head = msg[:i]
-	}
-	for len(head) > 0 {
-		line := head
-		if i := bytes.Index(head, crlf); i >= 0 {
-			line, head = head[:i], head[i+2:]
-		} else {
-			head = nil
-		}
-		n, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		n = bytes.TrimSpace(n)
-		if bytes.EqualFold(n, []byte(name)) || (compact != "" && bytes.EqualFold(n, []byte(compact))) {
-			return bytes.TrimSpace(v)
-		}
-	}
-	return nil
 }
 
 // param returns the value of name="value" or name=value in a header value (a challenge,
@@ -78,35 +48,6 @@ func param(v, name string) string {
 		}
 		return rest
 	}
-}
-
-// answer200 appends to out a 200 to the request msg: Via, From, To, Call-ID and CSeq copied
-// (RFC 3261 §8.2.6.2), a To tag added when the request had none.
-func answer200(msg, out []byte) []byte {
-	head := msg
-	if i := bytes.Index(msg, crlfcrlf); i >= 0 {
-		head = msg[:i]
-	}
-	out = append(out, "SIP/2.0 200 OK\r\n"...)
-	lines := bytes.Split(head, crlf)
-	for _, line := range lines[1:] {
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		switch strings.ToLower(string(bytes.TrimSpace(name))) {
-		case "via", "v", "from", "f", "call-id", "i", "cseq":
-			out = append(out, line...)
-			out = append(out, crlf...)
-		case "to", "t":
-			out = append(out, line...)
-			if !bytes.Contains(line, []byte("tag=")) {
-				out = append(out, ";tag=flood"...)
-			}
-			out = append(out, crlf...)
-		}
-	}
-	return append(out, "Content-Length: 0\r\n\r\n"...)
 }
 
 func md5hex(s string) string {

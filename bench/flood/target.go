@@ -66,7 +66,7 @@ func startSimpled(ctx context.Context, bin, store, dir string) (*target, error) 
 		return nil, err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(httpPort)
-	if err := waitHTTP(ctx, base+"/readyz", p, 20*time.Second); err != nil {
+	if err := child.WaitHTTP(ctx, base+"/readyz", p, 20*time.Second); err != nil {
 		_, _, _ = p.Stop(5 * time.Second)
 		return nil, fmt.Errorf("simpled: %w; its log ends:\n%s", err, child.Tail(logPath, 10))
 	}

@@ -42,6 +42,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/simpled/simpled/bench/internal/child"
+
+	"github.com/simpled/simpled/bench/internal/rawsip"
 )
 
 const domain = "example.test"
@@ -270,7 +272,7 @@ func (b *bench) startSimpled(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	b.simpled = p
-	if err := waitReady(ctx, b.http+"/readyz", p, time.Minute); err != nil {
+	if err := child.WaitHTTP(ctx, b.http+"/readyz", p, time.Minute); err != nil {
 		return 0, fmt.Errorf("%w%s", err, logEnd(logPath))
 	}
 	return time.Since(start), nil
@@ -567,7 +569,7 @@ func (b *bench) restart(ctx context.Context, pres int, subOK []bool) error {
 	answered := make(chan answer, 1)
 	start := time.Now()
 	if err := c.send(id, 0, []byte(msg), func(status int, resp []byte, rtt time.Duration) {
-		answered <- answer{status, len(headerValue(resp, "sip-etag", "")) > 0, rtt}
+		answered <- answer{status, len(rawsip.HeaderValue(resp, "sip-etag", "")) > 0, rtt}
 	}); err != nil {
 		return err
 	}

@@ -30,33 +30,6 @@ func findRepo(dir string) (string, error) {
 	return repo, nil
 }
 
-// waitReady polls url until it answers 200, p exits or timeout passes.
-func waitReady(ctx context.Context, url string, p *child.Proc, timeout time.Duration) error {
-	client := &http.Client{Timeout: 500 * time.Millisecond}
-	deadline := time.Now().Add(timeout)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if res, err := client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if p.Exited() {
-			return fmt.Errorf("%s exited before %s answered 200", p.Name, url)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer 200 within %s", url, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
 // procMem is what /proc/PID/status says of a process's memory, in bytes.
 type procMem struct {
 	RSS  int64 `json:"rss_bytes"`

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/simpled/simpled/bench/internal/rawsip"
 )
 
 // Client transaction timers: a request unanswered after retransmitAfter is sent once more
@@ -199,19 +201,13 @@ func (c *udpClient) read(k int) {
 	}
 }
 
-var (
-	sipVersion = []byte("SIP/2.0 ")
-	crlf       = []byte("\r\n")
-	crlfcrlf   = []byte("\r\n\r\n")
-)
+var sipVersion = []byte("SIP/2.0 ")
 
 // handle dispatches one datagram: a final answer completes its transaction, a request is
 // answered 200 (a NOTIFY is also counted for its watcher). out is a scratch buffer, returned.
 func (c *udpClient) handle(k int, msg []byte, from *net.UDPAddr, out []byte) []byte {
-	head, body := msg, []byte(nil)
-	if i := bytes.Index(msg, crlfcrlf); i >= 0 {
-		head, body = msg[:i], msg[i+4:]
-	}
+	head := rawsip.Head(msg)
+	body := msg[min(len(head)+4, len(msg)):]
 	if bytes.HasPrefix(head, sipVersion) {
 		if len(head) < 11 {
 			return out
@@ -220,7 +216,7 @@ func (c *udpClient) handle(k int, msg []byte, from *net.UDPAddr, out []byte) []b
 		if err != nil || status < 200 {
 			return out
 		}
-		callID := string(headerValue(head, "call-id", "i"))
+		callID := string(rawsip.HeaderValue(head, "call-id", "i"))
 		c.mu.Lock()
 		t := c.pending[callID]
 		delete(c.pending, callID)
@@ -240,7 +236,7 @@ func (c *udpClient) handle(k int, msg []byte, from *net.UDPAddr, out []byte) []b
 	if method == "ACK" {
 		return out
 	}
-	out = answer200(head, out)
+	out = rawsip.Answer200(head, out, "scale")
 	if _, err := c.socks[k].WriteToUDP(out, from); err != nil {
 		c.writeErrs.Add(1)
 	}
@@ -249,18 +245,18 @@ func (c *udpClient) handle(k int, msg []byte, from *net.UDPAddr, out []byte) []b
 		return out
 	}
 	c.notifies.Add(1)
-	if bytes.HasPrefix(bytes.TrimSpace(headerValue(head, "subscription-state", "")), []byte("terminated")) {
+	if bytes.HasPrefix(bytes.TrimSpace(rawsip.HeaderValue(head, "subscription-state", "")), []byte("terminated")) {
 		c.terminated.Add(1)
 	}
 	w := c.watchers.Load()
 	if w == nil {
 		return out
 	}
-	idx, ok := watcherIndex(headerValue(head, "call-id", "i"))
+	idx, ok := watcherIndex(rawsip.HeaderValue(head, "call-id", "i"))
 	if !ok || idx >= len(w.notified) {
 		return out
 	}
-	cseq := cseqNumber(headerValue(head, "cseq", ""))
+	cseq := cseqNumber(rawsip.HeaderValue(head, "cseq", ""))
 	if w.lastCSeq[idx].Swap(cseq) == cseq {
 		c.notifyDups.Add(1)
 	} else {
@@ -270,78 +266,6 @@ func (c *udpClient) handle(k int, msg []byte, from *net.UDPAddr, out []byte) []b
 		w.resumeAt[idx].CompareAndSwap(0, time.Now().UnixNano())
 	}
 	return out
-}
-
-// answer200 appends to out a 200 to the request whose header is head: Via, From, To,
-// Call-ID and CSeq copied (RFC 3261 §8.2.6.2), a To tag added when the request had none.
-func answer200(head, out []byte) []byte {
-	out = append(out, "SIP/2.0 200 OK\r\n"...)
-	lines := bytes.Split(head, crlf)
-	for _, line := range lines[1:] {
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		switch canonical(bytes.TrimSpace(name)) {
-		case "via", "from", "call-id", "cseq":
-			out = append(out, line...)
-			out = append(out, crlf...)
-		case "to":
-			out = append(out, line...)
-			if !bytes.Contains(line, []byte("tag=")) {
-				out = append(out, ";tag=scale"...)
-			}
-			out = append(out, crlf...)
-		}
-	}
-	return append(out, "Content-Length: 0\r\n\r\n"...)
-}
-
-// canonical returns a header name in lower case, compact forms expanded.
-func canonical(name []byte) string {
-	if len(name) == 1 {
-		switch name[0] | 0x20 {
-		case 'v':
-			return "via"
-		case 'f':
-			return "from"
-		case 't':
-			return "to"
-		case 'i':
-			return "call-id"
-		case 'l':
-			return "content-length"
-		case 'c':
-			return "content-type"
-		case 'm':
-			return "contact"
-		case 'o':
-			return "event"
-		}
-	}
-	return string(bytes.ToLower(name))
-}
-
-// headerValue returns the value of the first header named name (or its compact form) in
-// head, nil when there is none.
-func headerValue(head []byte, name, compact string) []byte {
-	for len(head) > 0 {
-		line := head
-		if i := bytes.Index(head, crlf); i >= 0 {
-			line, head = head[:i], head[i+2:]
-		} else {
-			head = nil
-		}
-		n, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		n = bytes.TrimSpace(n)
-		if bytes.EqualFold(n, []byte(name)) || (compact != "" && bytes.EqualFold(n, []byte(compact))) {
-			return bytes.TrimSpace(v)
-		}
-	}
-	return nil
 }
 
 // cseqNumber returns the sequence number of a CSeq value ("12 NOTIFY").
