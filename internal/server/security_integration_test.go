@@ -277,10 +277,10 @@ func TestSIPSNotOverUDP(t *testing.T) {
 	bob.expectNothing(300 * time.Millisecond)
 }
 
-// Two nodes on one Redis with one secret trust each other's proofs: bob, authenticated on B,
-// reaches alice whose connection A holds, and A does not challenge B's relay. A request that
-// forges B's proof is challenged like any claim of a local identity.
-func TestNodesTrustEachOtherOnly(t *testing.T) {
+// twoNodes starts nodes a and b of one deployment: one Redis, one secret, users alice and bob,
+// auth.mode required.
+func twoNodes(t *testing.T) (a, b *Server) {
+	t.Helper()
 	rs := redistest.Start(t)
 	users := usersFile(t, "alice", "bob")
 	node := func(id string) func(*config.Options) {
@@ -289,8 +289,14 @@ func TestNodesTrustEachOtherOnly(t *testing.T) {
 			o.Auth.NonceSecret = "one secret for the whole deployment"
 		}
 	}
-	a := startServer(t, node("a"))
-	b := startServer(t, node("b"))
+	return startServer(t, node("a")), startServer(t, node("b"))
+}
+
+// Two nodes on one Redis with one secret trust each other's proofs: bob, authenticated on B,
+// reaches alice whose connection A holds, and A does not challenge B's relay. A request that
+// forges B's proof is challenged like any claim of a local identity.
+func TestNodesTrustEachOtherOnly(t *testing.T) {
+	a, b := twoNodes(t)
 	alice := dial(t, "tcp", a.Listener("tcp"))
 	alice.withAuth(natRegister("alice", "nodes-reg", "tcp"), "alice", "sip:example.test", `^SIP/2.0 200 `)
 
@@ -319,16 +325,7 @@ func TestNodesTrustEachOtherOnly(t *testing.T) {
 // Both nodes record-route; the ACK and alice's BYE pass both, and each node accepts the
 // dialog token it issued — with auth.mode required and nothing else vouching for them.
 func TestDialogAcrossNodes(t *testing.T) {
-	rs := redistest.Start(t)
-	users := usersFile(t, "alice", "bob")
-	node := func(id string) func(*config.Options) {
-		return func(o *config.Options) {
-			o.Store, o.NodeID, o.UsersFile = rs.URL(), id, users
-			o.Auth.NonceSecret = "one secret for the whole deployment"
-		}
-	}
-	a := startServer(t, node("a"))
-	b := startServer(t, node("b"))
+	a, b := twoNodes(t)
 	alice := dial(t, "tcp", a.Listener("tcp"))
 	alice.withAuth(natRegister("alice", "xnode-reg", "tcp"), "alice", "sip:example.test", `^SIP/2.0 200 `)
 	bob := newAuthUA(t, b, "udp", "bob")
