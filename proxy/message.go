@@ -132,7 +132,7 @@ func cpimAddress(v string) (user, host string, ok bool) {
 		if err := sip.ParseUri(v, &u); err != nil {
 			return "", "", false
 		}
-		return u.User, u.Host, u.User != ""
+		return u.User, u.Host, u.User != "" && u.Host != ""
 	case "im", "pres":
 		rest, _, _ = strings.Cut(rest, "?")
 		user, host, found = strings.Cut(rest, "@")
