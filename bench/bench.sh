@@ -65,8 +65,8 @@ start=$(date +%s)
 if [ "$GO_BENCH" = 1 ]; then
   log "Go benchmarks (-benchtime $GO_BENCHTIME) -> $OUTDIR/go-bench.txt"
   (cd "$ROOT" && go test -run '^$' -bench . -skip "$GO_SKIP" -benchmem -benchtime "$GO_BENCHTIME" -count 1 \
-      ./registrar/... ./proxy/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./internal/auth/... \
-      ./internal/transport/... ./internal/server/...) > "$OUTDIR/go-bench.txt" 2>&1
+      ./registrar/... ./proxy/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./auth/... \
+      ./base/transport/... ./internal/server/...) > "$OUTDIR/go-bench.txt" 2>&1
   rc=$?
   grep -E '^(Benchmark|ok|FAIL|---)' "$OUTDIR/go-bench.txt" | tee -a "$LOG" >&2
   [ $rc = 0 ] || log "WARNING: the Go benchmarks failed (rc=$rc), see $OUTDIR/go-bench.txt"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"go.uber.org/zap"

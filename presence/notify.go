@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/simpled/simpled/internal/gopool"
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/gopool"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
 

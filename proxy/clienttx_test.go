@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/base/transport"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/cpim"
-	"github.com/simpled/simpled/internal/sipx"
 
 	"github.com/emiago/sipgo/sip"
 )

@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 
 	"github.com/emiago/sipgo/sip"
 )

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"

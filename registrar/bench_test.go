@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/redistest"
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/redistest"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage/memory"
 	redisstore "github.com/simpled/simpled/storage/redis"
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage/memory"
 
 	"github.com/emiago/sipgo/sip"

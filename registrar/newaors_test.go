@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/emiago/sipgo/siptest"

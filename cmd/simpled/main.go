@@ -14,8 +14,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/logging"
 	"github.com/simpled/simpled/internal/server"
 )
 

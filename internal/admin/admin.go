@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/prometheus/client_golang/prometheus"

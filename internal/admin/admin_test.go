@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
 

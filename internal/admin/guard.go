@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"

@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/proxy"
 
 	"github.com/emiago/sipgo/sip"

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/presence"
 
 	"go.uber.org/zap"

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/storage"
 
 	"go.uber.org/zap"

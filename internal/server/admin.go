@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/internal/admin"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/logging"
 
 	"go.uber.org/zap"
 )

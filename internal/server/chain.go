@@ -1,7 +1,7 @@
 package server
 
 import (
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 )
 
 // The chain, first stage to last. Its order is fixed here and only here; each stage either

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 
 	goredis "github.com/redis/go-redis/v9"
 )

@@ -26,8 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 )
 
 // requireToolsEnv turns a missing client binary into a test failure.

@@ -38,8 +38,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 )
 
 // startPresenceBaresip runs baresip as startBaresipUA does, with the presence module loaded

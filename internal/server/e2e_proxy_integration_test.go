@@ -28,8 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 )
 
 // baresipUA is a baresip driven through its stdio UI.

@@ -125,7 +125,7 @@ func setHeader(text, name, value string) string {
 }
 
 // digestMD5 computes an RFC 2617 digest response (with qop=auth when cnonce != "") the way a
-// client does, independently of internal/auth.
+// client does, independently of auth.
 func digestMD5(user, realm, password, method, uri, nonce, nc, cnonce string) string {
 	h := func(s string) string { sum := md5.Sum([]byte(s)); return hex.EncodeToString(sum[:]) }
 	ha1 := h(user + ":" + realm + ":" + password)

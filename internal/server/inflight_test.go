@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 )
 
 // The in-flight bound counts in all and per source (an IPv6 /64 is one source); a trusted peer

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"

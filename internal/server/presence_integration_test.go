@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 
 	"github.com/emiago/sipgo/sip"
 )

@@ -5,9 +5,9 @@ import (
 	"context"
 	"strings"
 
-	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/sipx"
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/base/transport"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/redistest"
 
 	goredis "github.com/redis/go-redis/v9"
 )

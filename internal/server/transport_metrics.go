@@ -3,7 +3,7 @@ package server
 import (
 	"net"
 
-	"github.com/simpled/simpled/internal/transport"
+	"github.com/simpled/simpled/base/transport"
 
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/simpled/simpled/internal/gopool"
+	"github.com/simpled/simpled/base/gopool"
 
 	"github.com/emiago/sipgo/sip"
 )

@@ -3,7 +3,7 @@
 // proxy.MessageStore, presence.Store and storage.Backend with the semantics
 // storage/storagetest checks (the Redis backend passes the same suite).
 //
-// The compile-time interface assertions live in memory_test.go: registrar and internal/auth
+// The compile-time interface assertions live in memory_test.go: registrar and auth
 // tests use this package as their store, so importing them here would be an import cycle.
 //
 // # Locks

@@ -3,7 +3,7 @@ package memory_test
 import (
 	"testing"
 
-	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
@@ -11,7 +11,7 @@ import (
 	"github.com/simpled/simpled/storage/storagetest"
 )
 
-// The assertions live in the external test package: registrar and internal/auth tests import
+// The assertions live in the external test package: registrar and auth tests import
 // this package, so the package itself must not import them.
 var (
 	_ registrar.Store     = (*memory.Store)(nil)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/redistest"
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
 	"github.com/simpled/simpled/storage/storagetest"

@@ -3,7 +3,7 @@ package redis_test
 import (
 	"testing"
 
-	"github.com/simpled/simpled/internal/redistest"
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/storage/redis"
 )
 

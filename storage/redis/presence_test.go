@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/redistest"
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/auth"
-	"github.com/simpled/simpled/internal/redistest"
+	"github.com/simpled/simpled/auth"
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"

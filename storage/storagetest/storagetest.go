@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/auth"
+	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"

@@ -1,4 +1,4 @@
-// Package auth is simpled's digest authentication stage (RFC 3261 §22, RFC 7616, RFC 8760):
+// Package auth is simpled's identity stage (docs/security.md) and its digest authentication (RFC 3261 §22, RFC 7616, RFC 8760):
 // it challenges requests from the served domains' own users (401 for REGISTER, 407 for other
 // requests), verifies their credentials against a users file or the store, guards against
 // replayed nonce counts, and records the authenticated AOR in the request state for the

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"

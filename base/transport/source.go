@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipx"
 
 	"go.uber.org/zap"
 )

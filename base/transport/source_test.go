@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"

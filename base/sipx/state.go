@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"

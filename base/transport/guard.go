@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/simpled/simpled/internal/logging"
+	"github.com/simpled/simpled/base/logging"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"

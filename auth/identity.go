@@ -4,7 +4,7 @@ import (
 	"context"
 	"strings"
 
-	"github.com/simpled/simpled/internal/sipx"
+	"github.com/simpled/simpled/base/sipx"
 
 	"github.com/emiago/sipgo/sip"
 )

@@ -13,7 +13,7 @@ import (
 )
 
 // Rule is why simpled accepted a request: the trust model of docs/security.md. The identity
-// stage (internal/auth) sets exactly one on every request it lets through; the later stages
+// stage (auth) sets exactly one on every request it lets through; the later stages
 // read it and never decide trust themselves. The zero value, RuleNone, means no rule has
 // accepted the request: it may only be answered, never relayed, stored or delivered.
 type Rule uint8
