@@ -247,83 +247,109 @@ func Default() Options {
 		LogFormat: "",
 		// "": the server derives an id from the host name.
 		NodeID: "",
-		// The registrar, identity and presence stages own their sections and defaults.
+		// The registrar, identity and presence stages own their sections and defaults (their
+		// DefaultConfig); the other sections' defaults follow Default.
 		Registrar: registrar.DefaultConfig(),
 		Auth:      auth.DefaultConfig(),
-		Limits: LimitOptions{
-			// 256 KiB: any SIP message (docs/cli.md).
-			MaxMessageSize: 256 << 10,
-			// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
-			MaxBodySize: 64 << 10,
-			// A busy office behind one NAT address: 200 phones each re-registering, keeping
-			// subscriptions and sending a message every few seconds make a few dozen
-			// requests a second, and 200 all booting at once (REGISTER, its challenge,
-			// SUBSCRIBEs) about 400 at once. A scanner sweeping at thousands a second is cut
-			// to 200/s, a fifth of what one core handles.
-			SourceRate:  200,
-			SourceBurst: 400,
-			// Each request in flight holds a sipgo transaction and two or three goroutines,
-			// about 40 KB; ten thousand is 400 MB at worst, and at 2,000 relayed requests a
-			// second with a few seconds' answer time, several times the steady load.
-			MaxInflight: 10000,
-			// 5% of MaxInflight: a large office NAT or a gateway never has 500 requests
-			// waiting at once, and twenty such sources cannot starve everyone else.
-			MaxInflightPerSource: 500,
-		},
-		Proxy: ProxyOptions{
-			// The system's resolver.
-			DNS: "",
-			// Nobody relays without authenticating.
-			TrustedPeers: []string{},
-			// RFC 3261 §18.1.1: 1300 bytes when the path MTU is unknown.
-			UDPMTU: 1300,
-			// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
-			InviteTimeout: 3 * time.Minute,
-		},
-		Messages: MessageOptions{
-			// text/plain, message/cpim and message/imdn+xml only.
-			ContentTypes: []string{},
-			// A week of chat for an offline user, bounded.
-			OfflineMaxCount: 100,
-			OfflineMaxBytes: 1 << 20,
-			OfflineMaxAge:   7 * 24 * time.Hour,
-			// A fifth of the mailbox: a chatty friend's burst fits, one spammer's flood
-			// stops there and leaves room for everyone else.
-			OfflineMaxPerSender: 20,
-			// Half: anonymous and federated senders together cannot take more than half
-			// of a mailbox, the other half always takes authenticated users' messages.
-			OfflineForeignShare: 0.5,
-		},
-		Presence: presence.DefaultConfig(),
-		Transport: TransportOptions{
-			// Ten thousand phones per listener; a flood of idle connections stops there.
-			// Each costs about 70 KB of heap, most of it sipgo's 64 KiB read buffer.
-			MaxConnections: 10000,
-			// One connection per phone: a hundred phones behind one NAT address; a flood of
-			// connections from one host stops at 1% of MaxConnections.
-			MaxConnectionsPerIP: 100,
-			// Kamailio's tcp_connection_lifetime default: an unregistered connection that
-			// says nothing for two minutes is closed.
-			IdleTimeout: 2 * time.Minute,
-			// A message is a few KiB: thirty seconds is generous for any real link.
-			MessageTimeout: 30 * time.Second,
-			// A handshake is a few round trips.
-			HandshakeTimeout: 10 * time.Second,
-			// Any Origin, each new one logged: browser clients are served from pages anywhere
-			// until the operator lists theirs.
-			WSOrigins: []string{},
-			// RFC 5626 §4.4.1's recommended interval for connections.
-			FlowTimer: 120 * time.Second,
-		},
-		Admin: AdminOptions{
-			// No token: the admin API is for whoever can reach a loopback listener, which
-			// is the local operator (validation refuses a non-loopback http without one).
-			TokenFile: "",
-			// Only the listener's own address: a browser led to it by a DNS name (DNS
-			// rebinding) gets 421.
-			Hosts: []string{},
-			// The operator sends as sip:system@<domain> only: impersonating users is opt-in.
-			SendAsUsers: false,
-		},
+		Limits:    defaultLimits(),
+		Proxy:     defaultProxy(),
+		Messages:  defaultMessages(),
+		Presence:  presence.DefaultConfig(),
+		Transport: defaultTransport(),
+		Admin:     defaultAdmin(),
+	}
+}
+
+// defaultLimits is the limits: section of Default.
+func defaultLimits() LimitOptions {
+	return LimitOptions{
+		// 256 KiB: any SIP message (docs/cli.md).
+		MaxMessageSize: 256 << 10,
+		// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
+		MaxBodySize: 64 << 10,
+		// A busy office behind one NAT address: 200 phones each re-registering, keeping
+		// subscriptions and sending a message every few seconds make a few dozen
+		// requests a second, and 200 all booting at once (REGISTER, its challenge,
+		// SUBSCRIBEs) about 400 at once. A scanner sweeping at thousands a second is cut
+		// to 200/s, a fifth of what one core handles.
+		SourceRate:  200,
+		SourceBurst: 400,
+		// Each request in flight holds a sipgo transaction and two or three goroutines,
+		// about 40 KB; ten thousand is 400 MB at worst, and at 2,000 relayed requests a
+		// second with a few seconds' answer time, several times the steady load.
+		MaxInflight: 10000,
+		// 5% of MaxInflight: a large office NAT or a gateway never has 500 requests
+		// waiting at once, and twenty such sources cannot starve everyone else.
+		MaxInflightPerSource: 500,
+	}
+}
+
+// defaultProxy is the proxy: section of Default.
+func defaultProxy() ProxyOptions {
+	return ProxyOptions{
+		// The system's resolver.
+		DNS: "",
+		// Nobody relays without authenticating.
+		TrustedPeers: []string{},
+		// RFC 3261 §18.1.1: 1300 bytes when the path MTU is unknown.
+		UDPMTU: 1300,
+		// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
+		InviteTimeout: 3 * time.Minute,
+	}
+}
+
+// defaultMessages is the messages: section of Default.
+func defaultMessages() MessageOptions {
+	return MessageOptions{
+		// text/plain, message/cpim and message/imdn+xml only.
+		ContentTypes: []string{},
+		// A week of chat for an offline user, bounded.
+		OfflineMaxCount: 100,
+		OfflineMaxBytes: 1 << 20,
+		OfflineMaxAge:   7 * 24 * time.Hour,
+		// A fifth of the mailbox: a chatty friend's burst fits, one spammer's flood
+		// stops there and leaves room for everyone else.
+		OfflineMaxPerSender: 20,
+		// Half: anonymous and federated senders together cannot take more than half
+		// of a mailbox, the other half always takes authenticated users' messages.
+		OfflineForeignShare: 0.5,
+	}
+}
+
+// defaultTransport is the transport: section of Default.
+func defaultTransport() TransportOptions {
+	return TransportOptions{
+		// Ten thousand phones per listener; a flood of idle connections stops there.
+		// Each costs about 70 KB of heap, most of it sipgo's 64 KiB read buffer.
+		MaxConnections: 10000,
+		// One connection per phone: a hundred phones behind one NAT address; a flood of
+		// connections from one host stops at 1% of MaxConnections.
+		MaxConnectionsPerIP: 100,
+		// Kamailio's tcp_connection_lifetime default: an unregistered connection that
+		// says nothing for two minutes is closed.
+		IdleTimeout: 2 * time.Minute,
+		// A message is a few KiB: thirty seconds is generous for any real link.
+		MessageTimeout: 30 * time.Second,
+		// A handshake is a few round trips.
+		HandshakeTimeout: 10 * time.Second,
+		// Any Origin, each new one logged: browser clients are served from pages anywhere
+		// until the operator lists theirs.
+		WSOrigins: []string{},
+		// RFC 5626 §4.4.1's recommended interval for connections.
+		FlowTimer: 120 * time.Second,
+	}
+}
+
+// defaultAdmin is the admin: section of Default.
+func defaultAdmin() AdminOptions {
+	return AdminOptions{
+		// No token: the admin API is for whoever can reach a loopback listener, which
+		// is the local operator (validation refuses a non-loopback http without one).
+		TokenFile: "",
+		// Only the listener's own address: a browser led to it by a DNS name (DNS
+		// rebinding) gets 421.
+		Hosts: []string{},
+		// The operator sends as sip:system@<domain> only: impersonating users is opt-in.
+		SendAsUsers: false,
 	}
 }

@@ -276,7 +276,6 @@ func (s *Server) buildServices() error {
 // buildSIP makes the sipgo user agent, server and client.
 func (s *Server) buildSIP() error {
 	opts, log := s.opts, s.log
-	var err error
 	clientTLS, err := s.clientTLS()
 	if err != nil {
 		return err
@@ -329,7 +328,6 @@ func (s *Server) registerDispatch() {
 	methods := s.srv.RegisteredMethods()
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
-
 }
 
 // notifySender sends the presence agent's NOTIFYs through the proxy, which knows the
@@ -492,94 +490,14 @@ func (s *Server) listen(uri string) error {
 	var serve func() error
 	switch l.Scheme {
 	case "udp":
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
-			s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
-		}
-		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
-		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
-		g.OnSTUN = s.tm.stunOutcome
-		g.Rate = s.rate
-		g.OnKeepalive = func(remote net.Addr, kind string) {
-			s.tm.udpKeepalive(remote, kind)
-			if ua, ok := remote.(*net.UDPAddr); ok {
-				s.live.Touch(ua.AddrPort(), time.Now())
-			}
-		}
-		bound = pc.LocalAddr().String()
-		s.closers = append(s.closers, pc.Close)
-		// sipgo parses each datagram in its read loop before handing it to a goroutine, so
-		// one loop caps a UDP listener at one core: run one loop per core on the socket.
-		readers := max(2, runtime.GOMAXPROCS(0))
-		serve = func() error {
-			errs := make(chan error, readers)
-			for range readers {
-				go func() { errs <- s.srv.ServeUDP(g) }()
-			}
-			var first error
-			for range readers {
-				if err := <-errs; err != nil && first == nil {
-					first = err
-				}
-			}
-			return first
-		}
+		bound, serve, err = s.listenUDP(uri, addr)
 	case "tcp", "ws", "tls", "wss":
-		var tlsConf *tls.Config
-		if l.Scheme == "tls" || l.Scheme == "wss" {
-			cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
-			if err != nil {
-				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
-			}
-			var clientCAs *x509.CertPool
-			if s.opts.TLSClientCA != "" {
-				if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
-					return fmt.Errorf("server: -tls-client-ca: %w", err)
-				}
-			}
-			tlsConf = transport.ServerTLS(cert, clientCAs)
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		tp := l.Scheme
-		sl := transport.NewStreamListener(ln, transport.StreamOptions{
-			Transport:           tp,
-			TLS:                 tlsConf,
-			MaxConnections:      s.opts.Transport.MaxConnections,
-			MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
-			Rate:                s.rate,
-			Trusted:             s.trusted.TrustsSource,
-			Limited:             s.limited,
-			HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
-			IdleTimeout:         s.opts.Transport.IdleTimeout,
-			MessageTimeout:      s.opts.Transport.MessageTimeout,
-			MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
-			WSOrigins:           s.opts.Transport.WSOrigins,
-			Log:                 s.log.Named("transport").WithOptions(sampled()),
-			Events:              s.tm.event,
-		})
-		bound = ln.Addr().String()
-		s.closers = append(s.closers, sl.Close)
-		s.mu.Lock()
-		s.streams[tp] = append(s.streams[tp], sl)
-		s.mu.Unlock()
-		switch tp {
-		case "tcp":
-			serve = func() error { return s.srv.ServeTCP(sl) }
-		case "ws":
-			serve = func() error { return s.srv.ServeWS(sl) }
-		case "tls":
-			serve = func() error { return s.srv.ServeTLS(sl) }
-		case "wss":
-			serve = func() error { return s.srv.ServeWSS(sl) }
-		}
+		bound, serve, err = s.listenStream(uri, l.Scheme, addr)
 	default:
 		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
+	}
+	if err != nil {
+		return err
 	}
 	url := l.Scheme + "://" + bound
 	s.mu.Lock()
@@ -601,6 +519,103 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// listenUDP binds a udp:// listener behind the datagram guard; it returns the bound address and
+// the function that serves it.
+func (s *Server) listenUDP(uri, addr string) (string, func() error, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
+		s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
+	}
+	g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
+	g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
+	g.OnSTUN = s.tm.stunOutcome
+	g.Rate = s.rate
+	g.OnKeepalive = func(remote net.Addr, kind string) {
+		s.tm.udpKeepalive(remote, kind)
+		if ua, ok := remote.(*net.UDPAddr); ok {
+			s.live.Touch(ua.AddrPort(), time.Now())
+		}
+	}
+	bound := pc.LocalAddr().String()
+	s.closers = append(s.closers, pc.Close)
+	// sipgo parses each datagram in its read loop before handing it to a goroutine, so
+	// one loop caps a UDP listener at one core: run one loop per core on the socket.
+	readers := max(2, runtime.GOMAXPROCS(0))
+	serve := func() error {
+		errs := make(chan error, readers)
+		for range readers {
+			go func() { errs <- s.srv.ServeUDP(g) }()
+		}
+		var first error
+		for range readers {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	return bound, serve, nil
+}
+
+// listenStream binds a tcp://, ws://, tls:// or wss:// listener (transport tp) with its
+// connection limits; it returns the bound address and the function that serves it.
+func (s *Server) listenStream(uri, tp, addr string) (string, func() error, error) {
+	var tlsConf *tls.Config
+	if tp == "tls" || tp == "wss" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			return "", nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+		}
+		var clientCAs *x509.CertPool
+		if s.opts.TLSClientCA != "" {
+			if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+				return "", nil, fmt.Errorf("server: -tls-client-ca: %w", err)
+			}
+		}
+		tlsConf = transport.ServerTLS(cert, clientCAs)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	sl := transport.NewStreamListener(ln, transport.StreamOptions{
+		Transport:           tp,
+		TLS:                 tlsConf,
+		MaxConnections:      s.opts.Transport.MaxConnections,
+		MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
+		Rate:                s.rate,
+		Trusted:             s.trusted.TrustsSource,
+		Limited:             s.limited,
+		HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
+		IdleTimeout:         s.opts.Transport.IdleTimeout,
+		MessageTimeout:      s.opts.Transport.MessageTimeout,
+		MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+		WSOrigins:           s.opts.Transport.WSOrigins,
+		Log:                 s.log.Named("transport").WithOptions(sampled()),
+		Events:              s.tm.event,
+	})
+	bound := ln.Addr().String()
+	s.closers = append(s.closers, sl.Close)
+	s.mu.Lock()
+	s.streams[tp] = append(s.streams[tp], sl)
+	s.mu.Unlock()
+	var serve func() error
+	switch tp {
+	case "tcp":
+		serve = func() error { return s.srv.ServeTCP(sl) }
+	case "ws":
+		serve = func() error { return s.srv.ServeWS(sl) }
+	case "tls":
+		serve = func() error { return s.srv.ServeTLS(sl) }
+	case "wss":
+		serve = func() error { return s.srv.ServeWSS(sl) }
+	}
+	return bound, serve, nil
 }
 
 // clientTLS is the TLS configuration of outbound connections: servers verified against
