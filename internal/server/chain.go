@@ -38,7 +38,7 @@ type stage struct {
 }
 
 // buildChain composes the stages backwards once at start-up, so a request walks them in the
-// order stages lists.
+// order chain lists.
 func buildChain(plugins []sipx.Plugin) sipx.Handler {
 	var h sipx.Handler
 	for i := len(plugins) - 1; i >= 0; i-- {
