@@ -90,7 +90,7 @@ func newPresence(opts options) (*Presence, error) {
 	}
 	if opts.MinNotifyInterval < 0 || opts.MaxSubscriptionsPerSource < 1 || opts.MaxWatchers < 1 ||
 		opts.MaxWatchersPerDomain < 1 || opts.SweepInterval <= 0 {
-		return nil, fmt.Errorf("presence: limits: min notify interval %s, max subscriptions per source %d, max watchers %d, per domain %d, sweep interval %s: want none negative or zero (the interval may be 0)",
+		return nil, fmt.Errorf("presence: limits: min notify interval %s, max subscriptions per source %d, max watchers %d, per domain %d, sweep interval %s: want the interval 0 or more, the others more than 0",
 			opts.MinNotifyInterval, opts.MaxSubscriptionsPerSource, opts.MaxWatchers, opts.MaxWatchersPerDomain, opts.SweepInterval)
 	}
 	if opts.Log == nil {
