@@ -27,10 +27,13 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipgox"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
+	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/internal/admin"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
@@ -52,7 +55,7 @@ type Store interface {
 	storage.Backend
 	registrar.Store
 	auth.Store
-	proxy.MessageStore
+	offline.MessageStore
 	presence.Store
 	storage.Credentials
 }
@@ -97,6 +100,12 @@ type Server struct {
 	auth      *auth.Auth
 	registrar *registrar.Registrar
 	proxy     *proxy.Proxy
+	delivery  *delivery.Delivery
+	offline   *offline.Offline
+	// flows names flows and knows the listeners (registrar, proxy, delivery share it);
+	// strays passes on the responses no sipgo transaction took (sipgox.StrayRouter).
+	flows     *transport.Flows
+	strays    *sipgox.StrayRouter
 	presence  *presence.Presence
 	ua        *sipgo.UserAgent
 	client    *sipgo.Client
@@ -124,7 +133,7 @@ type Server struct {
 	mu        sync.Mutex
 	closers   []func() error
 	listeners []string // bound listener URLs
-	sockets   atomic.Pointer[[]proxy.Listener]
+	sockets   atomic.Pointer[[]transport.Listener]
 	streams   map[string][]flowHolder // stream listeners by transport
 	ourHosts  map[string]bool
 	http      *http.Server
@@ -266,8 +275,11 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		return nil, err
 	}
 	gruus := sipx.NewGRUUs(secret)
+	s.sockets.Store(&[]transport.Listener{})
+	s.flows = transport.NewFlows(secret, func() []transport.Listener { return *s.sockets.Load() })
+	s.strays = &sipgox.StrayRouter{}
 	s.registrar, err = registrar.New(registrar.Options{
-		Flow:                func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
+		Flow:                s.flows.Token,
 		FlowTimer:           int(opts.Transport.FlowTimer / time.Second),
 		GRUUs:               gruus,
 		Domains:             opts.Domains,
@@ -307,11 +319,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 			sip.WithTransactionLayerLogger(slogger),
 			// A 2xx to an INVITE retransmitted after our client transaction ended still has
 			// to reach the caller (RFC 6026): the proxy relays it statelessly.
-			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) {
-				if s.proxy != nil {
-					s.proxy.ServeStrayResponse(res)
-				}
-			}),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.strays.Serve),
 		),
 	)
 	if err != nil {
@@ -341,39 +349,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
 
-	s.sockets.Store(&[]proxy.Listener{})
-	s.proxy, err = proxy.New(proxy.Options{
-		Domains:        opts.Domains,
-		IsOurs:         s.isOurs,
-		Listeners:      func() []proxy.Listener { return *s.sockets.Load() },
-		Locator:        s.registrar,
-		Client:         s.client,
-		Messages:       store,
-		HasCredentials: s.auth.Known,
-		Resolver:       proxy.NewResolver(opts.Proxy.DNS, dnsTimeout),
-		Seals:          seals,
-		MessageTypes:   opts.Messages.ContentTypes,
-		UDPMTU:         opts.Proxy.UDPMTU,
-		MaxBodySize:    opts.Limits.MaxBodySize,
-		InviteTimeout:  opts.Proxy.InviteTimeout,
-		Offline: proxy.OfflineOptions{
-			MaxCount: opts.Messages.OfflineMaxCount,
-			MaxBytes: opts.Messages.OfflineMaxBytes,
-			MaxAge:   opts.Messages.OfflineMaxAge,
-			// Per sender and for foreign senders together: spam cannot lock a mailbox.
-			MaxPerSender: opts.Messages.OfflineMaxPerSender,
-			ForeignShare: opts.Messages.OfflineForeignShare,
-		},
-		Secret:     secret,
-		GRUUs:      gruus,
-		LastSeen:   s.live.Seen,
-		Allow:      s.allow,
-		Bus:        s.bus,
-		Limited:    s.limited,
-		Log:        log.Named("proxy"),
-		Registerer: s.registry,
-	})
-	if err != nil {
+	if err := s.buildDelivery(store, seals, gruus); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -381,10 +357,10 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Domains:                   opts.Domains,
 		Store:                     store,
 		Locator:                   s.registrar,
-		Sender:                    notifySender{s.proxy},
-		Contact:                   s.proxy.ContactURI,
+		Sender:                    notifySender{s.delivery},
+		Contact:                   s.delivery.ContactURI,
 		IsOurs:                    s.isOurs,
-		Known:                     s.proxy.Known,
+		Known:                     s.offline.Known,
 		Policy:                    opts.Presence.Policy,
 		MinExpires:                opts.Registrar.MinExpires,
 		DefaultExpires:            opts.Registrar.DefaultExpires,
@@ -407,21 +383,6 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	}
 	s.chain = buildChain(s.stages())
 	return s, nil
-}
-
-// notifySender sends the presence agent's NOTIFYs through the proxy, which knows the
-// listeners, the location service and the flows.
-type notifySender struct{ p *proxy.Proxy }
-
-func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error) {
-	return n.p.SendInDialog(ctx, req, proxy.Dialog{RemoteTarget: sub.RemoteTarget, RouteSet: sub.RouteSet,
-		Transport: sub.Transport, Source: sub.Source, Retransmits: presence.Retransmits(ctx)})
-}
-
-// messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
-type messagesAdmin struct {
-	*proxy.Offline
-	*proxy.Proxy
 }
 
 // sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
@@ -451,9 +412,6 @@ func setSipgoGlobals(slogger *slog.Logger) {
 // the server itself.
 var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS, sip.MESSAGE, sip.INVITE,
 	sip.BYE, sip.INFO, sip.UPDATE, sip.PRACK, sip.REFER, sip.NOTIFY, sip.SUBSCRIBE, sip.PUBLISH}
-
-// dnsTimeout bounds one DNS query of the proxy's resolver.
-const dnsTimeout = 2 * time.Second
 
 func openStore(ctx context.Context, url, node string, checkPersistence bool, log *zap.Logger) (Store, error) {
 	if url == "" || url == "memory" {
@@ -553,7 +511,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.bg.Done()
-		s.proxy.Run(ctx)
+		s.offline.Run(ctx)
 	}()
 	s.ready.Store(true)
 	return nil
@@ -662,7 +620,7 @@ func (s *Server) listen(uri string) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, url)
 	if ap, err := netip.ParseAddrPort(bound); err == nil {
-		sockets := append(slices.Clone(*s.sockets.Load()), proxy.Listener{Transport: l.Scheme, Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
+		sockets := append(slices.Clone(*s.sockets.Load()), transport.Listener{Transport: l.Scheme, Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
 		s.sockets.Store(&sockets)
 	}
 	if host, _, err := net.SplitHostPort(bound); err == nil {
