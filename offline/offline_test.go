@@ -2,6 +2,7 @@ package offline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -178,5 +179,54 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 			t.Fatalf("%d messages still stored after the 200", len(msgs))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSend: a message simpled originates goes to the user's device (its answer returned), is
+// checked first as a relayed one is (415 for a type not allowed, 413 over the size bound), is
+// refused for a user nobody knows (404), and is stored (202) for a known user whose device does
+// not answer — not for one with a bad address (ErrBadMessage).
+func TestSend(t *testing.T) {
+	store := memory.New()
+	o, dev := offlineHarness(t, store, nil)
+	answering := make(chan bool, 1)
+	answering <- true
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := dev.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			code := "200 OK"
+			if ok := <-answering; !ok {
+				code = "480 Temporarily Unavailable"
+			}
+			answering <- false
+			_, _ = dev.WriteTo([]byte(answer(string(buf[:n]), code)), from)
+		}
+	}()
+	ctx := t.Context()
+	if status, err := o.Send(ctx, "", "carol@example.test", "text/plain", []byte("hi")); err != nil || status != 200 {
+		t.Errorf("to carol's device: %d, %v", status, err)
+	}
+	if status, err := o.Send(ctx, "", "carol@example.test", "application/x-nope", []byte("hi")); err != nil || status != 415 {
+		t.Errorf("type not allowed: %d, %v", status, err)
+	}
+	if status, _ := o.Send(ctx, "", "carol@example.test", "text/plain", make([]byte, 65<<10)); status != 413 {
+		t.Errorf("too big: %d", status)
+	}
+	if status, err := o.Send(ctx, "", "nobody@example.test", "text/plain", []byte("hi")); err != nil || status != 404 {
+		t.Errorf("unknown user: %d, %v", status, err)
+	}
+	if _, err := o.Send(ctx, "not a uri", "carol@example.test", "text/plain", []byte("hi")); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("bad From: %v", err)
+	}
+	// carol's device now answers 480: the message is kept for her.
+	if status, err := o.Send(ctx, "sip:bob@example.test", "carol@example.test", "text/plain", []byte("later")); err != nil || status != 202 {
+		t.Errorf("device unavailable: %d, %v", status, err)
+	}
+	if msgs, _ := store.Messages(ctx, "carol@example.test", time.Now()); len(msgs) != 1 || string(msgs[0].Body) != "later" {
+		t.Errorf("stored %+v", msgs)
 	}
 }
