@@ -193,10 +193,10 @@ func (o *Offline) Known(ctx context.Context, aor string) (bool, error) {
 	return o.messages.Known(ctx, aor, o.opts.Now())
 }
 
-// Store keeps req, a MESSAGE the proxy received, for aor and answers it: 202, or 480 when the mailbox (or the sender's share of
-// it) is full, or the store's error (503) — never 202 for a message that was not stored.
-// registered says aor has bindings whose devices did not answer: delivery is then retried
-// after a backoff.
+// Store keeps req, a MESSAGE the proxy received, for aor and answers it: 202, or 480 when the
+// mailbox (or the sender's share of it) is full, or the store's error (503) — never 202 for a
+// message that was not stored. registered says aor has bindings whose devices did not answer:
+// delivery is then retried after a backoff.
 func (o *Offline) Store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string, registered bool) (int, error) {
 	st := sipx.StateFrom(ctx)
 	code, reason, err := o.keep(ctx, req, aor, o.senderOf(st, req), st.SourceIP(), registered, st.Logger())

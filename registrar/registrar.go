@@ -33,7 +33,7 @@ type Options struct {
 	EvictOldest    bool     // at the limit, evict the oldest binding instead of answering 403
 	SweepInterval  time.Duration
 	// Flow names the flow (transport, source host:port) a REGISTER came over, as a token
-	// stored in the binding (the proxy's FlowToken); nil or "" records none.
+	// stored in the binding (transport.Flows.Token, the flows service); nil or "" records none.
 	Flow func(transport, source string) string
 	// FlowTimer is the keepalive interval, in seconds, asked of outbound clients on stream
 	// transports (RFC 5626 Flow-Timer); 0 sends none.
