@@ -1,6 +1,6 @@
 // Package memory is simpled's embedded storage backend, the default: every table lives in this
 // process and is lost when it exits. It implements registrar.Store, auth.Store,
-// proxy.MessageStore, presence.Store and storage.Backend with the semantics
+// offline.MessageStore, presence.Store and storage.Backend with the semantics
 // storage/storagetest checks (the Redis backend passes the same suite).
 //
 // The compile-time interface assertions live in memory_test.go: registrar and auth

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/auth"
-	"github.com/simpled/simpled/proxy"
+	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
@@ -14,12 +14,12 @@ import (
 // The assertions live in the external test package: registrar and auth tests import
 // this package, so the package itself must not import them.
 var (
-	_ registrar.Store     = (*memory.Store)(nil)
-	_ auth.Store          = (*memory.Store)(nil)
-	_ proxy.MessageStore  = (*memory.Store)(nil)
-	_ storage.Backend     = (*memory.Store)(nil)
-	_ storage.Credentials = (*memory.Store)(nil)
-	_ storagetest.Store   = (*memory.Store)(nil)
+	_ registrar.Store      = (*memory.Store)(nil)
+	_ auth.Store           = (*memory.Store)(nil)
+	_ offline.MessageStore = (*memory.Store)(nil)
+	_ storage.Backend      = (*memory.Store)(nil)
+	_ storage.Credentials  = (*memory.Store)(nil)
+	_ storagetest.Store    = (*memory.Store)(nil)
 )
 
 func newStore(t *testing.T) storagetest.Store {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/proxy"
+	offlinepkg "github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
@@ -25,12 +25,12 @@ import (
 )
 
 var (
-	_ registrar.Store     = (*redis.Store)(nil)
-	_ auth.Store          = (*redis.Store)(nil)
-	_ proxy.MessageStore  = (*redis.Store)(nil)
-	_ storage.Backend     = (*redis.Store)(nil)
-	_ storage.Credentials = (*redis.Store)(nil)
-	_ storagetest.Store   = (*redis.Store)(nil)
+	_ registrar.Store         = (*redis.Store)(nil)
+	_ auth.Store              = (*redis.Store)(nil)
+	_ offlinepkg.MessageStore = (*redis.Store)(nil)
+	_ storage.Backend         = (*redis.Store)(nil)
+	_ storage.Credentials     = (*redis.Store)(nil)
+	_ storagetest.Store       = (*redis.Store)(nil)
 )
 
 // connect opens a Store on url and closes it in t.Cleanup.

@@ -1,5 +1,5 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the registrar.Store, auth.Store, proxy.MessageStore, presence.Store and
+// checks the registrar.Store, auth.Store, offline.MessageStore, presence.Store and
 // storage.Backend contracts (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
 // credentials, nonce counts, offline mailboxes, known users, publications, subscriptions and
 // authorization rules) against a fresh store per subtest. storage/memory and
@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/auth"
+	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
-	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 )
@@ -33,7 +33,7 @@ import (
 type Store interface {
 	registrar.Store
 	auth.Store
-	proxy.MessageStore
+	offline.MessageStore
 	presence.Store
 	storage.Backend
 	storage.Credentials
