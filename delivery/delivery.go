@@ -122,7 +122,7 @@ func New(opts Options) (*Delivery, error) {
 		opts.Now = time.Now
 	}
 	if opts.UDPMTU <= 0 {
-		opts.UDPMTU = 1300
+		return nil, errors.New("delivery: UDPMTU (proxy.udp_mtu) must be positive")
 	}
 	if opts.ClientTxs == nil {
 		opts.ClientTxs = sipgox.NewClientTxs(opts.Client)

@@ -45,7 +45,7 @@ func harness(t *testing.T, loc mapLocator) *Delivery {
 	go func() { _ = srv.ServeUDP(ours) }()
 	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
 	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
-	d, err := New(Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil)})
+	d, err := New(Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}

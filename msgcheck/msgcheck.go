@@ -32,7 +32,8 @@ type Options struct {
 	// Types are the Content-Types allowed besides text/plain, message/cpim and
 	// message/imdn+xml, which always are. "*" allows any type.
 	Types []string
-	// MaxBodySize bounds an inflated CPIM body; 0 means 64 KiB.
+	// MaxBodySize bounds an inflated CPIM body (limits.max_body_size); 0 refuses every
+	// compressed body.
 	MaxBodySize int
 }
 
@@ -52,9 +53,6 @@ type Rules struct {
 func New(o Options) *Rules {
 	r := &Rules{domains: map[string]bool{}, isOurs: o.IsOurs, maxBody: o.MaxBodySize,
 		messageTypes: map[string]bool{"text/plain": true, "message/cpim": true, "message/imdn+xml": true}}
-	if r.maxBody <= 0 {
-		r.maxBody = 64 << 10
-	}
 	if r.isOurs == nil {
 		r.isOurs = func(string) bool { return false }
 	}

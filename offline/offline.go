@@ -52,11 +52,11 @@ type Options struct {
 	// Count counts a MESSAGE's outcome (simpled_messages_total: stored, delivered, expired,
 	// refused, rejected, failed); nil counts nothing.
 	Count func(outcome string)
-	// MaxBodySize bounds the bodies of messages simpled sends itself (Send); 0 means 64 KiB.
+	// MaxBodySize bounds the bodies of messages simpled sends itself (Send; limits.max_body_size).
 	MaxBodySize int
 
-	MaxCount int // messages kept per user (100)
-	MaxBytes int // bytes kept per user (1 MiB)
+	MaxCount int // messages kept per user (messages.offline_max_count)
+	MaxBytes int // bytes kept per user (messages.offline_max_bytes)
 	// MaxPerSender bounds the messages one sender may have waiting in one user's mailbox;
 	// 0 means no bound (config: messages.offline_max_per_sender).
 	MaxPerSender int
@@ -66,7 +66,7 @@ type Options struct {
 	// whoever claims a local identity; 0 or 1 and above mean no reservation (config:
 	// messages.offline_foreign_share).
 	ForeignShare float64
-	MaxAge       time.Duration // a message undelivered this long is dropped (7 days)
+	MaxAge       time.Duration // a message undelivered this long is dropped (messages.offline_max_age)
 	// RetryMin and RetryMax bound the backoff between delivery attempts to a registered user
 	// whose devices do not answer (2 s, 5 min).
 	RetryMin, RetryMax time.Duration
@@ -80,14 +80,10 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	o.MaxCount = cmp.Or(o.MaxCount, 100)
-	o.MaxBytes = cmp.Or(o.MaxBytes, 1<<20)
-	o.MaxAge = cmp.Or(o.MaxAge, 7*24*time.Hour)
 	o.RetryMin = cmp.Or(o.RetryMin, 2*time.Second)
 	o.RetryMax = cmp.Or(o.RetryMax, 5*time.Minute)
 	o.SweepInterval = cmp.Or(o.SweepInterval, 30*time.Second)
 	o.Workers = cmp.Or(o.Workers, 8)
-	o.MaxBodySize = cmp.Or(o.MaxBodySize, 64<<10)
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -130,6 +126,11 @@ type Offline struct {
 func New(opts Options) (*Offline, error) {
 	if opts.Store == nil || opts.Sender == nil || opts.Rules == nil || len(opts.Domains) == 0 {
 		return nil, errors.New("offline: Store, Sender, Rules and Domains are required")
+	}
+	// The limits are configuration (messages.offline_max_*, limits.max_body_size), defaulted
+	// in config.Default only.
+	if opts.MaxCount <= 0 || opts.MaxBytes <= 0 || opts.MaxAge <= 0 || opts.MaxBodySize <= 0 {
+		return nil, errors.New("offline: MaxCount, MaxBytes, MaxAge and MaxBodySize must be positive")
 	}
 	opts.defaults()
 	o := &Offline{messages: opts.Store, sender: opts.Sender, rules: opts.Rules, domains: map[string]bool{},

@@ -76,7 +76,7 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline
 	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
 	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
 	domains := []string{"example.test"}
-	d, err := delivery.New(delivery.Options{Domains: domains, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil)})
+	d, err := delivery.New(delivery.Options{Domains: domains, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,14 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline
 		Store:   store,
 		Sender:  d,
 		Domains: domains,
-		Rules:   msgcheck.New(msgcheck.Options{Domains: domains, IsOurs: func(h string) bool { return h == "example.test" }}),
-		Bus:     bus,
-		Workers: 1,
+		Rules: msgcheck.New(msgcheck.Options{Domains: domains, IsOurs: func(h string) bool { return h == "example.test" },
+			MaxBodySize: 64 << 10}),
+		Bus:         bus,
+		Workers:     1,
+		MaxCount:    100,
+		MaxBytes:    1 << 20,
+		MaxAge:      time.Hour,
+		MaxBodySize: 64 << 10,
 	})
 	if err != nil {
 		t.Fatal(err)

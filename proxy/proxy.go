@@ -93,11 +93,10 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	if opts.InviteTimeout <= 0 {
-		opts.InviteTimeout = 180 * time.Second
-	}
-	if opts.Messages == nil {
-		opts.Messages = msgcheck.New(msgcheck.Options{Domains: opts.Domains, IsOurs: opts.IsOurs})
+	// Settings come from config.Default, the one home of defaults: a zero here is a wiring
+	// mistake, not a request for a default.
+	if opts.InviteTimeout <= 0 || opts.Messages == nil {
+		return nil, errors.New("proxy: InviteTimeout (proxy.invite_timeout) and Messages are required")
 	}
 	p := &Proxy{opts: opts, domains: map[string]bool{}, log: opts.Log, flows: opts.Delivery.Flows(), seals: opts.Seals}
 	for _, d := range opts.Domains {

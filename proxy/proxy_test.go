@@ -13,6 +13,7 @@ import (
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/delivery"
+	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"
@@ -97,13 +98,14 @@ func harness(t *testing.T, code string) (*Proxy, <-chan string) {
 	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
 	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
 	seals := sipx.NewSeals(nil)
-	d, err := delivery.New(delivery.Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: seals})
+	d, err := delivery.New(delivery.Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: seals, UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}
 	strays.Handle(d.ClientTxs().Deliver)
 	p, err := New(Options{Domains: []string{"example.test"}, IsOurs: func(h string) bool { return h == "example.test" || h == "127.0.0.1" },
-		Locator: loc, Client: client, Delivery: d, Seals: seals})
+		Locator: loc, Client: client, Delivery: d, Seals: seals, InviteTimeout: 3 * time.Minute,
+		Messages: msgcheck.New(msgcheck.Options{Domains: []string{"example.test"}, MaxBodySize: 64 << 10})})
 	if err != nil {
 		t.Fatal(err)
 	}
