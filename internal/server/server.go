@@ -11,12 +11,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipgox"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/internal/admin"
@@ -65,20 +64,6 @@ const UDPSocketBuffer = 4 << 20
 // maxLiveUDP bounds how many UDP client addresses the liveness table remembers, and
 // liveUDPFor how long one is kept after it was last heard from: longer than any keepalive
 // interval (RFC 5626 §4.4.1: under 30 s for UDP), shorter than a registration.
-// maxRetrans bounds the retransmission cache (retrans.go) in bytes: 32 s of answers at about
-// 25,000 requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
-const maxRetrans = 512 << 20
-
-// retransShare is one source's share of the retransmission cache, so one source flooding
-// cannot crowd out everyone else's answers: what a source sending at limits.source_rate needs
-// for Timer J (32 s of answers of up to 2 KiB), and at least a sixteenth (32 MiB: 32 s at
-// 2,000 requests/s, ten times the default rate). A load generator given a high source_rate
-// (bench/) gets the whole cache.
-func retransShare(sourceRate int) int {
-	need := int64(sourceRate) * int64(sip.Timer_J/time.Second) * 2048
-	return int(min(max(need, maxRetrans/16), maxRetrans))
-}
-
 const (
 	maxLiveUDP = 200000
 	liveUDPFor = 10 * time.Minute
@@ -297,7 +282,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		return nil, err
 	}
 	slogger := logging.Slog(log)
-	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
+	sipgox.Configure(slogger)
 	s.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent("simpled"),
 		sipgo.WithUserAgenTLSConfig(clientTLS),
@@ -328,8 +313,8 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		store.Close()
 		return nil, fmt.Errorf("server: sip client: %w", err)
 	}
-	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, retransShare(opts.Limits.SourceRate)),
-		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), newWorkers().wrap(s.dispatch)))
+	dispatch := sipgox.Retransmits(sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed),
+		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), sipgox.OnWorkers(s.dispatch)))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
 	}
@@ -422,28 +407,6 @@ func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *s
 type messagesAdmin struct {
 	*proxy.Offline
 	*proxy.Proxy
-}
-
-// sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
-// once, before the first transport exists (later servers in the same process, as in tests,
-// share them).
-var sipgoGlobals sync.Once
-
-// setSipgoGlobals: datagrams up to the UDP maximum are read whole (the guard answers 513 for a
-// datagram that fills the buffer), and responses are never refused for size (RFC 3261 §18.2.2
-// sends them where the request came from; requests larger than the MTU are the proxy's to move
-// to TCP). sipgo's default logger goes into our zap core.
-//
-// sipgo keeps every finished client transaction for Timer D (32 s), non-INVITE ones included,
-// where RFC 3261 §17.1.2.2 asks Timer K = T4 (5 s): at thousands of relayed MESSAGEs a second
-// that is a hundred thousand live transactions and their timers. Both get T4, as Kamailio's
-// 5 s wait timer does; the cost is that an INVITE's final answer retransmitted more than 5 s
-// after our ACK (six ACKs lost) is no longer matched and is dropped.
-func setSipgoGlobals(slogger *slog.Logger) {
-	sip.TransportBufferReadSize = 65535
-	sip.UDPMTUSize = 1 << 17
-	sip.Timer_D = sip.T4
-	sip.SetDefaultLogger(slogger)
 }
 
 // servedMethods are the methods some stage serves or the proxy routes; they make the Allow
@@ -588,22 +551,7 @@ func (s *Server) listen(uri string) error {
 		}
 		bound = pc.LocalAddr().String()
 		s.closers = append(s.closers, pc.Close)
-		// sipgo parses each datagram in its read loop before handing it to a goroutine, so
-		// one loop caps a UDP listener at one core: run one loop per core on the socket.
-		readers := max(2, runtime.GOMAXPROCS(0))
-		serve = func() error {
-			errs := make(chan error, readers)
-			for range readers {
-				go func() { errs <- s.srv.ServeUDP(g) }()
-			}
-			var first error
-			for range readers {
-				if err := <-errs; err != nil && first == nil {
-					first = err
-				}
-			}
-			return first
-		}
+		serve = func() error { return sipgox.ServeUDP(s.srv, g) }
 	case "tcp", "ws", "tls", "wss":
 		var tlsConf *tls.Config
 		if l.Scheme == "tls" || l.Scheme == "wss" {
@@ -857,7 +805,7 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	s.inflight.Add(1)
 	s.gate.RUnlock()
 	defer s.inflight.Done()
-	ctx, cancel := sipx.TxContext(tx)
+	ctx, cancel := sipgox.TxContext(tx)
 	defer cancel()
 	st := sipx.NewState(req, s.log)
 	ctx = sipx.WithState(ctx, st)
