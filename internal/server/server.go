@@ -522,89 +522,25 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// listen opens the SIP listener uri (scheme://host:port), records where it is bound, and
+// serves it in the background until shutdown.
 func (s *Server) listen(uri string) error {
 	l, err := config.ParseListen(uri)
 	if err != nil {
 		return fmt.Errorf("server: -listen %s: %w", uri, err)
 	}
-	addr := l.Addr()
 	var bound string
 	var serve func() error
 	switch l.Scheme {
 	case "udp":
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
-			s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
-		}
-		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
-		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
-		g.OnSTUN = s.tm.stunOutcome
-		g.Rate = s.rate
-		g.OnKeepalive = func(remote net.Addr, kind string) {
-			s.tm.udpKeepalive(remote, kind)
-			if ua, ok := remote.(*net.UDPAddr); ok {
-				s.live.Touch(ua.AddrPort(), time.Now())
-			}
-		}
-		bound = pc.LocalAddr().String()
-		s.closers = append(s.closers, pc.Close)
-		serve = func() error { return sipgox.ServeUDP(s.srv, g) }
+		bound, serve, err = s.listenUDP(uri, l.Addr())
 	case "tcp", "ws", "tls", "wss":
-		var tlsConf *tls.Config
-		if l.Scheme == "tls" || l.Scheme == "wss" {
-			cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
-			if err != nil {
-				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
-			}
-			var clientCAs *x509.CertPool
-			if s.opts.TLSClientCA != "" {
-				if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
-					return fmt.Errorf("server: -tls-client-ca: %w", err)
-				}
-			}
-			tlsConf = transport.ServerTLS(cert, clientCAs)
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		tp := l.Scheme
-		sl := transport.NewStreamListener(ln, transport.StreamOptions{
-			Transport:           tp,
-			TLS:                 tlsConf,
-			MaxConnections:      s.opts.Transport.MaxConnections,
-			MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
-			Rate:                s.rate,
-			Trusted:             s.trusted.TrustsSource,
-			Limited:             s.limited,
-			HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
-			IdleTimeout:         s.opts.Transport.IdleTimeout,
-			MessageTimeout:      s.opts.Transport.MessageTimeout,
-			MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
-			WSOrigins:           s.opts.Transport.WSOrigins,
-			Log:                 s.log.Named("transport").WithOptions(sampled()),
-			Events:              s.tm.event,
-		})
-		bound = ln.Addr().String()
-		s.closers = append(s.closers, sl.Close)
-		s.mu.Lock()
-		s.streams[tp] = append(s.streams[tp], sl)
-		s.mu.Unlock()
-		switch tp {
-		case "tcp":
-			serve = func() error { return s.srv.ServeTCP(sl) }
-		case "ws":
-			serve = func() error { return s.srv.ServeWS(sl) }
-		case "tls":
-			serve = func() error { return s.srv.ServeTLS(sl) }
-		case "wss":
-			serve = func() error { return s.srv.ServeWSS(sl) }
-		}
+		bound, serve, err = s.listenStream(uri, l.Scheme, l.Addr())
 	default:
-		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
+		err = fmt.Errorf("server: -listen %s: unknown scheme", uri)
+	}
+	if err != nil {
+		return err
 	}
 	url := l.Scheme + "://" + bound
 	s.mu.Lock()
@@ -626,6 +562,93 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// listenUDP opens a UDP socket on addr behind the transport guard (size, rate, STUN and
+// keepalive handling) and returns the address it is bound to and the function that serves it.
+func (s *Server) listenUDP(uri, addr string) (bound string, serve func() error, err error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
+		s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
+	}
+	g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
+	g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
+	g.OnSTUN = s.tm.stunOutcome
+	g.Rate = s.rate
+	g.OnKeepalive = func(remote net.Addr, kind string) {
+		s.tm.udpKeepalive(remote, kind)
+		if ua, ok := remote.(*net.UDPAddr); ok {
+			s.live.Touch(ua.AddrPort(), time.Now())
+		}
+	}
+	s.closers = append(s.closers, pc.Close)
+	return pc.LocalAddr().String(), func() error { return sipgox.ServeUDP(s.srv, g) }, nil
+}
+
+// listenStream opens a TCP socket on addr for the stream transport tp (tcp, ws, tls, wss)
+// behind the transport's stream listener (connection limits, handshake and idle timeouts) and
+// returns the address it is bound to and the function that serves it.
+func (s *Server) listenStream(uri, tp, addr string) (bound string, serve func() error, err error) {
+	var tlsConf *tls.Config
+	if tp == "tls" || tp == "wss" {
+		if tlsConf, err = s.serverTLS(); err != nil {
+			return "", nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	sl := transport.NewStreamListener(ln, transport.StreamOptions{
+		Transport:           tp,
+		TLS:                 tlsConf,
+		MaxConnections:      s.opts.Transport.MaxConnections,
+		MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
+		Rate:                s.rate,
+		Trusted:             s.trusted.TrustsSource,
+		Limited:             s.limited,
+		HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
+		IdleTimeout:         s.opts.Transport.IdleTimeout,
+		MessageTimeout:      s.opts.Transport.MessageTimeout,
+		MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+		WSOrigins:           s.opts.Transport.WSOrigins,
+		Log:                 s.log.Named("transport").WithOptions(sampled()),
+		Events:              s.tm.event,
+	})
+	s.closers = append(s.closers, sl.Close)
+	s.mu.Lock()
+	s.streams[tp] = append(s.streams[tp], sl)
+	s.mu.Unlock()
+	switch tp {
+	case "tcp":
+		serve = func() error { return s.srv.ServeTCP(sl) }
+	case "ws":
+		serve = func() error { return s.srv.ServeWS(sl) }
+	case "tls":
+		serve = func() error { return s.srv.ServeTLS(sl) }
+	case "wss":
+		serve = func() error { return s.srv.ServeWSS(sl) }
+	}
+	return ln.Addr().String(), serve, nil
+}
+
+// serverTLS is the TLS configuration of the tls and wss listeners: tls_cert and tls_key, and
+// client certificates verified against tls_client_ca when it is set.
+func (s *Server) serverTLS() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+	}
+	var clientCAs *x509.CertPool
+	if s.opts.TLSClientCA != "" {
+		if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+			return nil, fmt.Errorf("server: -tls-client-ca: %w", err)
+		}
+	}
+	return transport.ServerTLS(cert, clientCAs), nil
 }
 
 // clientTLS is the TLS configuration of outbound connections: servers verified against
