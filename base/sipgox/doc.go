@@ -129,5 +129,20 @@
 // STUN keepalives (RFC 5626 §4.4.2) share the SIP UDP socket: the transport's guard wraps the
 // PacketConn handed to ServeUDP and gives datagrams whose first byte is below 2 and that are
 // STUN messages to pion/stun, before sipgo sees them (sipgo's transport read filter could do
-// the same inside its read loop).
+// the same inside its read loop). On streams sipgo closes a connection on any parse error
+// without answering; the transport's stream framer judges each message first and answers 400,
+// 416, 505 or 513 before the close.
+//
+// # What sipgo still decides
+//
+// Some behaviour is left to sipgo because working around it would cost more than it gives. A
+// request without a Via branch (RFC 2543) or whose every Via fails to parse gets sipgo's own
+// stateless 400 with no reason naming the fault: no transaction can be built, and a made-up
+// branch could merge two requests into one transaction (simpled gives a branch without the
+// magic cookie an internal one instead, see sipx.RawVia). sipgo keys a server transaction by
+// the CSeq method, not the request line's (RFC 3261 §17.2.3 matches on the request's method),
+// so a request whose CSeq names another method can join a live transaction with the same branch
+// and sent-by and be swallowed as its retransmission (RFC 4475 mismatch01). sipgo prints From
+// and To in responses from its parse (only Via is copied byte for byte), and a response it
+// cannot parse on a stream closes the connection.
 package sipgox
