@@ -221,3 +221,18 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return mfs[0].GetMetric()[0].GetCounter().GetValue()
 }
+
+// A source's share is what its rate needs for Timer J, at least a sixteenth of the cache and
+// at most all of it.
+func TestRetransShare(t *testing.T) {
+	for _, c := range []struct{ rate, want int }{
+		{0, maxRetrans / 16},
+		{200, maxRetrans / 16},
+		{5000, 5000 * 32 * 2048},
+		{1 << 20, maxRetrans},
+	} {
+		if got := retransShare(c.rate, 32*time.Second); got != c.want {
+			t.Errorf("retransShare(%d) = %d, want %d", c.rate, got, c.want)
+		}
+	}
+}
