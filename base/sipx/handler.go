@@ -1,7 +1,3 @@
-// Package sipx holds what every chain stage shares: the Handler contract, the per-request State
-// carried in the context (parsed AOR, source, transport, authenticated user, request logger), the
-// SIP status table, the one mapping from errors to SIP answers, and parsers for the header fields
-// sipgo keeps as plain strings (Expires, Require, Path, ...). It imports sipgo and nothing of ours.
 package sipx
 
 import (

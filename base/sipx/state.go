@@ -100,20 +100,6 @@ func (st *State) SourceIP() string {
 	return host
 }
 
-// TxContext returns a context that ends when tx terminates or when cancel is called (the
-// dispatcher calls it when the chain returns).
-//
-// It replaces sip.ServerTransactionContext, which in sipgo v1.7.2 cancels its context at once
-// whenever the termination callback was registered (it inverts OnTerminate's result), so every
-// store call under it would fail with "context canceled".
-func TxContext(tx sip.ServerTransaction) (ctx context.Context, cancel context.CancelFunc) {
-	ctx, cancel = context.WithCancel(context.Background())
-	if !tx.OnTerminate(func(string, error) { cancel() }) {
-		cancel() // already terminated
-	}
-	return ctx, cancel
-}
-
 // HoldFlow asks that the connection the request came over stay open at least until t: it
 // carries a registration or subscription, and requests for that client can only reach it
 // down this connection. The dispatcher passes the latest such time to the listener.

@@ -11,12 +11,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -68,20 +66,6 @@ const UDPSocketBuffer = 4 << 20
 // maxLiveUDP bounds how many UDP client addresses the liveness table remembers, and
 // liveUDPFor how long one is kept after it was last heard from: longer than any keepalive
 // interval (RFC 5626 §4.4.1: under 30 s for UDP), shorter than a registration.
-// maxRetrans bounds the retransmission cache (retrans.go) in bytes: 32 s of answers at about
-// 25,000 requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
-const maxRetrans = 512 << 20
-
-// retransShare is one source's share of the retransmission cache, so one source flooding
-// cannot crowd out everyone else's answers: what a source sending at limits.source_rate needs
-// for Timer J (32 s of answers of up to 2 KiB), and at least a sixteenth (32 MiB: 32 s at
-// 2,000 requests/s, ten times the default rate). A load generator given a high source_rate
-// (bench/) gets the whole cache.
-func retransShare(sourceRate int) int {
-	need := int64(sourceRate) * int64(sip.Timer_J/time.Second) * 2048
-	return int(min(max(need, maxRetrans/16), maxRetrans))
-}
-
 const (
 	maxLiveUDP = 200000
 	liveUDPFor = 10 * time.Minute
@@ -295,7 +279,7 @@ func (s *Server) buildSIP() error {
 		return err
 	}
 	slogger := logging.Slog(log)
-	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
+	sipgox.Configure(slogger)
 	s.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent("simpled"),
 		sipgo.WithUserAgenTLSConfig(clientTLS),
@@ -326,8 +310,8 @@ func (s *Server) buildSIP() error {
 // retransmission cache, the in-flight limits and the workers.
 func (s *Server) registerDispatch() {
 	opts := s.opts
-	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, retransShare(opts.Limits.SourceRate)),
-		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), newWorkers().wrap(s.dispatch)))
+	dispatch := sipgox.Retransmits(sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed),
+		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), sipgox.OnWorkers(s.dispatch)))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
 	}
@@ -338,28 +322,6 @@ func (s *Server) registerDispatch() {
 	methods := s.srv.RegisteredMethods()
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
-}
-
-// sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
-// once, before the first transport exists (later servers in the same process, as in tests,
-// share them).
-var sipgoGlobals sync.Once
-
-// setSipgoGlobals: datagrams up to the UDP maximum are read whole (the guard answers 513 for a
-// datagram that fills the buffer), and responses are never refused for size (RFC 3261 §18.2.2
-// sends them where the request came from; requests larger than the MTU are the proxy's to move
-// to TCP). sipgo's default logger goes into our zap core.
-//
-// sipgo keeps every finished client transaction for Timer D (32 s), non-INVITE ones included,
-// where RFC 3261 §17.1.2.2 asks Timer K = T4 (5 s): at thousands of relayed MESSAGEs a second
-// that is a hundred thousand live transactions and their timers. Both get T4, as Kamailio's
-// 5 s wait timer does; the cost is that an INVITE's final answer retransmitted more than 5 s
-// after our ACK (six ACKs lost) is no longer matched and is dropped.
-func setSipgoGlobals(slogger *slog.Logger) {
-	sip.TransportBufferReadSize = 65535
-	sip.UDPMTUSize = 1 << 17
-	sip.Timer_D = sip.T4
-	sip.SetDefaultLogger(slogger)
 }
 
 // servedMethods are the methods some stage serves or the proxy routes; they make the Allow
@@ -472,21 +434,22 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// listen opens the SIP listener uri (scheme://host:port), records where it is bound, and
+// serves it in the background until shutdown.
 func (s *Server) listen(uri string) error {
 	l, err := config.ParseListen(uri)
 	if err != nil {
 		return fmt.Errorf("server: -listen %s: %w", uri, err)
 	}
-	addr := l.Addr()
 	var bound string
 	var serve func() error
 	switch l.Scheme {
 	case "udp":
-		bound, serve, err = s.listenUDP(uri, addr)
+		bound, serve, err = s.listenUDP(uri, l.Addr())
 	case "tcp", "ws", "tls", "wss":
-		bound, serve, err = s.listenStream(uri, l.Scheme, addr)
+		bound, serve, err = s.listenStream(uri, l.Scheme, l.Addr())
 	default:
-		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
+		err = fmt.Errorf("server: -listen %s: unknown scheme", uri)
 	}
 	if err != nil {
 		return err
@@ -513,9 +476,9 @@ func (s *Server) listen(uri string) error {
 	return nil
 }
 
-// listenUDP binds a udp:// listener behind the datagram guard; it returns the bound address and
-// the function that serves it.
-func (s *Server) listenUDP(uri, addr string) (string, func() error, error) {
+// listenUDP opens a UDP socket on addr behind the transport guard (size, rate, STUN and
+// keepalive handling) and returns the address it is bound to and the function that serves it.
+func (s *Server) listenUDP(uri, addr string) (bound string, serve func() error, err error) {
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
@@ -533,43 +496,19 @@ func (s *Server) listenUDP(uri, addr string) (string, func() error, error) {
 			s.live.Touch(ua.AddrPort(), time.Now())
 		}
 	}
-	bound := pc.LocalAddr().String()
 	s.closers = append(s.closers, pc.Close)
-	// sipgo parses each datagram in its read loop before handing it to a goroutine, so
-	// one loop caps a UDP listener at one core: run one loop per core on the socket.
-	readers := max(2, runtime.GOMAXPROCS(0))
-	serve := func() error {
-		errs := make(chan error, readers)
-		for range readers {
-			go func() { errs <- s.srv.ServeUDP(g) }()
-		}
-		var first error
-		for range readers {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-			}
-		}
-		return first
-	}
-	return bound, serve, nil
+	return pc.LocalAddr().String(), func() error { return sipgox.ServeUDP(s.srv, g) }, nil
 }
 
-// listenStream binds a tcp://, ws://, tls:// or wss:// listener (transport tp) with its
-// connection limits; it returns the bound address and the function that serves it.
-func (s *Server) listenStream(uri, tp, addr string) (string, func() error, error) {
+// listenStream opens a TCP socket on addr for the stream transport tp (tcp, ws, tls, wss)
+// behind the transport's stream listener (connection limits, handshake and idle timeouts) and
+// returns the address it is bound to and the function that serves it.
+func (s *Server) listenStream(uri, tp, addr string) (bound string, serve func() error, err error) {
 	var tlsConf *tls.Config
 	if tp == "tls" || tp == "wss" {
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
-		if err != nil {
-			return "", nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+		if tlsConf, err = s.serverTLS(); err != nil {
+			return "", nil, err
 		}
-		var clientCAs *x509.CertPool
-		if s.opts.TLSClientCA != "" {
-			if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
-				return "", nil, fmt.Errorf("server: -tls-client-ca: %w", err)
-			}
-		}
-		tlsConf = transport.ServerTLS(cert, clientCAs)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -591,12 +530,10 @@ func (s *Server) listenStream(uri, tp, addr string) (string, func() error, error
 		Log:                 s.log.Named("transport").WithOptions(sampled()),
 		Events:              s.tm.event,
 	})
-	bound := ln.Addr().String()
 	s.closers = append(s.closers, sl.Close)
 	s.mu.Lock()
 	s.streams[tp] = append(s.streams[tp], sl)
 	s.mu.Unlock()
-	var serve func() error
 	switch tp {
 	case "tcp":
 		serve = func() error { return s.srv.ServeTCP(sl) }
@@ -607,7 +544,23 @@ func (s *Server) listenStream(uri, tp, addr string) (string, func() error, error
 	case "wss":
 		serve = func() error { return s.srv.ServeWSS(sl) }
 	}
-	return bound, serve, nil
+	return ln.Addr().String(), serve, nil
+}
+
+// serverTLS is the TLS configuration of the tls and wss listeners: tls_cert and tls_key, and
+// client certificates verified against tls_client_ca when it is set.
+func (s *Server) serverTLS() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+	}
+	var clientCAs *x509.CertPool
+	if s.opts.TLSClientCA != "" {
+		if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+			return nil, fmt.Errorf("server: -tls-client-ca: %w", err)
+		}
+	}
+	return transport.ServerTLS(cert, clientCAs), nil
 }
 
 // clientTLS is the TLS configuration of outbound connections: servers verified against
@@ -787,7 +740,7 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	s.inflight.Add(1)
 	s.gate.RUnlock()
 	defer s.inflight.Done()
-	ctx, cancel := sipx.TxContext(tx)
+	ctx, cancel := sipgox.TxContext(tx)
 	defer cancel()
 	st := sipx.NewState(req, s.log)
 	ctx = sipx.WithState(ctx, st)

@@ -1,4 +1,4 @@
-package server
+package sipgox
 
 import (
 	"bytes"
@@ -11,10 +11,12 @@ import (
 
 	"github.com/simpled/simpled/base/sipx"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// retransCache answers retransmitted UDP requests in place of sipgo's completed server
+// RetransCache answers retransmitted UDP requests in place of sipgo's completed server
 // transactions (RFC 3261 §17.2.2). A non-INVITE server transaction over UDP must stay 64*T1
 // (32 s) after its final response to answer retransmissions of the request with that
 // response. sipgo keeps the whole transaction for that time: the parsed request, the response
@@ -30,10 +32,12 @@ import (
 // its Via and headers), in all and per source (sipx.SourceKey of where the answer goes),
 // so that one source cannot fill it for everyone; when full, a transaction is left to sipgo
 // as before.
-type retransCache struct {
-	ttl    time.Duration
-	seed   maphash.Seed
-	shards [retransShards]retransShard
+type RetransCache struct {
+	// answered counts the retransmissions answered from the cache (nil: not counted).
+	answered prometheus.Counter
+	ttl      time.Duration
+	seed     maphash.Seed
+	shards   [retransShards]retransShard
 	// max bytes per shard
 	max int
 	// perSource bounds the bytes of one source's answers; sources holds them, in shards of
@@ -55,7 +59,7 @@ const retransOverhead = 128
 const retransShards = 64
 
 type retransShard struct {
-	c  *retransCache
+	c  *RetransCache
 	mu sync.Mutex
 	m  map[string]*retransEntry
 	// fifo holds the keys in insertion order; every entry has the same ttl, so expiry is
@@ -77,10 +81,34 @@ type retransEntry struct {
 	src     netip.Addr // sipx.SourceKey of dest
 }
 
+// maxRetrans bounds the retransmission cache in bytes: 32 s of answers at about 25,000
+// requests/s of a typical 500 bytes each; past it transactions stay with sipgo.
+const maxRetrans = 512 << 20
+
+// retransShare is one source's share of the retransmission cache, so one source flooding
+// cannot crowd out everyone else's answers: what a source sending at sourceRate requests/s
+// needs for Timer J (32 s of answers of up to 2 KiB), and at least a sixteenth (32 MiB: 32 s at
+// 2,000 requests/s, ten times the default limits.source_rate). A load generator given a high
+// source rate (bench/) gets the whole cache.
+func retransShare(sourceRate int, timerJ time.Duration) int {
+	need := int64(sourceRate) * int64(timerJ/time.Second) * 2048
+	return int(min(max(need, maxRetrans/16), maxRetrans))
+}
+
+// NewRetransCache builds the cache of one server: answers are kept for Timer J (as set when it
+// is called, so after Configure and ShortTimers), 512 MiB at most in all, and per source what
+// a source sending at sourceRate requests/s needs (limits.source_rate). answered counts the
+// retransmissions answered from the cache (nil: not counted).
+func NewRetransCache(sourceRate int, answered prometheus.Counter) *RetransCache {
+	c := newRetransCache(sip.Timer_J, maxRetrans, retransShare(sourceRate, sip.Timer_J))
+	c.answered = answered
+	return c
+}
+
 // newRetransCache keeps answers for ttl, at most maxBytes in all and perSource bytes for one
 // source.
-func newRetransCache(ttl time.Duration, maxBytes, perSource int) *retransCache {
-	c := &retransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards),
+func newRetransCache(ttl time.Duration, maxBytes, perSource int) *RetransCache {
+	c := &RetransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards),
 		perSource: max(1, perSource)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*retransEntry)
@@ -90,7 +118,7 @@ func newRetransCache(ttl time.Duration, maxBytes, perSource int) *retransCache {
 	return c
 }
 
-func (c *retransCache) sourceShard(k netip.Addr) *sourceBytes {
+func (c *RetransCache) sourceShard(k netip.Addr) *sourceBytes {
 	b := k.As16()
 	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])) * 0x9E3779B97F4A7C15
 	return &c.sources[h%retransShards]
@@ -98,7 +126,7 @@ func (c *retransCache) sourceShard(k netip.Addr) *sourceBytes {
 
 // charge adds n bytes (negative: frees them) to source k's share; it refuses (false) an
 // addition that would take it past perSource.
-func (c *retransCache) charge(k netip.Addr, n int) bool {
+func (c *RetransCache) charge(k netip.Addr, n int) bool {
 	s := c.sourceShard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,12 +142,12 @@ func (c *retransCache) charge(k netip.Addr, n int) bool {
 	return true
 }
 
-func (c *retransCache) shard(key string) *retransShard {
+func (c *RetransCache) shard(key string) *retransShard {
 	return &c.shards[maphash.String(c.seed, key)%retransShards]
 }
 
 // get returns the response recorded for the transaction key, if it is still due.
-func (c *retransCache) get(key string, now time.Time) (*retransEntry, bool) {
+func (c *RetransCache) get(key string, now time.Time) (*retransEntry, bool) {
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,7 +158,7 @@ func (c *retransCache) get(key string, now time.Time) (*retransEntry, bool) {
 
 // put records resp (the final response's bytes, sent at now) for key, sent to dest. It
 // reports false when the shard is full, and the caller keeps its transaction.
-func (c *retransCache) put(key string, resp []byte, dest netip.AddrPort, now time.Time) bool {
+func (c *RetransCache) put(key string, resp []byte, dest netip.AddrPort, now time.Time) bool {
 	s := c.shard(key)
 	exp := now.Add(c.ttl).UnixNano()
 	size := entrySize(key, resp)
@@ -203,10 +231,11 @@ func (t *recordingTx) Respond(res *sip.Response) error {
 	return err
 }
 
-// retransmits wraps the sipgo handler h: a UDP non-INVITE request that retransmits one
-// already answered gets the recorded answer again; any other goes to h, and when h answered
-// it finally over UDP, the answer is recorded and the transaction ended at once.
-func (s *Server) retransmits(c *retransCache, h func(*sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
+// Retransmits wraps the sipgo handler h with the cache c: a UDP non-INVITE request that
+// retransmits one already answered gets the recorded answer again; any other goes to h, and
+// when h answered it finally over UDP, the answer is recorded and the transaction ended at once
+// (RFC 3261 §17.2.2: Timer J runs from the answer, here in the cache rather than in sipgo).
+func Retransmits(c *RetransCache, h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		if tx == nil || req.IsInvite() || req.IsAck() || !isUDP(req.Transport()) {
 			h(req, tx)
@@ -221,7 +250,9 @@ func (s *Server) retransmits(c *retransCache, h func(*sip.Request, sip.ServerTra
 		if e, ok := c.get(key, now); ok {
 			if uc, ok := udpConn(tx); ok {
 				_, _ = uc.PacketConn.WriteTo(e.resp, net.UDPAddrFromAddrPort(e.dest))
-				s.retransAbsorbed.Inc()
+				if c.answered != nil {
+					c.answered.Inc()
+				}
 				return
 			}
 		}

@@ -1,4 +1,4 @@
-package sipx
+package sipgox
 
 import (
 	"testing"
@@ -22,4 +22,19 @@ func TestTxContextLivesWithTheTransaction(t *testing.T) {
 	tx.Terminate()
 	<-ctx.Done()
 	cancel()
+}
+
+// A transaction already terminated gives a context already done: nothing waits on it.
+func TestTxContextOfTerminatedTransaction(t *testing.T) {
+	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Host: "example.test"})
+	req.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: "127.0.0.1", Port: 5070, Params: sip.HeaderParams{{K: "branch", V: "z9hG4bK2"}}})
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
+	tx := siptest.NewServerTxRecorder(req)
+	tx.Terminate()
+	ctx, cancel := TxContext(tx)
+	defer cancel()
+	if ctx.Err() == nil {
+		t.Fatal("context of a terminated transaction is not done")
+	}
 }
