@@ -122,40 +122,11 @@ func (r *Registrar) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req 
 
 func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
 	st := sipx.StateFrom(ctx)
-	// §10.3 step 1: the Request-URI names the registrar's domain. An IP literal is taken as us
-	// (phones configured with the server's address), a foreign name is not ours to register.
-	if host := req.Recipient.Host; !r.IsLocal(host) && net.ParseIP(strings.Trim(host, "[]")) == nil {
-		return sipx.Respond(tx, req, 403, "Domain Not Served")
+	aor, path, no := r.precheck(req)
+	if no != nil {
+		return sipx.Respond(tx, req, no.code, no.reason, no.hdrs...)
 	}
-	to := req.To()
-	if !sipx.IsSIPScheme(to.Address.Scheme) {
-		return sipx.Respond(tx, req, 416, "")
-	}
-	// §10.3 step 3: the To header names the AOR, which must be of a local domain.
-	if !r.IsLocal(to.Address.Host) || to.Address.User == "" {
-		return sipx.Respond(tx, req, 404, "Unknown Address-of-Record")
-	}
-	// §10.3 step 2: Require options we do not support.
-	if bad := sipx.Unsupported(req, "Require", Supported...); len(bad) > 0 {
-		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
-	}
-	aor := sipx.AOR(&to.Address)
 	now := r.opts.Now().Truncate(time.Second)
-	if n := len(sipx.Headers(req, "Contact")); n > r.opts.MaxContacts {
-		// Thousands of contacts in one REGISTER: refuse before any work (and any store call).
-		return sipx.Respond(tx, req, 403, "Too Many Contacts")
-	}
-	// Path is stored with every binding and copied into every request to it: bound it before
-	// any work (a 216 KB REGISTER once grew a binding to 2.6 MB).
-	path := sipx.AddressList(req, "Path") // RFC 3327, one value per route, in order
-	if len(path) > MaxPath {
-		return sipx.Respond(tx, req, 400, fmt.Sprintf("Too Many Path Entries (at most %d)", MaxPath))
-	}
-	for _, p := range path {
-		if len(p) > MaxPathEntry {
-			return sipx.Respond(tx, req, 400, fmt.Sprintf("Path Entry Too Long (at most %d bytes)", MaxPathEntry))
-		}
-	}
 	callID := req.CallID().Value()
 	cseq := req.CSeq().SeqNo
 	changes, wildcard, err := r.parseContacts(req, now, callID, cseq)
@@ -172,82 +143,23 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 
 	if len(changes) == 0 && !wildcard {
 		// A query: no Contact, answer the current bindings.
-		t0 := time.Now()
-		bindings, err := r.opts.Store.Bindings(ctx, aor, now)
-		r.observe("bindings", t0)
+		bindings, err := r.bindings(ctx, aor, now)
 		if err != nil {
-			return sipx.RespondError(tx, req, fmt.Errorf("registrar: lookup %s: %w", aor, err))
+			return sipx.RespondError(tx, req, err)
 		}
 		return r.respond(tx, req, aor, bindings, nil, now)
-	}
-
-	ua := ""
-	if h := sipx.Header(req, "User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
-		ua = h.Value()
-		if len(ua) > 256 {
-			ua = ua[:256]
-		}
 	}
 	outbound, err := r.outbound(req, changes, path)
 	if err != nil {
 		return sipx.Respond(tx, req, 439, "First Hop Lacks Outbound Support")
 	}
-	// The flow the device is reached over (RFC 5626 §5.3, RFC 3581): the connection or the
-	// NAT binding the REGISTER came from, when the client asked for outbound (reg-id, or an
-	// ";ob" contact) or its Via names another address than its packets come from — a NAT, a
-	// browser's ".invalid" host, or a TCP/TLS client whose connection leaves from another port
-	// than it listens on (baresip, linphone). A REGISTER relayed by a proxy that added a Path
-	// is reached through that proxy, and one whose Via is its source (a third party
-	// registering a device elsewhere, as sipp's load tests do) is taken at its word: its
-	// Contact is where requests go.
-	flow := ""
-	if r.opts.Flow != nil && len(path) == 0 {
-		bind := outbound || sipx.BehindNAT(req, st.Source)
-		for i := 0; i < len(changes) && !bind; i++ {
-			bind = hasURIParam(changes[i].Binding.URI, "ob")
-		}
-		if bind {
-			flow = r.opts.Flow(st.Transport, st.Source)
-		}
+	r.annotate(st, req, changes, path, outbound, now)
+	group, counted, no, err := r.admitNewAOR(ctx, st, aor, changes, now)
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
 	}
-	for i := range changes {
-		b := &changes[i].Binding
-		b.Path = path
-		b.Received = st.Source
-		b.Transport = st.Transport
-		b.Flow = flow
-		b.UserAgent = ua
-		if flow != "" && isStream(st.Transport) && b.ExpiresAt.After(now) {
-			st.HoldFlow(b.ExpiresAt)
-		}
-	}
-	// New AORs per source (open mode): counted before the store is written, uncounted
-	// below when the AOR was not new after all.
-	group, counted := "", false
-	if r.newAORs != nil && st.Rule == sipx.RuleOpen && adds(changes, now) &&
-		(r.opts.TrustedPeer == nil || !r.opts.TrustedPeer(st)) {
-		group = sipx.SourceGroup(st.SourceIP())
-		ok, c, retry := r.newAORs.reserve(group, aor, now)
-		counted = c
-		if !ok {
-			// Over the budget only an AOR that has bindings already may go on.
-			t0 := time.Now()
-			bindings, err := r.opts.Store.Bindings(ctx, aor, now)
-			r.observe("bindings", t0)
-			if err != nil {
-				return sipx.RespondError(tx, req, fmt.Errorf("registrar: lookup %s: %w", aor, err))
-			}
-			if len(bindings) == 0 {
-				r.opts.Limited.Inc(limitNewAORs)
-				if r.logGate.Allow(group, time.Now()) {
-					st.Logger().Warn("new AORs per source limit reached (logged once a minute)",
-						zap.String(logging.KeyAOR, aor), zap.Int("limit", r.opts.MaxNewAORsPerSource))
-				}
-				secs := max(int((retry+time.Second-1)/time.Second), 1)
-				return sipx.Respond(tx, req, 503, "Too Many New Registrations",
-					sip.NewHeader("Retry-After", strconv.Itoa(secs)))
-			}
-		}
+	if no != nil {
+		return sipx.Respond(tx, req, no.code, no.reason, no.hdrs...)
 	}
 	update := storage.BindingUpdate{
 		Now:         now,
@@ -285,6 +197,131 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)
 	r.publish(aor, now, res)
 	return status, err
+}
+
+// refusal is an answer a check gives instead of going on.
+type refusal struct {
+	code   int
+	reason string
+	hdrs   []sip.Header
+}
+
+// precheck runs RFC 3261 §10.3 steps 1-3 and the size bounds that come before any work (and
+// any store call), and returns the AOR and the Path of the REGISTER, or the refusal.
+func (r *Registrar) precheck(req *sip.Request) (aor string, path []string, no *refusal) {
+	// §10.3 step 1: the Request-URI names the registrar's domain. An IP literal is taken as us
+	// (phones configured with the server's address), a foreign name is not ours to register.
+	if host := req.Recipient.Host; !r.IsLocal(host) && net.ParseIP(strings.Trim(host, "[]")) == nil {
+		return "", nil, &refusal{code: 403, reason: "Domain Not Served"}
+	}
+	to := req.To()
+	if !sipx.IsSIPScheme(to.Address.Scheme) {
+		return "", nil, &refusal{code: 416}
+	}
+	// §10.3 step 3: the To header names the AOR, which must be of a local domain.
+	if !r.IsLocal(to.Address.Host) || to.Address.User == "" {
+		return "", nil, &refusal{code: 404, reason: "Unknown Address-of-Record"}
+	}
+	// §10.3 step 2: Require options we do not support.
+	if bad := sipx.Unsupported(req, "Require", Supported...); len(bad) > 0 {
+		return "", nil, &refusal{code: 420, hdrs: []sip.Header{sip.NewHeader("Unsupported", strings.Join(bad, ", "))}}
+	}
+	if n := len(sipx.Headers(req, "Contact")); n > r.opts.MaxContacts {
+		// Thousands of contacts in one REGISTER: refuse before any work (and any store call).
+		return "", nil, &refusal{code: 403, reason: "Too Many Contacts"}
+	}
+	// Path is stored with every binding and copied into every request to it: bound it before
+	// any work (a 216 KB REGISTER once grew a binding to 2.6 MB).
+	path = sipx.AddressList(req, "Path") // RFC 3327, one value per route, in order
+	if len(path) > MaxPath {
+		return "", nil, &refusal{code: 400, reason: fmt.Sprintf("Too Many Path Entries (at most %d)", MaxPath)}
+	}
+	for _, p := range path {
+		if len(p) > MaxPathEntry {
+			return "", nil, &refusal{code: 400, reason: fmt.Sprintf("Path Entry Too Long (at most %d bytes)", MaxPathEntry)}
+		}
+	}
+	return sipx.AOR(&to.Address), path, nil
+}
+
+// bindings reads aor's current bindings, timing the store call.
+func (r *Registrar) bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
+	t0 := time.Now()
+	bindings, err := r.opts.Store.Bindings(ctx, aor, now)
+	r.observe("bindings", t0)
+	if err != nil {
+		return nil, fmt.Errorf("registrar: lookup %s: %w", aor, err)
+	}
+	return bindings, nil
+}
+
+// annotate records with every binding of changes where and how the device is reached: Path,
+// source, transport, its User-Agent, and the flow.
+//
+// The flow (RFC 5626 §5.3, RFC 3581) is the connection or the NAT binding the REGISTER came
+// from, when the client asked for outbound (reg-id, or an ";ob" contact) or its Via names
+// another address than its packets come from — a NAT, a browser's ".invalid" host, or a
+// TCP/TLS client whose connection leaves from another port than it listens on (baresip,
+// linphone). A REGISTER relayed by a proxy that added a Path is reached through that proxy,
+// and one whose Via is its source (a third party registering a device elsewhere, as sipp's
+// load tests do) is taken at its word: its Contact is where requests go.
+func (r *Registrar) annotate(st *sipx.State, req *sip.Request, changes []storage.BindingChange, path []string, outbound bool, now time.Time) {
+	ua := ""
+	if h := sipx.Header(req, "User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
+		ua = h.Value()
+		if len(ua) > 256 {
+			ua = ua[:256]
+		}
+	}
+	flow := ""
+	if r.opts.Flow != nil && len(path) == 0 {
+		bind := outbound || sipx.BehindNAT(req, st.Source)
+		for i := 0; i < len(changes) && !bind; i++ {
+			bind = hasURIParam(changes[i].Binding.URI, "ob")
+		}
+		if bind {
+			flow = r.opts.Flow(st.Transport, st.Source)
+		}
+	}
+	for i := range changes {
+		b := &changes[i].Binding
+		b.Path = path
+		b.Received = st.Source
+		b.Transport = st.Transport
+		b.Flow = flow
+		b.UserAgent = ua
+		if flow != "" && isStream(st.Transport) && b.ExpiresAt.After(now) {
+			st.HoldFlow(b.ExpiresAt)
+		}
+	}
+}
+
+// admitNewAOR applies the new-AORs-per-source limit to REGISTERs taken at their word (open
+// mode): the AOR is counted before the store is written (register uncounts it when it was
+// not new after all: counted), and over the budget only an AOR that has bindings already may
+// go on (503 with Retry-After otherwise).
+func (r *Registrar) admitNewAOR(ctx context.Context, st *sipx.State, aor string, changes []storage.BindingChange, now time.Time) (group string, counted bool, no *refusal, err error) {
+	if r.newAORs == nil || st.Rule != sipx.RuleOpen || !adds(changes, now) ||
+		(r.opts.TrustedPeer != nil && r.opts.TrustedPeer(st)) {
+		return "", false, nil, nil
+	}
+	group = sipx.SourceGroup(st.SourceIP())
+	ok, counted, retry := r.newAORs.reserve(group, aor, now)
+	if ok {
+		return group, counted, nil, nil
+	}
+	bindings, err := r.bindings(ctx, aor, now)
+	if err != nil || len(bindings) > 0 {
+		return group, counted, nil, err
+	}
+	r.opts.Limited.Inc(limitNewAORs)
+	if r.logGate.Allow(group, time.Now()) {
+		st.Logger().Warn("new AORs per source limit reached (logged once a minute)",
+			zap.String(logging.KeyAOR, aor), zap.Int("limit", r.opts.MaxNewAORsPerSource))
+	}
+	secs := max(int((retry+time.Second-1)/time.Second), 1)
+	return group, counted, &refusal{code: 503, reason: "Too Many New Registrations",
+		hdrs: []sip.Header{sip.NewHeader("Retry-After", strconv.Itoa(secs))}}, nil
 }
 
 // limitNewAORs names the new-AORs-per-source limit in simpled_limited_total{limit}.
