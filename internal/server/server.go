@@ -31,6 +31,7 @@ import (
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/internal/admin"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
@@ -86,6 +87,10 @@ type Server struct {
 	proxy     *proxy.Proxy
 	delivery  *delivery.Delivery
 	offline   *offline.Offline
+	rules     *msgcheck.Rules
+	// location is the location service (registrar.Location), built with the shared services
+	// for delivery, the proxy and presence.
+	location registrar.Location
 	// flows names flows and knows the listeners (registrar, proxy, delivery share it);
 	// strays passes on the responses no sipgo transaction took (sipgox.StrayRouter).
 	flows     *transport.Flows
@@ -185,6 +190,9 @@ func (s *Server) build(ctx context.Context) error {
 	if err := s.buildSIP(); err != nil {
 		return err
 	}
+	if err := s.buildSenders(); err != nil {
+		return err
+	}
 	plugins := make([]sipx.Plugin, 0, len(chain))
 	for _, st := range chain {
 		p, err := st.setup(s)
@@ -268,6 +276,7 @@ func (s *Server) buildServices() error {
 	s.sockets.Store(&[]transport.Listener{})
 	s.flows = transport.NewFlows(s.secret, func() []transport.Listener { return *s.sockets.Load() })
 	s.strays = &sipgox.StrayRouter{}
+	s.location = registrar.Location{Store: s.store}
 	return nil
 }
 

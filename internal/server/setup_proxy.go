@@ -3,22 +3,18 @@ package server
 import (
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/proxy"
 )
 
-// setupPresence builds what sends and routes (buildDelivery: dns, delivery, offline, proxy)
-// and then the presence agent: presence sends its NOTIFYs through delivery (notifySender),
-// takes its Contact URI and asks offline whether a user is known, so those are built first
-// although the proxy comes last in the chain.
+// setupPresence builds the presence agent: it sends its NOTIFYs through delivery
+// (notifySender), takes delivery's Contact URI and asks offline whether a user is known.
 func (s *Server) setupPresence() (sipx.Plugin, error) {
-	if err := s.buildDelivery(s.store, s.seals, s.gruus); err != nil {
-		return nil, err
-	}
 	opts := s.opts
 	var err error
 	s.presence, err = presence.Setup(opts.Presence, presence.Deps{
 		Domains:        opts.Domains,
 		Store:          s.store,
-		Locator:        s.registrar,
+		Locator:        s.location,
 		Sender:         notifySender{s.delivery},
 		Contact:        s.delivery.ContactURI,
 		IsOurs:         s.isOurs,
@@ -40,8 +36,27 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 	return s.presence.Plugin(), nil
 }
 
-// setupProxy returns the proxy stage, built with delivery before the presence agent
-// (setupPresence).
+// setupProxy builds the proxy stage on delivery and offline, and hands it the 2xx responses
+// to INVITEs that outlived their transaction (s.strays).
 func (s *Server) setupProxy() (sipx.Plugin, error) {
+	var err error
+	s.proxy, err = proxy.New(proxy.Options{
+		Domains:       s.opts.Domains,
+		IsOurs:        s.isOurs,
+		Locator:       s.location,
+		Client:        s.client,
+		Delivery:      s.delivery,
+		Offline:       s.offline,
+		Messages:      s.rules,
+		Seals:         s.seals,
+		InviteTimeout: s.opts.Proxy.InviteTimeout,
+		Allow:         s.allow,
+		Log:           s.log.Named("proxy"),
+		Registerer:    s.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.strays.Handle(s.proxy.ServeStrayResponse)
 	return s.proxy.Plugin(), nil
 }

@@ -5,13 +5,11 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/sipgox"
-	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/dns"
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
-	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -20,12 +18,13 @@ import (
 // dnsTimeout bounds one DNS query of the resolver that locates other domains.
 const dnsTimeout = 2 * time.Second
 
-// buildDelivery builds what sends and routes requests, in dependency order: the RFC 3263
-// resolver, delivery (the requests simpled originates, and how every contact is reached),
-// offline store-and-forward, and the proxy stage. The flows service (s.flows), the registrar
-// and the sipgo client exist already; the non-INVITE client transactions and the proxy's stray
-// 2xx relay join s.strays, which the user agent was built with.
-func (s *Server) buildDelivery(store Store, seals *sipx.Seals, gruus *sipx.GRUUs) error {
+// buildSenders builds the services that send what simpled originates, in dependency order:
+// the RFC 3263 resolver, delivery (requests simpled originates, and how every contact is
+// reached), the MESSAGE content rules and offline store-and-forward. They come after the
+// sipgo client and before the stages: presence sends its NOTIFYs through delivery, the proxy
+// stores through offline, the admin API sends through offline. The non-INVITE client
+// transactions join s.strays, which the user agent was built with.
+func (s *Server) buildSenders() error {
 	opts, log := s.opts, s.log
 	txs := sipgox.NewClientTxs(s.client)
 	s.strays.Handle(txs.Deliver)
@@ -33,12 +32,12 @@ func (s *Server) buildDelivery(store Store, seals *sipx.Seals, gruus *sipx.GRUUs
 	s.delivery, err = delivery.New(delivery.Options{
 		Domains:    opts.Domains,
 		Flows:      s.flows,
-		Locator:    s.registrar,
+		Locator:    s.location,
 		Client:     s.client,
 		ClientTxs:  txs,
 		Resolver:   dns.NewResolver(opts.Proxy.DNS, dnsTimeout),
-		Seals:      seals,
-		GRUUs:      gruus,
+		Seals:      s.seals,
+		GRUUs:      s.gruus,
 		LastSeen:   s.live.Seen,
 		UDPMTU:     opts.Proxy.UDPMTU,
 		Log:        log.Named("delivery"),
@@ -47,13 +46,13 @@ func (s *Server) buildDelivery(store Store, seals *sipx.Seals, gruus *sipx.GRUUs
 	if err != nil {
 		return err
 	}
-	rules := msgcheck.New(msgcheck.Options{Domains: opts.Domains, IsOurs: s.isOurs,
+	s.rules = msgcheck.New(msgcheck.Options{Domains: opts.Domains, IsOurs: s.isOurs,
 		Types: opts.Messages.ContentTypes, MaxBodySize: opts.Limits.MaxBodySize})
 	s.offline, err = offline.New(offline.Options{
-		Store:          store,
+		Store:          s.store,
 		Sender:         s.delivery,
 		Domains:        opts.Domains,
-		Rules:          rules,
+		Rules:          s.rules,
 		HasCredentials: s.users.Known,
 		Bus:            s.bus,
 		Limited:        s.limited,
@@ -67,28 +66,7 @@ func (s *Server) buildDelivery(store Store, seals *sipx.Seals, gruus *sipx.GRUUs
 		ForeignShare: opts.Messages.OfflineForeignShare,
 		Log:          log.Named("offline"),
 	})
-	if err != nil {
-		return err
-	}
-	s.proxy, err = proxy.New(proxy.Options{
-		Domains:       opts.Domains,
-		IsOurs:        s.isOurs,
-		Locator:       s.registrar,
-		Client:        s.client,
-		Delivery:      s.delivery,
-		Offline:       s.offline,
-		Messages:      rules,
-		Seals:         seals,
-		InviteTimeout: opts.Proxy.InviteTimeout,
-		Allow:         s.allow,
-		Log:           log.Named("proxy"),
-		Registerer:    s.registry,
-	})
-	if err != nil {
-		return err
-	}
-	s.strays.Handle(s.proxy.ServeStrayResponse)
-	return nil
+	return err
 }
 
 // notifySender sends the presence agent's NOTIFYs through delivery, which knows the
