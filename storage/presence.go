@@ -18,11 +18,13 @@ const (
 // Publication is one event state published with PUBLISH (RFC 3903) for a presentity. It is
 // addressed by its entity tag, which changes on every refresh and modification.
 type Publication struct {
-	ETag string `json:"etag"`
+	// ETag is not in the stored JSON: Redis keeps it as the hash field, Body after the
+	// header (storage/redis).
+	ETag string `json:"-"`
 	// ContentType is the body's media type as published (application/pidf+xml); Body the
 	// document, bytes as received.
 	ContentType string    `json:"content_type"`
-	Body        []byte    `json:"body"`
+	Body        []byte    `json:"-"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	// UpdatedAt is when the body last changed (not when it was last refreshed): composition
 	// orders publications by it, newest wins.

@@ -44,7 +44,6 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -158,10 +157,8 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	if err := s.check(ctx, "update bindings"); err != nil {
 		return storage.BindingResult{}, err
 	}
-	for i := range u.Changes {
-		if u.Changes[i].Binding.Key == "" {
-			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: change %d: empty key", i)
-		}
+	if err := u.Validate(); err != nil {
+		return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %w", err)
 	}
 	now := u.Now.Unix()
 
@@ -343,8 +340,8 @@ func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]s
 	if err := s.check(ctx, "sweep expired"); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("memory: sweep expired: limit %d: must be positive", limit)
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("memory: sweep expired: %w", err)
 	}
 	n := now.Unix()
 	s.regMu.Lock()
@@ -437,9 +434,6 @@ type nonceRecord struct {
 	idx      int       // position in Store.nonceExp
 }
 
-// errTTL is returned for a ttl that is not positive.
-var errTTL = errors.New("ttl must be positive")
-
 // NonceEpoch returns the store's nonce epoch, drawn when the store was made.
 func (s *Store) NonceEpoch(ctx context.Context) (uint64, error) {
 	if err := s.check(ctx, "nonce epoch"); err != nil {
@@ -455,8 +449,8 @@ func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, n
 	if err := s.check(ctx, "use nonce count"); err != nil {
 		return false, 0, err
 	}
-	if ttl <= 0 {
-		return false, 0, fmt.Errorf("memory: use nonce count: ttl %v: %w", ttl, errTTL)
+	if err := storage.CheckTTL(ttl); err != nil {
+		return false, 0, fmt.Errorf("memory: use nonce count: %w", err)
 	}
 	if epoch != s.nonceEpoch {
 		return false, s.nonceEpoch, nil

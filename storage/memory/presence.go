@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -135,8 +134,8 @@ func expireDue[V, T any](s *Store, ctx context.Context, step string, tbl *kindTa
 	if err := s.check(ctx, step); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("memory: %s: limit %d: must be positive", step, limit)
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("memory: %s: %w", step, err)
 	}
 	n := now.Unix()
 	tbl.mu.Lock()
@@ -164,23 +163,6 @@ func byUpdated(a, b storage.Publication) int {
 	return strings.Compare(a.ETag, b.ETag)
 }
 
-// checkPublish returns why op is malformed (a caller's bug, not a sentinel), or nil.
-func checkPublish(op *storage.PublishOp) error {
-	switch {
-	case op.Remove && op.IfMatch == "":
-		return errors.New("remove without IfMatch")
-	case op.Remove:
-		return nil
-	case op.NewETag == "":
-		return errors.New("empty NewETag")
-	case op.IfMatch == "" && op.Body == nil:
-		return errors.New("new publication without Body")
-	case op.ExpiresAt.Unix() <= op.Now.Unix():
-		return fmt.Errorf("ExpiresAt %v not after Now %v", op.ExpiresAt, op.Now)
-	}
-	return nil
-}
-
 // Publish applies op to aor's publications atomically, with the semantics of
 // storage.PublishOp (MaxPublications included: the count and the write are under one lock).
 // On an error nothing changed.
@@ -189,7 +171,7 @@ func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (
 	if err := s.check(ctx, step); err != nil {
 		return storage.Publication{}, err
 	}
-	if err := checkPublish(&op); err != nil {
+	if err := op.Validate(); err != nil {
 		return storage.Publication{}, fmt.Errorf("memory: %s: %s: %w", step, aor, err)
 	}
 	n := op.Now.Unix()
@@ -284,8 +266,8 @@ func (s *Store) PutSubscription(ctx context.Context, sub storage.Subscription, m
 	if err := s.check(ctx, step); err != nil {
 		return err
 	}
-	if sub.ID == "" {
-		return fmt.Errorf("memory: %s: %s: empty ID", step, sub.AOR)
+	if err := sub.Validate(); err != nil {
+		return fmt.Errorf("memory: %s: %s: %w", step, sub.AOR, err)
 	}
 	v := normalizeSubscription(sub)
 	s.subs.mu.Lock()
@@ -360,21 +342,13 @@ func (s *Store) ExpireSubscriptions(ctx context.Context, now time.Time, limit in
 	})
 }
 
-// checkRule returns an error unless watcher is set and rule is a storage.Rule* value.
-func checkRule(watcher, rule string) error {
-	if watcher == "" || !slices.Contains([]string{storage.RuleAllow, storage.RuleBlock, storage.RulePoliteBlock, storage.RulePending}, rule) {
-		return fmt.Errorf("watcher %q, rule %q: want a watcher and allow, block, polite-block or pending", watcher, rule)
-	}
-	return nil
-}
-
 // SetRule sets aor's rule for watcher.
 func (s *Store) SetRule(ctx context.Context, aor, watcher, rule string) error {
 	const step = "set rule"
 	if err := s.check(ctx, step); err != nil {
 		return err
 	}
-	if err := checkRule(watcher, rule); err != nil {
+	if err := storage.CheckRule(watcher, rule); err != nil {
 		return fmt.Errorf("memory: %s: %s: %w", step, aor, err)
 	}
 	s.ruleMu.Lock()

@@ -2,11 +2,9 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,78 +22,6 @@ const (
 	replySender  = "SIMPLED_SENDER"
 	replyForeign = "SIMPLED_FOREIGN"
 )
-
-// wireMessage is the header of a message as stored in msg:{aor}: storage.Message's fields and
-// JSON names but ID (the hash field) and Body (stored raw after the header), with the times in
-// unix seconds so the Lua scripts can compare them.
-type wireMessage struct {
-	DedupKey        string `json:"dedup_key"`
-	Sender          string `json:"sender,omitempty"`
-	Foreign         bool   `json:"foreign,omitempty"`
-	CallID          string `json:"call_id"`
-	CSeq            uint32 `json:"cseq"`
-	From            string `json:"from"`
-	To              string `json:"to"`
-	Date            string `json:"date,omitempty"`
-	ContentType     string `json:"content_type"`
-	ContentEncoding string `json:"content_encoding,omitempty"`
-	StoredAt        int64  `json:"stored_at"`
-	ExpiresAt       int64  `json:"expires_at"`
-}
-
-// encodeMessage returns m as stored: the JSON header, a newline, then the body bytes as they
-// are (JSON never holds a raw newline, so the first one ends the header).
-func encodeMessage(m *storage.Message) ([]byte, error) {
-	w := wireMessage{
-		DedupKey: m.DedupKey, Sender: m.Sender, Foreign: m.Foreign, CallID: m.CallID, CSeq: m.CSeq, From: m.From, To: m.To, Date: m.Date,
-		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
-		StoredAt: m.StoredAt.Unix(), ExpiresAt: m.ExpiresAt.Unix(),
-	}
-	return withBody(&w, m.Body)
-}
-
-// withBody is the stored form of a value with a body (offline messages, publications): the
-// JSON header, a newline, then the body bytes as they are (JSON never holds a raw newline, so
-// the first one ends the header). Binary-safe, and the body is never re-encoded.
-func withBody(header any, body []byte) ([]byte, error) {
-	buf, err := marshalJSON(header, len(body))
-	if err != nil {
-		return nil, err
-	}
-	buf.Write(body)
-	return buf.Bytes(), nil
-}
-
-// splitBody reads withBody's form: it decodes the header into header and returns the body
-// (nil when empty). what names the value in errors.
-func splitBody(what, v string, header any) ([]byte, error) {
-	h, body, ok := strings.Cut(v, "\n")
-	if !ok {
-		return nil, fmt.Errorf("corrupt %s: no header", what)
-	}
-	if err := json.Unmarshal([]byte(h), header); err != nil {
-		return nil, fmt.Errorf("corrupt %s: %w", what, err)
-	}
-	if body == "" {
-		return nil, nil
-	}
-	return []byte(body), nil
-}
-
-// decodeMessage turns a stored value back into the message id.
-func decodeMessage(id, v string) (storage.Message, error) {
-	var w wireMessage
-	body, err := splitBody("message", v, &w)
-	if err != nil {
-		return storage.Message{}, err
-	}
-	return storage.Message{
-		ID: id, DedupKey: w.DedupKey, Sender: w.Sender, Foreign: w.Foreign, CallID: w.CallID, CSeq: w.CSeq, From: w.From, To: w.To,
-		Date: w.Date, ContentType: w.ContentType, ContentEncoding: w.ContentEncoding,
-		StoredAt: time.Unix(w.StoredAt, 0).UTC(), ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-		Body: body,
-	}, nil
-}
 
 func msgMember(aor, id string) string { return indexMember(msgPrefix, aor, id) }
 
@@ -318,9 +244,9 @@ func (s *Store) Known(ctx context.Context, aor string, now time.Time) (bool, err
 	if err != nil {
 		return false, unavailable(step, err)
 	}
-	u, err := strconv.ParseInt(v, 10, 64)
+	u, err := decodeUntil(v)
 	if err != nil {
-		return false, fmt.Errorf("redis: %s: %s: corrupt until %q", step, aor, v)
+		return false, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
 	return u > now.Unix(), nil
 }

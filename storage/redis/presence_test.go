@@ -68,7 +68,7 @@ func TestPresenceKeys(t *testing.T) {
 		t.Fatalf("HGET pub: %v", err)
 	}
 	header, rest, _ := strings.Cut(v, "\n")
-	if wantHeader := fmt.Sprintf(`{"expires_at":%d,"content_type":"application/pidf+xml","updated_at":%d,"source":"sip:a@h"}`, now.Unix()+60, now.Unix()); header != wantHeader || rest != string(body) {
+	if wantHeader := fmt.Sprintf(`{"expires_at":%d,"content_type":"application/pidf+xml","source":"sip:a@h","updated_at":%d}`, now.Unix()+60, now.Unix()); header != wantHeader || rest != string(body) {
 		t.Errorf("stored publication = %q, want header %s", v, wantHeader)
 	}
 	pttl("pub:{"+aor+"}", 600*time.Second+grace)
