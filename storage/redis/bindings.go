@@ -10,8 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"github.com/simpled/simpled/storage"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // decodeCache remembers decoded values by their stored text. A binding is read far more
