@@ -20,7 +20,7 @@ var ErrSenderQuota = fmt.Errorf("storage: offline mailbox: sender's quota reache
 var ErrForeignShare = fmt.Errorf("storage: offline mailbox: foreign senders' share full: %w", ErrMailboxFull)
 
 // Message is one offline MESSAGE kept for a user who could not be reached (RFC 3428 relayed
-// later, DESIGN §5). Header values are stored as received (already sanitised by the proxy);
+// later, store-and-forward). Header values are stored as received (already sanitised by the proxy);
 // Body is raw bytes, never text: linphone's IMDNs are deflate-compressed.
 type Message struct {
 	// ID is assigned by the store when the message is stored; it is unique within the AOR and

@@ -113,7 +113,7 @@ type Subscription struct {
 	State     string    `json:"state"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
-	// Node is the node that owns the subscription and sends its NOTIFYs (DESIGN §8).
+	// Node is the node that owns the subscription and sends its NOTIFYs (several nodes on one Redis).
 	Node string `json:"node,omitempty"`
 }
 

@@ -301,64 +301,23 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 	return out, nil
 }
 
+// bindingSweep is the bindings' part of the shared expiry sweep (sweep.go).
+var bindingSweep = sweepKind[storage.ExpiredBinding]{
+	step:   "sweep expired",
+	prefix: regPrefix,
+	script: expireScript,
+	keys:   func(aor string) []string { return []string{regKey(aor)} },
+	decode: func(aor, _, js string) (storage.ExpiredBinding, error) {
+		b, err := decodeBinding(js)
+		return storage.ExpiredBinding{AOR: aor, Binding: b}, err
+	},
+}
+
 // SweepExpired removes at most limit bindings that expired at now, earliest first, over all
 // AORs, and returns them; each expired binding is returned by exactly one call, whichever
 // node makes it. It returns fewer than limit only when the index holds no more due entries.
 // When Redis fails after some bindings were removed, those are returned without an error (the
 // next call reports the error); they are never dropped.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {
-	return sweepLoop(ctx, "sweep expired", now, limit, s.sweepRound)
-}
-
-// sweepRound examines up to want due index entries of bindings and returns the bindings it
-// removed, and whether more due entries may remain.
-func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.ExpiredBinding, bool, error) {
-	// 1. Due entries of every shard, one pipeline.
-	cands, more, err := s.dueCandidates(ctx, regPrefix, now, want)
-	if err != nil || len(cands) == 0 {
-		return nil, false, err
-	}
-
-	// 2. Claim each entry: only the sweeper whose ZREM removed it goes on.
-	readd := map[int][]goredis.Z{} // shard → entries to put back in step 4
-	claimed, err := s.claim(ctx, cands, now, readd)
-
-	// 3. Delete the claimed bindings that are still due.
-	type target struct {
-		aor, key string
-		c        candidate
-	}
-	targets := make([]target, 0, len(claimed))
-	for _, c := range claimed {
-		aor, key, ok := parseMember(c.member)
-		if !ok {
-			continue // malformed: it is gone from the index now
-		}
-		targets = append(targets, target{aor, key, c})
-	}
-	results, runErr := s.runAll(ctx, expireScript, len(targets), func(i int) ([]string, []any) {
-		return []string{regKey(targets[i].aor)}, []any{targets[i].key, now}
-	})
-	if runErr == nil {
-		runErr = err
-	}
-	var out []storage.ExpiredBinding
-	for i, r := range results {
-		t := targets[i]
-		js, expired := expireReply(r, t.c, readd)
-		if !expired {
-			continue
-		}
-		b, err := decodeBinding(js)
-		if err != nil {
-			continue // removed; it cannot be reported
-		}
-		out = append(out, storage.ExpiredBinding{AOR: t.aor, Binding: b})
-	}
-
-	// 4. Put back the entries of bindings refreshed since (rare).
-	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
-		runErr = err
-	}
-	return out, more, runErr
+	return bindingSweep.sweep(ctx, s, now, limit)
 }

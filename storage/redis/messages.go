@@ -162,61 +162,26 @@ func (s *Store) DeleteMessages(ctx context.Context, aor string) (int, error) {
 	return len(ids.Val()), nil
 }
 
+// messageSweep is the offline messages' part of the shared expiry sweep (sweep.go). Its
+// script replies "live" only for an index entry written early or for a reused ID.
+var messageSweep = sweepKind[storage.ExpiredMessage]{
+	step:   "expire messages",
+	prefix: msgPrefix,
+	script: expireMessageScript,
+	keys:   func(aor string) []string { return []string{msgKey(aor), msgIDKey(aor)} },
+	decode: func(aor, id, v string) (storage.ExpiredMessage, error) {
+		m, err := decodeMessage(id, v)
+		return storage.ExpiredMessage{AOR: aor, Message: m}, err
+	},
+}
+
 // ExpireMessages removes at most limit messages that expired at now, earliest first, over
 // all AORs, and returns them; each is returned by exactly one call, whichever node makes it.
 // It works as SweepExpired does for bindings (see the package doc), on the "msg|" entries of
 // the same index. When Redis fails after some messages were removed, those are returned
 // without an error (the next call reports the error); they are never dropped.
 func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredMessage, error) {
-	return sweepLoop(ctx, "expire messages", now, limit, s.expireRound)
-}
-
-// expireRound examines up to want due index entries of messages and returns the messages it
-// removed, and whether more due entries may remain.
-func (s *Store) expireRound(ctx context.Context, now int64, want int) ([]storage.ExpiredMessage, bool, error) {
-	cands, more, err := s.dueCandidates(ctx, msgPrefix, now, want)
-	if err != nil || len(cands) == 0 {
-		return nil, false, err
-	}
-	readd := map[int][]goredis.Z{}
-	claimed, err := s.claim(ctx, cands, now, readd)
-
-	type target struct {
-		aor, id string
-		c       candidate
-	}
-	targets := make([]target, 0, len(claimed))
-	for _, c := range claimed {
-		aor, id, ok := parseIndexMember(msgPrefix, c.member)
-		if !ok {
-			continue // malformed: it is gone from the index now
-		}
-		targets = append(targets, target{aor, id, c})
-	}
-	results, runErr := s.runAll(ctx, expireMessageScript, len(targets), func(i int) ([]string, []any) {
-		return []string{msgKey(targets[i].aor), msgIDKey(targets[i].aor)}, []any{targets[i].id, now}
-	})
-	if runErr == nil {
-		runErr = err
-	}
-	var out []storage.ExpiredMessage
-	for i, r := range results {
-		t := targets[i]
-		// "live" happens only for an index entry written early or for a reused ID.
-		v, expired := expireReply(r, t.c, readd)
-		if !expired {
-			continue
-		}
-		m, err := decodeMessage(t.id, v)
-		if err != nil {
-			continue // removed; it cannot be reported
-		}
-		out = append(out, storage.ExpiredMessage{AOR: t.aor, Message: m})
-	}
-	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
-		runErr = err
-	}
-	return out, more, runErr
+	return messageSweep.sweep(ctx, s, now, limit)
 }
 
 // MarkKnown remembers aor as a known user until the given time (whole seconds), never

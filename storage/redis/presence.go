@@ -14,22 +14,22 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Presence data (presence.Store). Keys, in the manner of the package doc:
+// Presence data (presence's PublicationStore, SubscriptionStore and RuleStore). Keys, in the manner of the package doc:
 //
 //	pub:{aor}    hash    entity tag → publication: a JSON header (storage.Publication's
-//	                     fields but ETag, the hash field, and Body, times in unix seconds,
+//	                     JSON names: not ETag, the hash field, nor Body; times in unix s,
 //	                     expires_at always first), a newline, then the body bytes as they are
 //	                     (binary safe, no base64); TTL = latest expiry + Options.KeyGrace,
 //	                     relative to the caller's now
-//	sub:{aor}    hash    subscription ID → subscription JSON (storage.Subscription's fields,
-//	                     times in unix seconds, expires_at always first); TTL = latest expiry
+//	sub:{aor}    hash    subscription ID → subscription JSON (storage.Subscription's JSON
+//	                     names, times in unix seconds, expires_at always first); TTL = latest expiry
 //	                     written + Options.KeyGrace (PEXPIREAT on Redis's clock, never
 //	                     shortened: PutSubscription does not read the other subscriptions)
 //	rules:{aor}  hash    watcher → rule; no TTL
 //	exp:{n}      zset    as for bindings, members "pub|<aor>|<etag>" and "sub|<aor>|<id>"
 //
 // Both values start with `{"expires_at":<unix s>` because Go writes a struct's fields in
-// order: the scripts read the expiry with one anchored match, without decoding the value, and
+// order and their record structs (codec.go) declare it first: the scripts read the expiry with one anchored match, without decoding the value, and
 // a refresh rewrites that number in place, so the header and body of a publication pass
 // through Lua untouched (no re-encoding, see scripts.go). A value that does not start so is
 // corrupt: Publish drops it like an expired publication, the sweeps delete it.
@@ -48,8 +48,8 @@ import (
 //     expiries of both tags, and one more round trip sets their entries back (ZREM of the
 //     early one, ZADD LT of a stored one: an expired If-Match publication stays for the
 //     sweep to report). After an unknown outcome (an error) the If-Match entry is put back
-//     early, in the background (unknownOutcome). The entries of the expired publications the script dropped are left to
-//     the sweep: they are due already, and it drops an entry whose item is gone. A failed
+//     early, in the background (unknownOutcome). The entries of the expired publications
+//     the script dropped are left to the sweep: they are due already, and it drops an entry whose item is gone. A failed
 //     ZADD is tried once more; if that fails too the publication has no index entry:
 //     ExpirePublications never reports it, but it is hidden once expired, dropped by the
 //     next Publish for the AOR and by the key's TTL at the latest. After a lost reply
@@ -280,6 +280,7 @@ func liveValues[T any](ctx context.Context, s *Store, step, aor, key string, now
 
 // pubSweep is the publications' part of the shared expiry sweep.
 var pubSweep = sweepKind[storage.ExpiredPublication]{
+	step:   "expire publications",
 	prefix: pubPrefix,
 	script: expirePresenceScript,
 	keys:   func(aor string) []string { return []string{pubKey(aor)} },
@@ -295,7 +296,7 @@ var pubSweep = sweepKind[storage.ExpiredPublication]{
 // When Redis fails after some publications were removed, those are returned without an error
 // (the next call reports the error); they are never dropped.
 func (s *Store) ExpirePublications(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredPublication, error) {
-	return pubSweep.sweep(ctx, s, "expire publications", now, limit)
+	return pubSweep.sweep(ctx, s, now, limit)
 }
 
 // PutSubscription stores sub whole under sub.AOR and sub.ID; with minCSeq > 0 only if no
@@ -400,6 +401,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, aor, id string, now time
 
 // subSweep is the subscriptions' part of the shared expiry sweep.
 var subSweep = sweepKind[storage.ExpiredSubscription]{
+	step:   "expire subscriptions",
 	prefix: subPrefix,
 	script: expirePresenceScript,
 	keys:   func(aor string) []string { return []string{subKey(aor)} },
@@ -412,7 +414,7 @@ var subSweep = sweepKind[storage.ExpiredSubscription]{
 // ExpireSubscriptions removes at most limit subscriptions that expired at now, earliest
 // first, over all AORs, and returns them, each by exactly one call (as ExpirePublications).
 func (s *Store) ExpireSubscriptions(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredSubscription, error) {
-	return subSweep.sweep(ctx, s, "expire subscriptions", now, limit)
+	return subSweep.sweep(ctx, s, now, limit)
 }
 
 // SetRule sets aor's rule for watcher (one HSET).
