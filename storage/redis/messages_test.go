@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -226,41 +225,11 @@ func TestExpireMessagesAcrossNodes(t *testing.T) {
 			}
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-	)
+	var sweeps []storagetest.Sweep
 	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					ex, err := s.ExpireMessages(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpireMessages: %v", err)
-						return
-					}
-					mu.Lock()
-					for _, e := range ex {
-						seen[e.AOR+"|"+e.Message.ID]++
-					}
-					mu.Unlock()
-					if len(ex) == 0 {
-						return
-					}
-				}
-			})
-		}
+		sweeps = append(sweeps, storagetest.MessageSweep(s), storagetest.MessageSweep(s))
 	}
-	wg.Wait()
-	if len(seen) != aors*per {
-		t.Errorf("expired %d distinct messages, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	storagetest.SweptOnce(t, now.Add(10*time.Second), 9, aors*per, sweeps...)
 }
 
 // TestMessagesCorrupt: stored values that do not decode give errors, never panics, do not

@@ -5,21 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
 	"github.com/simpled/simpled/storage/storagetest"
 
 	goredis "github.com/redis/go-redis/v9"
 )
-
-var _ presence.Store = (*redis.Store)(nil)
 
 // publication is a new publication of body under etag at now for age.
 func publication(now time.Time, etag string, body []byte, age time.Duration) storage.PublishOp {
@@ -246,49 +242,11 @@ func TestExpirePresenceAcrossNodes(t *testing.T) {
 			}
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-	)
+	var sweeps []storagetest.Sweep
 	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					ps, err := s.ExpirePublications(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpirePublications: %v", err)
-						return
-					}
-					subs, err := s.ExpireSubscriptions(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpireSubscriptions: %v", err)
-						return
-					}
-					mu.Lock()
-					for _, e := range ps {
-						seen["pub|"+e.AOR+"|"+e.Publication.ETag]++
-					}
-					for _, e := range subs {
-						seen["sub|"+e.AOR+"|"+e.Subscription.ID]++
-					}
-					mu.Unlock()
-					if len(ps)+len(subs) == 0 {
-						return
-					}
-				}
-			})
-		}
+		sweeps = append(sweeps, storagetest.PublicationSweep(s), storagetest.SubscriptionSweep(s))
 	}
-	wg.Wait()
-	if len(seen) != 2*aors*per {
-		t.Errorf("expired %d distinct items, want %d", len(seen), 2*aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	storagetest.SweptOnce(t, now.Add(10*time.Second), 9, 2*aors*per, sweeps...)
 }
 
 // TestPresenceScriptCacheFlushed: after SCRIPT FLUSH every presence script falls back to

@@ -729,44 +729,7 @@ func testExpireConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
 			mustStore(t, s, fmt.Sprintf("u%d@example.com", i), msg(t0, fmt.Sprintf("m%d", j), "x", 0, 1+j), noLimits, t0)
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-		errs = make(chan error, 8)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				got, err := s.ExpireMessages(t.Context(), at(t0, 10), 7)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				for _, e := range got {
-					seen[e.AOR+"|"+e.Message.ID]++
-				}
-				mu.Unlock()
-				if len(got) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("ExpireMessages: %v", err)
-	}
-	if len(seen) != aors*per {
-		t.Fatalf("expired %d distinct messages, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	SweptOnce(t, at(t0, 10), 7, aors*per, slices.Repeat([]Sweep{MessageSweep(s)}, 8)...)
 }
 
 // testConcurrentStores: StoreMessage is atomic: racing stores respect the limit exactly, get

@@ -1,6 +1,6 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the registrar.Store, auth.Store, proxy.MessageStore, presence.Store and
-// storage.Backend contracts (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
+// checks the contracts of the stages' stores (contracts.go: bindings, authentication,
+// offline messages, publications, subscriptions, rules) and storage.Backend (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
 // credentials, nonce counts, offline mailboxes, known users, publications, subscriptions and
 // authorization rules) against a fresh store per subtest. storage/memory and
 // storage/redis call it from their tests, in the manner of nats-server's store tests that run
@@ -22,22 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/auth"
-	"github.com/simpled/simpled/presence"
-	"github.com/simpled/simpled/proxy"
-	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 )
-
-// Store is everything a backend offers: the stage interfaces plus health check and Close.
-type Store interface {
-	registrar.Store
-	auth.Store
-	proxy.MessageStore
-	presence.Store
-	storage.Backend
-	storage.Credentials
-}
 
 // Run runs the suite. newStore must return an empty store, ready to use, and arrange its own
 // cleanup with t.Cleanup; it is called once per subtest. Subtests do not run in parallel, so
@@ -754,44 +740,7 @@ func testSweepConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 		mustUpdate(t, s, fmt.Sprintf("u%d@example.com", i), update(t0, bs...))
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-		errs = make(chan error, 8)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				sw, err := s.SweepExpired(t.Context(), at(t0, 10), 7)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				for _, e := range sw {
-					seen[e.AOR+"|"+e.Binding.Key]++
-				}
-				mu.Unlock()
-				if len(sw) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("SweepExpired: %v", err)
-	}
-	if len(seen) != aors*per {
-		t.Fatalf("swept %d distinct bindings, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	SweptOnce(t, at(t0, 10), 7, aors*per, slices.Repeat([]Sweep{BindingSweep(s)}, 8)...)
 }
 
 // testConcurrentUpdates: 8 goroutines update one AOR, each its own Key, many times; no
