@@ -37,7 +37,7 @@ type Publication struct {
 func (p *Publication) Expired(now time.Time) bool { return !now.Before(p.ExpiresAt) }
 
 // PublishOp is one PUBLISH's effect on a presentity's publications, applied atomically by
-// presence.Store.Publish (RFC 3903 §6):
+// presence.PublicationStore.Publish (RFC 3903 §6):
 //
 //   - IfMatch empty: a new publication is stored under NewETag with Body (Body must be set).
 //   - IfMatch set: the live publication with that entity tag is looked up; if there is none (it

@@ -13,7 +13,7 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// presenceTables are the tables of presence.Store, embedded in Store: publications and
+// presenceTables are the tables of presence's stores, embedded in Store: publications and
 // subscriptions in expiring tables (each with its own lock and expiry heap), rules in a plain
 // map under ruleMu. The zero value is ready to use.
 type presenceTables struct {

@@ -18,7 +18,7 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// runPresence checks the presence.Store contract: publications (storage.PublishOp rule by
+// runPresence checks the presence stores' contracts: publications (storage.PublishOp rule by
 // rule, entity tags, order, byte-exact bodies, expiry, the sweep), subscription dialogs (put,
 // replace, the CSeq condition, listing, deletion, expiry, the sweep) and authorization rules.
 //
