@@ -135,8 +135,14 @@ func TestMessageKeys(t *testing.T) {
 		t.Errorf("keys after DeleteMessages: exists=%d, %v", n, err)
 	}
 
-	// known:{aor}: until in unix seconds; the key expires grace after until, and a mark
-	// with an earlier until changes neither.
+	checkKnownKey(t, s, aor, now, grace)
+}
+
+// checkKnownKey checks known:{aor}: until in unix seconds; the key expires grace after until,
+// and a mark with an earlier until changes neither.
+func checkKnownKey(t *testing.T, s *redis.Store, aor string, now time.Time, grace time.Duration) {
+	t.Helper()
+	ctx, c := t.Context(), s.Client()
 	until := now.Add(time.Hour)
 	if err := s.MarkKnown(ctx, aor, until); err != nil {
 		t.Fatalf("MarkKnown: %v", err)
@@ -147,7 +153,7 @@ func TestMessageKeys(t *testing.T) {
 	if v, err := c.Get(ctx, "known:{"+aor+"}").Result(); err != nil || v != fmt.Sprint(until.Unix()) {
 		t.Errorf("GET known = %q, %v; want %d", v, err, until.Unix())
 	}
-	want = time.Until(until.Add(grace))
+	want := time.Until(until.Add(grace))
 	if pttl, err := c.PTTL(ctx, "known:{"+aor+"}").Result(); err != nil || pttl > want+time.Second || pttl < want-5*time.Second {
 		t.Errorf("PTTL known = %v, %v; want about %v", pttl, err, want)
 	}

@@ -119,7 +119,13 @@ func TestPresenceKeys(t *testing.T) {
 		t.Errorf("index entry of a deleted subscription left in %s", got)
 	}
 
-	// rules:{aor}: watcher → rule, no TTL.
+	checkRuleKey(t, s, aor)
+}
+
+// checkRuleKey checks rules:{aor}: watcher → rule, no TTL.
+func checkRuleKey(t *testing.T, s *redis.Store, aor string) {
+	t.Helper()
+	ctx, c := t.Context(), s.Client()
 	if err := s.SetRule(ctx, aor, "example.org", storage.RuleBlock); err != nil {
 		t.Fatalf("SetRule: %v", err)
 	}

@@ -147,20 +147,23 @@ func diffBinding(got, want storage.Binding) string {
 	return strings.Join(d, "; ")
 }
 
-func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
-	t0 := base()
+// updateCase is one case of testUpdateBindings: setup is applied first (each must succeed),
+// then u, whose result must list the bindings wanted.
+type updateCase struct {
+	name          string
+	setup         []storage.BindingUpdate
+	u             storage.BindingUpdate
+	wantBindings  []storage.Binding
+	wantAdded     []string
+	wantRefreshed []string
+	wantRemoved   []storage.Binding
+}
+
+// updateCases are rules 1 to 3 of storage.BindingUpdate without errors, on one AOR.
+func updateCases(t0 time.Time) []updateCase {
 	a1 := bnd(t0, "sip:a@10.0.0.1", "c1", 1, 0, 3600)
 	b1 := bnd(t0, "sip:b@10.0.0.2", "c2", 7, 0, 3600)
-	tests := []struct {
-		name string
-		// setup is applied first (each must succeed), then u.
-		setup         []storage.BindingUpdate
-		u             storage.BindingUpdate
-		wantBindings  []storage.Binding
-		wantAdded     []string
-		wantRefreshed []string
-		wantRemoved   []storage.Binding
-	}{
+	return []updateCase{
 		{
 			name:         "add two, result ordered by key",
 			u:            update(t0, b1, a1),
@@ -235,36 +238,44 @@ func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
 			wantBindings: []storage.Binding{a1},
 		},
 	}
-	for _, tc := range tests {
+}
+
+func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
+	for _, tc := range updateCases(base()) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			for _, u := range tc.setup {
 				mustUpdate(t, s, aor, u)
 			}
-			res := mustUpdate(t, s, aor, tc.u)
-			equalBindings(t, "Result.Bindings", res.Bindings, tc.wantBindings)
-			equalBindings(t, "Bindings()", mustBindings(t, s, aor, tc.u.Now), tc.wantBindings)
-			if got := keys(res.Added); !slices.Equal(got, orEmpty(tc.wantAdded)) {
-				t.Errorf("Added = %v, want %v", got, tc.wantAdded)
-			}
-			if got := keys(res.Refreshed); !slices.Equal(got, orEmpty(tc.wantRefreshed)) {
-				t.Errorf("Refreshed = %v, want %v", got, tc.wantRefreshed)
-			}
-			equalBindings(t, "Removed", res.Removed, tc.wantRemoved)
-			equalBindings(t, "Expired", res.Expired, nil)
-			equalBindings(t, "Evicted", res.Evicted, nil)
-			// Added and Refreshed carry the new state, equal to what is stored.
-			for _, b := range append(slices.Clone(res.Added), res.Refreshed...) {
-				i := slices.IndexFunc(tc.wantBindings, func(w storage.Binding) bool { return w.Key == b.Key })
-				if i < 0 {
-					t.Errorf("Added/Refreshed %s not among the bindings", b.Key)
-					continue
-				}
-				if d := diffBinding(b, tc.wantBindings[i]); d != "" {
-					t.Errorf("Added/Refreshed %s: %s", b.Key, d)
-				}
-			}
+			checkUpdate(t, s, tc, mustUpdate(t, s, aor, tc.u))
 		})
+	}
+}
+
+// checkUpdate checks the result of tc's update, and that Bindings reads what it stored.
+func checkUpdate(t *testing.T, s Store, tc updateCase, res storage.BindingResult) {
+	t.Helper()
+	equalBindings(t, "Result.Bindings", res.Bindings, tc.wantBindings)
+	equalBindings(t, "Bindings()", mustBindings(t, s, aor, tc.u.Now), tc.wantBindings)
+	if got := keys(res.Added); !slices.Equal(got, orEmpty(tc.wantAdded)) {
+		t.Errorf("Added = %v, want %v", got, tc.wantAdded)
+	}
+	if got := keys(res.Refreshed); !slices.Equal(got, orEmpty(tc.wantRefreshed)) {
+		t.Errorf("Refreshed = %v, want %v", got, tc.wantRefreshed)
+	}
+	equalBindings(t, "Removed", res.Removed, tc.wantRemoved)
+	equalBindings(t, "Expired", res.Expired, nil)
+	equalBindings(t, "Evicted", res.Evicted, nil)
+	// Added and Refreshed carry the new state, equal to what is stored.
+	for _, b := range append(slices.Clone(res.Added), res.Refreshed...) {
+		i := slices.IndexFunc(tc.wantBindings, func(w storage.Binding) bool { return w.Key == b.Key })
+		if i < 0 {
+			t.Errorf("Added/Refreshed %s not among the bindings", b.Key)
+			continue
+		}
+		if d := diffBinding(b, tc.wantBindings[i]); d != "" {
+			t.Errorf("Added/Refreshed %s: %s", b.Key, d)
+		}
 	}
 }
 
