@@ -217,10 +217,7 @@ func TestSweepKinds(t *testing.T) {
 func TestExpireMessagesAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	const nodes, aors, per = 4, 50, 4
-	stores := make([]*redis.Store, nodes)
-	for i := range stores {
-		stores[i] = connect(t, srv.URL(), redis.Options{})
-	}
+	stores := connectNodes(t, srv.URL(), nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {

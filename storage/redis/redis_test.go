@@ -41,6 +41,16 @@ func connect(t testing.TB, url string, opts redis.Options) *redis.Store {
 	return s
 }
 
+// connectNodes opens n Stores on url: n simpled nodes sharing one Redis.
+func connectNodes(t testing.TB, url string, n int) []*redis.Store {
+	t.Helper()
+	stores := make([]*redis.Store, n)
+	for i := range stores {
+		stores[i] = connect(t, url, redis.Options{})
+	}
+	return stores
+}
+
 // flush empties every database of the server(s) behind s.
 func flush(t testing.TB, s *redis.Store) {
 	t.Helper()
@@ -467,10 +477,7 @@ func TestNonceEpochFlush(t *testing.T) {
 func TestSweepAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	const nodes, aors, per = 4, 50, 4
-	stores := make([]*redis.Store, nodes)
-	for i := range stores {
-		stores[i] = connect(t, srv.URL(), redis.Options{})
-	}
+	stores := connectNodes(t, srv.URL(), nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {

@@ -93,13 +93,10 @@ func mustHas(t *testing.T, s Store, aor string, want bool) {
 }
 
 // dedupKeys returns the DedupKeys of ms in order.
-func dedupKeys(ms []storage.Message) []string {
-	out := make([]string, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, m.DedupKey)
-	}
-	return out
-}
+func dedupKeys(ms []storage.Message) []string { return names(ms, dedupKey) }
+
+// dedupKey names a message in failures.
+func dedupKey(m storage.Message) string { return m.DedupKey }
 
 // stored returns m as a store returns it: with id, times in whole seconds UTC.
 func stored(m storage.Message, id string) storage.Message {
@@ -113,15 +110,7 @@ func stored(m storage.Message, id string) storage.Message {
 // by byte, an empty body equal to nil).
 func equalMessages(t *testing.T, what string, got, want []storage.Message) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: got %d messages %q, want %d %q", what, len(got), dedupKeys(got), len(want), dedupKeys(want))
-		return
-	}
-	for i := range got {
-		if d := diffMessage(got[i], want[i]); d != "" {
-			t.Errorf("%s[%d] (%q): %s", what, i, want[i].DedupKey, d)
-		}
-	}
+	equalList(t, what, got, want, dedupKey, diffMessage)
 }
 
 func diffMessage(got, want storage.Message) string {

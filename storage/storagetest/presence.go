@@ -151,6 +151,12 @@ func equalItems[T any](t *testing.T, what string, got, want []T, name func(T) st
 		t.Errorf("%s: got %#v, want nil", what, got)
 		return
 	}
+	equalList(t, what, got, want, name, diff)
+}
+
+// equalList compares two lists item by item with diff; name names an item in failures.
+func equalList[T any](t *testing.T, what string, got, want []T, name func(T) string, diff func(got, want T) string) {
+	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: got %d %q, want %d %q", what, len(got), names(got, name), len(want), names(want, name))
 		return

@@ -102,27 +102,16 @@ func mustBindings(t *testing.T, s Store, aor string, now time.Time) []storage.Bi
 	return bs
 }
 
+// bindingKey names a binding in failures.
+func bindingKey(b storage.Binding) string { return b.Key }
+
 // keys returns the Keys of bs in order.
-func keys(bs []storage.Binding) []string {
-	out := make([]string, 0, len(bs))
-	for _, b := range bs {
-		out = append(out, b.Key)
-	}
-	return out
-}
+func keys(bs []storage.Binding) []string { return names(bs, bindingKey) }
 
 // equalBindings compares two binding lists field by field (times with Equal).
 func equalBindings(t *testing.T, what string, got, want []storage.Binding) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: got %d bindings %v, want %d %v", what, len(got), keys(got), len(want), keys(want))
-		return
-	}
-	for i := range got {
-		if d := diffBinding(got[i], want[i]); d != "" {
-			t.Errorf("%s[%d] (%s): %s", what, i, want[i].Key, d)
-		}
-	}
+	equalList(t, what, got, want, bindingKey, diffBinding)
 }
 
 func diffBinding(got, want storage.Binding) string {
