@@ -153,8 +153,6 @@ func clone(b storage.Binding) storage.Binding {
 	return b
 }
 
-func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
-
 // UpdateBindings applies one REGISTER to aor atomically, with the semantics of
 // storage.BindingUpdate. On an error nothing changed: the update is planned in full before
 // anything is written.
@@ -175,7 +173,7 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	res := p.res
 	res.Bindings = s.commitBindings(aor, p)
 	for _, l := range [][]storage.Binding{res.Bindings, res.Removed, res.Expired, res.Evicted, res.Added, res.Refreshed} {
-		slices.SortFunc(l, byKey)
+		slices.SortFunc(l, storage.CompareBindings)
 	}
 	s.msgMu.RLock() // the one nesting of two locks: regMu, then msgMu (package doc)
 	res.Mailbox = storage.MailboxOf(s.boxes[aor] != nil)
@@ -364,7 +362,7 @@ func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, clone(e.b))
 		}
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 
@@ -383,7 +381,7 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 		out = append(out, e.b) // the entry is gone: no copy needed
 	}
 	delete(s.aors, aor)
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 

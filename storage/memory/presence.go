@@ -1,12 +1,10 @@
 package memory
 
 import (
-	"cmp"
 	"container/heap"
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -155,14 +153,6 @@ func copyPublication(p storage.Publication) storage.Publication {
 	return p
 }
 
-// byUpdated is the order of Publications: oldest UpdatedAt first, then ETag.
-func byUpdated(a, b storage.Publication) int {
-	if c := a.UpdatedAt.Compare(b.UpdatedAt); c != 0 {
-		return c
-	}
-	return strings.Compare(a.ETag, b.ETag)
-}
-
 // Publish applies op to aor's publications atomically, with the semantics of
 // storage.PublishOp (MaxPublications included: the count and the write are under one lock).
 // On an error nothing changed.
@@ -221,7 +211,7 @@ func (s *Store) Publications(ctx context.Context, aor string, now time.Time) ([]
 	}
 	s.pubs.mu.RLock()
 	defer s.pubs.mu.RUnlock()
-	return s.pubs.live(aor, now.Unix(), byUpdated, copyPublication), nil
+	return s.pubs.live(aor, now.Unix(), storage.ComparePublications, copyPublication), nil
 }
 
 // ExpirePublications removes at most limit publications that expired at now, earliest
@@ -255,8 +245,6 @@ func cloneStrings(l []string) []string {
 	}
 	return slices.Clone(l)
 }
-
-func byID(a, b storage.Subscription) int { return cmp.Compare(a.ID, b.ID) }
 
 // PutSubscription stores sub whole under sub.AOR and sub.ID; with minCSeq > 0 only if no
 // subscription with that ID is stored (expired or not) whose RemoteCSeq is minCSeq or more,
@@ -312,7 +300,7 @@ func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([
 	}
 	s.subs.mu.RLock()
 	defer s.subs.mu.RUnlock()
-	return s.subs.live(aor, now.Unix(), byID, copySubscription), nil
+	return s.subs.live(aor, now.Unix(), storage.CompareSubscriptions, copySubscription), nil
 }
 
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with

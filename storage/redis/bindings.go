@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -204,7 +203,7 @@ func decodeUpdate(v any) (storage.BindingResult, error) {
 			b.Path = slices.Clone(b.Path)
 			out = append(out, b)
 		}
-		slices.SortFunc(out, byKey)
+		slices.SortFunc(out, storage.CompareBindings)
 		return out, nil
 	}
 	var err error
@@ -237,11 +236,9 @@ func decodeList(p any) ([]storage.Binding, error) {
 		}
 		out = append(out, b)
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
-
-func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
 
 // Bindings returns aor's bindings live at now, ordered by Key (one HGETALL).
 func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
@@ -265,7 +262,7 @@ func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, b)
 		}
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 
@@ -294,7 +291,7 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 		}
 		out = append(out, b)
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	if len(bad) > 0 {
 		return out, fmt.Errorf("redis: %s: %s: removed %d values that did not decode: %w", step, aor, len(bad), errors.Join(bad...))
 	}

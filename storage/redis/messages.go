@@ -97,8 +97,7 @@ func (s *Store) Messages(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, m)
 		}
 	}
-	// IDs have one width, so string order is store order.
-	slices.SortFunc(out, func(a, b storage.Message) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, storage.CompareMessages)
 	return out, nil
 }
 

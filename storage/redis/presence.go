@@ -85,16 +85,6 @@ const (
 // publication.
 const replyNoMatch = "SIMPLED_NOMATCH"
 
-// byUpdated is the order of Publications: oldest UpdatedAt first, then ETag.
-func byUpdated(a, b storage.Publication) int {
-	if c := a.UpdatedAt.Compare(b.UpdatedAt); c != 0 {
-		return c
-	}
-	return strings.Compare(a.ETag, b.ETag)
-}
-
-func byID(a, b storage.Subscription) int { return strings.Compare(a.ID, b.ID) }
-
 func pubMember(aor, etag string) string { return indexMember(pubPrefix, aor, etag) }
 func subMember(aor, id string) string   { return indexMember(subPrefix, aor, id) }
 
@@ -244,7 +234,7 @@ func (s *Store) unpublishIndex(ctx context.Context, ex string, added bool, membe
 // ETag); nil when there are none (one HGETALL).
 func (s *Store) Publications(ctx context.Context, aor string, now time.Time) ([]storage.Publication, error) {
 	return liveValues(ctx, s, "publications", aor, pubKey(aor), now, decodePublication,
-		func(p *storage.Publication) time.Time { return p.ExpiresAt }, byUpdated)
+		func(p *storage.Publication) time.Time { return p.ExpiresAt }, storage.ComparePublications)
 }
 
 // hgetAll reads the hash key through the batcher.
@@ -364,7 +354,7 @@ func (s *Store) Subscription(ctx context.Context, aor, id string, now time.Time)
 func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([]storage.Subscription, error) {
 	return liveValues(ctx, s, "subscriptions", aor, subKey(aor), now,
 		func(_, js string) (storage.Subscription, error) { return s.subs.get(js, decodeSubscription) },
-		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, byID)
+		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, storage.CompareSubscriptions)
 }
 
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with
