@@ -152,9 +152,9 @@ type Options struct {
 	// TLSConfig replaces the TLS settings of a rediss:// URL (default: verify the server name
 	// from the URL). Ignored for plain redis://.
 	TLSConfig *tls.Config
-	// KeyGrace is added to the latest binding expiry of an AOR to form the TTL of its
-	// reg:{aor} key. It must exceed the sweep interval, or a stopped sweeper loses expiry
-	// events. Default 1 h.
+	// KeyGrace is added to the latest expiry of an AOR's items to form the TTL of its keys
+	// (reg:, msg:, msgid:, pub:, sub:{aor}) and to a known user's until (known:{aor}). It
+	// must exceed the sweep interval, or a stopped sweeper loses expiry events. Default 1 h.
 	KeyGrace time.Duration
 }
 
