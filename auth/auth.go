@@ -19,20 +19,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Defaults of Options.
-const (
-	DefaultNonceLifetime = 5 * time.Minute
-	// DefaultLockoutThreshold is the number of failures within a minute that starts a
-	// lockout when Options.LockoutThreshold is 0.
-	DefaultLockoutThreshold = 10
-)
-
-// DefaultAlgorithms is what simpled offers when Options.Algorithms is empty: SHA-256 first,
-// then MD5 for older clients (RFC 8760, UAS behaviour: one challenge header per algorithm,
-// most preferred first).
-var DefaultAlgorithms = []Algorithm{SHA256, MD5}
-
-// Options configures the auth stage. Only Store is required.
+// Options configures the auth stage: Setup builds them from the auth: section and the shared
+// services. Store, Seals, Mode, NonceLifetime, Algorithms and LockoutThreshold are required.
 type Options struct {
 	// Domains are the local domains. The realm for an AOR is its domain in lower case.
 	Domains []string
@@ -45,7 +33,7 @@ type Options struct {
 	// random bytes (nonces then do not survive a restart: clients get a fresh challenge).
 	Secret []byte
 	// NonceLifetime is how long a nonce is fresh; after it a request gets stale=true.
-	// Default DefaultNonceLifetime.
+	// Required.
 	NonceLifetime time.Duration
 	// Mode is ModeRequired (every request that claims a local identity proves it) or ModeOff
 	// (claims are taken at their word: loopback test servers only). Required.
@@ -59,7 +47,7 @@ type Options struct {
 	// Seals checks the dialog tokens of our Record-Routes and the proofs other nodes of this
 	// deployment attach. Required.
 	Seals *sipx.Seals
-	// Algorithms offered, one challenge header each, in this order. Default DefaultAlgorithms.
+	// Algorithms offered, one challenge header each, in this order. At least one.
 	Algorithms []Algorithm
 	// RequireQOP refuses answers without qop (RFC 2069 style): they get a fresh challenge.
 	// Without it such an answer is accepted once per nonce.
@@ -68,8 +56,7 @@ type Options struct {
 	// attempts (wrong response or unknown user) for that AOR from that address within a
 	// minute, even with the right password. 0 disables lockouts.
 	Lockout time.Duration
-	// LockoutThreshold is the number of failures that starts a lockout. Default
-	// DefaultLockoutThreshold.
+	// LockoutThreshold is the number of failures that starts a lockout, at least 1.
 	LockoutThreshold int
 	// Log is the stage logger, already named by the caller (log.Named("auth")), for
 	// lifecycle messages; per-request messages go to the request logger of sipx.State, named
@@ -173,17 +160,11 @@ func New(opts Options) (*Auth, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.NonceLifetime == 0 {
-		opts.NonceLifetime = DefaultNonceLifetime
+	if opts.Lockout < 0 || opts.LockoutThreshold < 1 {
+		return nil, fmt.Errorf("auth: options: lockout %v, threshold %d: want lockout 0 or more, threshold 1 or more", opts.Lockout, opts.LockoutThreshold)
 	}
 	if len(opts.Algorithms) == 0 {
-		opts.Algorithms = DefaultAlgorithms
-	}
-	if opts.LockoutThreshold == 0 {
-		opts.LockoutThreshold = DefaultLockoutThreshold
-	}
-	if opts.Lockout < 0 || opts.LockoutThreshold < 0 {
-		return nil, fmt.Errorf("auth: options: lockout %v, threshold %d: must not be negative", opts.Lockout, opts.LockoutThreshold)
+		return nil, errors.New("auth: options: no algorithm")
 	}
 	seen := map[Algorithm]bool{}
 	for _, alg := range opts.Algorithms {
@@ -589,28 +570,7 @@ func (a *Auth) offers(alg Algorithm) bool {
 	return false
 }
 
-// Known reports whether aor ("user@domain") has credentials for its domain's realm, in the users
-// file or the store: the proxy's test for a known user (docs/cli.md).
-func (a *Auth) Known(ctx context.Context, aor string) (bool, error) {
-	_, domain, ok := strings.Cut(aor, "@")
-	if !ok {
-		return false, nil
-	}
-	_, found, err := a.credential(ctx, aor, strings.ToLower(domain))
-	return found, err
-}
-
 // credential looks aor up in the users file, then in the store.
 func (a *Auth) credential(ctx context.Context, aor, realm string) (storage.Credential, bool, error) {
-	if c, ok := a.users.Lookup(aor, realm); ok {
-		return c, true, nil
-	}
-	c, err := a.store.Credential(ctx, aor, realm)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		return storage.Credential{}, false, nil
-	case err != nil:
-		return storage.Credential{}, false, fmt.Errorf("auth: credential: %w", err)
-	}
-	return c, true, nil
+	return lookupCredential(ctx, a.users, a.store, aor, realm)
 }

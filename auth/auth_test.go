@@ -158,6 +158,21 @@ type env struct {
 	log   *zap.Logger
 }
 
+// The test settings the constructor requires: a five-minute nonce, SHA-256 offered before MD5,
+// lockouts after ten failures.
+const (
+	testNonceLifetime    = 5 * time.Minute
+	testLockoutThreshold = 10
+)
+
+// testOptions fills in o the settings New requires and the tests do not vary.
+func testOptions(o Options) Options {
+	o.NonceLifetime = testNonceLifetime
+	o.Algorithms = []Algorithm{SHA256, MD5}
+	o.LockoutThreshold = testLockoutThreshold
+	return o
+}
+
 func newEnv(t *testing.T, mod func(o *Options)) *env {
 	t.Helper()
 	e := &env{t: t, store: newMemStore(), now: time.Unix(1_700_000_000, 0), reg: prometheus.NewRegistry()}
@@ -176,6 +191,7 @@ func newEnv(t *testing.T, mod func(o *Options)) *env {
 		Registerer: e.reg,
 		Now:        func() time.Time { return e.now },
 	}
+	opts = testOptions(opts)
 	if mod != nil {
 		mod(&opts)
 	}
@@ -728,7 +744,7 @@ func TestLockout(t *testing.T) {
 	for i := range 999 {
 		r := register(attacker, fmt.Sprintf("guess-%d", i))
 		want := "Invalid Credentials"
-		if i >= DefaultLockoutThreshold {
+		if i >= testLockoutThreshold {
 			want = "Locked Out"
 		}
 		if r.status != 403 || r.tx.last().Reason != want {
@@ -745,7 +761,7 @@ func TestLockout(t *testing.T) {
 	if got := e.counter("simpled_auth_lockouts_total", "", ""); got != 1 {
 		t.Fatalf("lockouts = %v", got)
 	}
-	if got := e.counter("simpled_auth_failures_total", "reason", failLocked); got != 999-DefaultLockoutThreshold+1 {
+	if got := e.counter("simpled_auth_failures_total", "reason", failLocked); got != 999-testLockoutThreshold+1 {
 		t.Fatalf("locked failures = %v", got)
 	}
 	// Another source is not locked out, nor is another AOR from the attacker.
@@ -813,7 +829,7 @@ func TestStaleNonce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			nonce := e.nonceFor("alice@example.test")
-			e.now = e.now.Add(DefaultNonceLifetime + time.Second)
+			e.now = e.now.Add(testNonceLifetime + time.Second)
 			c := alice
 			c.password = tt.password
 			r := e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+c.answer(t, "REGISTER", nonce)))
@@ -1131,10 +1147,13 @@ func TestNewOptions(t *testing.T) {
 		{name: "duplicate algorithm", mod: func(o *Options) { o.Algorithms = []Algorithm{MD5, MD5} }},
 		{name: "short secret", mod: func(o *Options) { o.Secret = []byte("short") }},
 		{name: "negative lifetime", mod: func(o *Options) { o.NonceLifetime = -time.Second }},
+		{name: "no lifetime", mod: func(o *Options) { o.NonceLifetime = 0 }},
+		{name: "no algorithm", mod: func(o *Options) { o.Algorithms = nil }},
+		{name: "no lockout threshold", mod: func(o *Options) { o.LockoutThreshold = 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := Options{Domains: []string{"example.test"}, Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil)}
+			o := testOptions(Options{Domains: []string{"example.test"}, Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil)})
 			tt.mod(&o)
 			if _, err := New(o); err == nil {
 				t.Fatal("New accepted bad options")
@@ -1143,10 +1162,10 @@ func TestNewOptions(t *testing.T) {
 	}
 	// The metrics are registered once per registry.
 	reg := prometheus.NewRegistry()
-	if _, err := New(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg}); err != nil {
+	if _, err := New(testOptions(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg}); err == nil {
+	if _, err := New(testOptions(Options{Store: newMemStore(), Mode: ModeRequired, Seals: sipx.NewSeals(nil), Registerer: reg})); err == nil {
 		t.Fatal("second registration on one registry succeeded")
 	}
 	mfs, err := reg.Gather()
@@ -1157,11 +1176,21 @@ func TestNewOptions(t *testing.T) {
 	if err != nil || len(mfs) != 3 || n != len(failReasons)+3 {
 		t.Fatalf("gathered %d families, %d series, %v", len(mfs), n, err)
 	}
-	// Options beyond the required ones may be zero: random secret, default lifetime and
-	// algorithms.
-	a, err := New(Options{Store: newMemStore(), Mode: ModeOff, Seals: sipx.NewSeals(nil)})
-	if err != nil || a.nonces.Lifetime() != DefaultNonceLifetime || len(a.algs) != 2 || a.algs[0] != SHA256 {
+	// Setup with the configuration's defaults: a random secret is not its business (the
+	// wiring hands one), the lifetime and algorithms are DefaultConfig's.
+	dir, err := NewDirectory("", newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Mode = string(ModeOff)
+	a, err := Setup(cfg, Deps{Users: dir, Store: newMemStore(), Secret: []byte("0123456789abcdef"), Seals: sipx.NewSeals(nil)})
+	if err != nil || a.nonces.Lifetime() != 5*time.Minute || len(a.algs) != 1 || a.algs[0] != MD5 {
 		t.Fatalf("defaults: %v", err)
+	}
+	cfg.Algorithms = []string{"SHA-256", "bogus"}
+	if _, err := Setup(cfg, Deps{Users: dir, Store: newMemStore(), Secret: []byte("0123456789abcdef"), Seals: sipx.NewSeals(nil)}); err == nil {
+		t.Fatal("Setup accepted an unknown algorithm")
 	}
 	if h := a.Plugin()(nil); h.Name() != "auth" {
 		t.Fatalf("Name = %q", h.Name())
@@ -1175,7 +1204,8 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(alg.String(), func(b *testing.B) {
 			store := newMemStore()
 			store.setPassword("alice", "example.test", "secret-alice")
-			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}, Lockout: 5 * time.Minute})
+			a, err := New(Options{Domains: []string{"example.test"}, Store: store, Algorithms: []Algorithm{alg}, Lockout: 5 * time.Minute,
+				NonceLifetime: testNonceLifetime, LockoutThreshold: testLockoutThreshold})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -20,23 +20,23 @@ import (
 
 // limitsPresence is a presence agent with the given limits, policy allow, and a counter of
 // what they refused.
-func limitsPresence(t *testing.T, mod func(*Options)) (*Presence, func(limit string) float64) {
+func limitsPresence(t *testing.T, mod func(*options)) (*Presence, func(limit string) float64) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	lim, err := sipx.NewLimited(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{
+	opts := options{Config: withPolicy(PolicyAllow), Deps: testDeps(Deps{
 		Domains: []string{"example.test"}, Store: memory.New(), Locator: noBindings{}, Sender: noSender{},
 		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
-		Policy:  PolicyAllow, Limited: lim,
-	}
+		Limited: lim,
+	})}
 	if mod != nil {
 		mod(&opts)
 	}
-	p, err := New(opts)
+	p, err := Setup(opts.Config, opts.Deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func subscribeFromEvent(t *testing.T, p *Presence, watcher, aor, source, callID,
 // watchers still get in when a foreign domain has used its share, and a watcher that leaves
 // frees its slot.
 func TestWatchersBounded(t *testing.T) {
-	p, lim := limitsPresence(t, func(o *Options) { o.MaxWatchers = 6; o.MaxWatchersPerDomain = 2 })
+	p, lim := limitsPresence(t, func(o *options) { o.MaxWatchers = 6; o.MaxWatchersPerDomain = 2 })
 	for i := range 4 {
 		want := 200
 		if i >= 2 {
@@ -137,7 +137,7 @@ func TestWatchersBounded(t *testing.T) {
 // TestSubscriptionsPerSourceIPv6: the per-source subscription cap counts an IPv6 source by its
 // /64, so one host cannot take a fresh quota per address of its prefix.
 func TestSubscriptionsPerSourceIPv6(t *testing.T) {
-	p, lim := limitsPresence(t, func(o *Options) { o.MaxSubscriptionsPerSource = 3 })
+	p, lim := limitsPresence(t, func(o *options) { o.MaxSubscriptionsPerSource = 3 })
 	for i := range 4 {
 		want := 200
 		if i == 3 {
@@ -221,7 +221,7 @@ func (r *recordSender) SendInDialog(_ context.Context, req *sip.Request, _ *stor
 // left as terminated — with versions rising one by one.
 func TestWatcherInfoPartial(t *testing.T) {
 	rec := &recordSender{winfo: make(chan []byte, 16)}
-	p, _ := limitsPresence(t, func(o *Options) { o.Sender = rec; o.MinNotifyInterval = time.Millisecond })
+	p, _ := limitsPresence(t, func(o *options) { o.Sender = rec; o.MinNotifyInterval = time.Millisecond })
 	next := func(what string) *pidf.WatcherInfo {
 		t.Helper()
 		select {

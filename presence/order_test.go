@@ -53,12 +53,11 @@ func TestFirstNotifyAfterTheAnswer(t *testing.T) {
 	tx := siptest.NewServerTxRecorder(req)
 	sender := &orderSender{tx: tx, sent: make(chan struct{}, 4)}
 	store := &changeOnPut{Store: memory.New()}
-	p, err := New(Options{
+	p, err := Setup(withPolicy("allow"), testDeps(Deps{
 		Domains: []string{"example.test"}, Store: store, Locator: noBindings{}, Sender: sender,
 		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
-		Policy:  "allow",
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +89,11 @@ func (c *countSender) SendInDialog(context.Context, *sip.Request, *storage.Subsc
 func TestEndedSubscriptionStaysEnded(t *testing.T) {
 	sender := &countSender{}
 	store := memory.New()
-	p, err := New(Options{
+	p, err := Setup(DefaultConfig(), testDeps(Deps{
 		Domains: []string{"example.test"}, Store: store, Locator: noBindings{}, Sender: sender,
 		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

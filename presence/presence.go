@@ -13,7 +13,6 @@ import (
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -48,57 +47,16 @@ type Sender interface {
 	SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error)
 }
 
-// Options configure the presence agent. Domains, Store, Locator, Sender and Contact are
-// required.
-type Options struct {
-	Domains []string
-	Store   Store
-	Locator Locator
-	Sender  Sender
-	// Contact returns our Contact URI for a dialog created over transport (udp, tcp, ...) by
-	// a request from remote (host:port): the remote target of the watcher's in-dialog
-	// requests.
-	Contact func(transport, remote string) string
-	// IsOurs reports whether a host (domain or address) is this server.
-	IsOurs func(host string) bool
-	// Known reports whether aor is a user of ours (credentials, or a recent registration); a
-	// SUBSCRIBE to a presentity that is not known, not registered and has no publication
-	// gets 404. Nil: every AOR of a local domain exists.
-	Known func(ctx context.Context, aor string) (bool, error)
-	// Policy is PolicyAllow, PolicySameDomain (default) or PolicyConfirm.
-	Policy string
-	// Expiry limits of PUBLISH and SUBSCRIBE, seconds (defaults 60, 3600, 7200).
-	MinExpires, DefaultExpires, MaxExpires int
-	// MinNotifyInterval is the shortest time between two NOTIFYs of one subscription (RFC
-	// 6446 rate control): changes in between are coalesced and the last state is sent when
-	// the interval has passed. Default 200ms.
-	MinNotifyInterval time.Duration
-	// MaxBodySize bounds PUBLISH bodies (413 above). Default 64 KiB.
-	MaxBodySize int
-	// MaxSubscriptionsPerSource bounds the live subscriptions this node holds for one source
-	// (an IPv4 address, an IPv6 /64; 503 above). Default 10000.
-	MaxSubscriptionsPerSource int
-	// MaxWatchers bounds the presence subscriptions to one presentity this node knows of
-	// (403 above). Default 1000.
-	MaxWatchers int
-	// MaxWatchersPerDomain bounds those of them whose watchers are of one other domain (403
-	// above); watchers of our domains never count against it. Default 100.
-	MaxWatchersPerDomain int
-	// Limited counts refusals by limit (simpled_limited_total); nil counts nothing.
-	Limited *sipx.Limited
-	// NodeID names this node: it owns the subscriptions it accepts.
-	NodeID        string
-	SweepInterval time.Duration
-	Bus           storage.Bus
-	Log           *zap.Logger
-	Registerer    prometheus.Registerer
-	Now           func() time.Time
+// options is a Presence's settings: its section and what the wiring hands it.
+type options struct {
+	Config
+	Deps
 }
 
-// Presence is the presence agent stage. Create it with New, put Plugin in the chain, and run
+// Presence is the presence agent stage. Create it with Setup, put Plugin in the chain, and run
 // Run for the sweeps and the notifier.
 type Presence struct {
-	opts    Options
+	opts    options
 	events  <-chan storage.Event
 	stopBus func()
 	domains map[string]bool
@@ -116,50 +74,24 @@ type shared struct {
 	logGate  *sipx.LogGate[string]
 }
 
-// New checks opts and returns a presence agent.
-func New(opts Options) (*Presence, error) {
+// newPresence checks opts and returns a presence agent.
+func newPresence(opts options) (*Presence, error) {
 	if opts.Store == nil || opts.Locator == nil || opts.Sender == nil || opts.Contact == nil || opts.IsOurs == nil || len(opts.Domains) == 0 {
 		return nil, errors.New("presence: Domains, Store, Locator, Sender, Contact and IsOurs are required")
 	}
 	switch opts.Policy {
-	case "":
-		opts.Policy = PolicySameDomain
 	case PolicyAllow, PolicySameDomain, PolicyConfirm:
 	default:
 		return nil, fmt.Errorf("presence: policy %q: want allow, same-domain or confirm", opts.Policy)
 	}
-	if opts.MinExpires <= 0 {
-		opts.MinExpires = 60
-	}
-	if opts.DefaultExpires <= 0 {
-		opts.DefaultExpires = 3600
-	}
-	if opts.MaxExpires <= 0 {
-		opts.MaxExpires = 7200
-	}
-	if opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
-		return nil, fmt.Errorf("presence: expiry limits: want min %d <= default %d <= max %d",
+	if opts.MinExpires < 1 || opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
+		return nil, fmt.Errorf("presence: expiry limits: want 1 <= min %d <= default %d <= max %d",
 			opts.MinExpires, opts.DefaultExpires, opts.MaxExpires)
 	}
-	if opts.MinNotifyInterval < 0 {
-		opts.MinNotifyInterval = 0
-	} else if opts.MinNotifyInterval == 0 {
-		opts.MinNotifyInterval = 200 * time.Millisecond
-	}
-	if opts.MaxBodySize <= 0 {
-		opts.MaxBodySize = 64 << 10
-	}
-	if opts.MaxSubscriptionsPerSource <= 0 {
-		opts.MaxSubscriptionsPerSource = 10000
-	}
-	if opts.MaxWatchers <= 0 {
-		opts.MaxWatchers = 1000
-	}
-	if opts.MaxWatchersPerDomain <= 0 {
-		opts.MaxWatchersPerDomain = 100
-	}
-	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = time.Second
+	if opts.MinNotifyInterval < 0 || opts.MaxSubscriptionsPerSource < 1 || opts.MaxWatchers < 1 ||
+		opts.MaxWatchersPerDomain < 1 || opts.SweepInterval <= 0 {
+		return nil, fmt.Errorf("presence: limits: min notify interval %s, max subscriptions per source %d, max watchers %d, per domain %d, sweep interval %s: want the interval 0 or more, the others more than 0",
+			opts.MinNotifyInterval, opts.MaxSubscriptionsPerSource, opts.MaxWatchers, opts.MaxWatchersPerDomain, opts.SweepInterval)
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()

@@ -24,14 +24,29 @@ func (noSender) SendInDialog(context.Context, *sip.Request, *storage.Subscriptio
 	return 200, nil
 }
 
+// withPolicy is the default configuration with policy.
+func withPolicy(policy string) Config {
+	c := DefaultConfig()
+	c.Policy = policy
+	return c
+}
+
+// testDeps fills what the wiring hands from other sections with simpled's defaults (the
+// registrar's expiry limits and sweep interval, limits.max_body_size).
+func testDeps(d Deps) Deps {
+	d.MinExpires, d.DefaultExpires, d.MaxExpires = 60, 3600, 7200
+	d.MaxBodySize = 64 << 10
+	d.SweepInterval = time.Second
+	return d
+}
+
 func newTestPresence(t testing.TB, policy string) *Presence {
 	t.Helper()
-	p, err := New(Options{
+	p, err := Setup(withPolicy(policy), testDeps(Deps{
 		Domains: []string{"example.test"}, Store: memory.New(), Locator: noBindings{}, Sender: noSender{},
 		Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 		IsOurs:  func(h string) bool { return h == "127.0.0.1" },
-		Policy:  policy,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +143,7 @@ func TestAccepts(t *testing.T) {
 // TestExpiry: absent → default, 0 stays 0 (remove, fetch), below the minimum → 423, above the
 // maximum → clamped, garbage → error.
 func TestExpiry(t *testing.T) {
-	p := newTestPresence(t, "")
+	p := newTestPresence(t, PolicySameDomain)
 	for _, c := range []struct {
 		hdr    string
 		secs   int

@@ -31,7 +31,7 @@ func BenchmarkRegister(b *testing.B) {
 }
 
 func benchRegister(b *testing.B, store Store) {
-	r, err := New(Options{Domains: []string{"example.test"}, Store: store})
+	r, err := Setup(DefaultConfig(), Deps{Domains: []string{"example.test"}, Store: store})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func FuzzRegister(f *testing.F) {
 			return
 		}
 		store := memory.New()
-		r, err := New(Options{Domains: []string{"example.test"}, Store: store})
+		r, err := Setup(DefaultConfig(), Deps{Domains: []string{"example.test"}, Store: store})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,7 +53,7 @@ func TestNewAORsPerSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, func(o *Options) {
+	f := newFixture(t, func(o *options) {
 		o.MaxNewAORsPerSource = 3
 		o.Limited = lim
 		o.TrustedPeer = func(st *sipx.State) bool { return st.Source == "192.0.2.9:5060" }

@@ -23,50 +23,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// Options configure a Registrar. Zero values take the defaults of docs/cli.md.
-type Options struct {
-	Domains        []string // local domains (lower case)
-	MinExpires     int      // seconds; below (and not 0) → 423 with Min-Expires (default 60)
-	DefaultExpires int      // seconds, when the REGISTER gives none (default 3600)
-	MaxExpires     int      // seconds; longer requests are clamped (default 7200)
-	MaxContacts    int      // bindings per AOR (default 10)
-	EvictOldest    bool     // at the limit, evict the oldest binding instead of answering 403
-	SweepInterval  time.Duration
-	// Flow names the flow (transport, source host:port) a REGISTER came over, as a token
-	// stored in the binding (the proxy's FlowToken); nil or "" records none.
-	Flow func(transport, source string) string
-	// FlowTimer is the keepalive interval, in seconds, asked of outbound clients on stream
-	// transports (RFC 5626 Flow-Timer); 0 sends none.
-	FlowTimer int
-	// GRUUs seals temporary GRUUs; nil hands out no GRUU (RFC 5627).
-	GRUUs *sipx.GRUUs
-	// MaxNewAORsPerSource bounds, for REGISTERs taken at their word (auth.mode off,
-	// sipx.RuleOpen), the AORs one source (IPv4 address, IPv6 /64) registers for the first
-	// time per minute; more get 503 with Retry-After. Refreshes and AORs with bindings do not
-	// count. 0: no limit.
-	MaxNewAORsPerSource int
-	// TrustedPeer reports whether a request comes from a trusted peer (proxy.trusted_peers),
-	// which MaxNewAORsPerSource does not limit (an edge proxy relaying many phones'
-	// REGISTERs); nil: none is.
-	TrustedPeer func(*sipx.State) bool
-	// Limited counts refusals by limit (simpled_limited_total); nil counts nothing.
-	Limited *sipx.Limited
-
-	Store Store
-	Bus   storage.Bus // may be nil
-	Log   *zap.Logger
-	// Registerer receives the registrar's metrics; nil registers nothing.
-	Registerer prometheus.Registerer
-	// StoreLatency observes store calls by op; may be nil.
-	StoreLatency prometheus.ObserverVec
-	// Now is the clock (tests); nil means time.Now.
-	Now func() time.Time
+// options is a Registrar's settings: its section and what the wiring hands it.
+type options struct {
+	Config
+	Deps
 }
 
-// Registrar is the REGISTER stage. Create it with New, put Plugin in the chain and run Run for
+// Registrar is the REGISTER stage. Create it with Setup, put Plugin in the chain and run Run for
 // the expiry sweep.
 type Registrar struct {
-	opts    Options
+	opts    options
 	domains map[string]bool
 	log     *zap.Logger
 	next    sipx.Handler
@@ -76,29 +42,18 @@ type Registrar struct {
 	logGate *sipx.LogGate[string] // refusals logged once a minute per source
 }
 
-// New checks opts and returns a Registrar.
-func New(opts Options) (*Registrar, error) {
+// newRegistrar checks opts and returns a Registrar.
+func newRegistrar(opts options) (*Registrar, error) {
 	if opts.Store == nil {
 		return nil, errors.New("registrar: no store")
 	}
-	if opts.MinExpires <= 0 {
-		opts.MinExpires = 60
-	}
-	if opts.DefaultExpires <= 0 {
-		opts.DefaultExpires = 3600
-	}
-	if opts.MaxExpires <= 0 {
-		opts.MaxExpires = 7200
-	}
-	if opts.MaxContacts <= 0 {
-		opts.MaxContacts = 10
-	}
-	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = time.Second
-	}
-	if opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
-		return nil, fmt.Errorf("registrar: expiry limits: want min %d <= default %d <= max %d",
+	if opts.MinExpires < 1 || opts.MinExpires > opts.DefaultExpires || opts.DefaultExpires > opts.MaxExpires {
+		return nil, fmt.Errorf("registrar: expiry limits: want 1 <= min %d <= default %d <= max %d",
 			opts.MinExpires, opts.DefaultExpires, opts.MaxExpires)
+	}
+	if opts.MaxContacts < 1 || opts.SweepInterval <= 0 {
+		return nil, fmt.Errorf("registrar: max contacts %d, sweep interval %s: want at least 1 and more than 0",
+			opts.MaxContacts, opts.SweepInterval)
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -301,7 +256,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		CSeq:        cseq,
 		Changes:     changes,
 		MaxBindings: r.opts.MaxContacts,
-		EvictOldest: r.opts.EvictOldest,
+		EvictOldest: r.opts.OnMaxContacts != "reject",
 	}
 	t0 := time.Now()
 	res, err := r.opts.Store.UpdateBindings(ctx, aor, update)
@@ -324,7 +279,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 		// RFC 5626 §6: outbound applied; the keepalive interval for connections.
 		extra = append(extra, sip.NewHeader("Require", "outbound"))
 		if r.opts.FlowTimer > 0 && isStream(st.Transport) {
-			extra = append(extra, sip.NewHeader("Flow-Timer", strconv.Itoa(r.opts.FlowTimer)))
+			extra = append(extra, sip.NewHeader("Flow-Timer", strconv.Itoa(int(r.opts.FlowTimer/time.Second))))
 		}
 	}
 	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)

@@ -37,15 +37,15 @@ type fixture struct {
 	store Store
 }
 
-func newFixture(t *testing.T, mod func(*Options)) *fixture {
+func newFixture(t *testing.T, mod func(*options)) *fixture {
 	t.Helper()
 	f := &fixture{clock: &clock{now: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}, bus: storage.NewLocalBus()}
 	f.store = memory.New()
-	opts := Options{Domains: []string{"example.test"}, Store: f.store, Bus: f.bus, Now: f.clock.Now, EvictOldest: true}
+	opts := options{Config: DefaultConfig(), Deps: Deps{Domains: []string{"example.test"}, Store: f.store, Bus: f.bus, Now: f.clock.Now}}
 	if mod != nil {
 		mod(&opts)
 	}
-	r, err := New(opts)
+	r, err := Setup(opts.Config, opts.Deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,12 @@ func TestStaleCSeqKeepsBinding(t *testing.T) {
 func TestMaxContacts(t *testing.T) {
 	for _, evict := range []bool{true, false} {
 		t.Run(fmt.Sprint("evict=", evict), func(t *testing.T) {
-			f := newFixture(t, func(o *Options) { o.MaxContacts = 2; o.EvictOldest = evict })
+			f := newFixture(t, func(o *options) {
+				o.MaxContacts = 2
+				if !evict {
+					o.OnMaxContacts = "reject"
+				}
+			})
 			for i := range 2 {
 				f.register(t, fmt.Sprint("c", i), 1, fmt.Sprintf("Contact: <sip:a@127.0.0.%d>", i+1))
 				f.clock.Add(time.Second)

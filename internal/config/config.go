@@ -14,7 +14,13 @@
 // for one), so programs and tests start from Default() and change what they need.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/simpled/simpled/auth"
+	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/registrar"
+)
 
 // Options is the whole configuration of one simpled process. YAML keys are given in the yaml
 // struct tags; the default of each field is in its comment and, authoritatively, in Default.
@@ -72,18 +78,18 @@ type Options struct {
 	// derive one from the host name.
 	NodeID string `yaml:"node_id"`
 
-	// Registrar holds the REGISTER limits.
-	Registrar RegistrarOptions `yaml:"registrar"`
-	// Auth holds the digest authentication settings.
-	Auth AuthOptions `yaml:"auth"`
+	// Registrar holds the REGISTER limits: the registrar stage's own section.
+	Registrar registrar.Config `yaml:"registrar"`
+	// Auth holds the digest authentication settings: the identity stage's own section.
+	Auth auth.Config `yaml:"auth"`
 	// Limits holds the message size limits.
 	Limits LimitOptions `yaml:"limits"`
 	// Proxy holds the routing settings of the proxy.
 	Proxy ProxyOptions `yaml:"proxy"`
 	// Messages holds the MESSAGE relay and offline store settings.
 	Messages MessageOptions `yaml:"messages"`
-	// Presence holds the presence agent's settings.
-	Presence PresenceOptions `yaml:"presence"`
+	// Presence holds the presence agent's settings: the presence stage's own section.
+	Presence presence.Config `yaml:"presence"`
 	// Transport holds the connection limits and timers of the stream listeners.
 	Transport TransportOptions `yaml:"transport"`
 	// Admin holds who may use the admin API on the HTTP listener.
@@ -141,28 +147,6 @@ type TransportOptions struct {
 	FlowTimer time.Duration `yaml:"flow_timer"`
 }
 
-// PresenceOptions configure the presence agent (PUBLISH, SUBSCRIBE/NOTIFY). Its expiry limits
-// are the registrar's.
-type PresenceOptions struct {
-	// Policy decides for a watcher the presentity has no rule for: "allow" (everyone is
-	// active), "same-domain" (watchers of the presentity's domain are active, others pending:
-	// the default) or "confirm" (every other watcher is pending until a rule decides).
-	Policy string `yaml:"policy"`
-	// MinNotifyInterval is the shortest time between two NOTIFYs of one subscription (RFC
-	// 6446): changes in between are coalesced, the last state always sent. Default 200ms.
-	MinNotifyInterval time.Duration `yaml:"min_notify_interval"`
-	// MaxSubscriptionsPerSource bounds the live subscriptions accepted from one source (an
-	// IPv4 address, an IPv6 /64; 503 with Retry-After above). Default 10000.
-	MaxSubscriptionsPerSource int `yaml:"max_subscriptions_per_source"`
-	// MaxWatchers bounds the presence subscriptions to one presentity (403 above), counted
-	// per node. Default 1000.
-	MaxWatchers int `yaml:"max_watchers"`
-	// MaxWatchersPerDomain bounds those of them whose watcher is of one other domain (403
-	// above), so one foreign domain cannot take every slot; watchers of our own domains never
-	// count against it. At most MaxWatchers. Default 100.
-	MaxWatchersPerDomain int `yaml:"max_watchers_per_domain"`
-}
-
 // ProxyOptions configure how requests are routed (RFC 3261 §16, RFC 3263).
 type ProxyOptions struct {
 	// DNS is the HOST:PORT of the DNS server used to locate other domains (RFC 3263 SRV, A,
@@ -207,65 +191,6 @@ type MessageOptions struct {
 	OfflineMaxAge time.Duration `yaml:"offline_max_age"`
 }
 
-// RegistrarOptions are the limits of the registrar (RFC 3261 §10.3). The expiry limits also
-// apply to PUBLISH and SUBSCRIBE.
-type RegistrarOptions struct {
-	// MinExpires is the shortest expiry accepted, in seconds; shorter gets 423 with
-	// Min-Expires. Default 60.
-	MinExpires int `yaml:"min_expires"`
-	// DefaultExpires is the expiry, in seconds, when the request gives none. Default 3600.
-	DefaultExpires int `yaml:"default_expires"`
-	// MaxExpires is the longest expiry, in seconds; longer is clamped. Default 7200.
-	// Validation requires 1 <= MinExpires <= DefaultExpires <= MaxExpires.
-	MaxExpires int `yaml:"max_expires"`
-	// MaxContacts is the most bindings one AOR may hold, at least 1. Default 10.
-	MaxContacts int `yaml:"max_contacts"`
-	// OnMaxContacts says what happens past MaxContacts: "evict" removes the oldest binding
-	// (the default), "reject" answers 403.
-	OnMaxContacts string `yaml:"on_max_contacts"`
-	// SweepInterval is how often expired bindings, publications and subscriptions are swept
-	// (a Go duration in YAML, e.g. "500ms"). Default 1s.
-	SweepInterval time.Duration `yaml:"sweep_interval"`
-	// MaxNewAORsPerSource bounds, when auth.mode is off, how many AORs one source (an IPv4
-	// address, an IPv6 /64) registers for the first time per minute, per node; more get 503
-	// with Retry-After. Refreshes, removals and AORs that have bindings already do not count;
-	// authenticated users and trusted peers are not limited. 0 disables it. Default 60.
-	MaxNewAORsPerSource int `yaml:"max_new_aors_per_source"`
-}
-
-// AuthOptions configure digest authentication of local users.
-type AuthOptions struct {
-	// Mode is "required" (every request that claims a local identity proves it with digest
-	// authentication; a user without credentials gets 403) or "off" (claims are taken at
-	// their word: a test server). "" (the default) means required, except on a server whose
-	// SIP listeners are all loopback and that has no users file, which runs off, as `make
-	// run` does (set required to use credentials kept in Redis there). What the store holds
-	// never changes it. A public listener with required and no credential source (users
-	// file or Redis) is refused. See AuthMode.
-	Mode string `yaml:"mode"`
-	// NonceLifetime is how long an issued nonce stays valid. Default 5m.
-	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
-	// NonceSecret keys the nonces; "" (the default) draws a random secret per process, so
-	// nodes sharing a store must set the same secret. At least 16 bytes when set. Never
-	// printed: YAML shows it as "***".
-	NonceSecret string `yaml:"nonce_secret"`
-	// Algorithms are the digest algorithms offered, one challenge each, in order of
-	// preference: MD5, SHA-256 (RFC 8760), MD5-sess, SHA-256-sess. Default [MD5]: baresip
-	// 1.0.0 abandons a registration when any challenge names another algorithm, so SHA-256
-	// is opt-in (put it first to prefer it with clients that understand it).
-	Algorithms []string `yaml:"algorithms"`
-	// RequireQOP refuses digest answers without qop (RFC 2069 style) with a fresh challenge.
-	// Without it such an answer is accepted once per nonce. Default false.
-	RequireQOP bool `yaml:"require_qop"`
-	// Lockout is how long a source address gets 403 for an AOR after LockoutThreshold failed
-	// attempts (wrong password, unknown user) for it within a minute, even with the right
-	// password; counted per node. 0 disables lockouts. Default 5m.
-	Lockout time.Duration `yaml:"lockout"`
-	// LockoutThreshold is the number of failures within a minute that starts a lockout.
-	// Default 10.
-	LockoutThreshold int `yaml:"lockout_threshold"`
-}
-
 // LimitOptions bound the size of what peers send.
 type LimitOptions struct {
 	// MaxMessageSize is the largest SIP message accepted, in bytes. Default 262144 (256 KiB).
@@ -291,7 +216,9 @@ type LimitOptions struct {
 }
 
 // Default returns the options simpled runs with when neither file nor flags say otherwise.
-// Every default lives here and nowhere else; docs/cli.md states the ones clients rely on.
+// Every default lives here and nowhere else: the sections a stage owns (registrar, auth,
+// presence) come from that stage's DefaultConfig, which only Default and the stage's tests
+// call. docs/cli.md states the defaults clients rely on.
 func Default() Options {
 	return Options{
 		// Loopback only, so a fresh install exposes nothing; UDP and TCP on the SIP port.
@@ -320,129 +247,109 @@ func Default() Options {
 		LogFormat: "",
 		// "": the server derives an id from the host name.
 		NodeID: "",
-		Registrar: RegistrarOptions{
-			// Below 60 s: 423 Interval Too Brief (RFC 3261 §10.2.8 suggests 60 s or more).
-			MinExpires: 60,
-			// RFC 3261 §10.2.1.1 suggests 3600 s when the client gives no expiry.
-			DefaultExpires: 3600,
-			// Longer expiries are clamped to two hours.
-			MaxExpires: 7200,
-			// Enough for a user's phones and clients; more is likely a leak.
-			MaxContacts: 10,
-			// A client that forgot its old bindings can still register.
-			OnMaxContacts: "evict",
-			// Expiry events (presence closed, subscription terminated) fire within a second.
-			SweepInterval: time.Second,
-			// Open mode only: an office behind one NAT brings up 60 new phones a minute (the
-			// rest follow within minutes, told by Retry-After), while a flood of made-up AORs
-			// gets 60 a minute, not 200 a second (3,000 of them took 385 MB).
-			MaxNewAORsPerSource: 60,
-		},
-		Auth: AuthOptions{
-			// Decided by AuthMode: required unless loopback-only with no users file.
-			Mode: "",
-			// Long enough for a client to answer, short enough to limit replay.
-			NonceLifetime: 5 * time.Minute,
-			// "": random per process (single node only).
-			NonceSecret: "",
-			// MD5 only, as Kamailio and Asterisk offer: every client understands it.
-			Algorithms: []string{"MD5"},
-			// baresip and some phones answer without qop; each such nonce is usable once.
-			RequireQOP: false,
-			// Long enough to make guessing hopeless (10 guesses per 5 minutes per source and
-			// AOR), short enough that a user who mistyped is back soon.
-			Lockout: 5 * time.Minute,
-			// Ten wrong passwords within a minute are no typing mistake.
-			LockoutThreshold: 10,
-		},
-		Limits: LimitOptions{
-			// 256 KiB: any SIP message (docs/cli.md).
-			MaxMessageSize: 256 << 10,
-			// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
-			MaxBodySize: 64 << 10,
-			// A busy office behind one NAT address: 200 phones each re-registering, keeping
-			// subscriptions and sending a message every few seconds make a few dozen
-			// requests a second, and 200 all booting at once (REGISTER, its challenge,
-			// SUBSCRIBEs) about 400 at once. A scanner sweeping at thousands a second is cut
-			// to 200/s, a fifth of what one core handles.
-			SourceRate:  200,
-			SourceBurst: 400,
-			// Each request in flight holds a sipgo transaction and two or three goroutines,
-			// about 40 KB; ten thousand is 400 MB at worst, and at 2,000 relayed requests a
-			// second with a few seconds' answer time, several times the steady load.
-			MaxInflight: 10000,
-			// 5% of MaxInflight: a large office NAT or a gateway never has 500 requests
-			// waiting at once, and twenty such sources cannot starve everyone else.
-			MaxInflightPerSource: 500,
-		},
-		Proxy: ProxyOptions{
-			// The system's resolver.
-			DNS: "",
-			// Nobody relays without authenticating.
-			TrustedPeers: []string{},
-			// RFC 3261 §18.1.1: 1300 bytes when the path MTU is unknown.
-			UDPMTU: 1300,
-			// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
-			InviteTimeout: 3 * time.Minute,
-		},
-		Messages: MessageOptions{
-			// text/plain, message/cpim and message/imdn+xml only.
-			ContentTypes: []string{},
-			// A week of chat for an offline user, bounded.
-			OfflineMaxCount: 100,
-			OfflineMaxBytes: 1 << 20,
-			OfflineMaxAge:   7 * 24 * time.Hour,
-			// A fifth of the mailbox: a chatty friend's burst fits, one spammer's flood
-			// stops there and leaves room for everyone else.
-			OfflineMaxPerSender: 20,
-			// Half: anonymous and federated senders together cannot take more than half
-			// of a mailbox, the other half always takes authenticated users' messages.
-			OfflineForeignShare: 0.5,
-		},
-		Presence: PresenceOptions{
-			// docs/cli.md: watchers of a local domain are active at once, others pending.
-			Policy: "same-domain",
-			// Watchers see a change within a fifth of a second; a storm costs five
-			// NOTIFYs a second per watcher at most.
-			MinNotifyInterval: 200 * time.Millisecond,
-			// A gateway or attendant console holds thousands; a flood does not get more.
-			MaxSubscriptionsPerSource: 10000,
-			// A receptionist or a popular colleague is watched by hundreds; 3,000 watchers
-			// of one user were a flood (44 MB, and its winfo subscription broken).
-			MaxWatchers: 1000,
-			// Federation: a partner domain's whole staff may watch one person; ten foreign
-			// domains are needed to fill MaxWatchers, and local watchers never count here.
-			MaxWatchersPerDomain: 100,
-		},
-		Transport: TransportOptions{
-			// Ten thousand phones per listener; a flood of idle connections stops there.
-			// Each costs about 70 KB of heap, most of it sipgo's 64 KiB read buffer.
-			MaxConnections: 10000,
-			// One connection per phone: a hundred phones behind one NAT address; a flood of
-			// connections from one host stops at 1% of MaxConnections.
-			MaxConnectionsPerIP: 100,
-			// Kamailio's tcp_connection_lifetime default: an unregistered connection that
-			// says nothing for two minutes is closed.
-			IdleTimeout: 2 * time.Minute,
-			// A message is a few KiB: thirty seconds is generous for any real link.
-			MessageTimeout: 30 * time.Second,
-			// A handshake is a few round trips.
-			HandshakeTimeout: 10 * time.Second,
-			// Any Origin, each new one logged: browser clients are served from pages anywhere
-			// until the operator lists theirs.
-			WSOrigins: []string{},
-			// RFC 5626 §4.4.1's recommended interval for connections.
-			FlowTimer: 120 * time.Second,
-		},
-		Admin: AdminOptions{
-			// No token: the admin API is for whoever can reach a loopback listener, which
-			// is the local operator (validation refuses a non-loopback http without one).
-			TokenFile: "",
-			// Only the listener's own address: a browser led to it by a DNS name (DNS
-			// rebinding) gets 421.
-			Hosts: []string{},
-			// The operator sends as sip:system@<domain> only: impersonating users is opt-in.
-			SendAsUsers: false,
-		},
+		// The registrar, identity and presence stages own their sections and defaults (their
+		// DefaultConfig); the other sections' defaults follow Default.
+		Registrar: registrar.DefaultConfig(),
+		Auth:      auth.DefaultConfig(),
+		Limits:    defaultLimits(),
+		Proxy:     defaultProxy(),
+		Messages:  defaultMessages(),
+		Presence:  presence.DefaultConfig(),
+		Transport: defaultTransport(),
+		Admin:     defaultAdmin(),
+	}
+}
+
+// defaultLimits is the limits: section of Default.
+func defaultLimits() LimitOptions {
+	return LimitOptions{
+		// 256 KiB: any SIP message (docs/cli.md).
+		MaxMessageSize: 256 << 10,
+		// 64 KiB: MESSAGE and PUBLISH bodies (docs/cli.md); larger gets 413.
+		MaxBodySize: 64 << 10,
+		// A busy office behind one NAT address: 200 phones each re-registering, keeping
+		// subscriptions and sending a message every few seconds make a few dozen
+		// requests a second, and 200 all booting at once (REGISTER, its challenge,
+		// SUBSCRIBEs) about 400 at once. A scanner sweeping at thousands a second is cut
+		// to 200/s, a fifth of what one core handles.
+		SourceRate:  200,
+		SourceBurst: 400,
+		// Each request in flight holds a sipgo transaction and two or three goroutines,
+		// about 40 KB; ten thousand is 400 MB at worst, and at 2,000 relayed requests a
+		// second with a few seconds' answer time, several times the steady load.
+		MaxInflight: 10000,
+		// 5% of MaxInflight: a large office NAT or a gateway never has 500 requests
+		// waiting at once, and twenty such sources cannot starve everyone else.
+		MaxInflightPerSource: 500,
+	}
+}
+
+// defaultProxy is the proxy: section of Default.
+func defaultProxy() ProxyOptions {
+	return ProxyOptions{
+		// The system's resolver.
+		DNS: "",
+		// Nobody relays without authenticating.
+		TrustedPeers: []string{},
+		// RFC 3261 §18.1.1: 1300 bytes when the path MTU is unknown.
+		UDPMTU: 1300,
+		// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
+		InviteTimeout: 3 * time.Minute,
+	}
+}
+
+// defaultMessages is the messages: section of Default.
+func defaultMessages() MessageOptions {
+	return MessageOptions{
+		// text/plain, message/cpim and message/imdn+xml only.
+		ContentTypes: []string{},
+		// A week of chat for an offline user, bounded.
+		OfflineMaxCount: 100,
+		OfflineMaxBytes: 1 << 20,
+		OfflineMaxAge:   7 * 24 * time.Hour,
+		// A fifth of the mailbox: a chatty friend's burst fits, one spammer's flood
+		// stops there and leaves room for everyone else.
+		OfflineMaxPerSender: 20,
+		// Half: anonymous and federated senders together cannot take more than half
+		// of a mailbox, the other half always takes authenticated users' messages.
+		OfflineForeignShare: 0.5,
+	}
+}
+
+// defaultTransport is the transport: section of Default.
+func defaultTransport() TransportOptions {
+	return TransportOptions{
+		// Ten thousand phones per listener; a flood of idle connections stops there.
+		// Each costs about 70 KB of heap, most of it sipgo's 64 KiB read buffer.
+		MaxConnections: 10000,
+		// One connection per phone: a hundred phones behind one NAT address; a flood of
+		// connections from one host stops at 1% of MaxConnections.
+		MaxConnectionsPerIP: 100,
+		// Kamailio's tcp_connection_lifetime default: an unregistered connection that
+		// says nothing for two minutes is closed.
+		IdleTimeout: 2 * time.Minute,
+		// A message is a few KiB: thirty seconds is generous for any real link.
+		MessageTimeout: 30 * time.Second,
+		// A handshake is a few round trips.
+		HandshakeTimeout: 10 * time.Second,
+		// Any Origin, each new one logged: browser clients are served from pages anywhere
+		// until the operator lists theirs.
+		WSOrigins: []string{},
+		// RFC 5626 §4.4.1's recommended interval for connections.
+		FlowTimer: 120 * time.Second,
+	}
+}
+
+// defaultAdmin is the admin: section of Default.
+func defaultAdmin() AdminOptions {
+	return AdminOptions{
+		// No token: the admin API is for whoever can reach a loopback listener, which
+		// is the local operator (validation refuses a non-loopback http without one).
+		TokenFile: "",
+		// Only the listener's own address: a browser led to it by a DNS name (DNS
+		// rebinding) gets 421.
+		Hosts: []string{},
+		// The operator sends as sip:system@<domain> only: impersonating users is opt-in.
+		SendAsUsers: false,
 	}
 }

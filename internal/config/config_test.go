@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/simpled/simpled/registrar"
 )
 
 func TestDefaultIsValid(t *testing.T) {
@@ -156,7 +158,9 @@ func TestValidate(t *testing.T) {
 			change: func(o *Options) { o.Admin.TokenFile = dir + "/none" },
 			errs:   []string{"admin.token_file: open " + dir + "/none: no such file or directory"},
 		},
-		{name: "min = default = max", change: func(o *Options) { o.Registrar = RegistrarOptions{1, 1, 1, 1, "reject", time.Millisecond, 0} }},
+		{name: "min = default = max", change: func(o *Options) {
+			o.Registrar = registrar.Config{MinExpires: 1, DefaultExpires: 1, MaxExpires: 1, MaxContacts: 1, OnMaxContacts: "reject", SweepInterval: time.Millisecond}
+		}},
 		{
 			name: "state limits",
 			change: func(o *Options) {

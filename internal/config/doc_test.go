@@ -8,7 +8,9 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -44,11 +46,18 @@ func TestConfigurationDoc(t *testing.T) {
 	}
 }
 
+// configFiles are the files declaring the sections of Options: config.go, and the setup.go of
+// each stage that owns its section.
+var configFiles = []string{"config.go", "../../registrar/setup.go", "../../auth/setup.go", "../../presence/setup.go"}
+
 // configurationDoc renders the reference from the Options type, Default() and the doc comments
-// of config.go.
+// of configFiles.
 func configurationDoc(t *testing.T) []byte {
 	t.Helper()
-	comments := fieldComments(t, "config.go")
+	comments := map[string]string{}
+	for _, file := range configFiles {
+		maps.Copy(comments, fieldComments(t, file))
+	}
 	var b bytes.Buffer
 	b.WriteString("# Configuration reference\n\n" +
 		"Generated from `internal/config` (`go test ./internal/config -run TestConfigurationDoc -update-docs`);\n" +
@@ -79,7 +88,7 @@ func writeKeys(b *bytes.Buffer, v reflect.Value, prefix string, comments map[str
 			writeKeys(b, fv, prefix+key+".", comments)
 			continue
 		}
-		doc := strings.Join(strings.Fields(comments[t.Name()+"."+sf.Name]), " ")
+		doc := strings.Join(strings.Fields(comments[path.Base(t.PkgPath())+"."+t.Name()+"."+sf.Name]), " ")
 		doc = strings.ReplaceAll(doc, "|", "\\|")
 		fmt.Fprintf(b, "| `%s` | `%s` | %s |\n", prefix+key, defaultText(fv), doc)
 	}
@@ -107,7 +116,8 @@ func defaultText(v reflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
-// fieldComments maps "Type.Field" to the doc comment of each struct field declared in file.
+// fieldComments maps "package.Type.Field" to the doc comment of each struct field declared in
+// file.
 func fieldComments(t *testing.T, file string) map[string]string {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ParseComments)
@@ -126,7 +136,7 @@ func fieldComments(t *testing.T, file string) map[string]string {
 		}
 		for _, fld := range st.Fields.List {
 			for _, name := range fld.Names {
-				out[ts.Name.Name+"."+name.Name] = fld.Doc.Text()
+				out[f.Name.Name+"."+ts.Name.Name+"."+name.Name] = fld.Doc.Text()
 			}
 		}
 		return false

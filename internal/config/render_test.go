@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/simpled/simpled/auth"
+	"github.com/simpled/simpled/registrar"
 )
 
 // TestYAMLRoundTrip checks that what -t prints parses back to the same Options.
@@ -28,8 +31,8 @@ func TestYAMLRoundTrip(t *testing.T) {
 				o.LogLevel = "debug"
 				o.LogFormat = "json"
 				o.NodeID = "5060"
-				o.Registrar = RegistrarOptions{MinExpires: 1, DefaultExpires: 2, MaxExpires: 3, MaxContacts: 1, OnMaxContacts: "reject", SweepInterval: 1500 * time.Millisecond}
-				o.Auth = AuthOptions{Mode: "off", NonceLifetime: 90 * time.Minute, Algorithms: []string{"SHA-256", "MD5"},
+				o.Registrar = registrar.Config{MinExpires: 1, DefaultExpires: 2, MaxExpires: 3, MaxContacts: 1, OnMaxContacts: "reject", SweepInterval: 1500 * time.Millisecond}
+				o.Auth = auth.Config{Mode: "off", NonceLifetime: 90 * time.Minute, Algorithms: []string{"SHA-256", "MD5"},
 					RequireQOP: true, Lockout: 0, LockoutThreshold: 3}
 				o.Limits = LimitOptions{MaxMessageSize: 1, MaxBodySize: 0, SourceRate: 5, SourceBurst: 6, MaxInflight: 7, MaxInflightPerSource: 7}
 			},

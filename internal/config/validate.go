@@ -36,10 +36,23 @@ func oneOf(s string, values []string) bool {
 }
 
 func (o Options) validate(src sources, errs *Errors) {
-	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
-
 	o.validateListen(src, errs)
+	o.validateDomains(src, errs)
+	o.validateHTTP(src, errs)
+	o.validateAdmin(src, errs)
+	o.validateFiles(src, errs)
+	o.validateRegistrar(src, errs)
+	o.validateAuth(src, errs)
+	o.validateLimits(src, errs)
+	o.validateProxy(src, errs)
+	o.validateMessages(src, errs)
+	o.validatePresence(src, errs)
+	o.validateTransport(src, errs)
+}
 
+// validateDomains checks the domains: host names or IP literals, none twice.
+func (o Options) validateDomains(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	if len(o.Domains) == 0 {
 		bad("domain", "at least one domain is required")
 	}
@@ -63,7 +76,11 @@ func (o Options) validate(src sources, errs *Errors) {
 		}
 		seenDomain[d] = i
 	}
+}
 
+// validateHTTP checks the store URL and the HTTP listener, which beyond loopback needs the admin token, as the profiler always does.
+func (o Options) validateHTTP(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	if _, err := ParseStoreURL(o.Store); err != nil {
 		bad("store", "%v", err)
 	}
@@ -80,8 +97,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if o.Pprof && o.HTTP != "" && o.Admin.TokenFile == "" {
 		bad("pprof", "the profiler shows stacks and memory: it needs admin.token_file (-admin-token-file FILE)")
 	}
-	o.validateAdmin(src, errs)
+}
 
+// validateFiles checks the files named (users, TLS material) and the log and node settings.
+func (o Options) validateFiles(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	fileExists := func(key, path string) {
 		if path == "" {
 			return
@@ -116,7 +136,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if o.NodeID != "" && !validNodeID(o.NodeID) {
 		bad("node_id", "%q: want at most 64 letters, digits, '.', '-' or '_'", o.NodeID)
 	}
+}
 
+// validateRegistrar checks the registrar: section.
+func (o Options) validateRegistrar(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	r := o.Registrar
 	switch {
 	case r.MinExpires < 1:
@@ -138,7 +162,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if r.MaxNewAORsPerSource < 0 {
 		bad("registrar.max_new_aors_per_source", "%d: must be 0 (no limit) or more", r.MaxNewAORsPerSource)
 	}
+}
 
+// validateAuth checks the auth: section, and that a public listener has a credential source when authentication is required.
+func (o Options) validateAuth(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	a := o.Auth
 	switch {
 	case a.Mode != "" && a.Mode != AuthRequired && a.Mode != AuthOff:
@@ -180,7 +208,11 @@ func (o Options) validate(src sources, errs *Errors) {
 			bad("auth.algorithms", "%q: want MD5, SHA-256, MD5-sess or SHA-256-sess", alg)
 		}
 	}
+}
 
+// validateLimits checks the limits: section.
+func (o Options) validateLimits(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	l := o.Limits
 	if l.MaxMessageSize < 1 {
 		bad("limits.max_message_size", "%d: must be at least 1 byte", l.MaxMessageSize)
@@ -204,7 +236,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if l.MaxInflightPerSource < 1 || l.MaxInflightPerSource > max(1, l.MaxInflight) {
 		bad("limits.max_inflight_per_source", "%d: want 1 to max_inflight (%d)", l.MaxInflightPerSource, l.MaxInflight)
 	}
+}
 
+// validateProxy checks the proxy: section.
+func (o Options) validateProxy(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	p := o.Proxy
 	if p.DNS != "" {
 		if _, _, err := splitHostPort(p.DNS); err != nil {
@@ -227,7 +263,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if p.InviteTimeout < time.Second {
 		bad("proxy.invite_timeout", "%s: must be at least 1s", p.InviteTimeout)
 	}
+}
 
+// validateMessages checks the messages: section.
+func (o Options) validateMessages(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	m := o.Messages
 	for i, ct := range m.ContentTypes {
 		if t, sub, ok := strings.Cut(ct, "/"); ct != "*" && (!ok || t == "" || sub == "" || strings.ContainsAny(ct, " ;,")) {
@@ -249,6 +289,11 @@ func (o Options) validate(src sources, errs *Errors) {
 	if m.OfflineMaxAge < time.Minute {
 		bad("messages.offline_max_age", "%s: must be at least 1m", m.OfflineMaxAge)
 	}
+}
+
+// validatePresence checks the presence: section.
+func (o Options) validatePresence(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	switch o.Presence.Policy {
 	case "allow", "same-domain", "confirm":
 	default:
@@ -267,6 +312,11 @@ func (o Options) validate(src sources, errs *Errors) {
 		bad("presence.max_watchers_per_domain", "%d: want 1 to presence.max_watchers (%d)",
 			o.Presence.MaxWatchersPerDomain, o.Presence.MaxWatchers)
 	}
+}
+
+// validateTransport checks the transport: section.
+func (o Options) validateTransport(src sources, errs *Errors) {
+	bad := func(key, format string, args ...any) { errs.add(src.errorf(key, format, args...)) }
 	tr := o.Transport
 	if tr.MaxConnections < 1 {
 		bad("transport.max_connections", "%d: must be at least 1", tr.MaxConnections)

@@ -32,8 +32,8 @@ func (s *Server) adminOptions() admin.Options {
 		AuthOff:       s.opts.AuthMode() == config.AuthOff,
 		Pprof:         s.opts.Pprof,
 	}
-	if s.users != nil {
-		o.UsersFile = s.users
+	if f := s.users.File(); f != nil {
+		o.UsersFile = f
 	}
 	return o
 }
@@ -44,19 +44,19 @@ func (s *Server) adminOptions() admin.Options {
 // -users there is nothing to reload.
 func (s *Server) ReloadUsers() error {
 	log := s.log.Named("auth")
-	if s.users == nil {
+	d, ok, err := s.users.Reload()
+	if !ok {
 		log.Info("reload: no users file (-users) to read")
 		return nil
 	}
-	d, err := s.users.Reload(s.opts.UsersFile)
 	if err != nil {
 		log.Error("reload: users file not loaded, the previous users stay in force",
 			zap.String("file", s.opts.UsersFile), zap.Error(err))
 		return fmt.Errorf("server: reload users: %w", err)
 	}
-	log.Info("reload: users file loaded", zap.String("file", s.opts.UsersFile), zap.Int("users", s.users.Len()),
+	log.Info("reload: users file loaded", zap.String("file", s.opts.UsersFile), zap.Int("users", s.users.File().Len()),
 		zap.Strings("added", d.Added), zap.Strings("removed", d.Removed), zap.Strings("changed", d.Changed))
-	for _, dom := range s.users.Domains() {
+	for _, dom := range s.users.File().Domains() {
 		if !slices.Contains(s.opts.Domains, dom) {
 			log.Warn("users file has entries for a domain that is not served; they are never used",
 				zap.String(logging.KeyAOR, "*@"+dom))

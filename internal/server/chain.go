@@ -4,8 +4,8 @@ import (
 	"github.com/simpled/simpled/base/sipx"
 )
 
-// The chain, first stage to last. Its order is fixed here and only here; each stage either
-// answers (and the request stops) or passes the request on.
+// chain is the chain of stages, first to last. Its order is fixed here and only here; each
+// stage either answers (and the request stops) or passes the request on.
 //
 //	sanity     first: malformed, looping or oversized requests cost nothing further, and every
 //	           later stage may rely on the mandatory headers being present and well-formed.
@@ -20,26 +20,25 @@ import (
 //	proxy      last: everything else — MESSAGE (relayed, or stored for an offline user),
 //	           INVITE and in-dialog requests by Route, other domains by DNS for those
 //	           allowed to relay. It answers every request that reaches it.
-func (s *Server) stages() []sipx.Plugin {
-	return []sipx.Plugin{
-		func(next sipx.Handler) sipx.Handler {
-			return &sanity{next: next, maxBody: s.opts.Limits.MaxBodySize, isOurs: s.isOurs,
-				supported: nil, log: s.log.Named("sanity").WithOptions(sampled())}
-		},
-		func(next sipx.Handler) sipx.Handler {
-			return &options{next: next, isOurs: s.isOurs, allow: s.allow,
-				accept:    "application/sdp, text/plain, message/cpim, application/pidf+xml",
-				supported: "path"}
-		},
-		s.auth.Plugin(),
-		s.registrar.Plugin(),
-		s.presence.Plugin(),
-		s.proxy.Plugin(),
-	}
+var chain = []stage{
+	{"sanity", (*Server).setupSanity},
+	{"options", (*Server).setupOptions},
+	{"auth", (*Server).setupAuth},
+	{"registrar", (*Server).setupRegistrar},
+	{"presence", (*Server).setupPresence},
+	{"proxy", (*Server).setupProxy},
+}
+
+// stage is one entry of the chain: its name (in errors) and the function that builds it from
+// its section of the configuration and the shared services (setup.go, setup_proxy.go). New
+// calls them in this order.
+type stage struct {
+	name  string
+	setup func(*Server) (sipx.Plugin, error)
 }
 
 // buildChain composes the stages backwards once at start-up, so a request walks them in the
-// order stages lists.
+// order chain lists.
 func buildChain(plugins []sipx.Plugin) sipx.Handler {
 	var h sipx.Handler
 	for i := len(plugins) - 1; i >= 0; i-- {

@@ -129,10 +129,17 @@ type Server struct {
 	ourHosts  map[string]bool
 	http      *http.Server
 	httpAddr  string
-	// users is the users file's credentials (nil without -users), reloaded on SIGHUP
-	// (ReloadUsers); adminToken is admin.token_file's token ("" without one).
-	users      *auth.Users
+	// users is the users service (the users file, then the store's credentials), its file
+	// reloaded on SIGHUP (ReloadUsers); adminToken is admin.token_file's token ("" without one).
+	users      *auth.Directory
 	adminToken string
+	// secret keys nonces, Record-Route and flow tokens and GRUUs; seals and gruus are built
+	// from it once for the stages that share them.
+	secret []byte
+	seals  *sipx.Seals
+	gruus  *sipx.GRUUs
+	// storeLatency observes storage calls by op (simpled_store_duration_seconds).
+	storeLatency *prometheus.HistogramVec
 
 	inflight sync.WaitGroup
 	// gate orders requests entering (read lock, inflight.Add) before Shutdown's Wait (write
@@ -144,8 +151,9 @@ type Server struct {
 	bg       sync.WaitGroup
 }
 
-// New builds a server from opts: it opens the store and builds the stages, but binds nothing
-// (Start does). The caller owns log.
+// New builds a server from opts: it opens the store, builds the services the stages share,
+// then each stage of the chain in the order chain.go gives, and registers the dispatcher; it
+// binds nothing (Start does). The caller owns log.
 func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -159,13 +167,52 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		host, _ := os.Hostname()
 		s.opts.NodeID = host + "-" + strconv.Itoa(os.Getpid())
 	}
+	if err := s.build(ctx); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	return s, nil
+}
 
+// build makes the shared services, then the stages from the chain table, then registers the
+// dispatcher. On an error the caller closes what was opened (s.closers).
+func (s *Server) build(ctx context.Context) error {
+	if err := s.buildMetrics(); err != nil {
+		return err
+	}
+	store, err := openStore(ctx, s.opts.Store, s.opts.NodeID, s.opts.StorePersistenceWarning, s.log.Named("store"))
+	if err != nil {
+		return err
+	}
+	s.store = store
+	s.closers = append(s.closers, store.Close)
+	if err := s.buildServices(); err != nil {
+		return err
+	}
+	if err := s.buildSIP(); err != nil {
+		return err
+	}
+	plugins := make([]sipx.Plugin, 0, len(chain))
+	for _, st := range chain {
+		p, err := st.setup(s)
+		if err != nil {
+			return fmt.Errorf("server: stage %s: %w", st.name, err)
+		}
+		plugins = append(plugins, p)
+	}
+	s.chain = buildChain(plugins)
+	s.registerDispatch()
+	return nil
+}
+
+// buildMetrics makes the registry and the server's own metrics.
+func (s *Server) buildMetrics() error {
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if s.limited, err = sipx.NewLimited(s.registry, transport.LimitSourceRate, transport.LimitConnectionsPerIP,
 		limitInflight, limitInflightPerSource); err != nil {
-		return nil, err
+		return err
 	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_sip_requests_total", Help: "SIP requests received, by method.",
@@ -176,7 +223,7 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	s.malformed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_sip_malformed_total", Help: "Datagrams refused before parsing, by status answered (-1: dropped).",
 	}, []string{"code"})
-	storeLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	s.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "simpled_store_duration_seconds",
 		Help:    "Latency of storage calls, by operation.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
@@ -185,116 +232,53 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		Name: "simpled_sip_retransmissions_answered_total",
 		Help: "Retransmitted UDP requests answered again with their recorded final response.",
 	})
-	s.registry.MustRegister(s.requests, s.responses, s.malformed, storeLatency, s.retransAbsorbed, s.bus.Collector())
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, s.storeLatency, s.retransAbsorbed, s.bus.Collector())
 	s.tm = newTransportMetrics(s.registry)
 	s.live = transport.NewLiveness(maxLiveUDP)
+	return nil
+}
 
-	store, err := openStore(ctx, opts.Store, s.opts.NodeID, opts.StorePersistenceWarning, log.Named("store"))
-	if err != nil {
-		return nil, err
-	}
-	s.store = store
-	s.closers = append(s.closers, store.Close)
-
+// buildServices makes what several stages share: the secret, the users service, the trusted
+// peers, the per-source rate, the seals and GRUUs; and the admin token.
+func (s *Server) buildServices() error {
+	opts := s.opts
 	// One secret keys nonces, Record-Route and flow tokens and temporary GRUUs: nodes sharing
 	// a store share auth.nonce_secret; without one, a random secret per process.
-	secret := []byte(opts.Auth.NonceSecret)
-	if len(secret) == 0 {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
+	s.secret = []byte(opts.Auth.NonceSecret)
+	if len(s.secret) == 0 {
+		s.secret = make([]byte, 32)
+		_, _ = rand.Read(s.secret)
 	}
-	var users *auth.Users
-	if opts.UsersFile != "" {
-		if users, err = auth.LoadUsers(opts.UsersFile); err != nil {
-			store.Close()
-			return nil, fmt.Errorf("server: -users: %w", err)
-		}
+	var err error
+	if s.users, err = auth.NewDirectory(opts.UsersFile, s.store); err != nil {
+		return fmt.Errorf("server: -users: %w", err)
 	}
-	s.users = users
 	if opts.Admin.TokenFile != "" {
 		if s.adminToken, err = config.ReadTokenFile(opts.Admin.TokenFile); err != nil {
-			store.Close()
-			return nil, fmt.Errorf("server: %w", err)
+			return fmt.Errorf("server: %w", err)
 		}
 	}
-	algs := make([]auth.Algorithm, 0, len(opts.Auth.Algorithms))
-	for _, name := range opts.Auth.Algorithms {
-		a, ok := auth.ParseAlgorithm(name)
-		if !ok {
-			store.Close()
-			return nil, fmt.Errorf("server: auth.algorithms: %q", name)
-		}
-		algs = append(algs, a)
+	if s.trusted, err = sipx.ParsePeers(opts.Proxy.TrustedPeers); err != nil {
+		return fmt.Errorf("server: proxy.trusted_peers: %w", err)
 	}
-	trusted, err := sipx.ParsePeers(opts.Proxy.TrustedPeers)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("server: proxy.trusted_peers: %w", err)
-	}
-	s.trusted = trusted
 	s.rate = transport.NewSourceRate(opts.Limits.SourceRate, opts.Limits.SourceBurst, s.limited,
-		log.Named("transport"))
+		s.log.Named("transport"))
 	if s.rate != nil {
-		s.rate.Trusted = trusted.TrustsSource
+		s.rate.Trusted = s.trusted.TrustsSource
 	}
 	// One Seals for the identity stage, which checks dialog tokens and node proofs, and the
 	// proxy, which issues them.
-	seals := sipx.NewSeals(secret)
-	mode := auth.Mode(opts.AuthMode())
-	if mode == auth.ModeOff {
-		log.Warn("auth.mode is off: requests that claim a local identity are not authenticated")
-	}
-	s.auth, err = auth.New(auth.Options{
-		Algorithms:       algs,
-		Domains:          opts.Domains,
-		Users:            users,
-		Store:            store,
-		Secret:           secret,
-		NonceLifetime:    opts.Auth.NonceLifetime,
-		Mode:             mode,
-		IsOurs:           s.isOurs,
-		TrustedPeer:      trusted.Trusted,
-		Seals:            seals,
-		RequireQOP:       opts.Auth.RequireQOP,
-		Lockout:          opts.Auth.Lockout,
-		LockoutThreshold: opts.Auth.LockoutThreshold,
-		Log:              log.Named("auth"),
-		Registerer:       s.registry,
-	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	gruus := sipx.NewGRUUs(secret)
-	s.registrar, err = registrar.New(registrar.Options{
-		Flow:                func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
-		FlowTimer:           int(opts.Transport.FlowTimer / time.Second),
-		GRUUs:               gruus,
-		Domains:             opts.Domains,
-		MinExpires:          opts.Registrar.MinExpires,
-		DefaultExpires:      opts.Registrar.DefaultExpires,
-		MaxExpires:          opts.Registrar.MaxExpires,
-		MaxContacts:         opts.Registrar.MaxContacts,
-		EvictOldest:         opts.Registrar.OnMaxContacts != "reject",
-		SweepInterval:       opts.Registrar.SweepInterval,
-		MaxNewAORsPerSource: opts.Registrar.MaxNewAORsPerSource,
-		TrustedPeer:         trusted.Trusted,
-		Limited:             s.limited,
-		Store:               store,
-		Bus:                 s.bus,
-		Log:                 log.Named("registrar"),
-		Registerer:          s.registry,
-		StoreLatency:        storeLatency,
-	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
+	s.seals = sipx.NewSeals(s.secret)
+	s.gruus = sipx.NewGRUUs(s.secret)
+	return nil
+}
 
+// buildSIP makes the sipgo user agent, server and client.
+func (s *Server) buildSIP() error {
+	opts, log := s.opts, s.log
 	clientTLS, err := s.clientTLS()
 	if err != nil {
-		store.Close()
-		return nil, err
+		return err
 	}
 	slogger := logging.Slog(log)
 	sipgoGlobals.Do(func() { setSipgoGlobals(slogger) })
@@ -315,19 +299,23 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 		),
 	)
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("server: user agent: %w", err)
+		return fmt.Errorf("server: user agent: %w", err)
 	}
 	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slogger))
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("server: sip server: %w", err)
+		return fmt.Errorf("server: sip server: %w", err)
 	}
 	s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(slogger))
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("server: sip client: %w", err)
+		return fmt.Errorf("server: sip client: %w", err)
 	}
+	return nil
+}
+
+// registerDispatch hands every request sipgo receives to the dispatcher, through the
+// retransmission cache, the in-flight limits and the workers.
+func (s *Server) registerDispatch() {
+	opts := s.opts
 	dispatch := s.retransmits(newRetransCache(sip.Timer_J, maxRetrans, retransShare(opts.Limits.SourceRate)),
 		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), newWorkers().wrap(s.dispatch)))
 	for _, m := range servedMethods {
@@ -340,73 +328,6 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	methods := s.srv.RegisteredMethods()
 	slices.Sort(methods)
 	s.allowText = strings.Join(methods, ", ")
-
-	s.sockets.Store(&[]proxy.Listener{})
-	s.proxy, err = proxy.New(proxy.Options{
-		Domains:        opts.Domains,
-		IsOurs:         s.isOurs,
-		Listeners:      func() []proxy.Listener { return *s.sockets.Load() },
-		Locator:        s.registrar,
-		Client:         s.client,
-		Messages:       store,
-		HasCredentials: s.auth.Known,
-		Resolver:       proxy.NewResolver(opts.Proxy.DNS, dnsTimeout),
-		Seals:          seals,
-		MessageTypes:   opts.Messages.ContentTypes,
-		UDPMTU:         opts.Proxy.UDPMTU,
-		MaxBodySize:    opts.Limits.MaxBodySize,
-		InviteTimeout:  opts.Proxy.InviteTimeout,
-		Offline: proxy.OfflineOptions{
-			MaxCount: opts.Messages.OfflineMaxCount,
-			MaxBytes: opts.Messages.OfflineMaxBytes,
-			MaxAge:   opts.Messages.OfflineMaxAge,
-			// Per sender and for foreign senders together: spam cannot lock a mailbox.
-			MaxPerSender: opts.Messages.OfflineMaxPerSender,
-			ForeignShare: opts.Messages.OfflineForeignShare,
-		},
-		Secret:     secret,
-		GRUUs:      gruus,
-		LastSeen:   s.live.Seen,
-		Allow:      s.allow,
-		Bus:        s.bus,
-		Limited:    s.limited,
-		Log:        log.Named("proxy"),
-		Registerer: s.registry,
-	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	s.presence, err = presence.New(presence.Options{
-		Domains:                   opts.Domains,
-		Store:                     store,
-		Locator:                   s.registrar,
-		Sender:                    notifySender{s.proxy},
-		Contact:                   s.proxy.ContactURI,
-		IsOurs:                    s.isOurs,
-		Known:                     s.proxy.Known,
-		Policy:                    opts.Presence.Policy,
-		MinExpires:                opts.Registrar.MinExpires,
-		DefaultExpires:            opts.Registrar.DefaultExpires,
-		MaxExpires:                opts.Registrar.MaxExpires,
-		MinNotifyInterval:         opts.Presence.MinNotifyInterval,
-		MaxBodySize:               opts.Limits.MaxBodySize,
-		MaxSubscriptionsPerSource: opts.Presence.MaxSubscriptionsPerSource,
-		MaxWatchers:               opts.Presence.MaxWatchers,
-		MaxWatchersPerDomain:      opts.Presence.MaxWatchersPerDomain,
-		Limited:                   s.limited,
-		NodeID:                    s.opts.NodeID,
-		SweepInterval:             opts.Registrar.SweepInterval,
-		Bus:                       s.bus,
-		Log:                       log.Named("presence"),
-		Registerer:                s.registry,
-	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	s.chain = buildChain(s.stages())
-	return s, nil
 }
 
 // notifySender sends the presence agent's NOTIFYs through the proxy, which knows the
@@ -569,94 +490,14 @@ func (s *Server) listen(uri string) error {
 	var serve func() error
 	switch l.Scheme {
 	case "udp":
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
-			s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
-		}
-		g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
-		g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
-		g.OnSTUN = s.tm.stunOutcome
-		g.Rate = s.rate
-		g.OnKeepalive = func(remote net.Addr, kind string) {
-			s.tm.udpKeepalive(remote, kind)
-			if ua, ok := remote.(*net.UDPAddr); ok {
-				s.live.Touch(ua.AddrPort(), time.Now())
-			}
-		}
-		bound = pc.LocalAddr().String()
-		s.closers = append(s.closers, pc.Close)
-		// sipgo parses each datagram in its read loop before handing it to a goroutine, so
-		// one loop caps a UDP listener at one core: run one loop per core on the socket.
-		readers := max(2, runtime.GOMAXPROCS(0))
-		serve = func() error {
-			errs := make(chan error, readers)
-			for range readers {
-				go func() { errs <- s.srv.ServeUDP(g) }()
-			}
-			var first error
-			for range readers {
-				if err := <-errs; err != nil && first == nil {
-					first = err
-				}
-			}
-			return first
-		}
+		bound, serve, err = s.listenUDP(uri, addr)
 	case "tcp", "ws", "tls", "wss":
-		var tlsConf *tls.Config
-		if l.Scheme == "tls" || l.Scheme == "wss" {
-			cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
-			if err != nil {
-				return fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
-			}
-			var clientCAs *x509.CertPool
-			if s.opts.TLSClientCA != "" {
-				if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
-					return fmt.Errorf("server: -tls-client-ca: %w", err)
-				}
-			}
-			tlsConf = transport.ServerTLS(cert, clientCAs)
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("server: -listen %s: %w", uri, err)
-		}
-		tp := l.Scheme
-		sl := transport.NewStreamListener(ln, transport.StreamOptions{
-			Transport:           tp,
-			TLS:                 tlsConf,
-			MaxConnections:      s.opts.Transport.MaxConnections,
-			MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
-			Rate:                s.rate,
-			Trusted:             s.trusted.TrustsSource,
-			Limited:             s.limited,
-			HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
-			IdleTimeout:         s.opts.Transport.IdleTimeout,
-			MessageTimeout:      s.opts.Transport.MessageTimeout,
-			MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
-			WSOrigins:           s.opts.Transport.WSOrigins,
-			Log:                 s.log.Named("transport").WithOptions(sampled()),
-			Events:              s.tm.event,
-		})
-		bound = ln.Addr().String()
-		s.closers = append(s.closers, sl.Close)
-		s.mu.Lock()
-		s.streams[tp] = append(s.streams[tp], sl)
-		s.mu.Unlock()
-		switch tp {
-		case "tcp":
-			serve = func() error { return s.srv.ServeTCP(sl) }
-		case "ws":
-			serve = func() error { return s.srv.ServeWS(sl) }
-		case "tls":
-			serve = func() error { return s.srv.ServeTLS(sl) }
-		case "wss":
-			serve = func() error { return s.srv.ServeWSS(sl) }
-		}
+		bound, serve, err = s.listenStream(uri, l.Scheme, addr)
 	default:
 		return fmt.Errorf("server: -listen %s: unknown scheme", uri)
+	}
+	if err != nil {
+		return err
 	}
 	url := l.Scheme + "://" + bound
 	s.mu.Lock()
@@ -678,6 +519,103 @@ func (s *Server) listen(uri string) error {
 		}
 	}()
 	return nil
+}
+
+// listenUDP binds a udp:// listener behind the datagram guard; it returns the bound address and
+// the function that serves it.
+func (s *Server) listenUDP(uri, addr string) (string, func() error, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	if err := transport.SetSocketBuffers(pc, UDPSocketBuffer); err != nil {
+		s.log.Warn("udp socket buffers", zap.String(logging.KeyListener, uri), zap.Error(err))
+	}
+	g := transport.NewGuardConn(pc, s.log.Named("transport").WithOptions(sampled()))
+	g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
+	g.OnSTUN = s.tm.stunOutcome
+	g.Rate = s.rate
+	g.OnKeepalive = func(remote net.Addr, kind string) {
+		s.tm.udpKeepalive(remote, kind)
+		if ua, ok := remote.(*net.UDPAddr); ok {
+			s.live.Touch(ua.AddrPort(), time.Now())
+		}
+	}
+	bound := pc.LocalAddr().String()
+	s.closers = append(s.closers, pc.Close)
+	// sipgo parses each datagram in its read loop before handing it to a goroutine, so
+	// one loop caps a UDP listener at one core: run one loop per core on the socket.
+	readers := max(2, runtime.GOMAXPROCS(0))
+	serve := func() error {
+		errs := make(chan error, readers)
+		for range readers {
+			go func() { errs <- s.srv.ServeUDP(g) }()
+		}
+		var first error
+		for range readers {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	return bound, serve, nil
+}
+
+// listenStream binds a tcp://, ws://, tls:// or wss:// listener (transport tp) with its
+// connection limits; it returns the bound address and the function that serves it.
+func (s *Server) listenStream(uri, tp, addr string) (string, func() error, error) {
+	var tlsConf *tls.Config
+	if tp == "tls" || tp == "wss" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			return "", nil, fmt.Errorf("server: -tls-cert/-tls-key: %w", err)
+		}
+		var clientCAs *x509.CertPool
+		if s.opts.TLSClientCA != "" {
+			if clientCAs, err = loadCAs(s.opts.TLSClientCA); err != nil {
+				return "", nil, fmt.Errorf("server: -tls-client-ca: %w", err)
+			}
+		}
+		tlsConf = transport.ServerTLS(cert, clientCAs)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("server: -listen %s: %w", uri, err)
+	}
+	sl := transport.NewStreamListener(ln, transport.StreamOptions{
+		Transport:           tp,
+		TLS:                 tlsConf,
+		MaxConnections:      s.opts.Transport.MaxConnections,
+		MaxConnectionsPerIP: s.opts.Transport.MaxConnectionsPerIP,
+		Rate:                s.rate,
+		Trusted:             s.trusted.TrustsSource,
+		Limited:             s.limited,
+		HandshakeTimeout:    s.opts.Transport.HandshakeTimeout,
+		IdleTimeout:         s.opts.Transport.IdleTimeout,
+		MessageTimeout:      s.opts.Transport.MessageTimeout,
+		MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
+		WSOrigins:           s.opts.Transport.WSOrigins,
+		Log:                 s.log.Named("transport").WithOptions(sampled()),
+		Events:              s.tm.event,
+	})
+	bound := ln.Addr().String()
+	s.closers = append(s.closers, sl.Close)
+	s.mu.Lock()
+	s.streams[tp] = append(s.streams[tp], sl)
+	s.mu.Unlock()
+	var serve func() error
+	switch tp {
+	case "tcp":
+		serve = func() error { return s.srv.ServeTCP(sl) }
+	case "ws":
+		serve = func() error { return s.srv.ServeWS(sl) }
+	case "tls":
+		serve = func() error { return s.srv.ServeTLS(sl) }
+	case "wss":
+		serve = func() error { return s.srv.ServeWSS(sl) }
+	}
+	return bound, serve, nil
 }
 
 // clientTLS is the TLS configuration of outbound connections: servers verified against

@@ -1,4 +1,10 @@
-package server
+// Package sanity holds the first two stages of the chain: sanity, which refuses malformed,
+// looping and oversized requests before any later stage spends work on them (RFC 3261 §16.3
+// request validation, §8.2 UAS checks; RFC 4475 and RFC 5118 list what must be refused), and
+// options, which answers OPTIONS addressed to the server itself (RFC 3261 §11.2) before
+// authentication. Both follow the sipx.Plugin contract: each either answers a request or
+// passes it on to the next stage.
+package sanity
 
 import (
 	"cmp"
@@ -20,7 +26,7 @@ import (
 // Proxy-Require (420), a body over the limit (413), an unsupported URI scheme (416). A
 // malformed request is answered 400 here, before any stage could answer it for another reason
 // (routing's 403 Relaying Denied, 404): RFC 4475 and RFC 5118 list what it must refuse
-// (internal/server/testdata/torture).
+// (the torture cases in internal/server/testdata/torture).
 type sanity struct {
 	next      sipx.Handler
 	maxBody   int
@@ -153,34 +159,4 @@ func isTyped(h sip.Header) bool {
 		return true
 	}
 	return false
-}
-
-// options answers OPTIONS addressed to the server itself (keepalive pings, monitoring,
-// capability queries) with 200 and Allow, Accept and Supported (RFC 3261 §11.2). It sits
-// before auth: phones ping their registrar without credentials.
-type options struct {
-	next      sipx.Handler
-	isOurs    func(host string) bool
-	allow     func() string
-	accept    string
-	supported string
-}
-
-func (o *options) Name() string { return "options" }
-
-func (o *options) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
-	if req.Method != sip.OPTIONS || req.Recipient.User != "" || !o.isOurs(req.Recipient.Host) {
-		return sipx.Next(ctx, o.next, tx, req)
-	}
-	// §11.2: Require from the UAC is checked like for any request the server terminates.
-	if bad := sipx.Unsupported(req, "Require", strings.Split(o.supported, ", ")...); len(bad) > 0 {
-		return sipx.Respond(tx, req, 420, "", sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
-	}
-	return sipx.Respond(tx, req, 200, "",
-		sip.NewHeader("Allow", o.allow()),
-		sip.NewHeader("Accept", o.accept),
-		sip.NewHeader("Supported", o.supported),
-		sip.NewHeader("Accept-Encoding", "identity"),
-		sip.NewHeader("Accept-Language", "en"),
-	)
 }
