@@ -6,7 +6,7 @@ BIN       := bin/simpled
 # Debian packages the tests use: a real Redis, sipp and baresip.
 TEST_DEBS := redis-server sip-tester baresip linphone-cli
 # Fuzz targets: package:Target
-FUZZ      := ./registrar:FuzzRegister ./base/transport:FuzzCheck ./internal/config:FuzzParse ./auth:FuzzParseAuthorization ./base/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./base/transport:FuzzSTUN ./base/transport:FuzzFramer ./base/transport:FuzzFlowToken ./base/sipx:FuzzViaPrints ./base/sipx:FuzzSeals ./proxy:FuzzCPIMAddress
+FUZZ      := ./registrar:FuzzRegister ./base/transport:FuzzCheck ./internal/config:FuzzParse ./auth:FuzzParseAuthorization ./base/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./base/transport:FuzzSTUN ./base/transport:FuzzFramer ./base/transport:FuzzFlowToken ./base/sipx:FuzzViaPrints ./base/sipx:FuzzSeals ./msgcheck:FuzzCPIMAddress
 
 .PHONY: all build run test vet unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe flood clean
 
@@ -77,7 +77,7 @@ bench-quick:
 	MODE=quick bench/bench.sh
 
 bench-go:
-	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./proxy/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./auth/... ./base/transport/... ./internal/server/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./registrar/... ./proxy/... ./base/sipgox/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./auth/... ./base/transport/... ./internal/server/...
 
 # The tools of the SIP loads: sipp, Kamailio, Redis (installed with apt-get as root).
 bench-deps:

@@ -65,7 +65,7 @@ start=$(date +%s)
 if [ "$GO_BENCH" = 1 ]; then
   log "Go benchmarks (-benchtime $GO_BENCHTIME) -> $OUTDIR/go-bench.txt"
   (cd "$ROOT" && go test -run '^$' -bench . -skip "$GO_SKIP" -benchmem -benchtime "$GO_BENCHTIME" -count 1 \
-      ./registrar/... ./proxy/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./auth/... \
+      ./registrar/... ./proxy/... ./base/sipgox/... ./presence/... ./pidf/... ./cpim/... ./storage/... ./auth/... \
       ./base/transport/... ./internal/server/...) > "$OUTDIR/go-bench.txt" 2>&1
   rc=$?
   grep -E '^(Benchmark|ok|FAIL|---)' "$OUTDIR/go-bench.txt" | tee -a "$LOG" >&2

@@ -42,7 +42,7 @@ type Locator interface {
 
 // Sender sends a request within a subscription's dialog (a NOTIFY) and returns the final
 // status: the watcher's answer, 408 when it never answered, 503 when no transport reached it.
-// The proxy implements it.
+// Package delivery sends it (internal/server adapts delivery.SendInDialog).
 type Sender interface {
 	SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error)
 }

@@ -3,13 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
-	"strconv"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/delivery"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -17,9 +18,7 @@ import (
 
 // branch is one forwarded copy of the request (RFC 3261 §16.6) and what came back on it.
 type branch struct {
-	t           target
-	req         *sip.Request
-	tx          sip.ClientTransaction
+	*delivery.Branch
 	provisional bool // a provisional response arrived: a CANCEL may be sent
 	wantCancel  bool // cancel as soon as it is allowed
 	cancelled   bool // CANCEL sent
@@ -47,186 +46,216 @@ func (b *branch) watch(events chan<- event, stop <-chan struct{}) {
 	}
 	for {
 		select {
-		case res := <-b.tx.Responses():
+		case res := <-b.Tx.Responses():
 			post(event{b: b, res: res})
 			if !res.IsProvisional() {
 				return
 			}
-		case <-b.tx.Done():
-			post(event{b: b, err: b.tx.Err()})
+		case <-b.Tx.Done():
+			post(event{b: b, err: b.Tx.Err()})
 			return
 		}
 	}
 }
 
-// fork forwards fwd to every target, group after group (targets in a group in parallel), and
-// answers req with the best response (§16.7). onFail, when set, is offered the branches' final
-// statuses before the best response is sent when no branch succeeded; it reports whether it
-// answered (MESSAGE: store for offline delivery). A nil tx means simpled originated req itself
-// (offline delivery, the admin API): nothing is relayed and the final status is returned.
-func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *sip.Request, groups [][]target,
+// forking is the state of one fork (fork): its branches and what came back on them.
+type forking struct {
+	p       *Proxy
+	ctx     context.Context
+	st      *sipx.State
+	tx      sip.ServerTransaction
+	req     *sip.Request
+	fwd     *sip.Request
+	invite  bool
+	hash    string
+	events  chan event
+	stop    chan struct{}
+	timeout *time.Timer // Timer C, INVITE only
+
+	cancelled <-chan struct{} // the caller sent CANCEL (INVITE only)
+	timerC    <-chan time.Time
+
+	finals    []*sip.Response // final responses received, in order
+	synthetic []int           // statuses of branches that failed without a response
+	statuses  []int
+	sent      int // final status sent upstream (2xx)
+	global    bool
+	upCancel  bool
+	all       []*branch
+}
+
+// fork forwards fwd, the copy of req the proxy received, to every target, group after group
+// (targets in a group in parallel), and answers req with the best response (§16.7). onFail,
+// when set, is offered the branches' final statuses before the best response is sent when no
+// branch succeeded; it reports whether it answered (MESSAGE: store for offline delivery).
+func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *sip.Request, groups [][]delivery.Target,
 	onFail func(statuses []int) (int, error, bool)) (int, error) {
 	st := sipx.StateFrom(ctx)
 	invite := req.IsInvite()
 	if !invite && len(groups) == 1 && len(groups[0]) == 1 {
 		return p.forkOne(ctx, st, tx, req, fwd, groups[0][0], onFail)
 	}
-	if invite && tx != nil {
+	f := &forking{p: p, ctx: ctx, st: st, tx: tx, req: req, fwd: fwd, invite: invite, hash: loopHash(req),
+		events: make(chan event, 8), stop: make(chan struct{})}
+	defer close(f.stop)
+	if invite {
 		// §16.2: a stateful proxy answers 100 at once so the caller stops retransmitting.
 		_ = tx.Respond(sipx.NewResponse(req, 100, ""))
-	}
-	hash := branchHash(tx, req)
-
-	events := make(chan event, 8)
-	stop := make(chan struct{})
-	defer close(stop)
-	var cancelled <-chan struct{}
-	if invite && tx != nil {
 		ch := make(chan struct{})
 		var once sync.Once
 		tx.OnCancel(func(*sip.Request) { once.Do(func() { close(ch) }) })
-		cancelled = ch
+		f.cancelled = ch
+		f.timeout = time.NewTimer(p.opts.InviteTimeout)
+		defer f.timeout.Stop()
+		f.timerC = f.timeout.C
 	}
-	var timerC <-chan time.Time
-	var tc *time.Timer
-	if invite {
-		tc = time.NewTimer(p.opts.InviteTimeout)
-		defer tc.Stop()
-		timerC = tc.C
-	}
-
 	total := 0
 	for _, g := range groups {
 		total += len(g)
 	}
-	var (
-		finals    []*sip.Response // final responses received, in order
-		synthetic []int           // statuses of branches that failed without a response
-		statuses  []int
-		sent      int // final status sent upstream (2xx)
-		global    bool
-		upCancel  bool
-		all       []*branch
-	)
-	cancelAll := func() {
-		for _, b := range all {
-			if !b.finished {
-				b.wantCancel = true
-				p.maybeCancel(b)
-			}
-		}
-	}
-	fail := func(b *branch, code int) {
-		b.finished = true
-		synthetic = append(synthetic, code)
-		statuses = append(statuses, code)
-		p.branches.WithLabelValues(string(req.Method), "error").Inc()
-	}
-
-groups:
 	for _, group := range groups {
-		live := 0
-		for _, t := range group {
-			b, err := p.startBranch(fwd, t, hash, arrival{st.Transport, st.Source, st.Rule.MayRelay()}, total == 1 && fwd != req)
-			if err != nil {
-				st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
-				fail(&branch{t: t}, transportFailure(t))
-				continue
-			}
-			all = append(all, b)
-			live++
-			go b.watch(events, stop)
+		live := f.startGroup(group, total == 1 && fwd != req)
+		if err := f.await(live); err != nil {
+			return 0, err
 		}
-		for live > 0 {
-			select {
-			case ev := <-events:
-				b := ev.b
-				if ev.res == nil { // transaction over
-					if !b.finished {
-						code := 408
-						if !errors.Is(ev.err, sip.ErrTransactionTimeout) {
-							code = transportFailure(b.t)
-						}
-						if b.cancelled {
-							code = 487
-						}
-						fail(b, code)
-						live--
-					}
-					continue
-				}
-				res := ev.res
-				if res.IsProvisional() {
-					b.provisional = true
-					p.maybeCancel(b)
-					if invite && tx != nil && res.StatusCode > 100 && sent == 0 && !upCancel {
-						if tc != nil {
-							tc.Reset(p.opts.InviteTimeout)
-						}
-						_ = tx.Respond(upstream(req, res))
-					}
-					continue
-				}
-				if b.finished {
-					continue
-				}
-				b.finished = true
-				live--
-				statuses = append(statuses, res.StatusCode)
-				p.branches.WithLabelValues(string(req.Method), strconv.Itoa(res.StatusCode/100)+"xx").Inc()
-				switch {
-				case res.IsSuccess():
-					if (sent == 0 || invite) && tx != nil {
-						p.relay2xx(tx, req, res, invite)
-					}
-					if sent == 0 {
-						sent = res.StatusCode
-					}
-					if invite && tx != nil {
-						p.forward2xxRetransmissions(b, tx, req)
-						cancelAll()
-						continue
-					}
-					break groups // non-INVITE: the first 2xx ends the fork
-				case res.StatusCode >= 600:
-					finals = append(finals, res)
-					global = true
-					if invite {
-						cancelAll()
-						continue
-					}
-					break groups
-				default:
-					finals = append(finals, res)
-				}
-			case <-cancelled:
-				cancelled = nil
-				upCancel = true
-				cancelAll()
-			case <-timerC:
-				timerC = nil
-				st.Logger().Info("INVITE timed out (Timer C): cancelling branches")
-				cancelAll()
-			case <-ctx.Done():
-				// The server transaction ended (its connection closed): nobody to answer.
-				cancelAll()
-				return 0, ctx.Err()
-			}
-		}
-		if sent != 0 || global || upCancel {
+		if f.sent != 0 || f.global || f.upCancel {
 			break
 		}
 	}
 	switch {
-	case sent != 0:
-		return sent, nil
-	case upCancel:
+	case f.sent != 0:
+		return f.sent, nil
+	case f.upCancel:
 		return 487, nil // sipgo answered the INVITE 487 when the CANCEL came
 	}
-	if global {
+	if f.global {
 		onFail = nil
 	}
-	return p.failed(st, tx, req, finals, synthetic, statuses, onFail)
+	return p.failed(st, tx, req, f.finals, f.synthetic, f.statuses, onFail)
+}
+
+// startGroup sends the branches of one group and returns how many are under way.
+func (f *forking) startGroup(group []delivery.Target, only bool) int {
+	live := 0
+	for _, t := range group {
+		b, err := f.p.startBranch(f.fwd, t, f.hash, f.st, only)
+		if err != nil {
+			f.st.Logger().Info("branch not sent", zap.String("target", t.Dest.String()), zap.Error(err))
+			f.fail(&branch{Branch: &delivery.Branch{Target: t}}, delivery.TransportFailure(t))
+			continue
+		}
+		f.all = append(f.all, b)
+		live++
+		go b.watch(f.events, f.stop)
+	}
+	return live
+}
+
+// await handles events until the live branches of a group have ended, or one ended the whole
+// fork (a 2xx or 6xx to a non-INVITE). It fails when ctx ends: the server transaction is gone.
+func (f *forking) await(live int) error {
+	for live > 0 {
+		select {
+		case ev := <-f.events:
+			ended, stop := f.onEvent(ev)
+			if ended {
+				live--
+			}
+			if stop {
+				return nil
+			}
+		case <-f.cancelled:
+			f.cancelled = nil
+			f.upCancel = true
+			f.cancelAll()
+		case <-f.timerC:
+			f.timerC = nil
+			f.st.Logger().Info("INVITE timed out (Timer C): cancelling branches")
+			f.cancelAll()
+		case <-f.ctx.Done():
+			// The server transaction ended (its connection closed): nobody to answer.
+			f.cancelAll()
+			return f.ctx.Err()
+		}
+	}
+	return nil
+}
+
+// onEvent takes one response or transaction end: ended reports that the branch is over, stop
+// that the fork is (a non-INVITE's first 2xx or 6xx).
+func (f *forking) onEvent(ev event) (ended, stop bool) {
+	b := ev.b
+	if ev.res == nil { // transaction over
+		if b.finished {
+			return false, false
+		}
+		code := 408
+		if !errors.Is(ev.err, sip.ErrTransactionTimeout) {
+			code = delivery.TransportFailure(b.Target)
+		}
+		if b.cancelled {
+			code = 487
+		}
+		f.fail(b, code)
+		return true, false
+	}
+	res := ev.res
+	if res.IsProvisional() {
+		b.provisional = true
+		f.p.maybeCancel(b)
+		if f.invite && res.StatusCode > 100 && f.sent == 0 && !f.upCancel {
+			f.timeout.Reset(f.p.opts.InviteTimeout)
+			_ = f.tx.Respond(upstream(f.req, res))
+		}
+		return false, false
+	}
+	if b.finished {
+		return false, false
+	}
+	b.finished = true
+	f.statuses = append(f.statuses, res.StatusCode)
+	f.p.opts.Delivery.CountBranch(f.req.Method, res.StatusCode)
+	switch {
+	case res.IsSuccess():
+		if f.sent == 0 || f.invite {
+			f.p.relay2xx(f.tx, f.req, res, f.invite)
+		}
+		if f.sent == 0 {
+			f.sent = res.StatusCode
+		}
+		if f.invite {
+			f.p.forward2xxRetransmissions(b, f.tx, f.req)
+			f.cancelAll()
+			return true, false
+		}
+		return true, true // non-INVITE: the first 2xx ends the fork
+	case res.StatusCode >= 600:
+		f.finals = append(f.finals, res)
+		f.global = true
+		if f.invite {
+			f.cancelAll()
+			return true, false
+		}
+		return true, true
+	}
+	f.finals = append(f.finals, res)
+	return true, false
+}
+
+func (f *forking) cancelAll() {
+	for _, b := range f.all {
+		if !b.finished {
+			b.wantCancel = true
+			f.p.maybeCancel(b)
+		}
+	}
+}
+
+func (f *forking) fail(b *branch, code int) {
+	b.finished = true
+	f.synthetic = append(f.synthetic, code)
+	f.statuses = append(f.statuses, code)
+	f.p.opts.Delivery.CountBranch(f.req.Method, 0)
 }
 
 // failed answers a request none of whose branches succeeded: onFail first (when it handles
@@ -239,9 +268,6 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 		}
 	}
 	res := best(req, finals, synthetic)
-	if tx == nil {
-		return res.StatusCode, nil
-	}
 	if ce := st.Logger().Check(zap.DebugLevel, "proxied request failed"); ce != nil {
 		ce.Write(zap.Int(logging.KeyStatus, res.StatusCode), zap.Ints("branches", statuses))
 	}
@@ -251,38 +277,35 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 // forkOne is fork for the common case of a non-INVITE with one target (a MESSAGE to a user
 // with one device, an in-dialog request): the same outcome, without a watcher goroutine and
 // an event channel per request.
-func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t target,
+func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t delivery.Target,
 	onFail func([]int) (int, error, bool)) (int, error) {
-	b, err := p.startBranch(fwd, t, branchHash(tx, req), arrival{st.Transport, st.Source, st.Rule.MayRelay()}, fwd != req)
+	b, err := p.startBranch(fwd, t, loopHash(req), st, fwd != req)
 	if err != nil {
-		st.Logger().Info("branch not sent", zap.String("target", t.dest.String()), zap.Error(err))
-		code := transportFailure(t)
-		p.branches.WithLabelValues(string(req.Method), "error").Inc()
+		st.Logger().Info("branch not sent", zap.String("target", t.Dest.String()), zap.Error(err))
+		code := delivery.TransportFailure(t)
+		p.opts.Delivery.CountBranch(req.Method, 0)
 		return p.failed(st, tx, req, nil, []int{code}, []int{code}, onFail)
 	}
 	for {
 		select {
-		case res := <-b.tx.Responses():
+		case res := <-b.Tx.Responses():
 			if res.IsProvisional() {
 				continue
 			}
-			p.branches.WithLabelValues(string(req.Method), strconv.Itoa(res.StatusCode/100)+"xx").Inc()
+			p.opts.Delivery.CountBranch(req.Method, res.StatusCode)
 			if res.IsSuccess() {
-				if tx == nil {
-					return res.StatusCode, nil
-				}
 				return sipx.RespondWith(tx, upstream(req, res))
 			}
 			if res.StatusCode >= 600 {
 				onFail = nil
 			}
 			return p.failed(st, tx, req, []*sip.Response{res}, nil, []int{res.StatusCode}, onFail)
-		case <-b.tx.Done():
+		case <-b.Tx.Done():
 			code := 408
-			if !errors.Is(b.tx.Err(), sip.ErrTransactionTimeout) {
-				code = transportFailure(b.t)
+			if !errors.Is(b.Tx.Err(), sip.ErrTransactionTimeout) {
+				code = delivery.TransportFailure(b.Target)
 			}
-			p.branches.WithLabelValues(string(req.Method), "error").Inc()
+			p.opts.Delivery.CountBranch(req.Method, 0)
 			return p.failed(st, tx, req, nil, []int{code}, []int{code}, onFail)
 		case <-ctx.Done():
 			go b.watch(nil, closedChan) // keep draining: sipgo's channel is unbuffered
@@ -291,103 +314,37 @@ func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransa
 	}
 }
 
-// branchHash is the loop hash our branches carry: loopHash for a request we relay; a request
-// simpled originates (tx nil: a NOTIFY, an offline delivery) cannot loop back as the same
-// request, and hashing its Request-URI was a tenth of a NOTIFY's cost.
-func branchHash(tx sip.ServerTransaction, req *sip.Request) string {
-	if tx == nil {
-		return "0"
-	}
-	return loopHash(req)
-}
-
 // closedChan lets watch drain a transaction nobody listens to any more.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// request sends a request simpled originates (offline delivery, the admin API) to groups and
-// returns the final status: the first 2xx, else the best failure (0 if ctx ended first).
-func (p *Proxy) request(ctx context.Context, req *sip.Request, groups [][]target) int {
-	status, _ := p.fork(ctx, nil, req, req, groups, nil)
-	return status
-}
-
-// transportFailure is the status of a branch that could not be sent or whose transport failed
-// (§16.9 says "as if 503"): for a registered device that means it is not reachable now (480,
-// which also sends a MESSAGE to the offline store); for another server, 503.
-func transportFailure(t target) int {
-	if t.contact {
-		return 480
+// startBranch sends fwd to t (delivery.Start) with the proxy's Record-Route when fwd creates a
+// dialog. st is the request's state: the flow it came in on and whether its sender is vouched
+// for (dialogToken).
+func (p *Proxy) startBranch(fwd *sip.Request, t delivery.Target, hash string, st *sipx.State, only bool) (*branch, error) {
+	o := delivery.BranchOptions{Hash: hash, Only: only}
+	if recordRoutes(fwd) {
+		in := arrival{transport: st.Transport, source: st.Source, vouched: st.Rule.MayRelay()}
+		o.RecordRoute = func(r *sip.Request, l netip.AddrPort, t delivery.Target) { p.addRecordRoute(fwd, r, l, t, in) }
 	}
-	return 503
-}
-
-// startBranch builds and sends the request for t, or for the first of t's alternative flows
-// that can be sent on. A request too big for UDP goes over TCP when we listen on TCP, back to
-// UDP if TCP cannot connect (RFC 3261 §18.1.1).
-func (p *Proxy) startBranch(fwd *sip.Request, t target, hash string, in arrival, only bool) (*branch, error) {
-	b, err := p.startOne(fwd, t, hash, in, only && len(t.alts) == 0)
-	for _, alt := range t.alts {
-		if err == nil {
-			break
-		}
-		b, err = p.startOne(fwd, alt, hash, in, false)
-	}
-	return b, err
-}
-
-func (p *Proxy) startOne(fwd *sip.Request, t target, hash string, in arrival, only bool) (*branch, error) {
-	if t.flow {
-		if isStream(t.transport) && !p.connected(t) {
-			p.flows.WithLabelValues(t.transport, "closed").Inc()
-			return nil, errFlowGone
-		}
-		p.flows.WithLabelValues(t.transport, "sent").Inc()
-	}
-	r, err := p.newBranch(fwd, t, hash, in, only)
+	b, err := p.opts.Delivery.Start(fwd, t, o)
 	if err != nil {
 		return nil, err
 	}
-	if !t.flow && (t.transport == "tls" || t.transport == "wss") {
-		if err := p.verifyPeer(r, t); err != nil {
-			return nil, err
-		}
-	}
-	if t.transport == "udp" && p.overMTU(r) {
-		if r2, t2, ok := p.toTCP(r, t); ok {
-			if tx, err := p.start(r2, t.retransmits); err == nil {
-				return &branch{t: t2, req: r2, tx: tx}, nil
-			}
-		}
-	}
-	tx, err := p.start(r, t.retransmits)
-	if err != nil {
-		return nil, err
-	}
-	return &branch{t: t, req: r, tx: tx}, nil
-}
-
-// start starts the client transaction of a branch: INVITEs in sipgo's transaction layer (ACK
-// generation, 2xx handling), everything else in the proxy's own (clienttx.go), with at most
-// retransmits Timer E retransmissions over UDP when retransmits > 0.
-func (p *Proxy) start(r *sip.Request, retransmits int) (sip.ClientTransaction, error) {
-	if r.IsInvite() {
-		return p.send(r)
-	}
-	return p.sendNonInvite(r, retransmits)
+	return &branch{Branch: b}, nil
 }
 
 // maybeCancel sends a CANCEL on an INVITE branch that should be cancelled, once a provisional
 // response allows it (§9.1: never before).
 func (p *Proxy) maybeCancel(b *branch) {
-	if !b.wantCancel || b.cancelled || !b.provisional || b.finished || !b.req.IsInvite() {
+	if !b.wantCancel || b.cancelled || !b.provisional || b.finished || !b.Req.IsInvite() {
 		return
 	}
 	b.cancelled = true
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), delivery.ConnectTimeout)
 	defer cancel()
-	tx, err := p.opts.Client.TransactionRequest(ctx, cancelRequest(b.req), asBuilt)
+	tx, err := p.opts.Client.TransactionRequest(ctx, cancelRequest(b.Req), delivery.AsBuilt)
 	if err != nil {
-		p.log.Debug("CANCEL not sent", zap.String(logging.KeyBranch, branchID(b.req)), zap.Error(err))
+		p.log.Debug("CANCEL not sent", zap.String(logging.KeyBranch, branchID(b.Req)), zap.Error(err))
 		return
 	}
 	go func() { // drain the CANCEL's own transaction
@@ -413,7 +370,7 @@ func (p *Proxy) relay2xx(tx sip.ServerTransaction, req *sip.Request, res *sip.Re
 // forward2xxRetransmissions relays the callee's retransmitted 2xx (until the caller's ACK
 // reaches it) to the caller: RFC 6026 makes that the proxy's job.
 func (p *Proxy) forward2xxRetransmissions(b *branch, tx sip.ServerTransaction, req *sip.Request) {
-	b.tx.OnRetransmission(func(res *sip.Response) {
+	b.Tx.OnRetransmission(func(res *sip.Response) {
 		if res.IsSuccess() {
 			p.relay2xx(tx, req, res, true)
 		}

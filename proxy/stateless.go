@@ -8,6 +8,7 @@ import (
 
 	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/delivery"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -36,34 +37,34 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 	prepare(fwd, req.Source())
 	sipx.ForwardVias(req, fwd, req.Source())
 	callID := req.CallID().Value()
-	var t target
+	var t delivery.Target
 	if flow, ok := (arrival{transport: st.Transport, source: st.Source}).elsewhere(flows); ok && fwd.Route() == nil {
 		if !p.dialogHop(st, callID, nil, flow.f.Remote, true) {
 			p.dropACK(req, "ACK towards another than the dialog's end dropped")
 			return
 		}
-		t = p.flowTarget(fwd.Recipient, flow.f, flow.token) // the caller or callee on a flow
+		t = p.opts.Delivery.FlowTarget(fwd.Recipient, flow.f, flow.token) // the caller or callee on a flow
 	} else {
 		hop := &fwd.Recipient
 		if r := fwd.Route(); r != nil {
 			hop = &r.Address
 		}
 		var err error
-		if t, err = p.hopTarget(context.Background(), hop, fwd.Recipient); err != nil {
+		if t, err = p.opts.Delivery.HopTarget(context.Background(), hop, fwd.Recipient); err != nil {
 			p.log.Debug("ACK not routable", zap.Error(err))
 			return
 		}
-		if !p.isOurHop(hop) && !p.dialogHop(st, callID, hop, t.dest, false) {
+		if !p.isOurHop(hop) && !p.dialogHop(st, callID, hop, t.Dest, false) {
 			p.dropACK(req, "ACK towards another than the dialog's end dropped")
 			return
 		}
 	}
-	r, err := p.newBranch(fwd, t, loopHash(req), arrival{}, true)
+	r, err := p.opts.Delivery.Build(fwd, t, delivery.BranchOptions{Hash: loopHash(req), Only: true})
 	if err != nil {
 		p.log.Debug("ACK not routable", zap.Error(err))
 		return
 	}
-	if err := p.opts.Client.WriteRequest(r, asBuilt); err != nil {
+	if err := p.opts.Client.WriteRequest(r, delivery.AsBuilt); err != nil {
 		p.log.Debug("ACK not sent", zap.String(logging.KeyCallID, req.CallID().Value()), zap.Error(err))
 	}
 }
@@ -75,27 +76,24 @@ func (p *Proxy) dropACK(req *sip.Request, why string) {
 	}
 }
 
-// ServeStrayResponse takes the responses that matched none of sipgo's client transactions:
-// those of the proxy's own non-INVITE transactions, and a 2xx to an INVITE retransmitted after
-// our transaction ended, which is forwarded statelessly to the next Via (§16.7 step 10 for
-// 2xx, RFC 6026). Anything else is dropped.
-func (p *Proxy) ServeStrayResponse(res *sip.Response) {
-	if p.txs.deliver(res) {
-		return // one of the proxy's own client transactions (clienttx.go)
-	}
+// ServeStrayResponse takes a response that matched no client transaction (sipgox.StrayRouter
+// offers it after simpled's own transactions declined it): a 2xx to an INVITE retransmitted
+// after our transaction ended is forwarded statelessly to the next Via (§16.7 step 10 for 2xx,
+// RFC 6026). It reports whether the response was ours to relay; anything else is dropped.
+func (p *Proxy) ServeStrayResponse(res *sip.Response) bool {
 	via := res.Via()
 	if via == nil || !p.isOurSentBy(via) || !res.IsSuccess() {
-		return
+		return false
 	}
 	cs := res.CSeq()
 	if cs == nil || cs.MethodName != sip.INVITE {
-		return
+		return false
 	}
 	out := res.Clone()
 	out.RemoveHeader("Via")
 	next := out.Via()
 	if next == nil {
-		return
+		return true
 	}
 	host, port := next.Host, next.Port
 	if v, ok := next.Params.Get("received"); ok && v != "" {
@@ -108,9 +106,10 @@ func (p *Proxy) ServeStrayResponse(res *sip.Response) {
 	}
 	tp := strings.ToLower(next.Transport)
 	if port == 0 {
-		port = defaultPort(tp)
+		port = delivery.DefaultPort(tp)
 	}
 	p.writeResponse(out, tp, net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port)))
+	return true
 }
 
 // writeResponse sends a response outside any transaction: over UDP from our listening socket,
@@ -121,7 +120,7 @@ func (p *Proxy) writeResponse(res *sip.Response, tp, dest string) {
 	tl := p.opts.Client.TransportLayer()
 	addr := dest
 	if tp == "udp" {
-		l := p.listener("udp")
+		l := p.flows.Listener("udp")
 		if !l.IsValid() {
 			return
 		}

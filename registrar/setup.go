@@ -68,7 +68,7 @@ type Deps struct {
 	// (RFC 5626 Flow-Timer, transport.flow_timer), whole seconds; 0 sends none.
 	FlowTimer time.Duration
 	// Flow names the flow (transport, source host:port) a REGISTER came over, as a token
-	// stored in the binding (the proxy's FlowToken); nil or "" records none.
+	// stored in the binding (transport.Flows.Token, the flows service); nil or "" records none.
 	Flow func(transport, source string) string
 	// GRUUs seals temporary GRUUs; nil hands out no GRUU (RFC 5627).
 	GRUUs *sipx.GRUUs

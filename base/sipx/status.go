@@ -73,12 +73,32 @@ func Reason(code int) string {
 // RetryAfterSeconds is the Retry-After value sent with 503 answers caused by the store.
 const RetryAfterSeconds = "5"
 
+// Routing errors: a next hop that cannot be reached. The resolver (package dns) and the
+// sending of branches (package delivery) wrap them, so ErrorStatus answers for both.
+var (
+	// ErrNoRoute: the next hop cannot exist or cannot be reached from here (an unknown host,
+	// a .invalid name, no listener for its transport): 404 No Route To Destination.
+	ErrNoRoute = errors.New("no route to next hop")
+	// ErrDomainNotFound: DNS said for certain that a domain has no SIP server: 404 Domain
+	// Not Found (asking again cannot help).
+	ErrDomainNotFound = errors.New("domain has no SIP server")
+	// ErrNextHopUnresolvable: a DNS lookup failed for now: 503 Next Hop Unresolvable.
+	ErrNextHopUnresolvable = errors.New("next hop unresolvable")
+)
+
 // ErrorStatus maps an error returned by a store or a stage to the SIP answer for it. It is the
 // one table from errors to statuses: stages call it rather than choosing codes themselves.
 func ErrorStatus(err error) (code int, reason string) {
 	switch {
 	case err == nil:
 		return 200, Reason(200)
+	// Routing errors first: a failed DNS lookup also wraps its cause (a deadline, say).
+	case errors.Is(err, ErrDomainNotFound):
+		return 404, "Domain Not Found"
+	case errors.Is(err, ErrNoRoute):
+		return 404, "No Route To Destination"
+	case errors.Is(err, ErrNextHopUnresolvable):
+		return 503, "Next Hop Unresolvable"
 	case errors.Is(err, storage.ErrNotFound):
 		return 404, Reason(404)
 	case errors.Is(err, storage.ErrStale):

@@ -11,7 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/simpled/simpled/base/logging"
-	"github.com/simpled/simpled/proxy"
+	"github.com/simpled/simpled/offline"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -150,7 +150,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	status, err := a.o.Messages.Send(r.Context(), req.From, req.To, req.ContentType, body)
 	if err != nil {
-		if errors.Is(err, proxy.ErrBadMessage) {
+		if errors.Is(err, offline.ErrBadMessage) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}

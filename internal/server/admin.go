@@ -18,7 +18,7 @@ func (s *Server) adminOptions() admin.Options {
 		Gatherer:      s.registry,
 		Ready:         s.Ready,
 		Registrations: s.registrar,
-		Messages:      messagesAdmin{s.proxy.Offline(), s.proxy},
+		Messages:      s.offline,
 		Presence:      s.presence,
 		Users:         s.store,
 		Domains:       s.opts.Domains,

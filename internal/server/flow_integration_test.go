@@ -142,7 +142,7 @@ func TestClosedFlowStoresMessageWithoutDialing(t *testing.T) {
 
 	alice.conn.Close()
 	waitFor(t, "the server to see the connection close", func() bool {
-		return !srv.proxy.FlowOpen("tcp", alice.conn.LocalAddr().String())
+		return !srv.delivery.FlowOpen("tcp", alice.conn.LocalAddr().String())
 	})
 	bob.send(message("bob", "alice", "flow-msg-2", "text/plain", "while away"))
 	bob.expect(`^SIP/2.0 202 `)
@@ -199,7 +199,7 @@ func TestOutboundTwoFlows(t *testing.T) {
 
 	flow2.conn.Close()
 	waitFor(t, "flow 2 to close", func() bool {
-		return !srv.proxy.FlowOpen("tcp", flow2.conn.LocalAddr().String())
+		return !srv.delivery.FlowOpen("tcp", flow2.conn.LocalAddr().String())
 	})
 	bob.send(message("bob", "alice", "ob-msg-2", "text/plain", "the first that works"))
 	flow1.reply(flow1.request("MESSAGE"), 200)

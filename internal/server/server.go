@@ -27,10 +27,13 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/base/sipgox"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
+	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/internal/admin"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
@@ -52,7 +55,7 @@ type Store interface {
 	storage.Backend
 	registrar.Store
 	auth.Store
-	proxy.MessageStore
+	offline.MessageStore
 	presence.Store
 	storage.Credentials
 }
@@ -97,6 +100,12 @@ type Server struct {
 	auth      *auth.Auth
 	registrar *registrar.Registrar
 	proxy     *proxy.Proxy
+	delivery  *delivery.Delivery
+	offline   *offline.Offline
+	// flows names flows and knows the listeners (registrar, proxy, delivery share it);
+	// strays passes on the responses no sipgo transaction took (sipgox.StrayRouter).
+	flows     *transport.Flows
+	strays    *sipgox.StrayRouter
 	presence  *presence.Presence
 	ua        *sipgo.UserAgent
 	client    *sipgo.Client
@@ -124,7 +133,7 @@ type Server struct {
 	mu        sync.Mutex
 	closers   []func() error
 	listeners []string // bound listener URLs
-	sockets   atomic.Pointer[[]proxy.Listener]
+	sockets   atomic.Pointer[[]transport.Listener]
 	streams   map[string][]flowHolder // stream listeners by transport
 	ourHosts  map[string]bool
 	http      *http.Server
@@ -270,6 +279,11 @@ func (s *Server) buildServices() error {
 	// proxy, which issues them.
 	s.seals = sipx.NewSeals(s.secret)
 	s.gruus = sipx.NewGRUUs(s.secret)
+	// The flows service names the connections and NAT bindings clients are reached over; the
+	// registrar stores its tokens and delivery resolves them.
+	s.sockets.Store(&[]transport.Listener{})
+	s.flows = transport.NewFlows(s.secret, func() []transport.Listener { return *s.sockets.Load() })
+	s.strays = &sipgox.StrayRouter{}
 	return nil
 }
 
@@ -291,11 +305,7 @@ func (s *Server) buildSIP() error {
 			sip.WithTransactionLayerLogger(slogger),
 			// A 2xx to an INVITE retransmitted after our client transaction ended still has
 			// to reach the caller (RFC 6026): the proxy relays it statelessly.
-			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) {
-				if s.proxy != nil {
-					s.proxy.ServeStrayResponse(res)
-				}
-			}),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.strays.Serve),
 		),
 	)
 	if err != nil {
@@ -330,21 +340,6 @@ func (s *Server) registerDispatch() {
 	s.allowText = strings.Join(methods, ", ")
 }
 
-// notifySender sends the presence agent's NOTIFYs through the proxy, which knows the
-// listeners, the location service and the flows.
-type notifySender struct{ p *proxy.Proxy }
-
-func (n notifySender) SendInDialog(ctx context.Context, req *sip.Request, sub *storage.Subscription) (int, error) {
-	return n.p.SendInDialog(ctx, req, proxy.Dialog{RemoteTarget: sub.RemoteTarget, RouteSet: sub.RouteSet,
-		Transport: sub.Transport, Source: sub.Source, Retransmits: presence.Retransmits(ctx)})
-}
-
-// messagesAdmin joins the offline store's admin surface (list, delete) and the proxy's Send.
-type messagesAdmin struct {
-	*proxy.Offline
-	*proxy.Proxy
-}
-
 // sipgoGlobals guards sipgo's package-level settings: they are process-wide, and are written
 // once, before the first transport exists (later servers in the same process, as in tests,
 // share them).
@@ -372,9 +367,6 @@ func setSipgoGlobals(slogger *slog.Logger) {
 // the server itself.
 var servedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS, sip.MESSAGE, sip.INVITE,
 	sip.BYE, sip.INFO, sip.UPDATE, sip.PRACK, sip.REFER, sip.NOTIFY, sip.SUBSCRIBE, sip.PUBLISH}
-
-// dnsTimeout bounds one DNS query of the proxy's resolver.
-const dnsTimeout = 2 * time.Second
 
 func openStore(ctx context.Context, url, node string, checkPersistence bool, log *zap.Logger) (Store, error) {
 	if url == "" || url == "memory" {
@@ -474,7 +466,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.bg.Done()
-		s.proxy.Run(ctx)
+		s.offline.Run(ctx)
 	}()
 	s.ready.Store(true)
 	return nil
@@ -503,7 +495,7 @@ func (s *Server) listen(uri string) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, url)
 	if ap, err := netip.ParseAddrPort(bound); err == nil {
-		sockets := append(slices.Clone(*s.sockets.Load()), proxy.Listener{Transport: l.Scheme, Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
+		sockets := append(slices.Clone(*s.sockets.Load()), transport.Listener{Transport: l.Scheme, Addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
 		s.sockets.Store(&sockets)
 	}
 	if host, _, err := net.SplitHostPort(bound); err == nil {

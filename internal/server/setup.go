@@ -46,11 +46,9 @@ func (s *Server) setupAuth() (sipx.Plugin, error) {
 
 func (s *Server) setupRegistrar() (sipx.Plugin, error) {
 	r, err := registrar.Setup(s.opts.Registrar, registrar.Deps{
-		Domains:   s.opts.Domains,
-		FlowTimer: s.opts.Transport.FlowTimer,
-		// The proxy is built later (setup_proxy.go); the registrar asks it for flow tokens
-		// only when a REGISTER arrives, after New.
-		Flow:         func(tp, source string) string { return s.proxy.FlowToken(tp, source) },
+		Domains:      s.opts.Domains,
+		FlowTimer:    s.opts.Transport.FlowTimer,
+		Flow:         s.flows.Token,
 		GRUUs:        s.gruus,
 		TrustedPeer:  s.trusted.Trusted,
 		Limited:      s.limited,

@@ -1,6 +1,6 @@
 // Package memory is simpled's embedded storage backend, the default: every table lives in this
 // process and is lost when it exits. It implements registrar.Store, auth.Store,
-// proxy.MessageStore, presence's PublicationStore, SubscriptionStore and RuleStore,
+// offline.MessageStore, presence's PublicationStore, SubscriptionStore and RuleStore,
 // storage.Credentials and storage.Backend with the semantics storage/storagetest checks (the
 // Redis backend passes the same suite).
 //

@@ -57,7 +57,7 @@ func cloneBody(b []byte) []byte {
 	return slices.Clone(b)
 }
 
-// StoreMessage appends m to aor's mailbox with the semantics of proxy.MessageStore. It writes
+// StoreMessage appends m to aor's mailbox with the semantics of offline.MessageStore. It writes
 // nothing when it returns a duplicate or an error; when it stores m, the messages of aor that
 // expired at now are dropped with it.
 func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message, lim storage.MailboxLimits, now time.Time) (string, bool, error) {

@@ -13,7 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Offline messages (proxy.MessageStore). See the package doc for the keys and round trips.
+// Offline messages (offline.MessageStore). See the package doc for the keys and round trips.
 
 // Error replies of storeMessageScript: the mailbox is full, the sender's quota is reached,
 // the foreign senders' share is full.
@@ -25,7 +25,7 @@ const (
 
 func msgMember(aor, id string) string { return indexMember(msgPrefix, aor, id) }
 
-// StoreMessage appends m to aor's mailbox with the semantics of proxy.MessageStore: one
+// StoreMessage appends m to aor's mailbox with the semantics of offline.MessageStore: one
 // script on msg:{aor} and msgid:{aor} that drops the expired messages, checks the dedup key
 // and the limits and stores m atomically, then (when it stored m) a second round trip adds
 // the index entry. It writes nothing when it returns a duplicate or an error.
@@ -244,7 +244,7 @@ local function remove(id, v)
 end
 `
 
-// storeMessageScript implements StoreMessage (proxy.MessageStore's rules, in order).
+// storeMessageScript implements StoreMessage (offline.MessageStore's rules, in order).
 //
 //	KEYS[1]  msg:{aor}    hash: id → JSON header, newline, body
 //	KEYS[2]  msgid:{aor}  hash: dedup key → "<id> <expires_at> <size> <foreign 0/1> <sender>"

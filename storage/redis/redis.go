@@ -1,6 +1,6 @@
 // Package redis is simpled's Redis storage backend: persistence, several simpled nodes on one
 // Redis, and Redis Cluster to scale out. It implements registrar.Store, auth.Store,
-// proxy.MessageStore, presence's stores, storage.Credentials and storage.Backend with the
+// offline.MessageStore, presence's stores, storage.Credentials and storage.Backend with the
 // semantics storage/storagetest checks (the memory backend passes the same suite). Redis 7.0
 // or later.
 //

@@ -8,7 +8,7 @@ import (
 )
 
 // The contracts Run checks, written with storage types only. Each stage owns the interface it
-// uses and documents its semantics there (registrar.Store, auth.Store, proxy.MessageStore,
+// uses and documents its semantics there (registrar.Store, auth.Store, offline.MessageStore,
 // presence.PublicationStore, SubscriptionStore and RuleStore; the rules of an update on
 // storage.BindingUpdate and storage.PublishOp). Go interfaces are structural, so the method
 // sets below are the same contracts without an import of any stage: storage stays a floor
@@ -45,7 +45,7 @@ type AuthStore interface {
 	UseNonceCount(ctx context.Context, epoch uint64, nonce string, nc uint32, ttl time.Duration) (fresh bool, current uint64, err error)
 }
 
-// MessageStore is the method set of proxy.MessageStore: offline mailboxes and known users.
+// MessageStore is the method set of offline.MessageStore: offline mailboxes and known users.
 type MessageStore interface {
 	StoreMessage(ctx context.Context, aor string, m storage.Message, lim storage.MailboxLimits, now time.Time) (id string, dup bool, err error)
 	Messages(ctx context.Context, aor string, now time.Time) ([]storage.Message, error)

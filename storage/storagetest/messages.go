@@ -15,7 +15,7 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// runMessages checks the proxy.MessageStore contract: offline mailboxes (order, byte-exact
+// runMessages checks the offline.MessageStore contract: offline mailboxes (order, byte-exact
 // bodies, dedup, limits, expiry, deletion, the expiry sweep) and known users.
 func runMessages(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("StoreAndList", func(t *testing.T) { testStoreAndList(t, newStore) })

@@ -1,9 +1,9 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the contracts of the stages' stores (contracts.go: bindings, authentication,
-// offline messages, publications, subscriptions, rules) and storage.Backend (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
-// credentials, nonce counts, offline mailboxes, known users, publications, subscriptions and
-// authorization rules) against a fresh store per subtest. storage/memory and
-// storage/redis call it from their tests, in the manner of nats-server's store tests that run
+// checks the contracts of the stages' stores (contracts.go) and storage.Backend
+// (storage.BindingUpdate rule by rule, expiry sweeps, concurrency, credentials, nonce counts,
+// offline mailboxes, known users, publications, subscriptions and authorization rules)
+// against a fresh store per subtest. storage/memory and storage/redis call it from their
+// tests, in the manner of nats-server's store tests that run
 // each case on memstore and filestore.
 //
 // Benchmarks shared by the backends live here too (BenchmarkUpdateBindings,

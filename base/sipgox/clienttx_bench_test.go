@@ -1,20 +1,20 @@
-package proxy
+package sipgox
 
 import (
 	"testing"
 	"time"
 )
 
-// BenchmarkNonInviteTransaction measures the proxy's own non-INVITE client transaction over
-// loopback UDP, which carries every relayed MESSAGE and every NOTIFY: a branch built from the
-// request (Via, Max-Forwards, loop hash), sent, answered 200 by the peer, the answer matched
-// back to the transaction and passed up.
+// BenchmarkNonInviteTransaction measures simpled's own non-INVITE client transaction over
+// loopback UDP, which carries every relayed MESSAGE and every NOTIFY: the request sent,
+// answered 200 by the peer, the answer matched back to the transaction through the
+// StrayRouter and passed up.
 func BenchmarkNonInviteTransaction(b *testing.B) {
-	p, _, peer := txHarness(b)
+	txs, ours, peer := txHarness(b)
 	buf := make([]byte, 65535)
 	b.ReportAllocs()
 	for b.Loop() {
-		tx, err := p.sendNonInvite(message(b, p, peer), 0)
+		tx, err := txs.Start(message(b, ours, peer), 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package proxy
+package sipgox
 
 import (
 	"context"
@@ -8,45 +8,55 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
-// The proxy runs its non-INVITE client transactions (RFC 3261 §17.1.2) itself rather than
-// through sipgo's transaction layer. sipgo keeps all client transactions in one map behind one
+// simpled runs its non-INVITE client transactions (RFC 3261 §17.1.2) itself rather than
+// through sipgo's transaction layer: those of the requests the proxy relays and of the
+// requests simpled originates (package delivery). sipgo keeps all client transactions in one map behind one
 // RWMutex, written twice per transaction (add, delete): under a few thousand relayed MESSAGEs a
 // second the wake-ups of that lock, not CPU, bounded throughput (a lock convoy in the execution
 // trace). Here the table is sharded, a transaction costs no goroutine, and its responses come
 // from sipgo's hook for responses that matched none of its own transactions. INVITE (ACK
 // generation, 2xx handling) and CANCEL stay with sipgo.
 
-// txShards spreads the table's locks; a power of two.
-const txShards = 64
+// clientTxShards spreads the table's locks; a power of two.
+const clientTxShards = 64
 
-// clientTxs is the table of the proxy's own client transactions, keyed by branch and method.
-type clientTxs struct {
+// clientConnectTimeout bounds opening a connection to send a request over a stream transport.
+const clientConnectTimeout = 5 * time.Second
+
+// ClientTxs is the table of simpled's own non-INVITE client transactions, keyed by branch and
+// method. Its Deliver must see the responses sipgo matched to none of its transactions:
+// register it with the StrayRouter the user agent was built with. Create it with
+// NewClientTxs; it is safe for concurrent use.
+type ClientTxs struct {
+	client *sipgo.Client
 	seed   maphash.Seed
-	shards [txShards]struct {
-		mu sync.Mutex
-		m  map[string]*nonInviteTx
-	}
+	shards [clientTxShards]clientTxShard
 }
 
-func newClientTxs() *clientTxs {
-	t := &clientTxs{seed: maphash.MakeSeed()}
+type clientTxShard struct {
+	mu sync.Mutex
+	m  map[string]*nonInviteTx
+}
+
+// NewClientTxs returns an empty table whose transactions write through client's transport
+// layer.
+func NewClientTxs(client *sipgo.Client) *ClientTxs {
+	t := &ClientTxs{client: client, seed: maphash.MakeSeed()}
 	for i := range t.shards {
 		t.shards[i].m = map[string]*nonInviteTx{}
 	}
 	return t
 }
 
-func (t *clientTxs) shard(key string) *struct {
-	mu sync.Mutex
-	m  map[string]*nonInviteTx
-} {
-	return &t.shards[maphash.String(t.seed, key)&(txShards-1)]
+func (t *ClientTxs) shard(key string) *clientTxShard {
+	return &t.shards[maphash.String(t.seed, key)&(clientTxShards-1)]
 }
 
-func (t *clientTxs) add(tx *nonInviteTx) bool {
+func (t *ClientTxs) add(tx *nonInviteTx) bool {
 	s := t.shard(tx.key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -57,7 +67,7 @@ func (t *clientTxs) add(tx *nonInviteTx) bool {
 	return true
 }
 
-func (t *clientTxs) remove(tx *nonInviteTx) {
+func (t *ClientTxs) remove(tx *nonInviteTx) {
 	s := t.shard(tx.key)
 	s.mu.Lock()
 	if s.m[tx.key] == tx {
@@ -66,8 +76,8 @@ func (t *clientTxs) remove(tx *nonInviteTx) {
 	s.mu.Unlock()
 }
 
-// deliver hands res to the transaction it answers and reports whether there was one.
-func (t *clientTxs) deliver(res *sip.Response) bool {
+// Deliver hands res to the transaction it answers and reports whether there was one.
+func (t *ClientTxs) Deliver(res *sip.Response) bool {
 	key, ok := responseKey(res)
 	if !ok {
 		return false
@@ -101,10 +111,10 @@ func responseKey(res *sip.Response) (string, bool) {
 
 // nonInviteTx is one non-INVITE client transaction: Trying/Proceeding with Timer E
 // retransmissions over UDP, Timer F timeout, Completed on a final response. It satisfies
-// sip.ClientTransaction, so the fork treats it like sipgo's.
+// sip.ClientTransaction, so a fork treats it like sipgo's.
 type nonInviteTx struct {
 	key       string
-	p         *Proxy
+	txs       *ClientTxs
 	req       *sip.Request
 	reliable  bool
 	responses chan *sip.Response
@@ -113,7 +123,7 @@ type nonInviteTx struct {
 	mu       sync.Mutex
 	interval time.Duration
 	left     int  // retransmissions still allowed, when capped
-	capped   bool // a cap on retransmissions was asked for (SendInDialog's Dialog.Retransmits)
+	capped   bool // a cap on retransmissions was asked for (delivery's Dialog.Retransmits)
 	timerE   *time.Timer
 	timerF   *time.Timer
 	final    bool
@@ -124,15 +134,16 @@ type nonInviteTx struct {
 
 var _ sip.ClientTransaction = (*nonInviteTx)(nil)
 
-// sendNonInvite starts a client transaction for r (its top Via is ours) and sends r. Over UDP,
+// Start starts a client transaction for r (its top Via is ours, r is addressed: transport,
+// destination and, for UDP, the local socket) and sends r. Over UDP,
 // retransmits > 0 caps Timer E's retransmissions (the presence agent's first NOTIFY to a
 // watcher that never answered one: an unanswered SUBSCRIBE from a forged source must not make
 // simpled send a dozen datagrams there); Timer F still ends the transaction.
-func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, error) {
+func (t *ClientTxs) Start(r *sip.Request, retransmits int) (sip.ClientTransaction, error) {
 	branch, _ := r.Via().Params.Get("branch")
 	tx := &nonInviteTx{
 		key:       txKey(branch, r.Method),
-		p:         p,
+		txs:       t,
 		req:       r,
 		reliable:  r.Transport() != "UDP",
 		responses: make(chan *sip.Response, 4),
@@ -141,12 +152,12 @@ func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, er
 		left:      retransmits,
 		capped:    retransmits > 0,
 	}
-	if !p.txs.add(tx) {
-		return nil, fmt.Errorf("proxy: client transaction %s exists", tx.key)
+	if !t.add(tx) {
+		return nil, fmt.Errorf("sipgox: client transaction %s exists", tx.key)
 	}
-	if err := p.write(r); err != nil {
-		p.txs.remove(tx)
-		return nil, fmt.Errorf("proxy: send %s: %w", r.Method, errors.Join(err, sip.ErrTransactionTransport))
+	if err := t.write(r); err != nil {
+		t.remove(tx)
+		return nil, fmt.Errorf("sipgox: send %s: %w", r.Method, errors.Join(err, sip.ErrTransactionTransport))
 	}
 	tx.mu.Lock()
 	if !tx.reliable && !tx.final {
@@ -154,7 +165,7 @@ func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, er
 	}
 	if !tx.final {
 		tx.timerF = time.AfterFunc(64*sip.T1, func() {
-			tx.terminate(fmt.Errorf("proxy: no final response to %s within Timer F: %w", r.Method, sip.ErrTransactionTimeout))
+			tx.terminate(fmt.Errorf("sipgox: no final response to %s within Timer F: %w", r.Method, sip.ErrTransactionTimeout))
 		})
 	}
 	tx.mu.Unlock()
@@ -162,14 +173,14 @@ func (p *Proxy) sendNonInvite(r *sip.Request, retransmits int) (*nonInviteTx, er
 }
 
 // write sends a request over the transport it is addressed for.
-func (p *Proxy) write(r *sip.Request) error {
+func (t *ClientTxs) write(r *sip.Request) error {
 	ctx := context.Background()
 	if r.Transport() != "UDP" {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+		ctx, cancel = context.WithTimeout(ctx, clientConnectTimeout)
 		defer cancel()
 	}
-	conn, err := p.opts.Client.TransportLayer().ClientRequestConnection(ctx, r)
+	conn, err := t.client.TransportLayer().ClientRequestConnection(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -187,7 +198,7 @@ func (tx *nonInviteTx) retransmit() {
 		return
 	}
 	// Written before the next timer is set: one write of the request at a time.
-	_ = tx.p.write(tx.req) // a lost retransmission is what retransmissions are for
+	_ = tx.txs.write(tx.req) // a lost retransmission is what retransmissions are for
 	tx.mu.Lock()
 	if tx.capped {
 		if tx.left--; tx.left <= 0 {
@@ -225,7 +236,7 @@ func (tx *nonInviteTx) receive(res *sip.Response) {
 		tx.timerF.Stop()
 	}
 	tx.mu.Unlock()
-	tx.p.txs.remove(tx)
+	tx.txs.remove(tx)
 	select {
 	case tx.responses <- res:
 	default:
@@ -251,7 +262,7 @@ func (tx *nonInviteTx) terminate(err error) {
 	}
 	callbacks := tx.onTerm
 	tx.mu.Unlock()
-	tx.p.txs.remove(tx)
+	tx.txs.remove(tx)
 	close(tx.done)
 	for _, f := range callbacks {
 		f(tx.key, err)

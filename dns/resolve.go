@@ -1,4 +1,4 @@
-package proxy
+package dns
 
 import (
 	"cmp"
@@ -13,11 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simpled/simpled/base/sipx"
+
 	"github.com/emiago/sipgo/sip"
 )
 
-// Errors of Resolve. Each error Resolve returns wraps exactly one of them. The answers the proxy
-// gives for them (its status table decides):
+// Errors of Resolve. Each error Resolve returns wraps exactly one of them, and each wraps the
+// sipx error that gives its answer (sipx.ErrorStatus, the one status table):
 //
 //	ErrNoTargets       404: DNS said for certain that the domain has no SIP server (NXDOMAIN,
 //	                   no SRV and no A/AAAA records, or SRV records that all say "."). Asking
@@ -31,9 +33,9 @@ import (
 //	                   wss, sctp, sips over udp), or a scheme other than sip and sips (the proxy
 //	                   answers 416 for that before asking).
 var (
-	ErrNoTargets      = errors.New("proxy: no SIP server found")
-	ErrDNSUnavailable = errors.New("proxy: DNS lookup failed")
-	ErrUnresolvable   = errors.New("proxy: URI cannot be resolved")
+	ErrNoTargets      = fmt.Errorf("dns: no SIP server found: %w", sipx.ErrDomainNotFound)
+	ErrDNSUnavailable = fmt.Errorf("dns: lookup failed: %w", sipx.ErrNextHopUnresolvable)
+	ErrUnresolvable   = fmt.Errorf("dns: URI cannot be resolved: %w", sipx.ErrNoRoute)
 )
 
 // Bounds of the resolver. The cache lifetimes are fixed because net.Resolver does not report

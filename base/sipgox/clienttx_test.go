@@ -1,27 +1,26 @@
-package proxy
+package sipgox
 
 import (
-	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/simpled/simpled/base/sipx"
-	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
-// txHarness is a proxy with a sipgo user agent listening on loopback UDP, whose unmatched
-// responses feed the proxy's own client transactions as in the server, and a peer socket.
-func txHarness(t testing.TB) (*Proxy, net.PacketConn, net.PacketConn) {
+// txHarness is a transaction table with a sipgo user agent listening on loopback UDP, whose
+// unmatched responses reach the table through a StrayRouter as in the server, and a peer
+// socket. It returns the table, our socket and the peer's.
+func txHarness(t testing.TB) (*ClientTxs, net.PacketConn, net.PacketConn) {
 	t.Helper()
-	var p *Proxy
+	strays := &StrayRouter{}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) { p.ServeStrayResponse(r) })))
+		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,29 +37,24 @@ func txHarness(t testing.TB) (*Proxy, net.PacketConn, net.PacketConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { peer.Close() })
-	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
-	p, err = New(Options{
-		Domains:   []string{"example.test"},
-		IsOurs:    func(h string) bool { return h == "127.0.0.1" },
-		Listeners: func() []Listener { return []Listener{{Transport: "udp", Addr: addr}} },
-		Locator:   nopLocator{},
-		Client:    client,
-		Seals:     sipx.NewSeals(nil),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	txs := NewClientTxs(client)
+	strays.Handle(txs.Deliver)
 	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
-	return p, ours, peer
+	return txs, ours, peer
 }
 
-type nopLocator struct{}
+var branchSeq atomic.Uint64
 
-func (nopLocator) Lookup(context.Context, string) ([]storage.Binding, error) { return nil, nil }
-
-func message(t testing.TB, p *Proxy, peer net.PacketConn) *sip.Request {
+// message builds a MESSAGE from our socket to peer, with our Via (a fresh branch) on top and
+// addressed as a proxy addresses a branch: UDP, the peer's address, from our socket.
+func message(t testing.TB, ours, peer net.PacketConn) *sip.Request {
 	t.Helper()
-	req := sip.NewRequest(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
+	to := peer.LocalAddr().(*net.UDPAddr)
+	from := ours.LocalAddr().(*net.UDPAddr)
+	req := sip.NewRequest(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: to.Port})
+	req.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: "127.0.0.1", Port: from.Port,
+		Params: sip.HeaderParams{{K: "branch", V: "z9hG4bKtest" + strconv.FormatUint(branchSeq.Add(1), 10)}}})
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "a", Host: "example.test"}, Params: sip.HeaderParams{{K: "tag", V: "1"}}})
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"}})
 	cid := sip.CallIDHeader("tx-test")
@@ -69,12 +63,10 @@ func message(t testing.TB, p *Proxy, peer net.PacketConn) *sip.Request {
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	req.SetBody([]byte("hi"))
-	tgt := target{uri: req.Recipient, dest: peer.LocalAddr().(*net.UDPAddr).AddrPort(), transport: "udp"}
-	r, err := p.newBranch(req, tgt, "h", arrival{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	req.SetTransport("UDP")
+	req.SetDestination(to.String())
+	req.Laddr = sip.Addr{IP: from.IP, Port: from.Port}
+	return req
 }
 
 // readRequest reads one datagram from peer, returning its text and sender.
@@ -108,8 +100,8 @@ func answer(req string, code string) string {
 func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
-	p, _, peer := txHarness(t)
-	tx, err := p.sendNonInvite(message(t, p, peer), 0)
+	txs, ours, peer := txHarness(t)
+	tx, err := txs.Start(message(t, ours, peer), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +137,13 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 }
 
 // TestNonInviteTimesOut: a peer that never answers ends the transaction with a timeout after
-// Timer F (64·T1), which the fork turns into 408.
+// Timer F (64·T1), which a fork turns into 408.
 func TestNonInviteTimesOut(t *testing.T) {
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
-	p, _, peer := txHarness(t)
+	txs, ours, peer := txHarness(t)
 	start := time.Now()
-	tx, err := p.sendNonInvite(message(t, p, peer), 0)
+	tx, err := txs.Start(message(t, ours, peer), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +166,8 @@ func TestNonInviteTimesOut(t *testing.T) {
 func TestNonInviteRetransmitsCapped(t *testing.T) {
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
-	p, _, peer := txHarness(t)
-	tx, err := p.sendNonInvite(message(t, p, peer), 2)
+	txs, ours, peer := txHarness(t)
+	tx, err := txs.Start(message(t, ours, peer), 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,19 @@
-package proxy
+package offline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/sipgox"
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/base/transport"
+	"github.com/simpled/simpled/delivery"
+	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
 
@@ -40,13 +45,14 @@ func (l mapLocator) Lookup(_ context.Context, aor string) ([]storage.Binding, er
 	return l[aor], nil
 }
 
-// offlineHarness is a proxy with store-and-forward on store, events from bus, one offline
-// worker, and carol@example.test registered at a UDP socket the test reads (returned).
-func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Proxy, net.PacketConn) {
+// offlineHarness is store-and-forward on store, events from bus, one worker, sending through
+// a Delivery on a sipgo user agent listening on loopback UDP, with carol@example.test
+// registered at a UDP socket the test reads (returned).
+func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline, net.PacketConn) {
 	t.Helper()
-	var p *Proxy
+	strays := &sipgox.StrayRouter{}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) { p.ServeStrayResponse(r) })))
+		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,22 +74,40 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Proxy, 
 	loc := mapLocator{"carol@example.test": {{Key: uri, Contact: "<" + uri + ">", URI: uri, Q: -1,
 		Transport: "udp", ExpiresAt: now.Add(time.Hour), UpdatedAt: now}}}
 	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
-	p, err = New(Options{
-		Domains:   []string{"example.test"},
-		IsOurs:    func(h string) bool { return h == "example.test" },
-		Listeners: func() []Listener { return []Listener{{Transport: "udp", Addr: addr}} },
-		Locator:   loc,
-		Client:    client,
-		Seals:     sipx.NewSeals(nil),
-		Messages:  store,
-		Bus:       bus,
-		Offline:   OfflineOptions{Workers: 1},
+	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
+	domains := []string{"example.test"}
+	d, err := delivery.New(delivery.Options{Domains: domains, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strays.Handle(d.ClientTxs().Deliver)
+	o, err := New(Options{
+		Store:   store,
+		Sender:  d,
+		Domains: domains,
+		Rules:   msgcheck.New(msgcheck.Options{Domains: domains, IsOurs: func(h string) bool { return h == "example.test" }}),
+		Bus:     bus,
+		Workers: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
-	return p, dev
+	return o, dev
+}
+
+// answer is the final response code ("200 OK") to the request text req.
+func answer(req string, code string) string {
+	var out []string
+	head, _, _ := strings.Cut(req, "\r\n\r\n")
+	out = append(out, "SIP/2.0 "+code)
+	for _, l := range strings.Split(head, "\r\n")[1:] {
+		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
+		case "via", "from", "to", "call-id", "cseq":
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
 }
 
 // TestOfflineDeliveryWhenBusFull: while the offline worker is busy, registrations flood the
@@ -93,7 +117,7 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Proxy, 
 func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 	store := &gatedStore{Store: memory.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	bus := storage.NewLocalBus()
-	p, dev := offlineHarness(t, store, bus)
+	o, dev := offlineHarness(t, store, bus)
 	const carol = "carol@example.test"
 	now := time.Now()
 	m := storage.Message{DedupKey: "k", CallID: "off-1", CSeq: 1, From: "<sip:bob@example.test>;tag=1",
@@ -104,11 +128,11 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
+	go func() { o.Run(ctx); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		p.Offline().Wait()
+		o.Wait()
 	})
 
 	bus.Publish(storage.Event{Kind: storage.BindingAdded, AOR: "blocker"})
@@ -155,5 +179,54 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 			t.Fatalf("%d messages still stored after the 200", len(msgs))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSend: a message simpled originates goes to the user's device (its answer returned), is
+// checked first as a relayed one is (415 for a type not allowed, 413 over the size bound), is
+// refused for a user nobody knows (404), and is stored (202) for a known user whose device does
+// not answer — not for one with a bad address (ErrBadMessage).
+func TestSend(t *testing.T) {
+	store := memory.New()
+	o, dev := offlineHarness(t, store, nil)
+	answering := make(chan bool, 1)
+	answering <- true
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := dev.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			code := "200 OK"
+			if ok := <-answering; !ok {
+				code = "480 Temporarily Unavailable"
+			}
+			answering <- false
+			_, _ = dev.WriteTo([]byte(answer(string(buf[:n]), code)), from)
+		}
+	}()
+	ctx := t.Context()
+	if status, err := o.Send(ctx, "", "carol@example.test", "text/plain", []byte("hi")); err != nil || status != 200 {
+		t.Errorf("to carol's device: %d, %v", status, err)
+	}
+	if status, err := o.Send(ctx, "", "carol@example.test", "application/x-nope", []byte("hi")); err != nil || status != 415 {
+		t.Errorf("type not allowed: %d, %v", status, err)
+	}
+	if status, _ := o.Send(ctx, "", "carol@example.test", "text/plain", make([]byte, 65<<10)); status != 413 {
+		t.Errorf("too big: %d", status)
+	}
+	if status, err := o.Send(ctx, "", "nobody@example.test", "text/plain", []byte("hi")); err != nil || status != 404 {
+		t.Errorf("unknown user: %d, %v", status, err)
+	}
+	if _, err := o.Send(ctx, "not a uri", "carol@example.test", "text/plain", []byte("hi")); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("bad From: %v", err)
+	}
+	// carol's device now answers 480: the message is kept for her.
+	if status, err := o.Send(ctx, "sip:bob@example.test", "carol@example.test", "text/plain", []byte("later")); err != nil || status != 202 {
+		t.Errorf("device unavailable: %d, %v", status, err)
+	}
+	if msgs, _ := store.Messages(ctx, "carol@example.test", time.Now()); len(msgs) != 1 || string(msgs[0].Body) != "later" {
+		t.Errorf("stored %+v", msgs)
 	}
 }

@@ -1,4 +1,11 @@
-package proxy
+// Package msgcheck holds what simpled requires of a MESSAGE (RFC 3428) before it relays,
+// stores or sends one, whoever sent it: a body of an allowed Content-Type with a known
+// Content-Encoding (RFC 3428 §7: 415 otherwise), a message/cpim body that parses and whose From
+// names no one but the identity the request was accepted under (RFC 3862 §7), and the key that
+// tells a re-sent MESSAGE from a new one (offline store-and-forward keeps one copy). The proxy
+// checks every MESSAGE it relays with it; offline checks the messages simpled sends itself
+// (the admin API).
+package msgcheck
 
 import (
 	"bytes"
@@ -7,6 +14,7 @@ import (
 	"compress/zlib"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -16,6 +24,62 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// Options configure Rules. Domains and IsOurs are required.
+type Options struct {
+	Domains []string
+	// IsOurs reports whether a host (domain or address) is this server.
+	IsOurs func(host string) bool
+	// Types are the Content-Types allowed besides text/plain, message/cpim and
+	// message/imdn+xml, which always are. "*" allows any type.
+	Types []string
+	// MaxBodySize bounds an inflated CPIM body; 0 means 64 KiB.
+	MaxBodySize int
+}
+
+// Rules checks MESSAGEs against the allowed types and the local domains. Create it with New;
+// it is safe for concurrent use.
+type Rules struct {
+	domains      map[string]bool
+	defaultDom   string
+	isOurs       func(string) bool
+	messageTypes map[string]bool
+	anyType      bool
+	acceptText   string
+	maxBody      int
+}
+
+// New returns the rules of o.
+func New(o Options) *Rules {
+	r := &Rules{domains: map[string]bool{}, isOurs: o.IsOurs, maxBody: o.MaxBodySize,
+		messageTypes: map[string]bool{"text/plain": true, "message/cpim": true, "message/imdn+xml": true}}
+	if r.maxBody <= 0 {
+		r.maxBody = 64 << 10
+	}
+	if r.isOurs == nil {
+		r.isOurs = func(string) bool { return false }
+	}
+	for _, d := range o.Domains {
+		r.domains[strings.ToLower(d)] = true
+	}
+	if len(o.Domains) > 0 {
+		r.defaultDom = strings.ToLower(o.Domains[0])
+	}
+	for _, t := range o.Types {
+		if t == "*" || t == "*/*" {
+			r.anyType = true
+			continue
+		}
+		r.messageTypes[strings.ToLower(strings.TrimSpace(t))] = true
+	}
+	types := make([]string, 0, len(r.messageTypes))
+	for t := range r.messageTypes {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	r.acceptText = strings.Join(types, ", ")
+	return r
+}
+
 // mediaType is a Content-Type's type/subtype, lower case, without parameters.
 func mediaType(ct string) string {
 	if i := strings.IndexByte(ct, ';'); i >= 0 {
@@ -24,8 +88,8 @@ func mediaType(ct string) string {
 	return strings.ToLower(strings.TrimSpace(ct))
 }
 
-// contentType returns req's Content-Type value, or "".
-func contentType(req *sip.Request) string {
+// ContentType returns req's Content-Type value, or "".
+func ContentType(req *sip.Request) string {
 	if h := req.ContentType(); h != nil {
 		return h.Value()
 	}
@@ -35,14 +99,14 @@ func contentType(req *sip.Request) string {
 // encodings MESSAGE bodies may carry (linphone deflates its IMDNs).
 var encodings = map[string]bool{"": true, "identity": true, "deflate": true, "gzip": true}
 
-// checkMessage validates a MESSAGE before it is relayed or stored (RFC 3428 §7): a body needs a
+// Check validates a MESSAGE accepted under st's rule before it is relayed or stored (RFC 3428 §7): a body needs a
 // Content-Type of an allowed type (else 415 with Accept), a known Content-Encoding (else 415
 // with Accept-Encoding), and a message/cpim body must parse (else 400 naming the fault) and
 // name as its sender the identity the request was accepted under (else 403, cpimSender). It
 // returns 0 when the MESSAGE may go on. The body itself is never changed.
-func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []sip.Header) {
+func (r *Rules) Check(st *sipx.State, req *sip.Request) (int, string, []sip.Header) {
 	body := req.Body()
-	ct := contentType(req)
+	ct := ContentType(req)
 	if ct == "" {
 		if len(body) == 0 {
 			return 0, "", nil
@@ -50,8 +114,8 @@ func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []s
 		return 400, "Missing Content-Type", nil
 	}
 	mt := mediaType(ct)
-	if !p.anyType && !p.messageTypes[mt] {
-		return 415, "", []sip.Header{sip.NewHeader("Accept", p.acceptText)}
+	if !r.anyType && !r.messageTypes[mt] {
+		return 415, "", []sip.Header{sip.NewHeader("Accept", r.acceptText)}
 	}
 	enc := ""
 	if h := sipx.Header(req, "Content-Encoding"); h != nil {
@@ -63,7 +127,7 @@ func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []s
 	if mt == "message/cpim" {
 		if enc != "" && enc != "identity" {
 			var err error
-			if body, err = inflate(enc, body, p.opts.MaxBodySize); err != nil {
+			if body, err = inflate(enc, body, r.maxBody); err != nil {
 				return 400, "Malformed Content-Encoding", nil
 			}
 		}
@@ -71,7 +135,7 @@ func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []s
 		if err != nil {
 			return 400, sanitizeReason("Malformed CPIM: " + strings.TrimPrefix(err.Error(), "cpim: ")), nil
 		}
-		if !p.cpimSender(st, req, m.From()) {
+		if !r.cpimSender(st, req, m.From()) {
 			return 403, "CPIM From Is Not The Sender", nil
 		}
 	}
@@ -83,7 +147,7 @@ func (p *Proxy) checkMessage(st *sipx.State, req *sip.Request) (int, string, []s
 // shows, so it must not say more than SIP proved): the authenticated user; for inbound
 // federation an address of the SIP From's own domain; in a dialog or with auth.mode off the
 // SIP From itself. A trusted peer vouches for its own. An absent From claims nobody.
-func (p *Proxy) cpimSender(st *sipx.State, req *sip.Request, from string) bool {
+func (r *Rules) cpimSender(st *sipx.State, req *sip.Request, from string) bool {
 	if st.Rule == sipx.RulePeer || from == "" {
 		return true
 	}
@@ -94,21 +158,34 @@ func (p *Proxy) cpimSender(st *sipx.State, req *sip.Request, from string) bool {
 	sipFrom := req.From().Address
 	switch st.Rule {
 	case sipx.RuleUser:
-		return user+"@"+p.canonical(host) == st.AuthUser
+		return user+"@"+r.Canonical(host) == st.AuthUser
 	case sipx.RuleFederation:
 		return strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sipFrom.Host, "."))
 	}
-	return user == sipFrom.User && p.canonical(host) == p.canonical(sipFrom.Host)
+	return user == sipFrom.User && r.Canonical(host) == r.Canonical(sipFrom.Host)
 }
 
-// canonical is the domain host stands for here: a local domain without its trailing dot, the
+// Canonical is the domain host stands for here: a local domain without its trailing dot, the
 // first domain for one of our addresses, else host in lower case.
-func (p *Proxy) canonical(host string) string {
+func (r *Rules) Canonical(host string) string {
 	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	if !p.domains[h] && p.opts.IsOurs(h) {
-		return p.defaultDom
+	if !r.domains[h] && r.isOurs(h) {
+		return r.defaultDom
 	}
 	return h
+}
+
+// FromAOR is the From URI of req as user@host, host canonical.
+func (r *Rules) FromAOR(req *sip.Request) string {
+	h := req.From()
+	if h == nil {
+		return ""
+	}
+	host := r.Canonical(h.Address.Host)
+	if h.Address.User == "" {
+		return host
+	}
+	return h.Address.User + "@" + host
 }
 
 // cpimAddress returns the user and host of a CPIM address ("Name" <URI>, or a bare URI) whose
@@ -163,7 +240,7 @@ func inflate(enc string, body []byte, limit int) ([]byte, error) {
 		return nil, err
 	}
 	if len(out) > limit {
-		return nil, errors.New("proxy: inflated body too large")
+		return nil, errors.New("msgcheck: inflated body too large")
 	}
 	return out, nil
 }
@@ -182,10 +259,10 @@ func sanitizeReason(s string) string {
 	return strings.ToValidUTF8(string(b), "?")
 }
 
-// dedupKey identifies a MESSAGE across retransmissions and re-sends: the CPIM imdn.Message-ID
+// DedupKey identifies a MESSAGE across retransmissions and re-sends: the CPIM imdn.Message-ID
 // when the body has one, else Call-ID and CSeq number.
-func dedupKey(req *sip.Request) string {
-	if mediaType(contentType(req)) == "message/cpim" {
+func DedupKey(req *sip.Request) string {
+	if mediaType(ContentType(req)) == "message/cpim" {
 		if m, err := cpim.Parse(req.Body()); err == nil {
 			if id := m.MessageID(); id != "" {
 				return "imdn:" + id

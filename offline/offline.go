@@ -1,4 +1,12 @@
-package proxy
+// Package offline is store-and-forward for MESSAGE (RFC 3428 leaves a proxy free to keep a
+// request for a user who cannot take it now): the proxy hands it a MESSAGE for a known user of
+// ours with no reachable device (Store answers 202 Accepted), it keeps the message in its
+// MessageStore within the mailbox limits, and when the registrar's bus reports that the user
+// registered again it sends every stored message to the new devices through package delivery,
+// oldest first, deleting each once a device answered 2xx. It also sends the messages the admin
+// API originates (Send: delivered now, or stored like any other), tells known users (Known:
+// credentials, or a registration within the max age), and sweeps expired messages.
+package offline
 
 import (
 	"cmp"
@@ -6,19 +14,47 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/delivery"
+	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 )
 
-// OfflineOptions configure store-and-forward. Zero values take the defaults shown.
-type OfflineOptions struct {
+// Options configure store-and-forward. Store and Sender are required; zero limits take the
+// defaults shown.
+type Options struct {
+	// Store keeps the mailboxes and the known users.
+	Store MessageStore
+	// Sender reaches a user's registered devices: package delivery.
+	Sender delivery.Sender
+	// Domains are the local domains: the admin API sends only to their users, from the first
+	// one by default.
+	Domains []string
+	// Rules check the messages simpled sends itself (Send) and name a MESSAGE's sender
+	// (msgcheck.Rules.FromAOR). Required.
+	Rules *msgcheck.Rules
+	// HasCredentials reports whether aor has digest credentials (a known user); may be nil.
+	HasCredentials func(ctx context.Context, aor string) (bool, error)
+	// Bus carries the registrar's binding events; nil delivers nothing on registration.
+	Bus storage.Bus
+	// Limited counts the offline messages refused by a mailbox limit
+	// (simpled_limited_total{limit="mailbox"|"mailbox_sender"|"mailbox_foreign"}); nil counts
+	// nothing.
+	Limited *sipx.Limited
+	// Count counts a MESSAGE's outcome (simpled_messages_total: stored, delivered, expired,
+	// refused, rejected, failed); nil counts nothing.
+	Count func(outcome string)
+	// MaxBodySize bounds the bodies of messages simpled sends itself (Send); 0 means 64 KiB.
+	MaxBodySize int
+
 	MaxCount int // messages kept per user (100)
 	MaxBytes int // bytes kept per user (1 MiB)
 	// MaxPerSender bounds the messages one sender may have waiting in one user's mailbox;
@@ -38,9 +74,12 @@ type OfflineOptions struct {
 	SweepInterval time.Duration
 	// Workers handle registration events (8): each may cost a store round trip.
 	Workers int
+
+	Log *zap.Logger
+	Now func() time.Time
 }
 
-func (o *OfflineOptions) defaults() {
+func (o *Options) defaults() {
 	o.MaxCount = cmp.Or(o.MaxCount, 100)
 	o.MaxBytes = cmp.Or(o.MaxBytes, 1<<20)
 	o.MaxAge = cmp.Or(o.MaxAge, 7*24*time.Hour)
@@ -48,19 +87,31 @@ func (o *OfflineOptions) defaults() {
 	o.RetryMax = cmp.Or(o.RetryMax, 5*time.Minute)
 	o.SweepInterval = cmp.Or(o.SweepInterval, 30*time.Second)
 	o.Workers = cmp.Or(o.Workers, 8)
+	o.MaxBodySize = cmp.Or(o.MaxBodySize, 64<<10)
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Count == nil {
+		o.Count = func(string) {}
+	}
 }
 
-// Offline is store-and-forward for MESSAGE (DESIGN §5): a MESSAGE for a known user with no
-// reachable device is stored (202 Accepted); when the user registers again every stored message
-// is sent to the new bindings with its original From, To, Call-ID, CSeq, Date, Content-Type and
-// body, oldest first, and removed only once a device answered 2xx. Failed attempts are retried
-// with backoff while the user stays registered; a device that refuses a message for good (4xx
+// Offline is store-and-forward for MESSAGE: a MESSAGE for a known user with no reachable
+// device is stored (202 Accepted); when the user registers again every stored message is sent
+// to the new bindings with its original From, To, Call-ID, CSeq, Date, Content-Type and body,
+// oldest first, and removed only once a device answered 2xx. Failed attempts are retried with
+// backoff while the user stays registered; a device that refuses a message for good (4xx
 // other than 408/480, 6xx) drops it. All state is in the MessageStore, so with Redis nothing is
 // lost across restarts: the next registration refresh resumes delivery.
 type Offline struct {
-	p        *Proxy
 	messages MessageStore
-	opts     OfflineOptions
+	sender   delivery.Sender
+	rules    *msgcheck.Rules
+	domains  map[string]bool
+	opts     Options
 	log      *zap.Logger
 	refusals *sipx.LogGate[string] // mailbox refusals logged once per source and limit a minute
 
@@ -74,17 +125,26 @@ type Offline struct {
 	ctx    context.Context
 }
 
-func newOffline(p *Proxy, store MessageStore, opts OfflineOptions) *Offline {
+// New builds store-and-forward from opts. It subscribes to opts.Bus at once, so no
+// registration between start-up and Run is missed.
+func New(opts Options) (*Offline, error) {
+	if opts.Store == nil || opts.Sender == nil || opts.Rules == nil || len(opts.Domains) == 0 {
+		return nil, errors.New("offline: Store, Sender, Rules and Domains are required")
+	}
 	opts.defaults()
-	o := &Offline{p: p, messages: store, opts: opts, log: p.log.Named("offline"), refusals: sipx.NewLogGate[string](time.Minute),
+	o := &Offline{messages: opts.Store, sender: opts.Sender, rules: opts.Rules, domains: map[string]bool{},
+		opts: opts, log: opts.Log, refusals: sipx.NewLogGate[string](time.Minute),
 		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
-	if p.opts.Bus != nil {
-		// Subscribed now, not in run: no registration between start-up and run is missed.
+	for _, d := range opts.Domains {
+		o.domains[strings.ToLower(d)] = true
+	}
+	opts.Limited.Declare("mailbox", "mailbox_sender", "mailbox_foreign")
+	if opts.Bus != nil {
 		// Coalesced: a registration that may start a delivery, and the end of one (which
 		// keeps the user known), is never dropped when the workers fall behind.
-		o.events, o.unsubscribe = p.opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
+		o.events, o.unsubscribe = opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
 	}
-	return o
+	return o, nil
 }
 
 func (o *Offline) limits() storage.MailboxLimits {
@@ -109,38 +169,37 @@ type sender struct {
 // off takes a local claim at its word (RuleOpen: nobody proves anything there, and every
 // user of such a server would otherwise get half a mailbox), foreign for inbound federation
 // and anything else (in-dialog requests).
-func (p *Proxy) senderOf(st *sipx.State, req *sip.Request) sender {
+func (o *Offline) senderOf(st *sipx.State, req *sip.Request) sender {
 	switch st.Rule {
 	case sipx.RuleUser:
 		if st.AuthUser != "" {
 			return sender{id: st.AuthUser}
 		}
 	case sipx.RulePeer, sipx.RuleOpen:
-		return sender{id: p.fromAOR(req)}
+		return sender{id: o.rules.FromAOR(req)}
 	}
-	return sender{id: p.fromAOR(req), foreign: true}
+	return sender{id: o.rules.FromAOR(req), foreign: true}
 }
 
-// fromAOR is the From URI of req as user@host, host canonical.
-func (p *Proxy) fromAOR(req *sip.Request) string {
-	h := req.From()
-	if h == nil {
-		return ""
+// Known reports whether aor is a user of ours: one with credentials, or one who registered
+// within the offline max age (a MESSAGE for them is stored rather than refused with 404).
+func (o *Offline) Known(ctx context.Context, aor string) (bool, error) {
+	if o.opts.HasCredentials != nil {
+		ok, err := o.opts.HasCredentials(ctx, aor)
+		if err != nil || ok {
+			return ok, err
+		}
 	}
-	host := p.canonical(h.Address.Host)
-	if h.Address.User == "" {
-		return host
-	}
-	return h.Address.User + "@" + host
+	return o.messages.Known(ctx, aor, o.opts.Now())
 }
 
-// store keeps req for aor and answers 202, or 480 when the mailbox (or the sender's share of
-// it) is full, or the store's error (503) — never 202 for a message that was not stored.
-// registered says aor has bindings whose devices did not answer: delivery is then retried
-// after a backoff.
-func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string, registered bool) (int, error) {
+// Store keeps req, a MESSAGE the proxy received, for aor and answers it: 202, or 480 when the
+// mailbox (or the sender's share of it) is full, or the store's error (503) — never 202 for a
+// message that was not stored. registered says aor has bindings whose devices did not answer:
+// delivery is then retried after a backoff.
+func (o *Offline) Store(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, aor string, registered bool) (int, error) {
 	st := sipx.StateFrom(ctx)
-	code, reason, err := o.keep(ctx, req, aor, o.p.senderOf(st, req), st.SourceIP(), registered, st.Logger())
+	code, reason, err := o.keep(ctx, req, aor, o.senderOf(st, req), st.SourceIP(), registered, st.Logger())
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
 	}
@@ -150,7 +209,7 @@ func (o *Offline) store(ctx context.Context, tx sip.ServerTransaction, req *sip.
 // keep stores req from from for aor: 202, 480 when the mailbox or from's share of it is
 // full, or the store's error. source (an IP, or "") keys the refusal log.
 func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from sender, source string, registered bool, log *zap.Logger) (int, string, error) {
-	now := o.p.opts.Now()
+	now := o.opts.Now()
 	m := messageOf(req, now, o.opts.MaxAge)
 	// Scoped by sender: nobody can pre-empt another sender's message by sending its id first.
 	m.DedupKey = from.id + " " + m.DedupKey
@@ -164,8 +223,8 @@ func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from s
 		case errors.Is(err, storage.ErrForeignShare):
 			limit, reason = "mailbox_foreign", "Mailbox Full For Unauthenticated Senders"
 		}
-		o.p.relayed.WithLabelValues("refused").Inc()
-		o.p.opts.Limited.Inc(limit)
+		o.opts.Count("refused")
+		o.opts.Limited.Inc(limit)
 		if o.refusals.Allow(limit+" "+cmp.Or(source, from.id), now) {
 			log.Info("offline message refused: "+reason, zap.String(logging.KeyAOR, aor), zap.String("sender", from.id),
 				zap.Bool("foreign", from.foreign), zap.String("limit", limit), zap.Error(err))
@@ -174,11 +233,11 @@ func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from s
 	}
 	switch {
 	case err != nil:
-		o.p.relayed.WithLabelValues("failed").Inc()
-		return 0, "", fmt.Errorf("proxy: store offline message for %s: %w", aor, err)
+		o.opts.Count("failed")
+		return 0, "", fmt.Errorf("offline: store message for %s: %w", aor, err)
 	}
 	if !dup {
-		o.p.relayed.WithLabelValues("stored").Inc()
+		o.opts.Count("stored")
 	}
 	log.Info("message stored for offline delivery", zap.String(logging.KeyAOR, aor), zap.String("message_id", id), zap.Bool("duplicate", dup))
 	if registered {
@@ -191,8 +250,8 @@ func (o *Offline) keep(ctx context.Context, req *sip.Request, aor string, from s
 func messageOf(req *sip.Request, now time.Time, maxAge time.Duration) storage.Message {
 	now = now.Truncate(time.Second).UTC()
 	m := storage.Message{
-		DedupKey:    dedupKey(req),
-		ContentType: contentType(req),
+		DedupKey:    msgcheck.DedupKey(req),
+		ContentType: msgcheck.ContentType(req),
 		Body:        append([]byte(nil), req.Body()...),
 		StoredAt:    now,
 		ExpiresAt:   now.Add(maxAge),
@@ -220,8 +279,8 @@ func messageOf(req *sip.Request, now time.Time, maxAge time.Duration) storage.Me
 	return m
 }
 
-// run reacts to registrations and sweeps expired messages until ctx ends.
-func (o *Offline) run(ctx context.Context) {
+// Run reacts to registrations and sweeps expired messages until ctx ends.
+func (o *Offline) Run(ctx context.Context) {
 	o.mu.Lock()
 	o.ctx = ctx
 	o.mu.Unlock()
@@ -257,7 +316,7 @@ func (o *Offline) run(ctx context.Context) {
 	}
 }
 
-// Wait returns when background deliveries have ended (after run's ctx is done).
+// Wait returns when background deliveries have ended (after Run's ctx is done).
 func (o *Offline) Wait() { o.wg.Wait() }
 
 // offlineKey names the events onEvent must see, by what they make it do and for whom; ""
@@ -291,7 +350,7 @@ func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
 			o.kick(ev.AOR, 0)
 		}
 	case storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
-		if err := o.messages.MarkKnown(ctx, ev.AOR, o.p.opts.Now().Add(o.opts.MaxAge)); err != nil {
+		if err := o.messages.MarkKnown(ctx, ev.AOR, o.opts.Now().Add(o.opts.MaxAge)); err != nil {
 			o.log.Warn("known-user mark failed", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
 		}
 	}
@@ -365,19 +424,18 @@ func (o *Offline) done(aor string) {
 // deliver makes one pass over aor's mailbox. It reports whether to try again later (a device
 // did not answer, or the store failed).
 func (o *Offline) deliver(ctx context.Context, aor string) (retry bool, err error) {
-	now := o.p.opts.Now()
+	now := o.opts.Now()
 	msgs, err := o.messages.Messages(ctx, aor, now)
 	if err != nil || len(msgs) == 0 {
 		return false, err
 	}
-	bindings, err := o.p.opts.Locator.Lookup(ctx, aor)
+	devices, err := o.sender.Reach(ctx, aor)
 	if err != nil {
 		return true, err
 	}
-	if len(bindings) == 0 {
+	if devices.Bindings == 0 {
 		return false, nil // the next registration starts again
 	}
-	groups := o.p.targets(ctx, bindings)
 	for i := range msgs {
 		m := &msgs[i]
 		req, err := requestOf(aor, m)
@@ -386,19 +444,19 @@ func (o *Offline) deliver(ctx context.Context, aor string) (retry bool, err erro
 			_ = o.messages.DeleteMessage(ctx, aor, m.ID)
 			continue
 		}
-		status := o.p.request(ctx, req, groups)
+		status := o.sender.Send(ctx, req, devices)
 		switch {
 		case status >= 200 && status < 300:
 			if err := o.messages.DeleteMessage(ctx, aor, m.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return true, err
 			}
-			o.p.relayed.WithLabelValues("delivered").Inc()
+			o.opts.Count("delivered")
 			o.log.Info("offline message delivered", zap.String(logging.KeyAOR, aor), zap.String("message_id", m.ID), zap.Int(logging.KeyStatus, status))
 		case status == 408 || status == 480 || status == 503 || status == 500 || status == 0:
 			return true, nil // nobody answered: keep it, try later (in order)
 		default:
 			o.log.Info("offline message refused by the device, dropped", zap.String(logging.KeyAOR, aor), zap.String("message_id", m.ID), zap.Int(logging.KeyStatus, status))
-			o.p.relayed.WithLabelValues("rejected").Inc()
+			o.opts.Count("rejected")
 			if err := o.messages.DeleteMessage(ctx, aor, m.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return true, err
 			}
@@ -450,13 +508,13 @@ func requestOf(aor string, m *storage.Message) (*sip.Request, error) {
 // sweep drops messages that reached their max age.
 func (o *Offline) sweep(ctx context.Context) {
 	for {
-		expired, err := o.messages.ExpireMessages(ctx, o.p.opts.Now(), 256)
+		expired, err := o.messages.ExpireMessages(ctx, o.opts.Now(), 256)
 		if err != nil {
 			o.log.Warn("offline expiry sweep failed", zap.Error(err))
 			return
 		}
 		for _, e := range expired {
-			o.p.relayed.WithLabelValues("expired").Inc()
+			o.opts.Count("expired")
 			o.log.Info("offline message expired undelivered", zap.String(logging.KeyAOR, e.AOR), zap.String("message_id", e.Message.ID))
 		}
 		if len(expired) < 256 {
@@ -467,7 +525,7 @@ func (o *Offline) sweep(ctx context.Context) {
 
 // Pending lists aor's stored messages (admin API).
 func (o *Offline) Pending(ctx context.Context, aor string) ([]storage.Message, error) {
-	return o.messages.Messages(ctx, aor, o.p.opts.Now())
+	return o.messages.Messages(ctx, aor, o.opts.Now())
 }
 
 // Delete removes one stored message of aor, or all of them when id is "" (admin API); it

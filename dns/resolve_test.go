@@ -1,4 +1,4 @@
-package proxy
+package dns
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 )
 
 // resolveZone is what the test DNS server knows. Names not listed are NXDOMAIN; names under
@@ -67,16 +67,16 @@ var resolveZone = []string{
 // the queries it gets.
 type resolveDNS struct {
 	addr  string
-	zone  map[string][]dns.RR // owner name, lower case and rooted
+	zone  map[string][]mdns.RR // owner name, lower case and rooted
 	mu    sync.Mutex
 	count map[string]int // "name TYPE" → queries
 }
 
 func startResolveDNS(t *testing.T) *resolveDNS {
 	t.Helper()
-	d := &resolveDNS{zone: make(map[string][]dns.RR), count: make(map[string]int)}
+	d := &resolveDNS{zone: make(map[string][]mdns.RR), count: make(map[string]int)}
 	for _, s := range resolveZone {
-		rr, err := dns.NewRR(s)
+		rr, err := mdns.NewRR(s)
 		if err != nil {
 			t.Fatalf("zone record %q: %v", s, err)
 		}
@@ -89,7 +89,7 @@ func startResolveDNS(t *testing.T) *resolveDNS {
 	}
 	d.addr = pc.LocalAddr().String()
 	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: func() { close(started) }}
+	srv := &mdns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: func() { close(started) }}
 	done := make(chan error, 1)
 	go func() { done <- srv.ActivateAndServe() }()
 	select {
@@ -106,25 +106,25 @@ func startResolveDNS(t *testing.T) *resolveDNS {
 	return d
 }
 
-func (d *resolveDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
+func (d *resolveDNS) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
+	m := new(mdns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
 	m.RecursionAvailable = true
 	if len(req.Question) != 1 {
-		m.Rcode = dns.RcodeFormatError
+		m.Rcode = mdns.RcodeFormatError
 	} else {
 		q := req.Question[0]
 		name := strings.ToLower(q.Name)
 		d.mu.Lock()
-		d.count[name+" "+dns.TypeToString[q.Qtype]]++
+		d.count[name+" "+mdns.TypeToString[q.Qtype]]++
 		d.mu.Unlock()
 		rrs, ok := d.zone[name]
 		switch {
 		case strings.HasSuffix(name, "broken.example.net."):
-			m.Rcode = dns.RcodeServerFailure
+			m.Rcode = mdns.RcodeServerFailure
 		case !ok:
-			m.Rcode = dns.RcodeNameError
+			m.Rcode = mdns.RcodeNameError
 		}
 		for _, rr := range rrs {
 			if rr.Header().Rrtype == q.Qtype {
