@@ -7,11 +7,21 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// Store keeps publications (Redis pub:{aor}), subscription dialogs (sub:{aor}) and
-// authorization rules (rules:{aor}). storage/memory and storage/redis implement it;
-// storage/storagetest checks both against this contract. AORs are "user@domain", lower-case
-// domain; times are whole seconds (storage package doc).
+// The presence agent keeps three kinds of records, each behind its own small interface:
+// publications (Redis pub:{aor}), subscription dialogs (sub:{aor}) and authorization rules
+// (rules:{aor}). storage/memory and storage/redis implement all three; storage/storagetest
+// checks both against these contracts. AORs are "user@domain", lower-case domain; times are
+// whole seconds (storage package doc).
+
+// Store is what Options.Store takes: one backend holding all three kinds.
 type Store interface {
+	PublicationStore
+	SubscriptionStore
+	RuleStore
+}
+
+// PublicationStore keeps the event state published with PUBLISH (RFC 3903).
+type PublicationStore interface {
 	// Publish applies op to aor's publications atomically (storage.PublishOp) and returns the
 	// publication as now stored (for a removal: as it was). ErrETagMismatch when op.IfMatch
 	// names no live publication.
@@ -23,7 +33,11 @@ type Store interface {
 	// at or before now and returns them; each is returned once in total even when several
 	// nodes call it on one Redis. Fewer than limit only when no more are left; limit > 0.
 	ExpirePublications(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredPublication, error)
+}
 
+// SubscriptionStore keeps the SUBSCRIBE dialogs the presence agent is the notifier of
+// (RFC 6665).
+type SubscriptionStore interface {
 	// PutSubscription stores s (create or replace by s.AOR and s.ID) whole. If minCSeq > 0 the
 	// write is conditional: when a subscription with that ID is stored (live at s.CreatedAt is
 	// not checked) and its RemoteCSeq is >= minCSeq, it fails with storage.ErrStale and writes
@@ -42,7 +56,10 @@ type Store interface {
 	// is at or before now and returns them, each once in total across nodes (as
 	// ExpirePublications).
 	ExpireSubscriptions(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredSubscription, error)
+}
 
+// RuleStore keeps each presentity's authorization rules (RFC 5025 sub-handling).
+type RuleStore interface {
 	// SetRule sets aor's rule for watcher (a watcher AOR "user@domain" or a domain
 	// "domain"): storage.RuleAllow, RuleBlock, RulePoliteBlock or RulePending.
 	SetRule(ctx context.Context, aor, watcher, rule string) error

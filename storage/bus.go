@@ -8,7 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// EventKind names what happened to a binding (later: a presentity, a subscription).
+// EventKind names what happened: to a binding (below), or to a presentity's publications,
+// rules or watchers (presence.go).
 type EventKind string
 
 // Binding events, published by the registrar.

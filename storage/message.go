@@ -20,12 +20,13 @@ var ErrSenderQuota = fmt.Errorf("storage: offline mailbox: sender's quota reache
 var ErrForeignShare = fmt.Errorf("storage: offline mailbox: foreign senders' share full: %w", ErrMailboxFull)
 
 // Message is one offline MESSAGE kept for a user who could not be reached (RFC 3428 relayed
-// later, DESIGN §5). Header values are stored as received (already sanitised by the proxy);
+// later, store-and-forward). Header values are stored as received (already sanitised by the proxy);
 // Body is raw bytes, never text: linphone's IMDNs are deflate-compressed.
 type Message struct {
 	// ID is assigned by the store when the message is stored; it is unique within the AOR and
-	// orders the AOR's messages (oldest first).
-	ID string `json:"id"`
+	// orders the AOR's messages (oldest first). Neither ID nor Body is in the stored JSON:
+	// Redis keeps the ID as the hash field and the body raw after the header.
+	ID string `json:"-"`
 	// DedupKey identifies the message across retransmissions and re-sends: the sender's
 	// identity (Sender), then the CPIM imdn.Message-ID when present, else "Call-ID CSeq". A
 	// second message with the same key for the same AOR is not stored again; scoped by
@@ -48,7 +49,7 @@ type Message struct {
 	Date            string    `json:"date,omitempty"`
 	ContentType     string    `json:"content_type"`
 	ContentEncoding string    `json:"content_encoding,omitempty"`
-	Body            []byte    `json:"body"`
+	Body            []byte    `json:"-"`
 	StoredAt        time.Time `json:"stored_at"`
 	// ExpiresAt is when the message is dropped undelivered (stored-at plus the max age).
 	ExpiresAt time.Time `json:"expires_at"`

@@ -18,11 +18,13 @@ const (
 // Publication is one event state published with PUBLISH (RFC 3903) for a presentity. It is
 // addressed by its entity tag, which changes on every refresh and modification.
 type Publication struct {
-	ETag string `json:"etag"`
+	// ETag is not in the stored JSON: Redis keeps it as the hash field, Body after the
+	// header (storage/redis).
+	ETag string `json:"-"`
 	// ContentType is the body's media type as published (application/pidf+xml); Body the
 	// document, bytes as received.
 	ContentType string    `json:"content_type"`
-	Body        []byte    `json:"body"`
+	Body        []byte    `json:"-"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	// UpdatedAt is when the body last changed (not when it was last refreshed): composition
 	// orders publications by it, newest wins.
@@ -35,7 +37,7 @@ type Publication struct {
 func (p *Publication) Expired(now time.Time) bool { return !now.Before(p.ExpiresAt) }
 
 // PublishOp is one PUBLISH's effect on a presentity's publications, applied atomically by
-// presence.Store.Publish (RFC 3903 §6):
+// presence.PublicationStore.Publish (RFC 3903 §6):
 //
 //   - IfMatch empty: a new publication is stored under NewETag with Body (Body must be set).
 //   - IfMatch set: the live publication with that entity tag is looked up; if there is none (it
@@ -111,7 +113,7 @@ type Subscription struct {
 	State     string    `json:"state"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
-	// Node is the node that owns the subscription and sends its NOTIFYs (DESIGN §8).
+	// Node is the node that owns the subscription and sends its NOTIFYs (several nodes on one Redis).
 	Node string `json:"node,omitempty"`
 }
 

@@ -1,8 +1,15 @@
-// Package storage holds the types, sentinel errors and event bus shared by simpled's two storage
-// backends: storage/memory (embedded, the default) and storage/redis (persistence, several nodes,
-// Redis Cluster). The interfaces themselves are small and owned by the packages that use them
-// (registrar.Store, auth.Store, ...); both backends satisfy all of them, and storage/storagetest is
-// the one conformance suite both must pass.
+// Package storage holds the types, sentinel errors, validation and event bus shared by simpled's
+// two storage backends: storage/memory (embedded, the default) and storage/redis (persistence,
+// several nodes, Redis Cluster). The interfaces themselves are small and owned by the packages
+// that use them (registrar.Store, auth.Store, presence.PublicationStore, ...); both backends
+// satisfy all of them, and storage/storagetest is the one conformance suite both must pass.
+// Nothing in storage imports a stage.
+//
+// There is one record type per kind: Binding, Publication, Subscription, Message, Credential;
+// a rule is one of the Rule* strings, a nonce count a number. Their json tags are the names
+// storage/redis stores them under (its codec.go; a field tagged "-" is kept beside the JSON,
+// as a hash field or a raw body), so a field added here is stored by Redis with no other
+// change.
 //
 // Times are whole seconds from the caller's clock: every method that decides expiry takes `now`
 // from its caller, so tests and several nodes agree on what has expired.
@@ -19,8 +26,8 @@ var (
 	ErrNotFound = errors.New("storage: not found")
 	// ErrStale: a REGISTER's CSeq is not higher than the one stored for the same binding and
 	// Call-ID (RFC 3261 §10.3 step 7), or an in-dialog SUBSCRIBE's not higher than its
-	// subscription's (presence.Store.PutSubscription). The whole update was rejected; nothing
-	// changed.
+	// subscription's (presence.SubscriptionStore.PutSubscription). The whole update was
+	// rejected; nothing changed.
 	ErrStale = errors.New("storage: stale request (CSeq out of order)")
 	// ErrTooManyBindings: the update would leave more than MaxBindings bindings and eviction
 	// was not allowed. Nothing changed.

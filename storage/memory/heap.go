@@ -8,7 +8,8 @@ type heapItem[E any] interface {
 }
 
 // minHeap is the container/heap plumbing of the store's expiry queues (bindings, stored
-// messages, nonces, known users): each element type supplies only its order.
+// messages, publications, subscriptions, nonces, known users): each element type supplies only
+// its order.
 type minHeap[E heapItem[E]] []E
 
 func (h minHeap[E]) Len() int           { return len(h) }

@@ -1,14 +1,16 @@
 // Package memory is simpled's embedded storage backend, the default: every table lives in this
 // process and is lost when it exits. It implements registrar.Store, auth.Store,
-// offline.MessageStore, presence.Store and storage.Backend with the semantics
-// storage/storagetest checks (the Redis backend passes the same suite).
+// offline.MessageStore, presence's PublicationStore, SubscriptionStore and RuleStore,
+// storage.Credentials and storage.Backend with the semantics storage/storagetest checks (the
+// Redis backend passes the same suite).
 //
-// The compile-time interface assertions live in memory_test.go: registrar and auth
-// tests use this package as their store, so importing them here would be an import cycle.
+// Like all of storage, it imports no stage: memory_test.go asserts the suite's contracts
+// (storagetest.Store, the same method sets written with storage types), and the wiring that
+// hands the store to the stages checks their own interfaces at compile time.
 //
 // # Locks
 //
-// Eight independent mutexes guard eight independent tables:
+// Eight mutexes guard eight tables:
 //
 //	regMu    bindings by AOR and the expiry heap over all bindings
 //	credMu   credentials
@@ -19,9 +21,11 @@
 //	subs.mu  subscriptions and their expiry heap
 //	ruleMu   authorization rules
 //
-// Lock order: none. A goroutine holds at most one of them at a time and calls nothing that
-// could block or call back while holding it, so no two can be nested (ExpireMessages takes
-// knownMu, releases it, then takes msgMu).
+// Lock order: regMu before msgMu, the one nesting. UpdateBindings reads msgMu while it holds
+// regMu, to report the mailbox with the update (storage.BindingResult.Mailbox); nothing takes
+// regMu while holding msgMu. Every other method holds at most one of the locks at a time and
+// calls nothing that could block or call back while holding it (ExpireMessages takes knownMu,
+// releases it, then takes msgMu).
 //
 // # Expiry
 //
@@ -44,7 +48,6 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -150,126 +153,178 @@ func clone(b storage.Binding) storage.Binding {
 	return b
 }
 
-func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
-
 // UpdateBindings applies one REGISTER to aor atomically, with the semantics of
-// storage.BindingUpdate. On an error nothing changed.
+// storage.BindingUpdate. On an error nothing changed: the update is planned in full before
+// anything is written.
 func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.BindingUpdate) (storage.BindingResult, error) {
 	if err := s.check(ctx, "update bindings"); err != nil {
 		return storage.BindingResult{}, err
 	}
-	for i := range u.Changes {
-		if u.Changes[i].Binding.Key == "" {
-			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: change %d: empty key", i)
-		}
+	if err := u.Validate(); err != nil {
+		return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %w", err)
 	}
-	now := u.Now.Unix()
 
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
+	p, err := planBindings(s.aors[aor], &u)
+	if err != nil {
+		return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %w", err)
+	}
+	res := p.res
+	res.Bindings = s.commitBindings(aor, p)
+	for _, l := range [][]storage.Binding{res.Bindings, res.Removed, res.Expired, res.Evicted, res.Added, res.Refreshed} {
+		slices.SortFunc(l, storage.CompareBindings)
+	}
+	s.msgMu.RLock() // the one nesting of two locks: regMu, then msgMu (package doc)
+	res.Mailbox = storage.MailboxOf(s.boxes[aor] != nil)
+	s.msgMu.RUnlock()
+	return res, nil
+}
 
-	// Plan without touching the table, so any error leaves it unchanged.
-	var res storage.BindingResult
-	old := s.aors[aor]
-	live := make(map[string]*entry, len(old)+len(u.Changes))
-	var dropped []*entry // expired, removed and evicted entries to delete
+// bindingPlan is what one update does to an AOR's bindings, worked out without touching the
+// table. res holds the bindings removed, expired, evicted, added and refreshed (unsorted).
+type bindingPlan struct {
+	res     storage.BindingResult
+	old     map[string]*entry          // the AOR's stored entries (nil: none)
+	live    map[string]*entry          // stored entries that stay unless replaced
+	next    map[string]storage.Binding // key → new state, as stored
+	touched map[string]bool            // keys this update stores
+	dropped []*entry                   // expired, removed and evicted entries
+}
+
+// planBindings applies the rules of storage.BindingUpdate to old, the AOR's entries, in
+// order: expired bindings dropped (rule 1), then RemoveAll (2) or the changes (3), then
+// MaxBindings (4). It fails with ErrStale or ErrTooManyBindings as the rules say.
+func planBindings(old map[string]*entry, u *storage.BindingUpdate) (*bindingPlan, error) {
+	now := u.Now.Unix()
+	p := &bindingPlan{
+		old:     old,
+		live:    make(map[string]*entry, len(old)+len(u.Changes)),
+		next:    make(map[string]storage.Binding, len(u.Changes)),
+		touched: make(map[string]bool, len(u.Changes)),
+	}
 	for k, e := range old {
 		if e.exp <= now {
-			res.Expired = append(res.Expired, clone(e.b))
-			dropped = append(dropped, e)
+			p.res.Expired = append(p.res.Expired, clone(e.b))
+			p.dropped = append(p.dropped, e)
 			continue
 		}
-		live[k] = e
+		p.live[k] = e
 	}
-
-	next := make(map[string]storage.Binding, len(live)+len(u.Changes)) // key → new state
-	touched := make(map[string]bool, len(u.Changes))
+	var err error
 	if u.RemoveAll {
-		for _, e := range live {
-			if e.b.CallID == u.CallID && e.b.CSeq >= u.CSeq {
-				return storage.BindingResult{}, fmt.Errorf("memory: update bindings: remove all: binding %q has CSeq %d >= %d: %w", e.b.Key, e.b.CSeq, u.CSeq, storage.ErrStale)
-			}
-		}
-		for _, e := range live {
-			res.Removed = append(res.Removed, clone(e.b))
-			dropped = append(dropped, e)
-		}
-		live = nil
+		err = p.removeAll(u)
 	} else {
-		for i := range u.Changes {
-			c := &u.Changes[i].Binding
-			if e := live[c.Key]; e != nil && e.b.CallID == c.CallID && e.b.CSeq >= c.CSeq {
-				return storage.BindingResult{}, fmt.Errorf("memory: update bindings: binding %q has CSeq %d >= %d: %w", c.Key, e.b.CSeq, c.CSeq, storage.ErrStale)
-			}
-		}
-		last := make(map[string]int, len(u.Changes))
-		for i := range u.Changes {
-			last[u.Changes[i].Binding.Key] = i
-		}
-		for i := range u.Changes {
-			c := &u.Changes[i].Binding
-			if last[c.Key] != i {
-				continue
-			}
-			e := live[c.Key]
-			if c.ExpiresAt.Unix() <= now {
-				if e != nil {
-					res.Removed = append(res.Removed, clone(e.b))
-					dropped = append(dropped, e)
-					delete(live, c.Key)
-				}
-				continue
-			}
-			nb := normalize(*c)
-			if e != nil {
-				res.Refreshed = append(res.Refreshed, clone(nb))
-			} else {
-				res.Added = append(res.Added, clone(nb))
-			}
-			next[c.Key] = nb
-			touched[c.Key] = true
+		err = p.change(u, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, p.evict(u)
+}
+
+// removeAll is rule 2: every live binding goes, unless one has the update's Call-ID and a
+// CSeq not below its CSeq (ErrStale).
+func (p *bindingPlan) removeAll(u *storage.BindingUpdate) error {
+	for _, e := range p.live {
+		if e.b.CallID == u.CallID && e.b.CSeq >= u.CSeq {
+			return fmt.Errorf("remove all: binding %q has CSeq %d >= %d: %w", e.b.Key, e.b.CSeq, u.CSeq, storage.ErrStale)
 		}
 	}
+	for _, e := range p.live {
+		p.res.Removed = append(p.res.Removed, clone(e.b))
+		p.dropped = append(p.dropped, e)
+	}
+	p.live = nil
+	return nil
+}
 
-	count := len(live)
-	for k := range next {
-		if live[k] == nil {
+// change is rule 3: the stale check of every change first, then each key's last change
+// removes (expiry at or before now) or stores its binding.
+func (p *bindingPlan) change(u *storage.BindingUpdate, now int64) error {
+	last := make(map[string]int, len(u.Changes))
+	for i := range u.Changes {
+		c := &u.Changes[i].Binding
+		if e := p.live[c.Key]; e != nil && e.b.CallID == c.CallID && e.b.CSeq >= c.CSeq {
+			return fmt.Errorf("binding %q has CSeq %d >= %d: %w", c.Key, e.b.CSeq, c.CSeq, storage.ErrStale)
+		}
+		last[c.Key] = i
+	}
+	for i := range u.Changes {
+		c := &u.Changes[i].Binding
+		if last[c.Key] != i {
+			continue
+		}
+		e := p.live[c.Key]
+		if c.ExpiresAt.Unix() <= now {
+			if e != nil {
+				p.res.Removed = append(p.res.Removed, clone(e.b))
+				p.dropped = append(p.dropped, e)
+				delete(p.live, c.Key)
+			}
+			continue
+		}
+		nb := normalize(*c)
+		if e != nil {
+			p.res.Refreshed = append(p.res.Refreshed, clone(nb))
+		} else {
+			p.res.Added = append(p.res.Added, clone(nb))
+		}
+		p.next[c.Key] = nb
+		p.touched[c.Key] = true
+	}
+	return nil
+}
+
+// evict is rule 4: above MaxBindings, the untouched bindings with the earliest UpdatedAt (then
+// Key) go when EvictOldest allows it; otherwise, or when they are not enough, the update fails
+// with ErrTooManyBindings.
+func (p *bindingPlan) evict(u *storage.BindingUpdate) error {
+	count := len(p.live)
+	for k := range p.next {
+		if p.live[k] == nil {
 			count++
 		}
 	}
-	if u.MaxBindings > 0 && count > u.MaxBindings {
-		if !u.EvictOldest {
-			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %d bindings, at most %d: %w", count, u.MaxBindings, storage.ErrTooManyBindings)
-		}
-		var cand []*entry
-		for k, e := range live {
-			if !touched[k] {
-				cand = append(cand, e)
-			}
-		}
-		need := count - u.MaxBindings
-		if need > len(cand) {
-			return storage.BindingResult{}, fmt.Errorf("memory: update bindings: %d bindings, at most %d, %d evictable: %w", count, u.MaxBindings, len(cand), storage.ErrTooManyBindings)
-		}
-		slices.SortFunc(cand, func(a, b *entry) int {
-			if c := cmp.Compare(a.upd, b.upd); c != 0 {
-				return c
-			}
-			return bytes.Compare([]byte(a.b.Key), []byte(b.b.Key))
-		})
-		for _, e := range cand[:need] {
-			res.Evicted = append(res.Evicted, clone(e.b))
-			dropped = append(dropped, e)
-			delete(live, e.b.Key)
+	if u.MaxBindings <= 0 || count <= u.MaxBindings {
+		return nil
+	}
+	if !u.EvictOldest {
+		return fmt.Errorf("%d bindings, at most %d: %w", count, u.MaxBindings, storage.ErrTooManyBindings)
+	}
+	var cand []*entry
+	for k, e := range p.live {
+		if !p.touched[k] {
+			cand = append(cand, e)
 		}
 	}
+	need := count - u.MaxBindings
+	if need > len(cand) {
+		return fmt.Errorf("%d bindings, at most %d, %d evictable: %w", count, u.MaxBindings, len(cand), storage.ErrTooManyBindings)
+	}
+	slices.SortFunc(cand, func(a, b *entry) int {
+		if c := cmp.Compare(a.upd, b.upd); c != 0 {
+			return c
+		}
+		return bytes.Compare([]byte(a.b.Key), []byte(b.b.Key))
+	})
+	for _, e := range cand[:need] {
+		p.res.Evicted = append(p.res.Evicted, clone(e.b))
+		p.dropped = append(p.dropped, e)
+		delete(p.live, e.b.Key)
+	}
+	return nil
+}
 
-	// Commit.
-	for _, e := range dropped {
+// commitBindings writes plan p for aor into the table and its expiry heap and returns copies
+// of the bindings left (unsorted). s.regMu is held.
+func (s *Store) commitBindings(aor string, p *bindingPlan) []storage.Binding {
+	old := p.old
+	for _, e := range p.dropped {
 		heap.Remove(&s.exp, e.idx)
 		delete(old, e.b.Key)
 	}
-	for k, nb := range next {
+	for k, nb := range p.next {
 		if e := old[k]; e != nil {
 			e.b, e.exp, e.upd = nb, nb.ExpiresAt.Unix(), nb.UpdatedAt.Unix()
 			heap.Fix(&s.exp, e.idx)
@@ -286,18 +341,11 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	if old != nil && len(old) == 0 {
 		delete(s.aors, aor)
 	}
-
-	res.Bindings = make([]storage.Binding, 0, len(old))
+	out := make([]storage.Binding, 0, len(old))
 	for _, e := range old {
-		res.Bindings = append(res.Bindings, clone(e.b))
+		out = append(out, clone(e.b))
 	}
-	for _, l := range [][]storage.Binding{res.Bindings, res.Removed, res.Expired, res.Evicted, res.Added, res.Refreshed} {
-		slices.SortFunc(l, byKey)
-	}
-	s.msgMu.RLock() // lock order: regMu, then msgMu
-	res.Mailbox = storage.MailboxOf(s.boxes[aor] != nil)
-	s.msgMu.RUnlock()
-	return res, nil
+	return out
 }
 
 // Bindings returns aor's bindings live at now, ordered by Key.
@@ -314,7 +362,7 @@ func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, clone(e.b))
 		}
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 
@@ -333,7 +381,7 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 		out = append(out, e.b) // the entry is gone: no copy needed
 	}
 	delete(s.aors, aor)
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 
@@ -343,8 +391,8 @@ func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]s
 	if err := s.check(ctx, "sweep expired"); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("memory: sweep expired: limit %d: must be positive", limit)
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("memory: sweep expired: %w", err)
 	}
 	n := now.Unix()
 	s.regMu.Lock()
@@ -437,9 +485,6 @@ type nonceRecord struct {
 	idx      int       // position in Store.nonceExp
 }
 
-// errTTL is returned for a ttl that is not positive.
-var errTTL = errors.New("ttl must be positive")
-
 // NonceEpoch returns the store's nonce epoch, drawn when the store was made.
 func (s *Store) NonceEpoch(ctx context.Context) (uint64, error) {
 	if err := s.check(ctx, "nonce epoch"); err != nil {
@@ -455,8 +500,8 @@ func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, n
 	if err := s.check(ctx, "use nonce count"); err != nil {
 		return false, 0, err
 	}
-	if ttl <= 0 {
-		return false, 0, fmt.Errorf("memory: use nonce count: ttl %v: %w", ttl, errTTL)
+	if err := storage.CheckTTL(ttl); err != nil {
+		return false, 0, fmt.Errorf("memory: use nonce count: %w", err)
 	}
 	if epoch != s.nonceEpoch {
 		return false, s.nonceEpoch, nil

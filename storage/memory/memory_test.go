@@ -3,23 +3,17 @@ package memory_test
 import (
 	"testing"
 
-	"github.com/simpled/simpled/auth"
-	"github.com/simpled/simpled/offline"
-	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
 	"github.com/simpled/simpled/storage/storagetest"
 )
 
-// The assertions live in the external test package: registrar and auth tests import
-// this package, so the package itself must not import them.
+// The backend satisfies every contract of the conformance suite (the stages' own interfaces
+// are checked where the backend is wired to them, in internal/server).
 var (
-	_ registrar.Store      = (*memory.Store)(nil)
-	_ auth.Store           = (*memory.Store)(nil)
-	_ offline.MessageStore = (*memory.Store)(nil)
-	_ storage.Backend      = (*memory.Store)(nil)
-	_ storage.Credentials  = (*memory.Store)(nil)
-	_ storagetest.Store    = (*memory.Store)(nil)
+	_ storage.Backend     = (*memory.Store)(nil)
+	_ storage.Credentials = (*memory.Store)(nil)
+	_ storagetest.Store   = (*memory.Store)(nil)
 )
 
 func newStore(t *testing.T) storagetest.Store {

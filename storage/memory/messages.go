@@ -232,8 +232,8 @@ func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([
 	if err := s.check(ctx, "expire messages"); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("memory: expire messages: limit %d: must be positive", limit)
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("memory: expire messages: %w", err)
 	}
 	n := now.Unix()
 	s.pruneKnown(n - int64(knownGrace/time.Second))

@@ -1,20 +1,17 @@
 package memory
 
 import (
-	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/simpled/simpled/storage"
 )
 
-// presenceTables are the tables of presence.Store, embedded in Store: publications and
+// presenceTables are the tables of presence's stores, embedded in Store: publications and
 // subscriptions in expiring tables (each with its own lock and expiry heap), rules in a plain
 // map under ruleMu. The zero value is ready to use.
 type presenceTables struct {
@@ -135,8 +132,8 @@ func expireDue[V, T any](s *Store, ctx context.Context, step string, tbl *kindTa
 	if err := s.check(ctx, step); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("memory: %s: limit %d: must be positive", step, limit)
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("memory: %s: %w", step, err)
 	}
 	n := now.Unix()
 	tbl.mu.Lock()
@@ -156,31 +153,6 @@ func copyPublication(p storage.Publication) storage.Publication {
 	return p
 }
 
-// byUpdated is the order of Publications: oldest UpdatedAt first, then ETag.
-func byUpdated(a, b storage.Publication) int {
-	if c := a.UpdatedAt.Compare(b.UpdatedAt); c != 0 {
-		return c
-	}
-	return strings.Compare(a.ETag, b.ETag)
-}
-
-// checkPublish returns why op is malformed (a caller's bug, not a sentinel), or nil.
-func checkPublish(op *storage.PublishOp) error {
-	switch {
-	case op.Remove && op.IfMatch == "":
-		return errors.New("remove without IfMatch")
-	case op.Remove:
-		return nil
-	case op.NewETag == "":
-		return errors.New("empty NewETag")
-	case op.IfMatch == "" && op.Body == nil:
-		return errors.New("new publication without Body")
-	case op.ExpiresAt.Unix() <= op.Now.Unix():
-		return fmt.Errorf("ExpiresAt %v not after Now %v", op.ExpiresAt, op.Now)
-	}
-	return nil
-}
-
 // Publish applies op to aor's publications atomically, with the semantics of
 // storage.PublishOp (MaxPublications included: the count and the write are under one lock).
 // On an error nothing changed.
@@ -189,7 +161,7 @@ func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (
 	if err := s.check(ctx, step); err != nil {
 		return storage.Publication{}, err
 	}
-	if err := checkPublish(&op); err != nil {
+	if err := op.Validate(); err != nil {
 		return storage.Publication{}, fmt.Errorf("memory: %s: %s: %w", step, aor, err)
 	}
 	n := op.Now.Unix()
@@ -239,7 +211,7 @@ func (s *Store) Publications(ctx context.Context, aor string, now time.Time) ([]
 	}
 	s.pubs.mu.RLock()
 	defer s.pubs.mu.RUnlock()
-	return s.pubs.live(aor, now.Unix(), byUpdated, copyPublication), nil
+	return s.pubs.live(aor, now.Unix(), storage.ComparePublications, copyPublication), nil
 }
 
 // ExpirePublications removes at most limit publications that expired at now, earliest
@@ -274,8 +246,6 @@ func cloneStrings(l []string) []string {
 	return slices.Clone(l)
 }
 
-func byID(a, b storage.Subscription) int { return cmp.Compare(a.ID, b.ID) }
-
 // PutSubscription stores sub whole under sub.AOR and sub.ID; with minCSeq > 0 only if no
 // subscription with that ID is stored (expired or not) whose RemoteCSeq is minCSeq or more,
 // else it fails with storage.ErrStale and writes nothing.
@@ -284,8 +254,8 @@ func (s *Store) PutSubscription(ctx context.Context, sub storage.Subscription, m
 	if err := s.check(ctx, step); err != nil {
 		return err
 	}
-	if sub.ID == "" {
-		return fmt.Errorf("memory: %s: %s: empty ID", step, sub.AOR)
+	if err := sub.Validate(); err != nil {
+		return fmt.Errorf("memory: %s: %s: %w", step, sub.AOR, err)
 	}
 	v := normalizeSubscription(sub)
 	s.subs.mu.Lock()
@@ -330,7 +300,7 @@ func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([
 	}
 	s.subs.mu.RLock()
 	defer s.subs.mu.RUnlock()
-	return s.subs.live(aor, now.Unix(), byID, copySubscription), nil
+	return s.subs.live(aor, now.Unix(), storage.CompareSubscriptions, copySubscription), nil
 }
 
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with
@@ -360,21 +330,13 @@ func (s *Store) ExpireSubscriptions(ctx context.Context, now time.Time, limit in
 	})
 }
 
-// checkRule returns an error unless watcher is set and rule is a storage.Rule* value.
-func checkRule(watcher, rule string) error {
-	if watcher == "" || !slices.Contains([]string{storage.RuleAllow, storage.RuleBlock, storage.RulePoliteBlock, storage.RulePending}, rule) {
-		return fmt.Errorf("watcher %q, rule %q: want a watcher and allow, block, polite-block or pending", watcher, rule)
-	}
-	return nil
-}
-
 // SetRule sets aor's rule for watcher.
 func (s *Store) SetRule(ctx context.Context, aor, watcher, rule string) error {
 	const step = "set rule"
 	if err := s.check(ctx, step); err != nil {
 		return err
 	}
-	if err := checkRule(watcher, rule); err != nil {
+	if err := storage.CheckRule(watcher, rule); err != nil {
 		return fmt.Errorf("memory: %s: %s: %w", step, aor, err)
 	}
 	s.ruleMu.Lock()

@@ -3,12 +3,9 @@ package memory_test
 import (
 	"testing"
 
-	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/storage/memory"
 	"github.com/simpled/simpled/storage/storagetest"
 )
-
-var _ presence.Store = (*memory.Store)(nil)
 
 func BenchmarkPublish(b *testing.B) {
 	storagetest.BenchmarkPublish(b, memory.New())

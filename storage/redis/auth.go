@@ -2,11 +2,9 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/simpled/simpled/storage"
@@ -26,9 +24,9 @@ func (s *Store) Credential(ctx context.Context, aor, realm string) (storage.Cred
 	if err != nil {
 		return storage.Credential{}, unavailable(step, err)
 	}
-	var c storage.Credential
-	if err := json.Unmarshal([]byte(js), &c); err != nil {
-		return storage.Credential{}, fmt.Errorf("redis: %s: %s realm %q: corrupt credential: %w", step, aor, realm, err)
+	c, err := decodeCredential(js)
+	if err != nil {
+		return storage.Credential{}, fmt.Errorf("redis: %s: %s realm %q: %w", step, aor, realm, err)
 	}
 	return c, nil
 }
@@ -37,12 +35,12 @@ func (s *Store) Credential(ctx context.Context, aor, realm string) (storage.Cred
 // creds in one pipeline. Both are idempotent, so a failed call may simply be repeated.
 func (s *Store) SetCredential(ctx context.Context, aor, realm string, c storage.Credential) error {
 	const step = "set credential"
-	js, err := json.Marshal(c)
+	js, err := encodeCredential(&c)
 	if err != nil {
 		return fmt.Errorf("redis: %s: %w", step, err)
 	}
 	pipe := s.c.Pipeline()
-	hset := pipe.HSet(ctx, credKey(aor), realm, string(js))
+	hset := pipe.HSet(ctx, credKey(aor), realm, js)
 	sadd := pipe.SAdd(ctx, credsKey, aor)
 	_, _ = pipe.Exec(ctx)
 	if err := errors.Join(hset.Err(), sadd.Err()); err != nil {
@@ -118,8 +116,8 @@ func (s *Store) NonceEpoch(ctx context.Context) (uint64, error) {
 // holding nonce-epoch, or of all of them, is detected).
 func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, nc uint32, ttl time.Duration) (bool, uint64, error) {
 	const step = "use nonce count"
-	if ttl <= 0 {
-		return false, 0, fmt.Errorf("redis: %s: ttl %v: must be positive", step, ttl)
+	if err := storage.CheckTTL(ttl); err != nil {
+		return false, 0, fmt.Errorf("redis: %s: %w", step, err)
 	}
 	ms := max(ttl.Milliseconds(), 1)
 	keys := []string{nonceKey(nonce)}
@@ -143,7 +141,7 @@ func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, n
 // epochCmd is SET nonce-epoch cand NX GET (Redis 7.0): it replies the stored epoch, or nil
 // when there was none and cand is now stored.
 func epochCmd(ctx context.Context, cand uint64) *goredis.StringCmd {
-	return goredis.NewStringCmd(ctx, "set", nonceEpochKey, strconv.FormatUint(cand, 10), "nx", "get")
+	return goredis.NewStringCmd(ctx, "set", nonceEpochKey, encodeEpoch(cand), "nx", "get")
 }
 
 // epochResult returns the epoch cmd (epochCmd(cand)) left stored.
@@ -155,9 +153,9 @@ func epochResult(step string, cmd *goredis.StringCmd, cand uint64) (uint64, erro
 	case err != nil:
 		return 0, unavailable(step, err)
 	}
-	e, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || e == 0 {
-		return 0, fmt.Errorf("redis: %s: corrupt nonce epoch %q", step, v)
+	e, err := decodeEpoch(v)
+	if err != nil {
+		return 0, fmt.Errorf("redis: %s: %w", step, err)
 	}
 	return e, nil
 }

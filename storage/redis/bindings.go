@@ -1,77 +1,18 @@
 package redis
 
 import (
-	"bytes"
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/simpled/simpled/storage"
 
 	goredis "github.com/redis/go-redis/v9"
 )
-
-// wireBinding is a binding as stored in reg:{aor}: storage.Binding's fields and JSON names,
-// with the times in unix seconds so the Lua scripts can compare them.
-type wireBinding struct {
-	Key        string   `json:"key"`
-	Contact    string   `json:"contact"`
-	URI        string   `json:"uri"`
-	ExpiresAt  int64    `json:"expires_at"`
-	Q          int      `json:"q"`
-	CallID     string   `json:"call_id"`
-	CSeq       uint32   `json:"cseq"`
-	Path       []string `json:"path,omitempty"`
-	InstanceID string   `json:"instance_id,omitempty"`
-	RegID      int      `json:"reg_id,omitempty"`
-	Received   string   `json:"received,omitempty"`
-	Transport  string   `json:"transport,omitempty"`
-	Flow       string   `json:"flow,omitempty"`
-	Node       string   `json:"node,omitempty"`
-	UserAgent  string   `json:"user_agent,omitempty"`
-	UpdatedAt  int64    `json:"updated_at"`
-}
-
-func encodeBinding(b *storage.Binding) (string, error) {
-	w := wireBinding{
-		Key: b.Key, Contact: b.Contact, URI: b.URI, ExpiresAt: b.ExpiresAt.Unix(), Q: b.Q,
-		CallID: b.CallID, CSeq: b.CSeq, Path: b.Path, InstanceID: b.InstanceID, RegID: b.RegID,
-		Received: b.Received, Transport: b.Transport, Flow: b.Flow, Node: b.Node,
-		UserAgent: b.UserAgent, UpdatedAt: b.UpdatedAt.Unix(),
-	}
-	// Without HTML escaping, so the stored value reads as the Contact it holds.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), nil
-}
-
-func decodeBinding(js string) (storage.Binding, error) {
-	var w wireBinding
-	if err := json.Unmarshal([]byte(js), &w); err != nil {
-		return storage.Binding{}, fmt.Errorf("corrupt binding: %w", err)
-	}
-	if len(w.Path) == 0 {
-		w.Path = nil
-	}
-	return storage.Binding{
-		Key: w.Key, Contact: w.Contact, URI: w.URI, ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-		Q: w.Q, CallID: w.CallID, CSeq: w.CSeq, Path: w.Path, InstanceID: w.InstanceID,
-		RegID: w.RegID, Received: w.Received, Transport: w.Transport, Flow: w.Flow, Node: w.Node,
-		UserAgent: w.UserAgent, UpdatedAt: time.Unix(w.UpdatedAt, 0).UTC(),
-	}, nil
-}
 
 // decodeCache remembers decoded values by their stored text. A binding is read far more
 // often (every MESSAGE and call to its user) than it is written, and encoding/json was a
@@ -104,23 +45,6 @@ func (c *decodeCache[T]) get(js string, decode func(string) (T, error)) (T, erro
 	return c.clone(x), nil
 }
 
-func cloneBinding(b storage.Binding) storage.Binding {
-	b.Path = slices.Clone(b.Path)
-	return b
-}
-
-// asJSONString returns s as it reads back from JSON: encoding/json turns invalid UTF-8 into
-// U+FFFD, so a Call-ID compared in Lua must be the decoded form.
-func asJSONString(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	js, _ := json.Marshal(s) // a string always marshals
-	var out string
-	_ = json.Unmarshal(js, &out)
-	return out
-}
-
 func flag(b bool) int {
 	if b {
 		return 1
@@ -138,10 +62,8 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	args := make([]any, 0, 7+5*len(u.Changes))
 	args = append(args, now, flag(u.RemoveAll), asJSONString(u.CallID), u.CSeq, u.MaxBindings, flag(u.EvictOldest), s.grace.Milliseconds())
 
-	for i := range u.Changes {
-		if u.Changes[i].Binding.Key == "" {
-			return storage.BindingResult{}, fmt.Errorf("redis: %s: change %d: empty key", step, i)
-		}
+	if err := u.Validate(); err != nil {
+		return storage.BindingResult{}, fmt.Errorf("redis: %s: %w", step, err)
 	}
 	ex := expKey(aor)
 	var zs []goredis.Z // index entries for the bindings this update stores
@@ -281,7 +203,7 @@ func decodeUpdate(v any) (storage.BindingResult, error) {
 			b.Path = slices.Clone(b.Path)
 			out = append(out, b)
 		}
-		slices.SortFunc(out, byKey)
+		slices.SortFunc(out, storage.CompareBindings)
 		return out, nil
 	}
 	var err error
@@ -314,11 +236,9 @@ func decodeList(p any) ([]storage.Binding, error) {
 		}
 		out = append(out, b)
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
-
-func byKey(a, b storage.Binding) int { return cmp.Compare(a.Key, b.Key) }
 
 // Bindings returns aor's bindings live at now, ordered by Key (one HGETALL).
 func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
@@ -342,7 +262,7 @@ func (s *Store) Bindings(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, b)
 		}
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	return out, nil
 }
 
@@ -371,11 +291,23 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 		}
 		out = append(out, b)
 	}
-	slices.SortFunc(out, byKey)
+	slices.SortFunc(out, storage.CompareBindings)
 	if len(bad) > 0 {
 		return out, fmt.Errorf("redis: %s: %s: removed %d values that did not decode: %w", step, aor, len(bad), errors.Join(bad...))
 	}
 	return out, nil
+}
+
+// bindingSweep is the bindings' part of the shared expiry sweep (sweep.go).
+var bindingSweep = sweepKind[storage.ExpiredBinding]{
+	step:   "sweep expired",
+	prefix: regPrefix,
+	script: expireScript,
+	keys:   func(aor string) []string { return []string{regKey(aor)} },
+	decode: func(aor, _, js string) (storage.ExpiredBinding, error) {
+		b, err := decodeBinding(js)
+		return storage.ExpiredBinding{AOR: aor, Binding: b}, err
+	},
 }
 
 // SweepExpired removes at most limit bindings that expired at now, earliest first, over all
@@ -384,58 +316,5 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 // When Redis fails after some bindings were removed, those are returned without an error (the
 // next call reports the error); they are never dropped.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {
-	return sweepLoop(ctx, "sweep expired", now, limit, s.sweepRound)
-}
-
-// sweepRound examines up to want due index entries of bindings and returns the bindings it
-// removed, and whether more due entries may remain.
-func (s *Store) sweepRound(ctx context.Context, now int64, want int) ([]storage.ExpiredBinding, bool, error) {
-	// 1. Due entries of every shard, one pipeline.
-	cands, more, err := s.dueCandidates(ctx, regPrefix, now, want)
-	if err != nil || len(cands) == 0 {
-		return nil, false, err
-	}
-
-	// 2. Claim each entry: only the sweeper whose ZREM removed it goes on.
-	readd := map[int][]goredis.Z{} // shard → entries to put back in step 4
-	claimed, err := s.claim(ctx, cands, now, readd)
-
-	// 3. Delete the claimed bindings that are still due.
-	type target struct {
-		aor, key string
-		c        candidate
-	}
-	targets := make([]target, 0, len(claimed))
-	for _, c := range claimed {
-		aor, key, ok := parseMember(c.member)
-		if !ok {
-			continue // malformed: it is gone from the index now
-		}
-		targets = append(targets, target{aor, key, c})
-	}
-	results, runErr := s.runAll(ctx, expireScript, len(targets), func(i int) ([]string, []any) {
-		return []string{regKey(targets[i].aor)}, []any{targets[i].key, now}
-	})
-	if runErr == nil {
-		runErr = err
-	}
-	var out []storage.ExpiredBinding
-	for i, r := range results {
-		t := targets[i]
-		js, expired := expireReply(r, t.c, readd)
-		if !expired {
-			continue
-		}
-		b, err := decodeBinding(js)
-		if err != nil {
-			continue // removed; it cannot be reported
-		}
-		out = append(out, storage.ExpiredBinding{AOR: t.aor, Binding: b})
-	}
-
-	// 4. Put back the entries of bindings refreshed since (rare).
-	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
-		runErr = err
-	}
-	return out, more, runErr
+	return bindingSweep.sweep(ctx, s, now, limit)
 }

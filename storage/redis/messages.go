@@ -2,11 +2,9 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,78 +22,6 @@ const (
 	replySender  = "SIMPLED_SENDER"
 	replyForeign = "SIMPLED_FOREIGN"
 )
-
-// wireMessage is the header of a message as stored in msg:{aor}: storage.Message's fields and
-// JSON names but ID (the hash field) and Body (stored raw after the header), with the times in
-// unix seconds so the Lua scripts can compare them.
-type wireMessage struct {
-	DedupKey        string `json:"dedup_key"`
-	Sender          string `json:"sender,omitempty"`
-	Foreign         bool   `json:"foreign,omitempty"`
-	CallID          string `json:"call_id"`
-	CSeq            uint32 `json:"cseq"`
-	From            string `json:"from"`
-	To              string `json:"to"`
-	Date            string `json:"date,omitempty"`
-	ContentType     string `json:"content_type"`
-	ContentEncoding string `json:"content_encoding,omitempty"`
-	StoredAt        int64  `json:"stored_at"`
-	ExpiresAt       int64  `json:"expires_at"`
-}
-
-// encodeMessage returns m as stored: the JSON header, a newline, then the body bytes as they
-// are (JSON never holds a raw newline, so the first one ends the header).
-func encodeMessage(m *storage.Message) ([]byte, error) {
-	w := wireMessage{
-		DedupKey: m.DedupKey, Sender: m.Sender, Foreign: m.Foreign, CallID: m.CallID, CSeq: m.CSeq, From: m.From, To: m.To, Date: m.Date,
-		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
-		StoredAt: m.StoredAt.Unix(), ExpiresAt: m.ExpiresAt.Unix(),
-	}
-	return withBody(&w, m.Body)
-}
-
-// withBody is the stored form of a value with a body (offline messages, publications): the
-// JSON header, a newline, then the body bytes as they are (JSON never holds a raw newline, so
-// the first one ends the header). Binary-safe, and the body is never re-encoded.
-func withBody(header any, body []byte) ([]byte, error) {
-	buf, err := marshalJSON(header, len(body))
-	if err != nil {
-		return nil, err
-	}
-	buf.Write(body)
-	return buf.Bytes(), nil
-}
-
-// splitBody reads withBody's form: it decodes the header into header and returns the body
-// (nil when empty). what names the value in errors.
-func splitBody(what, v string, header any) ([]byte, error) {
-	h, body, ok := strings.Cut(v, "\n")
-	if !ok {
-		return nil, fmt.Errorf("corrupt %s: no header", what)
-	}
-	if err := json.Unmarshal([]byte(h), header); err != nil {
-		return nil, fmt.Errorf("corrupt %s: %w", what, err)
-	}
-	if body == "" {
-		return nil, nil
-	}
-	return []byte(body), nil
-}
-
-// decodeMessage turns a stored value back into the message id.
-func decodeMessage(id, v string) (storage.Message, error) {
-	var w wireMessage
-	body, err := splitBody("message", v, &w)
-	if err != nil {
-		return storage.Message{}, err
-	}
-	return storage.Message{
-		ID: id, DedupKey: w.DedupKey, Sender: w.Sender, Foreign: w.Foreign, CallID: w.CallID, CSeq: w.CSeq, From: w.From, To: w.To,
-		Date: w.Date, ContentType: w.ContentType, ContentEncoding: w.ContentEncoding,
-		StoredAt: time.Unix(w.StoredAt, 0).UTC(), ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-		Body: body,
-	}, nil
-}
 
 func msgMember(aor, id string) string { return indexMember(msgPrefix, aor, id) }
 
@@ -171,8 +97,7 @@ func (s *Store) Messages(ctx context.Context, aor string, now time.Time) ([]stor
 			out = append(out, m)
 		}
 	}
-	// IDs have one width, so string order is store order.
-	slices.SortFunc(out, func(a, b storage.Message) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, storage.CompareMessages)
 	return out, nil
 }
 
@@ -236,61 +161,26 @@ func (s *Store) DeleteMessages(ctx context.Context, aor string) (int, error) {
 	return len(ids.Val()), nil
 }
 
+// messageSweep is the offline messages' part of the shared expiry sweep (sweep.go). Its
+// script replies "live" only for an index entry written early or for a reused ID.
+var messageSweep = sweepKind[storage.ExpiredMessage]{
+	step:   "expire messages",
+	prefix: msgPrefix,
+	script: expireMessageScript,
+	keys:   func(aor string) []string { return []string{msgKey(aor), msgIDKey(aor)} },
+	decode: func(aor, id, v string) (storage.ExpiredMessage, error) {
+		m, err := decodeMessage(id, v)
+		return storage.ExpiredMessage{AOR: aor, Message: m}, err
+	},
+}
+
 // ExpireMessages removes at most limit messages that expired at now, earliest first, over
 // all AORs, and returns them; each is returned by exactly one call, whichever node makes it.
 // It works as SweepExpired does for bindings (see the package doc), on the "msg|" entries of
 // the same index. When Redis fails after some messages were removed, those are returned
 // without an error (the next call reports the error); they are never dropped.
 func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredMessage, error) {
-	return sweepLoop(ctx, "expire messages", now, limit, s.expireRound)
-}
-
-// expireRound examines up to want due index entries of messages and returns the messages it
-// removed, and whether more due entries may remain.
-func (s *Store) expireRound(ctx context.Context, now int64, want int) ([]storage.ExpiredMessage, bool, error) {
-	cands, more, err := s.dueCandidates(ctx, msgPrefix, now, want)
-	if err != nil || len(cands) == 0 {
-		return nil, false, err
-	}
-	readd := map[int][]goredis.Z{}
-	claimed, err := s.claim(ctx, cands, now, readd)
-
-	type target struct {
-		aor, id string
-		c       candidate
-	}
-	targets := make([]target, 0, len(claimed))
-	for _, c := range claimed {
-		aor, id, ok := parseIndexMember(msgPrefix, c.member)
-		if !ok {
-			continue // malformed: it is gone from the index now
-		}
-		targets = append(targets, target{aor, id, c})
-	}
-	results, runErr := s.runAll(ctx, expireMessageScript, len(targets), func(i int) ([]string, []any) {
-		return []string{msgKey(targets[i].aor), msgIDKey(targets[i].aor)}, []any{targets[i].id, now}
-	})
-	if runErr == nil {
-		runErr = err
-	}
-	var out []storage.ExpiredMessage
-	for i, r := range results {
-		t := targets[i]
-		// "live" happens only for an index entry written early or for a reused ID.
-		v, expired := expireReply(r, t.c, readd)
-		if !expired {
-			continue
-		}
-		m, err := decodeMessage(t.id, v)
-		if err != nil {
-			continue // removed; it cannot be reported
-		}
-		out = append(out, storage.ExpiredMessage{AOR: t.aor, Message: m})
-	}
-	if err := s.putBack(ctx, readd); err != nil && runErr == nil {
-		runErr = err
-	}
-	return out, more, runErr
+	return messageSweep.sweep(ctx, s, now, limit)
 }
 
 // MarkKnown remembers aor as a known user until the given time (whole seconds), never
@@ -318,9 +208,9 @@ func (s *Store) Known(ctx context.Context, aor string, now time.Time) (bool, err
 	if err != nil {
 		return false, unavailable(step, err)
 	}
-	u, err := strconv.ParseInt(v, 10, 64)
+	u, err := decodeUntil(v)
 	if err != nil {
-		return false, fmt.Errorf("redis: %s: %s: corrupt until %q", step, aor, v)
+		return false, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
 	return u > now.Unix(), nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -136,8 +135,14 @@ func TestMessageKeys(t *testing.T) {
 		t.Errorf("keys after DeleteMessages: exists=%d, %v", n, err)
 	}
 
-	// known:{aor}: until in unix seconds; the key expires grace after until, and a mark
-	// with an earlier until changes neither.
+	checkKnownKey(t, s, aor, now, grace)
+}
+
+// checkKnownKey checks known:{aor}: until in unix seconds; the key expires grace after until,
+// and a mark with an earlier until changes neither.
+func checkKnownKey(t *testing.T, s *redis.Store, aor string, now time.Time, grace time.Duration) {
+	t.Helper()
+	ctx, c := t.Context(), s.Client()
 	until := now.Add(time.Hour)
 	if err := s.MarkKnown(ctx, aor, until); err != nil {
 		t.Fatalf("MarkKnown: %v", err)
@@ -148,7 +153,7 @@ func TestMessageKeys(t *testing.T) {
 	if v, err := c.Get(ctx, "known:{"+aor+"}").Result(); err != nil || v != fmt.Sprint(until.Unix()) {
 		t.Errorf("GET known = %q, %v; want %d", v, err, until.Unix())
 	}
-	want = time.Until(until.Add(grace))
+	want := time.Until(until.Add(grace))
 	if pttl, err := c.PTTL(ctx, "known:{"+aor+"}").Result(); err != nil || pttl > want+time.Second || pttl < want-5*time.Second {
 		t.Errorf("PTTL known = %v, %v; want about %v", pttl, err, want)
 	}
@@ -212,10 +217,7 @@ func TestSweepKinds(t *testing.T) {
 func TestExpireMessagesAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	const nodes, aors, per = 4, 50, 4
-	stores := make([]*redis.Store, nodes)
-	for i := range stores {
-		stores[i] = connect(t, srv.URL(), redis.Options{})
-	}
+	stores := connectNodes(t, srv.URL(), nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -226,41 +228,11 @@ func TestExpireMessagesAcrossNodes(t *testing.T) {
 			}
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-	)
+	var sweeps []storagetest.Sweep
 	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					ex, err := s.ExpireMessages(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpireMessages: %v", err)
-						return
-					}
-					mu.Lock()
-					for _, e := range ex {
-						seen[e.AOR+"|"+e.Message.ID]++
-					}
-					mu.Unlock()
-					if len(ex) == 0 {
-						return
-					}
-				}
-			})
-		}
+		sweeps = append(sweeps, storagetest.MessageSweep(s), storagetest.MessageSweep(s))
 	}
-	wg.Wait()
-	if len(seen) != aors*per {
-		t.Errorf("expired %d distinct messages, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	storagetest.SweptOnce(t, now.Add(10*time.Second), 9, aors*per, sweeps...)
 }
 
 // TestMessagesCorrupt: stored values that do not decode give errors, never panics, do not

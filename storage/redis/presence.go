@@ -1,9 +1,7 @@
 package redis
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,22 +14,22 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Presence data (presence.Store). Keys, in the manner of the package doc:
+// Presence data (presence's PublicationStore, SubscriptionStore and RuleStore). Keys, in the manner of the package doc:
 //
 //	pub:{aor}    hash    entity tag → publication: a JSON header (storage.Publication's
-//	                     fields but ETag, the hash field, and Body, times in unix seconds,
+//	                     JSON names: not ETag, the hash field, nor Body; times in unix s,
 //	                     expires_at always first), a newline, then the body bytes as they are
 //	                     (binary safe, no base64); TTL = latest expiry + Options.KeyGrace,
 //	                     relative to the caller's now
-//	sub:{aor}    hash    subscription ID → subscription JSON (storage.Subscription's fields,
-//	                     times in unix seconds, expires_at always first); TTL = latest expiry
+//	sub:{aor}    hash    subscription ID → subscription JSON (storage.Subscription's JSON
+//	                     names, times in unix seconds, expires_at always first); TTL = latest expiry
 //	                     written + Options.KeyGrace (PEXPIREAT on Redis's clock, never
 //	                     shortened: PutSubscription does not read the other subscriptions)
 //	rules:{aor}  hash    watcher → rule; no TTL
 //	exp:{n}      zset    as for bindings, members "pub|<aor>|<etag>" and "sub|<aor>|<id>"
 //
 // Both values start with `{"expires_at":<unix s>` because Go writes a struct's fields in
-// order: the scripts read the expiry with one anchored match, without decoding the value, and
+// order and their record structs (codec.go) declare it first: the scripts read the expiry with one anchored match, without decoding the value, and
 // a refresh rewrites that number in place, so the header and body of a publication pass
 // through Lua untouched (no re-encoding, see scripts.go). A value that does not start so is
 // corrupt: Publish drops it like an expired publication, the sweeps delete it.
@@ -50,8 +48,8 @@ import (
 //     expiries of both tags, and one more round trip sets their entries back (ZREM of the
 //     early one, ZADD LT of a stored one: an expired If-Match publication stays for the
 //     sweep to report). After an unknown outcome (an error) the If-Match entry is put back
-//     early, in the background (unknownOutcome). The entries of the expired publications the script dropped are left to
-//     the sweep: they are due already, and it drops an entry whose item is gone. A failed
+//     early, in the background (unknownOutcome). The entries of the expired publications
+//     the script dropped are left to the sweep: they are due already, and it drops an entry whose item is gone. A failed
 //     ZADD is tried once more; if that fails too the publication has no index entry:
 //     ExpirePublications never reports it, but it is hidden once expired, dropped by the
 //     next Publish for the AOR and by the key's TTL at the latest. After a lost reply
@@ -87,145 +85,6 @@ const (
 // publication.
 const replyNoMatch = "SIMPLED_NOMATCH"
 
-// wirePublication is the header of a publication as stored in pub:{aor}.
-type wirePublication struct {
-	ExpiresAt   int64  `json:"expires_at"` // first: the scripts read and rewrite it in place
-	ContentType string `json:"content_type"`
-	UpdatedAt   int64  `json:"updated_at"`
-	Source      string `json:"source,omitempty"`
-}
-
-// wireSubscription is a subscription as stored in sub:{aor}: storage.Subscription's fields
-// and JSON names, with the times in unix seconds.
-type wireSubscription struct {
-	ExpiresAt    int64    `json:"expires_at"` // first: the scripts read it with a match
-	ID           string   `json:"id"`
-	AOR          string   `json:"aor"`
-	Event        string   `json:"event"`
-	Watcher      string   `json:"watcher"`
-	WatcherURI   string   `json:"watcher_uri"`
-	WatcherName  string   `json:"watcher_name,omitempty"`
-	CallID       string   `json:"call_id"`
-	FromTag      string   `json:"from_tag"`
-	Accept       []string `json:"accept,omitempty"`
-	RouteSet     []string `json:"route_set,omitempty"`
-	RemoteTarget string   `json:"remote_target"`
-	RemoteCSeq   uint32   `json:"remote_cseq"`
-	Transport    string   `json:"transport,omitempty"`
-	Source       string   `json:"source,omitempty"`
-	State        string   `json:"state"`
-	CreatedAt    int64    `json:"created_at"`
-	Node         string   `json:"node,omitempty"`
-}
-
-// marshalJSON encodes v without HTML escaping (stored values read as what they hold) and
-// with encoding/json's trailing newline.
-func marshalJSON(v any, extra int) (*bytes.Buffer, error) {
-	var buf bytes.Buffer
-	buf.Grow(256 + extra)
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return &buf, nil
-}
-
-// encodePublication returns the stored value of the publication a new or modifying op stores
-// (its body changed at op.Now): the JSON header, a newline (which ends it: JSON never holds a
-// raw one), then the body bytes as they are.
-func encodePublication(op *storage.PublishOp) ([]byte, error) {
-	w := wirePublication{ExpiresAt: op.ExpiresAt.Unix(), ContentType: op.ContentType, UpdatedAt: op.Now.Unix(), Source: op.Source}
-	return withBody(&w, op.Body)
-}
-
-// decodePublication turns the stored value v of etag back into a publication.
-func decodePublication(etag, v string) (storage.Publication, error) {
-	var w wirePublication
-	body, err := splitBody("publication", v, &w)
-	if err != nil {
-		return storage.Publication{}, err
-	}
-	return storage.Publication{
-		ETag: etag, ContentType: w.ContentType, ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(),
-		UpdatedAt: time.Unix(w.UpdatedAt, 0).UTC(), Source: w.Source, Body: body,
-	}, nil
-}
-
-func encodeSubscription(s *storage.Subscription) (string, error) {
-	w := wireSubscription{
-		ExpiresAt: s.ExpiresAt.Unix(), ID: s.ID, AOR: s.AOR, Event: s.Event, Watcher: s.Watcher,
-		WatcherURI: s.WatcherURI, WatcherName: s.WatcherName, CallID: s.CallID, FromTag: s.FromTag,
-		Accept: s.Accept, RouteSet: s.RouteSet, RemoteTarget: s.RemoteTarget, RemoteCSeq: s.RemoteCSeq,
-		Transport: s.Transport, Source: s.Source, State: s.State, CreatedAt: s.CreatedAt.Unix(), Node: s.Node,
-	}
-	buf, err := marshalJSON(&w, 0)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), nil
-}
-
-func cloneSubscription(s storage.Subscription) storage.Subscription {
-	s.Accept, s.RouteSet = slices.Clone(s.Accept), slices.Clone(s.RouteSet)
-	return s
-}
-
-func decodeSubscription(js string) (storage.Subscription, error) {
-	var w wireSubscription
-	if err := json.Unmarshal([]byte(js), &w); err != nil {
-		return storage.Subscription{}, fmt.Errorf("corrupt subscription: %w", err)
-	}
-	if len(w.Accept) == 0 {
-		w.Accept = nil
-	}
-	if len(w.RouteSet) == 0 {
-		w.RouteSet = nil
-	}
-	return storage.Subscription{
-		ID: w.ID, AOR: w.AOR, Event: w.Event, Watcher: w.Watcher, WatcherURI: w.WatcherURI,
-		WatcherName: w.WatcherName, CallID: w.CallID, FromTag: w.FromTag, Accept: w.Accept,
-		RouteSet: w.RouteSet, RemoteTarget: w.RemoteTarget, RemoteCSeq: w.RemoteCSeq,
-		Transport: w.Transport, Source: w.Source, State: w.State,
-		ExpiresAt: time.Unix(w.ExpiresAt, 0).UTC(), CreatedAt: time.Unix(w.CreatedAt, 0).UTC(), Node: w.Node,
-	}, nil
-}
-
-// checkPublish returns why op is malformed (a caller's bug, not a sentinel), or nil.
-func checkPublish(op *storage.PublishOp) error {
-	switch {
-	case op.Remove && op.IfMatch == "":
-		return errors.New("remove without IfMatch")
-	case op.Remove:
-		return nil
-	case op.NewETag == "":
-		return errors.New("empty NewETag")
-	case op.IfMatch == "" && op.Body == nil:
-		return errors.New("new publication without Body")
-	case op.ExpiresAt.Unix() <= op.Now.Unix():
-		return fmt.Errorf("ExpiresAt %v not after Now %v", op.ExpiresAt, op.Now)
-	}
-	return nil
-}
-
-// checkRule returns an error unless watcher is set and rule is a storage.Rule* value.
-func checkRule(watcher, rule string) error {
-	if watcher == "" || !slices.Contains([]string{storage.RuleAllow, storage.RuleBlock, storage.RulePoliteBlock, storage.RulePending}, rule) {
-		return fmt.Errorf("watcher %q, rule %q: want a watcher and allow, block, polite-block or pending", watcher, rule)
-	}
-	return nil
-}
-
-// byUpdated is the order of Publications: oldest UpdatedAt first, then ETag.
-func byUpdated(a, b storage.Publication) int {
-	if c := a.UpdatedAt.Compare(b.UpdatedAt); c != 0 {
-		return c
-	}
-	return strings.Compare(a.ETag, b.ETag)
-}
-
-func byID(a, b storage.Subscription) int { return strings.Compare(a.ID, b.ID) }
-
 func pubMember(aor, etag string) string { return indexMember(pubPrefix, aor, etag) }
 func subMember(aor, id string) string   { return indexMember(subPrefix, aor, id) }
 
@@ -234,7 +93,7 @@ func subMember(aor, id string) string   { return indexMember(subPrefix, aor, id)
 // (in the publications; the index may hold harmless early entries).
 func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (storage.Publication, error) {
 	const step = "publish"
-	if err := checkPublish(&op); err != nil {
+	if err := op.Validate(); err != nil {
 		return storage.Publication{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
 	mode, etag := "remove", op.IfMatch
@@ -246,7 +105,9 @@ func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (
 	default:
 		mode, etag = "store", op.NewETag
 		var err error
-		if value, err = encodePublication(&op); err != nil {
+		// A new or modified publication: its body changed at op.Now.
+		p := storage.Publication{ContentType: op.ContentType, Body: op.Body, ExpiresAt: op.ExpiresAt, UpdatedAt: op.Now, Source: op.Source}
+		if value, err = encodePublication(&p); err != nil {
 			return storage.Publication{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 		}
 	}
@@ -373,7 +234,7 @@ func (s *Store) unpublishIndex(ctx context.Context, ex string, added bool, membe
 // ETag); nil when there are none (one HGETALL).
 func (s *Store) Publications(ctx context.Context, aor string, now time.Time) ([]storage.Publication, error) {
 	return liveValues(ctx, s, "publications", aor, pubKey(aor), now, decodePublication,
-		func(p *storage.Publication) time.Time { return p.ExpiresAt }, byUpdated)
+		func(p *storage.Publication) time.Time { return p.ExpiresAt }, storage.ComparePublications)
 }
 
 // hgetAll reads the hash key through the batcher.
@@ -409,6 +270,7 @@ func liveValues[T any](ctx context.Context, s *Store, step, aor, key string, now
 
 // pubSweep is the publications' part of the shared expiry sweep.
 var pubSweep = sweepKind[storage.ExpiredPublication]{
+	step:   "expire publications",
 	prefix: pubPrefix,
 	script: expirePresenceScript,
 	keys:   func(aor string) []string { return []string{pubKey(aor)} },
@@ -424,7 +286,7 @@ var pubSweep = sweepKind[storage.ExpiredPublication]{
 // When Redis fails after some publications were removed, those are returned without an error
 // (the next call reports the error); they are never dropped.
 func (s *Store) ExpirePublications(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredPublication, error) {
-	return pubSweep.sweep(ctx, s, "expire publications", now, limit)
+	return pubSweep.sweep(ctx, s, now, limit)
 }
 
 // PutSubscription stores sub whole under sub.AOR and sub.ID; with minCSeq > 0 only if no
@@ -433,8 +295,8 @@ func (s *Store) ExpirePublications(ctx context.Context, now time.Time, limit int
 // putSubscriptionScript, one round trip.
 func (s *Store) PutSubscription(ctx context.Context, sub storage.Subscription, minCSeq uint32) error {
 	const step = "put subscription"
-	if sub.ID == "" {
-		return fmt.Errorf("redis: %s: %s: empty ID", step, sub.AOR)
+	if err := sub.Validate(); err != nil {
+		return fmt.Errorf("redis: %s: %s: %w", step, sub.AOR, err)
 	}
 	js, err := encodeSubscription(&sub)
 	if err != nil {
@@ -492,7 +354,7 @@ func (s *Store) Subscription(ctx context.Context, aor, id string, now time.Time)
 func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([]storage.Subscription, error) {
 	return liveValues(ctx, s, "subscriptions", aor, subKey(aor), now,
 		func(_, js string) (storage.Subscription, error) { return s.subs.get(js, decodeSubscription) },
-		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, byID)
+		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, storage.CompareSubscriptions)
 }
 
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with
@@ -529,6 +391,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, aor, id string, now time
 
 // subSweep is the subscriptions' part of the shared expiry sweep.
 var subSweep = sweepKind[storage.ExpiredSubscription]{
+	step:   "expire subscriptions",
 	prefix: subPrefix,
 	script: expirePresenceScript,
 	keys:   func(aor string) []string { return []string{subKey(aor)} },
@@ -541,13 +404,13 @@ var subSweep = sweepKind[storage.ExpiredSubscription]{
 // ExpireSubscriptions removes at most limit subscriptions that expired at now, earliest
 // first, over all AORs, and returns them, each by exactly one call (as ExpirePublications).
 func (s *Store) ExpireSubscriptions(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredSubscription, error) {
-	return subSweep.sweep(ctx, s, "expire subscriptions", now, limit)
+	return subSweep.sweep(ctx, s, now, limit)
 }
 
 // SetRule sets aor's rule for watcher (one HSET).
 func (s *Store) SetRule(ctx context.Context, aor, watcher, rule string) error {
 	const step = "set rule"
-	if err := checkRule(watcher, rule); err != nil {
+	if err := storage.CheckRule(watcher, rule); err != nil {
 		return fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
 	cmd := goredis.NewIntCmd(ctx, "hset", rulesKey(aor), watcher, rule)

@@ -5,21 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
 	"github.com/simpled/simpled/storage/storagetest"
 
 	goredis "github.com/redis/go-redis/v9"
 )
-
-var _ presence.Store = (*redis.Store)(nil)
 
 // publication is a new publication of body under etag at now for age.
 func publication(now time.Time, etag string, body []byte, age time.Duration) storage.PublishOp {
@@ -68,7 +64,7 @@ func TestPresenceKeys(t *testing.T) {
 		t.Fatalf("HGET pub: %v", err)
 	}
 	header, rest, _ := strings.Cut(v, "\n")
-	if wantHeader := fmt.Sprintf(`{"expires_at":%d,"content_type":"application/pidf+xml","updated_at":%d,"source":"sip:a@h"}`, now.Unix()+60, now.Unix()); header != wantHeader || rest != string(body) {
+	if wantHeader := fmt.Sprintf(`{"expires_at":%d,"content_type":"application/pidf+xml","source":"sip:a@h","updated_at":%d}`, now.Unix()+60, now.Unix()); header != wantHeader || rest != string(body) {
 		t.Errorf("stored publication = %q, want header %s", v, wantHeader)
 	}
 	pttl("pub:{"+aor+"}", 600*time.Second+grace)
@@ -123,7 +119,13 @@ func TestPresenceKeys(t *testing.T) {
 		t.Errorf("index entry of a deleted subscription left in %s", got)
 	}
 
-	// rules:{aor}: watcher → rule, no TTL.
+	checkRuleKey(t, s, aor)
+}
+
+// checkRuleKey checks rules:{aor}: watcher → rule, no TTL.
+func checkRuleKey(t *testing.T, s *redis.Store, aor string) {
+	t.Helper()
+	ctx, c := t.Context(), s.Client()
 	if err := s.SetRule(ctx, aor, "example.org", storage.RuleBlock); err != nil {
 		t.Fatalf("SetRule: %v", err)
 	}
@@ -228,10 +230,7 @@ func TestPresenceCorrupt(t *testing.T) {
 func TestExpirePresenceAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	const nodes, aors, per = 4, 50, 4
-	stores := make([]*redis.Store, nodes)
-	for i := range stores {
-		stores[i] = connect(t, srv.URL(), redis.Options{})
-	}
+	stores := connectNodes(t, srv.URL(), nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -246,49 +245,11 @@ func TestExpirePresenceAcrossNodes(t *testing.T) {
 			}
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-	)
+	var sweeps []storagetest.Sweep
 	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					ps, err := s.ExpirePublications(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpirePublications: %v", err)
-						return
-					}
-					subs, err := s.ExpireSubscriptions(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("ExpireSubscriptions: %v", err)
-						return
-					}
-					mu.Lock()
-					for _, e := range ps {
-						seen["pub|"+e.AOR+"|"+e.Publication.ETag]++
-					}
-					for _, e := range subs {
-						seen["sub|"+e.AOR+"|"+e.Subscription.ID]++
-					}
-					mu.Unlock()
-					if len(ps)+len(subs) == 0 {
-						return
-					}
-				}
-			})
-		}
+		sweeps = append(sweeps, storagetest.PublicationSweep(s), storagetest.SubscriptionSweep(s))
 	}
-	wg.Wait()
-	if len(seen) != 2*aors*per {
-		t.Errorf("expired %d distinct items, want %d", len(seen), 2*aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	storagetest.SweptOnce(t, now.Add(10*time.Second), 9, 2*aors*per, sweeps...)
 }
 
 // TestPresenceScriptCacheFlushed: after SCRIPT FLUSH every presence script falls back to

@@ -1,19 +1,20 @@
 // Package redis is simpled's Redis storage backend: persistence, several simpled nodes on one
 // Redis, and Redis Cluster to scale out. It implements registrar.Store, auth.Store,
-// offline.MessageStore and storage.Backend with the semantics storage/storagetest checks (the
-// memory backend passes the same suite). Redis 7.0 or later.
+// offline.MessageStore, presence's stores, storage.Credentials and storage.Backend with the
+// semantics storage/storagetest checks (the memory backend passes the same suite). Redis 7.0
+// or later.
 //
 // # Keys
 //
 // Hash tags keep one user's keys in one Cluster slot; no command or script ever combines keys
 // of different slots.
 //
-//	reg:{aor}        hash    binding key → binding JSON (storage.Binding's fields, with
+//	reg:{aor}        hash    binding key → binding JSON (storage.Binding's JSON names, with
 //	                         expires_at and updated_at in unix seconds); TTL = latest expiry +
 //	                         Options.KeyGrace, a backstop for when no sweeper runs (PEXPIRE
 //	                         relative to the caller's now, so clock offsets do not matter)
 //	msg:{aor}        hash    message ID → offline message: a JSON header (storage.Message's
-//	                         fields but ID and Body, times in unix seconds), a newline, then
+//	                         JSON names: not ID and Body; times in unix seconds), a newline, then
 //	                         the body bytes as they are (binary safe, no base64); TTL as
 //	                         reg:{aor}, from the latest message expiry
 //	msgid:{aor}      hash    dedup key → "<id> <expires_at> <size> <foreign> <sender>", one
@@ -23,8 +24,9 @@
 //	known:{aor}      string  known-user until (unix s); expires at until + Options.KeyGrace
 //	                         (PXAT, Redis's clock)
 //	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; the sweep index of every kind:
-//	                         member "reg|<aor>|<binding key>" or "msg|<aor>|<message ID>" (| and
-//	                         % in aor %-escaped), score = expires_at
+//	                         member "reg|<aor>|<binding key>", "msg|<aor>|<message ID>",
+//	                         "pub|<aor>|<etag>" or "sub|<aor>|<subscription ID>" (| and % in
+//	                         aor %-escaped), score = expires_at
 //	cred:{aor}       hash    realm → storage.Credential JSON
 //	creds            set     every AOR with a credential (HasCredentials is one EXISTS)
 //	nonce:{<nonce>}  string  highest nonce count accepted; TTL = the ttl of the last accepted
@@ -32,7 +34,7 @@
 //	                         nonces carry it, so after a FLUSHALL or a restart without
 //	                         persistence older nonces are refused, not replayable
 //
-// The mailbox is a hash, not a stream (DESIGN §3 first named a stream). StoreMessage must
+// The mailbox is a hash, not a stream (the first design named a stream). StoreMessage must
 // drop expired entries, dedup and check a count and a byte limit in one script; a stream
 // helps with none of it (the script would read every entry whole, bodies included, to learn
 // expiries and sizes), deleting a delivered message from the middle (XDEL) frees memory only
@@ -58,15 +60,16 @@
 // Bindings once expired). Scripts are sent with EVALSHA and, if Redis does not know them
 // (NOSCRIPT, e.g. after a restart), once more with EVAL.
 //
-// SweepExpired takes about three round trips per batch: a script per index shard listing its
-// due "reg|" entries (one pipeline over the 16 shards; the script pages past other kinds'
-// entries inside Redis, so a backlog of one kind cannot hide another's), a claim script per
-// candidate on its exp:{n} key (ZREM only if the score is still due, so exactly one sweeper
-// claims it), and for the claimed ones a script on reg:{aor} that deletes the binding only if
-// its stored expiry is due and returns it. A binding refreshed in between is left alone and
-// its index entry put back (ZADD LT). So each expired binding is returned once, across any
-// number of nodes. ExpireMessages is the same sweep over the "msg|" entries (sweep.go holds
-// the shared steps).
+// Every expiry sweep (SweepExpired, ExpireMessages, ExpirePublications, ExpireSubscriptions)
+// is one path, sweepKind.sweep in sweep.go, and takes about three round trips per batch: a
+// script per index shard listing its due entries of the kind ("reg|", "msg|", "pub|",
+// "sub|"; one pipeline over the 16 shards; the script pages past other kinds' entries inside
+// Redis, so a backlog of one kind cannot hide another's), a claim script per candidate on its
+// exp:{n} key (ZREM only if the score is still due, so exactly one sweeper claims it), and
+// for the claimed ones the kind's script on its keys, which deletes the item only if its
+// stored expiry is due and returns it. An item refreshed in between is left alone and its
+// index entry put back (ZADD LT). So each expired item is returned once, across any number of
+// nodes.
 //
 // StoreMessage is one script on msg:{aor} and msgid:{aor} (drop expired, dedup, limits,
 // store, TTLs, atomically) and, when it stored the message, a second round trip for its
@@ -149,9 +152,9 @@ type Options struct {
 	// TLSConfig replaces the TLS settings of a rediss:// URL (default: verify the server name
 	// from the URL). Ignored for plain redis://.
 	TLSConfig *tls.Config
-	// KeyGrace is added to the latest binding expiry of an AOR to form the TTL of its
-	// reg:{aor} key. It must exceed the sweep interval, or a stopped sweeper loses expiry
-	// events. Default 1 h.
+	// KeyGrace is added to the latest expiry of an AOR's items to form the TTL of its keys
+	// (reg:, msg:, msgid:, pub:, sub:{aor}) and to a known user's until (known:{aor}). It
+	// must exceed the sweep interval, or a stopped sweeper loses expiry events. Default 1 h.
 	KeyGrace time.Duration
 }
 
@@ -372,7 +375,7 @@ func msgKey(aor string) string   { return "msg:{" + aor + "}" }
 func msgIDKey(aor string) string { return "msgid:{" + aor + "}" }
 func knownKey(aor string) string { return "known:{" + aor + "}" }
 
-// expKey is the index shard of aor's bindings and messages.
+// expKey is the index shard of aor's items of every kind.
 func expKey(aor string) string { return expShard(int(shardOf(aor))) }
 
 func expShard(n int) string { return "exp:{" + strconv.Itoa(n) + "}" }

@@ -8,14 +8,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/base/redistest"
-	offlinepkg "github.com/simpled/simpled/offline"
-	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/redis"
 	"github.com/simpled/simpled/storage/storagetest"
@@ -24,13 +20,12 @@ import (
 	"github.com/redis/go-redis/v9/logging"
 )
 
+// The backend satisfies every contract of the conformance suite (the stages' own interfaces
+// are checked where the backend is wired to them, in internal/server).
 var (
-	_ registrar.Store         = (*redis.Store)(nil)
-	_ auth.Store              = (*redis.Store)(nil)
-	_ offlinepkg.MessageStore = (*redis.Store)(nil)
-	_ storage.Backend         = (*redis.Store)(nil)
-	_ storage.Credentials     = (*redis.Store)(nil)
-	_ storagetest.Store       = (*redis.Store)(nil)
+	_ storage.Backend     = (*redis.Store)(nil)
+	_ storage.Credentials = (*redis.Store)(nil)
+	_ storagetest.Store   = (*redis.Store)(nil)
 )
 
 // connect opens a Store on url and closes it in t.Cleanup.
@@ -44,6 +39,16 @@ func connect(t testing.TB, url string, opts redis.Options) *redis.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// connectNodes opens n Stores on url: n simpled nodes sharing one Redis.
+func connectNodes(t testing.TB, url string, n int) []*redis.Store {
+	t.Helper()
+	stores := make([]*redis.Store, n)
+	for i := range stores {
+		stores[i] = connect(t, url, redis.Options{})
+	}
+	return stores
 }
 
 // flush empties every database of the server(s) behind s.
@@ -472,10 +477,7 @@ func TestNonceEpochFlush(t *testing.T) {
 func TestSweepAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	const nodes, aors, per = 4, 50, 4
-	stores := make([]*redis.Store, nodes)
-	for i := range stores {
-		stores[i] = connect(t, srv.URL(), redis.Options{})
-	}
+	stores := connectNodes(t, srv.URL(), nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -489,41 +491,11 @@ func TestSweepAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-	)
+	var sweeps []storagetest.Sweep
 	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					sw, err := s.SweepExpired(ctx, now.Add(10*time.Second), 9)
-					if err != nil {
-						t.Errorf("SweepExpired: %v", err)
-						return
-					}
-					mu.Lock()
-					for _, e := range sw {
-						seen[e.AOR+"|"+e.Binding.Key]++
-					}
-					mu.Unlock()
-					if len(sw) == 0 {
-						return
-					}
-				}
-			})
-		}
+		sweeps = append(sweeps, storagetest.BindingSweep(s), storagetest.BindingSweep(s))
 	}
-	wg.Wait()
-	if len(seen) != aors*per {
-		t.Errorf("swept %d distinct bindings, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	storagetest.SweptOnce(t, now.Add(10*time.Second), 9, aors*per, sweeps...)
 }
 
 // TestIndexRepair: the index may be early (the sweep verifies and puts the entry back) but a

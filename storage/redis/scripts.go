@@ -150,8 +150,8 @@ return {out, removed, expired, evicted, added, refreshed}
 `)
 
 // dueScript lists the due entries of one kind in one exp:{n} index shard: members that start
-// with the kind's prefix ("reg|", "msg|") and whose score is at or before now, earliest
-// first, at most want of them. It pages through the due range inside Redis, skipping the
+// with the kind's prefix ("reg|", "msg|", "pub|", "sub|") and whose score is at or before
+// now, earliest first, at most want of them. It pages through the due range inside Redis, skipping the
 // other kinds' entries, so a backlog of one kind cannot hide another's.
 //
 //	KEYS[1]  exp:{n}

@@ -8,14 +8,17 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/simpled/simpled/storage"
+
 	goredis "github.com/redis/go-redis/v9"
 )
 
 // The expiry sweeps of every kind (bindings, offline messages, publications, subscriptions)
-// share the exp:{n} index and these steps: find the due entries of one kind, claim them, and
-// put back the entries whose outcome is unknown or whose item turned out to be live. What to
-// do with a claimed entry is the kind's own step (sweepKind describes it for the kinds that
-// use the shared round).
+// share the exp:{n} index and one path, sweepKind.sweep: find the due entries of one kind,
+// claim them, run the kind's script on the claimed ones, and put back the entries whose
+// outcome is unknown or whose item turned out to be live. A kind supplies only its index
+// prefix, its script, its keys and its decoder (bindingSweep, messageSweep, pubSweep,
+// subSweep).
 
 // candidate is an index entry found due by a sweep.
 type candidate struct {
@@ -139,32 +142,6 @@ func (s *Store) runAll(ctx context.Context, sc *goredis.Script, n int, call func
 	return cmds, nil
 }
 
-// sweepLoop runs round until limit items were removed or none are left: the loop shared by
-// SweepExpired and ExpireMessages. Items removed before an error are returned without it (the
-// next call reports it), so nothing removed is ever dropped.
-func sweepLoop[T any](ctx context.Context, step string, now time.Time, limit int,
-	round func(ctx context.Context, now int64, want int) ([]T, bool, error)) ([]T, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("redis: %s: limit %d: must be positive", step, limit)
-	}
-	n := now.Unix()
-	var out []T
-	for len(out) < limit {
-		got, more, err := round(ctx, n, limit-len(out))
-		out = append(out, got...)
-		if err != nil {
-			if len(out) > 0 {
-				return out, nil
-			}
-			return nil, unavailable(step, err)
-		}
-		if !more {
-			break
-		}
-	}
-	return out, nil
-}
-
 // expireReply reads the reply of the expiry script for a claimed index entry c. On
 // {"expired", value} the item was removed and its stored value is returned with true. On
 // {"live", expires-at} it was refreshed since: the entry goes back at its new expiry. On an
@@ -191,10 +168,12 @@ func expireReply(r *goredis.Cmd, c candidate, readd map[int][]goredis.Z) (string
 	return "", false
 }
 
-// sweepKind is one kind's own step of an expiry sweep: its index prefix, the script that
-// deletes a claimed item if it is due (KEYS from keys(aor), ARGV the item's id and now; it
-// replies as expireReply reads), and how a removed item's stored value decodes.
+// sweepKind is one kind's own part of an expiry sweep: the step named in errors, its index
+// prefix, the script that deletes a claimed item if it is due (KEYS from keys(aor), ARGV the
+// item's id and now; it replies as expireReply reads), and how a removed item's stored value
+// decodes.
 type sweepKind[T any] struct {
+	step   string
 	prefix string
 	script *goredis.Script
 	keys   func(aor string) []string
@@ -202,11 +181,29 @@ type sweepKind[T any] struct {
 }
 
 // sweep removes at most limit items of the kind that expired at now, over all AORs, and
-// returns them, each by exactly one call whichever node makes it (sweepLoop over round).
-func (k *sweepKind[T]) sweep(ctx context.Context, s *Store, step string, now time.Time, limit int) ([]T, error) {
-	return sweepLoop(ctx, step, now, limit, func(ctx context.Context, now int64, want int) ([]T, bool, error) {
-		return k.round(ctx, s, now, want)
-	})
+// returns them, each by exactly one call whichever node makes it: rounds until limit items
+// were removed or none are left. Items removed before an error are returned without it (the
+// next call reports it), so nothing removed is ever dropped.
+func (k *sweepKind[T]) sweep(ctx context.Context, s *Store, now time.Time, limit int) ([]T, error) {
+	if err := storage.CheckLimit(limit); err != nil {
+		return nil, fmt.Errorf("redis: %s: %w", k.step, err)
+	}
+	n := now.Unix()
+	var out []T
+	for len(out) < limit {
+		got, more, err := k.round(ctx, s, n, limit-len(out))
+		out = append(out, got...)
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, unavailable(k.step, err)
+		}
+		if !more {
+			break
+		}
+	}
+	return out, nil
 }
 
 // round examines up to want due index entries of the kind and returns the items it removed,

@@ -10,21 +10,6 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// TestWireBindingFields keeps wireBinding in step with storage.Binding: same fields, same
-// JSON names, in the same order. A field added to storage.Binding must be added here.
-func TestWireBindingFields(t *testing.T) {
-	bt, wt := reflect.TypeFor[storage.Binding](), reflect.TypeFor[wireBinding]()
-	if bt.NumField() != wt.NumField() {
-		t.Fatalf("storage.Binding has %d fields, wireBinding %d", bt.NumField(), wt.NumField())
-	}
-	for i := range bt.NumField() {
-		b, w := bt.Field(i), wt.Field(i)
-		if b.Name != w.Name || b.Tag.Get("json") != w.Tag.Get("json") {
-			t.Errorf("field %d: storage.Binding %s %q, wireBinding %s %q", i, b.Name, b.Tag.Get("json"), w.Name, w.Tag.Get("json"))
-		}
-	}
-}
-
 func TestBindingRoundTrip(t *testing.T) {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.FixedZone("CET", 3600))
 	in := storage.Binding{
@@ -115,25 +100,6 @@ func TestClusterURL(t *testing.T) {
 				t.Fatalf("clusterURL = %q, %v; want %q", got, err, tc.want)
 			}
 		})
-	}
-}
-
-// TestWireMessageFields keeps wireMessage in step with storage.Message: its fields but ID
-// and Body (stored apart), same JSON names, in the same order.
-func TestWireMessageFields(t *testing.T) {
-	mt, wt := reflect.TypeFor[storage.Message](), reflect.TypeFor[wireMessage]()
-	var names []string
-	for i := range mt.NumField() {
-		if f := mt.Field(i); f.Name != "ID" && f.Name != "Body" {
-			names = append(names, f.Name+" "+f.Tag.Get("json"))
-		}
-	}
-	var wnames []string
-	for i := range wt.NumField() {
-		wnames = append(wnames, wt.Field(i).Name+" "+wt.Field(i).Tag.Get("json"))
-	}
-	if !reflect.DeepEqual(names, wnames) {
-		t.Errorf("storage.Message fields %q, wireMessage %q", names, wnames)
 	}
 }
 

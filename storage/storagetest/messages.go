@@ -93,13 +93,10 @@ func mustHas(t *testing.T, s Store, aor string, want bool) {
 }
 
 // dedupKeys returns the DedupKeys of ms in order.
-func dedupKeys(ms []storage.Message) []string {
-	out := make([]string, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, m.DedupKey)
-	}
-	return out
-}
+func dedupKeys(ms []storage.Message) []string { return names(ms, dedupKey) }
+
+// dedupKey names a message in failures.
+func dedupKey(m storage.Message) string { return m.DedupKey }
 
 // stored returns m as a store returns it: with id, times in whole seconds UTC.
 func stored(m storage.Message, id string) storage.Message {
@@ -113,15 +110,7 @@ func stored(m storage.Message, id string) storage.Message {
 // by byte, an empty body equal to nil).
 func equalMessages(t *testing.T, what string, got, want []storage.Message) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: got %d messages %q, want %d %q", what, len(got), dedupKeys(got), len(want), dedupKeys(want))
-		return
-	}
-	for i := range got {
-		if d := diffMessage(got[i], want[i]); d != "" {
-			t.Errorf("%s[%d] (%q): %s", what, i, want[i].DedupKey, d)
-		}
-	}
+	equalList(t, what, got, want, dedupKey, diffMessage)
 }
 
 func diffMessage(got, want storage.Message) string {
@@ -729,44 +718,7 @@ func testExpireConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
 			mustStore(t, s, fmt.Sprintf("u%d@example.com", i), msg(t0, fmt.Sprintf("m%d", j), "x", 0, 1+j), noLimits, t0)
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-		errs = make(chan error, 8)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				got, err := s.ExpireMessages(t.Context(), at(t0, 10), 7)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				for _, e := range got {
-					seen[e.AOR+"|"+e.Message.ID]++
-				}
-				mu.Unlock()
-				if len(got) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("ExpireMessages: %v", err)
-	}
-	if len(seen) != aors*per {
-		t.Fatalf("expired %d distinct messages, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	SweptOnce(t, at(t0, 10), 7, aors*per, slices.Repeat([]Sweep{MessageSweep(s)}, 8)...)
 }
 
 // testConcurrentStores: StoreMessage is atomic: racing stores respect the limit exactly, get

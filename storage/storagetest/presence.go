@@ -18,7 +18,7 @@ import (
 	"github.com/simpled/simpled/storage"
 )
 
-// runPresence checks the presence.Store contract: publications (storage.PublishOp rule by
+// runPresence checks the presence stores' contracts: publications (storage.PublishOp rule by
 // rule, entity tags, order, byte-exact bodies, expiry, the sweep), subscription dialogs (put,
 // replace, the CSeq condition, listing, deletion, expiry, the sweep) and authorization rules.
 //
@@ -151,6 +151,12 @@ func equalItems[T any](t *testing.T, what string, got, want []T, name func(T) st
 		t.Errorf("%s: got %#v, want nil", what, got)
 		return
 	}
+	equalList(t, what, got, want, name, diff)
+}
+
+// equalList compares two lists item by item with diff; name names an item in failures.
+func equalList[T any](t *testing.T, what string, got, want []T, name func(T) string, diff func(got, want T) string) {
+	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: got %d %q, want %d %q", what, len(got), names(got, name), len(want), names(want, name))
 		return
@@ -829,7 +835,7 @@ func testExpirePublications(t *testing.T, newStore func(t *testing.T) Store) {
 }
 
 // testExpirePresenceConcurrent: sweepers racing on one store return each publication and
-// each subscription once in total.
+// each subscription once in total, the two kinds swept at the same time.
 func testExpirePresenceConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
 	t0 := base()
 	s := newStore(t)
@@ -841,58 +847,8 @@ func testExpirePresenceConcurrent(t *testing.T, newStore func(t *testing.T) Stor
 			mustPut(t, s, subscription(t0, a, fmt.Sprintf("s%d", j), 1, 0, 1+j), 0)
 		}
 	}
-	checkOnce(t, sweepConcurrently(t, at(t0, 10), expiredPublications(t, s)), aors*per)
-	checkOnce(t, sweepConcurrently(t, at(t0, 10), expiredSubscriptions(t, s)), aors*per)
-}
-
-// sweepConcurrently runs sweep at now from 8 goroutines until each gets nothing and counts
-// the IDs returned.
-func sweepConcurrently[V any](t *testing.T, now time.Time, sweep func(now time.Time, limit int) ([]string, []V, error)) map[string]int {
-	t.Helper()
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-		errs = make(chan error, 8)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				ids, _, err := sweep(now, 7)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				for _, id := range ids {
-					seen[id]++
-				}
-				mu.Unlock()
-				if len(ids) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("sweep: %v", err)
-	}
-	return seen
-}
-
-// checkOnce checks that seen holds n IDs, each returned once.
-func checkOnce(t *testing.T, seen map[string]int, n int) {
-	t.Helper()
-	if len(seen) != n {
-		t.Fatalf("swept %d distinct items, want %d", len(seen), n)
-	}
-	for id, k := range seen {
-		if k != 1 {
-			t.Errorf("%s returned %d times", id, k)
-		}
-	}
+	sweeps := slices.Repeat([]Sweep{PublicationSweep(s), SubscriptionSweep(s)}, 8)
+	SweptOnce(t, at(t0, 10), 7, 2*aors*per, sweeps...)
 }
 
 // testPublishConcurrent: Publish is atomic: of the refreshes, modifications and removals

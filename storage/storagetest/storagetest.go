@@ -1,9 +1,9 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
-// checks the registrar.Store, auth.Store, offline.MessageStore, presence.Store and
-// storage.Backend contracts (storage.BindingUpdate rule by rule, expiry sweeps, concurrency,
-// credentials, nonce counts, offline mailboxes, known users, publications, subscriptions and
-// authorization rules) against a fresh store per subtest. storage/memory and
-// storage/redis call it from their tests, in the manner of nats-server's store tests that run
+// checks the contracts of the stages' stores (contracts.go) and storage.Backend
+// (storage.BindingUpdate rule by rule, expiry sweeps, concurrency, credentials, nonce counts,
+// offline mailboxes, known users, publications, subscriptions and authorization rules)
+// against a fresh store per subtest. storage/memory and storage/redis call it from their
+// tests, in the manner of nats-server's store tests that run
 // each case on memstore and filestore.
 //
 // Benchmarks shared by the backends live here too (BenchmarkUpdateBindings,
@@ -22,22 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/auth"
-	"github.com/simpled/simpled/offline"
-	"github.com/simpled/simpled/presence"
-	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
 )
-
-// Store is everything a backend offers: the stage interfaces plus health check and Close.
-type Store interface {
-	registrar.Store
-	auth.Store
-	offline.MessageStore
-	presence.Store
-	storage.Backend
-	storage.Credentials
-}
 
 // Run runs the suite. newStore must return an empty store, ready to use, and arrange its own
 // cleanup with t.Cleanup; it is called once per subtest. Subtests do not run in parallel, so
@@ -116,27 +102,16 @@ func mustBindings(t *testing.T, s Store, aor string, now time.Time) []storage.Bi
 	return bs
 }
 
+// bindingKey names a binding in failures.
+func bindingKey(b storage.Binding) string { return b.Key }
+
 // keys returns the Keys of bs in order.
-func keys(bs []storage.Binding) []string {
-	out := make([]string, 0, len(bs))
-	for _, b := range bs {
-		out = append(out, b.Key)
-	}
-	return out
-}
+func keys(bs []storage.Binding) []string { return names(bs, bindingKey) }
 
 // equalBindings compares two binding lists field by field (times with Equal).
 func equalBindings(t *testing.T, what string, got, want []storage.Binding) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: got %d bindings %v, want %d %v", what, len(got), keys(got), len(want), keys(want))
-		return
-	}
-	for i := range got {
-		if d := diffBinding(got[i], want[i]); d != "" {
-			t.Errorf("%s[%d] (%s): %s", what, i, want[i].Key, d)
-		}
-	}
+	equalList(t, what, got, want, bindingKey, diffBinding)
 }
 
 func diffBinding(got, want storage.Binding) string {
@@ -161,20 +136,23 @@ func diffBinding(got, want storage.Binding) string {
 	return strings.Join(d, "; ")
 }
 
-func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
-	t0 := base()
+// updateCase is one case of testUpdateBindings: setup is applied first (each must succeed),
+// then u, whose result must list the bindings wanted.
+type updateCase struct {
+	name          string
+	setup         []storage.BindingUpdate
+	u             storage.BindingUpdate
+	wantBindings  []storage.Binding
+	wantAdded     []string
+	wantRefreshed []string
+	wantRemoved   []storage.Binding
+}
+
+// updateCases are rules 1 to 3 of storage.BindingUpdate without errors, on one AOR.
+func updateCases(t0 time.Time) []updateCase {
 	a1 := bnd(t0, "sip:a@10.0.0.1", "c1", 1, 0, 3600)
 	b1 := bnd(t0, "sip:b@10.0.0.2", "c2", 7, 0, 3600)
-	tests := []struct {
-		name string
-		// setup is applied first (each must succeed), then u.
-		setup         []storage.BindingUpdate
-		u             storage.BindingUpdate
-		wantBindings  []storage.Binding
-		wantAdded     []string
-		wantRefreshed []string
-		wantRemoved   []storage.Binding
-	}{
+	return []updateCase{
 		{
 			name:         "add two, result ordered by key",
 			u:            update(t0, b1, a1),
@@ -249,36 +227,44 @@ func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
 			wantBindings: []storage.Binding{a1},
 		},
 	}
-	for _, tc := range tests {
+}
+
+func testUpdateBindings(t *testing.T, newStore func(t *testing.T) Store) {
+	for _, tc := range updateCases(base()) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			for _, u := range tc.setup {
 				mustUpdate(t, s, aor, u)
 			}
-			res := mustUpdate(t, s, aor, tc.u)
-			equalBindings(t, "Result.Bindings", res.Bindings, tc.wantBindings)
-			equalBindings(t, "Bindings()", mustBindings(t, s, aor, tc.u.Now), tc.wantBindings)
-			if got := keys(res.Added); !slices.Equal(got, orEmpty(tc.wantAdded)) {
-				t.Errorf("Added = %v, want %v", got, tc.wantAdded)
-			}
-			if got := keys(res.Refreshed); !slices.Equal(got, orEmpty(tc.wantRefreshed)) {
-				t.Errorf("Refreshed = %v, want %v", got, tc.wantRefreshed)
-			}
-			equalBindings(t, "Removed", res.Removed, tc.wantRemoved)
-			equalBindings(t, "Expired", res.Expired, nil)
-			equalBindings(t, "Evicted", res.Evicted, nil)
-			// Added and Refreshed carry the new state, equal to what is stored.
-			for _, b := range append(slices.Clone(res.Added), res.Refreshed...) {
-				i := slices.IndexFunc(tc.wantBindings, func(w storage.Binding) bool { return w.Key == b.Key })
-				if i < 0 {
-					t.Errorf("Added/Refreshed %s not among the bindings", b.Key)
-					continue
-				}
-				if d := diffBinding(b, tc.wantBindings[i]); d != "" {
-					t.Errorf("Added/Refreshed %s: %s", b.Key, d)
-				}
-			}
+			checkUpdate(t, s, tc, mustUpdate(t, s, aor, tc.u))
 		})
+	}
+}
+
+// checkUpdate checks the result of tc's update, and that Bindings reads what it stored.
+func checkUpdate(t *testing.T, s Store, tc updateCase, res storage.BindingResult) {
+	t.Helper()
+	equalBindings(t, "Result.Bindings", res.Bindings, tc.wantBindings)
+	equalBindings(t, "Bindings()", mustBindings(t, s, aor, tc.u.Now), tc.wantBindings)
+	if got := keys(res.Added); !slices.Equal(got, orEmpty(tc.wantAdded)) {
+		t.Errorf("Added = %v, want %v", got, tc.wantAdded)
+	}
+	if got := keys(res.Refreshed); !slices.Equal(got, orEmpty(tc.wantRefreshed)) {
+		t.Errorf("Refreshed = %v, want %v", got, tc.wantRefreshed)
+	}
+	equalBindings(t, "Removed", res.Removed, tc.wantRemoved)
+	equalBindings(t, "Expired", res.Expired, nil)
+	equalBindings(t, "Evicted", res.Evicted, nil)
+	// Added and Refreshed carry the new state, equal to what is stored.
+	for _, b := range append(slices.Clone(res.Added), res.Refreshed...) {
+		i := slices.IndexFunc(tc.wantBindings, func(w storage.Binding) bool { return w.Key == b.Key })
+		if i < 0 {
+			t.Errorf("Added/Refreshed %s not among the bindings", b.Key)
+			continue
+		}
+		if d := diffBinding(b, tc.wantBindings[i]); d != "" {
+			t.Errorf("Added/Refreshed %s: %s", b.Key, d)
+		}
 	}
 }
 
@@ -754,44 +740,7 @@ func testSweepConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 		mustUpdate(t, s, fmt.Sprintf("u%d@example.com", i), update(t0, bs...))
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[string]int{}
-		wg   sync.WaitGroup
-		errs = make(chan error, 8)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for {
-				sw, err := s.SweepExpired(t.Context(), at(t0, 10), 7)
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				for _, e := range sw {
-					seen[e.AOR+"|"+e.Binding.Key]++
-				}
-				mu.Unlock()
-				if len(sw) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("SweepExpired: %v", err)
-	}
-	if len(seen) != aors*per {
-		t.Fatalf("swept %d distinct bindings, want %d", len(seen), aors*per)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("%s returned %d times", id, n)
-		}
-	}
+	SweptOnce(t, at(t0, 10), 7, aors*per, slices.Repeat([]Sweep{BindingSweep(s)}, 8)...)
 }
 
 // testConcurrentUpdates: 8 goroutines update one AOR, each its own Key, many times; no
