@@ -32,6 +32,7 @@ func txHarness(t testing.TB) (*Proxy, net.PacketConn, net.PacketConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
 	go func() { _ = srv.ServeUDP(ours) }()
 	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -106,8 +107,9 @@ func answer(req string, code string) string {
 // (T1, doubling) until the peer answers; the final response reaches Responses once even when
 // the peer repeats it; the transaction then ends without error.
 func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	p, _, peer := txHarness(t)
 	tx, err := p.sendNonInvite(message(t, p, peer), 0)
 	if err != nil {
@@ -147,8 +149,9 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 // TestNonInviteTimesOut: a peer that never answers ends the transaction with a timeout after
 // Timer F (64·T1), which the fork turns into 408.
 func TestNonInviteTimesOut(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	p, _, peer := txHarness(t)
 	start := time.Now()
 	tx, err := p.sendNonInvite(message(t, p, peer), 0)
@@ -172,8 +175,9 @@ func TestNonInviteTimesOut(t *testing.T) {
 // three times in all (not Timer E's schedule until Timer F), and the transaction still ends
 // with a timeout.
 func TestNonInviteRetransmitsCapped(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	p, _, peer := txHarness(t)
 	tx, err := p.sendNonInvite(message(t, p, peer), 2)
 	if err != nil {

@@ -1,4 +1,4 @@
-package server
+package proxy_test
 
 import (
 	"net"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/miekg/dns"
 )
@@ -64,56 +65,37 @@ func TestForeignDomainByDNS(t *testing.T) {
 	defer peerConn.Close()
 	port := peerConn.LocalAddr().(*net.UDPAddr).Port
 	d := startDNS(t, port)
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Proxy.DNS = d.addr
 		o.Proxy.TrustedPeers = []string{"127.0.0.1/32"}
 	})
-	remote := &wire{t: t, conn: &packetWire{PacketConn: peerConn}, udp: true}
-	bob := newUA(t, srv, "udp", "bob")
-	alice := dial(t, "udp", srv.Listener("udp"))
+	remote := servertest.PacketWire(t, peerConn, nil)
+	bob := servertest.NewUA(t, srv, "udp", "bob")
+	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 
-	alice.send(message("alice", "bob", "local-1", "text/plain", "local"))
-	bob.reply(bob.request("MESSAGE"), 200)
-	alice.expect(`^SIP/2.0 200 `)
+	alice.Send(servertest.Message("alice", "bob", "local-1", "text/plain", "local"))
+	bob.Reply(bob.Request("MESSAGE"), 200)
+	alice.Expect(`^SIP/2.0 200 `)
 	if n := d.queries.Load(); n != 0 {
 		t.Fatalf("%d DNS queries for a local user", n)
 	}
 
-	alice.send(strings.Replace(message("alice", "zoe", "far-1", "text/plain", "far away"),
+	alice.Send(strings.Replace(servertest.Message("alice", "zoe", "far-1", "text/plain", "far away"),
 		"MESSAGE sip:zoe@example.test", "MESSAGE sip:zoe@elsewhere.example", 1))
-	req := remote.request("MESSAGE")
+	req := remote.Request("MESSAGE")
 	if req.Recipient.Host != "elsewhere.example" || string(req.Body()) != "far away" {
 		t.Fatalf("relayed as:\n%s", req)
 	}
-	remote.reply(req, 200)
-	alice.expect(`^SIP/2.0 200 `)
+	remote.Reply(req, 200)
+	alice.Expect(`^SIP/2.0 200 `)
 	if d.queries.Load() == 0 {
 		t.Fatal("no DNS query was made")
 	}
 
-	alice.send(strings.Replace(message("alice", "x", "far-2", "text/plain", "nowhere"),
+	alice.Send(strings.Replace(servertest.Message("alice", "x", "far-2", "text/plain", "nowhere"),
 		"MESSAGE sip:x@example.test", "MESSAGE sip:x@nowhere.example", 1))
-	alice.expect(`^SIP/2.0 404 `)
+	alice.Expect(`^SIP/2.0 404 `)
 }
-
-// packetWire adapts an unconnected UDP socket to the wire's net.Conn: it reads from anyone
-// and answers the last sender.
-type packetWire struct {
-	net.PacketConn
-	last net.Addr
-}
-
-func (p *packetWire) Read(b []byte) (int, error) {
-	n, addr, err := p.ReadFrom(b)
-	if err == nil {
-		p.last = addr
-	}
-	return n, err
-}
-
-func (p *packetWire) Write(b []byte) (int, error) { return p.WriteTo(b, p.last) }
-
-func (p *packetWire) RemoteAddr() net.Addr { return p.last }
 
 // TestForeignDomainForAuthenticatedUser: without trusted peers, only a local user who proved
 // their identity (407 then digest) may send to another domain.
@@ -128,37 +110,37 @@ func TestForeignDomainForAuthenticatedUser(t *testing.T) {
 	if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Proxy.DNS = d.addr
 		o.UsersFile = users
 	})
-	remote := &wire{t: t, conn: &packetWire{PacketConn: peerConn}, udp: true}
-	alice := dial(t, "udp", srv.Listener("udp"))
-	msg := strings.Replace(message("alice", "zoe", "auth-far", "text/plain", "hi zoe"),
+	remote := servertest.PacketWire(t, peerConn, nil)
+	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
+	msg := strings.Replace(servertest.Message("alice", "zoe", "auth-far", "text/plain", "hi zoe"),
 		"MESSAGE sip:zoe@example.test", "MESSAGE sip:zoe@elsewhere.example", 1)
 	msg = strings.Replace(msg, "To: <sip:zoe@example.test>", "To: <sip:zoe@elsewhere.example>", 1)
-	alice.send(msg)
-	res := alice.expect(`^SIP/2.0 407 `)
+	alice.Send(msg)
+	res := alice.Expect(`^SIP/2.0 407 `)
 	var challenges []string
 	for _, h := range res.GetHeaders("Proxy-Authenticate") {
 		challenges = append(challenges, h.Value())
 	}
-	c := challengeParams(challenges)
-	resp := digestMD5("alice", c["realm"], "secret-alice", "MESSAGE", "sip:zoe@elsewhere.example", c["nonce"], "00000001", "0a4f113b")
+	c := servertest.ChallengeParams(challenges)
+	resp := servertest.DigestMD5("alice", c["realm"], "secret-alice", "MESSAGE", "sip:zoe@elsewhere.example", c["nonce"], "00000001", "0a4f113b")
 	authz := `Proxy-Authorization: Digest username="alice", realm="` + c["realm"] + `", nonce="` + c["nonce"] +
 		`", uri="sip:zoe@elsewhere.example", response="` + resp + `", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b"`
 	retry := strings.Replace(strings.Replace(msg, "CSeq: 1 MESSAGE", "CSeq: 2 MESSAGE", 1), "branch=z9hG4bK", "branch=z9hG4bKretry", 1)
 	retry = strings.Replace(retry, "Max-Forwards: 70", "Max-Forwards: 70\r\n"+authz, 1)
-	alice.send(retry)
-	req := remote.request("MESSAGE")
+	alice.Send(retry)
+	req := remote.Request("MESSAGE")
 	if req.GetHeader("Proxy-Authorization") != nil {
 		t.Errorf("our credentials were relayed to another domain")
 	}
-	remote.reply(req, 200)
-	alice.expect(`^SIP/2.0 200 `)
+	remote.Reply(req, 200)
+	alice.Expect(`^SIP/2.0 200 `)
 
 	// A sender of another domain is not authenticated by us: refused.
-	bob := dial(t, "udp", srv.Listener("udp"))
-	bob.send(strings.Replace(msg, "From: <sip:alice@example.test>", "From: <sip:mallory@evil.example>", 1))
-	bob.expect(`^SIP/2.0 403 Relaying Denied`)
+	bob := servertest.Dial(t, "udp", srv.Listener("udp"))
+	bob.Send(strings.Replace(msg, "From: <sip:alice@example.test>", "From: <sip:mallory@evil.example>", 1))
+	bob.Expect(`^SIP/2.0 403 Relaying Denied`)
 }

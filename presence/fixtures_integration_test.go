@@ -1,4 +1,4 @@
-package server
+package presence_test
 
 import (
 	"bufio"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
 	"github.com/simpled/simpled/pidf"
 
 	"github.com/emiago/sipgo/sip"
@@ -48,7 +50,7 @@ import (
 //   - Each NOTIFY of the capture: the NOTIFY simpled sent in the same dialog at that point
 //     must give that watcher what Kamailio's gave it (pfxCompareNotify).
 func TestFixturePresenceReplay(t *testing.T) {
-	dir := fixtureDir(t)
+	dir := servertest.FixtureDir(t)
 	files, err := filepath.Glob(filepath.Join(dir, "presence-*.txt"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no presence capture in %s: %v", dir, err)
@@ -67,7 +69,7 @@ func TestFixturePresenceReplay(t *testing.T) {
 // pidf.Parse and says something (a tuple or a person).
 func TestFixtureKamailioNotifiesParse(t *testing.T) {
 	n := 0
-	for _, m := range loadFixtures(t, "presence-*.txt") {
+	for _, m := range servertest.LoadFixtures(t, "presence-*.txt") {
 		if m.Method() != "NOTIFY" {
 			continue
 		}
@@ -110,7 +112,7 @@ func TestFixtureKamailioNotifiesParse(t *testing.T) {
 // with, rpid activities still empty elements (baresip matches the literal <rpid:away/>), and
 // the status baresip derives from it unchanged.
 func TestFixturePIDFThroughSimpled(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(fixtureDir(t), "pidf", "*.xml"))
+	files, err := filepath.Glob(filepath.Join(servertest.FixtureDir(t), "pidf", "*.xml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no pidf/*.xml fixture: %v", err)
 	}
@@ -129,25 +131,25 @@ func TestFixturePIDFThroughSimpled(t *testing.T) {
 			if domain != "example.test" || user == "" {
 				t.Fatalf("entity %q is not a user of example.test", doc.Entity())
 			}
-			srv := startServer(t, func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond })
-			makeKnown(t, srv, user)
+			srv := servertest.Start(t, func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond })
+			servertest.MakeKnown(t, srv, user)
 
-			before := dial(t, "udp", srv.Listener("udp"))
-			_, n := before.watch(subscribe("carol@example.test", user, "pf-before", 1, "presence", 600))
+			before := servertest.Dial(t, "udp", srv.Listener("udp"))
+			_, n := before.Watch(servertest.Subscribe("carol@example.test", user, "pf-before", 1, "presence", 600))
 			if !strings.Contains(string(n.Body()), "<basic>closed</basic>") {
 				t.Fatalf("before the PUBLISH: want the closed document:\n%s", n.Body())
 			}
 
-			pub := dial(t, "udp", srv.Listener("udp"))
-			pub.send(pfxPublish(user, "pf-pub", body))
-			if res := pub.expect(`^SIP/2.0 200 `); res.GetHeader("SIP-ETag") == nil {
+			pub := servertest.Dial(t, "udp", srv.Listener("udp"))
+			pub.Send(pfxPublish(user, "pf-pub", body))
+			if res := pub.Expect(`^SIP/2.0 200 `); res.GetHeader("SIP-ETag") == nil {
 				t.Fatalf("200 without SIP-ETag:\n%s", res)
 			}
-			got := before.notify()
+			got := before.Notify()
 			pfxSameDocument(t, "NOTIFY after the PUBLISH", body, got.Body(), aor)
 
-			after := dial(t, "tcp", srv.Listener("tcp"))
-			_, got = after.watch(subscribe("bob@example.test", user, "pf-after", 1, "presence", 600))
+			after := servertest.Dial(t, "tcp", srv.Listener("tcp"))
+			_, got = after.Watch(servertest.Subscribe("bob@example.test", user, "pf-after", 1, "presence", 600))
 			pfxCheckFraming(t, got)
 			pfxSameDocument(t, "initial NOTIFY of a later watcher", body, got.Body(), aor)
 		})
@@ -184,13 +186,13 @@ type pfxReplay struct {
 	file    string
 	tp      string // udp or tcp
 	auth    bool
-	srv     *Server
-	msgs    []fixtureMessage
-	answers map[string]fixtureMessage // the capture's final response, by Call-ID and CSeq
-	clients map[string]*pfxClient     // by the client's address in the capture
-	etags   map[string]string         // Kamailio's SIP-ETag → simpled's
-	nonces  map[string]string         // Kamailio's nonce → simpled's
-	dialogs map[string]*pfxDialog     // subscriptions, by Call-ID
+	srv     *server.Server
+	msgs    []servertest.Fixture
+	answers map[string]servertest.Fixture // the capture's final response, by Call-ID and CSeq
+	clients map[string]*pfxClient         // by the client's address in the capture
+	etags   map[string]string             // Kamailio's SIP-ETag → simpled's
+	nonces  map[string]string             // Kamailio's nonce → simpled's
+	dialogs map[string]*pfxDialog         // subscriptions, by Call-ID
 }
 
 // pfxDialog is a subscription of the replay.
@@ -203,8 +205,8 @@ type pfxDialog struct {
 func newPfxReplay(t *testing.T, file string) *pfxReplay {
 	t.Helper()
 	r := &pfxReplay{
-		parent: t, file: file, msgs: loadFixtures(t, file),
-		answers: map[string]fixtureMessage{}, clients: map[string]*pfxClient{},
+		parent: t, file: file, msgs: servertest.LoadFixtures(t, file),
+		answers: map[string]servertest.Fixture{}, clients: map[string]*pfxClient{},
 		etags: map[string]string{}, nonces: map[string]string{}, dialogs: map[string]*pfxDialog{},
 	}
 	r.auth = strings.Contains(file, "auth")
@@ -215,7 +217,7 @@ func newPfxReplay(t *testing.T, file string) *pfxReplay {
 		if m.Method() != "" {
 			continue
 		}
-		key := m.header("Call-ID") + "|" + m.header("CSeq")
+		key := m.Header("Call-ID") + "|" + m.Header("CSeq")
 		if _, ok := r.answers[key]; !ok && pfxStatus(m) >= 200 {
 			r.answers[key] = m
 		}
@@ -232,7 +234,7 @@ func newPfxReplay(t *testing.T, file string) *pfxReplay {
 		}
 		mod = func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond; o.UsersFile = users }
 	}
-	r.srv = startServer(t, mod)
+	r.srv = servertest.Start(t, mod)
 	return r
 }
 
@@ -248,10 +250,10 @@ func (r *pfxReplay) run(t *testing.T) {
 		switch m.Method() {
 		case "PUBLISH", "SUBSCRIBE":
 			requests++
-			t.Run(name+" "+m.Method(), func(t *testing.T) { r.request(t, m) })
+			t.Run(name+" "+m.Method(), func(t *testing.T) { r.Request(t, m) })
 		case "NOTIFY":
 			notifies++
-			t.Run(name+" NOTIFY", func(t *testing.T) { r.notify(t, m) })
+			t.Run(name+" NOTIFY", func(t *testing.T) { r.Notify(t, m) })
 		}
 	}
 	if requests == 0 || notifies == 0 {
@@ -262,7 +264,7 @@ func (r *pfxReplay) run(t *testing.T) {
 	for _, c := range r.clients {
 		for _, n := range c.pending() {
 			t.Errorf("%s got a NOTIFY the capture has no counterpart for (Call-ID %s, %s):\n%s",
-				c.key, n.CallID().Value(), subState(n), n.Body())
+				c.key, n.CallID().Value(), servertest.SubState(n), n.Body())
 		}
 		for _, e := range c.errors() {
 			t.Errorf("%s: %s", c.key, e)
@@ -271,14 +273,14 @@ func (r *pfxReplay) run(t *testing.T) {
 }
 
 // client returns the socket replaying the client that sent m.
-func (r *pfxReplay) client(t *testing.T, m fixtureMessage) *pfxClient {
+func (r *pfxReplay) client(t *testing.T, m servertest.Fixture) *pfxClient {
 	t.Helper()
 	c := r.clients[m.From]
 	if c == nil {
 		c = pfxDial(r.parent, r.tp, r.srv.Listener(r.tp), m.From)
 		r.clients[m.From] = c
 		c.aliases = append(c.aliases, m.From)
-		switch ua := m.header("User-Agent"); {
+		switch ua := m.Header("User-Agent"); {
 		case strings.Contains(ua, "baresip"):
 			c.kind = "baresip"
 		case strings.Contains(strings.ToLower(ua), "linphone"):
@@ -289,7 +291,7 @@ func (r *pfxReplay) client(t *testing.T, m fixtureMessage) *pfxClient {
 	}
 	// The address the client advertises (Via sent-by) may differ from its source: baresip
 	// over TCP advertises its listening port.
-	if via := pfxViaSentBy.FindStringSubmatch(m.header("Via")); via != nil && !pfxContains(c.aliases, via[1]) {
+	if via := pfxViaSentBy.FindStringSubmatch(m.Header("Via")); via != nil && !pfxContains(c.aliases, via[1]) {
 		c.aliases = append(c.aliases, via[1])
 	}
 	return c
@@ -311,11 +313,11 @@ var (
 )
 
 // request replays one PUBLISH or SUBSCRIBE of a client.
-func (r *pfxReplay) request(t *testing.T, m fixtureMessage) {
+func (r *pfxReplay) Request(t *testing.T, m servertest.Fixture) {
 	c := r.client(t, m)
 	head, body, hasCL := pfxWire(t, m)
 	method := m.Method()
-	callID, cseq := m.header("Call-ID"), m.header("CSeq")
+	callID, cseq := m.Header("Call-ID"), m.Header("CSeq")
 	answer, ok := r.answers[callID+"|"+cseq]
 	if !ok {
 		t.Fatalf("the capture has no answer to %s %s", method, cseq)
@@ -331,27 +333,27 @@ func (r *pfxReplay) request(t *testing.T, m fixtureMessage) {
 	}
 	text := strings.Join(lines, "\r\n") + "\r\n\r\n"
 	if !r.auth {
-		text = setHeader(text, "Proxy-Authorization", "") // this simpled has no credentials
+		text = servertest.SetHeader(text, "Proxy-Authorization", "") // this simpled has no credentials
 	}
-	if hasCL || !c.udp {
-		text = setHeader(text, "Content-Length", strconv.Itoa(len(body)))
+	if hasCL || !c.UDP {
+		text = servertest.SetHeader(text, "Content-Length", strconv.Itoa(len(body)))
 	}
-	expires := m.header("Expires")
+	expires := m.Header("Expires")
 
 	// In-dialog: simpled's tag and Contact instead of Kamailio's.
-	if tag := pfxTagRe.FindStringSubmatch(m.header("To")); tag != nil {
+	if tag := pfxTagRe.FindStringSubmatch(m.Header("To")); tag != nil {
 		d := r.dialogs[callID]
 		if d == nil {
 			t.Fatalf("in-dialog %s in a dialog the replay did not create (Call-ID %s)", method, callID)
 		}
-		to := strings.Replace(m.header("To"), "tag="+tag[1], "tag="+d.tag, 1)
-		text = setHeader(text, "To", to)
+		to := strings.Replace(m.Header("To"), "tag="+tag[1], "tag="+d.tag, 1)
+		text = servertest.SetHeader(text, "To", to)
 		_, rest, _ := strings.Cut(text, "\r\n")
 		text = method + " " + d.contact + " SIP/2.0\r\n" + rest
 	}
 
 	// Challenged in the capture (no credentials yet): simpled challenges too.
-	if r.auth && m.header("Proxy-Authorization") == "" && pfxStatus(answer) == 407 {
+	if r.auth && m.Header("Proxy-Authorization") == "" && pfxStatus(answer) == 407 {
 		res := c.do(t, text, body, "")
 		if res.StatusCode != 407 {
 			t.Fatalf("%d, want 407 (the capture's answer to a request without credentials)", res.StatusCode)
@@ -360,17 +362,17 @@ func (r *pfxReplay) request(t *testing.T, m fixtureMessage) {
 		for _, h := range res.GetHeaders("Proxy-Authenticate") {
 			ours = append(ours, h.Value())
 		}
-		theirs := regexpValue(answer.header("Proxy-Authenticate"), "nonce")
-		nonce := regexpValue(strings.Join(ours, ", "), "nonce")
+		theirs := servertest.QuotedParam(answer.Header("Proxy-Authenticate"), "nonce")
+		nonce := servertest.QuotedParam(strings.Join(ours, ", "), "nonce")
 		if nonce == "" || theirs == "" {
-			t.Fatalf("no nonce to chain: ours %q, the capture's %q", ours, answer.header("Proxy-Authenticate"))
+			t.Fatalf("no nonce to chain: ours %q, the capture's %q", ours, answer.Header("Proxy-Authenticate"))
 		}
 		r.nonces[theirs] = nonce
 		return
 	}
 	if r.auth {
-		if pa := m.header("Proxy-Authorization"); pa != "" {
-			text = setHeader(text, "Proxy-Authorization", r.credentials(t, method, pa))
+		if pa := m.Header("Proxy-Authorization"); pa != "" {
+			text = servertest.SetHeader(text, "Proxy-Authorization", r.credentials(t, method, pa))
 		}
 	}
 
@@ -386,21 +388,21 @@ func (r *pfxReplay) request(t *testing.T, m fixtureMessage) {
 // computed it for Kamailio's (RFC 2069, no qop: the capture's challenges offered none).
 func (r *pfxReplay) credentials(t *testing.T, method, pa string) string {
 	t.Helper()
-	user, realm, uri := regexpValue(pa, "username"), regexpValue(pa, "realm"), regexpValue(pa, "uri")
-	nonce, ok := r.nonces[regexpValue(pa, "nonce")]
+	user, realm, uri := servertest.QuotedParam(pa, "username"), servertest.QuotedParam(pa, "realm"), servertest.QuotedParam(pa, "uri")
+	nonce, ok := r.nonces[servertest.QuotedParam(pa, "nonce")]
 	if !ok {
 		t.Fatalf("credentials for a nonce no replayed challenge gave: %s", pa)
 	}
-	resp := digestMD5(user, realm, "secret-"+user, method, uri, nonce, "", "")
+	resp := servertest.DigestMD5(user, realm, "secret-"+user, method, uri, nonce, "", "")
 	return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s"`, user, realm, nonce, uri, resp)
 }
 
 // publish replays a PUBLISH: a captured SIP-If-Match first as is (412), then the tag simpled
 // gave (200).
-func (r *pfxReplay) publish(t *testing.T, c *pfxClient, m fixtureMessage, text string, body []byte, answer fixtureMessage, expires string) {
+func (r *pfxReplay) publish(t *testing.T, c *pfxClient, m servertest.Fixture, text string, body []byte, answer servertest.Fixture, expires string) {
 	t.Helper()
 	ours := ""
-	if ifMatch := m.header("SIP-If-Match"); ifMatch != "" {
+	if ifMatch := m.Header("SIP-If-Match"); ifMatch != "" {
 		// Kamailio answered 200: it had issued this tag. simpled never did: 412 (RFC 3903
 		// §6 step 4), and baresip then starts over without a tag.
 		if res := c.do(t, text, body, "412"); res.StatusCode != 412 {
@@ -410,11 +412,11 @@ func (r *pfxReplay) publish(t *testing.T, c *pfxClient, m fixtureMessage, text s
 		if ours, ok = r.etags[ifMatch]; !ok {
 			return // a tag from before the capture: 412 was the whole answer
 		}
-		text = setHeader(text, "SIP-If-Match", ours)
+		text = servertest.SetHeader(text, "SIP-If-Match", ours)
 	}
 	res := c.do(t, text, body, "")
 	if res.StatusCode != 200 {
-		t.Fatalf("%d, want 200 (the capture: %s)", res.StatusCode, firstLine(answer.Text))
+		t.Fatalf("%d, want 200 (the capture: %s)", res.StatusCode, servertest.FirstLine(answer.Text))
 	}
 	etag := res.GetHeader("SIP-ETag")
 	if etag == nil || etag.Value() == "" {
@@ -426,15 +428,15 @@ func (r *pfxReplay) publish(t *testing.T, c *pfxClient, m fixtureMessage, text s
 	if expires != "0" && ours != "" && etag.Value() == ours {
 		t.Errorf("a modification kept the entity tag %s", ours)
 	}
-	if theirs := answer.header("SIP-ETag"); theirs != "" {
+	if theirs := answer.Header("SIP-ETag"); theirs != "" {
 		r.etags[theirs] = etag.Value()
 	}
 }
 
 // subscribe replays a SUBSCRIBE, initial or in-dialog, and checks the NOTIFY it causes.
-func (r *pfxReplay) subscribe(t *testing.T, c *pfxClient, m fixtureMessage, text string, body []byte, expires string) {
+func (r *pfxReplay) subscribe(t *testing.T, c *pfxClient, m servertest.Fixture, text string, body []byte, expires string) {
 	t.Helper()
-	callID := m.header("Call-ID")
+	callID := m.Header("Call-ID")
 	res := c.do(t, text, body, "")
 	if res.StatusCode != 200 {
 		t.Fatalf("%d, want 200", res.StatusCode)
@@ -450,13 +452,13 @@ func (r *pfxReplay) subscribe(t *testing.T, c *pfxClient, m fixtureMessage, text
 		}
 		d = &pfxDialog{client: c, tag: tag, contact: res.Contact().Address.String()}
 		r.dialogs[callID] = d
-		if m.header("Accept") != "" {
-			t.Logf("the client sent Accept: %s", m.header("Accept"))
+		if m.Header("Accept") != "" {
+			t.Logf("the client sent Accept: %s", m.Header("Accept"))
 		}
 		// No Accept: application/pidf+xml (RFC 3856 §6.7), with Content-Length.
 		n := c.peek(t, callID, func(*sip.Request) bool { return true })
-		if !strings.HasPrefix(subState(n), "active") {
-			t.Errorf("first NOTIFY Subscription-State %q, want active", subState(n))
+		if !strings.HasPrefix(servertest.SubState(n), "active") {
+			t.Errorf("first NOTIFY Subscription-State %q, want active", servertest.SubState(n))
 		}
 		pfxCheckFraming(t, n)
 		if len(n.Body()) == 0 {
@@ -465,19 +467,19 @@ func (r *pfxReplay) subscribe(t *testing.T, c *pfxClient, m fixtureMessage, text
 		return
 	}
 	if expires == "0" {
-		n := c.peek(t, callID, func(n *sip.Request) bool { return strings.HasPrefix(subState(n), "terminated") })
+		n := c.peek(t, callID, func(n *sip.Request) bool { return strings.HasPrefix(servertest.SubState(n), "terminated") })
 		pfxCheckFraming(t, n)
 	}
 }
 
 // notify checks the NOTIFY simpled sent in the dialog of a NOTIFY of the capture.
-func (r *pfxReplay) notify(t *testing.T, m fixtureMessage) {
-	d := r.dialogs[m.header("Call-ID")]
+func (r *pfxReplay) Notify(t *testing.T, m servertest.Fixture) {
+	d := r.dialogs[m.Header("Call-ID")]
 	if d == nil {
-		t.Fatalf("a NOTIFY in a dialog the replay did not create (Call-ID %s)", m.header("Call-ID"))
+		t.Fatalf("a NOTIFY in a dialog the replay did not create (Call-ID %s)", m.Header("Call-ID"))
 	}
 	kam := pfxParseFixture(t, m)
-	got := d.client.take(t, m.header("Call-ID"))
+	got := d.client.take(t, m.Header("Call-ID"))
 	pfxCompareNotify(t, d.client.kind, kam, got)
 }
 
@@ -520,10 +522,10 @@ func pfxContentType(m interface{ GetHeader(string) sip.Header }) string {
 func pfxCompareNotify(t *testing.T, kind string, kam, got *sip.Request) {
 	t.Helper()
 	pfxCheckFraming(t, got)
-	kamState, _, _ := strings.Cut(subState(kam), ";")
-	gotState, _, _ := strings.Cut(subState(got), ";")
+	kamState, _, _ := strings.Cut(servertest.SubState(kam), ";")
+	gotState, _, _ := strings.Cut(servertest.SubState(got), ";")
 	if (kamState == "terminated") != (gotState == "terminated") {
-		t.Errorf("Subscription-State %q, the capture %q", subState(got), subState(kam))
+		t.Errorf("Subscription-State %q, the capture %q", servertest.SubState(got), servertest.SubState(kam))
 	}
 	kb, gb := kam.Body(), got.Body()
 	if len(kb) > 0 && len(gb) == 0 {
@@ -660,12 +662,12 @@ func pfxTagCounts(body []byte) map[string]int {
 // pfxWire returns the header section of a fixture message and its body as it was on the wire:
 // the captures render line ends as CRLF, so the body is the one of its line-end variants that
 // has the declared Content-Length. hasCL reports whether the message had one.
-func pfxWire(t *testing.T, m fixtureMessage) (head string, body []byte, hasCL bool) {
+func pfxWire(t *testing.T, m servertest.Fixture) (head string, body []byte, hasCL bool) {
 	t.Helper()
 	head, text, _ := strings.Cut(m.Text, "\r\n\r\n")
-	cl := m.header("Content-Length")
+	cl := m.Header("Content-Length")
 	if cl == "" {
-		cl = m.header("l")
+		cl = m.Header("l")
 	}
 	if cl == "" {
 		return head, []byte(text), false
@@ -685,7 +687,7 @@ func pfxWire(t *testing.T, m fixtureMessage) (head string, body []byte, hasCL bo
 }
 
 // pfxParseFixture parses a fixture request as it was on the wire with sipgo.
-func pfxParseFixture(t *testing.T, m fixtureMessage) *sip.Request {
+func pfxParseFixture(t *testing.T, m servertest.Fixture) *sip.Request {
 	t.Helper()
 	head, body, _ := pfxWire(t, m)
 	msg, err := sip.ParseMessage(append([]byte(head+"\r\n\r\n"), body...))
@@ -699,7 +701,7 @@ func pfxParseFixture(t *testing.T, m fixtureMessage) *sip.Request {
 	return req
 }
 
-func pfxStatus(m fixtureMessage) int {
+func pfxStatus(m servertest.Fixture) int {
 	f := strings.Fields(m.Text)
 	if len(f) < 2 {
 		return 0
@@ -716,8 +718,8 @@ type pfxClient struct {
 	key     string   // the client's address in the capture
 	aliases []string // the client's addresses in the capture, rewritten to the socket's
 	kind    string   // baresip or linphone
-	udp     bool
-	conn    net.Conn
+	UDP     bool
+	Conn    net.Conn
 	resps   chan *sip.Response
 	arrived chan struct{}
 	wg      sync.WaitGroup
@@ -734,10 +736,10 @@ func pfxDial(t *testing.T, network, addr, key string) *pfxClient {
 	if err != nil {
 		t.Fatalf("dial %s %s: %v", network, addr, err)
 	}
-	c := &pfxClient{key: key, udp: network == "udp", conn: conn, resps: make(chan *sip.Response, 64),
+	c := &pfxClient{key: key, UDP: network == "udp", Conn: conn, resps: make(chan *sip.Response, 64),
 		arrived: make(chan struct{}, 1), seen: map[string]bool{}}
 	c.wg.Add(1)
-	go c.read()
+	go c.Read()
 	t.Cleanup(func() {
 		conn.Close()
 		c.wg.Wait()
@@ -757,14 +759,14 @@ func (c *pfxClient) errors() []string {
 	return append([]string(nil), c.errs...)
 }
 
-func (c *pfxClient) read() {
+func (c *pfxClient) Read() {
 	defer c.wg.Done()
-	rd := bufio.NewReaderSize(c.conn, 1<<16)
+	rd := bufio.NewReaderSize(c.Conn, 1<<16)
 	buf := make([]byte, 65535)
 	for {
 		var data []byte
-		if c.udp {
-			n, err := c.conn.Read(buf)
+		if c.UDP {
+			n, err := c.Conn.Read(buf)
 			if err != nil {
 				return
 			}
@@ -848,7 +850,7 @@ func (c *pfxClient) answer(req *sip.Request) {
 	b.WriteString("Call-ID: " + req.CallID().Value() + "\r\n")
 	b.WriteString("CSeq: " + req.CSeq().Value() + "\r\n")
 	b.WriteString("Content-Length: 0\r\n\r\n")
-	if _, err := c.conn.Write([]byte(b.String())); err != nil {
+	if _, err := c.Conn.Write([]byte(b.String())); err != nil {
 		return
 	}
 	if status != 200 || req.Via() == nil {
@@ -875,7 +877,7 @@ func (c *pfxClient) answer(req *sip.Request) {
 // on later requests, so simpled asks again with a fresh nonce.
 func (c *pfxClient) do(t *testing.T, text string, body []byte, hint string) *sip.Response {
 	t.Helper()
-	res := c.send(t, text, body, hint)
+	res := c.Send(t, text, body, hint)
 	pa := pfxHeaderValue(text, "Proxy-Authorization")
 	if res.StatusCode != 407 || pa == "" {
 		return res
@@ -884,15 +886,15 @@ func (c *pfxClient) do(t *testing.T, text string, body []byte, hint string) *sip
 	for _, h := range res.GetHeaders("Proxy-Authenticate") {
 		challenges = append(challenges, h.Value())
 	}
-	ch := challengeParams(challenges)
+	ch := servertest.ChallengeParams(challenges)
 	if ch == nil || ch["stale"] != "true" {
 		return res
 	}
 	method, _, _ := strings.Cut(text, " ")
-	user, realm, uri := regexpValue(pa, "username"), regexpValue(pa, "realm"), regexpValue(pa, "uri")
-	resp := digestMD5(user, realm, "secret-"+user, method, uri, ch["nonce"], "", "")
-	text = setHeader(text, "Proxy-Authorization", fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s"`, user, realm, ch["nonce"], uri, resp))
-	return c.send(t, text, body, hint)
+	user, realm, uri := servertest.QuotedParam(pa, "username"), servertest.QuotedParam(pa, "realm"), servertest.QuotedParam(pa, "uri")
+	resp := servertest.DigestMD5(user, realm, "secret-"+user, method, uri, ch["nonce"], "", "")
+	text = servertest.SetHeader(text, "Proxy-Authorization", fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s"`, user, realm, ch["nonce"], uri, resp))
+	return c.Send(t, text, body, hint)
 }
 
 // pfxHeaderValue returns the value of the first name header of a message's text, or "".
@@ -907,13 +909,13 @@ func pfxHeaderValue(text, name string) string {
 }
 
 // send writes one request and returns its final response (see do).
-func (c *pfxClient) send(t *testing.T, text string, body []byte, hint string) *sip.Response {
+func (c *pfxClient) Send(t *testing.T, text string, body []byte, hint string) *sip.Response {
 	t.Helper()
 	branch := "z9hG4bK" + pfxBranch(hint)
 	head, _, _ := strings.Cut(text, "\r\n\r\n")
 	head = pfxBranchRe.ReplaceAllLiteralString(head, "branch="+branch)
-	head = strings.ReplaceAll(head, "{local}", c.conn.LocalAddr().String())
-	if _, err := c.conn.Write(append([]byte(head+"\r\n\r\n"), body...)); err != nil {
+	head = strings.ReplaceAll(head, "{local}", c.Conn.LocalAddr().String())
+	if _, err := c.Conn.Write(append([]byte(head+"\r\n\r\n"), body...)); err != nil {
 		t.Fatalf("send: %v", err)
 	}
 	deadline := time.After(3 * time.Second)

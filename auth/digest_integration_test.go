@@ -1,4 +1,4 @@
-package server
+package auth_test
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -17,13 +19,13 @@ import (
 // epoch and the lockout, over real UDP sockets against a started server with a users file.
 
 // digestServer starts a server whose users file holds alice and bob (password secret-<user>).
-func digestServer(t *testing.T, mod func(*config.Options)) *Server {
+func digestServer(t *testing.T, mod func(*config.Options)) *server.Server {
 	t.Helper()
 	users := filepath.Join(t.TempDir(), "users")
 	if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\nbob@example.test:secret-bob\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, func(o *config.Options) {
+	return servertest.Start(t, func(o *config.Options) {
 		o.UsersFile = users
 		if mod != nil {
 			mod(o)
@@ -32,15 +34,15 @@ func digestServer(t *testing.T, mod func(*config.Options)) *Server {
 }
 
 // challengeFor sends an unauthenticated REGISTER of user on w and returns the MD5 challenge.
-func challengeFor(t *testing.T, w *wire, user, callID string) map[string]string {
+func challengeFor(t *testing.T, w *servertest.Wire, user, callID string) map[string]string {
 	t.Helper()
-	w.send(register(user, callID, 1, "Contact: <sip:"+user+"@{local}>"))
-	res := w.expect(`^SIP/2.0 401 `)
+	w.Send(servertest.Register(user, callID, 1, "Contact: <sip:"+user+"@{local}>"))
+	res := w.Expect(`^SIP/2.0 401 `)
 	var values []string
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		values = append(values, h.Value())
 	}
-	ch := challengeParams(values)
+	ch := servertest.ChallengeParams(values)
 	if ch == nil {
 		t.Fatalf("no MD5 challenge: %q", values)
 	}
@@ -51,10 +53,10 @@ func challengeFor(t *testing.T, w *wire, user, callID string) map[string]string 
 func authorization(user, password, uri, nonce, nc string) string {
 	if nc == "" {
 		return fmt.Sprintf(`Authorization: Digest username="%s", realm="example.test", nonce="%s", uri="%s", response="%s", algorithm=MD5`,
-			user, nonce, uri, digestMD5(user, "example.test", password, "REGISTER", uri, nonce, "", ""))
+			user, nonce, uri, servertest.DigestMD5(user, "example.test", password, "REGISTER", uri, nonce, "", ""))
 	}
 	return fmt.Sprintf(`Authorization: Digest username="%s", realm="example.test", nonce="%s", uri="%s", response="%s", algorithm=MD5, qop=auth, nc=%s, cnonce="c0ffee"`,
-		user, nonce, uri, digestMD5(user, "example.test", password, "REGISTER", uri, nonce, nc, "c0ffee"), nc)
+		user, nonce, uri, servertest.DigestMD5(user, "example.test", password, "REGISTER", uri, nonce, nc, "c0ffee"), nc)
 }
 
 // TestDigestNoQOPReplay: an Authorization without qop, captured from alice's REGISTER, is
@@ -62,19 +64,19 @@ func authorization(user, password, uri, nonce, nc string) string {
 // stale=true), and no rogue binding.
 func TestDigestNoQOPReplay(t *testing.T) {
 	srv := digestServer(t, nil)
-	alice := dial(t, "udp", srv.Listener("udp"))
+	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, alice, "alice", "noqop-1")
 	authz := authorization("alice", "secret-alice", "sip:example.test", ch["nonce"], "")
-	alice.send(register("alice", "noqop-1", 2, "Contact: <sip:alice@{local}>", authz))
-	alice.expect(`^SIP/2.0 200 `)
+	alice.Send(servertest.Register("alice", "noqop-1", 2, "Contact: <sip:alice@{local}>", authz))
+	alice.Expect(`^SIP/2.0 200 `)
 
-	attacker := dial(t, "udp", srv.Listener("udp"))
-	attacker.send(register("alice", "rogue-1", 1, "Contact: <sip:rogue@192.0.2.66:5060>", authz))
-	res := attacker.expect(`^SIP/2.0 401 `)
+	attacker := servertest.Dial(t, "udp", srv.Listener("udp"))
+	attacker.Send(servertest.Register("alice", "rogue-1", 1, "Contact: <sip:rogue@192.0.2.66:5060>", authz))
+	res := attacker.Expect(`^SIP/2.0 401 `)
 	if v := res.GetHeader("WWW-Authenticate"); v == nil || !strings.Contains(v.Value(), "stale=true") {
 		t.Fatalf("replay challenge without stale=true:\n%s", res)
 	}
-	body := httpGet(t, "http://"+srv.HTTPAddr()+"/api/v1/registrations/alice@example.test", 200)
+	body := servertest.HTTPGet(t, "http://"+srv.HTTPAddr()+"/api/v1/registrations/alice@example.test", 200)
 	if strings.Contains(body, "rogue") {
 		t.Fatalf("the replay stored a binding:\n%s", body)
 	}
@@ -83,30 +85,30 @@ func TestDigestNoQOPReplay(t *testing.T) {
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		values = append(values, h.Value())
 	}
-	fresh := challengeParams(values)["nonce"]
-	alice.send(register("alice", "noqop-1", 3, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:example.test", fresh, "")))
-	alice.expect(`^SIP/2.0 200 `)
+	fresh := servertest.ChallengeParams(values)["nonce"]
+	alice.Send(servertest.Register("alice", "noqop-1", 3, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:example.test", fresh, "")))
+	alice.Expect(`^SIP/2.0 200 `)
 }
 
 // TestDigestURIMismatch: credentials whose uri is not the Request-URI get 400.
 func TestDigestURIMismatch(t *testing.T) {
 	srv := digestServer(t, nil)
-	w := dial(t, "udp", srv.Listener("udp"))
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, w, "alice", "uri-1")
-	w.send(register("alice", "uri-1", 2, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:other.test", ch["nonce"], "00000001")))
-	w.expect(`^SIP/2.0 400 Digest URI Mismatch`)
+	w.Send(servertest.Register("alice", "uri-1", 2, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:other.test", ch["nonce"], "00000001")))
+	w.Expect(`^SIP/2.0 400 Digest URI Mismatch`)
 }
 
 // TestDigestRequireQOP: with auth.require_qop an answer without qop is challenged again; with
 // qop it registers.
 func TestDigestRequireQOP(t *testing.T) {
 	srv := digestServer(t, func(o *config.Options) { o.Auth.RequireQOP = true })
-	w := dial(t, "udp", srv.Listener("udp"))
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, w, "bob", "qop-1")
-	w.send(register("bob", "qop-1", 2, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "")))
-	w.expect(`^SIP/2.0 401 `)
-	w.send(register("bob", "qop-1", 3, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "00000001")))
-	w.expect(`^SIP/2.0 200 `)
+	w.Send(servertest.Register("bob", "qop-1", 2, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "")))
+	w.Expect(`^SIP/2.0 401 `)
+	w.Send(servertest.Register("bob", "qop-1", 3, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "00000001")))
+	w.Expect(`^SIP/2.0 200 `)
 }
 
 // TestDigestLockout: ten wrong passwords for alice from one address within a minute lock that
@@ -114,37 +116,37 @@ func TestDigestRequireQOP(t *testing.T) {
 // are not locked out.
 func TestDigestLockout(t *testing.T) {
 	srv := digestServer(t, nil)
-	w := dial(t, "udp", srv.Listener("udp"))
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	nonce := challengeFor(t, w, "alice", "guess")["nonce"]
 	for i := range 10 {
-		w.send(register("alice", "guess", 2+i, "Contact: <sip:alice@{local}>",
+		w.Send(servertest.Register("alice", "guess", 2+i, "Contact: <sip:alice@{local}>",
 			authorization("alice", fmt.Sprintf("guess-%d", i), "sip:example.test", nonce, "00000001")))
-		w.expect(`^SIP/2.0 403 Invalid Credentials`)
+		w.Expect(`^SIP/2.0 403 Invalid Credentials`)
 	}
 	// The right password from the same address: 403.
-	w.send(register("alice", "guess", 20, "Contact: <sip:alice@{local}>",
+	w.Send(servertest.Register("alice", "guess", 20, "Contact: <sip:alice@{local}>",
 		authorization("alice", "secret-alice", "sip:example.test", nonce, "00000001")))
-	w.expect(`^SIP/2.0 403 Locked Out`)
+	w.Expect(`^SIP/2.0 403 Locked Out`)
 	// From another socket of that address, even the unauthenticated REGISTER is refused
 	// rather than challenged.
-	w2 := dial(t, "udp", srv.Listener("udp"))
-	w2.send(register("alice", "right-1", 1, "Contact: <sip:alice@{local}>"))
-	w2.expect(`^SIP/2.0 403 Locked Out`)
-	if got := metricValue(t, srv, "simpled_auth_lockouts_total"); got != 1 {
+	w2 := servertest.Dial(t, "udp", srv.Listener("udp"))
+	w2.Send(servertest.Register("alice", "right-1", 1, "Contact: <sip:alice@{local}>"))
+	w2.Expect(`^SIP/2.0 403 Locked Out`)
+	if got := servertest.MetricValue(t, srv, "simpled_auth_lockouts_total"); got != 1 {
 		t.Fatalf("simpled_auth_lockouts_total = %v, want 1", got)
 	}
-	if got := metricValue(t, srv, `simpled_auth_failures_total{reason="locked"}`); got != 2 {
+	if got := servertest.MetricValue(t, srv, `simpled_auth_failures_total{reason="locked"}`); got != 2 {
 		t.Fatalf(`simpled_auth_failures_total{reason="locked"} = %v, want 2`, got)
 	}
 	// bob from the same address is not locked out.
 	ch := challengeFor(t, w2, "bob", "bob-1")
-	w2.send(register("bob", "bob-1", 2, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "00000001")))
-	w2.expect(`^SIP/2.0 200 `)
+	w2.Send(servertest.Register("bob", "bob-1", 2, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "00000001")))
+	w2.Expect(`^SIP/2.0 200 `)
 	// alice from another loopback address is not locked out.
-	other := dialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
+	other := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	ch = challengeFor(t, other, "alice", "other-1")
-	other.send(register("alice", "other-1", 2, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:example.test", ch["nonce"], "00000001")))
-	other.expect(`^SIP/2.0 200 `)
+	other.Send(servertest.Register("alice", "other-1", 2, "Contact: <sip:alice@{local}>", authorization("alice", "secret-alice", "sip:example.test", ch["nonce"], "00000001")))
+	other.Expect(`^SIP/2.0 200 `)
 }
 
 // TestDigestStoreFlushed: with Redis holding the nonce counts, a FLUSHALL must not let an
@@ -152,11 +154,11 @@ func TestDigestLockout(t *testing.T) {
 func TestDigestStoreFlushed(t *testing.T) {
 	rs := redistest.Start(t)
 	srv := digestServer(t, func(o *config.Options) { o.Store = rs.URL() })
-	w := dial(t, "udp", srv.Listener("udp"))
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, w, "alice", "flush-1")
 	authz := authorization("alice", "secret-alice", "sip:example.test", ch["nonce"], "00000001")
-	w.send(register("alice", "flush-1", 2, "Contact: <sip:alice@{local}>", authz))
-	w.expect(`^SIP/2.0 200 `)
+	w.Send(servertest.Register("alice", "flush-1", 2, "Contact: <sip:alice@{local}>", authz))
+	w.Expect(`^SIP/2.0 200 `)
 
 	client := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
 	defer client.Close()
@@ -164,9 +166,9 @@ func TestDigestStoreFlushed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The replay, from another socket with another Call-ID: a stale challenge, not 200.
-	attacker := dial(t, "udp", srv.Listener("udp"))
-	attacker.send(register("alice", "flush-rogue", 1, "Contact: <sip:rogue@192.0.2.66:5060>", authz))
-	res := attacker.expect(`^SIP/2.0 401 `)
+	attacker := servertest.Dial(t, "udp", srv.Listener("udp"))
+	attacker.Send(servertest.Register("alice", "flush-rogue", 1, "Contact: <sip:rogue@192.0.2.66:5060>", authz))
+	res := attacker.Expect(`^SIP/2.0 401 `)
 	if v := res.GetHeader("WWW-Authenticate"); v == nil || !strings.Contains(v.Value(), "stale=true") {
 		t.Fatalf("replay after FLUSHALL without stale=true:\n%s", res)
 	}
@@ -175,7 +177,7 @@ func TestDigestStoreFlushed(t *testing.T) {
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		values = append(values, h.Value())
 	}
-	w.send(register("alice", "flush-1", 3, "Contact: <sip:alice@{local}>",
-		authorization("alice", "secret-alice", "sip:example.test", challengeParams(values)["nonce"], "00000001")))
-	w.expect(`^SIP/2.0 200 `)
+	w.Send(servertest.Register("alice", "flush-1", 3, "Contact: <sip:alice@{local}>",
+		authorization("alice", "secret-alice", "sip:example.test", servertest.ChallengeParams(values)["nonce"], "00000001")))
+	w.Expect(`^SIP/2.0 200 `)
 }

@@ -1,4 +1,4 @@
-package server
+package admin_test
 
 import (
 	"fmt"
@@ -11,25 +11,15 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo/sip"
 )
 
-// adminToken is the token the tests write to admin.token_file.
-const adminToken = "e2e-admin-token-0123456789abcdef"
-
-func writeTokenFile(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(path, []byte(adminToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // adminDo sends one admin API request with the token (when tok) and, for a body, the JSON
 // content type, and checks the status.
-func adminDo(t *testing.T, srv *Server, tok bool, method, path, body string, want int) {
+func adminDo(t *testing.T, srv *server.Server, tok bool, method, path, body string, want int) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+srv.HTTPAddr()+path, strings.NewReader(body))
 	if err != nil {
@@ -39,7 +29,7 @@ func adminDo(t *testing.T, srv *Server, tok bool, method, path, body string, wan
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if tok {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Authorization", "Bearer "+servertest.AdminToken)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -53,14 +43,14 @@ func adminDo(t *testing.T, srv *Server, tok bool, method, path, body string, wan
 
 // registerAs registers user over UDP, answering a digest challenge with password, and
 // returns the final status.
-func registerAs(t *testing.T, srv *Server, user, password string) int {
+func registerAs(t *testing.T, srv *server.Server, user, password string) int {
 	t.Helper()
-	w := dial(t, "udp", srv.Listener("udp"))
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	callID := "adm-" + user + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	contact := "Contact: <sip:" + user + "@127.0.0.1:5070>"
 	final := func() *sip.Response {
 		for {
-			msg := w.read(3 * time.Second)
+			msg := w.Read(3 * time.Second)
 			if msg == "" {
 				t.Fatalf("REGISTER %s: no answer", user)
 			}
@@ -74,7 +64,7 @@ func registerAs(t *testing.T, srv *Server, user, password string) int {
 			return m.(*sip.Response)
 		}
 	}
-	w.send(register(user, callID, 1, contact))
+	w.Send(servertest.Register(user, callID, 1, contact))
 	res := final()
 	if res.StatusCode != 401 {
 		return int(res.StatusCode)
@@ -83,13 +73,13 @@ func registerAs(t *testing.T, srv *Server, user, password string) int {
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		challenges = append(challenges, h.Value())
 	}
-	ch := challengeParams(challenges)
+	ch := servertest.ChallengeParams(challenges)
 	if ch == nil {
 		t.Fatalf("401 without an MD5 challenge: %q", challenges)
 	}
 	const uri = "sip:example.test"
-	resp := digestMD5(user, "example.test", password, "REGISTER", uri, ch["nonce"], "00000001", "c0ffee")
-	w.send(register(user, callID, 2, contact, fmt.Sprintf(
+	resp := servertest.DigestMD5(user, "example.test", password, "REGISTER", uri, ch["nonce"], "00000001", "c0ffee")
+	w.Send(servertest.Register(user, callID, 2, contact, fmt.Sprintf(
 		`Authorization: Digest username="%s", realm="example.test", nonce="%s", uri="%s", response="%s", algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee"`,
 		user, ch["nonce"], uri, resp)))
 	return int(final().StatusCode)
@@ -99,20 +89,20 @@ func registerAs(t *testing.T, srv *Server, user, password string) int {
 // refuses requests without the right token, and a user created with PUT /api/v1/users can
 // register with that password at once, and no longer after DELETE.
 func TestAdminUsersAndToken(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) {
-		o.Admin.TokenFile = writeTokenFile(t)
+	srv := servertest.Start(t, func(o *config.Options) {
+		o.Admin.TokenFile = servertest.TokenFile(t)
 		o.Pprof = true
 		o.Auth.Mode = config.AuthRequired // credentials in the store alone, on loopback
 	})
-	httpGet(t, "http://"+srv.HTTPAddr()+"/metrics", 200)
-	httpGet(t, "http://"+srv.HTTPAddr()+"/healthz", 200)
-	httpGet(t, "http://"+srv.HTTPAddr()+"/api/v1/users", 401)
-	httpGet(t, "http://"+srv.HTTPAddr()+"/debug/pprof/", 401)
+	servertest.HTTPGet(t, "http://"+srv.HTTPAddr()+"/metrics", 200)
+	servertest.HTTPGet(t, "http://"+srv.HTTPAddr()+"/healthz", 200)
+	servertest.HTTPGet(t, "http://"+srv.HTTPAddr()+"/api/v1/users", 401)
+	servertest.HTTPGet(t, "http://"+srv.HTTPAddr()+"/debug/pprof/", 401)
 	adminDo(t, srv, false, "PUT", "/api/v1/users/alice@example.test", `{"password":"secret-alice"}`, 401)
 	adminDo(t, srv, true, "GET", "/debug/pprof/", "", 200)
 
 	adminDo(t, srv, true, "PUT", "/api/v1/users/alice@example.test", `{"password":"secret-alice"}`, 201)
-	adminDo(t, srv, true, "PUT", "/api/v1/users/bob@example.test", `{"ha1":"`+md5hex("bob:example.test:secret-bob")+`"}`, 201)
+	adminDo(t, srv, true, "PUT", "/api/v1/users/bob@example.test", `{"ha1":"`+servertest.MD5Hex("bob:example.test:secret-bob")+`"}`, 201)
 	if got := registerAs(t, srv, "alice", "secret-alice"); got != 200 {
 		t.Fatalf("alice created through the API: REGISTER %d, want 200", got)
 	}
@@ -131,9 +121,9 @@ func TestAdminUsersAndToken(t *testing.T) {
 // TestAdminRefusesForeignHostAndForms: the started server's HTTP listener refuses a rebound
 // DNS name (421) and a cross-site form post (415) before anything is sent.
 func TestAdminRefusesForeignHostAndForms(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := servertest.Start(t, nil)
 	api := "http://" + srv.HTTPAddr() + "/api/v1/messages"
-	dev := newUA(t, srv, "udp", "wim")
+	dev := servertest.NewUA(t, srv, "udp", "wim")
 	req, _ := http.NewRequest("POST", api, strings.NewReader(`{"to":"wim@example.test","body":"x"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Host = "attacker.example:" + srv.HTTPAddr()[strings.LastIndexByte(srv.HTTPAddr(), ':')+1:]
@@ -147,7 +137,7 @@ func TestAdminRefusesForeignHostAndForms(t *testing.T) {
 		t.Fatalf("text/plain POST: %v %v, want 415", err, resp)
 	}
 	resp.Body.Close()
-	dev.expectNothing(300 * time.Millisecond)
+	dev.ExpectNothing(300 * time.Millisecond)
 }
 
 // TestReloadUsersFile: the users file is re-read in place (SIGHUP): a user added to it
@@ -162,7 +152,7 @@ func TestReloadUsersFile(t *testing.T) {
 		}
 	}
 	write("alice@example.test:secret-alice\ncarol@example.test:secret-carol\n")
-	srv := startServer(t, func(o *config.Options) { o.UsersFile = path })
+	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = path })
 	if got := registerAs(t, srv, "bob", "secret-bob"); got == 200 {
 		t.Fatal("bob registered before he was in the file")
 	}

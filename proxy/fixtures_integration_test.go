@@ -1,9 +1,8 @@
-package server
+package proxy_test
 
 import (
 	"bytes"
 	"compress/zlib"
-	"context"
 	"net"
 	"regexp"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/simpled/simpled/internal/servertest"
 )
 
 // inflatedMarker introduces a deflated body the capture shows inflated.
@@ -21,7 +21,7 @@ var inflatedMarker = regexp.MustCompile(`^\[(\d+)-byte body, Content-Encoding: d
 // wireBody rebuilds the body a fixture message had on the wire: deflated bodies are shown
 // inflated in the captures, so they are compressed again (the bytes differ from the original
 // capture, but they are binary as the original was, and must arrive unchanged).
-func wireBody(t testing.TB, m fixtureMessage) (head string, body []byte) {
+func wireBody(t testing.TB, m servertest.Fixture) (head string, body []byte) {
 	t.Helper()
 	head, text, _ := strings.Cut(m.Text, "\r\n\r\n")
 	if loc := inflatedMarker.FindStringIndex(text); loc != nil {
@@ -38,9 +38,9 @@ func wireBody(t testing.TB, m fixtureMessage) (head string, body []byte) {
 // captures: the recipient (registered by a test UA on the same transport) must get it with the
 // body, Content-Type and Content-Encoding byte for byte as sent, and the sender the 200.
 func TestFixtureMessagesRelayed(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := servertest.Start(t, nil)
 	n := 0
-	for _, m := range append(loadFixtures(t, "message-*.txt"), loadFixtures(t, "offline-*.txt")...) {
+	for _, m := range append(servertest.LoadFixtures(t, "message-*.txt"), servertest.LoadFixtures(t, "offline-*.txt")...) {
 		if m.Method() != "MESSAGE" || !strings.HasSuffix(strings.Fields(m.Text)[1], "@example.test") {
 			continue // only client → server requests (the server's relayed copies go to contacts)
 		}
@@ -50,28 +50,28 @@ func TestFixtureMessagesRelayed(t *testing.T) {
 			head, body := wireBody(t, m)
 			target := strings.TrimPrefix(strings.Fields(head)[1], "sip:")
 			user, _, _ := strings.Cut(target, "@")
-			dev := newUA(t, srv, tp, user)
+			dev := servertest.NewUA(t, srv, tp, user)
 			// The next case for the same user must not fork to this device's socket, whose
 			// port a later socket may reuse.
-			t.Cleanup(func() { _, _ = srv.registrar.Remove(context.Background(), user+"@example.test") })
-			sender := dial(t, tp, srv.Listener(tp))
+			t.Cleanup(func() { servertest.Unregister(t, srv, user+"@example.test") })
+			sender := servertest.Dial(t, tp, srv.Listener(tp))
 			text := head + "\r\n\r\n"
-			text = setHeader(text, "Route", "<sip:"+srv.Listener(tp)+";transport="+tp+";lr>")
-			text = setHeader(text, "Content-Length", strconv.Itoa(len(body)))
-			text = setHeader(text, "Proxy-Authorization", "") // this server has no credentials
+			text = servertest.SetHeader(text, "Route", "<sip:"+srv.Listener(tp)+";transport="+tp+";lr>")
+			text = servertest.SetHeader(text, "Content-Length", strconv.Itoa(len(body)))
+			text = servertest.SetHeader(text, "Proxy-Authorization", "") // this server has no credentials
 			text = regexp.MustCompile(`(?m)^Via: SIP/2.0/(UDP|TCP) [^;]+;`).ReplaceAllString(text, "Via: SIP/2.0/$1 {local};")
-			sender.send(sender.expand(text) + string(body))
-			got := dev.request("MESSAGE")
+			sender.Send(sender.Expand(text) + string(body))
+			got := dev.Request("MESSAGE")
 			if !bytes.Equal(got.Body(), body) {
 				t.Errorf("body changed in transit:\n got %q\nwant %q", got.Body(), body)
 			}
 			for _, h := range []string{"Content-Type", "Content-Encoding"} {
-				if want := m.header(h); headerValue(got.GetHeader(h)) != want {
-					t.Errorf("%s %q, want %q", h, headerValue(got.GetHeader(h)), want)
+				if want := m.Header(h); servertest.HeaderValue(got.GetHeader(h)) != want {
+					t.Errorf("%s %q, want %q", h, servertest.HeaderValue(got.GetHeader(h)), want)
 				}
 			}
-			dev.reply(got, 200)
-			sender.expect(`^SIP/2.0 200 `)
+			dev.Reply(got, 200)
+			sender.Expect(`^SIP/2.0 200 `)
 		})
 	}
 	if n == 0 {
@@ -79,20 +79,13 @@ func TestFixtureMessagesRelayed(t *testing.T) {
 	}
 }
 
-func headerValue(h interface{ Value() string }) string {
-	if h == nil {
-		return ""
-	}
-	return h.Value()
-}
-
 // TestCPIMRelayedToSipgoUA: linphone's CPIM MESSAGE from the captures reaches a sipgo user
 // agent byte for byte, Content-Type included, and the UA's 200 reaches the sender.
 func TestCPIMRelayedToSipgoUA(t *testing.T) {
-	srv := startServer(t, nil)
-	var m fixtureMessage
-	for _, f := range loadFixtures(t, "message-udp.txt") {
-		if f.Method() == "MESSAGE" && f.header("Content-Type") == "message/cpim" && strings.HasSuffix(strings.Fields(f.Text)[1], "@example.test") {
+	srv := servertest.Start(t, nil)
+	var m servertest.Fixture
+	for _, f := range servertest.LoadFixtures(t, "message-udp.txt") {
+		if f.Method() == "MESSAGE" && f.Header("Content-Type") == "message/cpim" && strings.HasSuffix(strings.Fields(f.Text)[1], "@example.test") {
 			m = f
 			break
 		}
@@ -121,17 +114,18 @@ func TestCPIMRelayedToSipgoUA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { pc.Close() }) // ends ServeUDP
 	go func() { _ = uas.ServeUDP(pc) }()
 
-	reg := dial(t, "udp", srv.Listener("udp"))
-	reg.send(register(user, "sipgo-ua", 1, "Contact: <sip:"+user+"@"+pc.LocalAddr().String()+">"))
-	reg.expect(`^SIP/2.0 200 `)
+	reg := servertest.Dial(t, "udp", srv.Listener("udp"))
+	reg.Send(servertest.Register(user, "sipgo-ua", 1, "Contact: <sip:"+user+"@"+pc.LocalAddr().String()+">"))
+	reg.Expect(`^SIP/2.0 200 `)
 
-	sender := dial(t, "udp", srv.Listener("udp"))
-	text := setHeader(head+"\r\n\r\n", "Route", "<sip:"+srv.Listener("udp")+";transport=udp;lr>")
-	text = setHeader(text, "Content-Length", strconv.Itoa(len(body)))
+	sender := servertest.Dial(t, "udp", srv.Listener("udp"))
+	text := servertest.SetHeader(head+"\r\n\r\n", "Route", "<sip:"+srv.Listener("udp")+";transport=udp;lr>")
+	text = servertest.SetHeader(text, "Content-Length", strconv.Itoa(len(body)))
 	text = regexp.MustCompile(`(?m)^Via: SIP/2.0/UDP [^;]+;`).ReplaceAllString(text, "Via: SIP/2.0/UDP {local};")
-	sender.send(sender.expand(text) + string(body))
+	sender.Send(sender.Expand(text) + string(body))
 	select {
 	case req := <-got:
 		if !bytes.Equal(req.Body(), body) || req.ContentType().Value() != "message/cpim" {
@@ -140,5 +134,5 @@ func TestCPIMRelayedToSipgoUA(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the sipgo UA got no MESSAGE")
 	}
-	sender.expect(`^SIP/2.0 200 `)
+	sender.Expect(`^SIP/2.0 200 `)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package server
+package transport_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -27,7 +29,7 @@ type wsPhone struct {
 	received chan *sip.Request
 }
 
-func newWSPhone(t *testing.T, srv *Server, scheme, user string) *wsPhone {
+func newWSPhone(t *testing.T, srv *server.Server, scheme, user string) *wsPhone {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("ws-phone"),
 		sipgo.WithUserAgenTLSConfig(&tls.Config{InsecureSkipVerify: true})) // the test's self-signed cert
@@ -55,7 +57,7 @@ func newWSPhone(t *testing.T, srv *Server, scheme, user string) *wsPhone {
 }
 
 // do sends a request to simpled over the phone's WebSocket and returns the final response,
-// answering a digest challenge (401 or 407) with the password usersFile gives the user, as
+// answering a digest challenge (401 or 407) with the password servertest.UsersFile gives the user, as
 // JsSIP does.
 func (p *wsPhone) do(req *sip.Request) *sip.Response {
 	p.t.Helper()
@@ -73,7 +75,7 @@ func (p *wsPhone) do(req *sip.Request) *sip.Response {
 	return res
 }
 
-func (p *wsPhone) request(method sip.RequestMethod, to sip.Uri, extra ...sip.Header) *sip.Request {
+func (p *wsPhone) Request(method sip.RequestMethod, to sip.Uri, extra ...sip.Header) *sip.Request {
 	req := sip.NewRequest(method, to)
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: "example.test"},
 		Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
@@ -103,50 +105,50 @@ func (p *wsPhone) next(method sip.RequestMethod) *sip.Request {
 // and subscribes to presence: every request for it comes down its own connection, though its
 // Contact names an ".invalid" host.
 func TestWebSocketClient(t *testing.T) {
-	cert, key := e2eSelfSignedCert(t)
-	srv := startServer(t, func(o *config.Options) {
+	cert, key := servertest.SelfSignedCert(t)
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "ws://127.0.0.1:0", "wss://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = cert, key
-		o.UsersFile = usersFile(t, "bob", "web-ws", "web-wss")
+		o.UsersFile = servertest.UsersFile(t, "bob", "web-ws", "web-wss")
 	})
-	bob := newAuthUA(t, srv, "udp", "bob")
+	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	for _, scheme := range []string{"ws", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			user := "web-" + scheme
 			phone := newWSPhone(t, srv, scheme, user)
-			reg := phone.request(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.test"},
+			reg := phone.Request(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.test"},
 				sip.NewHeader("Contact", `<sip:k3j2h1@r4nd0m.invalid;transport=`+scheme+`>;+sip.ice;reg-id=1;+sip.instance="<urn:uuid:00000000-0000-4000-8000-00000000`+scheme+`01>";expires=600`),
 				sip.NewHeader("Supported", "path, gruu, outbound"))
 			reg.To().Address.User = user
 			if res := phone.do(reg); res.StatusCode != 200 {
 				t.Fatalf("REGISTER over %s: %d", scheme, res.StatusCode)
 			}
-			if reg, body := e2eLookup(t, srv, user+"@example.test"); len(reg.Bindings) != 1 || reg.Bindings[0].Transport != scheme {
+			if reg, body := servertest.Lookup(t, srv, user+"@example.test"); len(reg.Bindings) != 1 || reg.Bindings[0].Transport != scheme {
 				t.Fatalf("bindings after REGISTER over %s: %s", scheme, body)
 			}
 
-			bob.withAuth(message("bob", user, "ws-in-"+scheme, "text/plain", "to the browser"), "bob", "sip:"+user+"@example.test", "")
+			bob.WithAuth(servertest.Message("bob", user, "ws-in-"+scheme, "text/plain", "to the browser"), "bob", "sip:"+user+"@example.test", "")
 			if got := phone.next(sip.MESSAGE); string(got.Body()) != "to the browser" || got.Recipient.User != "k3j2h1" {
 				t.Fatalf("MESSAGE at the phone: R-URI %s body %q", got.Recipient.String(), got.Body())
 			}
-			bob.expect(`^SIP/2.0 200 `)
+			bob.Expect(`^SIP/2.0 200 `)
 
-			out := phone.request(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"},
+			out := phone.Request(sip.MESSAGE, sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"},
 				sip.NewHeader("Content-Type", "text/plain"))
 			out.SetBody([]byte("from the browser"))
-			go func() { bob.reply(bob.request("MESSAGE"), 200) }()
+			go func() { bob.Reply(bob.Request("MESSAGE"), 200) }()
 			if res := phone.do(out); res.StatusCode != 200 {
 				t.Fatalf("MESSAGE from the phone: %d", res.StatusCode)
 			}
 
-			sub := phone.request(sip.SUBSCRIBE, sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"},
+			sub := phone.Request(sip.SUBSCRIBE, sip.Uri{Scheme: "sip", User: "bob", Host: "example.test"},
 				sip.NewHeader("Contact", "<sip:k3j2h1@r4nd0m.invalid;transport="+scheme+">"),
 				sip.NewHeader("Event", "presence"), sip.NewHeader("Expires", "600"))
 			if res := phone.do(sub); res.StatusCode != 200 || res.Contact() == nil {
 				t.Fatalf("SUBSCRIBE over %s: %d, Contact %v", scheme, res.StatusCode, res.Contact())
 			}
-			if n := phone.next(sip.NOTIFY); !strings.HasPrefix(subState(n), "active") {
-				t.Fatalf("NOTIFY Subscription-State %q", subState(n))
+			if n := phone.next(sip.NOTIFY); !strings.HasPrefix(servertest.SubState(n), "active") {
+				t.Fatalf("NOTIFY Subscription-State %q", servertest.SubState(n))
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package server
+package transport_test
 
 import (
 	"bufio"
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/miekg/dns"
 )
@@ -109,7 +110,7 @@ func (p *testPKI) issue(name string, dns []string, ip, rsaKey bool) (tls.Certifi
 }
 
 // dialTLS connects to simpled's tls listener with conf; {transport} in what is sent is TLS.
-func dialTLS(t testing.TB, addr string, conf *tls.Config) (*wire, error) {
+func dialTLS(t testing.TB, addr string, conf *tls.Config) (*servertest.Wire, error) {
 	t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, 3*time.Second)
 	if err != nil {
@@ -122,12 +123,7 @@ func dialTLS(t testing.TB, addr string, conf *tls.Config) (*wire, error) {
 		return nil, err
 	}
 	_ = tc.SetDeadline(time.Time{})
-	return wireOn(t, tc), nil
-}
-
-// wireOn makes a wire of a stream connection the test already has.
-func wireOn(t testing.TB, c net.Conn) *wire {
-	return &wire{t: t, conn: c, rd: bufio.NewReaderSize(c, 1<<16)}
+	return servertest.WireOn(t, tc), nil
 }
 
 // TestTLSListenerAEADOnly: the tls listener refuses a TLS 1.2 client that offers only
@@ -136,7 +132,7 @@ func wireOn(t testing.TB, c net.Conn) *wire {
 func TestTLSListenerAEADOnly(t *testing.T) {
 	pki := newTestPKI(t)
 	_, certFile, keyFile := pki.issue("server", []string{"example.test"}, true, true)
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 	})
@@ -157,18 +153,18 @@ func TestTLSListenerAEADOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TLS 1.2 with ECDHE_RSA_WITH_AES_128_GCM_SHA256: %v", err)
 	}
-	w.send(strings.ReplaceAll(register("tls12", "tls12-reg", 1), "{transport}", "TLS"))
-	w.expect(`^SIP/2.0 200 `)
+	w.Send(strings.ReplaceAll(servertest.Register("tls12", "tls12-reg", 1), "{transport}", "TLS"))
+	w.Expect(`^SIP/2.0 200 `)
 
 	w, err = dialTLS(t, addr, base())
 	if err != nil {
 		t.Fatalf("TLS 1.3: %v", err)
 	}
-	if v := w.conn.(*tls.Conn).ConnectionState().Version; v != tls.VersionTLS13 {
+	if v := w.Conn.(*tls.Conn).ConnectionState().Version; v != tls.VersionTLS13 {
 		t.Errorf("version %x, want TLS 1.3", v)
 	}
-	w.send(strings.ReplaceAll(register("tls13", "tls13-reg", 1), "{transport}", "TLS"))
-	w.expect(`^SIP/2.0 200 `)
+	w.Send(strings.ReplaceAll(servertest.Register("tls13", "tls13-reg", 1), "{transport}", "TLS"))
+	w.Expect(`^SIP/2.0 200 `)
 }
 
 // TestTrustedPeerByCertificate: with tls_client_ca and proxy.trusted_peers [peer.test], a
@@ -180,7 +176,7 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 	_, certFile, keyFile := pki.issue("server", []string{"example.test"}, true, false)
 	peerCert, _, _ := pki.issue("peer", []string{"peer.test"}, false, false)
 	otherCert, _, _ := pki.issue("other", []string{"other.test"}, false, false)
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 		o.TLSClientCA = pki.caFile()
@@ -204,7 +200,7 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 	}()
 	msg := func(callID string) string {
 		return strings.ReplaceAll("MESSAGE sip:bob@elsewhere.example SIP/2.0\n"+
-			"Via: SIP/2.0/TLS {local};branch=z9hG4bK"+nextBranch()+";rport\n"+
+			"Via: SIP/2.0/TLS {local};branch=z9hG4bK"+servertest.NextBranch()+";rport\n"+
 			"Max-Forwards: 70\n"+
 			"Route: <sip:"+target.Addr().String()+";transport=tcp;lr>\n"+
 			"From: <sip:carol@peer.test>;tag=f"+callID+"\n"+
@@ -214,7 +210,7 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 			"Content-Type: text/plain\n"+
 			"Content-Length: 2\n\nhi", "\n", "\r\n")
 	}
-	client := func(certs ...tls.Certificate) *wire {
+	client := func(certs ...tls.Certificate) *servertest.Wire {
 		w, err := dialTLS(t, srv.Listener("tls"), &tls.Config{RootCAs: pki.pool(), ServerName: "example.test", Certificates: certs})
 		if err != nil {
 			t.Fatal(err)
@@ -222,9 +218,9 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 		return w
 	}
 
-	for name, w := range map[string]*wire{"no certificate": client(), "certificate for other.test": client(otherCert)} {
-		w.send(msg("denied-" + strings.ReplaceAll(name, " ", "-")))
-		w.expect(`^SIP/2.0 403 Relaying Denied`)
+	for name, w := range map[string]*servertest.Wire{"no certificate": client(), "certificate for other.test": client(otherCert)} {
+		w.Send(msg("denied-" + strings.ReplaceAll(name, " ", "-")))
+		w.Expect(`^SIP/2.0 403 Relaying Denied`)
 	}
 	select {
 	case c := <-accepted:
@@ -234,7 +230,7 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 	}
 
 	w := client(peerCert)
-	w.send(msg("trusted-peer"))
+	w.Send(msg("trusted-peer"))
 	var conn net.Conn
 	select {
 	case conn = <-accepted:
@@ -242,13 +238,13 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 		t.Fatal("the trusted peer's MESSAGE was not relayed")
 	}
 	t.Cleanup(func() { conn.Close() })
-	peer := wireOn(t, conn)
-	req := peer.request("MESSAGE")
+	peer := servertest.WireOn(t, conn)
+	req := peer.Request("MESSAGE")
 	if req.Recipient.Host != "elsewhere.example" {
 		t.Errorf("relayed to %s", req.Recipient.String())
 	}
-	peer.reply(req, 200)
-	w.expect(`^SIP/2.0 200 `)
+	peer.Reply(req, 200)
+	w.Expect(`^SIP/2.0 200 `)
 }
 
 // startNameDNS answers A queries for each of names with 127.0.0.1 (tests never ask a resolver
@@ -283,14 +279,14 @@ func startNameDNS(t *testing.T, names ...string) string {
 
 // tlsPeer is a SIP server on loopback speaking TLS with cert, handing the test each
 // connection simpled opens.
-func tlsPeer(t *testing.T, cert tls.Certificate) (port string, conns chan *wire) {
+func tlsPeer(t *testing.T, cert tls.Certificate) (port string, conns chan *servertest.Wire) {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	conns = make(chan *wire, 8)
+	conns = make(chan *servertest.Wire, 8)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -302,7 +298,7 @@ func tlsPeer(t *testing.T, cert tls.Certificate) (port string, conns chan *wire)
 			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 			_ = c.(*tls.Conn).Handshake()
 			_ = c.SetDeadline(time.Time{})
-			conns <- wireOn(t, c)
+			conns <- servertest.WireOn(t, c)
 		}
 	}()
 	_, port, _ = net.SplitHostPort(ln.Addr().String())
@@ -322,29 +318,29 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 	strangerCert, _, _ := newTestPKI(t).issue("stranger", []string{"right.test"}, true, false)
 	strangerPort, strangerConns := tlsPeer(t, strangerCert)
 	dnsAddr := startNameDNS(t, "right.test", "wrong.test")
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 		o.TLSCA = pki.caFile()
 		o.Proxy.DNS = dnsAddr
 		o.Proxy.TrustedPeers = []string{"127.0.0.1"}
 	})
-	alice := dial(t, "udp", srv.Listener("udp"))
+	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 	send := func(callID, hostport string) {
-		alice.send(strings.Replace(message("alice", "bob", callID, "text/plain", "hi"),
+		alice.Send(strings.Replace(servertest.Message("alice", "bob", callID, "text/plain", "hi"),
 			"MESSAGE sip:bob@example.test", "MESSAGE sip:bob@"+hostport+";transport=tls", 1))
 	}
-	nothingWritten := func(w *wire) {
+	nothingWritten := func(w *servertest.Wire) {
 		t.Helper()
-		if msg := w.read(300 * time.Millisecond); msg != "" {
+		if msg := w.Read(300 * time.Millisecond); msg != "" {
 			t.Fatalf("the peer got a request it must not:\n%s", msg)
 		}
 	}
 
 	// A fresh connection whose certificate names right.test, for wrong.test: refused.
 	send("wrong-1", "wrong.test:"+port)
-	alice.expect(`^SIP/2.0 503 `)
-	var peer *wire
+	alice.Expect(`^SIP/2.0 503 `)
+	var peer *servertest.Wire
 	select {
 	case peer = <-peerConns:
 		nothingWritten(peer)
@@ -354,21 +350,21 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 
 	// For right.test, over the same connection: delivered.
 	send("right-1", "right.test:"+port)
-	req := peer.request("MESSAGE")
+	req := peer.Request("MESSAGE")
 	if req.Recipient.Host != "right.test" {
 		t.Fatalf("delivered %s", req.Recipient.String())
 	}
-	peer.reply(req, 200)
-	alice.expect(`^SIP/2.0 200 `)
+	peer.Reply(req, 200)
+	alice.Expect(`^SIP/2.0 200 `)
 
 	// wrong.test again, the connection now open and verified for right.test: refused.
 	send("wrong-2", "wrong.test:"+port)
-	alice.expect(`^SIP/2.0 503 `)
+	alice.Expect(`^SIP/2.0 503 `)
 	nothingWritten(peer)
 
 	// right.test at a server whose certificate another CA issued: refused at the handshake.
 	send("stranger-1", "right.test:"+strangerPort)
-	alice.expect(`^SIP/2.0 503 `)
+	alice.Expect(`^SIP/2.0 503 `)
 	select {
 	case w := <-strangerConns:
 		nothingWritten(w)
@@ -379,7 +375,7 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 // TestWSOriginsAllowList: with transport.ws_origins set, a browser upgrade from another
 // Origin gets HTTP 403 and a listed one is upgraded (issue 14: any Origin was accepted).
 func TestWSOriginsAllowList(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *config.Options) {
 		o.Listen = append(o.Listen, "ws://127.0.0.1:0")
 		o.Transport.WSOrigins = []string{"https://chat.example.test"}
 	})
