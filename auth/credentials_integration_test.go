@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -18,7 +17,7 @@ import (
 func TestCredentialsFromStore(t *testing.T) {
 	rs := redistest.Start(t)
 	// On loopback with no users file, credentials in Redis are used once auth.mode says so.
-	srv := servertest.Start(t, func(o *config.Options) { o.Store = rs.URL(); o.Auth.Mode = config.AuthRequired })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Store = rs.URL(); o.Auth.Mode = servertest.AuthRequired })
 	ha1 := servertest.MD5Hex("erin:example.test:secret-erin")
 	client := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
 	defer client.Close()

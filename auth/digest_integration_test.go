@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -19,13 +17,13 @@ import (
 // epoch and the lockout, over real UDP sockets against a started server with a users file.
 
 // digestServer starts a server whose users file holds alice and bob (password secret-<user>).
-func digestServer(t *testing.T, mod func(*config.Options)) *server.Server {
+func digestServer(t *testing.T, mod func(*servertest.Options)) *servertest.Server {
 	t.Helper()
 	users := filepath.Join(t.TempDir(), "users")
 	if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\nbob@example.test:secret-bob\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return servertest.Start(t, func(o *config.Options) {
+	return servertest.Start(t, func(o *servertest.Options) {
 		o.UsersFile = users
 		if mod != nil {
 			mod(o)
@@ -102,7 +100,7 @@ func TestDigestURIMismatch(t *testing.T) {
 // TestDigestRequireQOP: with auth.require_qop an answer without qop is challenged again; with
 // qop it registers.
 func TestDigestRequireQOP(t *testing.T) {
-	srv := digestServer(t, func(o *config.Options) { o.Auth.RequireQOP = true })
+	srv := digestServer(t, func(o *servertest.Options) { o.Auth.RequireQOP = true })
 	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, w, "bob", "qop-1")
 	w.Send(servertest.Register("bob", "qop-1", 2, "Contact: <sip:bob@{local}>", authorization("bob", "secret-bob", "sip:example.test", ch["nonce"], "")))
@@ -153,7 +151,7 @@ func TestDigestLockout(t *testing.T) {
 // Authorization that was already used be accepted again (the store epoch refuses it).
 func TestDigestStoreFlushed(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := digestServer(t, func(o *config.Options) { o.Store = rs.URL() })
+	srv := digestServer(t, func(o *servertest.Options) { o.Store = rs.URL() })
 	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	ch := challengeFor(t, w, "alice", "flush-1")
 	authz := authorization("alice", "secret-alice", "sip:example.test", ch["nonce"], "00000001")

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/redis/go-redis/v9"
@@ -19,7 +18,7 @@ import (
 // A To tag is no proof of a dialog: a MESSAGE or INVITE claiming alice with a made-up To tag
 // gets 481, and neither the online bob nor the offline carol gets anything.
 func TestForgedToTagRefused(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
 	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	mallory := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 
@@ -52,7 +51,7 @@ func TestForgedToTagRefused(t *testing.T) {
 // only: a caller from another domain who learnt it cannot send to any other host:port, nor
 // pose as the callee towards the address it wrote in its own Contact.
 func TestDialogTokenReachesOnlyTheOtherEnd(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "bob") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "bob") })
 	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	victim, err := net.ListenPacket("udp", "127.0.0.3:0")
 	if err != nil {
@@ -109,7 +108,7 @@ func TestDialogTokenReachesOnlyTheOtherEnd(t *testing.T) {
 // store lost every key, REGISTER and PUBLISH as alice are refused, never 200.
 func TestStoreFlushedFailsClosed(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := servertest.Start(t, func(o *config.Options) { o.Store = rs.URL(); o.Auth.Mode = config.AuthRequired })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Store = rs.URL(); o.Auth.Mode = servertest.AuthRequired })
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer rdb.Close()
 	sum := md5.Sum([]byte("alice:example.test:secret-alice"))
@@ -135,7 +134,7 @@ func TestStoreFlushedFailsClosed(t *testing.T) {
 // A From that only looks foreign is a local identity: a trailing dot or one of our addresses
 // is challenged like example.test itself.
 func TestLookAlikeFromChallenged(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob") })
 	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	mallory := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	for _, host := range []string{"example.test.", "EXAMPLE.TEST", "127.0.0.1"} {
@@ -157,7 +156,7 @@ func cpimMessage(from, to, callID, cpimFrom string) string {
 // The sender a CPIM body names is the one SIP proved: an anonymous sender or bob cannot make
 // a message read "from alice".
 func TestCPIMFromSpoofingRefused(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
 	carol := servertest.NewAuthUA(t, srv, "udp", "carol")
 
 	mallory := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
@@ -180,7 +179,7 @@ func TestCPIMFromSpoofingRefused(t *testing.T) {
 // A sips: request reaches a device only over TLS: a user registered over UDP gets nothing and
 // the sender 480.
 func TestSIPSNotOverUDP(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob") })
 	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 	msg := strings.Replace(servertest.Message("alice", "bob", "sips-udp", "text/plain", "secret"),

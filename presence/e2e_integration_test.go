@@ -35,13 +35,11 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
 // pe2eDocument polls the admin API until aor's composed document contains want.
-func pe2eDocument(t *testing.T, srv *server.Server, aor, want string) {
+func pe2eDocument(t *testing.T, srv *servertest.Server, aor, want string) {
 	t.Helper()
 	servertest.Poll(t, 5*time.Second, aor+"'s document containing "+want, func() (bool, string) {
 		doc := servertest.PresenceState(t, srv, aor).Document
@@ -50,7 +48,7 @@ func pe2eDocument(t *testing.T, srv *server.Server, aor, want string) {
 }
 
 // pe2eWatching polls the admin API until watcher holds an active subscription to aor.
-func pe2eWatching(t *testing.T, srv *server.Server, aor, watcher string) {
+func pe2eWatching(t *testing.T, srv *servertest.Server, aor, watcher string) {
 	t.Helper()
 	servertest.Poll(t, 10*time.Second, watcher+" watching "+aor, func() (bool, string) {
 		snap := servertest.PresenceState(t, srv, aor)
@@ -218,10 +216,10 @@ func TestSippPresenceScenarios(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// sipp is one source standing for thousands of phones registering new AORs:
 			// registrar.max_new_aors_per_source (open mode) would refuse all but 60 a minute.
-			mod := func(o *config.Options) { o.Registrar.MaxNewAORsPerSource = 0 }
+			mod := func(o *servertest.Options) { o.Registrar.MaxNewAORsPerSource = 0 }
 			if tt.redis {
 				rs := redistest.Start(t)
-				mod = func(o *config.Options) { o.Store = rs.URL(); o.Registrar.MaxNewAORsPerSource = 0 }
+				mod = func(o *servertest.Options) { o.Store = rs.URL(); o.Registrar.MaxNewAORsPerSource = 0 }
 			}
 			srv := servertest.Start(t, mod)
 			dir := t.TempDir()

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
 	"github.com/simpled/simpled/pidf"
 
@@ -131,7 +129,7 @@ func TestFixturePIDFThroughSimpled(t *testing.T) {
 			if domain != "example.test" || user == "" {
 				t.Fatalf("entity %q is not a user of example.test", doc.Entity())
 			}
-			srv := servertest.Start(t, func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond })
+			srv := servertest.Start(t, func(o *servertest.Options) { o.Presence.MinNotifyInterval = time.Millisecond })
 			servertest.MakeKnown(t, srv, user)
 
 			before := servertest.Dial(t, "udp", srv.Listener("udp"))
@@ -186,7 +184,7 @@ type pfxReplay struct {
 	file    string
 	tp      string // udp or tcp
 	auth    bool
-	srv     *server.Server
+	srv     *servertest.Server
 	msgs    []servertest.Fixture
 	answers map[string]servertest.Fixture // the capture's final response, by Call-ID and CSeq
 	clients map[string]*pfxClient         // by the client's address in the capture
@@ -222,7 +220,7 @@ func newPfxReplay(t *testing.T, file string) *pfxReplay {
 			r.answers[key] = m
 		}
 	}
-	mod := func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond }
+	mod := func(o *servertest.Options) { o.Presence.MinNotifyInterval = time.Millisecond }
 	if r.auth {
 		users := filepath.Join(t.TempDir(), "users")
 		var lines []string
@@ -232,7 +230,7 @@ func newPfxReplay(t *testing.T, file string) *pfxReplay {
 		if err := os.WriteFile(users, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		mod = func(o *config.Options) { o.Presence.MinNotifyInterval = time.Millisecond; o.UsersFile = users }
+		mod = func(o *servertest.Options) { o.Presence.MinNotifyInterval = time.Millisecond; o.UsersFile = users }
 	}
 	r.srv = servertest.Start(t, mod)
 	return r

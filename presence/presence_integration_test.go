@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo/sip"
@@ -54,7 +53,7 @@ func TestPublishLifecycle(t *testing.T) {
 // TestPublishBadInput: every malformed or unwanted PUBLISH gets its answer and stores
 // nothing.
 func TestPublishBadInput(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Limits.MaxBodySize = 4096 })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Limits.MaxBodySize = 4096 })
 	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	laughs := `<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>` +
 		`<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.test"><tuple id="a"><status><basic>&lol2;</basic></status></tuple></presence>`
@@ -331,7 +330,7 @@ func TestCompositionNewestWins(t *testing.T) {
 // (active and the full document); polite-block shows it a neutral closed document; block ends
 // its subscription (rejected).
 func TestAuthorizationAndWinfo(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { servertest.FastPresence(o); o.Presence.Policy = "confirm" })
+	srv := servertest.Start(t, func(o *servertest.Options) { servertest.FastPresence(o); o.Presence.Policy = "confirm" })
 	bobDev := servertest.NewUA(t, srv, "udp", "bob")
 	bobDev.Send(servertest.Publish("bob", "auth-pub", 1, "", 600, servertest.PIDFDoc("bob", "tb", "open")))
 	bobDev.Expect(`^SIP/2.0 200 `)
@@ -404,7 +403,7 @@ func TestSameDomainPolicy(t *testing.T) {
 // TestRateControl: a burst of changes reaches a watcher as fewer NOTIFYs than changes, the
 // last one carrying the final state.
 func TestRateControl(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Presence.MinNotifyInterval = 400 * time.Millisecond })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Presence.MinNotifyInterval = 400 * time.Millisecond })
 	bob := servertest.Dial(t, "udp", srv.Listener("udp"))
 	bob.Send(servertest.Publish("bob", "rc", 1, "", 600, servertest.PIDFDoc("bob", "t", "open")))
 	etag := bob.Expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
@@ -442,7 +441,7 @@ func TestRateControl(t *testing.T) {
 // TestSubscriptionsPerSourceBounded: one source cannot hold more live subscriptions than
 // presence.max_subscriptions_per_source; the next gets 503 with Retry-After.
 func TestSubscriptionsPerSourceBounded(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Presence.MaxSubscriptionsPerSource = 3 })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Presence.MaxSubscriptionsPerSource = 3 })
 	servertest.MakeKnown(t, srv, "bob")
 	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	for i := range 3 {
@@ -458,9 +457,9 @@ func TestSubscriptionsPerSourceBounded(t *testing.T) {
 // the next one on the same Redis when the presentity's state changes.
 func TestRedisSubscriptionSurvivesRestart(t *testing.T) {
 	rs := redistest.Start(t, redistest.WithPersistence())
-	mod := func(o *config.Options) { o.Store = rs.URL(); servertest.FastPresence(o) }
+	mod := func(o *servertest.Options) { o.Store = rs.URL(); servertest.FastPresence(o) }
 	// The restarted server has another node id, as a restarted process gets by default.
-	a := servertest.Start(t, func(o *config.Options) { mod(o); o.NodeID = "before" })
+	a := servertest.Start(t, func(o *servertest.Options) { mod(o); o.NodeID = "before" })
 	servertest.MakeKnown(t, a, "bob")
 	w := servertest.Dial(t, "udp", a.Listener("udp"))
 	w.Watch(servertest.Subscribe("carol@example.test", "bob", "persist-sub", 1, "presence", 600))
@@ -468,7 +467,7 @@ func TestRedisSubscriptionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.Restart(t)
-	b := servertest.Start(t, func(o *config.Options) { mod(o); o.NodeID = "after" })
+	b := servertest.Start(t, func(o *servertest.Options) { mod(o); o.NodeID = "after" })
 	// The watcher keeps its address; its socket now talks to the new server.
 	local := w.Conn.LocalAddr().(*net.UDPAddr)
 	w.Conn.Close()

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/miekg/dns"
@@ -65,7 +64,7 @@ func TestForeignDomainByDNS(t *testing.T) {
 	defer peerConn.Close()
 	port := peerConn.LocalAddr().(*net.UDPAddr).Port
 	d := startDNS(t, port)
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Proxy.DNS = d.addr
 		o.Proxy.TrustedPeers = []string{"127.0.0.1/32"}
 	})
@@ -110,7 +109,7 @@ func TestForeignDomainForAuthenticatedUser(t *testing.T) {
 	if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Proxy.DNS = d.addr
 		o.UsersFile = users
 	})

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -109,10 +108,10 @@ func TestSippMessageScenario(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var mod func(*config.Options)
+			var mod func(*servertest.Options)
 			if tt.redis {
 				rs := redistest.Start(t)
-				mod = func(o *config.Options) { o.Store = rs.URL() }
+				mod = func(o *servertest.Options) { o.Store = rs.URL() }
 			}
 			srv := servertest.Start(t, servertest.LoadGenerator(mod))
 			dir := t.TempDir()

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo/sip"
@@ -312,8 +311,8 @@ func TestDialogFollowsCallerFlow(t *testing.T) {
 // connection. Node B never connects to alice itself.
 func TestFlowHeldByAnotherNode(t *testing.T) {
 	rs := redistest.Start(t)
-	node := func(id string) func(*config.Options) {
-		return func(o *config.Options) {
+	node := func(id string) func(*servertest.Options) {
+		return func(o *servertest.Options) {
 			o.Store = rs.URL()
 			o.NodeID = id
 			o.Auth.NonceSecret = "one secret for the whole deployment"

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -82,7 +81,7 @@ func TestOfflineDuplicateStoredOnce(t *testing.T) {
 // TestOfflineStormBounded: a storm of MESSAGEs to one offline user fills the mailbox up to
 // its limit; the rest get 480 Mailbox Full, and nothing past the limit is kept.
 func TestOfflineStormBounded(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Messages.OfflineMaxCount = 20 })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Messages.OfflineMaxCount = 20 })
 	servertest.MakeKnown(t, srv, "rita")
 	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 	stored, full := 0, 0
@@ -126,7 +125,7 @@ func TestMessageStoredWhenEveryDeviceFails(t *testing.T) {
 // the same Redis when the user registers, exactly once.
 func TestRedisOfflineSurvivesRestart(t *testing.T) {
 	rs := redistest.Start(t, redistest.WithPersistence())
-	mod := func(o *config.Options) { o.Store = rs.URL() }
+	mod := func(o *servertest.Options) { o.Store = rs.URL() }
 	a := servertest.Start(t, mod)
 	servertest.MakeKnown(t, a, "tina")
 	alice := servertest.Dial(t, "udp", a.Listener("udp"))
@@ -152,7 +151,7 @@ func TestRedisOfflineSurvivesRestart(t *testing.T) {
 // message that was not stored.
 func TestRedisOutageWhileStoring(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := servertest.Start(t, func(o *config.Options) { o.Store = rs.URL() })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Store = rs.URL() })
 	servertest.MakeKnown(t, srv, "ulla")
 	rs.Stop(t)
 	alice := servertest.Dial(t, "udp", srv.Listener("udp"))

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -22,7 +21,7 @@ func foreignMessage(from, domain, to, callID, body string) string {
 // fill at most the foreign share of her mailbox (the rest get 480); authenticated bob's
 // messages to her are then still stored (202), not refused for up to a week.
 func TestMailboxSpamLeavesRoomForUsers(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "alice", "bob", "carol") })
 	spammer := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	stored, refused := 0, 0
 	for i := range 110 {
@@ -68,7 +67,7 @@ func TestMailboxSpamLeavesRoomForUsers(t *testing.T) {
 // TestMailboxSenderQuota: one sender gets offline_max_per_sender messages into one mailbox, the
 // next 480; another sender, and the same sender to another user, are not affected.
 func TestMailboxSenderQuota(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Messages.OfflineMaxPerSender = 5 })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Messages.OfflineMaxPerSender = 5 })
 	servertest.MakeKnown(t, srv, "carol")
 	servertest.MakeKnown(t, srv, "dave")
 	w := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
@@ -93,7 +92,7 @@ func TestMailboxSenderQuota(t *testing.T) {
 // imdn.Message-ID) of bob's coming message does not make simpled take bob's message for a
 // duplicate: both are stored, and bob's is delivered.
 func TestMailboxDedupScopedBySender(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = servertest.UsersFile(t, "bob", "carol") })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = servertest.UsersFile(t, "bob", "carol") })
 	spammer := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	// bob's MESSAGE goes out as CSeq 2 (after the 407 to CSeq 1).
 	msg := strings.Replace(foreignMessage("spam", "evil.example", "carol", "bob-call", "fake"), "CSeq: 1 ", "CSeq: 2 ", 1)

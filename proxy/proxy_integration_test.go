@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -75,7 +74,7 @@ func TestForkOrderedByQ(t *testing.T) {
 }
 
 func TestMessageBadInput(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Limits.MaxBodySize = 1000 })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Limits.MaxBodySize = 1000 })
 	bob := servertest.NewUA(t, srv, "udp", "bob")
 	_ = bob
 	cpimNoBlank := "From: <sip:alice@example.test>\r\nTo: <sip:bob@example.test>\r\nContent-Type: text/plain\r\n\r\nhi"
@@ -107,7 +106,7 @@ func TestMessageBadInput(t *testing.T) {
 }
 
 func TestRouteToUnknownHostFromTrustedPeer(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) { o.Proxy.TrustedPeers = []string{"127.0.0.1"} })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.Proxy.TrustedPeers = []string{"127.0.0.1"} })
 	w := servertest.Dial(t, "udp", srv.Listener("udp"))
 	w.Send(servertest.Message("alice", "bob", "rt1", "text/plain", "x", "Route: <sip:unknown.invalid;lr>"))
 	w.Expect(`^SIP/2.0 404 No Route`)

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -42,14 +41,14 @@ func TestBaresipRegisters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var mod func(*config.Options)
+			var mod func(*servertest.Options)
 			account := "<sip:alice@example.test>"
 			if tt.auth {
 				users := filepath.Join(t.TempDir(), "users")
 				if err := os.WriteFile(users, []byte("alice@example.test:secret-alice\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				mod = func(o *config.Options) { o.UsersFile, o.Auth.RequireQOP = users, tt.requireQOP }
+				mod = func(o *servertest.Options) { o.UsersFile, o.Auth.RequireQOP = users, tt.requireQOP }
 				account += ";auth_pass=secret-alice"
 			}
 			srv := servertest.Start(t, mod)
@@ -137,10 +136,10 @@ func TestSippRegisterScenario(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// sipp is one source standing for thousands of phones registering new AORs:
 			// registrar.max_new_aors_per_source (open mode) would refuse all but 60 a minute.
-			mod := func(o *config.Options) { o.Registrar.MaxNewAORsPerSource = 0 }
+			mod := func(o *servertest.Options) { o.Registrar.MaxNewAORsPerSource = 0 }
 			if tt.redis {
 				rs := redistest.Start(t)
-				mod = func(o *config.Options) { o.Store = rs.URL(); o.Registrar.MaxNewAORsPerSource = 0 }
+				mod = func(o *servertest.Options) { o.Store = rs.URL(); o.Registrar.MaxNewAORsPerSource = 0 }
 			}
 			srv := servertest.Start(t, servertest.LoadGenerator(mod))
 			dir := t.TempDir()

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/simpled/simpled/base/redistest"
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -53,7 +52,7 @@ func TestFixtureRegistersWithDigest(t *testing.T) {
 	if err := os.WriteFile(users, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := servertest.Start(t, func(o *config.Options) { o.UsersFile = users })
+	srv := servertest.Start(t, func(o *servertest.Options) { o.UsersFile = users })
 	n := 0
 	for _, m := range servertest.LoadFixtures(t, "register-udp-auth-msilo.txt") {
 		authz := m.Header("Authorization")
@@ -152,7 +151,7 @@ func TestRegisterUDPAndTCPShareBindings(t *testing.T) {
 // binding back through a new simpled on the same Redis.
 func TestRedisBindingsSurviveRestart(t *testing.T) {
 	rs := redistest.Start(t, redistest.WithPersistence())
-	mod := func(o *config.Options) { o.Store = rs.URL() }
+	mod := func(o *servertest.Options) { o.Store = rs.URL() }
 	a := servertest.Start(t, mod)
 	w := servertest.Dial(t, "udp", a.Listener("udp"))
 	w.Send(servertest.Register("alice", "persist", 1, "Contact: <sip:alice@127.0.0.1:5070>", "Expires: 600"))

@@ -28,7 +28,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -45,7 +44,7 @@ func TestBaresipTransportTLS(t *testing.T) {
 
 func testBaresipTransport(t *testing.T, tp string) {
 	bin := servertest.BaresipBin(t)
-	mod := func(o *config.Options) {
+	mod := func(o *servertest.Options) {
 		// Only the transport under test, so that nothing can take another way.
 		o.Listen = []string{"udp://127.0.0.1:0", tp + "://127.0.0.1:0"}
 		o.UsersFile = servertest.UsersFile(t, "alice", "bob")

@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/miekg/dns"
@@ -132,7 +131,7 @@ func dialTLS(t testing.TB, addr string, conf *tls.Config) (*servertest.Wire, err
 func TestTLSListenerAEADOnly(t *testing.T) {
 	pki := newTestPKI(t)
 	_, certFile, keyFile := pki.issue("server", []string{"example.test"}, true, true)
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 	})
@@ -176,7 +175,7 @@ func TestTrustedPeerByCertificate(t *testing.T) {
 	_, certFile, keyFile := pki.issue("server", []string{"example.test"}, true, false)
 	peerCert, _, _ := pki.issue("peer", []string{"peer.test"}, false, false)
 	otherCert, _, _ := pki.issue("other", []string{"other.test"}, false, false)
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 		o.TLSClientCA = pki.caFile()
@@ -318,7 +317,7 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 	strangerCert, _, _ := newTestPKI(t).issue("stranger", []string{"right.test"}, true, false)
 	strangerPort, strangerConns := tlsPeer(t, strangerCert)
 	dnsAddr := startNameDNS(t, "right.test", "wrong.test")
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Listen = append(o.Listen, "tls://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = certFile, keyFile
 		o.TLSCA = pki.caFile()
@@ -375,7 +374,7 @@ func TestOutboundTLSVerifiesSIPDomain(t *testing.T) {
 // TestWSOriginsAllowList: with transport.ws_origins set, a browser upgrade from another
 // Origin gets HTTP 403 and a listed one is upgraded (issue 14: any Origin was accepted).
 func TestWSOriginsAllowList(t *testing.T) {
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Listen = append(o.Listen, "ws://127.0.0.1:0")
 		o.Transport.WSOrigins = []string{"https://chat.example.test"}
 	})

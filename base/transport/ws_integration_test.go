@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/internal/config"
-	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo"
@@ -29,7 +27,7 @@ type wsPhone struct {
 	received chan *sip.Request
 }
 
-func newWSPhone(t *testing.T, srv *server.Server, scheme, user string) *wsPhone {
+func newWSPhone(t *testing.T, srv *servertest.Server, scheme, user string) *wsPhone {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("ws-phone"),
 		sipgo.WithUserAgenTLSConfig(&tls.Config{InsecureSkipVerify: true})) // the test's self-signed cert
@@ -106,7 +104,7 @@ func (p *wsPhone) next(method sip.RequestMethod) *sip.Request {
 // Contact names an ".invalid" host.
 func TestWebSocketClient(t *testing.T) {
 	cert, key := servertest.SelfSignedCert(t)
-	srv := servertest.Start(t, func(o *config.Options) {
+	srv := servertest.Start(t, func(o *servertest.Options) {
 		o.Listen = append(o.Listen, "ws://127.0.0.1:0", "wss://127.0.0.1:0")
 		o.TLSCert, o.TLSKey = cert, key
 		o.UsersFile = servertest.UsersFile(t, "bob", "web-ws", "web-wss")

@@ -23,6 +23,16 @@ import (
 // Domain is the SIP domain every test server serves.
 const Domain = "example.test"
 
+// Server and Options are the wiring's types under the harness's name, so that a stage's
+// tests (package proxy_test, ...) import servertest alone and nothing else of internal/.
+type (
+	Server  = server.Server
+	Options = config.Options
+)
+
+// AuthRequired is auth.mode required (config.AuthRequired), for an option func.
+const AuthRequired = config.AuthRequired
+
 // Logger is silent unless SIMPLED_TEST_LOG is set.
 func Logger(t testing.TB) *zap.Logger {
 	if os.Getenv("SIMPLED_TEST_LOG") != "" {
