@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/base/sipx/sipxtest"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo/sip"
@@ -18,47 +19,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// recTx is a recording fake sip.ServerTransaction: it keeps every response sent on it.
-type recTx struct {
-	mu   sync.Mutex
-	res  []*sip.Response
-	done chan struct{}
-}
-
-var _ sip.ServerTransaction = (*recTx)(nil)
-
-func newRecTx() *recTx { return &recTx{done: make(chan struct{})} }
-
-func (t *recTx) Terminate()                         {}
-func (t *recTx) OnTerminate(sip.FnTxTerminate) bool { return true }
-func (t *recTx) Done() <-chan struct{}              { return t.done }
-func (t *recTx) Err() error                         { return nil }
-func (t *recTx) Acks() <-chan *sip.Request          { return nil }
-func (t *recTx) OnCancel(sip.FnTxCancel) bool       { return true }
-
-func (t *recTx) Respond(res *sip.Response) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.res = append(t.res, res)
-	return nil
-}
-
-func (t *recTx) responses() []*sip.Response {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]*sip.Response(nil), t.res...)
-}
-
-func (t *recTx) last() *sip.Response {
-	r := t.responses()
-	if len(r) == 0 {
-		return &sip.Response{}
-	}
-	return r[len(r)-1]
-}
-
-func (t *recTx) count() int { return len(t.responses()) }
 
 // memStore is a tiny map-based Store for the stage tests (the real backends have their own
 // conformance suite).
@@ -234,7 +194,7 @@ func (e *env) counter(name, label, value string) float64 {
 type result struct {
 	status   int
 	err      error
-	tx       *recTx
+	tx       *sipxtest.Recorder
 	next     bool
 	authUser string
 	req      *sip.Request
@@ -242,22 +202,9 @@ type result struct {
 
 func (e *env) serve(req *sip.Request) result {
 	e.t.Helper()
-	r := result{tx: newRecTx(), req: req}
-	st := sipx.NewState(req, e.log)
-	ctx := sipx.WithState(context.Background(), st)
-	next := sipx.HandlerFunc{NameText: "next", F: func(ctx context.Context, _ sip.ServerTransaction, _ *sip.Request) (int, error) {
-		r.next = true
-		return 0, nil
-	}}
-	r.status, r.err = e.a.Plugin()(next).ServeSIP(ctx, r.tx, req)
-	r.authUser = st.AuthUser
-	if r.next && r.tx.count() > 0 {
-		e.t.Fatalf("stage answered %d and called next", r.status)
-	}
-	if !r.next && (r.tx.count() != 1 || r.tx.last().StatusCode != r.status) {
-		e.t.Fatalf("stage returned %d, sent %d responses", r.status, r.tx.count())
-	}
-	return r
+	sr := sipxtest.Serve(context.Background(), e.a.Plugin(), req, e.log)
+	sr.CheckContract(e.t)
+	return result{status: sr.Status, err: sr.Err, tx: sr.Tx, next: sr.Next, authUser: sr.State.AuthUser, req: req}
 }
 
 // msg builds a request: from and to are AORs, extra are header lines.
@@ -353,7 +300,7 @@ func (e *env) nonceFor(aor string) string {
 	if r.status != 401 {
 		e.t.Fatalf("no challenge: %d", r.status)
 	}
-	return challenges(e.t, r.tx.last(), "WWW-Authenticate")[0].Nonce
+	return challenges(e.t, r.tx.Last(), "WWW-Authenticate")[0].Nonce
 }
 
 var alice = client{user: "alice", password: "secret-alice", alg: SHA256, qop: "auth", nc: 1}
@@ -367,7 +314,7 @@ func TestRequiredWithEmptyStoreFailsClosed(t *testing.T) {
 	if r.status != 401 || r.next {
 		t.Fatalf("REGISTER with an empty store: status %d next %v, want 401", r.status, r.next)
 	}
-	nonce := challenges(t, r.tx.last(), "WWW-Authenticate")[0].Nonce
+	nonce := challenges(t, r.tx.Last(), "WWW-Authenticate")[0].Nonce
 	r = e.serve(msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+alice.answer(t, "REGISTER", nonce)))
 	if r.status != 403 || r.next || r.authUser != "" {
 		t.Fatalf("answered REGISTER with an empty store: status %d next %v, want 403", r.status, r.next)
@@ -389,7 +336,7 @@ func TestModeOff(t *testing.T) {
 		_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
 			next = true
 			return 0, nil
-		}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), req)
+		}}).ServeSIP(sipx.WithState(context.Background(), st), sipxtest.NewRecorder(), req)
 		if !next || st.Rule != sipx.RuleOpen || st.AuthUser != "" {
 			t.Fatalf("%s: next %v rule %v", req.Method, next, st.Rule)
 		}
@@ -421,7 +368,7 @@ func TestChallenge(t *testing.T) {
 			if r.status != tt.code || r.next {
 				t.Fatalf("status %d, want %d", r.status, tt.code)
 			}
-			chs := challenges(t, r.tx.last(), tt.hdr)
+			chs := challenges(t, r.tx.Last(), tt.hdr)
 			if len(chs) != 2 {
 				t.Fatalf("%d %s headers, want 2", len(chs), tt.hdr)
 			}
@@ -495,10 +442,10 @@ func TestVerify(t *testing.T) {
 			}
 			r := e.serve(msg(t, tt.method, tt.from, tt.to, hdr+": "+c.answer(t, tt.method, nonce)))
 			if r.status != tt.status || r.next != (tt.status == 0) {
-				t.Fatalf("status %d next %v, want %d (%v)", r.status, r.next, tt.status, r.tx.responses())
+				t.Fatalf("status %d next %v, want %d (%v)", r.status, r.next, tt.status, r.tx.Responses())
 			}
-			if tt.status != 0 && r.tx.last().Reason != tt.reason {
-				t.Fatalf("reason %q, want %q", r.tx.last().Reason, tt.reason)
+			if tt.status != 0 && r.tx.Last().Reason != tt.reason {
+				t.Fatalf("reason %q, want %q", r.tx.Last().Reason, tt.reason)
 			}
 			if r.authUser != tt.authUser {
 				t.Fatalf("AuthUser = %q, want %q", r.authUser, tt.authUser)
@@ -562,7 +509,7 @@ func TestReplay(t *testing.T) {
 	}
 	for _, s := range steps {
 		r := register(s.nc)
-		if r.status != s.status || (s.status != 0 && r.tx.last().Reason != s.reason) {
+		if r.status != s.status || (s.status != 0 && r.tx.Last().Reason != s.reason) {
 			t.Fatalf("%s: status %d, want %d %s", s.name, r.status, s.status, s.reason)
 		}
 	}
@@ -588,7 +535,7 @@ func TestNoQOPNonceReuse(t *testing.T) {
 	if r.next || r.status != 401 {
 		t.Fatalf("replay: status %d next %v, want 401", r.status, r.next)
 	}
-	chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+	chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 	if len(chs) == 0 || other(chs[0], "stale") != "true" || chs[0].Nonce == nonce {
 		t.Fatalf("replay challenge %+v: want stale=true and a new nonce", chs)
 	}
@@ -626,7 +573,7 @@ func TestRequireQOP(t *testing.T) {
 			if r.next || r.status != 401 {
 				t.Fatalf("no qop, required: status %d next %v, want 401", r.status, r.next)
 			}
-			chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+			chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 			if len(chs) == 0 || chs[0].QOP != "auth" || other(chs[0], "stale") != "" {
 				t.Fatalf("challenge %+v", chs)
 			}
@@ -684,8 +631,8 @@ func TestDigestURIMismatch(t *testing.T) {
 				}
 				return
 			}
-			if r.status != 400 || r.tx.last().Reason != "Digest URI Mismatch" {
-				t.Fatalf("status %d %q, want 400 Digest URI Mismatch", r.status, r.tx.last().Reason)
+			if r.status != 400 || r.tx.Last().Reason != "Digest URI Mismatch" {
+				t.Fatalf("status %d %q, want 400 Digest URI Mismatch", r.status, r.tx.Last().Reason)
 			}
 			if got := e.counter("simpled_auth_failures_total", "reason", failURIMismatch); got != 1 {
 				t.Fatalf("uri_mismatch failures = %v", got)
@@ -707,7 +654,7 @@ func TestStoreLostNonces(t *testing.T) {
 	if r.next || r.status != 401 {
 		t.Fatalf("replay after the flush: status %d next %v, want 401", r.status, r.next)
 	}
-	chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+	chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 	if len(chs) == 0 || other(chs[0], "stale") != "true" {
 		t.Fatalf("challenge %+v: want stale=true", chs)
 	}
@@ -728,7 +675,7 @@ func TestLockout(t *testing.T) {
 		c := alice
 		c.password = password
 		req := msg(t, "REGISTER", "alice@example.test", "alice@example.test", "Authorization: "+c.answer(t, "REGISTER", nonce))
-		r := result{tx: newRecTx(), req: req}
+		r := result{tx: sipxtest.NewRecorder(), req: req}
 		st := sipx.NewState(req, e.log)
 		st.Source = source
 		ctx := sipx.WithState(context.Background(), st)
@@ -747,15 +694,15 @@ func TestLockout(t *testing.T) {
 		if i >= testLockoutThreshold {
 			want = "Locked Out"
 		}
-		if r.status != 403 || r.tx.last().Reason != want {
-			t.Fatalf("guess %d: %d %q, want 403 %s", i, r.status, r.tx.last().Reason, want)
+		if r.status != 403 || r.tx.Last().Reason != want {
+			t.Fatalf("guess %d: %d %q, want 403 %s", i, r.status, r.tx.Last().Reason, want)
 		}
 		if i%100 == 0 {
 			e.now = e.now.Add(time.Second / 2)
 		}
 	}
 	// The right password from the attacker's address (another port): still locked out.
-	if r := register("192.0.2.1:40000", "secret-alice"); r.status != 403 || r.tx.last().Reason != "Locked Out" || r.next {
+	if r := register("192.0.2.1:40000", "secret-alice"); r.status != 403 || r.tx.Last().Reason != "Locked Out" || r.next {
 		t.Fatalf("right password while locked out: %d next %v", r.status, r.next)
 	}
 	if got := e.counter("simpled_auth_lockouts_total", "", ""); got != 1 {
@@ -778,18 +725,18 @@ func TestLockout(t *testing.T) {
 		passed = true
 		return 0, nil
 	}}
-	if status, _ := e.a.Plugin()(next).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), bobReq); !passed {
+	if status, _ := e.a.Plugin()(next).ServeSIP(sipx.WithState(context.Background(), st), sipxtest.NewRecorder(), bobReq); !passed {
 		t.Fatalf("another AOR from the locked-out source: %d", status)
 	}
 	// After the lockout the right password works again.
 	e.now = e.now.Add(5*time.Minute + time.Second)
 	if r := register(attacker, "secret-alice"); !r.next {
-		t.Fatalf("after the lockout: %d %q", r.status, r.tx.last().Reason)
+		t.Fatalf("after the lockout: %d %q", r.status, r.tx.Last().Reason)
 	}
 	// Spread-out failures (fewer than ten a minute) never lock out.
 	for i := range 30 {
-		if r := register(attacker, "wrong"); r.tx.last().Reason != "Invalid Credentials" {
-			t.Fatalf("slow guess %d: %d %q", i, r.status, r.tx.last().Reason)
+		if r := register(attacker, "wrong"); r.tx.Last().Reason != "Invalid Credentials" {
+			t.Fatalf("slow guess %d: %d %q", i, r.status, r.tx.Last().Reason)
 		}
 		e.now = e.now.Add(10 * time.Second)
 	}
@@ -839,7 +786,7 @@ func TestStaleNonce(t *testing.T) {
 			if !tt.stale {
 				return
 			}
-			chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+			chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 			if len(chs) != 2 || other(chs[0], "stale") != "true" || other(chs[1], "stale") != "true" {
 				t.Fatalf("challenges %+v", chs)
 			}
@@ -890,7 +837,7 @@ func TestFreshChallenge(t *testing.T) {
 			if r.status != 401 {
 				t.Fatalf("status %d, want 401", r.status)
 			}
-			chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+			chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 			if len(chs) != 2 || chs[0].Algorithm != "SHA-256" || chs[1].Algorithm != "MD5" || other(chs[0], "stale") != "" {
 				t.Fatalf("challenges %+v", chs)
 			}
@@ -929,18 +876,18 @@ func TestMalformed(t *testing.T) {
 		{name: "unterminated", method: "REGISTER", authz: `Digest username="alice`,
 			reason: "Malformed Authorization: username syntax error"},
 	}
+	cases := make([]sipxtest.Case, 0, len(tests))
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			hdr, to := "Authorization", "alice@example.test"
-			if tt.method != "REGISTER" {
-				hdr, to = "Proxy-Authorization", "bob@example.test"
-			}
-			r := e.serve(msg(t, tt.method, "alice@example.test", to, hdr+": "+tt.authz))
-			if r.status != 400 || r.tx.last().Reason != tt.reason {
-				t.Fatalf("got %d %q, want 400 %q", r.status, r.tx.last().Reason, tt.reason)
-			}
-		})
+		cases = append(cases, sipxtest.Case{Name: tt.name, Status: 400, Reason: tt.reason,
+			Request: func(t testing.TB) *sip.Request {
+				hdr, to := "Authorization", "alice@example.test"
+				if tt.method != "REGISTER" {
+					hdr, to = "Proxy-Authorization", "bob@example.test"
+				}
+				return msg(t, tt.method, "alice@example.test", to, hdr+": "+tt.authz)
+			}})
 	}
+	sipxtest.Run(t, e.a.Plugin(), cases)
 }
 
 func TestPassThrough(t *testing.T) {
@@ -978,7 +925,7 @@ func TestPassThrough(t *testing.T) {
 			_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
 				next = true
 				return 0, nil
-			}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), req)
+			}}).ServeSIP(sipx.WithState(context.Background(), st), sipxtest.NewRecorder(), req)
 			if !next || st.AuthUser != "" || st.Rule != tt.rule {
 				t.Fatalf("next %v, rule %v (want %v)", next, st.Rule, tt.rule)
 			}
@@ -995,7 +942,7 @@ func TestLookAlikeLocalIdentityChallenged(t *testing.T) {
 		if r.status != 407 || r.next {
 			t.Fatalf("From %s: status %d next %v, want 407", from, r.status, r.next)
 		}
-		if ch := challenges(t, r.tx.last(), "Proxy-Authenticate")[0]; ch.Realm != "example.test" {
+		if ch := challenges(t, r.tx.Last(), "Proxy-Authenticate")[0]; ch.Realm != "example.test" {
 			t.Fatalf("From %s: realm %q", from, ch.Realm)
 		}
 	}
@@ -1038,7 +985,7 @@ func TestDialogToken(t *testing.T) {
 			_, _ = e.a.Plugin()(sipx.HandlerFunc{NameText: "next", F: func(context.Context, sip.ServerTransaction, *sip.Request) (int, error) {
 				next = true
 				return 0, nil
-			}}).ServeSIP(sipx.WithState(context.Background(), st), newRecTx(), tt.req)
+			}}).ServeSIP(sipx.WithState(context.Background(), st), sipxtest.NewRecorder(), tt.req)
 			if !next || st.Rule != tt.rule || st.Dialog.Direction != tt.dir {
 				t.Fatalf("next %v rule %v direction %v; want %v %v", next, st.Rule, st.Dialog.Direction, tt.rule, tt.dir)
 			}
@@ -1052,7 +999,7 @@ func TestProxyCredentialsConsumed(t *testing.T) {
 	if r.status != 407 {
 		t.Fatalf("status %d", r.status)
 	}
-	nonce := challenges(t, r.tx.last(), "Proxy-Authenticate")[0].Nonce
+	nonce := challenges(t, r.tx.Last(), "Proxy-Authenticate")[0].Nonce
 	downstream := `Digest username="alice", realm="far.test", nonce="x", uri="sip:bob@example.test", response="00"`
 	mine := client{user: "alice", password: "secret-alice", alg: SHA256, qop: "auth", nc: 1, uri: "sip:bob@example.test"}.answer(t, "MESSAGE", nonce)
 	req := msg(t, "MESSAGE", "alice@example.test", "bob@example.test",
@@ -1125,7 +1072,7 @@ func TestUsersFile(t *testing.T) {
 	// frank has an MD5 HA1 only: a SHA-256 answer gets a challenge offering MD5 alone.
 	frank := client{user: "frank", password: "secret-frank", alg: SHA256, qop: "auth", nc: 1}
 	r := e.serve(msg(t, "REGISTER", "frank@example.test", "frank@example.test", "Authorization: "+frank.answer(t, "REGISTER", nonce)))
-	chs := challenges(t, r.tx.last(), "WWW-Authenticate")
+	chs := challenges(t, r.tx.Last(), "WWW-Authenticate")
 	if r.status != 401 || len(chs) != 1 || chs[0].Algorithm != "MD5" {
 		t.Fatalf("frank SHA-256: %d %+v", r.status, chs)
 	}
@@ -1220,7 +1167,7 @@ func BenchmarkVerify(b *testing.B) {
 			}
 			h := a.Plugin()(nil)
 			ctx := context.Background()
-			tx := newRecTx()
+			tx := sipxtest.NewRecorder()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {

@@ -20,7 +20,7 @@ func equal(a, b *Message) bool {
 		bytes.Equal(a.content, b.content)
 }
 
-// corpus returns the linphone bodies of testdata, copied from internal/server/testdata/fixtures
+// corpus returns the linphone bodies of testdata, copied from testdata/fixtures
 // (message-{udp,tcp}.txt, message-udp-auth-msilo.txt) with the CRLF line ends they had on the
 // wire; testdata/README.md lists where each comes from.
 func corpus(tb testing.TB) map[string][]byte {

@@ -143,9 +143,20 @@ func New(opts Options) (*Offline, error) {
 	if opts.Bus != nil {
 		// Coalesced: a registration that may start a delivery, and the end of one (which
 		// keeps the user known), is never dropped when the workers fall behind.
-		o.events, o.unsubscribe = opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
+		var stop func()
+		o.events, stop = opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
+		o.unsubscribe = sync.OnceFunc(stop)
 	}
 	return o, nil
+}
+
+// Close ends the subscription to the registration bus that New took, for an Offline whose Run
+// never ran (Run ends it itself); it may be called more than once.
+func (o *Offline) Close() error {
+	if o.unsubscribe != nil {
+		o.unsubscribe()
+	}
+	return nil
 }
 
 func (o *Offline) limits() storage.MailboxLimits {

@@ -63,6 +63,7 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
 	go func() { _ = srv.ServeUDP(ours) }()
 	dev, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

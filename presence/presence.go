@@ -115,9 +115,20 @@ func newPresence(opts options) (*Presence, error) {
 	if opts.Bus != nil {
 		// Subscribed now, not in Run: an event published between start-up and Run's first
 		// instant must not be lost.
-		p.events, p.stopBus = opts.Bus.Subscribe(16384)
+		var stop func()
+		p.events, stop = opts.Bus.Subscribe(16384)
+		p.stopBus = sync.OnceFunc(stop)
 	}
 	return p, nil
+}
+
+// Close ends the subscription to the bus that Setup took, for a Presence whose Run never ran
+// (Run ends it itself); it may be called more than once.
+func (p *Presence) Close() error {
+	if p.stopBus != nil {
+		p.stopBus()
+	}
+	return nil
 }
 
 // Plugin returns the presence agent as a chain stage.

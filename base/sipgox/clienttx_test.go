@@ -31,6 +31,7 @@ func txHarness(t testing.TB) (*ClientTxs, net.PacketConn, net.PacketConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
 	go func() { _ = srv.ServeUDP(ours) }()
 	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -98,8 +99,9 @@ func answer(req string, code string) string {
 // (T1, doubling) until the peer answers; the final response reaches Responses once even when
 // the peer repeats it; the transaction then ends without error.
 func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	txs, ours, peer := txHarness(t)
 	tx, err := txs.Start(message(t, ours, peer), 0)
 	if err != nil {
@@ -139,8 +141,9 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 // TestNonInviteTimesOut: a peer that never answers ends the transaction with a timeout after
 // Timer F (64·T1), which a fork turns into 408.
 func TestNonInviteTimesOut(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	txs, ours, peer := txHarness(t)
 	start := time.Now()
 	tx, err := txs.Start(message(t, ours, peer), 0)
@@ -164,8 +167,9 @@ func TestNonInviteTimesOut(t *testing.T) {
 // three times in all (not Timer E's schedule until Timer F), and the transaction still ends
 // with a timeout.
 func TestNonInviteRetransmitsCapped(t *testing.T) {
+	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
 	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
 	txs, ours, peer := txHarness(t)
 	tx, err := txs.Start(message(t, ours, peer), 2)
 	if err != nil {

@@ -73,9 +73,15 @@ const (
 // that starts: call ShortTimers only where no transaction runs, in TestMain before m.Run or at
 // the start of a test that runs no other test in parallel, and restore likewise. A retransmission
 // cache takes Timer J when it is built (NewRetransCache), so build servers after ShortTimers.
-func ShortTimers() (restore func()) {
+func ShortTimers() (restore func()) { return SetTimers(ShortT1, ShortT2, ShortT4) }
+
+// SetTimers sets sipgo's SIP timers from t1, t2 and t4 as ShortTimers does (Timer D kept at
+// T4), under the same rule of when it may be called, and returns the function that restores
+// the timers it found. Whole-server tests take longer values than ShortTimers' (a test UA must
+// answer within one T1).
+func SetTimers(t1, t2, t4 time.Duration) (restore func()) {
 	saved := saveTimers()
-	sip.SetTimers(ShortT1, ShortT2, ShortT4)
+	sip.SetTimers(t1, t2, t4)
 	sip.Timer_D = sip.T4
 	return saved.restore
 }

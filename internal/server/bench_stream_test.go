@@ -1,6 +1,6 @@
 //go:build linux
 
-package server
+package server_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 )
 
 // BenchmarkRegisterStream measures whole REGISTER transactions over loopback TCP and TLS (one
@@ -27,8 +28,8 @@ func BenchmarkRegisterStream(b *testing.B) {
 }
 
 func benchRegisterStream(b *testing.B, scheme string) {
-	cert, key := e2eSelfSignedCert(b)
-	srv := startServer(b, loadGenerator(func(o *config.Options) {
+	cert, key := servertest.SelfSignedCert(b)
+	srv := servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
 		o.Listen = []string{scheme + "://127.0.0.1:0"}
 		o.HTTP = ""
 		o.TLSCert, o.TLSKey = cert, key

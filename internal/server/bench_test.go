@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 
 	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -19,7 +21,7 @@ import (
 // redisCounts reads Redis's total_commands_processed and total_reads_processed (a read is a
 // round trip: one request or one pipeline) through the server's store; ok is false for the
 // memory store.
-func redisCounts(b *testing.B, srv *Server) (cmds, reads float64, ok bool) {
+func redisCounts(b *testing.B, srv *server.Server) (cmds, reads float64, ok bool) {
 	c, isRedis := srv.Store().(interface {
 		Client() goredis.UniversalClient
 	})
@@ -45,7 +47,7 @@ func redisCounts(b *testing.B, srv *Server) (cmds, reads float64, ok bool) {
 // reportRedis adds Redis commands and round trips per op, counted since c0/r0, to b's
 // results: with concurrent requests sharing pipelines, round trips per op fall below the
 // count of one request alone (bench/cost.sh).
-func reportRedis(b *testing.B, srv *Server, c0, r0 float64, ops int) {
+func reportRedis(b *testing.B, srv *server.Server, c0, r0 float64, ops int) {
 	c1, r1, ok := redisCounts(b, srv)
 	if !ok || ops == 0 {
 		return
@@ -66,7 +68,7 @@ func BenchmarkRegisterUDP(b *testing.B) {
 }
 
 func benchRegisterUDP(b *testing.B, store string) {
-	srv := startServer(b, loadGenerator(func(o *config.Options) {
+	srv := servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
@@ -121,7 +123,7 @@ func BenchmarkMessageUDP(b *testing.B) {
 }
 
 func benchMessageUDP(b *testing.B, store string) {
-	srv := startServer(b, loadGenerator(func(o *config.Options) {
+	srv := servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
@@ -135,10 +137,10 @@ func benchMessageUDP(b *testing.B, store string) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { c.Close() })
-		w := &wire{t: b, conn: &packetWire{PacketConn: c, last: mustUDPAddr(b, addr)}, udp: true}
+		w := servertest.PacketWire(b, c, mustUDPAddr(b, addr))
 		user := "callee" + strconv.Itoa(i)
-		w.send(strings.Replace(register(user, "bench-"+user, 1, "Contact: <sip:"+user+"@"+c.LocalAddr().String()+">"), "{local}", c.LocalAddr().String(), -1))
-		w.expect(`^SIP/2.0 200 `)
+		w.Send(strings.Replace(servertest.Register(user, "bench-"+user, 1, "Contact: <sip:"+user+"@"+c.LocalAddr().String()+">"), "{local}", c.LocalAddr().String(), -1))
+		w.Expect(`^SIP/2.0 200 `)
 		_ = c.SetReadDeadline(time.Time{}) // expect left one
 		go answerMessages(c)
 	}
@@ -244,7 +246,7 @@ func BenchmarkNotifyFanout(b *testing.B) {
 func benchNotifyFanout(b *testing.B, store string, watchers int) {
 	const perSocket = 100
 	sockets := watchers / perSocket
-	srv := startServer(b, loadGenerator(func(o *config.Options) {
+	srv := servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
 		o.Listen = []string{"udp://127.0.0.1:0"}
 		o.HTTP = ""
 		o.Store = store
@@ -306,7 +308,7 @@ func benchNotifyFanout(b *testing.B, store string, watchers int) {
 
 // publishFanout publishes boss's presence (a new publication without etag, else a
 // modification) with a note that differs per step, and returns the new entity tag.
-func publishFanout(b *testing.B, srv *Server, etag string, step int) string {
+func publishFanout(b *testing.B, srv *server.Server, etag string, step int) string {
 	c, err := net.Dial("udp", srv.Listener("udp"))
 	if err != nil {
 		b.Fatal(err)

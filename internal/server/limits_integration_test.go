@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 )
 
 // Issue 15's reproductions of one source exhausting simpled, each with the legitimate client
@@ -18,11 +19,11 @@ import (
 // scanOptions is an OPTIONS to the server from a foreign domain, with a fresh branch.
 func scanOptions(n int) string {
 	return "OPTIONS sip:example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bKopt" + nextBranch() + ";rport\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bKopt" + servertest.NextBranch() + ";rport\n" +
 		"Max-Forwards: 70\n" +
 		"From: <sip:scan@evil.example>;tag=s" + fmt.Sprint(n) + "\n" +
 		"To: <sip:example.test>\n" +
-		"Call-ID: scan-" + fmt.Sprint(n) + "-" + nextBranch() + "\n" +
+		"Call-ID: scan-" + fmt.Sprint(n) + "-" + servertest.NextBranch() + "\n" +
 		"CSeq: 1 OPTIONS\n" +
 		"Content-Length: 0\n\n"
 }
@@ -30,8 +31,8 @@ func scanOptions(n int) string {
 // A scanner sweeping OPTIONS from one address past limits.source_rate gets one 503 with
 // Retry-After a second and silence otherwise; a client at another address is answered.
 func TestSourceRateFloodOverUDP(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) { o.Limits.SourceRate, o.Limits.SourceBurst = 50, 100 })
-	flood := dialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
+	srv := servertest.Start(t, func(o *config.Options) { o.Limits.SourceRate, o.Limits.SourceBurst = 50, 100 })
+	flood := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	var (
 		mu               sync.Mutex
 		ok, busy, others int
@@ -40,7 +41,7 @@ func TestSourceRateFloodOverUDP(t *testing.T) {
 	go func() {
 		defer close(done)
 		for {
-			msg := flood.read(time.Second)
+			msg := flood.Read(time.Second)
 			if msg == "" {
 				return
 			}
@@ -58,15 +59,15 @@ func TestSourceRateFloodOverUDP(t *testing.T) {
 	}()
 	start := time.Now()
 	for i := range 2000 {
-		flood.send(scanOptions(i))
+		flood.Send(scanOptions(i))
 		if i%100 == 99 {
 			time.Sleep(5 * time.Millisecond) // stay within the socket buffers
 		}
 	}
 	elapsed := time.Since(start)
-	legit := dialFrom(t, "udp", "127.0.0.3", srv.Listener("udp"))
-	legit.send(scanOptions(-1))
-	legit.expect(`^SIP/2.0 200 `)
+	legit := servertest.DialFrom(t, "udp", "127.0.0.3", srv.Listener("udp"))
+	legit.Send(scanOptions(-1))
+	legit.Expect(`^SIP/2.0 200 `)
 	<-done
 	mu.Lock()
 	defer mu.Unlock()
@@ -79,7 +80,7 @@ func TestSourceRateFloodOverUDP(t *testing.T) {
 	if others != 0 {
 		t.Errorf("%d other answers", others)
 	}
-	if got := metricValue(t, srv, `simpled_limited_total{limit="source_rate"}`); got < 1500 {
+	if got := servertest.MetricValue(t, srv, `simpled_limited_total{limit="source_rate"}`); got < 1500 {
 		t.Errorf(`simpled_limited_total{limit="source_rate"} = %v, want the refused ~1800`, got)
 	}
 }
@@ -89,17 +90,17 @@ func TestSourceRateFloodOverUDP(t *testing.T) {
 // pinned now, and CRLF keepalives do not keep the others open: they close at the idle
 // timeout, and a user's REGISTER gets through.
 func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) {
-		o.UsersFile = usersFile(t, "alice", "bob")
+	srv := servertest.Start(t, func(o *config.Options) {
+		o.UsersFile = servertest.UsersFile(t, "alice", "bob")
 		o.Transport.MaxConnections = 20
 		o.Transport.IdleTimeout = time.Second
 	})
 	addr := srv.Listener("tcp")
-	var foreign []*wire
+	var foreign []*servertest.Wire
 	for i := range 20 {
-		w := dialFrom(t, "tcp", "127.0.0.2", addr)
-		w.send(subscribe("eve@evil.example", "alice", fmt.Sprintf("pin-%d-%s", i, nextBranch()), 1, "presence", 3600))
-		w.expect(`^SIP/2.0 20[02] `)
+		w := servertest.DialFrom(t, "tcp", "127.0.0.2", addr)
+		w.Send(servertest.Subscribe("eve@evil.example", "alice", fmt.Sprintf("pin-%d-%s", i, servertest.NextBranch()), 1, "presence", 3600))
+		w.Expect(`^SIP/2.0 20[02] `)
 		foreign = append(foreign, w)
 	}
 	// Keepalives every 300 ms, as an attacker holding the slots would send.
@@ -116,7 +117,7 @@ func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
 				return
 			case <-tick.C:
 				for _, w := range foreign {
-					_, _ = w.conn.Write([]byte("\r\n\r\n"))
+					_, _ = w.Conn.Write([]byte("\r\n\r\n"))
 				}
 			}
 		}
@@ -127,8 +128,8 @@ func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
 	for _, w := range foreign {
 		buf := make([]byte, 4096)
 		for {
-			_ = w.conn.SetReadDeadline(deadline)
-			if _, err := w.conn.Read(buf); err != nil {
+			_ = w.Conn.SetReadDeadline(deadline)
+			if _, err := w.Conn.Read(buf); err != nil {
 				if ne, ok := err.(net.Error); ok && ne.Timeout() {
 					t.Fatal("a foreign subscriber's connection is still open after 5 s (idle timeout 1 s)")
 				}
@@ -136,13 +137,13 @@ func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
 			}
 		}
 	}
-	alice := dialFrom(t, "tcp", "127.0.0.1", addr)
-	alice.withAuth(register("alice", "pin-alice-"+nextBranch(), 1, "Contact: <sip:alice@{local};transport=tcp;ob>"),
+	alice := servertest.DialFrom(t, "tcp", "127.0.0.1", addr)
+	alice.WithAuth(servertest.Register("alice", "pin-alice-"+servertest.NextBranch(), 1, "Contact: <sip:alice@{local};transport=tcp;ob>"),
 		"alice", "sip:example.test", `^SIP/2.0 200 `)
 	// Alice's authenticated flow is pinned: it outlives the idle timeout.
 	time.Sleep(1500 * time.Millisecond)
-	alice.send(scanOptions(0))
-	alice.expect(`^SIP/2.0 200 `)
+	alice.Send(scanOptions(0))
+	alice.Expect(`^SIP/2.0 200 `)
 }
 
 // Issue 15: 6,000 anonymous MESSAGEs to a user whose device never answers took goroutines
@@ -150,13 +151,13 @@ func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
 // limits.max_inflight_per_source (503 with Retry-After beyond): goroutines and heap stay
 // bounded, and a client at another address is served.
 func TestInflightPerSourceBounded(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) {
-		o.UsersFile = usersFile(t, "alice", "bob")
+	srv := servertest.Start(t, func(o *config.Options) {
+		o.UsersFile = servertest.UsersFile(t, "alice", "bob")
 		// The rate limit would stop this flood first: let only the in-flight bound act.
 		o.Limits.SourceRate, o.Limits.SourceBurst = 1_000_000, 1_000_000
 	})
 	// bob's device: registered, never answers.
-	bob := newAuthUA(t, srv, "udp", "bob")
+	bob := servertest.NewAuthUA(t, srv, "udp", "bob")
 	_ = bob
 
 	runtime.GC()
@@ -165,13 +166,13 @@ func TestInflightPerSourceBounded(t *testing.T) {
 	g0 := runtime.NumGoroutine()
 
 	const n = 3000
-	flood := dialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
+	flood := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	busy := make(chan int, 1)
 	sent := make(chan struct{})
 	go func() {
 		count, other := 0, map[string]int{}
 		for {
-			msg := flood.read(500 * time.Millisecond)
+			msg := flood.Read(500 * time.Millisecond)
 			if msg == "" {
 				select {
 				case <-sent:
@@ -182,21 +183,21 @@ func TestInflightPerSourceBounded(t *testing.T) {
 					continue
 				}
 			}
-			other[firstLine(msg)]++
+			other[servertest.FirstLine(msg)]++
 			if strings.HasPrefix(msg, "SIP/2.0 503 ") && strings.Contains(msg, "\r\nRetry-After: ") {
 				count++
 			}
 		}
 	}()
 	for i := range n {
-		flood.send(strings.Replace(message("x", "bob", fmt.Sprintf("spam-%d-%s", i, nextBranch()), "text/plain", "buy now"),
+		flood.Send(strings.Replace(servertest.Message("x", "bob", fmt.Sprintf("spam-%d-%s", i, servertest.NextBranch()), "text/plain", "buy now"),
 			"From: <sip:x@example.test>", "From: <sip:spam@evil.example>", 1))
 		if i%100 == 99 {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
 	wait := time.Now().Add(5 * time.Second)
-	for time.Now().Before(wait) && metricValue(t, srv, `simpled_sip_requests_total{method="MESSAGE"}`) < n*9/10 {
+	for time.Now().Before(wait) && servertest.MetricValue(t, srv, `simpled_sip_requests_total{method="MESSAGE"}`) < n*9/10 {
 		time.Sleep(50 * time.Millisecond)
 	}
 	peak := runtime.NumGoroutine()
@@ -204,12 +205,12 @@ func TestInflightPerSourceBounded(t *testing.T) {
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 
-	legit := dialFrom(t, "udp", "127.0.0.3", srv.Listener("udp"))
-	legit.withAuth(register("alice", "inflight-alice-"+nextBranch(), 1, "Contact: <sip:alice@{local}>"),
+	legit := servertest.DialFrom(t, "udp", "127.0.0.3", srv.Listener("udp"))
+	legit.WithAuth(servertest.Register("alice", "inflight-alice-"+servertest.NextBranch(), 1, "Contact: <sip:alice@{local}>"),
 		"alice", "sip:example.test", `^SIP/2.0 200 `)
 
 	close(sent)
-	got := metricValue(t, srv, `simpled_sip_requests_total{method="MESSAGE"}`)
+	got := servertest.MetricValue(t, srv, `simpled_sip_requests_total{method="MESSAGE"}`)
 	growth := peak - g0
 	heap := int64(after.HeapInuse) - int64(before.HeapInuse)
 	t.Logf("%v MESSAGEs received; goroutines %d -> %d; heap in use %+d MiB", got, g0, peak, heap>>20)
@@ -221,7 +222,7 @@ func TestInflightPerSourceBounded(t *testing.T) {
 	if heap > 40<<20 {
 		t.Errorf("heap in use grew by %d MiB, want under 40 MiB", heap>>20)
 	}
-	if v := metricValue(t, srv, `simpled_limited_total{limit="inflight_per_source"}`); v < n/2 {
+	if v := servertest.MetricValue(t, srv, `simpled_limited_total{limit="inflight_per_source"}`); v < n/2 {
 		t.Errorf(`simpled_limited_total{limit="inflight_per_source"} = %v, want most of the %d`, v, n)
 	}
 	// The flooder's socket buffer overflows: some of its 503s are lost to it.

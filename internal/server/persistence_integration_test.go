@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -26,11 +27,11 @@ func newLogged(t *testing.T, url string, mod func(*config.Options)) []observer.L
 	if mod != nil {
 		mod(&opts)
 	}
-	srv, err := New(context.Background(), opts, zap.New(core))
+	srv, err := server.New(context.Background(), opts, zap.New(core))
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
-	srv.closeAll()
+	server.CloseAll(srv)
 	return logs.FilterMessageSnippet("Redis").All()
 }
 

@@ -3,7 +3,7 @@
 // The race detector caps a process at 8128 goroutines, and every connection is one: this file
 // runs without -race (make unit runs it separately).
 
-package server
+package server_test
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 )
 
 // Ten thousand idle TCP connections, and five hundred more: the listener keeps exactly
@@ -26,7 +27,7 @@ import (
 // costs is logged), UDP keeps serving, and everything is released when the peers leave.
 func TestIdleConnectionsBounded(t *testing.T) {
 	const limit, extra = 10000, 500
-	srv := startServer(t, loadGenerator(func(o *config.Options) { // every client is on 127.0.0.1
+	srv := servertest.Start(t, servertest.LoadGenerator(func(o *config.Options) { // every client is on 127.0.0.1
 		o.Transport.MaxConnections = limit
 		o.Transport.IdleTimeout = 10 * time.Minute
 	}))
@@ -75,10 +76,10 @@ func TestIdleConnectionsBounded(t *testing.T) {
 	if open != limit || refused != extra {
 		t.Fatalf("%d connections open and %d refused, want %d and %d", open, refused, limit, extra)
 	}
-	if got := metricValue(t, srv, `simpled_connections{transport="tcp"}`); got != limit {
+	if got := servertest.MetricValue(t, srv, `simpled_connections{transport="tcp"}`); got != limit {
 		t.Fatalf("simpled_connections{tcp} = %v, want %d", got, limit)
 	}
-	if got := metricValue(t, srv, `simpled_connections_rejected_total{reason="limit",transport="tcp"}`); got != extra {
+	if got := servertest.MetricValue(t, srv, `simpled_connections_rejected_total{reason="limit",transport="tcp"}`); got != extra {
 		t.Fatalf("rejected for the limit: %v, want %d", got, extra)
 	}
 	runtime.GC()
@@ -94,19 +95,19 @@ func TestIdleConnectionsBounded(t *testing.T) {
 	}
 
 	// The full TCP listener does not stop the rest of the server.
-	newUA(t, srv, "udp", "still-served")
+	servertest.NewUA(t, srv, "udp", "still-served")
 
 	if err := stdin.Close(); err != nil { // the helper closes every connection
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for metricValue(t, srv, `simpled_connections{transport="tcp"}`) != 0 {
+	for servertest.MetricValue(t, srv, `simpled_connections{transport="tcp"}`) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%v connections still open 30 s after the peers left", metricValue(t, srv, `simpled_connections{transport="tcp"}`))
+			t.Fatalf("%v connections still open 30 s after the peers left", servertest.MetricValue(t, srv, `simpled_connections{transport="tcp"}`))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	newUA(t, srv, "tcp", "after-the-flood")
+	servertest.NewUA(t, srv, "tcp", "after-the-flood")
 	for time.Now().Before(deadline) && runtime.NumGoroutine() > goroutines+50 {
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -66,7 +66,11 @@ func (s *Server) buildSenders() error {
 		ForeignShare: opts.Messages.OfflineForeignShare,
 		Log:          log.Named("offline"),
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, s.offline.Close)
+	return nil
 }
 
 // notifySender sends the presence agent's NOTIFYs through delivery, which knows the

@@ -33,6 +33,7 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.closers = append(s.closers, s.presence.Close)
 	return s.presence.Plugin(), nil
 }
 

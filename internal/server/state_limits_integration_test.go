@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"fmt"
@@ -9,35 +9,9 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 	"github.com/simpled/simpled/pidf"
-
-	"github.com/emiago/sipgo/sip"
 )
-
-// answerTo reads w until the response to the request with Call-ID callID, skipping the
-// requests (NOTIFYs) and other responses in between, and returns it; it fails after 3 s.
-func (w *wire) answerTo(callID string) *sip.Response {
-	w.t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		msg := w.read(time.Until(deadline))
-		if msg == "" {
-			break
-		}
-		if !strings.HasPrefix(msg, "SIP/2.0 ") || strings.HasPrefix(msg, "SIP/2.0 1") {
-			continue
-		}
-		m, err := sip.ParseMessage([]byte(msg))
-		if err != nil {
-			w.t.Fatalf("response does not parse: %v\n%s", err, msg)
-		}
-		if res := m.(*sip.Response); res.CallID().Value() == callID {
-			return res
-		}
-	}
-	w.t.Fatalf("no answer to %s within 3 s", callID)
-	return nil
-}
 
 // TestNewAORFloodBounded: anonymous REGISTERs of made-up AORs, 10 contacts each, from one
 // source (open mode) get 200 for registrar.max_new_aors_per_source of them a minute, then 503
@@ -47,12 +21,12 @@ func (w *wire) answerTo(callID string) *sip.Response {
 func TestNewAORFloodBounded(t *testing.T) {
 	// Loopback, no users file: auth.mode off. The per-source request rate would cut the flood
 	// first: lifted, so that this test sees the new-AOR limit alone.
-	srv := startServer(t, func(o *config.Options) { o.Limits.SourceRate, o.Limits.SourceBurst = 1_000_000, 1_000_000 })
+	srv := servertest.Start(t, func(o *config.Options) { o.Limits.SourceRate, o.Limits.SourceBurst = 1_000_000, 1_000_000 })
 	const flood, limit = 3000, 60
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	attacker := dialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
+	attacker := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	var contacts []string
 	for j := range 10 {
 		contacts = append(contacts, fmt.Sprintf("Contact: <sip:d%d-%s@127.0.0.2:5060>", j, strings.Repeat("x", 200)))
@@ -64,8 +38,8 @@ func TestNewAORFloodBounded(t *testing.T) {
 			t.Fatalf("flood not done within 60 s (%d sent)", i)
 		}
 		callID := "flood-" + strconv.Itoa(i)
-		attacker.send(register("spam"+strconv.Itoa(i), callID, 1, contacts...))
-		switch res := attacker.answerTo(callID); res.StatusCode {
+		attacker.Send(servertest.Register("spam"+strconv.Itoa(i), callID, 1, contacts...))
+		switch res := attacker.AnswerTo(callID); res.StatusCode {
 		case 200:
 			ok++
 		case 503:
@@ -78,15 +52,15 @@ func TestNewAORFloodBounded(t *testing.T) {
 		}
 		if i == flood/2 {
 			// A phone elsewhere registers in the middle of the flood.
-			phone := dial(t, "udp", srv.Listener("udp"))
-			phone.send(register("alice", "phone-1", 1, "Contact: <sip:alice@{local}>"))
-			phone.expect(`^SIP/2.0 200 `)
+			phone := servertest.Dial(t, "udp", srv.Listener("udp"))
+			phone.Send(servertest.Register("alice", "phone-1", 1, "Contact: <sip:alice@{local}>"))
+			phone.Expect(`^SIP/2.0 200 `)
 		}
 	}
 	if ok != limit || refused != flood-limit {
 		t.Errorf("%d REGISTERs of new AORs got 200 and %d got 503; want %d and %d", ok, refused, limit, flood-limit)
 	}
-	if n := metricValue(t, srv, `simpled_limited_total{limit="new_aors"}`); n != float64(flood-limit) {
+	if n := servertest.MetricValue(t, srv, `simpled_limited_total{limit="new_aors"}`); n != float64(flood-limit) {
 		t.Errorf(`simpled_limited_total{limit="new_aors"} = %v, want %d`, n, flood-limit)
 	}
 	bindings := 0
@@ -115,24 +89,24 @@ func TestNewAORFloodBounded(t *testing.T) {
 // its bound, the pending watchers listed. Before, 3,000 SUBSCRIBEs to alice grew her
 // winfo NOTIFY until it was refused, which ended her subscription.
 func TestWatcherFloodKeepsWinfo(t *testing.T) {
-	srv := startServer(t, func(o *config.Options) {
-		fastPresence(o)
+	srv := servertest.Start(t, func(o *config.Options) {
+		servertest.FastPresence(o)
 		o.Presence.MaxWatchers = 200
 		o.Presence.MaxWatchersPerDomain = 20
 	})
-	makeKnown(t, srv, "alice")
-	alice := dial(t, "tcp", srv.Listener("tcp"))
-	winfo, _ := alice.watch(subscribe("alice@example.test", "alice", "alice-winfo", 1, "presence.winfo", 600,
+	servertest.MakeKnown(t, srv, "alice")
+	alice := servertest.Dial(t, "tcp", srv.Listener("tcp"))
+	winfo, _ := alice.Watch(servertest.Subscribe("alice@example.test", "alice", "alice-winfo", 1, "presence.winfo", 600,
 		"Accept: application/watcherinfo+xml"))
 
-	attacker := dialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
+	attacker := servertest.DialFrom(t, "udp", "127.0.0.2", srv.Listener("udp"))
 	flood := func(watcher func(i int) string, n, wantOK int, what string) {
 		t.Helper()
 		ok := 0
 		for i := range n {
 			callID := fmt.Sprintf("%s-%d", what, i)
-			attacker.send(strings.ReplaceAll(subscribe(watcher(i), "alice", callID, 1, "presence", 600), "{tp}", "udp"))
-			switch res := attacker.answerTo(callID); res.StatusCode {
+			attacker.Send(strings.ReplaceAll(servertest.Subscribe(watcher(i), "alice", callID, 1, "presence", 600), "{tp}", "udp"))
+			switch res := attacker.AnswerTo(callID); res.StatusCode {
 			case 200:
 				ok++
 			case 403:
@@ -147,10 +121,10 @@ func TestWatcherFloodKeepsWinfo(t *testing.T) {
 	flood(func(i int) string { return fmt.Sprintf("spam%d@evil.example", i) }, 40, 20, "foreign")
 	long := strings.Repeat("w", 150)
 	flood(func(i int) string { return fmt.Sprintf("%s%d@example.test", long, i) }, 220, 180, "local")
-	if n := metricValue(t, srv, `simpled_limited_total{limit="watchers_per_domain"}`); n != 20 {
+	if n := servertest.MetricValue(t, srv, `simpled_limited_total{limit="watchers_per_domain"}`); n != 20 {
 		t.Errorf(`simpled_limited_total{limit="watchers_per_domain"} = %v, want 20`, n)
 	}
-	if n := metricValue(t, srv, `simpled_limited_total{limit="watchers"}`); n != 40 {
+	if n := servertest.MetricValue(t, srv, `simpled_limited_total{limit="watchers"}`); n != 40 {
 		t.Errorf(`simpled_limited_total{limit="watchers"} = %v, want 40`, n)
 	}
 
@@ -160,15 +134,15 @@ func TestWatcherFloodKeepsWinfo(t *testing.T) {
 	view := map[string]string{}
 	docs := 0
 	for {
-		msg := alice.read(2 * time.Second)
+		msg := alice.Read(2 * time.Second)
 		if msg == "" {
 			break
 		}
 		if !strings.HasPrefix(msg, "NOTIFY ") {
 			continue
 		}
-		n := parseRequest(t, msg)
-		alice.reply(n, 200)
+		n := servertest.ParseRequest(t, msg)
+		alice.Reply(n, 200)
 		if len(n.Body()) > 48<<10 {
 			t.Fatalf("watcherinfo NOTIFY body of %d bytes, want at most 48 KiB", len(n.Body()))
 		}
@@ -202,6 +176,6 @@ func TestWatcherFloodKeepsWinfo(t *testing.T) {
 			len(view), pending)
 	}
 	// Her subscription is alive: a refresh gets 200, not 481.
-	alice.sendTP(resubscribe(winfo, 2, 600))
-	alice.expect(`^SIP/2.0 200 `)
+	alice.SendTP(servertest.Resubscribe(winfo, 2, 600))
+	alice.Expect(`^SIP/2.0 200 `)
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/servertest"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -122,7 +123,7 @@ func TestTortureMessages(t *testing.T) {
 			t.Run(network+"/"+tc.file, func(t *testing.T) {
 				// A server per message: the RFCs' messages share branches, Call-IDs and
 				// CSeqs, which would make one a retransmission or a stale REGISTER of another.
-				srv := startServer(t, func(o *config.Options) {
+				srv := servertest.Start(t, func(o *config.Options) {
 					o.Domains = []string{"example.com", "example.test"}
 					o.Proxy.DNS = "127.0.0.1:1" // nothing is looked up off loopback
 				})
@@ -138,8 +139,8 @@ func TestTortureMessages(t *testing.T) {
 					// the RFCs' archives; a message needs it (RFC 3261 §7).
 					data = append(data, "\r\n"...)
 				}
-				w := dial(t, network, srv.Listener(network))
-				answers, alive := w.exchange(data)
+				w := servertest.Dial(t, network, srv.Listener(network))
+				answers, alive := exchange(w, data)
 				if network == "tcp" && tc.streamWant != "" {
 					tc.want = tc.streamWant
 				}
@@ -166,7 +167,7 @@ func checkTorture(t *testing.T, tc tortureCase, network string, req []byte, answ
 	}
 	if tc.want == "" {
 		if len(answers) > 0 {
-			t.Fatalf("a response was answered: %q", firstLine(answers[0]))
+			t.Fatalf("a response was answered: %q", servertest.FirstLine(answers[0]))
 		}
 		return
 	}
@@ -174,7 +175,7 @@ func checkTorture(t *testing.T, tc tortureCase, network string, req []byte, answ
 		t.Fatalf("no final answer over %s (saw %d provisional)", network, len(answers))
 	}
 	if !regexp.MustCompile(tc.want).MatchString(finals[0]) {
-		t.Fatalf("answer %q, want %s", firstLine(finals[0]), tc.want)
+		t.Fatalf("answer %q, want %s", servertest.FirstLine(finals[0]), tc.want)
 	}
 	for _, a := range answers {
 		checkVias(t, req, a)
@@ -259,14 +260,14 @@ func headerValues(msg string, names ...string) []string {
 // answer other than the OPTIONS' own, until a final one, and whether the OPTIONS was answered
 // (the socket still works). Once the OPTIONS is answered, the message's answer is waited for
 // briefly: stages run concurrently, either answer may come first.
-func (w *wire) exchange(msg []byte) (answers []string, alive bool) {
-	w.t.Helper()
-	if _, err := w.conn.Write(msg); err != nil {
-		w.t.Fatalf("send: %v", err)
+func exchange(w *servertest.Wire, msg []byte) (answers []string, alive bool) {
+	w.T.Helper()
+	if _, err := w.Conn.Write(msg); err != nil {
+		w.T.Fatalf("send: %v", err)
 	}
-	probeID := "probe-" + nextBranch()
-	w.send("OPTIONS sip:example.test SIP/2.0\n" +
-		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + nextBranch() + "\n" +
+	probeID := "probe-" + servertest.NextBranch()
+	w.Send("OPTIONS sip:example.test SIP/2.0\n" +
+		"Via: SIP/2.0/{transport} {local};branch=z9hG4bK" + servertest.NextBranch() + "\n" +
 		"Max-Forwards: 70\nFrom: <sip:probe@example.test>;tag=p\nTo: <sip:example.test>\n" +
 		"Call-ID: " + probeID + "\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")
 	deadline := time.Now().Add(3 * time.Second)
@@ -276,7 +277,7 @@ func (w *wire) exchange(msg []byte) (answers []string, alive bool) {
 		if alive {
 			wait = 300 * time.Millisecond // the torture message's answer, if it has one
 		}
-		m := w.read(wait)
+		m := w.Read(wait)
 		if m == "" {
 			break
 		}
@@ -294,34 +295,34 @@ func (w *wire) exchange(msg []byte) (answers []string, alive bool) {
 // its own Via, Call-ID and CSeq before the connection is closed; one whose body is only over
 // limits.max_body_size gets 413 and the connection stays.
 func TestStreamMessageTooLarge(t *testing.T) {
-	srv := startServer(t, nil)
-	message := func(w *wire, callID string, size int) []byte {
-		return []byte(w.expand("MESSAGE sip:bob@example.test SIP/2.0\n" +
-			"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + ";rport\n" +
+	srv := servertest.Start(t, nil)
+	message := func(w *servertest.Wire, callID string, size int) []byte {
+		return []byte(w.Expand("MESSAGE sip:bob@example.test SIP/2.0\n" +
+			"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + servertest.NextBranch() + ";rport\n" +
 			"Max-Forwards: 70\nFrom: <sip:alice@example.test>;tag=a1\nTo: <sip:bob@example.test>\n" +
 			"Call-ID: " + callID + "\nCSeq: 7 MESSAGE\nContent-Type: text/plain\n" +
 			"Content-Length: " + strconv.Itoa(size) + "\n\n" + strings.Repeat("x", size)))
 	}
 
-	w := dial(t, "tcp", srv.Listener("tcp"))
+	w := servertest.Dial(t, "tcp", srv.Listener("tcp"))
 	big := message(w, "big-1", 2<<20)
-	go func() { _, _ = w.conn.Write(big) }() // the server stops reading part way
-	res := w.expect(`^SIP/2\.0 513 `)
+	go func() { _, _ = w.Conn.Write(big) }() // the server stops reading part way
+	res := w.Expect(`^SIP/2\.0 513 `)
 	if res.CallID().Value() != "big-1" || res.CSeq().SeqNo != 7 || res.Via() == nil {
 		t.Fatalf("513 does not name the request:\n%s", res)
 	}
-	if m := w.read(2 * time.Second); m != "" {
-		t.Fatalf("after 513: %q, want the connection closed", firstLine(m))
+	if m := w.Read(2 * time.Second); m != "" {
+		t.Fatalf("after 513: %q, want the connection closed", servertest.FirstLine(m))
 	}
-	if v := metricValue(t, srv, `simpled_connections_rejected_total{reason="too large",transport="tcp"}`); v != 1 {
+	if v := servertest.MetricValue(t, srv, `simpled_connections_rejected_total{reason="too large",transport="tcp"}`); v != 1 {
 		t.Errorf("connections closed as too large: %v, want 1", v)
 	}
 
-	w = dial(t, "tcp", srv.Listener("tcp"))
-	w.send(string(message(w, "body-1", 100<<10)))
-	w.expect(`^SIP/2\.0 413 `)
-	w.send(register("alice", "after-413", 1))
-	w.expect(`^SIP/2\.0 (200|401|403) `) // the connection is still served
+	w = servertest.Dial(t, "tcp", srv.Listener("tcp"))
+	w.Send(string(message(w, "body-1", 100<<10)))
+	w.Expect(`^SIP/2\.0 413 `)
+	w.Send(servertest.Register("alice", "after-413", 1))
+	w.Expect(`^SIP/2\.0 (200|401|403) `) // the connection is still served
 }
 
 // TestRelayedResponseKeepsVias: a request simpled forwards carries the caller's Via values as
@@ -329,18 +330,18 @@ func TestStreamMessageTooLarge(t *testing.T) {
 // response it relays back, not as sipgo rendered them (an IPv4-mapped IPv6 literal lost its
 // brackets, RFC 5118 §4.9; spacing was rewritten; an RFC 2543 branch got a prefix).
 func TestRelayedResponseKeepsVias(t *testing.T) {
-	srv := startServer(t, nil)
-	bob := newUA(t, srv, "udp", "bob")
-	alice := dial(t, "udp", srv.Listener("udp"))
+	srv := servertest.Start(t, nil)
+	bob := servertest.NewUA(t, srv, "udp", "bob")
+	alice := servertest.Dial(t, "udp", srv.Listener("udp"))
 	const lower = "SIP/2.0/UDP [::ffff:192.0.2.10]:19823 ;branch=z9hG4bKbh19, SIP/2.0/UDP 192.0.2.2;branch=390skdjuw"
-	msg := message("alice", "bob", "relay-via-1", "text/plain", "hi")
+	msg := servertest.Message("alice", "bob", "relay-via-1", "text/plain", "hi")
 	msg = strings.Replace(msg, "Max-Forwards:", "Via: "+lower+"\r\nMax-Forwards:", 1)
-	sent := alice.expand(msg)
-	alice.send(sent)
+	sent := alice.Expand(msg)
+	alice.Send(sent)
 
-	forwarded := bob.read(3 * time.Second)
+	forwarded := bob.Read(3 * time.Second)
 	if !strings.HasPrefix(forwarded, "MESSAGE ") {
-		t.Fatalf("bob got %q, want the MESSAGE", firstLine(forwarded))
+		t.Fatalf("bob got %q, want the MESSAGE", servertest.FirstLine(forwarded))
 	}
 	got := viaParms(headerValues(forwarded, "via", "v"))
 	want := viaParms(headerValues(sent, "via", "v"))
@@ -360,9 +361,9 @@ func TestRelayedResponseKeepsVias(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.reply(parsed.(*sip.Request), 200)
+	bob.Reply(parsed.(*sip.Request), 200)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
-		answer := alice.read(time.Until(deadline))
+		answer := alice.Read(time.Until(deadline))
 		if answer == "" {
 			break
 		}
@@ -370,7 +371,7 @@ func TestRelayedResponseKeepsVias(t *testing.T) {
 			continue
 		}
 		if !strings.HasPrefix(answer, "SIP/2.0 200 ") {
-			t.Fatalf("got %q, want the callee's 200", firstLine(answer))
+			t.Fatalf("got %q, want the callee's 200", servertest.FirstLine(answer))
 		}
 		checkVias(t, []byte(sent), answer)
 		return
@@ -381,26 +382,26 @@ func TestRelayedResponseKeepsVias(t *testing.T) {
 // TestStreamRefusalBehindGoodMessage: a request sipgo cannot parse, written in one segment
 // behind a good one, is answered after the good one is served, not left waiting.
 func TestStreamRefusalBehindGoodMessage(t *testing.T) {
-	srv := startServer(t, nil)
-	w := dial(t, "tcp", srv.Listener("tcp"))
-	good := w.expand("OPTIONS sip:example.test SIP/2.0\n" +
-		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + "\n" +
+	srv := servertest.Start(t, nil)
+	w := servertest.Dial(t, "tcp", srv.Listener("tcp"))
+	good := w.Expand("OPTIONS sip:example.test SIP/2.0\n" +
+		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + servertest.NextBranch() + "\n" +
 		"Max-Forwards: 70\nFrom: <sip:probe@example.test>;tag=p\nTo: <sip:example.test>\n" +
 		"Call-ID: good-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")
-	bad := w.expand("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\n" +
-		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + nextBranch() + "\n" +
+	bad := w.Expand("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\n" +
+		"Via: SIP/2.0/TCP {local};branch=z9hG4bK" + servertest.NextBranch() + "\n" +
 		"Max-Forwards: 70\nFrom: <sip:probe@example.test>;tag=p\nTo: <sip:example.test>\n" +
 		"Call-ID: bad-1\nCSeq: 2 OPTIONS\nContent-Length: 0\n\n")
-	if _, err := w.conn.Write([]byte(good + bad)); err != nil {
+	if _, err := w.Conn.Write([]byte(good + bad)); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && len(seen) < 2; {
-		m := w.read(time.Until(deadline))
+		m := w.Read(time.Until(deadline))
 		if m == "" {
 			break
 		}
-		seen[firstLine(m)] = true
+		seen[servertest.FirstLine(m)] = true
 	}
 	if !seen["SIP/2.0 200 OK"] || !seen["SIP/2.0 416 Unsupported URI Scheme"] {
 		t.Fatalf("answers %v, want 200 and 416", seen)
