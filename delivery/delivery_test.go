@@ -42,6 +42,7 @@ func harness(t *testing.T, loc mapLocator) *Delivery {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ours.Close() })
 	go func() { _ = srv.ServeUDP(ours) }()
 	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
 	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })

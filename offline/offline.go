@@ -113,6 +113,8 @@ type Offline struct {
 
 	events      <-chan storage.Event // registration events, subscribed at construction
 	unsubscribe func()
+	// stop ends the context deliveries started before Run live in (Close).
+	stop context.CancelFunc
 
 	mu     sync.Mutex
 	active map[string]bool // AORs with a delivery running
@@ -135,7 +137,9 @@ func New(opts Options) (*Offline, error) {
 	opts.defaults()
 	o := &Offline{messages: opts.Store, sender: opts.Sender, rules: opts.Rules, domains: map[string]bool{},
 		opts: opts, log: opts.Log, refusals: sipx.NewLogGate[string](time.Minute),
-		active: map[string]bool{}, again: map[string]bool{}, ctx: context.Background()}
+		active: map[string]bool{}, again: map[string]bool{}}
+	// Until Run, deliveries (of messages Send stored) live until Close.
+	o.ctx, o.stop = context.WithCancel(context.Background())
 	for _, d := range opts.Domains {
 		o.domains[strings.ToLower(d)] = true
 	}
@@ -150,12 +154,14 @@ func New(opts Options) (*Offline, error) {
 	return o, nil
 }
 
-// Close ends the subscription to the registration bus that New took, for an Offline whose Run
-// never ran (Run ends it itself); it may be called more than once.
+// Close ends what New started for an Offline whose Run never ran (Run ends it itself): the
+// subscription to the registration bus, and deliveries of messages Send stored. It may be
+// called more than once.
 func (o *Offline) Close() error {
 	if o.unsubscribe != nil {
 		o.unsubscribe()
 	}
+	o.stop()
 	return nil
 }
 

@@ -98,6 +98,7 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = o.Close(); o.Wait() })
 	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
 	return o, dev
 }

@@ -1,4 +1,4 @@
-package proxy_test
+package offline_test
 
 import (
 	"encoding/json"
