@@ -2,6 +2,8 @@ module github.com/simpled/simpled
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/beevik/etree v1.8.1
 	github.com/emiago/sipgo v1.7.2

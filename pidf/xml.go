@@ -82,7 +82,7 @@ func load(data []byte) (*etree.Element, error) {
 	)
 	for {
 		tok, err := dec.RawToken()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -210,7 +210,7 @@ func readError(err error) error {
 	case errors.As(err, &se):
 		return fmt.Errorf("%w: line %d: %s", ErrSyntax, se.Line, printable(se.Msg, 80))
 	case errors.Is(err, errCharset):
-		return fmt.Errorf("%w: %v", ErrSyntax, errCharset)
+		return fmt.Errorf("%w: %w", ErrSyntax, errCharset)
 	}
 	return fmt.Errorf("%w: %s", ErrSyntax, printable(strings.TrimPrefix(err.Error(), "xml: "), 80))
 }

@@ -106,7 +106,7 @@ func main() {
 	if o.keep {
 		fmt.Fprintln(os.Stderr, "flood: keeping", dir)
 	} else {
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }() // a temporary directory: what is left is the OS's to clean
 	}
 	var reports []*report
 	failed := false
