@@ -35,6 +35,8 @@ var (
 	ErrNoEntity   = errors.New("pidf: presence without entity")
 	ErrNoTuple    = errors.New("pidf: presence without tuple")
 	ErrInvalid    = errors.New("pidf: invalid document")
+	// ErrBadTuple: AddTuple was given an empty id or a basic status other than open or closed.
+	ErrBadTuple = errors.New("pidf: bad tuple")
 )
 
 const (

@@ -226,7 +226,7 @@ func registrationDocument(entity string, bindings []storage.Binding) []byte {
 	d := pidf.New(entity)
 	for _, b := range bindings {
 		sum := sha256.Sum256([]byte(b.Key))
-		d.AddTuple("r"+hex.EncodeToString(sum[:6]), "open", entity)
+		_ = d.AddTuple("r"+hex.EncodeToString(sum[:6]), "open", entity) // an id and "open": never pidf.ErrBadTuple
 	}
 	return d.Bytes()
 }
