@@ -5,7 +5,6 @@ FUZZTIME  ?= 10s
 BIN       := bin/simpled
 # Debian packages the tests use: a real Redis, sipp and baresip.
 TEST_DEBS := redis-server sip-tester baresip linphone-cli
-# Fuzz targets: package:Target
 # The checkers, built from the Go module proxy at these versions into bin/tools (once per version).
 # The vulnerability database is built offline from the vulndb module's OSV files: bump
 # VULNDB_VERSION to learn of newer vulnerabilities.
@@ -20,6 +19,7 @@ VULNDB           := $(TOOLS)/vulndb-$(VULNDB_VERSION)
 # go.mod names the toolchain with the standard library's security fixes; this lets the go
 # command fetch it where the machine's default (go.env) says GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
+# Fuzz targets: package:Target
 FUZZ      := ./registrar:FuzzRegister ./base/transport:FuzzCheck ./internal/config:FuzzParse ./auth:FuzzParseAuthorization ./base/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./base/transport:FuzzSTUN ./base/transport:FuzzFramer ./base/transport:FuzzFlowToken ./base/sipx:FuzzViaPrints ./base/sipx:FuzzSeals ./proxy:FuzzCPIMAddress
 
 .PHONY: all build run test vet lint vulncheck unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe flood clean
