@@ -148,11 +148,19 @@ type Auth struct {
 
 // New builds the auth stage from opts.
 func New(opts Options) (*Auth, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	return newAuth(opts)
+}
+
+// check refuses what New cannot work with (the defaults come from config.Default).
+func (opts *Options) check() error {
 	if opts.Store == nil || opts.Seals == nil {
-		return nil, errors.New("auth: options: Store and Seals are required")
+		return errors.New("auth: options: Store and Seals are required")
 	}
 	if opts.Mode != ModeRequired && opts.Mode != ModeOff {
-		return nil, fmt.Errorf("auth: options: mode %q: want required or off", opts.Mode)
+		return fmt.Errorf("auth: options: mode %q: want required or off", opts.Mode)
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -161,21 +169,26 @@ func New(opts Options) (*Auth, error) {
 		opts.Now = time.Now
 	}
 	if opts.Lockout < 0 || opts.LockoutThreshold < 1 {
-		return nil, fmt.Errorf("auth: options: lockout %v, threshold %d: want lockout 0 or more, threshold 1 or more", opts.Lockout, opts.LockoutThreshold)
+		return fmt.Errorf("auth: options: lockout %v, threshold %d: want lockout 0 or more, threshold 1 or more", opts.Lockout, opts.LockoutThreshold)
 	}
 	if len(opts.Algorithms) == 0 {
-		return nil, errors.New("auth: options: no algorithm")
+		return errors.New("auth: options: no algorithm")
 	}
 	seen := map[Algorithm]bool{}
 	for _, alg := range opts.Algorithms {
 		if !alg.Valid() {
-			return nil, fmt.Errorf("auth: options: algorithm %v: unknown", alg)
+			return fmt.Errorf("auth: options: algorithm %v: unknown", alg)
 		}
 		if seen[alg] {
-			return nil, fmt.Errorf("auth: options: algorithm %v: listed twice", alg)
+			return fmt.Errorf("auth: options: algorithm %v: listed twice", alg)
 		}
 		seen[alg] = true
 	}
+	return nil
+}
+
+// newAuth is New past the options check: the nonce secret, the Auth and its metrics.
+func newAuth(opts Options) (*Auth, error) {
 	secret := opts.Secret
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -289,20 +302,76 @@ const (
 // To of a REGISTER, the From of anything else), whose canonical domain is domain, and passes
 // req on under RuleUser when they hold; else it answers (challenge, 400 or 403).
 func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.ServerTransaction, req *sip.Request, k kind, addr *sip.Uri, domain string) (int, error) {
-	realm := domain
-	aor := addr.User + "@" + domain
+	at := &attempt{tx: tx, req: req, k: k, realm: domain, aor: addr.User + "@" + domain}
 	st := sipx.StateFrom(ctx)
-	var lk lockKey
 	if a.lockouts != nil {
-		lk = a.lockouts.key(aor, sourceIP(st.Source))
+		at.lk = a.lockouts.key(at.aor, sourceIP(st.Source))
 	}
-	if a.lockouts != nil && a.lockouts.locked(lk, a.now()) {
-		a.fail(ctx, zapcore.DebugLevel, failLocked, "", aor)
+	if a.lockouts != nil && a.lockouts.locked(at.lk, a.now()) {
+		a.fail(ctx, zapcore.DebugLevel, failLocked, "", at.aor)
 		return sipx.Respond(tx, req, 403, reasonLockedOut)
 	}
+	c, alg, code, err := a.readCredentials(ctx, at)
+	if c == nil {
+		return code, err
+	}
+	now := a.now()
+	nonceEpoch, nerr := a.nonces.Check(c.Nonce, at.realm, now)
+	if errors.Is(nerr, ErrNonceInvalid) {
+		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, at.aor)
+		return a.challenge(ctx, tx, req, k, at.realm, false, a.algs)
+	}
+	if !sameURI(c.URI, &req.Recipient) && !a.bothUs(c.URI, &req.Recipient) {
+		// RFC 2617 §3.2.2.5: credentials computed for another resource are a bad request.
+		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, at.aor, zap.String("digest_uri", c.URI),
+			zap.String("request_uri", req.Recipient.String()))
+		return sipx.Respond(tx, req, 400, "Digest URI Mismatch")
+	}
+	if c.Username != addr.User {
+		a.fail(ctx, zapcore.WarnLevel, failIdentityMismatch, c.Username, at.aor)
+		return sipx.Respond(tx, req, 403, reasonIdentityMismatch)
+	}
+	if ok, code, err := a.verify(ctx, at, c, alg, now); !ok {
+		return code, err
+	}
+	if errors.Is(nerr, ErrNonceStale) {
+		// RFC 7616 §3.3: stale=true only when the response was right with the old nonce.
+		a.fail(ctx, zapcore.DebugLevel, failNonceStale, c.Username, at.aor)
+		return a.challenge(ctx, tx, req, k, at.realm, true, a.algs)
+	}
+	if ok, code, err := a.useNonce(ctx, at, c, nonceEpoch); !ok {
+		return code, err
+	}
+
+	if a.lockouts != nil {
+		a.lockouts.succeeded(at.lk)
+	}
+	st.AuthUser, st.Rule = at.aor, sipx.RuleUser
+	if k == proxyKind {
+		a.removeCredentials(req, k.authz)
+	}
+	return sipx.Next(ctx, next, tx, req)
+}
+
+// attempt is one request's authentication under way: what the steps of authenticate share.
+type attempt struct {
+	tx    sip.ServerTransaction
+	req   *sip.Request
+	k     kind
+	realm string
+	aor   string
+	lk    lockKey // the lockout's key; zero without lockouts
+}
+
+// readCredentials picks the request's credentials for the realm and checks their form, the
+// algorithm and the qop. It returns nil credentials when it has answered the request (a
+// challenge or 400), with that answer's result.
+func (a *Auth) readCredentials(ctx context.Context, at *attempt) (*Credentials, Algorithm, int, error) {
+	tx, req, k, realm, aor := at.tx, at.req, at.k, at.realm, at.aor
 	c, perr := pickCredentials(req, k.authz, realm)
 	if c == nil && perr == nil {
-		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		code, err := a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		return nil, 0, code, err
 	}
 	if c != nil {
 		perr = c.Validate()
@@ -314,50 +383,46 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 			problem = pe.Problem()
 		}
 		a.fail(ctx, zapcore.WarnLevel, failMalformed, "", aor)
-		return sipx.Respond(tx, req, 400, "Malformed "+k.authz+": "+problem)
+		code, err := sipx.Respond(tx, req, 400, "Malformed "+k.authz+": "+problem)
+		return nil, 0, code, err
 	}
 
 	alg, ok := ParseAlgorithm(c.Algorithm)
 	if !ok || !a.offers(alg) {
 		a.fail(ctx, zapcore.DebugLevel, failAlgorithm, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		code, err := a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		return nil, 0, code, err
 	}
 	switch c.QOP {
 	case "auth", "auth-int":
 	case "":
 		if a.requireQOP {
 			a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
-			return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+			code, err := a.challenge(ctx, tx, req, k, realm, false, a.algs)
+			return nil, 0, code, err
 		}
 	default:
 		a.fail(ctx, zapcore.DebugLevel, failQOP, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		code, err := a.challenge(ctx, tx, req, k, realm, false, a.algs)
+		return nil, 0, code, err
 	}
-	now := a.now()
-	nonceEpoch, nerr := a.nonces.Check(c.Nonce, realm, now)
-	if errors.Is(nerr, ErrNonceInvalid) {
-		a.fail(ctx, zapcore.DebugLevel, failNonceInvalid, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, false, a.algs)
-	}
-	if !sameURI(c.URI, &req.Recipient) && !a.bothUs(c.URI, &req.Recipient) {
-		// RFC 2617 §3.2.2.5: credentials computed for another resource are a bad request.
-		a.fail(ctx, zapcore.WarnLevel, failURIMismatch, c.Username, aor, zap.String("digest_uri", c.URI),
-			zap.String("request_uri", req.Recipient.String()))
-		return sipx.Respond(tx, req, 400, "Digest URI Mismatch")
-	}
-	if c.Username != addr.User {
-		a.fail(ctx, zapcore.WarnLevel, failIdentityMismatch, c.Username, aor)
-		return sipx.Respond(tx, req, 403, reasonIdentityMismatch)
-	}
+	return c, alg, 0, nil
+}
 
-	cred, found, err := a.credential(ctx, aor, realm)
+// verify checks the digest response against the user's credential. It returns false when it
+// has answered the request (403, a challenge for the algorithms the user has, or an error).
+func (a *Auth) verify(ctx context.Context, at *attempt, c *Credentials, alg Algorithm, now time.Time) (bool, int, error) {
+	tx, req, aor := at.tx, at.req, at.aor
+	cred, found, err := a.credential(ctx, aor, at.realm)
 	if err != nil {
-		return sipx.RespondError(tx, req, err)
+		code, err := sipx.RespondError(tx, req, err)
+		return false, code, err
 	}
 	if !found {
 		a.fail(ctx, zapcore.WarnLevel, failUnknownUser, c.Username, aor)
-		a.failedAttempt(ctx, lk, aor, now)
-		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+		a.failedAttempt(ctx, at.lk, aor, now)
+		code, err := sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+		return false, code, err
 	}
 	ha1 := cred.HA1MD5
 	if alg.SHA256() {
@@ -374,20 +439,26 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 		}
 		a.fail(ctx, zapcore.DebugLevel, failAlgorithm, c.Username, aor)
 		if len(usable) == 0 {
-			return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+			code, err := sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+			return false, code, err
 		}
-		return a.challenge(ctx, tx, req, k, realm, false, usable)
+		code, err := a.challenge(ctx, tx, req, at.k, at.realm, false, usable)
+		return false, code, err
 	}
 	if !c.Verify(ha1, string(req.Method), req.Body()) {
 		a.fail(ctx, zapcore.WarnLevel, failInvalidResponse, c.Username, aor)
-		a.failedAttempt(ctx, lk, aor, now)
-		return sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+		a.failedAttempt(ctx, at.lk, aor, now)
+		code, err := sipx.Respond(tx, req, 403, reasonInvalidCredentials)
+		return false, code, err
 	}
-	if errors.Is(nerr, ErrNonceStale) {
-		// RFC 7616 §3.3: stale=true only when the response was right with the old nonce.
-		a.fail(ctx, zapcore.DebugLevel, failNonceStale, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
-	}
+	return true, 0, nil
+}
+
+// useNonce records this use of the nonce (its nonce count, nc) in the store
+// and refuses a replay or a nonce of an earlier store epoch. It returns false when it has
+// answered the request.
+func (a *Auth) useNonce(ctx context.Context, at *attempt, c *Credentials, nonceEpoch uint64) (bool, int, error) {
+	tx, req, k, realm := at.tx, at.req, at.k, at.realm
 	// Without qop the nonce is usable once: its use is recorded as count 0, which no later
 	// use without qop is above (and a qop answer counts from 1).
 	var nc uint32
@@ -396,33 +467,29 @@ func (a *Auth) authenticate(ctx context.Context, next sipx.Handler, tx sip.Serve
 	}
 	fresh, cur, err := a.store.UseNonceCount(ctx, nonceEpoch, c.Nonce, nc, a.nonces.Lifetime())
 	if err != nil {
-		return sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
+		code, err := sipx.RespondError(tx, req, fmt.Errorf("auth: nonce count: %w", err))
+		return false, code, err
 	}
 	if cur != 0 {
 		a.epoch.Store(cur) // new nonces carry the store's current epoch
 	}
+	var code int
 	switch {
 	case nonceEpoch != cur:
 		// Issued before the store lost its records (or before this node knew the epoch).
-		a.fail(ctx, zapcore.DebugLevel, failNonceEpoch, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+		a.fail(ctx, zapcore.DebugLevel, failNonceEpoch, c.Username, at.aor)
+		code, err = a.challenge(ctx, tx, req, k, realm, true, a.algs)
 	case !fresh && c.QOP == "":
 		// linphone re-sends its last Authorization on refreshes: a new nonce, no alarm.
-		a.fail(ctx, zapcore.DebugLevel, failNonceReused, c.Username, aor)
-		return a.challenge(ctx, tx, req, k, realm, true, a.algs)
+		a.fail(ctx, zapcore.DebugLevel, failNonceReused, c.Username, at.aor)
+		code, err = a.challenge(ctx, tx, req, k, realm, true, a.algs)
 	case !fresh:
-		a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, aor)
-		return sipx.Respond(tx, req, 403, reasonReplay)
+		a.fail(ctx, zapcore.WarnLevel, failReplay, c.Username, at.aor)
+		code, err = sipx.Respond(tx, req, 403, reasonReplay)
+	default:
+		return true, 0, nil
 	}
-
-	if a.lockouts != nil {
-		a.lockouts.succeeded(lk)
-	}
-	st.AuthUser, st.Rule = aor, sipx.RuleUser
-	if k == proxyKind {
-		a.removeCredentials(req, k.authz)
-	}
-	return sipx.Next(ctx, next, tx, req)
+	return false, code, err
 }
 
 // failedAttempt counts a wrong response or unknown user towards a lockout of lk (aor from

@@ -247,7 +247,7 @@ func New(entity string) *Document {
 // offline keeps the two indistinguishable.
 func Closed(entity string) *Document {
 	d := New(entity)
-	d.AddTuple(ClosedTupleID, "closed", "")
+	_ = d.AddTuple(ClosedTupleID, "closed", "") // a fixed id and basic: never ErrBadTuple
 	return d
 }
 
@@ -266,14 +266,14 @@ func (d *Document) SetEntity(uri string) {
 // AddTuple adds a tuple with a <status>, holding <basic>basic</basic> unless basic is
 // empty, and a <contact> unless contact is empty. The tuple replaces any tuple with the
 // same id; otherwise it goes after the last tuple, or first when there is none. Its
-// elements use the prefix of the root element. AddTuple panics if id is empty or basic
-// is not "open", "closed" or "".
-func (d *Document) AddTuple(id, basic, contact string) {
+// elements use the prefix of the root element. It returns ErrBadTuple, and leaves the
+// document as it was, if id is empty or basic is not "open", "closed" or "" (RFC 3863 §4.1.4).
+func (d *Document) AddTuple(id, basic, contact string) error {
 	if id == "" {
-		panic("pidf: AddTuple with empty id")
+		return fmt.Errorf("%w: empty id", ErrBadTuple)
 	}
 	if basic != "" && basic != "open" && basic != "closed" {
-		panic("pidf: AddTuple with basic " + quote(basic))
+		return fmt.Errorf("%w: basic %s", ErrBadTuple, quote(basic))
 	}
 	root := d.root
 	prefix := root.Space // bound to the PIDF namespace on the root
@@ -310,7 +310,7 @@ func (d *Document) AddTuple(id, basic, contact string) {
 		if v, _ := attr(e, "", "id"); v == id {
 			root.RemoveChildAt(i)
 			root.InsertChildAt(i, t)
-			return
+			return nil
 		}
 		lastTuple = i
 	}
@@ -326,6 +326,7 @@ func (d *Document) AddTuple(id, basic, contact string) {
 		root.AddChild(t)
 		root.AddChild(etree.NewText("\n"))
 	}
+	return nil
 }
 
 // indent goes before each child element of <presence> that the package adds.

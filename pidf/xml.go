@@ -35,6 +35,8 @@ var (
 	ErrNoEntity   = errors.New("pidf: presence without entity")
 	ErrNoTuple    = errors.New("pidf: presence without tuple")
 	ErrInvalid    = errors.New("pidf: invalid document")
+	// ErrBadTuple: AddTuple was given an empty id or a basic status other than open or closed.
+	ErrBadTuple = errors.New("pidf: bad tuple")
 )
 
 const (
@@ -82,7 +84,7 @@ func load(data []byte) (*etree.Element, error) {
 	)
 	for {
 		tok, err := dec.RawToken()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -210,7 +212,7 @@ func readError(err error) error {
 	case errors.As(err, &se):
 		return fmt.Errorf("%w: line %d: %s", ErrSyntax, se.Line, printable(se.Msg, 80))
 	case errors.Is(err, errCharset):
-		return fmt.Errorf("%w: %v", ErrSyntax, errCharset)
+		return fmt.Errorf("%w: %w", ErrSyntax, errCharset)
 	}
 	return fmt.Errorf("%w: %s", ErrSyntax, printable(strings.TrimPrefix(err.Error(), "xml: "), 80))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
@@ -75,7 +76,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 	now := p.opts.Now()
 	subs, err := p.opts.Store.Subscriptions(ctx, aor, now)
 	if err != nil {
-		p.log.Warn("rules not applied", zap.String("aor", aor), zap.Error(err))
+		p.log.Warn("rules not applied", zap.String(logging.KeyAOR, aor), zap.Error(err))
 		return
 	}
 	changed := false
@@ -86,7 +87,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 		}
 		rule, err := p.decide(ctx, aor, sub.Watcher)
 		if err != nil {
-			p.log.Warn("rules not applied", zap.String("aor", aor), zap.Error(err))
+			p.log.Warn("rules not applied", zap.String(logging.KeyAOR, aor), zap.Error(err))
 			return
 		}
 		switch state := stateFor(rule); {
@@ -98,7 +99,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 		case state != sub.State:
 			sub.State = state
 			if err := p.opts.Store.PutSubscription(ctx, *sub, 0); err != nil {
-				p.log.Warn("subscription state not stored", zap.String("aor", aor), zap.Error(err))
+				p.log.Warn("subscription state not stored", zap.String(logging.KeyAOR, aor), zap.Error(err))
 				continue
 			}
 			p.notifier.refresh(sub, now)

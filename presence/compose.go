@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
 
@@ -188,11 +189,11 @@ func (p *Presence) dropStale(ctx context.Context, aor string, docs []*pidf.Docum
 		}
 		_, err := p.opts.Store.Publish(ctx, aor, storage.PublishOp{Now: p.opts.Now(), IfMatch: from[i].ETag, Remove: true})
 		if err != nil && !errors.Is(err, storage.ErrETagMismatch) {
-			p.log.Warn("stale publication not removed", zap.String("aor", aor), zap.Error(err))
+			p.log.Warn("stale publication not removed", zap.String(logging.KeyAOR, aor), zap.Error(err))
 			continue
 		}
 		p.metrics.publications.WithLabelValues("superseded").Inc()
-		p.log.Info("stale duplicate publication removed", zap.String("aor", aor), zap.String("source", from[i].Source))
+		p.log.Info("stale duplicate publication removed", zap.String(logging.KeyAOR, aor), zap.String("source", from[i].Source))
 	}
 	return keep
 }
@@ -226,7 +227,7 @@ func registrationDocument(entity string, bindings []storage.Binding) []byte {
 	d := pidf.New(entity)
 	for _, b := range bindings {
 		sum := sha256.Sum256([]byte(b.Key))
-		d.AddTuple("r"+hex.EncodeToString(sum[:6]), "open", entity)
+		_ = d.AddTuple("r"+hex.EncodeToString(sum[:6]), "open", entity) // an id and "open": never pidf.ErrBadTuple
 	}
 	return d.Bytes()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/gopool"
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/pidf"
 	"github.com/simpled/simpled/storage"
@@ -241,7 +242,7 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	subs, err := n.p.opts.Store.Subscriptions(ctx, aor, n.p.opts.Now())
 	if err != nil {
 		if ctx.Err() == nil {
-			n.p.log.Warn("subscriptions not read", zap.String("aor", aor), zap.Error(err))
+			n.p.log.Warn("subscriptions not read", zap.String(logging.KeyAOR, aor), zap.Error(err))
 		}
 		return
 	}
@@ -444,7 +445,7 @@ func (n *notifier) send(s *subState) {
 	status := 0
 	skip := false
 	if err != nil {
-		n.p.log.Warn("notify: document not built", zap.String("aor", sub.AOR), zap.Error(err))
+		n.p.log.Warn("notify: document not built", zap.String(logging.KeyAOR, sub.AOR), zap.Error(err))
 	} else {
 		h := maphash.Bytes(n.seed, body)
 		n.mu.Lock()
@@ -470,17 +471,17 @@ func (n *notifier) send(s *subState) {
 	switch {
 	case skip:
 		if ce := log.Check(zap.DebugLevel, "notify skipped: document unchanged"); ce != nil {
-			ce.Write(zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher))
+			ce.Write(zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher))
 		}
 	case n.ctx.Err() != nil:
 	case err != nil || status == 0:
 		n.p.metrics.notifies.WithLabelValues("error").Inc()
-		log.Info("notify not sent", zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher), zap.Error(err))
+		log.Info("notify not sent", zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher), zap.Error(err))
 	case status >= 200 && status < 300:
 		n.p.metrics.notifies.WithLabelValues("ok").Inc()
 		if ce := log.Check(zap.DebugLevel, "notify sent"); ce != nil {
-			ce.Write(zap.String("aor", sub.AOR), zap.String("event", sub.Event), zap.String("watcher", sub.Watcher),
-				zap.Uint32("cseq", cseq), zap.String("reason", reason))
+			ce.Write(zap.String(logging.KeyAOR, sub.AOR), zap.String(logging.KeyEvent, sub.Event), zap.String("watcher", sub.Watcher),
+				zap.Uint32(logging.KeyCSeq, cseq), zap.String(logging.KeyReason, reason))
 		}
 		if !full && !since.IsZero() && sub.Event == EventPresence {
 			// A change's NOTIFY (not a subscription's first or a refresh's).
@@ -488,7 +489,7 @@ func (n *notifier) send(s *subState) {
 		}
 	default:
 		n.p.metrics.notifies.WithLabelValues(strconv.Itoa(status / 100 * 100)).Inc()
-		log.Debug("notify refused", zap.String("aor", sub.AOR), zap.String("watcher", sub.Watcher), zap.Int("status", status))
+		log.Debug("notify refused", zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher), zap.Int(logging.KeyStatus, status))
 	}
 
 	n.mu.Lock()
@@ -625,11 +626,11 @@ func (p *Presence) dropped(sub storage.Subscription, status int) {
 	defer cancel()
 	_, err := p.opts.Store.DeleteSubscription(ctx, sub.AOR, sub.ID, p.opts.Now())
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		p.log.Warn("subscription not removed", zap.String("aor", sub.AOR), zap.Error(err))
+		p.log.Warn("subscription not removed", zap.String(logging.KeyAOR, sub.AOR), zap.Error(err))
 		return
 	}
-	p.log.Info("subscription ended by its NOTIFY's answer", zap.String("aor", sub.AOR),
-		zap.String("watcher", sub.Watcher), zap.Int("status", status))
+	p.log.Info("subscription ended by its NOTIFY's answer", zap.String(logging.KeyAOR, sub.AOR),
+		zap.String("watcher", sub.Watcher), zap.Int(logging.KeyStatus, status))
 	p.ended(&sub, "notify_failed", false)
 	if sub.Event == EventPresence {
 		p.changed(sub.AOR, storage.WatchersChanged, p.opts.Now())

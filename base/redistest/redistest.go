@@ -276,7 +276,7 @@ func (s *Server) waitReady(done <-chan struct{}) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no PONG after %v (last: %q, %v)", startTimeout, reply, err)
+			return fmt.Errorf("no PONG after %v (last: %q, %v)", startTimeout, reply, err) //nolint:errorlint // err may be nil: the reply tells then
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -291,7 +291,7 @@ func (s *Server) claimSlots() error {
 	}
 	if !strings.Contains(info, "cluster_slots_assigned:16384") {
 		if reply, err := s.command("CLUSTER ADDSLOTSRANGE 0 16383"); err != nil || reply != "+OK" {
-			return fmt.Errorf("CLUSTER ADDSLOTSRANGE: %q %v", reply, err)
+			return fmt.Errorf("CLUSTER ADDSLOTSRANGE: %q %v", reply, err) //nolint:errorlint // err may be nil: the reply tells then
 		}
 	}
 	deadline := time.Now().Add(startTimeout)
@@ -301,7 +301,7 @@ func (s *Server) claimSlots() error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cluster_state not ok after %v: %q %v", startTimeout, info, err)
+			return fmt.Errorf("cluster_state not ok after %v: %q %v", startTimeout, info, err) //nolint:errorlint // err may be nil: the reply tells then
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

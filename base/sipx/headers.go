@@ -160,7 +160,7 @@ func ParseDeltaSeconds(s string) (uint32, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || v > math.MaxUint32 {
-		return math.MaxUint32, nil // only digits: overflow means "very large"
+		return math.MaxUint32, nil //nolint:nilerr // only digits: overflow means "very large"
 	}
 	return uint32(v), nil
 }

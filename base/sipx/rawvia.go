@@ -131,17 +131,6 @@ func normalizeVia(v string) string {
 
 func isViaSep(c byte) bool { return c == '/' || c == ';' || c == '=' || c == ':' }
 
-// commaOffset returns where the comma is in a value whose parse ended with sipgo's "comma
-// detected" error (an unexported int type holding the offset).
-func commaOffset(err error, n int) int {
-	if v := reflect.ValueOf(err); v.CanInt() {
-		if off := int(v.Int()); off >= 0 && off <= n {
-			return off
-		}
-	}
-	return n
-}
-
 // viaPrints reports whether sipgo prints h as raw. It walks h's fields as
 // sip.ViaHeader.Value writes them, without building the string.
 func viaPrints(h *sip.ViaHeader, raw string) bool {

@@ -173,10 +173,10 @@ func HopFlow(transport, remote string) string {
 	return "f/" + strings.ToLower(transport) + "/" + remote
 }
 
-// NodeProof is the proof one node of a deployment gives another that it accepted a request it
-// forwards there (a Route naming a flow the other node holds): a time and a MAC over the
-// request's Call-ID, CSeq and From tag. The receiving node accepts it as a trusted peer's for
-// NodeProofLifetime.
+// NodeProofLifetime is how long a node proof is accepted. A node proof (NodeProof) is the proof
+// one node of a deployment gives another that it accepted a request it forwards there (a Route
+// naming a flow the other node holds): a time and a MAC over the request's Call-ID, CSeq and
+// From tag. The receiving node accepts it as a trusted peer's for this long.
 const NodeProofLifetime = 32 * time.Second
 
 // NodeProof returns the proof for a request at now.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/stun/v2"
+	"github.com/pion/stun/v3"
 	"go.uber.org/zap"
 )
 

@@ -975,26 +975,11 @@ func (f *framer) feed(p []byte) (r frameResult) {
 					first := f.first
 					if f.endLine() {
 						keep(i + 1)
-						f.headDone = true
-						if f.refused {
-							r.headDone = true
+						if v, stop := f.endOfHead(&r); stop {
+							if v.Code != 0 {
+								refuse(v)
+							}
 							return r
-						}
-						if v := f.judgeHead(); f.judge && v.Code != 0 {
-							refuse(v)
-							r.headDone = true
-							return r
-						}
-						if f.size+f.cl > f.max {
-							refuse(Verdict{Code: 513, Reason: "Message Too Large"})
-							r.headDone = true
-							return r
-						}
-						if f.cl == 0 {
-							f.state = frIdle
-							r.done++
-						} else {
-							f.state, f.remain = frBody, f.cl
 						}
 					} else if first && f.judge {
 						keep(i + 1)
@@ -1029,6 +1014,32 @@ func (f *framer) feed(p []byte) (r frameResult) {
 		keep(len(p))
 	}
 	return r
+}
+
+// endOfHead handles the blank line that ends a message's header section: it judges the head
+// and moves on to the body or the next message. stop means feed returns now, refusing the
+// message with v when v has a code (a message already refused keeps its first verdict).
+func (f *framer) endOfHead(r *frameResult) (v Verdict, stop bool) {
+	f.headDone = true
+	if f.refused {
+		r.headDone = true
+		return Verdict{}, true
+	}
+	if v := f.judgeHead(); f.judge && v.Code != 0 {
+		r.headDone = true
+		return v, true
+	}
+	if f.size+f.cl > f.max {
+		r.headDone = true
+		return Verdict{Code: 513, Reason: "Message Too Large"}, true
+	}
+	if f.cl == 0 {
+		f.state = frIdle
+		r.done++
+	} else {
+		f.state, f.remain = frBody, f.cl
+	}
+	return Verdict{}, false
 }
 
 // judgeHead judges the complete header section kept in head (when it was not cut at maxHead).

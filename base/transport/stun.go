@@ -13,7 +13,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/pion/stun/v2"
+	"github.com/pion/stun/v3"
 )
 
 // STUNSoftware is the SOFTWARE attribute of every STUN response.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/stun/v2"
+	"github.com/pion/stun/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )

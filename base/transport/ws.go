@@ -192,10 +192,10 @@ func (c *wsConn) upgrade() (string, error) {
 		// Read the rest of the request (bounded) so that closing with unread bytes does not
 		// reset the connection before the client has read our answer.
 		_, _ = io.Copy(io.Discard, hr)
-		if err == errWSSubprotocol {
+		if errors.Is(err, errWSSubprotocol) {
 			return ReasonSubprotocol, err
 		}
-		if err == errWSOrigin {
+		if errors.Is(err, errWSOrigin) {
 			return ReasonOrigin, err
 		}
 		return ReasonHandshake, err

@@ -51,9 +51,6 @@ func (t *template) stamp(n uint64) []byte {
 	return t.buf
 }
 
-// attackKinds names the attack requests in the order the attackers cycle through them.
-var attackKinds = []string{"register-wrong-password", "register-random-aor", "options", "invite-nobody", "subscribe", "message-dead-device"}
-
 // attackTemplates returns the attack requests from src to the server at dst; nonce, when
 // not empty, is answered (with a wrong password) by the wrong-password REGISTER.
 func attackTemplates(src, dst, nonce string) []*template {

@@ -40,15 +40,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-
-	"github.com/simpled/simpled/bench/internal/child"
 )
 
 // options are the flags of one run.
@@ -106,7 +102,7 @@ func main() {
 	if o.keep {
 		fmt.Fprintln(os.Stderr, "flood: keeping", dir)
 	} else {
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }() // a temporary directory: what is left is the OS's to clean
 	}
 	var reports []*report
 	failed := false
@@ -163,267 +159,6 @@ type report struct {
 	RecLat       float64 `json:"recovery_latency_seconds"`    // until a legitimate request is answered within 50 ms; -1: not within -recovery
 	RecGor       float64 `json:"recovery_goroutines_seconds"` // until goroutines are back near idle; -1: not within -recovery (or no /metrics)
 	IPv6Note     string  `json:"ipv6"`
-}
-
-// run floods one target and measures it.
-func run(ctx context.Context, o options, name, dir string) (*report, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	var t *target
-	var err error
-	switch name {
-	case "simpled":
-		bin := o.bin
-		if bin == "" {
-			repo, err := child.FindRepo()
-			if err != nil {
-				return nil, err
-			}
-			if bin, err = child.BuildSimpled(ctx, repo, dir); err != nil {
-				return nil, err
-			}
-		}
-		t, err = startSimpled(ctx, bin, o.store, dir)
-	case "kamailio":
-		cfg := o.kamailioCfg
-		if cfg == "" {
-			repo, err := child.FindRepo()
-			if err != nil {
-				return nil, err
-			}
-			cfg = filepath.Join(repo, "bench", "kamailio", "flood.cfg")
-		}
-		t, err = startKamailio(ctx, o.kamailio, cfg, dir)
-	default:
-		return nil, fmt.Errorf("unknown target %q (simpled, kamailio)", name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := t.stop(); err != nil {
-			fmt.Fprintln(o.progress, "flood:", err)
-		}
-	}()
-	rep := &report{Target: name, AttackRate: o.rate, RecLat: -1, RecGor: -1,
-		IPv6Note: "skipped: Linux binds ::1 alone on lo (no /64 of loopback without adding addresses)"}
-	if name == "simpled" {
-		rep.Store = o.store
-	}
-
-	l, err := newLegit(t.sip)
-	if err != nil {
-		return nil, err
-	}
-	defer l.close()
-	if err := l.setup(); err != nil {
-		return nil, fmt.Errorf("legitimate devices: %w", err)
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-	)
-	collected := make(chan struct{})
-	go func() {
-		defer close(collected)
-		for r := range l.results {
-			mu.Lock()
-			results = append(results, r)
-			mu.Unlock()
-		}
-	}()
-	stopLegit := make(chan struct{})
-	legitDone := make(chan struct{})
-	go func() { l.run(o.interval, stopLegit); close(legitDone) }()
-	stopAll := func() {
-		select {
-		case <-stopLegit:
-		default:
-			close(stopLegit)
-		}
-		<-legitDone
-		<-collected
-	}
-	defer stopAll()
-
-	// samples: memory every 250 ms, goroutines every second; tooBig closes when the memory
-	// passes -max-rss
-	tooBig := make(chan struct{})
-	var tooBigOnce sync.Once
-	var peakMem, peakGor int64
-	var lastGor int64 = -1
-	sample := func(withGor bool) {
-		m := t.memory()
-		var g int64 = -1
-		if withGor && t.metrics != "" {
-			g = goroutines(ctx, t.metrics)
-		}
-		if o.maxRSS > 0 && m > o.maxRSS {
-			tooBigOnce.Do(func() { close(tooBig) })
-		}
-		mu.Lock()
-		peakMem = max(peakMem, m)
-		if g >= 0 {
-			peakGor, lastGor = max(peakGor, g), g
-		}
-		mu.Unlock()
-	}
-	stopSampling := make(chan struct{})
-	samplingDone := make(chan struct{})
-	go func() {
-		defer close(samplingDone)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-				sample(i%4 == 0)
-			}
-		}
-	}()
-	defer func() {
-		select {
-		case <-stopSampling:
-		default:
-			close(stopSampling)
-			<-samplingDone
-		}
-	}()
-
-	fmt.Fprintf(o.progress, "flood: %s: legitimate traffic alone for %s\n", name, o.warmup)
-	if err := sleep(ctx, o.warmup); err != nil {
-		return nil, err
-	}
-	rep.IdleRSS = t.memory()
-	if t.metrics != "" {
-		rep.IdleGor = goroutines(ctx, t.metrics)
-	}
-	fmt.Fprintf(o.progress, "flood: %s: %d attack packets/s from %s for %s\n", name, o.rate, strings.Join(o.attackSources, ", "), o.duration)
-	var st attackStats
-	floodStart := time.Now()
-	stopFlood := make(chan struct{})
-	var stopOnce sync.Once
-	closeFlood := func() { stopOnce.Do(func() { close(stopFlood) }) }
-	floodOver := make(chan struct{})
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		select {
-		case <-ctx.Done():
-			closeFlood()
-		case <-tooBig:
-			rep.StoppedEarly = fmt.Sprintf("resident memory above -max-rss %d MB after %.1f s", o.maxRSS>>20, time.Since(floodStart).Seconds())
-			fmt.Fprintf(o.progress, "flood: %s: %s: flood stopped\n", name, rep.StoppedEarly)
-			closeFlood()
-		case <-floodOver:
-		}
-	}()
-	if err := flood(o.attackSources, o.attackers, t.sip, o.rate, floodStart.Add(o.duration), stopFlood, &st); err != nil {
-		return nil, fmt.Errorf("attackers: %w", err)
-	}
-	floodEnd := time.Now()
-	close(floodOver)
-	<-watchDone
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	if t.proc.Exited() {
-		return nil, fmt.Errorf("%s exited during the flood; its log ends:\n%s", name, child.Tail(t.logPath, 10))
-	}
-
-	// recovery: a legitimate request started after the flood answered within 50 ms, and
-	// goroutines back within 10 % (at least 20) of idle
-	fmt.Fprintf(o.progress, "flood: %s: flood over, waiting up to %s for recovery\n", name, o.recovery)
-	for time.Since(floodEnd) < o.recovery {
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		if rep.RecLat < 0 {
-			for _, r := range results {
-				if r.start.After(floodEnd) && r.correct && r.rtt <= 50*time.Millisecond {
-					rep.RecLat = r.start.Add(r.rtt).Sub(floodEnd).Seconds()
-					break
-				}
-			}
-		}
-		mu.Unlock()
-		if rep.RecGor < 0 && t.metrics != "" {
-			if g := goroutines(ctx, t.metrics); g >= 0 && g <= rep.IdleGor+max(rep.IdleGor/10, 20) {
-				rep.RecGor = time.Since(floodEnd).Seconds()
-			}
-		}
-		if rep.RecLat >= 0 && (rep.RecGor >= 0 || t.metrics == "") {
-			break
-		}
-	}
-	rep.EndRSS = t.memory()
-	if t.metrics != "" {
-		rep.EndGor = goroutines(ctx, t.metrics)
-	}
-	close(stopSampling)
-	<-samplingDone
-	stopAll()
-
-	rep.FloodSeconds = floodEnd.Sub(floodStart).Seconds()
-	rep.AttackSent, rep.AttackWriteErrs, rep.AttackRequests = st.sent.Load(), st.writeErrs.Load(), st.requestsIn.Load()
-	rep.AttackPerSecond = float64(rep.AttackSent) / rep.FloodSeconds
-	rep.AttackAnswers = map[string]int64{}
-	for code := range st.codes {
-		if n := st.codes[code].Load(); n > 0 {
-			rep.AttackAnswers[strconv.Itoa(code)] = n
-			rep.AttackAnswered += n
-		}
-	}
-	rep.PeakRSS = max(peakMem, t.peak(), rep.IdleRSS)
-	rep.PeakGor = max(peakGor, rep.IdleGor, lastGor)
-
-	var idle, idleOK int
-	var lat []time.Duration
-	rep.LegitByKnd = map[string]int{}
-	for _, r := range results {
-		switch {
-		case r.start.Before(floodStart):
-			idle++
-			if r.correct {
-				idleOK++
-			}
-		case r.start.Before(floodEnd):
-			rep.Legit++
-			if r.correct {
-				rep.LegitOK++
-			} else {
-				why := strconv.Itoa(r.code)
-				switch {
-				case r.code == 0:
-					why = "no answer"
-				case r.code < 0:
-					why = "not sent (200 in flight)"
-				case r.code >= 200 && r.code < 300:
-					why = "2xx after 1 s"
-				}
-				rep.LegitByKnd[r.kind+" "+why]++
-			}
-			if r.code > 0 {
-				lat = append(lat, r.rtt)
-			}
-		}
-	}
-	if rep.Legit > 0 {
-		rep.LegitShare = float64(rep.LegitOK) / float64(rep.Legit)
-	}
-	if idle > 0 {
-		rep.IdleShare = float64(idleOK) / float64(idle)
-	}
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-		rep.LegitP50, rep.LegitP99 = ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100])
-	}
-	return rep, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -524,6 +259,13 @@ func printTable(w io.Writer, rs []*report) {
 		}
 		return strings.TrimSuffix(b.String(), "; ")
 	})
+	writeMarkdown(w, rows)
+	fmt.Fprintln(w, "IPv6:", rs[0].IPv6Note)
+}
+
+// writeMarkdown writes rows as a Markdown table, the first row as its header, the columns
+// padded to their widest cell.
+func writeMarkdown(w io.Writer, rows [][]string) {
 	width := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, c := range row {
@@ -544,5 +286,4 @@ func printTable(w io.Writer, rs []*report) {
 			fmt.Fprintln(w, sep.String()+"|")
 		}
 	}
-	fmt.Fprintln(w, "IPv6:", rs[0].IPv6Note)
 }

@@ -105,7 +105,7 @@ func startKamailio(ctx context.Context, bin, cfg, dir string) (*target, error) {
 	sq := exec.CommandContext(ctx, "sqlite3", db)
 	sq.Stdin = strings.NewReader(string(schema))
 	if out, err := sq.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("kamailio: sqlite3 %s: %v\n%s", db, err, out)
+		return nil, fmt.Errorf("kamailio: sqlite3 %s: %w\n%s", db, err, out)
 	}
 	logPath := filepath.Join(dir, "kamailio.log")
 	args := []string{"-f", cfg, "-DD", "-E", "-l", "udp:127.0.0.1:" + strconv.Itoa(sipPort),

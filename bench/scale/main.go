@@ -553,38 +553,9 @@ func (b *bench) restart(ctx context.Context, pres int, subOK []bool) error {
 	note := "scale resume " + strconv.FormatInt(time.Now().UnixNano(), 36)
 	marker := []byte(note)
 	w.marker.Store(&marker)
-	body := `<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:` + u + `@` + domain + `">` +
-		`<tuple id="t1"><status><basic>open</basic></status><note>` + note + `</note></tuple></presence>`
-	id := "scale-p-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	local := c.local(0)
-	msg := "PUBLISH sip:" + u + "@" + domain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + id + "\r\n" +
-		"Max-Forwards: 70\r\nFrom: <sip:" + u + "@" + domain + ">;tag=" + id + "\r\nTo: <sip:" + u + "@" + domain + ">\r\n" +
-		"Call-ID: " + id + "\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n" +
-		"Content-Type: application/pidf+xml\r\nUser-Agent: simpled-bench-scale\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
-	type answer struct {
-		status int
-		etag   bool
-		rtt    time.Duration
-	}
-	answered := make(chan answer, 1)
-	start := time.Now()
-	if err := c.send(id, 0, []byte(msg), func(status int, resp []byte, rtt time.Duration) {
-		answered <- answer{status, len(rawsip.HeaderValue(resp, "sip-etag", "")) > 0, rtt}
-	}); err != nil {
+	start, err := b.publishNote(ctx, u, note, r)
+	if err != nil {
 		return err
-	}
-	var pub answer
-	select {
-	case pub = <-answered: // the reaper answers 0 after giveUpAfter at most
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	r.PublishMs = float64(pub.rtt.Microseconds()) / 1000
-	if pub.status != 200 {
-		return fmt.Errorf("PUBLISH for %s answered %d (0 = no answer)", r.Presentity, pub.status)
-	}
-	if !pub.etag {
-		b.rep.Errors = append(b.rep.Errors, "PUBLISH 200 without SIP-ETag")
 	}
 	deadline := start.Add(30 * time.Second)
 	var first, last int64
@@ -621,6 +592,46 @@ func (b *bench) restart(ctx context.Context, pres int, subOK []bool) error {
 			r.Notified, len(watchers), r.Presentity)
 	}
 	return nil
+}
+
+// publishNote PUBLISHes a document for user u carrying note and waits for the answer (its
+// round trip in r.PublishMs). It returns when the PUBLISH was sent.
+func (b *bench) publishNote(ctx context.Context, u, note string, r *restartReport) (time.Time, error) {
+	c := b.client
+	body := `<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:` + u + `@` + domain + `">` +
+		`<tuple id="t1"><status><basic>open</basic></status><note>` + note + `</note></tuple></presence>`
+	id := "scale-p-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	local := c.local(0)
+	msg := "PUBLISH sip:" + u + "@" + domain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + id + "\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:" + u + "@" + domain + ">;tag=" + id + "\r\nTo: <sip:" + u + "@" + domain + ">\r\n" +
+		"Call-ID: " + id + "\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n" +
+		"Content-Type: application/pidf+xml\r\nUser-Agent: simpled-bench-scale\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	type answer struct {
+		status int
+		etag   bool
+		rtt    time.Duration
+	}
+	answered := make(chan answer, 1)
+	start := time.Now()
+	if err := c.send(id, 0, []byte(msg), func(status int, resp []byte, rtt time.Duration) {
+		answered <- answer{status, len(rawsip.HeaderValue(resp, "sip-etag", "")) > 0, rtt}
+	}); err != nil {
+		return time.Time{}, err
+	}
+	var pub answer
+	select {
+	case pub = <-answered: // the reaper answers 0 after giveUpAfter at most
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+	r.PublishMs = float64(pub.rtt.Microseconds()) / 1000
+	if pub.status != 200 {
+		return time.Time{}, fmt.Errorf("PUBLISH for %s answered %d (0 = no answer)", r.Presentity, pub.status)
+	}
+	if !pub.etag {
+		b.rep.Errors = append(b.rep.Errors, "PUBLISH 200 without SIP-ETag")
+	}
+	return start, nil
 }
 
 // printReport writes the plain-text report.

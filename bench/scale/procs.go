@@ -151,10 +151,10 @@ func waitRedis(ctx context.Context, rc *redis.Client, p *child.Proc, timeout tim
 			return nil
 		}
 		if p.Exited() {
-			return fmt.Errorf("redis-server exited: %v", err)
+			return fmt.Errorf("redis-server exited: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server did not answer PING within %s: %v", timeout, err)
+			return fmt.Errorf("redis-server did not answer PING within %s: %w", timeout, err)
 		}
 		select {
 		case <-ctx.Done():

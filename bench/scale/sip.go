@@ -325,28 +325,7 @@ func (c *udpClient) runPhase(ctx context.Context, name string, n, rate, window i
 		retransAtStart = c.retransmits.Load()
 	)
 	start := time.Now()
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-				el := time.Since(start).Seconds()
-				done := okN.Load() + failN.Load()
-				fmt.Fprintf(progress, "  %s: %d/%d answered in %.0f s (%.0f/s), %d failed\n",
-					name, done, n, el, float64(done)/el, failN.Load())
-			}
-		}
-	}()
-	defer func() {
-		close(stopProgress)
-		<-progressDone
-	}()
+	defer reportProgress(progress, name, n, start, &okN, &failN)()
 
 	var err error
 	sent := 0
@@ -361,18 +340,8 @@ send:
 		due := start.Add(time.Duration(int64(i) * int64(time.Second) / int64(rate)))
 		if d := time.Until(due); d > time.Millisecond {
 			pace.Reset(d)
-			for waiting := true; waiting; {
-				select {
-				case <-pace.C:
-					waiting = false
-				case <-ctx.Done():
-					err = ctx.Err()
-					break send
-				case <-check.C:
-					if err = alive(); err != nil {
-						break send
-					}
-				}
+			if err = await(ctx, pace.C, check.C, alive); err != nil {
+				break send
 			}
 		}
 		for waiting := true; waiting; {
@@ -427,13 +396,21 @@ send:
 		}
 		break
 	}
-	elapsed := time.Since(start)
 	st.OK, st.Failed = int(okN.Load()), int(failN.Load())
 	st.Retransmits = c.retransmits.Load() - retransAtStart
+	st.finish(time.Since(start), lat[:sent], err != nil)
+	return st, err
+}
+
+// finish fills in a phase's rate and latency percentiles over the answers of the requests
+// sent (lat). After an error (failed) it counts the requests sent instead: unanswered
+// requests keep their window slots until the reaper fails them, so the counts are what was
+// answered so far, and the latencies are left out.
+func (st *phaseStats) finish(elapsed time.Duration, lat []time.Duration, failed bool) {
 	st.Seconds = elapsed.Seconds()
 	st.PerSecond = float64(st.OK+st.Failed) / st.Seconds
-	if err == nil {
-		ls := slices.Clone(lat[:sent])
+	if !failed {
+		ls := slices.Clone(lat)
 		slices.Sort(ls)
 		if len(ls) > 0 {
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -442,12 +419,51 @@ send:
 			st.LatencyMax = ms(ls[len(ls)-1])
 		}
 	} else {
-		// Unanswered requests keep their window slots until the reaper fails them; the
-		// counts above are what was answered so far.
-		st.Requests = sent
+		st.Requests = len(lat)
 	}
 	if len(st.Statuses) == 0 {
 		st.Statuses = nil
 	}
-	return st, err
+}
+
+// await waits for ch, asking alive at every tick of check; it returns ctx's error or alive's.
+func await(ctx context.Context, ch, check <-chan time.Time, alive func() error) error {
+	for {
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-check:
+			if err := alive(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// reportProgress writes a phase's progress every 5 s until the function it returns is
+// called.
+func reportProgress(w io.Writer, name string, n int, start time.Time, okN, failN *atomic.Int64) (stop func()) {
+	stopping, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopping:
+				return
+			case <-t.C:
+				el := time.Since(start).Seconds()
+				answered := okN.Load() + failN.Load()
+				fmt.Fprintf(w, "  %s: %d/%d answered in %.0f s (%.0f/s), %d failed\n",
+					name, answered, n, el, float64(answered)/el, failN.Load())
+			}
+		}
+	}()
+	return func() {
+		close(stopping)
+		<-done
+	}
 }

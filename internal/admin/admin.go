@@ -115,6 +115,7 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /api/v1/registrations/{aor}", a.getRegistrations)
 	mux.HandleFunc("DELETE /api/v1/registrations/{aor}", a.deleteRegistrations)
 	if o.Messages != nil {

@@ -100,7 +100,7 @@ func FreeTCPPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// FreeUDPPort: see FreeTCPPort.
+// FreeUDPPort returns a UDP port free on 127.0.0.1: see FreeTCPPort.
 func FreeUDPPort() (int, error) {
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -137,7 +137,7 @@ func BuildSimpled(ctx context.Context, repo, dir string) (string, error) {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/simpled")
 	cmd.Dir = repo
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/simpled in %s: %v\n%s", repo, err, b)
+		return "", fmt.Errorf("go build ./cmd/simpled in %s: %w\n%s", repo, err, b)
 	}
 	return out, nil
 }
