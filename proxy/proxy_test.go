@@ -74,6 +74,7 @@ func harness(t *testing.T, code string) (*Proxy, <-chan string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
 	go func() { _ = srv.ServeUDP(ours) }()
 	dev, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
