@@ -26,7 +26,7 @@ const ConnectTimeout = 5 * time.Second
 // and the loop hash (BranchOptions.Hash).
 const BranchMagic = "z9hG4bKsd"
 
-// ErrFlowGone: the connection a client registered or subscribed over has closed. A request
+// ErrFlowGone means the connection a client registered or subscribed over has closed. A request
 // for the client is never sent by opening a new connection to the address in its Contact
 // (behind a NAT or in a browser it reaches nothing, or the wrong host): the device is
 // unreachable until it connects again (RFC 5626 §5.3).

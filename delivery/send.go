@@ -221,7 +221,9 @@ func (d *Delivery) SendInDialog(ctx context.Context, req *sip.Request, dlg Dialo
 		}
 		t, err := d.HopTarget(ctx, &route.Address, uri)
 		if err != nil {
-			return 404, nil
+			// The first route names nowhere we can go: the answer says so (404); it is no
+			// failure of simpled's.
+			return 404, nil //nolint:nilerr // the status carries it
 		}
 		t.Routes = dlg.RouteSet
 		return send(t), nil

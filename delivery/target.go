@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/storage"
@@ -200,7 +201,7 @@ func qOf(b storage.Binding) int {
 func (d *Delivery) BindingTarget(ctx context.Context, b *storage.Binding) (Target, bool) {
 	var t Target
 	if err := sip.ParseUri(b.URI, &t.URI); err != nil {
-		d.log.Warn("unusable binding", zap.String("contact", b.URI), zap.Error(err))
+		d.log.Warn("unusable binding", zap.String(logging.KeyContact, b.URI), zap.Error(err))
 		return t, false
 	}
 	t.Contact = true
@@ -219,7 +220,7 @@ func (d *Delivery) BindingTarget(ctx context.Context, b *storage.Binding) (Targe
 	if b.Flow != "" {
 		f, token, ok := d.flows.OfBinding(b)
 		if !ok {
-			d.log.Warn("unusable flow", zap.String("contact", b.URI), zap.String("received", b.Received))
+			d.log.Warn("unusable flow", zap.String(logging.KeyContact, b.URI), zap.String("received", b.Received))
 			return t, false
 		}
 		return d.FlowTarget(t.URI, f, token), true

@@ -101,7 +101,9 @@ func startResolveDNS(t *testing.T) *resolveDNS {
 		if err := srv.Shutdown(); err != nil {
 			t.Errorf("test DNS server shutdown: %v", err)
 		}
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("test DNS server: %v", err)
+		}
 	})
 	return d
 }

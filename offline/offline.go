@@ -493,13 +493,13 @@ func requestOf(aor string, m *storage.Message) (*sip.Request, error) {
 	from := &sip.FromHeader{}
 	name, err := sip.ParseAddressValue(m.From, &from.Address, &from.Params)
 	if err != nil {
-		return nil, fmt.Errorf("From %q: %w", m.From, err)
+		return nil, fmt.Errorf("offline: From %q: %w", m.From, err)
 	}
 	// Through its text and back: the stored value is as the sender wrote it.
 	from.DisplayName = sipx.QuoteDisplayName(sipx.DisplayNameText(name))
 	to := &sip.ToHeader{}
 	if _, err := sip.ParseAddressValue(m.To, &to.Address, &to.Params); err != nil {
-		return nil, fmt.Errorf("To %q: %w", m.To, err)
+		return nil, fmt.Errorf("offline: To %q: %w", m.To, err)
 	}
 	to.Params.Remove("tag")
 	callID := sip.CallIDHeader(m.CallID)

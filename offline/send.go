@@ -14,7 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// ErrBadMessage: Send was given something that cannot become a MESSAGE (the error says what).
+// ErrBadMessage means Send was given something that cannot become a MESSAGE (the error says what).
 var ErrBadMessage = errors.New("offline: bad message")
 
 // Send sends a MESSAGE that simpled originates (admin API, bots) from `from` (a SIP URI; ""

@@ -29,7 +29,7 @@ import (
 // change re-decides every current subscription to the presentity at once: a pending watcher
 // that is allowed becomes active and gets the full state.
 
-// ErrBadRule: a rule value or watcher key that is not valid.
+// ErrBadRule means a rule value or watcher key that is not valid.
 var ErrBadRule = errors.New("presence: bad rule")
 
 // decide returns the rule that applies to watcher's subscription to aor.

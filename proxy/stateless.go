@@ -16,8 +16,9 @@ import (
 
 // ServeACK forwards an ACK that matched no transaction of ours — the ACK for a 2xx, which is
 // its own transaction end to end (RFC 3261 §13.2.2.4) — statelessly along the route set we
-// Record-Routed (§16.11). An ACK is never answered: one that cannot be routed is dropped.
-func (p *Proxy) ServeACK(req *sip.Request) {
+// Record-Routed (§16.11). An ACK is never answered: one that cannot be routed is dropped. ctx
+// bounds the lookup of its next hop.
+func (p *Proxy) ServeACK(ctx context.Context, req *sip.Request) {
 	if req.MaxForwards() != nil && req.MaxForwards().Val() == 0 || p.looped(req) {
 		return
 	}
@@ -50,7 +51,7 @@ func (p *Proxy) ServeACK(req *sip.Request) {
 			hop = &r.Address
 		}
 		var err error
-		if t, err = p.opts.Delivery.HopTarget(context.Background(), hop, fwd.Recipient); err != nil {
+		if t, err = p.opts.Delivery.HopTarget(ctx, hop, fwd.Recipient); err != nil {
 			p.log.Debug("ACK not routable", zap.Error(err))
 			return
 		}

@@ -6,15 +6,15 @@ import (
 	"time"
 )
 
-// ErrMailboxFull: storing one more offline message would exceed the recipient's limits
+// ErrMailboxFull means storing one more offline message would exceed the recipient's limits
 // (count or bytes). Nothing was written. ErrSenderQuota and ErrForeignShare are kinds of it.
 var ErrMailboxFull = errors.New("storage: offline mailbox full")
 
-// ErrSenderQuota: the recipient's mailbox already holds MailboxLimits.MaxPerSender messages
+// ErrSenderQuota means the recipient's mailbox already holds MailboxLimits.MaxPerSender messages
 // of the message's Sender. Nothing was written; errors.Is(err, ErrMailboxFull) holds too.
 var ErrSenderQuota = fmt.Errorf("storage: offline mailbox: sender's quota reached: %w", ErrMailboxFull)
 
-// ErrForeignShare: the message is Foreign and the recipient's mailbox already holds as many
+// ErrForeignShare means the message is Foreign and the recipient's mailbox already holds as many
 // foreign messages (or bytes) as MailboxLimits.MaxForeignCount (MaxForeignBytes) allow.
 // Nothing was written; errors.Is(err, ErrMailboxFull) holds too.
 var ErrForeignShare = fmt.Errorf("storage: offline mailbox: foreign senders' share full: %w", ErrMailboxFull)

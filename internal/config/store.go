@@ -42,7 +42,7 @@ func ParseStoreURL(s string) (StoreURL, error) {
 	}
 	scheme, _, ok := strings.Cut(s, "://")
 	if !ok {
-		return StoreURL{}, fmt.Errorf("%q: want memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+cluster://HOST:PORT,...", redactStore(s))
+		return StoreURL{}, fmt.Errorf("%q: want memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT", redactStore(s))
 	}
 	scheme = strings.ToLower(scheme)
 	switch scheme {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -130,7 +131,7 @@ func TestForeignSubscriptionsDoNotPinConnections(t *testing.T) {
 		for {
 			_ = w.Conn.SetReadDeadline(deadline)
 			if _, err := w.Conn.Read(buf); err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 					t.Fatal("a foreign subscriber's connection is still open after 5 s (idle timeout 1 s)")
 				}
 				break

@@ -7,6 +7,7 @@ package server_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -147,7 +148,7 @@ func TestIdleClientsHelper(t *testing.T) {
 				continue
 			}
 			_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
-			if _, err := c.Read(buf); err == io.EOF || (err != nil && !isTimeout(err)) {
+			if _, err := c.Read(buf); errors.Is(err, io.EOF) || (err != nil && !isTimeout(err)) {
 				closed[i] = true
 				refused++
 			}
@@ -161,6 +162,6 @@ func TestIdleClientsHelper(t *testing.T) {
 }
 
 func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -851,7 +851,10 @@ func (s *Server) dispatchACK(req *sip.Request, tx sip.ServerTransaction) {
 	if s.draining.Load() {
 		return
 	}
-	s.proxy.ServeACK(req)
+	// No transaction bounds an ACK's work: its next hop's lookup gets as long as a connection.
+	ctx, cancel := context.WithTimeout(context.Background(), delivery.ConnectTimeout)
+	defer cancel()
+	s.proxy.ServeACK(ctx, req)
 }
 
 // dispatchCANCEL answers a CANCEL that matched no pending INVITE (sipgo answers the ones that

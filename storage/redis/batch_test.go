@@ -37,12 +37,12 @@ func TestConcurrentUpdatesShareAndKeepResults(t *testing.T) {
 			aor := fmt.Sprintf("u%d@example.test", i)
 			res, err := update(aor, 2)
 			if err != nil || len(res.Added) != 1 || res.Added[0].URI != "sip:"+aor {
-				errs <- fmt.Errorf("%s: %v %+v", aor, err, res.Added)
+				errs <- fmt.Errorf("%s: %w %+v", aor, err, res.Added)
 				return
 			}
 			// The same Call-ID with a lower CSeq is stale, for this caller only.
 			if _, err := update(aor, 1); !errors.Is(err, storage.ErrStale) {
-				errs <- fmt.Errorf("%s: stale update: %v", aor, err)
+				errs <- fmt.Errorf("%s: stale update: %w", aor, err)
 			}
 		}()
 	}
