@@ -404,70 +404,99 @@ func (n *notifier) start(s *subState) {
 // send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
 func (n *notifier) send(s *subState) {
 	defer n.wg.Done()
-	n.mu.Lock()
-	sub, reason, full, since := s.sub, s.reason, s.full, s.since
-	s.dirty, s.full, s.since = false, false, time.Time{}
-	now := time.Now()
-	cs := uint32(min(now.Sub(sub.CreatedAt)/(10*time.Millisecond)+1, 1<<31-1))
-	s.cseq = max(s.cseq+1, cs)
-	cseq := s.cseq
-	if sub.Event == EventWinfo {
-		s.version++
-	}
-	version := s.version
-	answered := s.answered
-	sent := s.winfoSent
-	n.mu.Unlock()
-
+	j := n.take(s)
 	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
 	defer cancel()
-	if !answered {
+	if !j.answered {
 		ctx = context.WithValue(ctx, unansweredKey{}, true)
 	}
+	status, skip, err := n.deliver(ctx, s, j)
+	n.report(j, status, skip, err)
+	n.settle(s, j, status, skip)
+}
+
+// notifyJob is what one send of a subscription's NOTIFY works from: a copy of its state,
+// taken under the lock.
+type notifyJob struct {
+	sub      storage.Subscription
+	reason   string // Subscription-State reason: "" while the subscription goes on
+	full     bool   // a full document (first NOTIFY, refresh)
+	since    time.Time
+	cseq     uint32
+	version  uint32
+	answered bool
+	sent     map[string]pidf.Watcher // the watchers the last winfo document told of
+}
+
+// take copies what send needs from s and claims the next CSeq (and winfo version).
+func (n *notifier) take(s *subState) notifyJob {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	j := notifyJob{sub: s.sub, reason: s.reason, full: s.full, since: s.since,
+		answered: s.answered, sent: s.winfoSent}
+	s.dirty, s.full, s.since = false, false, time.Time{}
+	now := time.Now()
+	cs := uint32(min(now.Sub(j.sub.CreatedAt)/(10*time.Millisecond)+1, 1<<31-1))
+	s.cseq = max(s.cseq+1, cs)
+	j.cseq = s.cseq
+	if j.sub.Event == EventWinfo {
+		s.version++
+	}
+	j.version = s.version
+	return j
+}
+
+// deliver builds j's document and sends it, unless it is the document the watcher has
+// already (skip). status is the NOTIFY's final answer, 0 when none came.
+func (n *notifier) deliver(ctx context.Context, s *subState, j notifyJob) (status int, skip bool, err error) {
 	var (
 		ctype     string
 		body      []byte
-		err       error
 		known     map[string]pidf.Watcher
 		unchanged bool
 	)
-	if sub.Event == EventWinfo {
+	if j.sub.Event == EventWinfo {
 		// A full document first, on a refresh and at the end; partial ones in between.
-		if full || reason != "" {
+		sent := j.sent
+		if j.full || j.reason != "" {
 			sent = nil
 		}
 		ctype = TypeWatcherInfo
-		body, known, err = n.p.winfoDocument(ctx, sub.AOR, version, sent)
+		body, known, err = n.p.winfoDocument(ctx, j.sub.AOR, j.version, sent)
 		unchanged = err == nil && body == nil
 	} else {
-		ctype, body, err = n.p.body(ctx, &sub, version)
+		ctype, body, err = n.p.body(ctx, &j.sub, j.version)
 	}
-	status := 0
-	skip := false
 	if err != nil {
-		n.p.log.Warn("notify: document not built", zap.String(logging.KeyAOR, sub.AOR), zap.Error(err))
-	} else {
-		h := maphash.Bytes(n.seed, body)
-		n.mu.Lock()
-		skip = unchanged || !full && reason == "" && s.sentBody && h == s.lastBody
-		if skip && sub.Event == EventWinfo {
-			s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4)
-		}
-		n.mu.Unlock()
-		if !skip {
-			status, err = n.notify(ctx, &sub, cseq, reason, ctype, body)
-			n.mu.Lock()
-			s.lastBody, s.sentBody = h, true
-			if sub.Event == EventWinfo {
-				s.winfoSent = nil // refused or lost: the next document is full
-				if status >= 200 && status < 300 {
-					s.winfoSent = known
-				}
-			}
-			n.mu.Unlock()
+		n.p.log.Warn("notify: document not built", zap.String(logging.KeyAOR, j.sub.AOR), zap.Error(err))
+		return 0, false, err
+	}
+	h := maphash.Bytes(n.seed, body)
+	n.mu.Lock()
+	skip = unchanged || !j.full && j.reason == "" && s.sentBody && h == s.lastBody
+	if skip && j.sub.Event == EventWinfo {
+		s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4)
+	}
+	n.mu.Unlock()
+	if skip {
+		return 0, true, nil
+	}
+	status, err = n.notify(ctx, &j.sub, j.cseq, j.reason, ctype, body)
+	n.mu.Lock()
+	s.lastBody, s.sentBody = h, true
+	if j.sub.Event == EventWinfo {
+		s.winfoSent = nil // refused or lost: the next document is full
+		if status >= 200 && status < 300 {
+			s.winfoSent = known
 		}
 	}
-	log := n.p.log
+	n.mu.Unlock()
+	return status, false, err
+}
+
+// report counts and logs how j's NOTIFY went.
+func (n *notifier) report(j notifyJob, status int, skip bool, err error) {
+	log, sub := n.p.log, j.sub
 	switch {
 	case skip:
 		if ce := log.Check(zap.DebugLevel, "notify skipped: document unchanged"); ce != nil {
@@ -481,23 +510,28 @@ func (n *notifier) send(s *subState) {
 		n.p.metrics.notifies.WithLabelValues("ok").Inc()
 		if ce := log.Check(zap.DebugLevel, "notify sent"); ce != nil {
 			ce.Write(zap.String(logging.KeyAOR, sub.AOR), zap.String(logging.KeyEvent, sub.Event), zap.String("watcher", sub.Watcher),
-				zap.Uint32(logging.KeyCSeq, cseq), zap.String(logging.KeyReason, reason))
+				zap.Uint32(logging.KeyCSeq, j.cseq), zap.String(logging.KeyReason, j.reason))
 		}
-		if !full && !since.IsZero() && sub.Event == EventPresence {
+		if !j.full && !j.since.IsZero() && sub.Event == EventPresence {
 			// A change's NOTIFY (not a subscription's first or a refresh's).
-			n.p.metrics.latency.Observe(time.Since(since).Seconds())
+			n.p.metrics.latency.Observe(time.Since(j.since).Seconds())
 		}
 	default:
 		n.p.metrics.notifies.WithLabelValues(strconv.Itoa(status / 100 * 100)).Inc()
 		log.Debug("notify refused", zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher), zap.Int(logging.KeyStatus, status))
 	}
+}
 
+// settle records the outcome in s: the subscription ends (final NOTIFY sent, or an answer
+// that terminates it), or a change that came in meanwhile is sent next.
+func (n *notifier) settle(s *subState, j notifyJob, status int, skip bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	sub := j.sub
 	s.inflight = false
 	if status >= 200 && status != 408 {
 		s.answered = true // 408: nobody answered; the subscription ends (terminates)
-	} else if status == 408 && !answered && sub.Transport == "udp" {
+	} else if status == 408 && !j.answered && sub.Transport == "udp" {
 		// Its retransmissions were capped: a SUBSCRIBE from a source that never answers,
 		// possibly forged.
 		n.p.opts.Limited.Inc(limitUnansweredNotify)
@@ -506,7 +540,7 @@ func (n *notifier) send(s *subState) {
 		s.last = time.Now()
 	}
 	k := subKey{sub.AOR, sub.ID}
-	if reason != "" {
+	if j.reason != "" {
 		n.remove(k, s)
 		return
 	}

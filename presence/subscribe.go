@@ -85,44 +85,15 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 			sip.NewHeader("Retry-After", "60")))
 	}
 	now := p.opts.Now()
-	sub := storage.Subscription{
-		ID:           newTag(),
-		AOR:          aor,
-		Event:        event,
-		Watcher:      watcher,
-		WatcherURI:   from.Address.String(),
-		WatcherName:  sanitizeName(from.DisplayName),
-		CallID:       req.CallID().Value(),
-		FromTag:      tagOf(from.Params),
-		Accept:       []string{docType},
-		RouteSet:     sipx.AddressList(req, "Record-Route"), // the UAS route set, RFC 3261 §12.1.1
-		RemoteTarget: contact,
-		RemoteCSeq:   req.CSeq().SeqNo,
-		Transport:    st.Transport,
-		Source:       st.Source,
-		State:        state,
-		ExpiresAt:    seconds(now).Add(time.Duration(secs) * time.Second),
-		CreatedAt:    seconds(now),
-		Node:         p.opts.NodeID,
-	}
+	sub := newSubscription(st, req, aor, event, watcher, docType, contact, state, secs, now)
+	sub.Node = p.opts.NodeID
 	if secs > 0 {
-		if event == EventPresence {
-			// Watchers per presentity, and per foreign domain: a flood of subscriptions to one
-			// user, or from one other domain, cannot take every slot (issue 15).
-			if limit := p.notifier.admit(aor, sub.ID, p.foreignDomain(watcher), p.opts.MaxWatchers,
-				p.opts.MaxWatchersPerDomain); limit != "" {
-				p.sources.release(group)
-				p.refused(st, limit, aor)
-				return p.count("subscribe", "limited")(sipx.Respond(tx, req, 403, "Too Many Watchers"))
-			}
-		} else {
-			p.notifier.hold(sub.AOR, sub.ID)
-		}
-		st.HoldFlow(sub.ExpiresAt) // NOTIFYs go down this connection (the listener keeps it)
-		if err := p.opts.Store.PutSubscription(ctx, sub, 0); err != nil {
-			p.notifier.release(sub.AOR, sub.ID)
-			p.sources.release(group)
+		limited, err := p.keep(ctx, st, &sub, group)
+		if err != nil {
 			return sipx.RespondError(tx, req, err)
+		}
+		if limited {
+			return p.count("subscribe", "limited")(sipx.Respond(tx, req, 403, "Too Many Watchers"))
 		}
 	}
 	status, err := p.respondSubscribe(tx, req, &sub, secs)
@@ -140,6 +111,55 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		p.changed(aor, storage.WatchersChanged, now)
 	}
 	return status, err
+}
+
+// newSubscription is the dialog an initial SUBSCRIBE creates (RFC 6665 §4.1.2.1): our To tag
+// as its ID, the watcher's identity and target, the route set (RFC 3261 §12.1.1).
+func newSubscription(st *sipx.State, req *sip.Request, aor, event, watcher, docType, contact, state string, secs int, now time.Time) storage.Subscription {
+	from := req.From()
+	return storage.Subscription{
+		ID:           newTag(),
+		AOR:          aor,
+		Event:        event,
+		Watcher:      watcher,
+		WatcherURI:   from.Address.String(),
+		WatcherName:  sanitizeName(from.DisplayName),
+		CallID:       req.CallID().Value(),
+		FromTag:      tagOf(from.Params),
+		Accept:       []string{docType},
+		RouteSet:     sipx.AddressList(req, "Record-Route"), // the UAS route set, RFC 3261 §12.1.1
+		RemoteTarget: contact,
+		RemoteCSeq:   req.CSeq().SeqNo,
+		Transport:    st.Transport,
+		Source:       st.Source,
+		State:        state,
+		ExpiresAt:    seconds(now).Add(time.Duration(secs) * time.Second),
+		CreatedAt:    seconds(now),
+	}
+}
+
+// keep admits a new subscription against the watcher limits (limited: refused, 403) and
+// stores it. The source's slot (group) is given back when it is refused or not stored.
+func (p *Presence) keep(ctx context.Context, st *sipx.State, sub *storage.Subscription, group string) (limited bool, err error) {
+	if sub.Event == EventPresence {
+		// Watchers per presentity, and per foreign domain: a flood of subscriptions to one
+		// user, or from one other domain, cannot take every slot (issue 15).
+		if limit := p.notifier.admit(sub.AOR, sub.ID, p.foreignDomain(sub.Watcher), p.opts.MaxWatchers,
+			p.opts.MaxWatchersPerDomain); limit != "" {
+			p.sources.release(group)
+			p.refused(st, limit, sub.AOR)
+			return true, nil
+		}
+	} else {
+		p.notifier.hold(sub.AOR, sub.ID)
+	}
+	st.HoldFlow(sub.ExpiresAt) // NOTIFYs go down this connection (the listener keeps it)
+	if err := p.opts.Store.PutSubscription(ctx, *sub, 0); err != nil {
+		p.notifier.release(sub.AOR, sub.ID)
+		p.sources.release(group)
+		return false, err
+	}
+	return false, nil
 }
 
 // resubscribe handles a SUBSCRIBE within one of our subscription dialogs: a refresh (200 and
