@@ -179,7 +179,7 @@ func TestValidate(t *testing.T) {
 			errs: []string{
 				"listen: at least one listener is required",
 				"domain: at least one domain is required",
-				`store: "": want memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+cluster://HOST:PORT,...`,
+				`store: "": want memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT`,
 				`log_level: "": want one of debug, info, warn, error`,
 				"registrar.min_expires: 0: must be at least 1 second",
 				"registrar.max_contacts: 0: must be at least 1",
