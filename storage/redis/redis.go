@@ -60,6 +60,11 @@
 // Bindings once expired). Scripts are sent with EVALSHA and, if Redis does not know them
 // (NOSCRIPT, e.g. after a restart), once more with EVAL.
 //
+// Timed events come from the expiry index, not from Redis: pub/sub is at-most-once and
+// keyspace notifications reach only the nodes subscribed when the key expires (and Redis may
+// send them late, when it notices the expiry), so the exp:{n} index a sweeper reads is the
+// source of truth for every expiry event.
+//
 // Every expiry sweep (SweepExpired, ExpireMessages, ExpirePublications, ExpireSubscriptions)
 // is one path, sweepKind.sweep in sweep.go, and takes about three round trips per batch: a
 // script per index shard listing its due entries of the kind ("reg|", "msg|", "pub|",
