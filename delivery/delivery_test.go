@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/base/sipgox"
+	"github.com/simpled/simpled/base/sipgox/sipgoxtest"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/storage"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -29,79 +28,23 @@ func (l mapLocator) Lookup(_ context.Context, aor string) ([]storage.Binding, er
 // routed to its client transactions as in the server, with the bindings of loc.
 func harness(t *testing.T, loc mapLocator) *Delivery {
 	t.Helper()
-	strays := &sipgox.StrayRouter{}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
+	a := sipgoxtest.NewAgent(t)
+	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: a.Addr()}} })
+	d, err := New(Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: a.Client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ua.Close() })
-	srv, _ := sipgo.NewServer(ua)
-	client, _ := sipgo.NewClient(ua)
-	ours, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ours.Close() })
-	go func() { _ = srv.ServeUDP(ours) }()
-	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
-	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
-	d, err := New(Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	strays.Handle(d.ClientTxs().Deliver)
-	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
+	a.Strays.Handle(d.ClientTxs().Deliver)
 	return d
 }
 
 // device is a UDP socket standing for a registered device, and its binding.
 func device(t *testing.T, user string, q int, updated time.Time) (net.PacketConn, storage.Binding) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
+	pc := sipgoxtest.Listen(t)
 	uri := fmt.Sprintf("sip:%s@%s", user, pc.LocalAddr())
 	return pc, storage.Binding{Key: uri, Contact: "<" + uri + ">", URI: uri, Q: q, Transport: "udp",
 		ExpiresAt: updated.Add(time.Hour), UpdatedAt: updated}
-}
-
-// serve answers every request pc receives with code ("" answers nothing) until the test ends,
-// and passes the requests' text on.
-func serve(t *testing.T, pc net.PacketConn, code string) <-chan string {
-	got := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			req := string(buf[:n])
-			select {
-			case got <- req:
-			default:
-			}
-			if code != "" {
-				_, _ = pc.WriteTo([]byte(answer(req, code)), from)
-			}
-		}
-	}()
-	return got
-}
-
-func answer(req, code string) string {
-	out := []string{"SIP/2.0 " + code}
-	head, _, _ := strings.Cut(req, "\r\n\r\n")
-	for _, l := range strings.Split(head, "\r\n")[1:] {
-		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
-		case "via", "from", "to", "call-id", "cseq":
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
 }
 
 func message(to string) *sip.Request {
@@ -129,7 +72,7 @@ func TestSendToUser(t *testing.T) {
 	}{{"200 OK", 200}, {"486 Busy Here", 486}, {"503 Service Unavailable", 500}} {
 		dev, b := device(t, "carol", -1, time.Now())
 		d := harness(t, mapLocator{"carol@example.test": {b}})
-		got := serve(t, dev, tt.code)
+		got := sipgoxtest.Answer(dev, tt.code)
 		devices, err := d.Reach(t.Context(), "carol@example.test")
 		if err != nil || devices.Bindings != 1 || len(devices.Groups) != 1 {
 			t.Fatalf("Reach = %+v, %v", devices, err)
@@ -156,9 +99,9 @@ func TestSendForks(t *testing.T) {
 	high2, b2 := device(t, "b", 900, now)
 	low, b3 := device(t, "c", 100, now)
 	d := harness(t, mapLocator{"u@example.test": {b3, b1, b2}})
-	serve(t, high1, "486 Busy Here")
-	serve(t, high2, "404 Not Found")
-	lowGot := serve(t, low, "302 Moved Temporarily")
+	sipgoxtest.Answer(high1, "486 Busy Here")
+	sipgoxtest.Answer(high2, "404 Not Found")
+	lowGot := sipgoxtest.Answer(low, "302 Moved Temporarily")
 	devices, err := d.Reach(t.Context(), "u@example.test")
 	if err != nil || len(devices.Groups) != 2 || len(devices.Groups[0]) != 2 {
 		t.Fatalf("Reach = %+v, %v", devices, err)
@@ -191,7 +134,7 @@ func TestSendNoDevice(t *testing.T) {
 func TestSendInDialogOverFlow(t *testing.T) {
 	dev, _ := device(t, "w", -1, time.Now())
 	d := harness(t, mapLocator{})
-	got := serve(t, dev, "200 OK")
+	got := sipgoxtest.Answer(dev, "200 OK")
 	req := message("sip:w@watcher.invalid")
 	req.Method = sip.NOTIFY
 	req.CSeq().MethodName = sip.NOTIFY

@@ -9,16 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/base/sipgox"
+	"github.com/simpled/simpled/base/sipgox/sipgoxtest"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
-
-	"github.com/emiago/sipgo"
-	"github.com/emiago/sipgo/sip"
 )
 
 // gatedStore is a memory store whose HasMessages for "blocker" waits until release is
@@ -50,38 +47,19 @@ func (l mapLocator) Lookup(_ context.Context, aor string) ([]storage.Binding, er
 // registered at a UDP socket the test reads (returned).
 func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline, net.PacketConn) {
 	t.Helper()
-	strays := &sipgox.StrayRouter{}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ua.Close() })
-	srv, _ := sipgo.NewServer(ua)
-	client, _ := sipgo.NewClient(ua)
-	ours, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
-	go func() { _ = srv.ServeUDP(ours) }()
-	dev, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
+	a := sipgoxtest.NewAgent(t)
+	dev := sipgoxtest.Listen(t)
 	uri := fmt.Sprintf("sip:carol@%s", dev.LocalAddr())
 	now := time.Now()
 	loc := mapLocator{"carol@example.test": {{Key: uri, Contact: "<" + uri + ">", URI: uri, Q: -1,
 		Transport: "udp", ExpiresAt: now.Add(time.Hour), UpdatedAt: now}}}
-	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
-	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
+	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: a.Addr()}} })
 	domains := []string{"example.test"}
-	d, err := delivery.New(delivery.Options{Domains: domains, Flows: flows, Locator: loc, Client: client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
+	d, err := delivery.New(delivery.Options{Domains: domains, Flows: flows, Locator: loc, Client: a.Client, Seals: sipx.NewSeals(nil), UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}
-	strays.Handle(d.ClientTxs().Deliver)
+	a.Strays.Handle(d.ClientTxs().Deliver)
 	o, err := New(Options{
 		Store:   store,
 		Sender:  d,
@@ -99,22 +77,7 @@ func offlineHarness(t *testing.T, store MessageStore, bus storage.Bus) (*Offline
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = o.Close(); o.Wait() })
-	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
 	return o, dev
-}
-
-// answer is the final response code ("200 OK") to the request text req.
-func answer(req string, code string) string {
-	var out []string
-	head, _, _ := strings.Cut(req, "\r\n\r\n")
-	out = append(out, "SIP/2.0 "+code)
-	for _, l := range strings.Split(head, "\r\n")[1:] {
-		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
-		case "via", "from", "to", "call-id", "cseq":
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
 }
 
 // TestOfflineDeliveryWhenBusFull: while the offline worker is busy, registrations flood the
@@ -169,7 +132,7 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 		if !strings.HasPrefix(req, "MESSAGE ") || !strings.Contains(req, "Call-ID: off-1") {
 			continue
 		}
-		if _, err := dev.WriteTo([]byte(answer(req, "200 OK")), from); err != nil {
+		if _, err := dev.WriteTo([]byte(sipgoxtest.Response(req, "200 OK")), from); err != nil {
 			t.Fatal(err)
 		}
 		break
@@ -210,7 +173,7 @@ func TestSend(t *testing.T) {
 				code = "480 Temporarily Unavailable"
 			}
 			answering <- false
-			_, _ = dev.WriteTo([]byte(answer(string(buf[:n]), code)), from)
+			_, _ = dev.WriteTo([]byte(sipgoxtest.Response(string(buf[:n]), code)), from)
 		}
 	}()
 	ctx := t.Context()

@@ -3,20 +3,18 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/simpled/simpled/base/sipgox"
+	"github.com/simpled/simpled/base/sipgox/sipgoxtest"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/storage"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 )
@@ -61,70 +59,26 @@ var _ sip.ServerTransaction = (*recordTx)(nil)
 // registered at a UDP socket (returned) that answers every request with code.
 func harness(t *testing.T, code string) (*Proxy, <-chan string) {
 	t.Helper()
-	strays := &sipgox.StrayRouter{}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ua.Close() })
-	srv, _ := sipgo.NewServer(ua)
-	client, _ := sipgo.NewClient(ua)
-	ours, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
-	go func() { _ = srv.ServeUDP(ours) }()
-	dev, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	got := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := dev.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			req := string(buf[:n])
-			got <- req
-			_, _ = dev.WriteTo([]byte(answer(req, code)), from)
-		}
-	}()
+	a := sipgoxtest.NewAgent(t)
+	dev := sipgoxtest.Listen(t)
+	got := sipgoxtest.Answer(dev, code)
 	uri := fmt.Sprintf("sip:carol@%s", dev.LocalAddr())
 	loc := mapLocator{"carol@example.test": {{Key: uri, URI: uri, Q: -1, Transport: "udp", UpdatedAt: time.Now()}}}
-	addr := ours.LocalAddr().(*net.UDPAddr).AddrPort()
-	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: addr}} })
+	flows := transport.NewFlows(nil, func() []transport.Listener { return []transport.Listener{{Transport: "udp", Addr: a.Addr()}} })
 	seals := sipx.NewSeals(nil)
-	d, err := delivery.New(delivery.Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: client, Seals: seals, UDPMTU: 1300})
+	d, err := delivery.New(delivery.Options{Domains: []string{"example.test"}, Flows: flows, Locator: loc, Client: a.Client, Seals: seals, UDPMTU: 1300})
 	if err != nil {
 		t.Fatal(err)
 	}
-	strays.Handle(d.ClientTxs().Deliver)
+	a.Strays.Handle(d.ClientTxs().Deliver)
 	p, err := New(Options{Domains: []string{"example.test"}, IsOurs: func(h string) bool { return h == "example.test" || h == "127.0.0.1" },
-		Locator: loc, Client: client, Delivery: d, Seals: seals, InviteTimeout: 3 * time.Minute,
+		Locator: loc, Client: a.Client, Delivery: d, Seals: seals, InviteTimeout: 3 * time.Minute,
 		Messages: msgcheck.New(msgcheck.Options{Domains: []string{"example.test"}, MaxBodySize: 64 << 10})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	strays.Handle(p.ServeStrayResponse)
-	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
+	a.Strays.Handle(p.ServeStrayResponse)
 	return p, got
-}
-
-func answer(req, code string) string {
-	out := []string{"SIP/2.0 " + code}
-	head, _, _ := strings.Cut(req, "\r\n\r\n")
-	for _, l := range strings.Split(head, "\r\n")[1:] {
-		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
-		case "via", "from", "to", "call-id", "cseq":
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
 }
 
 // received is a MESSAGE from alice's client at 127.0.0.1:40000 to ruri, as sipgo hands it to

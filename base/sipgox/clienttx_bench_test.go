@@ -1,8 +1,10 @@
-package sipgox
+package sipgox_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/simpled/simpled/base/sipgox/sipgoxtest"
 )
 
 // BenchmarkNonInviteTransaction measures simpled's own non-INVITE client transaction over
@@ -23,7 +25,7 @@ func BenchmarkNonInviteTransaction(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := peer.WriteTo([]byte(answer(string(buf[:n]), "200 OK")), from); err != nil {
+		if _, err := peer.WriteTo([]byte(sipgoxtest.Response(string(buf[:n]), "200 OK")), from); err != nil {
 			b.Fatal(err)
 		}
 		select {

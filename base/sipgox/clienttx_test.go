@@ -1,47 +1,28 @@
-package sipgox
+package sipgox_test
 
 import (
 	"errors"
 	"net"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/simpled/simpled/base/sipgox"
+	"github.com/simpled/simpled/base/sipgox/sipgoxtest"
 )
 
-// txHarness is a transaction table with a sipgo user agent listening on loopback UDP, whose
-// unmatched responses reach the table through a StrayRouter as in the server, and a peer
-// socket. It returns the table, our socket and the peer's.
-func txHarness(t testing.TB) (*ClientTxs, net.PacketConn, net.PacketConn) {
+// txHarness is a transaction table on a loopback sipgo user agent whose unmatched responses
+// reach the table through its StrayRouter, as in the server, and a peer socket. It returns the
+// table, our socket and the peer's.
+func txHarness(t testing.TB) (*sipgox.ClientTxs, net.PacketConn, net.PacketConn) {
 	t.Helper()
-	strays := &StrayRouter{}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(
-		sip.WithTransactionLayerUnhandledResponseHandler(strays.Serve)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ua.Close() })
-	srv, _ := sipgo.NewServer(ua)
-	client, _ := sipgo.NewClient(ua)
-	ours, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ours.Close() }) // ends ServeUDP
-	go func() { _ = srv.ServeUDP(ours) }()
-	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
-	txs := NewClientTxs(client)
-	strays.Handle(txs.Deliver)
-	time.Sleep(50 * time.Millisecond) // ServeUDP registered the socket
-	return txs, ours, peer
+	a := sipgoxtest.NewAgent(t)
+	txs := sipgox.NewClientTxs(a.Client)
+	a.Strays.Handle(txs.Deliver)
+	return txs, a.Conn, sipgoxtest.Listen(t)
 }
 
 var branchSeq atomic.Uint64
@@ -82,26 +63,11 @@ func readRequest(t *testing.T, peer net.PacketConn, wait time.Duration) (string,
 	return string(buf[:n]), from
 }
 
-func answer(req string, code string) string {
-	var out []string
-	head, _, _ := strings.Cut(req, "\r\n\r\n")
-	out = append(out, "SIP/2.0 "+code)
-	for _, l := range strings.Split(head, "\r\n")[1:] {
-		switch strings.ToLower(strings.SplitN(l, ":", 2)[0]) {
-		case "via", "from", "to", "call-id", "cseq":
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
-}
-
 // TestNonInviteRetransmittedUntilAnswered: over UDP the request is sent again on Timer E
 // (T1, doubling) until the peer answers; the final response reaches Responses once even when
 // the peer repeats it; the transaction then ends without error.
 func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
-	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
-	sip.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
+	t.Cleanup(sipgox.SetTimers(20*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond)) // restored as found, Timer D kept
 	txs, ours, peer := txHarness(t)
 	tx, err := txs.Start(message(t, ours, peer), 0)
 	if err != nil {
@@ -113,7 +79,7 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 		t.Fatalf("no retransmission of the request:\n%q\n%q", first, again)
 	}
 	for range 2 {
-		_, _ = peer.WriteTo([]byte(answer(first, "200 OK")), from)
+		_, _ = peer.WriteTo([]byte(sipgoxtest.Response(first, "200 OK")), from)
 	}
 	select {
 	case res := <-tx.Responses():
@@ -141,9 +107,7 @@ func TestNonInviteRetransmittedUntilAnswered(t *testing.T) {
 // TestNonInviteTimesOut: a peer that never answers ends the transaction with a timeout after
 // Timer F (64·T1), which a fork turns into 408.
 func TestNonInviteTimesOut(t *testing.T) {
-	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
-	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
+	t.Cleanup(sipgox.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)) // restored as found, Timer D kept
 	txs, ours, peer := txHarness(t)
 	start := time.Now()
 	tx, err := txs.Start(message(t, ours, peer), 0)
@@ -167,9 +131,7 @@ func TestNonInviteTimesOut(t *testing.T) {
 // three times in all (not Timer E's schedule until Timer F), and the transaction still ends
 // with a timeout.
 func TestNonInviteRetransmitsCapped(t *testing.T) {
-	t1, t2, t4 := sip.T1, sip.T2, sip.T4 // restored as found: the package's TestMain may have shortened them
-	sip.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(t1, t2, t4) })
+	t.Cleanup(sipgox.SetTimers(5*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond)) // restored as found, Timer D kept
 	txs, ours, peer := txHarness(t)
 	tx, err := txs.Start(message(t, ours, peer), 2)
 	if err != nil {
