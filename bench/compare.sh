@@ -148,7 +148,7 @@ fi
 
 # sipp sends everything from 127.0.0.1: one source, far above limits.source_rate and its
 # share of in-flight requests, which exist to stop exactly that. The load generator is lifted
-# out of them (the binary under test only: an older one does not know the keys).
+# out of them (an older binary too when it knows the keys).
 cat > "$OUTDIR/limits.yaml" <<'YAML'
 limits:
   source_rate: 1000000
@@ -214,8 +214,9 @@ run_target() {
       local store=memory bin=$BIN limits=$LIMITS_ARGS
       case $target in *-before)
         bin=${BEFORE_BIN:-}
-        limits=""
-        [ -x "$bin" ] || { log "$target needs BEFORE_BIN"; record "$round" "$target" "$d" "$la"; return; } ;;
+        [ -x "$bin" ] || { log "$target needs BEFORE_BIN"; record "$round" "$target" "$d" "$la"; return; }
+        # The limits file too, when the older binary knows its keys (it checks them with -t).
+        "$bin" -t $LIMITS_ARGS >/dev/null 2>&1 || limits="" ;;
       esac
       if [ "${target%-before}" = redis ]; then
         store=$REDIS_URL
