@@ -49,6 +49,13 @@ type SubscriptionStore interface {
 	// Subscriptions returns every subscription to aor (both events) live at now, ordered by
 	// ID; none is an empty result.
 	Subscriptions(ctx context.Context, aor string, now time.Time) ([]storage.Subscription, error)
+	// ClaimSubscription makes node the owner of aor's subscription id, live at now, and
+	// reserves the next block of NOTIFY CSeqs for it, atomically: it fails with
+	// storage.ErrStale, changing nothing, unless the stored owner is expect or node already
+	// (another node claimed it first), and with storage.ErrNotFound when the subscription is
+	// gone. It returns the subscription as now stored: Node = node, NotifyCSeq raised by block
+	// (the new owner sends CSeqs above the old NotifyCSeq, up to the new one).
+	ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error)
 	// DeleteSubscription removes one subscription and returns it as it was;
 	// storage.ErrNotFound if it was not there (expired ones count as not there).
 	DeleteSubscription(ctx context.Context, aor, id string, now time.Time) (storage.Subscription, error)

@@ -113,8 +113,14 @@ type Subscription struct {
 	State     string    `json:"state"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
-	// Node is the node that owns the subscription and sends its NOTIFYs (several nodes on one Redis).
+	// Node is the node that owns the subscription and sends its NOTIFYs (several nodes on one
+	// Redis): the one it was last subscribed through, or the one that took it over.
 	Node string `json:"node,omitempty"`
+	// NotifyCSeq is the owner's reservation of NOTIFY CSeqs: it sends CSeqs up to it without
+	// writing again, and a node that takes the subscription over (ClaimSubscription) starts
+	// above it, so CSeqs keep rising from node to node whatever their clocks say. 0 in a
+	// subscription stored before reservations existed.
+	NotifyCSeq uint32 `json:"notify_cseq,omitempty"`
 }
 
 // Expired reports whether s has expired at now. A subscription is live while now < ExpiresAt.
@@ -133,3 +139,13 @@ const (
 	RulePoliteBlock = "polite-block"
 	RulePending     = "pending" // the presentity has not decided yet: the watcher waits
 )
+
+// RaiseCSeq is a NotifyCSeq reservation raised by block, held below 2^31 (RFC 3261 §8.1.1.5:
+// a CSeq is less than 2^31); a reservation that would pass it stays at the limit.
+func RaiseCSeq(cseq, block uint32) uint32 {
+	const limit = 1<<31 - 1
+	if uint64(cseq)+uint64(block) > limit {
+		return limit
+	}
+	return cseq + block
+}

@@ -386,3 +386,24 @@ func (s *Store) Rules(ctx context.Context, aor string) (map[string]string, error
 	}
 	return out, nil
 }
+
+// ClaimSubscription makes node the owner of aor's subscription id if its owner is expect or
+// node, and raises its NotifyCSeq by block; see presence.SubscriptionStore.
+func (s *Store) ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error) {
+	const step = "claim subscription"
+	if err := s.check(ctx, step); err != nil {
+		return storage.Subscription{}, err
+	}
+	s.subs.mu.Lock()
+	defer s.subs.mu.Unlock()
+	e, err := s.liveSubscription(step, aor, id, now)
+	if err != nil {
+		return storage.Subscription{}, err
+	}
+	if e.v.Node != expect && e.v.Node != node {
+		return storage.Subscription{}, fmt.Errorf("memory: %s: %s: %q is owned by %q, not %q: %w", step, aor, id, e.v.Node, expect, storage.ErrStale)
+	}
+	e.v.Node = node
+	e.v.NotifyCSeq = storage.RaiseCSeq(e.v.NotifyCSeq, block)
+	return copySubscription(e.v), nil
+}

@@ -357,6 +357,72 @@ func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([
 		func(sub *storage.Subscription) time.Time { return sub.ExpiresAt }, storage.CompareSubscriptions)
 }
 
+// ClaimSubscription makes node the owner of aor's subscription id if its owner is expect or
+// node, and raises its NotifyCSeq by block (presence.SubscriptionStore). It is an optimistic
+// transaction on sub:{aor} (WATCH, HGET, MULTI HSET EXEC), tried again when another write to
+// the key came between; claims are rare (a takeover, a reservation used up), so two round
+// trips cost nothing per NOTIFY.
+func (s *Store) ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error) {
+	const step = "claim subscription"
+	key := subKey(aor)
+	var (
+		claimed storage.Subscription
+		refused error // the claim's answer when it writes nothing
+	)
+	claim := func(tx *goredis.Tx) error {
+		refused = nil
+		js, err := tx.HGet(ctx, key, id).Result()
+		if errors.Is(err, goredis.Nil) {
+			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, storage.ErrNotFound)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sub, err := decodeSubscription(js)
+		switch {
+		case err != nil:
+			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, err)
+		case sub.Expired(now):
+			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, storage.ErrNotFound)
+		case sub.Node != expect && sub.Node != node:
+			refused = fmt.Errorf("redis: %s: %s: %q is owned by %q, not %q: %w", step, aor, id, sub.Node, expect, storage.ErrStale)
+		}
+		if refused != nil {
+			return nil
+		}
+		sub.Node = node
+		sub.NotifyCSeq = storage.RaiseCSeq(sub.NotifyCSeq, block)
+		out, err := encodeSubscription(&sub)
+		if err != nil {
+			refused = fmt.Errorf("redis: %s: %s: %w", step, aor, err)
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.HSet(ctx, key, id, out)
+			return nil
+		})
+		claimed = sub
+		return err
+	}
+	for range claimAttempts {
+		err := s.c.Watch(ctx, claim, key)
+		switch {
+		case errors.Is(err, goredis.TxFailedErr):
+			continue // the key changed under the claim: read it again
+		case err != nil:
+			return storage.Subscription{}, unavailable(step, err)
+		case refused != nil:
+			return storage.Subscription{}, refused
+		}
+		return claimed, nil
+	}
+	return storage.Subscription{}, unavailable(step, errors.New("the subscription kept changing"))
+}
+
+// claimAttempts bounds ClaimSubscription's optimistic retries.
+const claimAttempts = 5
+
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with
 // storage.ErrNotFound when it is not stored or has expired at now (an expired one is left for
 // ExpireSubscriptions to report): deleteSubscriptionScript and the ZREM of its index entry,

@@ -69,6 +69,7 @@ type SubscriptionStore interface {
 	PutSubscription(ctx context.Context, s storage.Subscription, minCSeq uint32) error
 	Subscription(ctx context.Context, aor, id string, now time.Time) (storage.Subscription, error)
 	Subscriptions(ctx context.Context, aor string, now time.Time) ([]storage.Subscription, error)
+	ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error)
 	DeleteSubscription(ctx context.Context, aor, id string, now time.Time) (storage.Subscription, error)
 	ExpireSubscriptions(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredSubscription, error)
 }

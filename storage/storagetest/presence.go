@@ -55,6 +55,8 @@ func runPresence(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("DeleteSubscription", func(t *testing.T) { testDeleteSubscription(t, newStore) })
 	t.Run("ExpireSubscriptions", func(t *testing.T) { testExpireSubscriptions(t, newStore) })
 	t.Run("PutSubscriptionConcurrent", func(t *testing.T) { testPutSubscriptionConcurrent(t, newStore) })
+	t.Run("ClaimSubscription", func(t *testing.T) { testClaimSubscription(t, newStore) })
+	t.Run("ClaimSubscriptionConcurrent", func(t *testing.T) { testClaimSubscriptionConcurrent(t, newStore) })
 
 	t.Run("Rules", func(t *testing.T) { testRules(t, newStore) })
 	t.Run("Close", func(t *testing.T) { testPresenceClose(t, newStore) })
@@ -1545,5 +1547,89 @@ func BenchmarkSubscriptions(b *testing.B, s Store) {
 		if err != nil || len(subs) != n {
 			b.Fatalf("Subscriptions = %d, %v", len(subs), err)
 		}
+	}
+}
+
+// testClaimSubscription: a claim moves a subscription to the claiming node and raises its CSeq
+// reservation by the block, only from the owner it expects (or by the owner itself); a
+// subscription that is gone or expired cannot be claimed; the fields survive a round trip.
+func testClaimSubscription(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	s := newStore(t)
+	ctx := t.Context()
+	sub := subscription(t0, aor, "s1", 1, 0, 600)
+	sub.Node, sub.NotifyCSeq = "a", 1000
+	mustPut(t, s, sub, 0)
+	if got := mustSubscription(t, s, aor, "s1", t0); got.Node != "a" || got.NotifyCSeq != 1000 {
+		t.Fatalf("stored Node %q NotifyCSeq %d, want a 1000", got.Node, got.NotifyCSeq)
+	}
+	got, err := s.ClaimSubscription(ctx, aor, "s1", "a", "b", 1000, t0)
+	if err != nil || got.Node != "b" || got.NotifyCSeq != 2000 {
+		t.Fatalf("claim from a by b: %+v, %v; want Node b NotifyCSeq 2000", got, err)
+	}
+	if _, err := s.ClaimSubscription(ctx, aor, "s1", "a", "c", 1000, t0); !errors.Is(err, storage.ErrStale) {
+		t.Fatalf("claim from a by c after b took it: %v, want ErrStale", err)
+	}
+	if got := mustSubscription(t, s, aor, "s1", t0); got.Node != "b" || got.NotifyCSeq != 2000 {
+		t.Fatalf("a refused claim changed the subscription: Node %q NotifyCSeq %d", got.Node, got.NotifyCSeq)
+	}
+	// The owner renews its own reservation whatever it names as the expected owner.
+	if got, err := s.ClaimSubscription(ctx, aor, "s1", "b", "b", 500, t0); err != nil || got.NotifyCSeq != 2500 {
+		t.Fatalf("renewal by b: %+v, %v; want NotifyCSeq 2500", got, err)
+	}
+	if got := mustSubscription(t, s, aor, "s1", t0); got.RemoteCSeq != 1 || got.CallID != "call-s1" || !got.ExpiresAt.Equal(at(t0, 600)) {
+		t.Errorf("the claim changed more than the owner and reservation: %+v", got)
+	}
+	if _, err := s.ClaimSubscription(ctx, aor, "nope", "", "b", 1000, t0); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("claim of a subscription never stored: %v, want ErrNotFound", err)
+	}
+	if _, err := s.ClaimSubscription(ctx, aor, "s1", "b", "b", 1000, at(t0, 600)); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("claim of an expired subscription: %v, want ErrNotFound", err)
+	}
+	// A subscription stored before reservations existed (no owner, no NotifyCSeq).
+	mustPut(t, s, subscription(t0, aor, "old", 1, 0, 600), 0)
+	if got, err := s.ClaimSubscription(ctx, aor, "old", "", "b", 1000, t0); err != nil || got.Node != "b" || got.NotifyCSeq != 1000 {
+		t.Errorf("claim of an unowned subscription: %+v, %v", got, err)
+	}
+}
+
+// testClaimSubscriptionConcurrent: nodes racing to take over one subscription of a dead node:
+// exactly one wins, and the reservation is raised once.
+func testClaimSubscriptionConcurrent(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	s := newStore(t)
+	sub := subscription(t0, aor, "s1", 1, 0, 600)
+	sub.Node, sub.NotifyCSeq = "dead", 1000
+	mustPut(t, s, sub, 0)
+	const nodes = 8
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		won  []string
+		errs []error
+	)
+	for i := range nodes {
+		wg.Go(func() {
+			node := fmt.Sprintf("n%d", i)
+			_, err := s.ClaimSubscription(t.Context(), aor, "s1", "dead", node, 1000, t0)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won = append(won, node)
+			case !errors.Is(err, storage.ErrStale):
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d nodes claimed the subscription (%q), want exactly 1", len(won), won)
+	}
+	if got := mustSubscription(t, s, aor, "s1", t0); got.Node != won[0] || got.NotifyCSeq != 2000 {
+		t.Fatalf("after the race: Node %q NotifyCSeq %d, want %q 2000", got.Node, got.NotifyCSeq, won[0])
 	}
 }
