@@ -93,7 +93,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 		switch state := stateFor(rule); {
 		case state == "":
 			if _, err := p.opts.Store.DeleteSubscription(ctx, aor, sub.ID, now); err == nil {
-				p.ended(sub, "rejected", true)
+				p.endOwned(sub, "rejected")
 				changed = true
 			}
 		case state != sub.State:
@@ -102,15 +102,11 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 				p.log.Warn("subscription state not stored", zap.String(logging.KeyAOR, aor), zap.Error(err))
 				continue
 			}
-			p.notifier.refresh(sub, now)
+			p.notifyOwner(sub, true, now)
 			changed = true
 		default:
 			// Same state, maybe another document (allow ↔ polite-block): sent if it differs.
-			p.notifier.mu.Lock()
-			s := p.notifier.state(sub)
-			s.sub = *sub
-			p.notifier.want(s, false, now)
-			p.notifier.mu.Unlock()
+			p.notifyOwner(sub, false, now)
 		}
 	}
 	if changed {

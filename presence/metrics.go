@@ -14,6 +14,7 @@ type metrics struct {
 	notifies     *prometheus.CounterVec
 	ended        *prometheus.CounterVec
 	latency      prometheus.Histogram
+	takeovers    prometheus.Counter
 	live         *prometheus.Desc
 	owner        *notifier
 }
@@ -41,11 +42,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From a presentity's change (PUBLISH, registration) to a watcher's 2xx to the NOTIFY.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "simpled_presence_takeovers_total",
+			Help: "Subscriptions this node took over from a node that is gone or that they moved from.",
+		}),
 		live: prometheus.NewDesc("simpled_presence_subscriptions",
 			"Subscriptions this node notifies, by event package and state.", []string{"event", "state"}, nil),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.publications, m.notifies, m.ended, m.latency, m} {
+		for _, c := range []prometheus.Collector{m.requests, m.publications, m.notifies, m.ended, m.latency, m.takeovers, m} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("presence: metrics: %w", err)
 			}

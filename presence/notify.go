@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,10 +26,18 @@ import (
 // dirty, and one NOTIFY then carries the state as it is when it is sent (RFC 6446 rate
 // control: bursts coalesce, the last state always goes out).
 //
-// NOTIFY CSeqs are not stored: the CSeq is the larger of the last one sent plus one and the
-// hundredths of seconds since the subscription was created, so it keeps rising across a
-// restart of this node without a store write per NOTIFY (it overflows 2^31 after 248 days of
-// one dialog, longer than any client keeps a subscription).
+// Several nodes: every subscription has an owner (storage.Subscription.Node), the node it was
+// last subscribed through, and only the owner sends its NOTIFYs, so a watcher gets each
+// change once, over its own flow. The node that sees a change reads the presentity's
+// subscriptions and sends each other owner that is alive a NotifyRequested naming its
+// subscriptions (presentity); the subscriptions of a node that is gone (its lease expired)
+// are claimed by the node that sees the change (ClaimSubscription, so exactly one wins) and
+// notified from there; a stream subscription of a gone node ends with its connection.
+//
+// NOTIFY CSeqs rise across nodes and restarts without a store write per NOTIFY: the owner
+// reserves a block of cseqBlock CSeqs in the store (Subscription.NotifyCSeq) and uses it up
+// before reserving the next; a node that takes a subscription over, or that restarted, claims
+// a fresh block above the stored reservation before its first NOTIFY (reserve).
 type notifier struct {
 	p *Presence
 	// ctx bounds every NOTIFY; stop ends it when the agent stops, so shutdown does not wait
@@ -73,6 +82,7 @@ type watcherCount struct {
 type subState struct {
 	sub      storage.Subscription // as last known
 	cseq     uint32
+	reserved uint32 // the CSeq reservation this node holds: it may send up to it; 0: none
 	version  uint32 // watcherinfo document version
 	inflight bool
 	dirty    bool
@@ -191,15 +201,20 @@ func (n *notifier) track(sub *storage.Subscription, now time.Time) {
 	delete(n.pending, subKey{sub.AOR, sub.ID})
 	s := n.state(sub)
 	s.sub = *sub
+	s.reserved = sub.NotifyCSeq // a new subscription, stored with this node's first block
 	n.want(s, true, now)
 }
 
 // refresh records a refreshed or re-authorized subscription and sends it the full state.
-func (n *notifier) refresh(sub *storage.Subscription, now time.Time) {
+// moved: it was another node's until now, so this node claims a fresh CSeq block first.
+func (n *notifier) refresh(sub *storage.Subscription, moved bool, now time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.state(sub)
 	s.sub = *sub
+	if moved {
+		s.reserved = 0
+	}
 	n.want(s, true, now)
 }
 
@@ -230,12 +245,11 @@ func (n *notifier) forget(aor, id string) {
 	}
 }
 
-// presentity notifies every subscription to aor's event package that its state changed at
-// `at`. Every subscription, whichever node accepted it: events travel on the in-process bus
-// only, so the node that saw the change is the one that can notify, and a node restarted
-// under a new id (the default id holds the pid) must take over the subscriptions it held
-// before. Ownership by node, with leases, comes with the shared bus (DESIGN §8).
-func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time) {
+// presentity has every subscription to aor's event package notified that its state changed
+// at `at`. With dispatch, this node saw the change: subscriptions of other live nodes are
+// handed to them (NotifyRequested), and those of nodes that are gone are taken over. Without,
+// only this node's own subscriptions are notified.
+func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time, dispatch bool) {
 	if event == EventPresence && n.unwatched(aor) {
 		return
 	}
@@ -246,32 +260,104 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 		}
 		return
 	}
+	others := map[string][]string{}
+	var lost []storage.Subscription
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if len(subs) == 0 {
 		n.markUnwatched(aor)
 	}
 	for i := range subs {
 		sub := &subs[i]
-		k := subKey{sub.AOR, sub.ID}
-		if _, unanswered := n.pending[k]; unanswered {
-			continue
+		switch {
+		case sub.Event != event && sub.Event == EventWinfo && n.p.owns(sub.Node):
+			n.state(sub) // remembered, so its presentity's watcher changes reach it
+		case sub.Event != event || !n.notifiable(sub):
+		case n.p.owns(sub.Node):
+			n.changed(sub, false, at)
+		case !dispatch:
+		case n.p.alive(sub.Node):
+			others[sub.Node] = append(others[sub.Node], sub.ID)
+		case isStream(sub.Transport):
+			lost = append(lost, *sub) // its connection went with its node
+		default:
+			n.changed(sub, false, at) // taken over: reserve claims it first
 		}
-		if until, ok := n.gone[k]; ok && time.Now().Before(until) {
-			continue // ended since the store was read
+	}
+	n.mu.Unlock()
+	for node, ids := range others {
+		n.p.opts.Bus.PublishTo(node, storage.Event{Kind: storage.NotifyRequested, AOR: aor, IDs: ids, At: at})
+	}
+	for i := range lost {
+		n.p.lost(ctx, &lost[i])
+	}
+}
+
+// notifiable reports whether a stored subscription may be notified now: it is answered and
+// has not ended since the store was read. Call with n.mu held.
+func (n *notifier) notifiable(sub *storage.Subscription) bool {
+	k := subKey{sub.AOR, sub.ID}
+	if _, unanswered := n.pending[k]; unanswered {
+		return false
+	}
+	if until, ok := n.gone[k]; ok && time.Now().Before(until) {
+		return false // ended since the store was read
+	}
+	return true
+}
+
+// changed asks for a NOTIFY of sub (full: the whole state) for a change at `at`. Call with
+// n.mu held.
+func (n *notifier) changed(sub *storage.Subscription, full bool, at time.Time) {
+	s := n.state(sub)
+	if s.reason != "" {
+		return
+	}
+	if !n.p.owns(sub.Node) {
+		s.reserved = 0 // a takeover: reserve claims it from sub.Node first
+	}
+	s.sub = *sub
+	n.want(s, full, at)
+}
+
+// requested notifies the subscriptions another node asked this one to (NotifyRequested):
+// those of ev.IDs that this node still owns.
+func (n *notifier) requested(ctx context.Context, ev storage.Event) {
+	subs, err := n.p.opts.Store.Subscriptions(ctx, ev.AOR, n.p.opts.Now())
+	if err != nil {
+		if ctx.Err() == nil {
+			n.p.log.Warn("subscriptions not read", zap.String(logging.KeyAOR, ev.AOR), zap.Error(err))
 		}
-		if sub.Event != event {
-			if sub.Event == EventWinfo {
-				n.state(sub) // remembered, so its presentity's watcher changes reach it
-			}
-			continue
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := range subs {
+		sub := &subs[i]
+		if slices.Contains(ev.IDs, sub.ID) && n.p.owns(sub.Node) && n.notifiable(sub) {
+			n.changed(sub, ev.Full, ev.At)
 		}
-		s := n.state(sub)
-		if s.reason != "" {
-			continue
-		}
-		s.sub = *sub
-		n.want(s, false, at)
+	}
+}
+
+// watched forgets that aor was found without subscriptions: one was created (on any node).
+func (n *notifier) watched(aor string) {
+	n.mu.Lock()
+	delete(n.nobody, aor)
+	n.mu.Unlock()
+}
+
+// finalKnown sends the final NOTIFY of a subscription this node owns that ended on another
+// node (SubscriptionEnded), if this node holds it.
+func (n *notifier) finalKnown(aor, id, reason string, at time.Time) {
+	n.mu.Lock()
+	s := n.subs[subKey{aor, id}]
+	var sub storage.Subscription
+	if s != nil {
+		sub = s.sub
+	}
+	n.mu.Unlock()
+	if s != nil {
+		n.p.ended(&sub, reason, true)
 	}
 }
 
@@ -404,6 +490,10 @@ func (n *notifier) start(s *subState) {
 // send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
 func (n *notifier) send(s *subState) {
 	defer n.wg.Done()
+	if !n.reserve(s) {
+		n.abandon(s)
+		return
+	}
 	j := n.take(s)
 	ctx, cancel := context.WithTimeout(n.ctx, notifyTimeout)
 	defer cancel()
@@ -413,6 +503,74 @@ func (n *notifier) send(s *subState) {
 	status, skip, err := n.deliver(ctx, s, j)
 	n.report(j, status, skip, err)
 	n.settle(s, j, status, skip)
+}
+
+// cseqBlock is how many NOTIFY CSeqs an owner reserves at a time (Subscription.NotifyCSeq):
+// one store write per cseqBlock NOTIFYs, and a subscription taken over skips at most that many.
+const cseqBlock = 1000
+
+// reserve makes sure this node holds CSeqs for s's next NOTIFY, and still owns s: it claims a
+// new block when its own is used up, when it has none (a subscription taken over, or held
+// before this process started), and when its lease may have lapsed meanwhile (another node
+// may have taken s over: the claim then fails and s is forgotten). The final NOTIFY of a
+// subscription already removed from the store follows the stored reservation.
+func (n *notifier) reserve(s *subState) bool {
+	n.mu.Lock()
+	sub, held := s.sub, s.reserved > s.cseq && n.p.leased()
+	if !held && s.reason != "" {
+		s.cseq = max(s.cseq, sub.NotifyCSeq, legacyCSeq(&sub))
+		s.reserved, held = s.cseq+1, true
+	}
+	n.mu.Unlock()
+	if held {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, claimTimeout)
+	defer cancel()
+	claimed, err := n.p.opts.Store.ClaimSubscription(ctx, sub.AOR, sub.ID, sub.Node, n.p.opts.NodeID, cseqBlock, n.p.opts.Now())
+	switch {
+	case err == nil:
+		n.mu.Lock()
+		prev := claimed.NotifyCSeq - min(claimed.NotifyCSeq, cseqBlock)
+		if prev == 0 {
+			prev = legacyCSeq(&sub)
+		}
+		s.cseq, s.reserved = max(s.cseq, prev), claimed.NotifyCSeq
+		s.sub.Node, s.sub.NotifyCSeq = claimed.Node, claimed.NotifyCSeq
+		n.mu.Unlock()
+		if !n.p.owns(sub.Node) {
+			n.p.metrics.takeovers.Inc()
+			n.p.log.Info("subscription taken over", zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher),
+				zap.String("from", sub.Node))
+		}
+		return true
+	case errors.Is(err, storage.ErrStale), errors.Is(err, storage.ErrNotFound):
+		n.forget(sub.AOR, sub.ID) // another node owns it, or it is gone
+	default:
+		if n.ctx.Err() == nil {
+			n.p.log.Warn("notify: subscription not claimed", zap.String(logging.KeyAOR, sub.AOR), zap.Error(err))
+		}
+	}
+	return false
+}
+
+// claimTimeout bounds one ClaimSubscription.
+const claimTimeout = 5 * time.Second
+
+// legacyCSeq is the NOTIFY CSeq floor of a subscription stored before reservations existed
+// (NotifyCSeq 0): its CSeqs were the hundredths of seconds since it was created.
+func legacyCSeq(sub *storage.Subscription) uint32 {
+	if sub.NotifyCSeq > 0 || sub.CreatedAt.IsZero() {
+		return 0
+	}
+	return uint32(min(time.Since(sub.CreatedAt)/(10*time.Millisecond)+1, 1<<31-1))
+}
+
+// abandon ends a send that could not claim its subscription: the change waits for the next.
+func (n *notifier) abandon(s *subState) {
+	n.mu.Lock()
+	s.inflight = false
+	n.mu.Unlock()
 }
 
 // notifyJob is what one send of a subscription's NOTIFY works from: a copy of its state,
@@ -435,9 +593,7 @@ func (n *notifier) take(s *subState) notifyJob {
 	j := notifyJob{sub: s.sub, reason: s.reason, full: s.full, since: s.since,
 		answered: s.answered, sent: s.winfoSent}
 	s.dirty, s.full, s.since = false, false, time.Time{}
-	now := time.Now()
-	cs := uint32(min(now.Sub(j.sub.CreatedAt)/(10*time.Millisecond)+1, 1<<31-1))
-	s.cseq = max(s.cseq+1, cs)
+	s.cseq++ // within the reservation: reserve made sure of it
 	j.cseq = s.cseq
 	if j.sub.Event == EventWinfo {
 		s.version++
@@ -678,4 +834,58 @@ func splitAOR(aor string) (user, host string) {
 		}
 	}
 	return "", aor
+}
+
+// isStream reports whether a subscription's transport is a connection (tcp, tls, ws, wss).
+func isStream(transport string) bool {
+	return transport != "" && !strings.EqualFold(transport, "udp")
+}
+
+// lost ends a stream subscription whose owner is gone: its connection went with the node, so
+// no NOTIFY can reach the watcher, which subscribes again on another node when it reconnects.
+func (p *Presence) lost(ctx context.Context, sub *storage.Subscription) {
+	if _, err := p.opts.Store.DeleteSubscription(ctx, sub.AOR, sub.ID, p.opts.Now()); err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			p.log.Warn("subscription of a lost node not removed", zap.String(logging.KeyAOR, sub.AOR), zap.Error(err))
+		}
+		return // another node removed it
+	}
+	p.log.Info("subscription ended with its node", zap.String(logging.KeyAOR, sub.AOR),
+		zap.String("watcher", sub.Watcher), zap.String("node", sub.Node))
+	p.ended(sub, "node_lost", false)
+	if sub.Event == EventPresence {
+		p.changed(sub.AOR, storage.WatchersChanged, p.opts.Now())
+	}
+}
+
+// moved tells sub's former owner, when it is alive, that another node notifies sub now.
+func (p *Presence) moved(sub *storage.Subscription) {
+	if p.opts.Bus != nil && p.alive(sub.Node) {
+		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.SubscriptionMoved, AOR: sub.AOR, IDs: []string{sub.ID}})
+	}
+}
+
+// notifyOwner has sub notified (full: its whole state) by its owner: this node, or the live
+// node that owns it; a subscription of a node that is gone is taken over here.
+func (p *Presence) notifyOwner(sub *storage.Subscription, full bool, at time.Time) {
+	if !p.owns(sub.Node) && p.alive(sub.Node) {
+		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.NotifyRequested, AOR: sub.AOR,
+			IDs: []string{sub.ID}, Full: full, At: at})
+		return
+	}
+	p.notifier.mu.Lock()
+	p.notifier.changed(sub, full, at)
+	p.notifier.mu.Unlock()
+}
+
+// endOwned ends a subscription removed from the store on this node (expiry, a rule): its
+// owner forgets it and sends its final NOTIFY (reason) — this node, or the live node that
+// owns it.
+func (p *Presence) endOwned(sub *storage.Subscription, reason string) {
+	if !p.owns(sub.Node) && p.alive(sub.Node) {
+		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.SubscriptionEnded, AOR: sub.AOR,
+			IDs: []string{sub.ID}, Reason: reason, At: p.opts.Now()})
+		return
+	}
+	p.ended(sub, reason, true)
 }

@@ -23,7 +23,7 @@ type changeOnPut struct {
 
 func (s *changeOnPut) PutSubscription(ctx context.Context, sub storage.Subscription, minCSeq uint32) error {
 	err := s.Store.PutSubscription(ctx, sub, minCSeq)
-	s.p.notifier.presentity(ctx, sub.AOR, sub.Event, time.Now())
+	s.p.notifier.presentity(ctx, sub.AOR, sub.Event, time.Now(), true)
 	time.Sleep(50 * time.Millisecond) // time for a NOTIFY started now to go out
 	return err
 }
@@ -115,7 +115,7 @@ func TestEndedSubscriptionStaysEnded(t *testing.T) {
 		t.Fatalf("%d NOTIFYs after track, want 1", sender.n.Load())
 	}
 	p.notifier.forget(sub.AOR, sub.ID) // as a 481 does, before the store delete lands
-	p.notifier.presentity(ctx, sub.AOR, EventPresence, time.Now())
+	p.notifier.presentity(ctx, sub.AOR, EventPresence, time.Now(), true)
 	time.Sleep(100 * time.Millisecond)
 	if got := sender.n.Load(); got != 1 {
 		t.Fatalf("%d NOTIFYs, want 1: the ended subscription was notified again", got)

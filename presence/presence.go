@@ -40,6 +40,15 @@ type Locator interface {
 	Lookup(ctx context.Context, aor string) ([]storage.Binding, error)
 }
 
+// Nodes is what the presence agent knows of the nodes that share its store: whether a
+// subscription's owner is alive, and whether this node's own lease still holds (when it may
+// have lapsed, other nodes may have taken its subscriptions over, so it renews its claim on
+// each before sending again). Package cluster implements it.
+type Nodes interface {
+	Alive(node string) bool
+	Leased() bool
+}
+
 // Sender sends a request within a subscription's dialog (a NOTIFY) and returns the final
 // status: the watcher's answer, 408 when it never answered, 503 when no transport reached it.
 // Package delivery sends it (internal/server adapts delivery.SendInDialog).
@@ -301,7 +310,7 @@ func (p *Presence) sweep(ctx context.Context) {
 		seen := map[string]bool{}
 		for _, e := range subs {
 			s := e.Subscription
-			p.ended(&s, "timeout", true)
+			p.endOwned(&s, "timeout")
 			if s.Event == EventPresence && !seen[e.AOR] {
 				seen[e.AOR] = true
 				p.changed(e.AOR, storage.WatchersChanged, now)
@@ -324,24 +333,53 @@ func (p *Presence) changed(aor string, kind storage.EventKind, now time.Time) {
 	p.onEvent(context.Background(), ev)
 }
 
-// onEvent reacts to one event: a presentity's document changed (a publication, or its
-// registrations when it publishes nothing), its rules changed, or its watchers changed.
+// onEvent reacts to one event. A change seen on this node (a publication, a registration,
+// a rule) is this node's to dispatch: it reads the presentity's subscriptions once and has
+// each notified by its owner (notifier.presentity). The same change seen on another node
+// only invalidates what this node keeps of it; the owner hears of it in a NotifyRequested.
 func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
+	here := ev.Node == "" || ev.Node == p.opts.NodeID
 	switch ev.Kind {
-	case storage.BindingAdded, storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted:
+	case storage.BindingAdded, storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted,
+		storage.PresenceChanged:
 		p.docs.invalidate(ev.AOR)
-		p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At)
-	case storage.PresenceChanged:
-		p.docs.invalidate(ev.AOR)
-		p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At)
+		if here {
+			p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At, true)
+		}
 	case storage.WatchersChanged:
+		p.notifier.watched(ev.AOR)
 		if p.notifier.watchesWinfo(ev.AOR) {
-			p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At)
+			// Each node notifies the presence.winfo subscriptions it owns.
+			p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At, false)
 		}
 	case storage.RulesChanged:
-		p.reauthorize(ctx, ev.AOR)
+		p.docs.invalidateRules(ev.AOR)
+		if here {
+			p.reauthorize(ctx, ev.AOR)
+		}
+	case storage.NotifyRequested:
+		p.notifier.requested(ctx, ev)
+	case storage.SubscriptionMoved:
+		for _, id := range ev.IDs {
+			p.notifier.forget(ev.AOR, id)
+		}
+	case storage.SubscriptionEnded:
+		for _, id := range ev.IDs {
+			p.notifier.finalKnown(ev.AOR, id, ev.Reason, ev.At)
+		}
 	}
 }
+
+// owns reports whether this node sends the NOTIFYs of a subscription owned by node.
+func (p *Presence) owns(node string) bool { return node == "" || node == p.opts.NodeID }
+
+// alive reports whether node, a subscription's owner, is alive.
+func (p *Presence) alive(node string) bool {
+	return p.owns(node) || p.opts.Nodes != nil && p.opts.Nodes.Alive(node)
+}
+
+// leased reports whether this node's ownership of its subscriptions is certain.
+func (p *Presence) leased() bool { return p.opts.Nodes == nil || p.opts.Nodes.Leased() }
 
 // expiry applies the expiry limits to a requested value: ok false means 423 (below the
 // minimum and not 0).

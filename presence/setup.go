@@ -83,7 +83,10 @@ type Deps struct {
 	// Limited counts refusals by limit (simpled_limited_total); nil counts nothing.
 	Limited *sipx.Limited
 	// NodeID names this node: it owns the subscriptions it accepts.
-	NodeID     string
+	NodeID string
+	// Nodes tells which nodes sharing the store are alive (package cluster); nil for a node
+	// alone, which owns every subscription.
+	Nodes      Nodes
 	Bus        storage.Bus
 	Log        *zap.Logger // nil: no logs
 	Registerer prometheus.Registerer

@@ -86,7 +86,7 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 	}
 	now := p.opts.Now()
 	sub := newSubscription(st, req, aor, event, watcher, docType, contact, state, secs, now)
-	sub.Node = p.opts.NodeID
+	sub.Node, sub.NotifyCSeq = p.opts.NodeID, cseqBlock // this node's first reservation
 	if secs > 0 {
 		limited, err := p.keep(ctx, st, &sub, group)
 		if err != nil {
@@ -209,6 +209,9 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	}
 	if secs == 0 {
 		old, err := p.opts.Store.DeleteSubscription(ctx, aor, id, now)
+		if err == nil && !p.owns(old.Node) {
+			p.moved(&old) // its owner forgets it; the final NOTIFY goes from here
+		}
 		if errors.Is(err, storage.ErrNotFound) {
 			return sipx.Respond(tx, req, 481, "")
 		}
@@ -235,6 +238,10 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 		sub.Transport, sub.Source = st.Transport, st.Source
 		st.HoldFlow(sub.ExpiresAt)
 	}
+	// The node a watcher refreshes through owns its subscription from now on (for a stream
+	// transport that is the node holding its connection).
+	from := sub.Node
+	sub.Node = p.opts.NodeID
 	if err := p.opts.Store.PutSubscription(ctx, sub, cseq); errors.Is(err, storage.ErrStale) {
 		return sipx.Respond(tx, req, 500, "CSeq Out of Order")
 	} else if err != nil {
@@ -243,7 +250,10 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	status, err := p.respondSubscribe(tx, req, &sub, secs)
 	if status == 200 {
 		p.metrics.requests.WithLabelValues("resubscribe", "refreshed").Inc()
-		p.notifier.refresh(&sub, now)
+		if !p.owns(from) {
+			p.moved(&storage.Subscription{AOR: aor, ID: id, Node: from})
+		}
+		p.notifier.refresh(&sub, !p.owns(from), now)
 	}
 	return status, err
 }

@@ -30,6 +30,15 @@ type Event struct {
 	// Mailbox, for events of a registration (BindingAdded, BindingRefreshed, ...), is the
 	// BindingResult.Mailbox of the update that caused them; MailboxUnknown otherwise.
 	Mailbox Mailbox
+	// Node is the node the event comes from; the bus sets it to its own node when empty.
+	Node string
+	// IDs, for the events one node sends another about subscriptions (NotifyRequested,
+	// SubscriptionMoved, SubscriptionEnded), name the subscriptions of AOR concerned.
+	IDs []string
+	// Full, for NotifyRequested: send the full state (the subscription's state changed).
+	Full bool
+	// Reason, for SubscriptionEnded: the final NOTIFY's reason (RFC 6665 §4.1.3).
+	Reason string
 }
 
 // Bus carries events from the stage that caused them to the stages that react (presence from
@@ -39,6 +48,9 @@ type Bus interface {
 	// Subscribe returns a channel of the events published from now on, buffered to buf, and a
 	// function that ends the subscription and closes the channel.
 	Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func())
+	// PublishTo delivers ev to the subscribers on node only (this node's when node is this
+	// node's id or ""). It never blocks the caller; delivery to another node is best effort.
+	PublishTo(node string, ev Event)
 }
 
 // SubscribeOption configures one subscription.
@@ -169,6 +181,9 @@ func (b *LocalBus) Publish(ev Event) {
 		}
 	}
 }
+
+// PublishTo implements Bus: a LocalBus is one node, so it publishes ev here.
+func (b *LocalBus) PublishTo(_ string, ev Event) { b.Publish(ev) }
 
 // Subscribe implements Bus.
 func (b *LocalBus) Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func()) {

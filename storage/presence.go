@@ -13,6 +13,13 @@ const (
 	// WatchersChanged: a subscription to AOR's presence was created, changed state or ended
 	// (what AOR's own presence.winfo subscriptions report).
 	WatchersChanged EventKind = "presence.watchers"
+	// NotifyRequested, sent to the node owning subscriptions Event.IDs of AOR: notify them.
+	NotifyRequested EventKind = "presence.notify"
+	// SubscriptionMoved, sent to a subscription's former owner: another node notifies it now.
+	SubscriptionMoved EventKind = "presence.moved"
+	// SubscriptionEnded, sent to a subscription's owner: it ended elsewhere (expired, rules);
+	// send its final NOTIFY with Event.Reason if it can.
+	SubscriptionEnded EventKind = "presence.ended"
 )
 
 // Publication is one event state published with PUBLISH (RFC 3903) for a presentity. It is
