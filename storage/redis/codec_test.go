@@ -76,7 +76,7 @@ func TestRecordNames(t *testing.T) {
 
 	sub := storage.Subscription{ID: "i", AOR: "a", Event: "e", Watcher: "w", WatcherURI: "wu", WatcherName: "wn", CallID: "c",
 		FromTag: "f", Accept: []string{"x"}, RouteSet: []string{"r"}, RemoteTarget: "rt", RemoteCSeq: 1, Transport: "t",
-		Source: "s", State: "active", ExpiresAt: now, CreatedAt: now, Node: "n"}
+		Source: "s", State: "active", ExpiresAt: now, CreatedAt: now, Node: "n", NotifyCSeq: 1000}
 	if js, err = encodeSubscription(&sub); err != nil {
 		t.Fatal(err)
 	}
