@@ -105,7 +105,10 @@ type cluster struct {
 	wg      sync.WaitGroup
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newSkewedCluster(t, nil) }
+
+// newSkewedCluster is newCluster with each node's clock off by skew[node].
+func newSkewedCluster(t *testing.T, skew map[string]time.Duration) *cluster {
 	t.Helper()
 	c := &cluster{store: memory.New(), net: &testNet{buses: map[string]*storage.LocalBus{}, alive: map[string]bool{}},
 		agents: map[string]*Presence{}, stop: map[string]context.CancelFunc{}}
@@ -120,6 +123,7 @@ func newCluster(t *testing.T) *cluster {
 			Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 			IsOurs:  func(h string) bool { return h == "127.0.0.1" },
 			NodeID:  node, Nodes: c.net, Bus: c.net.bus(node),
+			Now: func() time.Time { return time.Now().Add(skew[node]) },
 		}))
 		if err != nil {
 			t.Fatal(err)
@@ -289,4 +293,34 @@ func TestClusterClaimRace(t *testing.T) {
 	if err != nil || sub.Node != got[1].node {
 		t.Errorf("stored owner %q (%v), but %s notified", sub.Node, err, got[1].node)
 	}
+}
+
+// TestClusterClockSkew: a node whose clock is an hour behind takes a subscription over with
+// CSeqs still above the ones sent before (they come from the stored reservation, not a clock).
+func TestClusterClockSkew(t *testing.T) {
+	c := newSkewedCluster(t, map[string]time.Duration{"b": -time.Hour})
+	c.subscribe(t, "a", "w1", "udp")
+	time.Sleep(250 * time.Millisecond)
+	c.change(t, "a")
+	before := c.await(t, 2, "w1")
+	c.stop["a"]()
+	c.net.kill("a")
+	c.change(t, "b")
+	got := c.await(t, 3, "w1")
+	if got[2].node != "b" || got[2].cseq <= before[1].cseq {
+		t.Errorf("after the takeover by a node an hour behind: %+v, want b with CSeq above %d", got[2], before[1].cseq)
+	}
+}
+
+// TestClusterLateRequest: a NotifyRequested that arrives after its subscription ended (it was
+// removed from the store meanwhile) sends nothing.
+func TestClusterLateRequest(t *testing.T) {
+	c := newCluster(t)
+	c.subscribe(t, "a", "w1", "udp")
+	if _, err := c.store.DeleteSubscription(t.Context(), "bob@example.test", "w1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c.net.bus("b").PublishTo("a", storage.Event{Kind: storage.NotifyRequested, AOR: "bob@example.test", IDs: []string{"w1"},
+		Full: true, At: time.Now()})
+	c.await(t, 1, "w1")
 }
