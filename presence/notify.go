@@ -889,3 +889,18 @@ func (p *Presence) endOwned(sub *storage.Subscription, reason string) {
 	}
 	p.ended(sub, reason, true)
 }
+
+// OwnedSubscriptions is how many live subscriptions this node notifies (the cluster's view of
+// the node: GET /api/v1/cluster).
+func (p *Presence) OwnedSubscriptions() int {
+	n := p.notifier
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	count := 0
+	for _, s := range n.subs {
+		if s.reason == "" && p.owns(s.sub.Node) {
+			count++
+		}
+	}
+	return count
+}
