@@ -13,6 +13,9 @@ const (
 	// WatchersChanged: a subscription to AOR's presence was created, changed state or ended
 	// (what AOR's own presence.winfo subscriptions report).
 	WatchersChanged EventKind = "presence.watchers"
+	// NotifyRequested: the node receiving it (Bus.PublishTo) must notify the subscriptions
+	// Event.IDs of AOR, which it owns, of a change (Event.Full: of their full state).
+	NotifyRequested EventKind = "presence.notify"
 )
 
 // Publication is one event state published with PUBLISH (RFC 3903) for a presentity. It is
