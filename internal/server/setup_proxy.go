@@ -26,7 +26,7 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		Limited:        s.limited,
 		NodeID:         opts.NodeID,
 		SweepInterval:  opts.Registrar.SweepInterval,
-		Bus:            s.bus,
+		Bus:            s.cluster,
 		Log:            s.log.Named("presence"),
 		Registerer:     s.registry,
 	})
