@@ -213,7 +213,9 @@ func ValidNodeID(id string) bool {
 func (c *Cluster) Self() string { return c.self }
 
 // Alive reports whether node holds a running lease in the view of the last heartbeat. This
-// node ("" too) is always alive to itself.
+// node ("" too) is always alive to itself. While this node's own heartbeats fail its view
+// ages and the others' leases run out in it, so a node that is not Leased must not act on
+// another's death (claim what it owned).
 func (c *Cluster) Alive(node string) bool {
 	if node == "" || node == c.self {
 		return true

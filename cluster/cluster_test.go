@@ -21,6 +21,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // The Redis store is what the cluster runs on.
 var _ cluster.Store = (*redisstore.Store)(nil)
 
+// The cluster is what presence asks about the nodes (presence.Deps.Nodes).
+var _ interface {
+	Self() string
+	Alive(node string) bool
+	Leased() bool
+} = (*cluster.Cluster)(nil)
+
 // node is one cluster instance of a test, on its own Redis client.
 type node struct {
 	*cluster.Cluster
