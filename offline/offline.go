@@ -2,8 +2,10 @@
 // request for a user who cannot take it now): the proxy hands it a MESSAGE for a known user of
 // ours with no reachable device (Store answers 202 Accepted), it keeps the message in its
 // MessageStore within the mailbox limits, and when the registrar's bus reports that the user
-// registered again it sends every stored message to the new devices through package delivery,
-// oldest first, deleting each once a device answered 2xx. It also sends the messages the admin
+// registered again on this node (the node that accepted the REGISTER delivers, so that with
+// a bus spanning several nodes a message is sent once) it sends every stored message to the
+// new devices through package delivery, oldest first, deleting each once a device answered
+// 2xx. It also sends the messages the admin
 // API originates (Send: delivered now, or stored like any other), tells known users (Known:
 // credentials, or a registration within the max age), and sweeps expired messages.
 package offline
@@ -44,6 +46,9 @@ type Options struct {
 	// HasCredentials reports whether aor has digest credentials (a known user); may be nil.
 	HasCredentials func(ctx context.Context, aor string) (bool, error)
 	// Bus carries the registrar's binding events; nil delivers nothing on registration.
+	// Only the events of registrations on this node count (Event.Node is Bus.Self() or ""):
+	// with a bus that spans the nodes of a deployment, the node that accepted a REGISTER is
+	// the one that delivers the stored messages, so each is sent once.
 	Bus storage.Bus
 	// Limited counts the offline messages refused by a mailbox limit
 	// (simpled_limited_total{limit="mailbox"|"mailbox_sender"|"mailbox_foreign"}); nil counts
@@ -113,6 +118,7 @@ type Offline struct {
 
 	events      <-chan storage.Event // registration events, subscribed at construction
 	unsubscribe func()
+	self        string // the bus's node: events of other nodes are theirs to act on
 	// stop ends the context deliveries started before Run live in (Close).
 	stop context.CancelFunc
 
@@ -148,7 +154,13 @@ func New(opts Options) (*Offline, error) {
 		// Coalesced: a registration that may start a delivery, and the end of one (which
 		// keeps the user known), is never dropped when the workers fall behind.
 		var stop func()
-		o.events, stop = opts.Bus.Subscribe(16384, storage.Coalesce(offlineKey))
+		o.self = opts.Bus.Self()
+		o.events, stop = opts.Bus.Subscribe(16384, storage.Coalesce(func(ev storage.Event) string {
+			if !o.here(ev) {
+				return "" // another node's: that node acts on it
+			}
+			return offlineKey(ev)
+		}))
 		o.unsubscribe = sync.OnceFunc(stop)
 	}
 	return o, nil
@@ -351,7 +363,13 @@ func offlineKey(ev storage.Event) string {
 	return ""
 }
 
+// here reports whether ev happened on this node.
+func (o *Offline) here(ev storage.Event) bool { return ev.Node == "" || ev.Node == o.self }
+
 func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
+	if !o.here(ev) {
+		return
+	}
 	switch ev.Kind {
 	case storage.BindingAdded, storage.BindingRefreshed:
 		// The registration's own update read the mailbox (Event.Mailbox); only when it

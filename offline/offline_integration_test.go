@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/redistest"
+	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
 )
 
@@ -211,4 +213,41 @@ func TestAdminMessages(t *testing.T) {
 	servertest.HTTPDo(t, "POST", api, `{"to":"x@elsewhere.example","body":"x"}`, 400)
 	servertest.HTTPDo(t, "POST", api, `{"to":"wim@example.test","body":"x","content_type":"application/x-foo"}`, 415)
 	servertest.HTTPDo(t, "POST", api, `not json`, 400)
+}
+
+// TestOfflineDeliveredOnceAcrossNodes: two nodes share a Redis, and with it every event of
+// the registrar; a message stored through node A is delivered by node B, where the user
+// registers, and only by B: the user's device gets it once.
+func TestOfflineDeliveredOnceAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	node := func(id string) *server.Server {
+		return servertest.Start(t, func(o *config.Options) {
+			o.Store, o.NodeID, o.Auth.NonceSecret = rs.URL(), id, "one secret for the whole deployment"
+			o.Cluster.Lease = 1500 * time.Millisecond
+		})
+	}
+	a, b := node("a"), node("b")
+	servertest.WaitFor(t, "the nodes to see each other", func() bool {
+		return a.Cluster().Alive("b") && b.Cluster().Alive("a")
+	})
+	servertest.MakeKnown(t, a, "olga")
+	alice := servertest.Dial(t, "udp", a.Listener("udp"))
+	alice.Send(servertest.Message("alice", "olga", "xnode-off-1", "text/plain", "once"))
+	alice.Expect(`^SIP/2.0 202 `)
+
+	// Over TCP with a flow token: A can reach this device only through B, and a delivery
+	// from A would come down the same connection.
+	dev := servertest.Dial(t, "tcp", b.Listener("tcp"))
+	dev.Send(servertest.NATRegister("olga", "xnode-off-reg", "tcp"))
+	dev.Expect(`^SIP/2.0 200 `)
+	got := dev.Request("MESSAGE")
+	if got.CallID().Value() != "xnode-off-1" {
+		t.Fatalf("delivered:\n%s", got)
+	}
+	if n := len(got.GetHeaders("Via")); n != 1 {
+		t.Errorf("delivered with %d Vias, want B's own", n)
+	}
+	dev.Reply(got, 200)
+	servertest.WaitPending(t, a, "olga@example.test", 0)
+	dev.ExpectNothing(500 * time.Millisecond) // not from A too
 }

@@ -200,3 +200,49 @@ func TestSend(t *testing.T) {
 		t.Errorf("stored %+v", msgs)
 	}
 }
+
+// TestOfflineActsOnThisNodesRegistrations: on a bus shared by the nodes of a deployment,
+// the registration of carol on another node does not make this node deliver her stored
+// message (that node does, so she gets it once), nor mark her known; her registration here
+// does.
+func TestOfflineActsOnThisNodesRegistrations(t *testing.T) {
+	store := memory.New()
+	bus := storage.NewLocalBus()
+	bus.SetNode("n1")
+	o, dev := offlineHarness(t, store, bus)
+	const carol = "carol@example.test"
+	now := time.Now()
+	m := storage.Message{DedupKey: "k", CallID: "here-1", CSeq: 1, From: "<sip:bob@example.test>;tag=1",
+		To: "<sip:carol@example.test>", ContentType: "text/plain", Body: []byte("once"),
+		StoredAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, _, err := store.StoreMessage(t.Context(), carol, m, storage.MailboxLimits{}, now); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { o.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		o.Wait()
+	})
+
+	bus.Publish(storage.Event{Kind: storage.BindingAdded, AOR: carol, Mailbox: storage.MailboxHasMessages, Node: "n2"})
+	bus.Publish(storage.Event{Kind: storage.BindingExpired, AOR: "dave@example.test", Node: "n2"})
+	buf := make([]byte, 65535)
+	_ = dev.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := dev.ReadFrom(buf); err == nil {
+		t.Fatalf("another node's registration made this node deliver:\n%s", buf[:n])
+	}
+	if known, _ := store.Known(t.Context(), "dave@example.test", time.Now()); known {
+		t.Error("another node's binding expiry marked dave known here")
+	}
+
+	bus.Publish(storage.Event{Kind: storage.BindingAdded, AOR: carol, Mailbox: storage.MailboxHasMessages})
+	_ = dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := dev.ReadFrom(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "Call-ID: here-1") {
+		t.Fatalf("carol's registration here delivered nothing: %v %q", err, buf[:n])
+	}
+	_, _ = dev.WriteTo([]byte(sipgoxtest.Response(string(buf[:n]), "200 OK")), from)
+}

@@ -277,6 +277,9 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 		case !dispatch:
 		case n.p.alive(sub.Node):
 			others[sub.Node] = append(others[sub.Node], sub.ID)
+		case !n.p.leased():
+			// This node's own view of the others is stale: a node it takes for gone may be
+			// alive. What it cannot hand over waits for the next change.
 		case isStream(sub.Transport):
 			lost = append(lost, *sub) // its connection went with its node
 		default:

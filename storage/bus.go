@@ -30,27 +30,37 @@ type Event struct {
 	// Mailbox, for events of a registration (BindingAdded, BindingRefreshed, ...), is the
 	// BindingResult.Mailbox of the update that caused them; MailboxUnknown otherwise.
 	Mailbox Mailbox
-	// Node is the node the event comes from; the bus sets it to its own node when empty.
+	// Node is the node the event comes from: the bus sets it to its own node (Bus.Self) when
+	// it is empty, and a bus spanning nodes delivers another node's events with that node's
+	// id, so a subscriber tells what happened here (Node == Self()) from what happened there.
 	Node string
 	// IDs, for the events one node sends another about subscriptions (NotifyRequested,
 	// SubscriptionMoved, SubscriptionEnded), name the subscriptions of AOR concerned.
 	IDs []string
-	// Full, for NotifyRequested: send the full state (the subscription's state changed).
+	// Full, for NotifyRequested, asks for the full state (a subscription's state changed),
+	// not only a change.
 	Full bool
 	// Reason, for SubscriptionEnded: the final NOTIFY's reason (RFC 6665 §4.1.3).
-	Reason string
+	Reason string `json:",omitempty"`
 }
 
 // Bus carries events from the stage that caused them to the stages that react (presence from
-// registration, offline delivery, reg event). Publish never blocks the publisher.
+// registration, offline delivery, reg event), on this node and, for a bus spanning the nodes
+// of one deployment (package cluster), on the others. Neither Publish nor PublishTo ever
+// blocks the caller.
 type Bus interface {
+	// Publish delivers ev to the subscribers of this node and, for a bus spanning nodes, of
+	// every other node that needs its kind. An empty ev.Node becomes Self().
 	Publish(ev Event)
+	// PublishTo delivers ev to the subscribers on node only (this node's when node is this
+	// node's id or ""). It never blocks the caller; delivery to another node is best effort,
+	// counted when it fails.
+	PublishTo(node string, ev Event)
 	// Subscribe returns a channel of the events published from now on, buffered to buf, and a
 	// function that ends the subscription and closes the channel.
 	Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func())
-	// PublishTo delivers ev to the subscribers on node only (this node's when node is this
-	// node's id or ""). It never blocks the caller; delivery to another node is best effort.
-	PublishTo(node string, ev Event)
+	// Self is this node's id ("" for a bus of one process that was given none).
+	Self() string
 }
 
 // SubscribeOption configures one subscription.
@@ -133,9 +143,12 @@ func (s *subscription) pump() {
 
 // LocalBus is the in-process Bus. A subscriber whose buffer is full loses the event (counted
 // by Dropped and simpled_bus_dropped_total{kind}) rather than stalling the registrar, unless
-// it subscribed with Coalesce for that event; subscribers size their buffers for bursts.
+// it subscribed with Coalesce for that event; subscribers size their buffers for bursts. It
+// reaches no other node: an event PublishTo addresses to another node is dropped and counted
+// the same way.
 type LocalBus struct {
 	mu      sync.RWMutex
+	node    string
 	subs    map[int]*subscription
 	next    int
 	dropped atomic.Uint64
@@ -155,11 +168,40 @@ func NewLocalBus() *LocalBus {
 // Collector is simpled_bus_dropped_total{kind}, for the server's registry.
 func (b *LocalBus) Collector() prometheus.Collector { return b.metric }
 
+// SetNode names the node the bus runs on (Self, and the Node of events published without
+// one). Call it before the first Publish.
+func (b *LocalBus) SetNode(id string) {
+	b.mu.Lock()
+	b.node = id
+	b.mu.Unlock()
+}
+
+// Self implements Bus.
+func (b *LocalBus) Self() string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.node
+}
+
+// PublishTo implements Bus: ev is published here when node is this node (or ""), else
+// dropped and counted, since a LocalBus reaches no other node.
+func (b *LocalBus) PublishTo(node string, ev Event) {
+	if node == "" || node == b.Self() {
+		b.Publish(ev)
+		return
+	}
+	b.dropped.Add(1)
+	b.metric.WithLabelValues(string(ev.Kind)).Inc()
+}
+
 // Publish delivers ev to every subscriber that has room for it, or holds it aside for those
-// that coalesce it.
+// that coalesce it. An empty ev.Node becomes the bus's node.
 func (b *LocalBus) Publish(ev Event) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
+	if ev.Node == "" {
+		ev.Node = b.node
+	}
 	for _, s := range b.subs {
 		k := ""
 		if s.key != nil {
@@ -181,9 +223,6 @@ func (b *LocalBus) Publish(ev Event) {
 		}
 	}
 }
-
-// PublishTo implements Bus: a LocalBus is one node, so it publishes ev here.
-func (b *LocalBus) PublishTo(_ string, ev Event) { b.Publish(ev) }
 
 // Subscribe implements Bus.
 func (b *LocalBus) Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func()) {

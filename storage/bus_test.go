@@ -139,3 +139,34 @@ func droppedOf(t *testing.T, b *LocalBus, kind EventKind) float64 {
 	}
 	return 0
 }
+
+// A bus given a node id stamps the events published without one with it, keeps another
+// node's id, and PublishTo delivers here only what is addressed to this node: an event for
+// another node is lost (a LocalBus reaches none) and counted.
+func TestLocalBusNode(t *testing.T) {
+	b := NewLocalBus()
+	b.SetNode("n1")
+	if b.Self() != "n1" {
+		t.Fatalf("Self() = %q, want n1", b.Self())
+	}
+	events, stop := b.Subscribe(8)
+	defer stop()
+	b.Publish(Event{Kind: BindingAdded, AOR: "a"})
+	b.Publish(Event{Kind: BindingAdded, AOR: "b", Node: "n2"})
+	b.PublishTo("", Event{Kind: NotifyRequested, AOR: "c", IDs: []string{"s1"}})
+	b.PublishTo("n1", Event{Kind: NotifyRequested, AOR: "d", Full: true})
+	b.PublishTo("n2", Event{Kind: NotifyRequested, AOR: "e"})
+	want := []struct{ aor, node string }{{"a", "n1"}, {"b", "n2"}, {"c", "n1"}, {"d", "n1"}}
+	for _, w := range want {
+		ev := <-events
+		if ev.AOR != w.aor || ev.Node != w.node {
+			t.Fatalf("got event %s from %q, want %s from %q", ev.AOR, ev.Node, w.aor, w.node)
+		}
+	}
+	if n := len(events); n != 0 {
+		t.Fatalf("%d more events delivered, want none (e was for node n2)", n)
+	}
+	if got := droppedOf(t, b, NotifyRequested); got != 1 {
+		t.Errorf(`simpled_bus_dropped_total{kind="presence.notify"} = %v, want 1`, got)
+	}
+}

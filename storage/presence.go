@@ -13,7 +13,8 @@ const (
 	// WatchersChanged: a subscription to AOR's presence was created, changed state or ended
 	// (what AOR's own presence.winfo subscriptions report).
 	WatchersChanged EventKind = "presence.watchers"
-	// NotifyRequested, sent to the node owning subscriptions Event.IDs of AOR: notify them.
+	// NotifyRequested: the node receiving it (Bus.PublishTo) must notify the subscriptions
+	// Event.IDs of AOR, which it owns, of a change (Event.Full: of their full state).
 	NotifyRequested EventKind = "presence.notify"
 	// SubscriptionMoved, sent to a subscription's former owner: another node notifies it now.
 	SubscriptionMoved EventKind = "presence.moved"

@@ -53,6 +53,8 @@ type Options struct {
 	Presence Presence
 	// Users serves /api/v1/users (credentials in the store); nil leaves it out.
 	Users UserStore
+	// Cluster serves /api/v1/cluster (the nodes sharing the store); nil leaves it out.
+	Cluster Cluster
 	// UsersFile is the users file's credentials, which take precedence over the store's:
 	// listed, never changed through the API. Nil when there is no file.
 	UsersFile UsersFile
@@ -128,6 +130,9 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("GET /api/v1/presence/{aor}", a.getPresence)
 		mux.HandleFunc("PUT /api/v1/presence/{aor}/rules/{watcher}", a.putRule)
 		mux.HandleFunc("DELETE /api/v1/presence/{aor}/rules/{watcher}", a.deleteRule)
+	}
+	if o.Cluster != nil {
+		mux.HandleFunc("GET /api/v1/cluster", a.getCluster)
 	}
 	if o.Users != nil {
 		mux.HandleFunc("GET /api/v1/users", a.listUsers)

@@ -1,15 +1,18 @@
 package admin_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
@@ -177,5 +180,96 @@ func TestReloadUsersFile(t *testing.T) {
 	}
 	if got := registerAs(t, srv, "dave", "secret-dave"); got == 200 {
 		t.Fatal("dave from a broken file registers")
+	}
+}
+
+// adminGet GETs path with the token and decodes the JSON answer into v.
+func adminGet(t *testing.T, srv *server.Server, path string, v any) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+srv.HTTPAddr()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+servertest.AdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// clusterView is the body of GET /api/v1/cluster.
+type clusterView struct {
+	Self   string `json:"self"`
+	Leased bool   `json:"leased"`
+	Nodes  []struct {
+		ID            string     `json:"id"`
+		Self          bool       `json:"self"`
+		Listeners     []string   `json:"listeners"`
+		Started       time.Time  `json:"started"`
+		Heartbeat     *time.Time `json:"heartbeat"`
+		LeaseExpires  *time.Time `json:"lease_expires"`
+		LeaseSeconds  *float64   `json:"lease_seconds"`
+		Subscriptions int        `json:"subscriptions"`
+		Flows         int        `json:"flows"`
+	} `json:"nodes"`
+}
+
+// GET /api/v1/cluster lists the nodes sharing the store, with their SIP listeners, leases
+// and flows; a node that shuts down leaves the list. It is guarded like the rest of the API.
+// A node on the memory store is a cluster of one.
+func TestAdminCluster(t *testing.T) {
+	rs := redistest.Start(t)
+	tokens := servertest.TokenFile(t)
+	node := func(id string) *server.Server {
+		return servertest.Start(t, func(o *config.Options) {
+			o.Store, o.NodeID, o.Auth.NonceSecret = rs.URL(), id, "one secret for the whole deployment"
+			o.Admin.TokenFile, o.Cluster.Lease = tokens, 1500*time.Millisecond
+		})
+	}
+	a, b := node("a"), node("b")
+	adminDo(t, a, false, "GET", "/api/v1/cluster", "", http.StatusUnauthorized)
+	bob := servertest.Dial(t, "tcp", b.Listener("tcp"))
+	bob.Send(servertest.NATRegister("bob", "cluster-reg", "tcp"))
+	bob.Expect(`^SIP/2.0 200 `)
+
+	var v clusterView
+	servertest.Poll(t, 3*time.Second, "a lists b with its flow", func() (bool, string) {
+		v = clusterView{}
+		adminGet(t, a, "/api/v1/cluster", &v)
+		return len(v.Nodes) == 2 && v.Nodes[1].Flows == 1, fmt.Sprintf("%+v", v)
+	})
+	if v.Self != "a" || !v.Leased || v.Nodes[0].ID != "a" || !v.Nodes[0].Self || v.Nodes[1].ID != "b" || v.Nodes[1].Self {
+		t.Fatalf("%+v", v)
+	}
+	nb := v.Nodes[1]
+	if !slices.Contains(nb.Listeners, "udp://"+b.Listener("udp")) || !slices.Contains(nb.Listeners, "tcp://"+b.Listener("tcp")) {
+		t.Errorf("b's listeners %v, want %s and %s", nb.Listeners, b.Listener("udp"), b.Listener("tcp"))
+	}
+	if nb.Started.IsZero() || nb.Heartbeat == nil || nb.LeaseExpires == nil || nb.LeaseExpires.Sub(*nb.Heartbeat) != 1500*time.Millisecond ||
+		nb.LeaseSeconds == nil || *nb.LeaseSeconds <= 0 || *nb.LeaseSeconds > 1.5 {
+		t.Errorf("b's lease: %+v", nb)
+	}
+
+	if err := b.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Poll(t, 2*time.Second, "a no longer lists b", func() (bool, string) {
+		v = clusterView{}
+		adminGet(t, a, "/api/v1/cluster", &v)
+		return len(v.Nodes) == 1 && v.Nodes[0].ID == "a", fmt.Sprintf("%+v", v)
+	})
+
+	solo := servertest.Start(t, func(o *config.Options) { o.NodeID, o.Admin.TokenFile = "solo", tokens })
+	var one clusterView
+	adminGet(t, solo, "/api/v1/cluster", &one)
+	if one.Self != "solo" || !one.Leased || len(one.Nodes) != 1 || one.Nodes[0].ID != "solo" || one.Nodes[0].Heartbeat != nil {
+		t.Errorf("a node on the memory store: %+v", one)
 	}
 }

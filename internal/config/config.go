@@ -74,8 +74,9 @@ type Options struct {
 	// LogFormat is console or json; "" (the default) means console on a terminal, json
 	// otherwise.
 	LogFormat string `yaml:"log_format"`
-	// NodeID names this node among several sharing a store; "" (the default) lets the server
-	// derive one from the host name.
+	// NodeID names this node among several sharing a store (docs/cluster.md): at most 64
+	// letters, digits, '.', '-' or '_', unique among the nodes. "" (the default) lets the
+	// server derive one from the host name and process id, new at each start.
 	NodeID string `yaml:"node_id"`
 
 	// Registrar holds the REGISTER limits: the registrar stage's own section.
@@ -94,6 +95,18 @@ type Options struct {
 	Transport TransportOptions `yaml:"transport"`
 	// Admin holds who may use the admin API on the HTTP listener.
 	Admin AdminOptions `yaml:"admin"`
+	// Cluster holds how the nodes sharing a Redis store know each other (docs/cluster.md).
+	Cluster ClusterOptions `yaml:"cluster"`
+}
+
+// ClusterOptions set the membership of the nodes sharing a Redis store (package cluster).
+// With the memory store a node is a cluster of one and they do nothing.
+type ClusterOptions struct {
+	// Lease is how long a node's heartbeat keeps it alive to the others; it heartbeats every
+	// lease/3. A node that stops (or loses Redis) is taken for dead by the others within the
+	// lease, and stops acting as the owner of its subscriptions a quarter of the lease
+	// before that. Between 1s and 5m. Default 10s.
+	Lease time.Duration `yaml:"lease"`
 }
 
 // AdminOptions protect the admin API (/api/v1/...) and the profiler (/debug/pprof/) on the
@@ -257,6 +270,11 @@ func Default() Options {
 		Presence:  presence.DefaultConfig(),
 		Transport: defaultTransport(),
 		Admin:     defaultAdmin(),
+		Cluster: ClusterOptions{
+			// A node that died is noticed within ten seconds, while a Redis hiccup of a
+			// few seconds (two missed heartbeats) costs no node its lease.
+			Lease: 10 * time.Second,
+		},
 	}
 }
 

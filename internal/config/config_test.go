@@ -207,7 +207,13 @@ func TestValidate(t *testing.T) {
 				"transport.idle_timeout: 0s: must be at least 1s",
 				"transport.message_timeout: 0s: must be at least 100ms",
 				"transport.handshake_timeout: 0s: must be at least 100ms",
+				"cluster.lease: 0s: must be between 1s and 5m",
 			},
+		},
+		{
+			name:   "cluster lease too long",
+			change: func(o *Options) { o.Cluster.Lease = 6 * time.Minute },
+			errs:   []string{"cluster.lease: 6m0s: must be between 1s and 5m"},
 		},
 		{
 			name: "proxy and messages settings",

@@ -48,6 +48,14 @@ func (o Options) validate(src sources, errs *Errors) {
 	o.validateMessages(src, errs)
 	o.validatePresence(src, errs)
 	o.validateTransport(src, errs)
+	o.validateCluster(src, errs)
+}
+
+// validateCluster checks the cluster: section.
+func (o Options) validateCluster(src sources, errs *Errors) {
+	if l := o.Cluster.Lease; l < time.Second || l > 5*time.Minute {
+		errs.add(src.errorf("cluster.lease", "%s: must be between 1s and 5m", l))
+	}
 }
 
 // validateDomains checks the domains: host names or IP literals, none twice.

@@ -21,6 +21,7 @@ func (s *Server) adminOptions() admin.Options {
 		Messages:      s.offline,
 		Presence:      s.presence,
 		Users:         s.store,
+		Cluster:       s.cluster,
 		Domains:       s.opts.Domains,
 		Log:           s.log.Named("admin"),
 		Audit:         s.log.Named("audit"),

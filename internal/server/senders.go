@@ -54,7 +54,7 @@ func (s *Server) buildSenders() error {
 		Domains:        opts.Domains,
 		Rules:          s.rules,
 		HasCredentials: s.users.Known,
-		Bus:            s.bus,
+		Bus:            s.cluster,
 		Limited:        s.limited,
 		Count:          s.delivery.CountMessage,
 		MaxBodySize:    opts.Limits.MaxBodySize,

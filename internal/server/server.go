@@ -28,6 +28,7 @@ import (
 	"github.com/simpled/simpled/base/sipgox"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/base/transport"
+	"github.com/simpled/simpled/cluster"
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/internal/admin"
 	"github.com/simpled/simpled/internal/config"
@@ -80,8 +81,10 @@ type Server struct {
 	opts config.Options
 	log  *zap.Logger
 
-	store     Store
-	bus       *storage.LocalBus
+	store Store
+	// cluster is this node among the nodes sharing the store, and the event bus the stages
+	// share (a cluster of one with the memory store).
+	cluster   *cluster.Cluster
 	auth      *auth.Auth
 	registrar *registrar.Registrar
 	proxy     *proxy.Proxy
@@ -156,14 +159,13 @@ func New(ctx context.Context, opts config.Options, log *zap.Logger) (*Server, er
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: log, bus: storage.NewLocalBus(), ourHosts: map[string]bool{},
-		streams: map[string][]flowHolder{}}
+	s := &Server{opts: opts, log: log, ourHosts: map[string]bool{}, streams: map[string][]flowHolder{}}
 	for _, d := range opts.Domains {
 		s.ourHosts[strings.ToLower(d)] = true
 	}
 	if s.opts.NodeID == "" {
 		host, _ := os.Hostname()
-		s.opts.NodeID = host + "-" + strconv.Itoa(os.Getpid())
+		s.opts.NodeID = defaultNodeID(host, os.Getpid())
 	}
 	if err := s.build(ctx); err != nil {
 		s.closeAll()
@@ -233,7 +235,7 @@ func (s *Server) buildMetrics() error {
 		Name: "simpled_sip_retransmissions_answered_total",
 		Help: "Retransmitted UDP requests answered again with their recorded final response.",
 	})
-	s.registry.MustRegister(s.requests, s.responses, s.malformed, s.storeLatency, s.retransAbsorbed, s.bus.Collector())
+	s.registry.MustRegister(s.requests, s.responses, s.malformed, s.storeLatency, s.retransAbsorbed)
 	s.tm = newTransportMetrics(s.registry)
 	s.live = transport.NewLiveness(maxLiveUDP)
 	return nil
@@ -277,7 +279,67 @@ func (s *Server) buildServices() error {
 	s.flows = transport.NewFlows(s.secret, func() []transport.Listener { return *s.sockets.Load() })
 	s.strays = &sipgox.StrayRouter{}
 	s.location = registrar.Location{Store: s.store}
+	return s.buildCluster()
+}
+
+// buildCluster makes this node's membership and the event bus: over the store when it
+// keeps the nodes' records and inboxes (Redis), else a cluster of this node alone.
+func (s *Server) buildCluster() error {
+	o := cluster.Options{Node: s.opts.NodeID, Lease: s.opts.Cluster.Lease, Listeners: s.Listeners,
+		Flows: s.openFlows, Subscriptions: s.ownedSubscriptions, Registerer: s.registry, Log: s.log.Named("cluster")}
+	if cs, ok := s.store.(cluster.Store); ok {
+		o.Store = cs
+	}
+	var err error
+	if s.cluster, err = cluster.New(o); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	// Before the store's: Close leaves the cluster, which needs the store.
+	s.closers = append(s.closers, s.cluster.Close)
 	return nil
+}
+
+// ownedSubscriptions counts the subscriptions this node notifies (0 before presence is built).
+func (s *Server) ownedSubscriptions() int {
+	s.mu.Lock()
+	p := s.presence
+	s.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return p.OwnedSubscriptions()
+}
+
+// openFlows counts the open connections of the stream listeners: the flows this node holds.
+func (s *Server) openFlows() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ls := range s.streams {
+		for _, l := range ls {
+			n += l.Len()
+		}
+	}
+	return n
+}
+
+// defaultNodeID is the node id of a node not given one: host-pid, with what a node id may not
+// hold in the host name replaced by '-' and the name cut to fit 64 bytes.
+func defaultNodeID(host string, pid int) string {
+	suffix := "-" + strconv.Itoa(pid)
+	b := []byte(host)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 64-len(suffix) {
+		b = b[:64-len(suffix)]
+	}
+	if len(b) == 0 {
+		b = []byte("simpled")
+	}
+	return string(b) + suffix
 }
 
 // buildSIP makes the sipgo user agent, server and client.
@@ -390,6 +452,11 @@ func (l redisLog) Printf(_ context.Context, format string, v ...any) {
 // bound (or the first error, after releasing what was bound).
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	// The first heartbeat before the first request: the others see this node, and it holds
+	// its lease, before it serves. Run keeps trying when this fails.
+	if err := s.cluster.Join(ctx); err != nil {
+		s.log.Warn("cluster: first heartbeat failed; retrying", zap.Error(err))
+	}
 	for _, uri := range s.opts.Listen {
 		if err := s.listen(uri); err != nil {
 			s.closeAll()
@@ -413,7 +480,11 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 		s.log.Info("http listening", zap.String(logging.KeyListener, "http://"+s.httpAddr))
 	}
-	s.bg.Add(4)
+	s.bg.Add(5)
+	go func() {
+		defer s.bg.Done()
+		s.cluster.Run(ctx)
+	}()
 	go func() {
 		defer s.bg.Done()
 		s.registrar.Run(ctx)
@@ -640,8 +711,13 @@ func (s *Server) HTTPAddr() string { return s.httpAddr }
 // Store returns the server's store (for tests and tools that seed credentials).
 func (s *Server) Store() Store { return s.store }
 
-// Bus returns the server's event bus.
-func (s *Server) Bus() storage.Bus { return s.bus }
+// Bus returns the server's event bus: the cluster's, which reaches the other nodes sharing
+// the store.
+func (s *Server) Bus() storage.Bus { return s.cluster }
+
+// Cluster returns this node's view of the nodes sharing the store (Self, Alive, Leased,
+// Nodes).
+func (s *Server) Cluster() *cluster.Cluster { return s.cluster }
 
 // Ready reports nil once every listener is up and the store answers.
 func (s *Server) Ready(ctx context.Context) error {
@@ -801,8 +877,9 @@ func (s *Server) count(method string, status int) {
 }
 
 // flowHolder is a stream listener that can keep a connection open past its idle timeout,
-// and tells what a connection's client certificate proves.
+// tells what a connection's client certificate proves, and how many connections are open.
 type flowHolder interface {
+	Len() int
 	Pin(remote string, until time.Time) bool
 	PeerNames(remote string) []string
 }

@@ -53,7 +53,7 @@ func (s *Server) setupRegistrar() (sipx.Plugin, error) {
 		TrustedPeer:  s.trusted.Trusted,
 		Limited:      s.limited,
 		Store:        s.store,
-		Bus:          s.bus,
+		Bus:          s.cluster,
 		Log:          s.log.Named("registrar"),
 		Registerer:   s.registry,
 		StoreLatency: s.storeLatency,

@@ -26,7 +26,8 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		Limited:        s.limited,
 		NodeID:         opts.NodeID,
 		SweepInterval:  opts.Registrar.SweepInterval,
-		Bus:            s.bus,
+		Bus:            s.cluster,
+		Nodes:          s.cluster,
 		Log:            s.log.Named("presence"),
 		Registerer:     s.registry,
 	})

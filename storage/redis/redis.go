@@ -33,6 +33,9 @@
 //	nonce-epoch      string  the nonce epoch (decimal, random, non-zero), created when missing:
 //	                         nonces carry it, so after a FLUSHALL or a restart without
 //	                         persistence older nonces are refused, not replayable
+//	nodes            hash    node id → "<lease end ms> <heartbeat ms> <storage.NodeRecord
+//	                         JSON>": the membership of package cluster (cluster.go)
+//	inbox:{<node>}   stream  the events other nodes sent this node (cluster.go)
 //
 // The mailbox is a hash, not a stream (the first design named a stream). StoreMessage must
 // drop expired entries, dedup and check a count and a byte limit in one script; a stream
