@@ -151,6 +151,8 @@ type Cluster struct {
 	// lease is no longer sure.
 	view        atomic.Pointer[view]
 	leasedUntil atomic.Int64
+	// refresh serialises the heartbeats Gone asks for.
+	refresh sync.Mutex
 
 	queue chan outgoing
 
@@ -168,6 +170,7 @@ type Cluster struct {
 type view struct {
 	nodes []storage.NodeRecord
 	until map[string]time.Time // each node's lease end, by this node's clock
+	at    time.Time            // when the heartbeat that saw it was sent
 }
 
 var _ storage.Bus = (*Cluster)(nil)
@@ -222,6 +225,29 @@ func (c *Cluster) Alive(node string) bool {
 	}
 	until, ok := c.view.Load().until[node]
 	return ok && time.Now().Before(until)
+}
+
+// Gone reports whether node is certainly not alive, so that what it owned may be taken over:
+// it is not alive in a view taken after the question was asked. A node missing from the view
+// may have joined since the last heartbeat, so a miss asks for a heartbeat first (one at a
+// time; a question asked while one was under way is answered by it). False for this node,
+// and when this node is not leased (its own view cannot be trusted) or the heartbeat fails.
+func (c *Cluster) Gone(ctx context.Context, node string) bool {
+	if node == "" || node == c.self || c.opts.Store == nil || !c.Leased() {
+		return false
+	}
+	if c.Alive(node) {
+		return false
+	}
+	asked := time.Now()
+	c.refresh.Lock()
+	defer c.refresh.Unlock()
+	if v := c.view.Load(); v == nil || v.at.Before(asked) {
+		if err := c.heartbeat(ctx); err != nil {
+			return false
+		}
+	}
+	return !c.Alive(node)
 }
 
 // Leased reports whether this node may act on what it owns: its last successful heartbeat
@@ -385,7 +411,7 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 	received := time.Now()
 	was := c.Leased()
 	c.leasedUntil.Store(sent.Add(lease - c.margin()).UnixNano())
-	v := &view{nodes: nodes, until: make(map[string]time.Time, len(nodes))}
+	v := &view{nodes: nodes, until: make(map[string]time.Time, len(nodes)), at: sent}
 	for _, r := range nodes {
 		v.until[r.ID] = received.Add(r.ExpiresAt.Sub(storeNow))
 	}

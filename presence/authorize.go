@@ -93,7 +93,7 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 		switch state := stateFor(rule); {
 		case state == "":
 			if _, err := p.opts.Store.DeleteSubscription(ctx, aor, sub.ID, now); err == nil {
-				p.endOwned(sub, "rejected")
+				p.endOwned(ctx, sub, "rejected")
 				changed = true
 			}
 		case state != sub.State:
@@ -102,11 +102,11 @@ func (p *Presence) reauthorize(ctx context.Context, aor string) {
 				p.log.Warn("subscription state not stored", zap.String(logging.KeyAOR, aor), zap.Error(err))
 				continue
 			}
-			p.notifyOwner(sub, true, now)
+			p.notifyOwner(ctx, sub, true, now)
 			changed = true
 		default:
 			// Same state, maybe another document (allow ↔ polite-block): sent if it differs.
-			p.notifyOwner(sub, false, now)
+			p.notifyOwner(ctx, sub, false, now)
 		}
 	}
 	if changed {

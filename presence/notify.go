@@ -262,6 +262,16 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	}
 	others := map[string][]string{}
 	var lost []storage.Subscription
+	alive := map[string]bool{} // the owners of the subscriptions, but this node
+	if dispatch {
+		for i := range subs {
+			if node := subs[i].Node; !n.p.owns(node) {
+				if _, ok := alive[node]; !ok {
+					alive[node] = n.p.alive(ctx, node)
+				}
+			}
+		}
+	}
 	n.mu.Lock()
 	if len(subs) == 0 {
 		n.markUnwatched(aor)
@@ -275,11 +285,8 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 		case n.p.owns(sub.Node):
 			n.changed(sub, false, at)
 		case !dispatch:
-		case n.p.alive(sub.Node):
+		case alive[sub.Node]:
 			others[sub.Node] = append(others[sub.Node], sub.ID)
-		case !n.p.leased():
-			// This node's own view of the others is stale: a node it takes for gone may be
-			// alive. What it cannot hand over waits for the next change.
 		case isStream(sub.Transport):
 			lost = append(lost, *sub) // its connection went with its node
 		default:
@@ -544,7 +551,7 @@ func (n *notifier) reserve(s *subState) bool {
 		if !n.p.owns(sub.Node) {
 			n.p.metrics.takeovers.Inc()
 			n.p.log.Info("subscription taken over", zap.String(logging.KeyAOR, sub.AOR), zap.String("watcher", sub.Watcher),
-				zap.String("from", sub.Node))
+				zap.String("from", sub.Node), zap.String("to", n.p.opts.NodeID))
 		}
 		return true
 	case errors.Is(err, storage.ErrStale), errors.Is(err, storage.ErrNotFound):
@@ -863,15 +870,15 @@ func (p *Presence) lost(ctx context.Context, sub *storage.Subscription) {
 
 // moved tells sub's former owner, when it is alive, that another node notifies sub now.
 func (p *Presence) moved(sub *storage.Subscription) {
-	if p.opts.Bus != nil && p.alive(sub.Node) {
+	if p.opts.Bus != nil && p.opts.Nodes != nil && p.opts.Nodes.Alive(sub.Node) {
 		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.SubscriptionMoved, AOR: sub.AOR, IDs: []string{sub.ID}})
 	}
 }
 
 // notifyOwner has sub notified (full: its whole state) by its owner: this node, or the live
 // node that owns it; a subscription of a node that is gone is taken over here.
-func (p *Presence) notifyOwner(sub *storage.Subscription, full bool, at time.Time) {
-	if !p.owns(sub.Node) && p.alive(sub.Node) {
+func (p *Presence) notifyOwner(ctx context.Context, sub *storage.Subscription, full bool, at time.Time) {
+	if !p.owns(sub.Node) && p.alive(ctx, sub.Node) {
 		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.NotifyRequested, AOR: sub.AOR,
 			IDs: []string{sub.ID}, Full: full, At: at})
 		return
@@ -884,8 +891,8 @@ func (p *Presence) notifyOwner(sub *storage.Subscription, full bool, at time.Tim
 // endOwned ends a subscription removed from the store on this node (expiry, a rule): its
 // owner forgets it and sends its final NOTIFY (reason) — this node, or the live node that
 // owns it.
-func (p *Presence) endOwned(sub *storage.Subscription, reason string) {
-	if !p.owns(sub.Node) && p.alive(sub.Node) {
+func (p *Presence) endOwned(ctx context.Context, sub *storage.Subscription, reason string) {
+	if !p.owns(sub.Node) && p.alive(ctx, sub.Node) {
 		p.opts.Bus.PublishTo(sub.Node, storage.Event{Kind: storage.SubscriptionEnded, AOR: sub.AOR,
 			IDs: []string{sub.ID}, Reason: reason, At: p.opts.Now()})
 		return

@@ -46,6 +46,9 @@ type Locator interface {
 // each before sending again). Package cluster implements it.
 type Nodes interface {
 	Alive(node string) bool
+	// Gone reports whether node is certainly gone (not merely missing from a view older
+	// than its arrival), so that its subscriptions may be taken over.
+	Gone(ctx context.Context, node string) bool
 	Leased() bool
 }
 
@@ -310,7 +313,7 @@ func (p *Presence) sweep(ctx context.Context) {
 		seen := map[string]bool{}
 		for _, e := range subs {
 			s := e.Subscription
-			p.endOwned(&s, "timeout")
+			p.endOwned(ctx, &s, "timeout")
 			if s.Event == EventPresence && !seen[e.AOR] {
 				seen[e.AOR] = true
 				p.changed(e.AOR, storage.WatchersChanged, now)
@@ -358,6 +361,10 @@ func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 			p.reauthorize(ctx, ev.AOR)
 		}
 	case storage.NotifyRequested:
+		// The change it reports may not have reached this node yet (a node that joined
+		// moments ago is not in the sender's view of whom to tell): what is cached of the
+		// presentity is not trusted.
+		p.docs.invalidate(ev.AOR)
 		p.notifier.requested(ctx, ev)
 	case storage.SubscriptionMoved:
 		for _, id := range ev.IDs {
@@ -373,9 +380,13 @@ func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 // owns reports whether this node sends the NOTIFYs of a subscription owned by node.
 func (p *Presence) owns(node string) bool { return node == "" || node == p.opts.NodeID }
 
-// alive reports whether node, a subscription's owner, is alive.
-func (p *Presence) alive(node string) bool {
-	return p.owns(node) || p.opts.Nodes != nil && p.opts.Nodes.Alive(node)
+// alive reports whether node, a subscription's owner, may be alive: a node is taken for gone
+// (and what it owned taken over) only when the cluster is sure of it.
+func (p *Presence) alive(ctx context.Context, node string) bool {
+	if p.owns(node) || p.opts.Nodes == nil {
+		return p.owns(node)
+	}
+	return p.opts.Nodes.Alive(node) || !p.opts.Nodes.Gone(ctx, node)
 }
 
 // leased reports whether this node's ownership of its subscriptions is certain.

@@ -1,0 +1,88 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/simpled/simpled/base/redistest"
+	"github.com/simpled/simpled/internal/config"
+	"github.com/simpled/simpled/internal/server"
+	"github.com/simpled/simpled/internal/servertest"
+)
+
+// threeNodes starts nodes a, b and c of one deployment on one Redis (no credentials, as in
+// the issue's reproductions), with a short lease.
+func threeNodes(t *testing.T) (a, b, c *server.Server) {
+	t.Helper()
+	rs := redistest.Start(t)
+	node := func(id string) func(*config.Options) {
+		return func(o *config.Options) {
+			o.Store, o.NodeID = rs.URL(), id
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+			o.Cluster.Lease = 2 * time.Second
+		}
+	}
+	return servertest.Start(t, node("a")), servertest.Start(t, node("b")), servertest.Start(t, node("c"))
+}
+
+// watcher is a watcher's connection and subscription.
+type watcher struct {
+	name string
+	wire *servertest.Wire
+}
+
+// watch subscribes name to p's presence through srv over network and takes its first NOTIFY.
+func watch(t *testing.T, srv *server.Server, network, name string) watcher {
+	t.Helper()
+	w := servertest.Dial(t, network, srv.Listener(network))
+	w.Watch(servertest.Subscribe(name+"@example.test", "p", "watch-"+name, 1, "presence", 600))
+	return watcher{name: name, wire: w}
+}
+
+// publish sends p's document with basic through srv and waits for the 200; it returns the
+// entity tag.
+func publish(t *testing.T, srv *server.Server, callID string, cseq int, etag, basic string) string {
+	t.Helper()
+	w := servertest.Dial(t, "udp", srv.Listener("udp"))
+	w.Send(servertest.Publish("p", callID, cseq, etag, 600, servertest.PIDFDoc("p", "t1", basic)))
+	return w.Expect(`^SIP/2.0 200 `).GetHeader("SIP-ETag").Value()
+}
+
+// expectOnce checks that every watcher gets exactly one NOTIFY, over its own connection,
+// carrying basic.
+func expectOnce(t *testing.T, basic string, ws ...watcher) {
+	t.Helper()
+	for _, w := range ws {
+		t.Logf("%s: waiting for the NOTIFY of %s", w.name, basic)
+		n := w.wire.Notify()
+		if !strings.Contains(string(n.Body()), "<basic>"+basic+"</basic>") {
+			t.Errorf("%s: NOTIFY without %s:\n%s", w.name, basic, n.Body())
+		}
+	}
+	for _, w := range ws {
+		w.wire.ExpectNothing(300 * time.Millisecond)
+	}
+}
+
+// TestClusterPresence: the issue's reproductions. Watchers on node a (UDP and TCP) and c (UDP),
+// and a TCP watcher on b; p registered on b. A PUBLISH on b, then one on a, then one on c:
+// every watcher gets exactly one NOTIFY per change, over its own flow — the TCP watcher on b
+// included, whose connection only b holds.
+func TestClusterPresence(t *testing.T) {
+	a, b, c := threeNodes(t)
+	p := servertest.Dial(t, "udp", b.Listener("udp"))
+	p.Send(servertest.Register("p", "p-reg", 1, "Contact: <sip:p@{local}>", "Expires: 600"))
+	p.Expect(`^SIP/2.0 200 `)
+
+	ws := []watcher{watch(t, a, "udp", "wa-udp"), watch(t, a, "tcp", "wa-tcp"), watch(t, c, "udp", "wc-udp"),
+		watch(t, b, "tcp", "wb-tcp")}
+	etag := publish(t, b, "p-pub", 1, "", "open")
+	expectOnce(t, "open", ws...)
+	time.Sleep(250 * time.Millisecond) // past presence.min_notify_interval
+	etag = publish(t, a, "p-pub", 2, etag, "closed")
+	expectOnce(t, "closed", ws...)
+	time.Sleep(250 * time.Millisecond)
+	publish(t, c, "p-pub", 3, etag, "open")
+	expectOnce(t, "open", ws...)
+}
