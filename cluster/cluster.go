@@ -153,6 +153,9 @@ type Cluster struct {
 	leasedUntil atomic.Int64
 	// refresh serialises the heartbeats Gone asks for.
 	refresh sync.Mutex
+	// joined (unix ns) is when this node's first heartbeat was sent: every other node has
+	// seen it a heartbeat period later (Settled).
+	joined atomic.Int64
 
 	queue chan outgoing
 
@@ -248,6 +251,18 @@ func (c *Cluster) Gone(ctx context.Context, node string) bool {
 		}
 	}
 	return !c.Alive(node)
+}
+
+// Settled reports whether every other node knows this one: a heartbeat period (lease/3) and
+// a margin have passed since its first heartbeat, so their broadcasts reach it. Until then
+// what it caches of what other nodes change may miss an invalidation. Always true for a
+// cluster of one.
+func (c *Cluster) Settled() bool {
+	if c.opts.Store == nil {
+		return true
+	}
+	j := c.joined.Load()
+	return j != 0 && time.Since(time.Unix(0, j)) > c.opts.Lease/3+c.margin()
 }
 
 // Leased reports whether this node may act on what it owns: its last successful heartbeat
@@ -411,6 +426,7 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 	received := time.Now()
 	was := c.Leased()
 	c.leasedUntil.Store(sent.Add(lease - c.margin()).UnixNano())
+	c.joined.CompareAndSwap(0, sent.UnixNano())
 	v := &view{nodes: nodes, until: make(map[string]time.Time, len(nodes)), at: sent}
 	for _, r := range nodes {
 		v.until[r.ID] = received.Add(r.ExpiresAt.Sub(storeNow))

@@ -32,6 +32,8 @@ func (n *testNet) Alive(node string) bool {
 
 func (n *testNet) Leased() bool { return true }
 
+func (n *testNet) Settled() bool { return true }
+
 func (n *testNet) Gone(_ context.Context, node string) bool { return !n.Alive(node) }
 
 func (n *testNet) kill(node string) {

@@ -51,8 +51,11 @@ type notifier struct {
 	// winfo counts, per presentity, the presence.winfo subscriptions in subs: a change of
 	// watchers is looked up in the store only for presentities that watch their watchers.
 	winfo map[string]int
-	// nobody remembers presentities found without subscriptions (see unwatchedFor).
-	nobody map[string]time.Time
+	// nobody remembers presentities found without subscriptions (see unwatchedFor);
+	// watchGen counts the subscriptions created here and announced by other nodes, so a read
+	// that raced one does not mark its presentity unwatched.
+	nobody   map[string]time.Time
+	watchGen uint64
 	// pending holds the subscriptions stored but not yet answered: a change seen meanwhile
 	// must not NOTIFY them before their 200 (JsSIP answers 481 to a NOTIFY that precedes it);
 	// track sends their first NOTIFY, with the state as it is then.
@@ -120,6 +123,8 @@ const notifyTimeout = 40 * time.Second
 func (n *notifier) hold(aor, id string) {
 	n.mu.Lock()
 	n.pending[subKey{aor, id}] = struct{}{}
+	delete(n.nobody, aor)
+	n.watchGen++
 	n.mu.Unlock()
 }
 
@@ -139,6 +144,8 @@ func (n *notifier) admit(aor, id, domain string, max, perDomain int) string {
 	}
 	k := subKey{aor, id}
 	n.pending[k] = struct{}{}
+	delete(n.nobody, aor)
+	n.watchGen++
 	n.count(k, domain)
 	return ""
 }
@@ -253,6 +260,9 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 	if event == EventPresence && n.unwatched(aor) {
 		return
 	}
+	n.mu.Lock()
+	gen := n.watchGen
+	n.mu.Unlock()
 	subs, err := n.p.opts.Store.Subscriptions(ctx, aor, n.p.opts.Now())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -273,7 +283,9 @@ func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Ti
 		}
 	}
 	n.mu.Lock()
-	if len(subs) == 0 {
+	if len(subs) == 0 && n.watchGen == gen && n.p.settled() {
+		// Not when a subscription was created (here or, as the bus said, anywhere) while the
+		// store was read: the read may have missed it.
 		n.markUnwatched(aor)
 	}
 	for i := range subs {
@@ -353,6 +365,7 @@ func (n *notifier) requested(ctx context.Context, ev storage.Event) {
 func (n *notifier) watched(aor string) {
 	n.mu.Lock()
 	delete(n.nobody, aor)
+	n.watchGen++
 	n.mu.Unlock()
 }
 

@@ -50,6 +50,9 @@ type Nodes interface {
 	// than its arrival), so that its subscriptions may be taken over.
 	Gone(ctx context.Context, node string) bool
 	Leased() bool
+	// Settled reports whether every other node knows this one, so that the changes they
+	// broadcast reach it: until then it keeps no "nobody watches" answer.
+	Settled() bool
 }
 
 // Sender sends a request within a subscription's dialog (a NOTIFY) and returns the final
@@ -388,6 +391,9 @@ func (p *Presence) alive(ctx context.Context, node string) bool {
 	}
 	return p.opts.Nodes.Alive(node) || !p.opts.Nodes.Gone(ctx, node)
 }
+
+// settled reports whether the other nodes' broadcasts reach this node (see Nodes).
+func (p *Presence) settled() bool { return p.opts.Nodes == nil || p.opts.Nodes.Settled() }
 
 // leased reports whether this node's ownership of its subscriptions is certain.
 func (p *Presence) leased() bool { return p.opts.Nodes == nil || p.opts.Nodes.Leased() }

@@ -358,70 +358,30 @@ func (s *Store) Subscriptions(ctx context.Context, aor string, now time.Time) ([
 }
 
 // ClaimSubscription makes node the owner of aor's subscription id if its owner is expect or
-// node, and raises its NotifyCSeq by block (presence.SubscriptionStore). It is an optimistic
-// transaction on sub:{aor} (WATCH, HGET, MULTI HSET EXEC), tried again when another write to
-// the key came between; claims are rare (a takeover, a reservation used up), so two round
-// trips cost nothing per NOTIFY.
+// node, and raises its NotifyCSeq by block (presence.SubscriptionStore): claimSubscriptionScript, one
+// round trip, atomic however many nodes claim at once.
 func (s *Store) ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error) {
 	const step = "claim subscription"
-	key := subKey(aor)
-	var (
-		claimed storage.Subscription
-		refused error // the claim's answer when it writes nothing
-	)
-	claim := func(tx *goredis.Tx) error {
-		refused = nil
-		js, err := tx.HGet(ctx, key, id).Result()
-		if errors.Is(err, goredis.Nil) {
-			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, storage.ErrNotFound)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		sub, err := decodeSubscription(js)
-		switch {
-		case err != nil:
-			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, err)
-		case sub.Expired(now):
-			refused = fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, storage.ErrNotFound)
-		case sub.Node != expect && sub.Node != node:
-			refused = fmt.Errorf("redis: %s: %s: %q is owned by %q, not %q: %w", step, aor, id, sub.Node, expect, storage.ErrStale)
-		}
-		if refused != nil {
-			return nil
-		}
-		sub.Node = node
-		sub.NotifyCSeq = storage.RaiseCSeq(sub.NotifyCSeq, block)
-		out, err := encodeSubscription(&sub)
-		if err != nil {
-			refused = fmt.Errorf("redis: %s: %s: %w", step, aor, err)
-			return nil
-		}
-		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.HSet(ctx, key, id, out)
-			return nil
-		})
-		claimed = sub
-		return err
+	if strings.ContainsAny(node, `"\%`) {
+		return storage.Subscription{}, fmt.Errorf("redis: %s: node %q: not a node id", step, node)
 	}
-	for range claimAttempts {
-		err := s.c.Watch(ctx, claim, key)
-		switch {
-		case errors.Is(err, goredis.TxFailedErr):
-			continue // the key changed under the claim: read it again
-		case err != nil:
-			return storage.Subscription{}, unavailable(step, err)
-		case refused != nil:
-			return storage.Subscription{}, refused
-		}
-		return claimed, nil
+	rep, err := s.runScript(ctx, claimSubscriptionScript, []string{subKey(aor)},
+		[]any{id, now.Unix(), expect, node, block}, nil, nil).StringSlice()
+	if err != nil {
+		return storage.Subscription{}, unavailable(step, err)
 	}
-	return storage.Subscription{}, unavailable(step, errors.New("the subscription kept changing"))
+	switch {
+	case len(rep) == 2 && rep[0] == "claimed":
+		sub, err := decodeSubscription(rep[1])
+		if err != nil {
+			return storage.Subscription{}, fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, err)
+		}
+		return sub, nil
+	case len(rep) == 2 && rep[0] == "stale":
+		return storage.Subscription{}, fmt.Errorf("redis: %s: %s: %q is owned by %q, not %q: %w", step, aor, id, rep[1], expect, storage.ErrStale)
+	}
+	return storage.Subscription{}, fmt.Errorf("redis: %s: %s: %q: %w", step, aor, id, storage.ErrNotFound)
 }
-
-// claimAttempts bounds ClaimSubscription's optimistic retries.
-const claimAttempts = 5
 
 // DeleteSubscription removes aor's subscription id and returns it as it was, or fails with
 // storage.ErrNotFound when it is not stored or has expired at now (an expired one is left for
@@ -627,6 +587,39 @@ else
   redis.call('PEXPIREAT', KEYS[1], at, 'GT')
 end
 return 1
+`)
+
+// claimSubscriptionScript implements ClaimSubscription.
+//
+//	KEYS[1]  sub:{aor}
+//	ARGV     id, now (unix s), expected owner, new owner, block
+//
+// It replies {"claimed", JSON} with the subscription as now stored (node = the new owner,
+// notify_cseq raised by block, at most 2^31-1), {"stale", owner} when the stored owner is
+// neither the expected nor the new one, or {"none"} when the subscription is not stored, has
+// expired or does not parse. The two fields are rewritten in the stored JSON itself (or
+// appended to it), so it still starts with expires_at; a string value cannot hold the
+// patterns matched, since Go escapes every quote inside one.
+var claimSubscriptionScript = goredis.NewScript(presenceLib + `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return {'none'} end
+local e = expiry(v)
+if not e or e <= tonumber(ARGV[2]) then return {'none'} end
+local ok, b = pcall(cjson.decode, v)
+if not ok or type(b) ~= 'table' then return {'none'} end
+local owner = b.node
+if type(owner) ~= 'string' then owner = '' end
+if owner ~= ARGV[3] and owner ~= ARGV[4] then return {'stale', owner} end
+local cs = tonumber(b.notify_cseq) or 0
+local node = '"node":"' .. ARGV[4] .. '"'
+local cseq = '"notify_cseq":' .. string.format('%d', math.min(cs + tonumber(ARGV[5]), 2147483647))
+local n
+v, n = string.gsub(v, ',"node":"[^"]*"', ',' .. node, 1)
+if n == 0 then v = string.sub(v, 1, -2) .. ',' .. node .. '}' end
+v, n = string.gsub(v, ',"notify_cseq":%d+', ',' .. cseq, 1)
+if n == 0 then v = string.sub(v, 1, -2) .. ',' .. cseq .. '}' end
+redis.call('HSET', KEYS[1], ARGV[1], v)
+return {'claimed', v}
 `)
 
 // deleteSubscriptionScript deletes one subscription unless it has expired.

@@ -585,3 +585,34 @@ func BenchmarkSubscriptions(b *testing.B) {
 	srv := redistest.Start(b)
 	storagetest.BenchmarkSubscriptions(b, connect(b, srv.URL(), redis.Options{}))
 }
+
+// TestClaimRewritesInPlace: a claim rewrites the owner and the reservation inside the stored
+// JSON, which still starts with expires_at (the sweep reads it there), leaves a string field
+// that looks like those fields alone, and adds the fields to a value stored without them.
+func TestClaimRewritesInPlace(t *testing.T) {
+	srv := redistest.Start(t)
+	s := connect(t, srv.URL(), redis.Options{})
+	ctx := t.Context()
+	now := time.Now().Truncate(time.Second).UTC()
+	const aor = "bob@example.com"
+	sub := dialog(aor, "s1", now, time.Hour)
+	sub.WatcherName = `x","node":"evil","notify_cseq":9`
+	if err := s.PutSubscription(ctx, sub, 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ClaimSubscription(ctx, aor, "s1", "", "n1", 1000, now)
+	if err != nil || got.Node != "n1" || got.NotifyCSeq != 1000 || got.WatcherName != sub.WatcherName {
+		t.Fatalf("claim of a value without the fields: %+v, %v", got, err)
+	}
+	if got, err = s.ClaimSubscription(ctx, aor, "s1", "n1", "n2", 1000, now); err != nil || got.Node != "n2" || got.NotifyCSeq != 2000 {
+		t.Fatalf("second claim: %+v, %v", got, err)
+	}
+	v, err := s.Client().HGet(ctx, "sub:{"+aor+"}", "s1").Result()
+	if err != nil || !strings.HasPrefix(v, `{"expires_at":`) || strings.Count(v, `,"node":`) != 1 {
+		t.Fatalf("stored after the claims: %q, %v", v, err)
+	}
+	stored, err := s.Subscription(ctx, aor, "s1", now)
+	if err != nil || stored.Node != "n2" || stored.NotifyCSeq != 2000 || stored.WatcherName != sub.WatcherName {
+		t.Fatalf("read back: %+v, %v", stored, err)
+	}
+}
