@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,8 @@ const (
 const maxTrackedFlows = 1 << 18
 
 // flowIndex is what a node knows of the flows its clients registered over: for each flow
-// (by token) the AORs that have a binding on it. Entries go when the flow ends, when a
+// (by transport and client address, flowKey) its token and the AORs that have a binding on
+// it. Entries go when the flow ends, when a
 // REGISTER over the flow leaves the AOR no binding on it, or — for what was removed
 // elsewhere (an expiry, another node, the admin API) — once the latest registration over the
 // flow is older than the longest expiry. Safe for concurrent use.
@@ -55,7 +57,8 @@ type flowIndex struct {
 
 // flowEntry is one flow of this node that carries registrations.
 type flowEntry struct {
-	aors map[string]struct{}
+	token string // the flow's token, as its bindings store it
+	aors  map[string]struct{}
 	// udp is the client's address of a UDP flow watched for keepalives; zero for a
 	// connection.
 	udp netip.AddrPort
@@ -75,13 +78,22 @@ func newFlowIndex(max int) *flowIndex {
 	return &flowIndex{max: max, flows: map[string]*flowEntry{}, wake: make(chan struct{}, 1)}
 }
 
-// track remembers that aor has a binding on flow token, registered at now; udp is the
-// client's address when the flow is a UDP flow watched for keepalives. It reports false when
-// the index is full and the pair was not remembered.
-func (x *flowIndex) track(token, aor string, udp netip.AddrPort, now time.Time) bool {
+// flowKey names a flow in the index: its transport and the client's address, as a request
+// that came over it and the close of its connection give them.
+func flowKey(transport, remote string) string {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		remote = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return strings.ToLower(transport) + " " + remote
+}
+
+// track remembers that aor has a binding on the flow key (whose token is token), registered
+// at now; udp is the client's address when the flow is a UDP flow watched for keepalives. It
+// reports false when the index is full and the pair was not remembered.
+func (x *flowIndex) track(key, token, aor string, udp netip.AddrPort, now time.Time) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.flows[token]
+	e := x.flows[key]
 	known := false
 	if e != nil {
 		_, known = e.aors[aor]
@@ -91,8 +103,9 @@ func (x *flowIndex) track(token, aor string, udp netip.AddrPort, now time.Time) 
 	}
 	if e == nil {
 		e = &flowEntry{aors: map[string]struct{}{}}
-		x.flows[token] = e
+		x.flows[key] = e
 	}
+	e.token = token
 	if !known {
 		e.aors[aor] = struct{}{}
 		x.pairs++
@@ -104,11 +117,11 @@ func (x *flowIndex) track(token, aor string, udp netip.AddrPort, now time.Time) 
 	return true
 }
 
-// untrack forgets aor on flow token: it has no binding on it any more.
-func (x *flowIndex) untrack(token, aor string) {
+// untrack forgets aor on the flow key: it has no binding on it any more.
+func (x *flowIndex) untrack(key, aor string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e := x.flows[token]
+	e := x.flows[key]
 	if e == nil {
 		return
 	}
@@ -117,18 +130,18 @@ func (x *flowIndex) untrack(token, aor string) {
 		x.pairs--
 	}
 	if len(e.aors) == 0 {
-		delete(x.flows, token)
+		delete(x.flows, key)
 	}
 }
 
-// end moves flow token, if it carries registrations, to the ended flows and wakes the
+// end moves the flow key, if it carries registrations, to the ended flows and wakes the
 // worker that removes them. Cheap: it runs on the listener's goroutine.
-func (x *flowIndex) end(token, kind string) {
+func (x *flowIndex) end(key, kind string) {
 	x.mu.Lock()
-	e := x.flows[token]
+	e := x.flows[key]
 	if e != nil {
-		delete(x.flows, token)
-		x.endLocked(token, e, kind)
+		delete(x.flows, key)
+		x.endLocked(e, kind)
 	}
 	x.mu.Unlock()
 	if e != nil {
@@ -139,8 +152,8 @@ func (x *flowIndex) end(token, kind string) {
 	}
 }
 
-func (x *flowIndex) endLocked(token string, e *flowEntry, kind string) {
-	f := endedFlow{token: token, kind: kind, aors: make([]string, 0, len(e.aors))}
+func (x *flowIndex) endLocked(e *flowEntry, kind string) {
+	f := endedFlow{token: e.token, kind: kind, aors: make([]string, 0, len(e.aors))}
 	for aor := range e.aors {
 		f.aors = append(f.aors, aor)
 	}
@@ -166,13 +179,13 @@ func (x *flowIndex) scan(now time.Time, dead, stale time.Duration, heard func(ne
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	n := len(x.ended)
-	for token, e := range x.flows {
+	for key, e := range x.flows {
 		switch {
 		case e.udp.IsValid() && dead > 0 && now.Sub(latest(e.last, heard, e.udp)) > dead:
-			delete(x.flows, token)
-			x.endLocked(token, e, kindFlowDead)
+			delete(x.flows, key)
+			x.endLocked(e, kindFlowDead)
 		case now.Sub(e.last) > stale:
-			delete(x.flows, token)
+			delete(x.flows, key)
 			x.pairs -= len(e.aors)
 		}
 	}
@@ -197,10 +210,10 @@ func (x *flowIndex) size() (flows, pairs int) {
 	return len(x.flows), x.pairs
 }
 
-// FlowClosed tells the registrar that a connection of this node closed: token names its flow
-// (transport.Flows.OnClosed). The bindings registered over it are removed in the background,
-// soon after; this call only notes it and never blocks.
-func (r *Registrar) FlowClosed(token string) { r.flows.end(token, kindFlowClosed) }
+// FlowClosed tells the registrar that the connection from remote (host:port) over stream
+// transport tp closed on this node (transport.Flows.OnClosed). The bindings registered over
+// it are removed in the background, soon after; this call only notes it and never blocks.
+func (r *Registrar) FlowClosed(tp, remote string) { r.flows.end(flowKey(tp, remote), kindFlowClosed) }
 
 // trackFlow remembers, after a REGISTER of aor over flow token was stored (res), whether aor
 // now has a binding on that flow, so that the flow's end removes it. A connection is always
@@ -215,8 +228,9 @@ func (r *Registrar) trackFlow(transport, source, aor, token string, watch bool, 
 		bound = bound || res.Bindings[i].Flow == token
 	}
 	stream := isStream(transport)
+	key := flowKey(transport, source)
 	if !bound || (!stream && !watch) {
-		r.flows.untrack(token, aor)
+		r.flows.untrack(key, aor)
 		return
 	}
 	var udp netip.AddrPort
@@ -230,7 +244,7 @@ func (r *Registrar) trackFlow(transport, source, aor, token string, watch bool, 
 			r.opts.Liveness.Keep(udp, now)
 		}
 	}
-	if !r.flows.track(token, aor, udp, now) {
+	if !r.flows.track(key, token, aor, udp, now) {
 		if r.logGate.Allow("flows", time.Now()) {
 			r.log.Warn("too many flows with registrations remembered: a binding lasts until it expires (logged once a minute)",
 				zap.String(logging.KeyAOR, aor), zap.Int("limit", r.flows.max))
@@ -240,7 +254,7 @@ func (r *Registrar) trackFlow(transport, source, aor, token string, watch bool, 
 	// The connection may have closed while the REGISTER was handled, before it was
 	// remembered: then no close will come for it.
 	if stream && r.opts.FlowOpen != nil && !r.opts.FlowOpen(transport, source) {
-		r.FlowClosed(token)
+		r.FlowClosed(transport, source)
 	}
 }
 

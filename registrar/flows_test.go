@@ -23,17 +23,17 @@ func TestFlowIndex(t *testing.T) {
 		return heardAt
 	}
 	for _, p := range []struct{ token, aor string }{{"tcp1", "a"}, {"tcp1", "b"}, {"tcp1", "a"}, {"tcp2", "a"}} {
-		if !x.track(p.token, p.aor, netip.AddrPort{}, t0) {
+		if !x.track(p.token, "tok-"+p.token, p.aor, netip.AddrPort{}, t0) {
 			t.Fatalf("track(%s, %s) refused below the bound", p.token, p.aor)
 		}
 	}
-	if !x.track("udp1", "c", udp, t0) {
+	if !x.track("udp1", "tok-udp1", "c", udp, t0) {
 		t.Fatal("track(udp1, c) refused below the bound")
 	}
-	if x.track("tcp3", "d", netip.AddrPort{}, t0) || x.track("tcp1", "e", netip.AddrPort{}, t0) {
+	if x.track("tcp3", "tok-tcp3", "d", netip.AddrPort{}, t0) || x.track("tcp1", "tok-tcp1", "e", netip.AddrPort{}, t0) {
 		t.Fatal("a fifth pair was remembered over a bound of 4")
 	}
-	if !x.track("tcp1", "a", netip.AddrPort{}, t0.Add(time.Second)) {
+	if !x.track("tcp1", "tok-tcp1", "a", netip.AddrPort{}, t0.Add(time.Second)) {
 		t.Fatal("a pair already remembered was refused at the bound")
 	}
 	if f, p := x.size(); f != 3 || p != 4 {
@@ -51,7 +51,7 @@ func TestFlowIndex(t *testing.T) {
 		t.Fatal("end did not wake the worker")
 	}
 	ended := x.takeEnded()
-	if len(ended) != 1 || ended[0].token != "tcp1" || !slices.Equal(ended[0].aors, []string{"a"}) || ended[0].kind != kindFlowClosed {
+	if len(ended) != 1 || ended[0].token != "tok-tcp1" || !slices.Equal(ended[0].aors, []string{"a"}) || ended[0].kind != kindFlowClosed {
 		t.Fatalf("ended = %+v; want tcp1 with a, once", ended)
 	}
 	if f, p := x.size(); f != 2 || p != 2 {
@@ -66,7 +66,7 @@ func TestFlowIndex(t *testing.T) {
 	if !x.scan(t0.Add(8*time.Second), 2*time.Second, time.Hour, heard) {
 		t.Fatal("a UDP flow silent for longer than dead not taken as dead")
 	}
-	if ended := x.takeEnded(); len(ended) != 1 || ended[0].token != "udp1" || ended[0].kind != kindFlowDead {
+	if ended := x.takeEnded(); len(ended) != 1 || ended[0].token != "tok-udp1" || ended[0].kind != kindFlowDead {
 		t.Fatalf("ended = %+v; want udp1, dead", ended)
 	}
 	// tcp2 was last registered over at t0: forgotten once that is older than stale, ending
@@ -76,6 +76,17 @@ func TestFlowIndex(t *testing.T) {
 	}
 	if f, p := x.size(); f != 0 || p != 0 {
 		t.Fatalf("size at the end = %d flows, %d pairs; want none", f, p)
+	}
+}
+
+// TestFlowKey: a request's source and the close of its connection name one flow, whatever
+// the case of the transport or the form of the address.
+func TestFlowKey(t *testing.T) {
+	if a, b := flowKey("TCP", "[::ffff:127.0.0.1]:40000"), flowKey("tcp", "127.0.0.1:40000"); a != b {
+		t.Errorf("flowKey: %q != %q", a, b)
+	}
+	if a, b := flowKey("tcp", "127.0.0.1:40000"), flowKey("ws", "127.0.0.1:40000"); a == b {
+		t.Errorf("flowKey: tcp and ws flows from one address are one: %q", a)
 	}
 }
 

@@ -29,7 +29,7 @@ type Flows struct {
 	localIPs  sync.Map // destination IP → our source IP, for wildcard listeners
 
 	closedMu sync.RWMutex
-	onClosed []func(token string)
+	onClosed []func(tp, remote string)
 }
 
 // NewFlows returns the flows service. secret keys the tokens (nodes sharing a store must
@@ -114,11 +114,12 @@ func (fs *Flows) TokenOf(f Flow) string { return f.Token(fs.key) }
 // Parse reads a token written by a node of this deployment.
 func (fs *Flows) Parse(token string) (Flow, bool) { return ParseFlowToken(token, fs.key) }
 
-// OnClosed asks that fn learn of every connection of this node that closes, by the token of
-// its flow (the one Token gave a request that came over it): what was registered over the
-// connection can go with it. fn is called synchronously from the listener that saw the
-// close, possibly from many goroutines at once: it must be cheap and must not block.
-func (fs *Flows) OnClosed(fn func(token string)) {
+// OnClosed asks that fn learn of every connection of this node that closes, by its transport
+// and the client's address (host:port), as Of and Token take them for a request that came
+// over it: what was registered over the connection can go with it. fn is called
+// synchronously from the listener that saw the close, possibly from many goroutines at once:
+// it must be cheap and must not block.
+func (fs *Flows) OnClosed(fn func(tp, remote string)) {
 	fs.closedMu.Lock()
 	fs.onClosed = append(fs.onClosed, fn)
 	fs.closedMu.Unlock()
@@ -126,20 +127,14 @@ func (fs *Flows) OnClosed(fn func(token string)) {
 
 // Closed reports that the connection from remote (host:port) on a stream listener of
 // transport tp closed, by either side: the wiring calls it from the listeners' EventClose,
-// and it tells whoever asked with OnClosed.
+// and it tells whoever asked with OnClosed. It names no token: every connection closes, most
+// carried nothing anyone remembers.
 func (fs *Flows) Closed(tp, remote string) {
 	fs.closedMu.RLock()
 	fns := fs.onClosed
 	fs.closedMu.RUnlock()
-	if len(fns) == 0 {
-		return
-	}
-	token := fs.Token(tp, remote)
-	if token == "" {
-		return
-	}
 	for _, fn := range fns {
-		fn(token)
+		fn(tp, remote)
 	}
 }
 

@@ -42,20 +42,15 @@ func TestFlows(t *testing.T) {
 	}
 }
 
-// TestFlowsClosed: a closed connection is told to every OnClosed hook by the token the flow
-// had when a request came over it; a close on a transport we do not listen on tells nobody.
+// TestFlowsClosed: a closed connection is told to every OnClosed hook.
 func TestFlowsClosed(t *testing.T) {
-	fs := NewFlows([]byte("secret"), func() []Listener {
-		return []Listener{{Transport: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:5060")}}
-	})
+	fs := NewFlows([]byte("secret"), func() []Listener { return nil })
 	fs.Closed("tcp", "127.0.0.1:40000") // no hook yet: nothing to do
 	var got1, got2 []string
-	fs.OnClosed(func(token string) { got1 = append(got1, token) })
-	fs.OnClosed(func(token string) { got2 = append(got2, token) })
+	fs.OnClosed(func(tp, remote string) { got1 = append(got1, tp+" "+remote) })
+	fs.OnClosed(func(tp, remote string) { got2 = append(got2, tp+" "+remote) })
 	fs.Closed("tcp", "127.0.0.1:40000")
-	fs.Closed("ws", "127.0.0.1:40001")
-	want := fs.Token("tcp", "127.0.0.1:40000")
-	if len(got1) != 1 || got1[0] != want || len(got2) != 1 || got2[0] != want {
-		t.Fatalf("hooks saw %q and %q, want [%q] each", got1, got2, want)
+	if len(got1) != 1 || got1[0] != "tcp 127.0.0.1:40000" || len(got2) != 1 || got2[0] != got1[0] {
+		t.Fatalf("hooks saw %q and %q, want [tcp 127.0.0.1:40000] each", got1, got2)
 	}
 }
