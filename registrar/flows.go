@@ -41,10 +41,10 @@ const maxTrackedFlows = 1 << 18
 
 // flowIndex is what a node knows of the flows its clients registered over: for each flow
 // (by transport and client address, flowKey) its token and the AORs that have a binding on
-// it. Entries go when the flow ends, when a
-// REGISTER over the flow leaves the AOR no binding on it, or — for what was removed
-// elsewhere (an expiry, another node, the admin API) — once the latest registration over the
-// flow is older than the longest expiry. Safe for concurrent use.
+// it. Entries go when the flow ends, when a REGISTER over the flow leaves the AOR no binding
+// on it, or — for what was removed elsewhere (an expiry, another node, the admin API) — once
+// the latest registration over the flow is older than the longest expiry. Safe for
+// concurrent use.
 type flowIndex struct {
 	max int
 

@@ -197,20 +197,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	var extra []sip.Header
 	watch := false // a UDP flow whose keepalives decide whether its bindings live
 	if outbound {
-		// RFC 5626 §6: outbound applied; the keepalive interval for the flow (§4.4.1).
-		extra = append(extra, sip.NewHeader("Require", "outbound"))
-		timer := r.opts.FlowTimer
-		if !isStream(st.Transport) {
-			// Over UDP only when the flow ends here (no Path): this node then watches it.
-			watch = r.opts.UDPFlowTimer > 0 && token != ""
-			timer = 0
-			if watch {
-				timer = r.opts.UDPFlowTimer
-			}
-		}
-		if timer > 0 {
-			extra = append(extra, sip.NewHeader("Flow-Timer", strconv.Itoa(int(timer/time.Second))))
-		}
+		extra, watch = r.outboundHeaders(st.Transport, token)
 	}
 	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)
 	r.trackFlow(st.Transport, st.Source, aor, token, watch, res, now)
@@ -426,6 +413,26 @@ func (r *Registrar) outbound(req *sip.Request, changes []storage.BindingChange, 
 }
 
 var errFirstHop = errors.New("registrar: first hop lacks outbound support")
+
+// outboundHeaders are the headers of the 200 to a REGISTER that outbound applies to (RFC 5626
+// §6), over transport tp, whose bindings were bound to flow token ("" for none): Require, and
+// the keepalive interval (§4.4.1). Over UDP the Flow-Timer is given only when the flow ends
+// here (no Path): then this node watches its keepalives (watch).
+func (r *Registrar) outboundHeaders(tp, token string) (hdrs []sip.Header, watch bool) {
+	hdrs = []sip.Header{sip.NewHeader("Require", "outbound")}
+	timer := r.opts.FlowTimer
+	if !isStream(tp) {
+		watch = r.opts.UDPFlowTimer > 0 && token != ""
+		timer = 0
+		if watch {
+			timer = r.opts.UDPFlowTimer
+		}
+	}
+	if timer > 0 {
+		hdrs = append(hdrs, sip.NewHeader("Flow-Timer", strconv.Itoa(int(timer/time.Second))))
+	}
+	return hdrs, watch
+}
 
 // hasURIParam reports whether the first URI in s (a URI, or a name-addr "<uri>;params") has
 // the URI parameter name.
