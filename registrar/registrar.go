@@ -1,8 +1,12 @@
 // Package registrar is simpled's registrar stage (RFC 3261 §10.3): it binds addresses-of-record
 // of the local domains to contacts, several per AOR, with expiry, q-values, Call-ID/CSeq
 // ordering, Path (RFC 3327) and +sip.instance/reg-id (RFC 5626) as the identity of a device.
-// Every change and every expiry is published on the storage.Bus so later stages (presence from
-// registration, offline message delivery) react to it.
+// A binding that only its flow reaches (a NATed or outbound client, one behind a connection
+// of its own) records the flow and the node holding it (annotate), and goes when that flow
+// ends: at once when its connection closes, after twice the Flow-Timer without a keepalive
+// for a UDP outbound flow (flows.go). Every change and every expiry is published on the
+// storage.Bus so later stages (presence from registration, offline message delivery) react to
+// it; a binding whose flow ended is published as storage.BindingRemoved.
 package registrar
 
 import (
@@ -10,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/simpled/simpled/base/logging"
@@ -40,6 +46,7 @@ type Registrar struct {
 	results *prometheus.CounterVec
 	newAORs *newAORs              // nil: no limit
 	logGate *sipx.LogGate[string] // refusals logged once a minute per source
+	flows   *flowIndex            // the flows of this node that carry registrations (flows.go)
 }
 
 // newRegistrar checks opts and returns a Registrar.
@@ -61,7 +68,8 @@ func newRegistrar(opts options) (*Registrar, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate[string](time.Minute)}
+	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate[string](time.Minute),
+		flows: newFlowIndex(maxTrackedFlows)}
 	opts.Limited.Declare(limitNewAORs)
 	if opts.MaxNewAORsPerSource > 0 {
 		r.newAORs = newNewAORs(opts.MaxNewAORsPerSource, time.Minute)
@@ -71,7 +79,7 @@ func newRegistrar(opts options) (*Registrar, error) {
 	}
 	r.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_binding_events_total",
-		Help: "Binding changes by kind (added, refreshed, removed, expired, evicted).",
+		Help: "Binding changes by kind (added, refreshed, removed, expired, evicted, flow_closed: its connection closed, flow_dead: its UDP outbound flow sent no keepalive for twice the Flow-Timer).",
 	}, []string{"kind"})
 	r.results = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "simpled_register_results_total",
@@ -153,7 +161,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	if err != nil {
 		return sipx.Respond(tx, req, 439, "First Hop Lacks Outbound Support")
 	}
-	r.annotate(st, req, changes, path, outbound, now)
+	token := r.annotate(st, req, changes, path, outbound, now)
 	group, counted, no, err := r.admitNewAOR(ctx, st, aor, changes, now)
 	if err != nil {
 		return sipx.RespondError(tx, req, err)
@@ -187,14 +195,12 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	// Answer first, then announce: what reacts to a new binding (offline messages waiting
 	// for it) must reach the device after its 200, not race it.
 	var extra []sip.Header
+	watch := false // a UDP flow whose keepalives decide whether its bindings live
 	if outbound {
-		// RFC 5626 §6: outbound applied; the keepalive interval for connections.
-		extra = append(extra, sip.NewHeader("Require", "outbound"))
-		if r.opts.FlowTimer > 0 && isStream(st.Transport) {
-			extra = append(extra, sip.NewHeader("Flow-Timer", strconv.Itoa(int(r.opts.FlowTimer/time.Second))))
-		}
+		extra, watch = r.outboundHeaders(st.Transport, token)
 	}
 	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)
+	r.trackFlow(st.Transport, st.Source, aor, token, watch, res, now)
 	r.publish(aor, now, res)
 	return status, err
 }
@@ -256,16 +262,22 @@ func (r *Registrar) bindings(ctx context.Context, aor string, now time.Time) ([]
 }
 
 // annotate records with every binding of changes where and how the device is reached: Path,
-// source, transport, its User-Agent, and the flow.
+// source, transport, its User-Agent, and the flow; it returns the token of the flow the
+// bindings were bound to ("" for none).
 //
 // The flow (RFC 5626 §5.3, RFC 3581) is the connection or the NAT binding the REGISTER came
-// from, when the client asked for outbound (reg-id, or an ";ob" contact) or its Via names
-// another address than its packets come from — a NAT, a browser's ".invalid" host, or a
-// TCP/TLS client whose connection leaves from another port than it listens on (baresip,
-// linphone). A REGISTER relayed by a proxy that added a Path is reached through that proxy,
-// and one whose Via is its source (a third party registering a device elsewhere, as sipp's
-// load tests do) is taken at its word: its Contact is where requests go.
-func (r *Registrar) annotate(st *sipx.State, req *sip.Request, changes []storage.BindingChange, path []string, outbound bool, now time.Time) {
+// from, with this node's id (Binding.Node). Every binding of the REGISTER is bound to it when
+// the client asked for outbound (reg-id, or an ";ob" contact) or its Via names another address
+// than its packets come from — a NAT, a browser's ".invalid" host, or a TCP/TLS client whose
+// connection leaves from another port than it listens on (baresip, linphone). Over a
+// connection, a binding is bound to it too when its Contact names the connection's own
+// address (a client with no listener of its own) or a ".invalid" host: nothing but the
+// connection reaches it, from this node or through it from another. A REGISTER relayed by a
+// proxy that added a Path is reached through that proxy, and a contact that names another
+// address of a REGISTER whose Via is its source (a third party registering a device
+// elsewhere, as sipp's load tests do) is taken at its word: its Contact is where requests go,
+// and the registration outlives the connection it came over.
+func (r *Registrar) annotate(st *sipx.State, req *sip.Request, changes []storage.BindingChange, path []string, outbound bool, now time.Time) string {
 	ua := ""
 	if h := sipx.Header(req, "User-Agent"); h != nil && sipx.Sanitize(h.Value()) {
 		ua = h.Value()
@@ -273,27 +285,69 @@ func (r *Registrar) annotate(st *sipx.State, req *sip.Request, changes []storage
 			ua = ua[:256]
 		}
 	}
-	flow := ""
+	var all bool    // every binding goes over the flow
+	var flow string // the flow's token, made when a binding needs it
 	if r.opts.Flow != nil && len(path) == 0 {
-		bind := outbound || sipx.BehindNAT(req, st.Source)
-		for i := 0; i < len(changes) && !bind; i++ {
-			bind = hasURIParam(changes[i].Binding.URI, "ob")
-		}
-		if bind {
-			flow = r.opts.Flow(st.Transport, st.Source)
+		all = outbound || sipx.BehindNAT(req, st.Source)
+		for i := 0; i < len(changes) && !all; i++ {
+			all = hasURIParam(changes[i].Binding.URI, "ob")
 		}
 	}
+	stream := isStream(st.Transport)
+	bound := ""
 	for i := range changes {
 		b := &changes[i].Binding
 		b.Path = path
 		b.Received = st.Source
 		b.Transport = st.Transport
-		b.Flow = flow
 		b.UserAgent = ua
-		if flow != "" && isStream(st.Transport) && b.ExpiresAt.After(now) {
+		if r.opts.Flow == nil || len(path) > 0 || !(all || stream && onlyOverFlow(b.URI, st.Source)) {
+			continue
+		}
+		if flow == "" {
+			flow = r.opts.Flow(st.Transport, st.Source)
+		}
+		b.Flow = flow
+		if flow == "" {
+			continue
+		}
+		b.Node = r.opts.Node
+		bound = flow
+		if stream && b.ExpiresAt.After(now) {
 			st.HoldFlow(b.ExpiresAt)
 		}
 	}
+	return bound
+}
+
+// onlyOverFlow reports whether a contact registered over a connection from source can be
+// reached only down that connection: it names the connection's own address (host and port)
+// or a ".invalid" host.
+func onlyOverFlow(uri, source string) bool {
+	var u sip.Uri
+	if err := sip.ParseUri(uri, &u); err != nil {
+		return false
+	}
+	host := strings.Trim(u.Host, "[]")
+	if strings.HasSuffix(strings.ToLower(host), ".invalid") {
+		return true
+	}
+	src, err := netip.ParseAddrPort(source)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Unmap() != src.Addr().Unmap() {
+		return false
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+		if u.IsEncrypted() {
+			port = 5061
+		}
+	}
+	return port == int(src.Port())
 }
 
 // admitNewAOR applies the new-AORs-per-source limit to REGISTERs taken at their word (open
@@ -359,6 +413,26 @@ func (r *Registrar) outbound(req *sip.Request, changes []storage.BindingChange, 
 }
 
 var errFirstHop = errors.New("registrar: first hop lacks outbound support")
+
+// outboundHeaders are the headers of the 200 to a REGISTER that outbound applies to (RFC 5626
+// §6), over transport tp, whose bindings were bound to flow token ("" for none): Require, and
+// the keepalive interval (§4.4.1). Over UDP the Flow-Timer is given only when the flow ends
+// here (no Path): then this node watches its keepalives (watch).
+func (r *Registrar) outboundHeaders(tp, token string) (hdrs []sip.Header, watch bool) {
+	hdrs = []sip.Header{sip.NewHeader("Require", "outbound")}
+	timer := r.opts.FlowTimer
+	if !isStream(tp) {
+		watch = r.opts.UDPFlowTimer > 0 && token != ""
+		timer = 0
+		if watch {
+			timer = r.opts.UDPFlowTimer
+		}
+	}
+	if timer > 0 {
+		hdrs = append(hdrs, sip.NewHeader("Flow-Timer", strconv.Itoa(int(timer/time.Second))))
+	}
+	return hdrs, watch
+}
 
 // hasURIParam reports whether the first URI in s (a URI, or a name-addr "<uri>;params") has
 // the URI parameter name.
@@ -470,8 +544,14 @@ func (r *Registrar) Remove(ctx context.Context, aor string) ([]storage.Binding, 
 }
 
 // Run sweeps expired bindings every SweepInterval until ctx ends, so that expiry events fire
-// on time rather than at the AOR's next request.
+// on time rather than at the AOR's next request; and removes the bindings of the flows of
+// this node that ended (flows.go). A flow that ends after ctx ended (the node shuts down and
+// closes its connections) leaves its bindings to expire, or to the client's next
+// registration, on this node or another.
 func (r *Registrar) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.runFlows(ctx) })
 	t := time.NewTicker(r.opts.SweepInterval)
 	defer t.Stop()
 	for {

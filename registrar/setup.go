@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/base/transport"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,9 +68,23 @@ type Deps struct {
 	// FlowTimer is the keepalive interval asked of outbound clients on stream transports
 	// (RFC 5626 Flow-Timer, transport.flow_timer), whole seconds; 0 sends none.
 	FlowTimer time.Duration
+	// UDPFlowTimer is the keepalive interval asked of outbound clients over UDP
+	// (transport.udp_flow_timer), whole seconds; 0 sends none. A UDP flow of such a client
+	// that is not heard from (Liveness) for twice as long is dead: its bindings are removed.
+	UDPFlowTimer time.Duration
 	// Flow names the flow (transport, source host:port) a REGISTER came over, as a token
 	// stored in the binding (transport.Flows.Token, the flows service); nil or "" records none.
 	Flow func(transport, source string) string
+	// FlowOpen reports whether the connection from source over stream transport tp is still
+	// open on this node; nil: taken as open. It catches a connection that closed while its
+	// REGISTER was handled. The wiring tells the registrar of every close (FlowClosed).
+	FlowOpen func(transport, source string) bool
+	// Liveness tells when a UDP client address was last heard from (a request, a STUN or
+	// CRLF keepalive); nil: no UDP flow is ever taken as dead.
+	Liveness *transport.Liveness
+	// Node is this node's id (node_id), recorded with every binding bound to a flow of this
+	// node (storage.Binding.Node).
+	Node string
 	// GRUUs seals temporary GRUUs; nil hands out no GRUU (RFC 5627).
 	GRUUs *sipx.GRUUs
 	// TrustedPeer reports whether a request comes from a trusted peer (proxy.trusted_peers),

@@ -55,6 +55,15 @@ func CheckRule(watcher, rule string) error {
 	return nil
 }
 
+// CheckFlow returns an error unless flow names a flow: removing the bindings of "no flow"
+// would remove every binding registered without one.
+func CheckFlow(flow string) error {
+	if flow == "" {
+		return errors.New("empty flow")
+	}
+	return nil
+}
+
 // CheckLimit returns an error unless an expiry sweep's limit is positive.
 func CheckLimit(limit int) error {
 	if limit <= 0 {

@@ -19,13 +19,17 @@ type Listener struct {
 }
 
 // Flows is the flows service (RFC 5626): it names the flow a request came over with a token
-// (for the registrar's Path and bindings, the proxy's Record-Routes), reads tokens back, and
-// knows this node's listeners and the address each advertises. It is built before the stages
+// (for the registrar's Path and bindings, the proxy's Record-Routes), reads tokens back,
+// knows this node's listeners and the address each advertises, and tells who asks (OnClosed)
+// when a connection of this node closes. It is built before the stages
 // and shared by them; safe for concurrent use.
 type Flows struct {
 	key       []byte
 	listeners func() []Listener
 	localIPs  sync.Map // destination IP → our source IP, for wildcard listeners
+
+	closedMu sync.RWMutex
+	onClosed []func(tp, remote string)
 }
 
 // NewFlows returns the flows service. secret keys the tokens (nodes sharing a store must
@@ -109,6 +113,30 @@ func (fs *Flows) TokenOf(f Flow) string { return f.Token(fs.key) }
 
 // Parse reads a token written by a node of this deployment.
 func (fs *Flows) Parse(token string) (Flow, bool) { return ParseFlowToken(token, fs.key) }
+
+// OnClosed asks that fn learn of every connection of this node that closes, by its transport
+// and the client's address (host:port), as Of and Token take them for a request that came
+// over it: what was registered over the connection can go with it. fn is called
+// synchronously from the listener that saw the close, possibly from many goroutines at once:
+// it must be cheap and must not block.
+func (fs *Flows) OnClosed(fn func(tp, remote string)) {
+	fs.closedMu.Lock()
+	fs.onClosed = append(fs.onClosed, fn)
+	fs.closedMu.Unlock()
+}
+
+// Closed reports that the connection from remote (host:port) on a stream listener of
+// transport tp closed, by either side: the wiring calls it from the listeners' EventClose,
+// and it tells whoever asked with OnClosed. It names no token: every connection closes, most
+// carried nothing anyone remembers.
+func (fs *Flows) Closed(tp, remote string) {
+	fs.closedMu.RLock()
+	fns := fs.onClosed
+	fs.closedMu.RUnlock()
+	for _, fn := range fns {
+		fn(tp, remote)
+	}
+}
 
 // Holds reports whether f ends at one of this node's listeners.
 func (fs *Flows) Holds(f Flow) bool {

@@ -41,3 +41,16 @@ func TestFlows(t *testing.T) {
 		t.Errorf("OfBinding = %+v, %q, %v", got, token, ok)
 	}
 }
+
+// TestFlowsClosed: a closed connection is told to every OnClosed hook.
+func TestFlowsClosed(t *testing.T) {
+	fs := NewFlows([]byte("secret"), func() []Listener { return nil })
+	fs.Closed("tcp", "127.0.0.1:40000") // no hook yet: nothing to do
+	var got1, got2 []string
+	fs.OnClosed(func(tp, remote string) { got1 = append(got1, tp+" "+remote) })
+	fs.OnClosed(func(tp, remote string) { got2 = append(got2, tp+" "+remote) })
+	fs.Closed("tcp", "127.0.0.1:40000")
+	if len(got1) != 1 || got1[0] != "tcp 127.0.0.1:40000" || len(got2) != 1 || got2[0] != got1[0] {
+		t.Fatalf("hooks saw %q and %q, want [tcp 127.0.0.1:40000] each", got1, got2)
+	}
+}

@@ -52,6 +52,20 @@ func (l *Liveness) Touch(ap netip.AddrPort, now time.Time) {
 	s.mu.Unlock()
 }
 
+// Keep is Touch for an address the caller watches (a UDP flow whose keepalives decide
+// whether the registrations over it live): it is recorded even when the table is full, so
+// that a full table never makes a live flow look dead. The caller bounds how many addresses
+// it keeps; Prune forgets them like any other.
+func (l *Liveness) Keep(ap netip.AddrPort, now time.Time) {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s := &l.shards[l.shard(ap)]
+	s.mu.Lock()
+	if ns, ok := s.m[ap]; !ok || ns < now.UnixNano() {
+		s.m[ap] = now.UnixNano()
+	}
+	s.mu.Unlock()
+}
+
 // Seen returns when ap was last heard from, or the zero time.
 func (l *Liveness) Seen(ap netip.AddrPort) time.Time {
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

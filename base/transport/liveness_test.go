@@ -35,7 +35,22 @@ func TestLiveness(t *testing.T) {
 		t.Fatalf("a known address is not refreshed once the table is full: %v", got)
 	}
 
-	if n := l.Prune(t0.Add(time.Second)); n == 0 || l.Len() != 1 {
-		t.Fatalf("Prune dropped %d, %d left; want all but the refreshed one", n, l.Len())
+	// Keep records an address the table had no room for, and never moves a time back.
+	watched := netip.MustParseAddrPort("203.0.113.9:5060")
+	l.Touch(watched, t0)
+	if !l.Seen(watched).IsZero() {
+		t.Fatal("the full table took a new address")
+	}
+	l.Keep(watched, t0.Add(2*time.Minute))
+	if got := l.Seen(watched); !got.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("Seen after Keep on a full table = %v", got)
+	}
+	l.Keep(watched, t0)
+	if got := l.Seen(watched); !got.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("Keep with an older time moved it back: %v", got)
+	}
+
+	if n := l.Prune(t0.Add(time.Second)); n == 0 || l.Len() != 2 {
+		t.Fatalf("Prune dropped %d, %d left; want all but the refreshed and the kept one", n, l.Len())
 	}
 }

@@ -158,6 +158,13 @@ type TransportOptions struct {
 	// FlowTimer is the keepalive interval asked of outbound clients on connections
 	// (Flow-Timer in the REGISTER 200, RFC 5626 §4.4.1); 0 asks none. Default 120s.
 	FlowTimer time.Duration `yaml:"flow_timer"`
+	// UDPFlowTimer is the keepalive interval (STUN or CRLF) asked of outbound clients over
+	// UDP: Flow-Timer in the REGISTER 200 when the client registered with reg-id and
+	// +sip.instance straight to simpled (no Path). A flow of such a client that sends no
+	// keepalive and no request for twice this long is dead: the bindings registered over it
+	// are removed (presence shows the user closed) instead of lasting until they expire. 0
+	// asks none and never takes a UDP flow as dead. At most 5m. Default 25s.
+	UDPFlowTimer time.Duration `yaml:"udp_flow_timer"`
 }
 
 // ProxyOptions configure how requests are routed (RFC 3261 §16, RFC 3263).
@@ -355,6 +362,9 @@ func defaultTransport() TransportOptions {
 		WSOrigins: []string{},
 		// RFC 5626 §4.4.1's recommended interval for connections.
 		FlowTimer: 120 * time.Second,
+		// RFC 5626 §4.4.1's interval for UDP (24-29 s without a Flow-Timer), which NAT
+		// bindings outlive: a client that stopped is taken as gone after 50 s.
+		UDPFlowTimer: 25 * time.Second,
 	}
 }
 

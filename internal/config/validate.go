@@ -349,6 +349,11 @@ func (o Options) validateTransport(src sources, errs *Errors) {
 	if tr.FlowTimer < 0 || tr.FlowTimer%time.Second != 0 {
 		bad("transport.flow_timer", "%s: want whole seconds, 0 (none) or more", tr.FlowTimer)
 	}
+	// Twice 5m is as long as the server remembers a UDP client address it stopped hearing
+	// from; NATs forget a UDP binding far sooner.
+	if tr.UDPFlowTimer < 0 || tr.UDPFlowTimer%time.Second != 0 || tr.UDPFlowTimer > 5*time.Minute {
+		bad("transport.udp_flow_timer", "%s: want whole seconds, 0 (none) to 5m", tr.UDPFlowTimer)
+	}
 }
 
 // MinTokenLen is the shortest admin token accepted, in bytes.

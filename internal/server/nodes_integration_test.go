@@ -105,3 +105,37 @@ func TestDialogAcrossNodes(t *testing.T) {
 	bob.Reply(bye, 200)
 	alice.Expect(`^SIP/2.0 200 `)
 }
+
+// Issue 19's third reproduction: a TCP client with no listener of its own — its Contact is its
+// connection's own address — registers on node C; a MESSAGE from a UDP user on node A reaches
+// it through C and down its connection (200), not the offline store (202). Once its
+// connection closes, its binding is gone from the shared store at once, and the next MESSAGE
+// is stored without anyone dialing the dead address.
+func TestStreamClientWithoutListenerAcrossNodes(t *testing.T) {
+	a, c := twoNodes(t)
+	alice := servertest.Dial(t, "tcp", c.Listener("tcp"))
+	alice.WithAuth(servertest.Register("alice", "own-addr-reg", 1, "Contact: <sip:alice@{local};transport=tcp>", "Expires: 600"),
+		"alice", "sip:example.test", `^SIP/2.0 200 `)
+	bs, err := a.Store().Bindings(t.Context(), "alice@example.test", time.Now())
+	if err != nil || len(bs) != 1 || bs[0].Flow == "" || bs[0].Node != c.NodeID() {
+		t.Fatalf("alice's binding as node A reads it: %+v, %v; want one bound to a flow of node %s", bs, err, c.NodeID())
+	}
+
+	bob := servertest.Dial(t, "udp", a.Listener("udp"))
+	bob.WithAuth(servertest.Message("bob", "alice", "own-addr-msg", "text/plain", "via node C"), "bob", "sip:alice@example.test", "")
+	req := alice.Request("MESSAGE")
+	if string(req.Body()) != "via node C" {
+		t.Fatalf("MESSAGE at alice: %q", req.Body())
+	}
+	alice.Reply(req, 200)
+	bob.Expect(`^SIP/2.0 200 `)
+
+	if err := alice.Conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	servertest.WaitFor(t, "alice's binding to go with her connection", func() bool {
+		bs, err := a.Store().Bindings(t.Context(), "alice@example.test", time.Now())
+		return err == nil && len(bs) == 0
+	})
+	bob.WithAuth(servertest.Message("bob", "alice", "own-addr-msg-2", "text/plain", "while away"), "bob", "sip:alice@example.test", `^SIP/2.0 202 `)
+}

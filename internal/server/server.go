@@ -608,7 +608,7 @@ func (s *Server) listenStream(uri, tp, addr string) (bound string, serve func() 
 		MaxMessageSize:      s.opts.Limits.MaxMessageSize, // ws: capped at sipgo's buffer
 		WSOrigins:           s.opts.Transport.WSOrigins,
 		Log:                 s.log.Named("transport").WithOptions(sampled()),
-		Events:              s.tm.event,
+		Events:              s.streamEvent,
 	})
 	s.closers = append(s.closers, sl.Close)
 	s.mu.Lock()
@@ -877,11 +877,36 @@ func (s *Server) count(method string, status int) {
 }
 
 // flowHolder is a stream listener that can keep a connection open past its idle timeout,
-// tells what a connection's client certificate proves, and how many connections are open.
+// tells what a connection's client certificate proves, whether a connection is open and how
+// many are.
 type flowHolder interface {
 	Len() int
 	Pin(remote string, until time.Time) bool
 	PeerNames(remote string) []string
+	Has(remote string) bool
+}
+
+// streamEvent is the stream listeners' Events hook: metrics, and the flows service learns of
+// every connection that closes (the registrar removes what was registered over it).
+func (s *Server) streamEvent(e transport.Event) {
+	s.tm.event(e)
+	if e.Kind == transport.EventClose {
+		s.flows.Closed(e.Transport, e.Remote)
+	}
+}
+
+// streamOpen reports whether a stream listener of transport tp holds the connection from
+// source open.
+func (s *Server) streamOpen(tp, source string) bool {
+	s.mu.Lock()
+	streams := s.streams[tp]
+	s.mu.Unlock()
+	for _, sl := range streams {
+		if sl.Has(source) {
+			return true
+		}
+	}
+	return false
 }
 
 // peerNames returns the names the client certificate of the connection from source on a

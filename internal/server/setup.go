@@ -48,7 +48,11 @@ func (s *Server) setupRegistrar() (sipx.Plugin, error) {
 	r, err := registrar.Setup(s.opts.Registrar, registrar.Deps{
 		Domains:      s.opts.Domains,
 		FlowTimer:    s.opts.Transport.FlowTimer,
+		UDPFlowTimer: s.opts.Transport.UDPFlowTimer,
 		Flow:         s.flows.Token,
+		FlowOpen:     s.streamOpen,
+		Liveness:     s.live,
+		Node:         s.opts.NodeID,
 		GRUUs:        s.gruus,
 		TrustedPeer:  s.trusted.Trusted,
 		Limited:      s.limited,
@@ -62,5 +66,7 @@ func (s *Server) setupRegistrar() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.registrar = r
+	// A connection that closes takes what was registered over it (RFC 5626 flows).
+	s.flows.OnClosed(r.FlowClosed)
 	return r.Plugin(), nil
 }

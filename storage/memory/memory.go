@@ -385,6 +385,34 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 	return out, nil
 }
 
+// RemoveFlowBindings removes aor's bindings live at now that are bound to flow and returns
+// them ordered by Key; expired ones stay for SweepExpired.
+func (s *Store) RemoveFlowBindings(ctx context.Context, aor, flow string, now time.Time) ([]storage.Binding, error) {
+	if err := s.check(ctx, "remove flow bindings"); err != nil {
+		return nil, err
+	}
+	if err := storage.CheckFlow(flow); err != nil {
+		return nil, fmt.Errorf("memory: remove flow bindings: %w", err)
+	}
+	n := now.Unix()
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	m := s.aors[aor]
+	var out []storage.Binding
+	for k, e := range m {
+		if e.b.Flow == flow && e.exp > n {
+			heap.Remove(&s.exp, e.idx)
+			delete(m, k)
+			out = append(out, e.b) // the entry is gone: no copy needed
+		}
+	}
+	if m != nil && len(m) == 0 {
+		delete(s.aors, aor)
+	}
+	slices.SortFunc(out, storage.CompareBindings)
+	return out, nil
+}
+
 // SweepExpired removes at most limit bindings that expired at now, earliest first, and
 // returns them. A removed binding is gone, so it is returned once.
 func (s *Store) SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error) {

@@ -298,6 +298,25 @@ func (s *Store) RemoveBindings(ctx context.Context, aor string) ([]storage.Bindi
 	return out, nil
 }
 
+// RemoveFlowBindings removes aor's bindings live at now that are bound to flow, atomically
+// (one script on reg:{aor}), and returns them ordered by Key. Expired ones stay for the sweep.
+func (s *Store) RemoveFlowBindings(ctx context.Context, aor, flow string, now time.Time) ([]storage.Binding, error) {
+	const step = "remove flow bindings"
+	if err := storage.CheckFlow(flow); err != nil {
+		return nil, fmt.Errorf("redis: %s: %w", step, err)
+	}
+	// The stored flow went through encoding/json: compare with the same text.
+	v, err := flowScript.Run(ctx, s.c, []string{regKey(aor)}, now.Unix(), asJSONString(flow)).Result()
+	if err != nil {
+		return nil, unavailable(step, err)
+	}
+	out, err := decodeList(v)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
+	}
+	return out, nil
+}
+
 // bindingSweep is the bindings' part of the shared expiry sweep (sweep.go).
 var bindingSweep = sweepKind[storage.ExpiredBinding]{
 	step:   "sweep expired",

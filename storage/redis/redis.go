@@ -63,6 +63,11 @@
 // Bindings once expired). Scripts are sent with EVALSHA and, if Redis does not know them
 // (NOSCRIPT, e.g. after a restart), once more with EVAL.
 //
+// RemoveFlowBindings (the connection or UDP flow bindings were registered over ended) is one
+// script on reg:{aor} that deletes only the bindings still bound to that flow; like
+// RemoveBindings it leaves their index entries to the sweep, which finds nothing and drops
+// them.
+//
 // Timed events come from the expiry index, not from Redis: pub/sub is at-most-once and
 // keyspace notifications reach only the nodes subscribed when the key expires (and Redis may
 // send them late, when it notices the expiry), so the exp:{n} index a sweeper reads is the

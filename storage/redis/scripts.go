@@ -215,6 +215,36 @@ end
 return {'live', string.format('%.0f', b.expires_at)}
 `)
 
+// flowScript deletes from reg:{aor} the bindings live at now that are bound to one flow (the
+// connection or UDP flow they were registered over ended). A binding of another flow — the
+// same device registered again over a new connection — stays, and so do expired ones (the
+// sweep reports them) and values that do not decode (left for the update script to report).
+// The key's TTL is left as it is: still at or after the latest expiry of what remains, plus
+// grace. The index entries of the deleted bindings are left to the sweep, which finds nothing
+// and drops them.
+//
+//	KEYS[1]  reg:{aor}
+//	ARGV     now (unix s), flow
+//
+// It replies {JSON...}: the bindings it deleted.
+var flowScript = goredis.NewScript(`
+local now, flow = tonumber(ARGV[1]), ARGV[2]
+local raw = redis.call('HGETALL', KEYS[1])
+local out, del = {}, {}
+for i = 1, #raw, 2 do
+  local ok, b = pcall(cjson.decode, raw[i + 1])
+  if ok and type(b) == 'table' and b.flow == flow and type(b.expires_at) == 'number'
+      and b.expires_at > now then
+    out[#out + 1] = raw[i + 1]
+    del[#del + 1] = raw[i]
+  end
+end
+for i = 1, #del, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(del, i, math.min(i + 999, #del)))
+end
+return out
+`)
+
 // nonceScript is the nonce-count replay guard: compare and set with a TTL.
 //
 //	KEYS[1]  nonce:{nonce}

@@ -33,6 +33,7 @@ type BindingStore interface {
 	UpdateBindings(ctx context.Context, aor string, u storage.BindingUpdate) (storage.BindingResult, error)
 	Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error)
 	RemoveBindings(ctx context.Context, aor string) ([]storage.Binding, error)
+	RemoveFlowBindings(ctx context.Context, aor, flow string, now time.Time) ([]storage.Binding, error)
 	SweepExpired(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredBinding, error)
 }
 

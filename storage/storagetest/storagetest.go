@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, newStore) })
 	t.Run("Bindings", func(t *testing.T) { testBindings(t, newStore) })
 	t.Run("RemoveBindings", func(t *testing.T) { testRemoveBindings(t, newStore) })
+	t.Run("RemoveFlowBindings", func(t *testing.T) { testRemoveFlowBindings(t, newStore) })
 	t.Run("SweepExpired", func(t *testing.T) { testSweepExpired(t, newStore) })
 	t.Run("SweepConcurrent", func(t *testing.T) { testSweepConcurrent(t, newStore) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore) })
@@ -626,6 +627,82 @@ func testRemoveBindings(t *testing.T, newStore func(t *testing.T) Store) {
 	}
 	// The AOR can register again.
 	mustUpdate(t, s, aor, update(t0, bnd(t0, "sip:a@h", "c", 1, 0, 100)))
+}
+
+// onFlow is b bound to flow.
+func onFlow(b storage.Binding, flow string) storage.Binding {
+	b.Flow, b.Node = flow, "node-1"
+	return b
+}
+
+// testRemoveFlowBindings: a flow's end removes the AOR's live bindings of that flow and no
+// other: not another flow's, not one without a flow, not another AOR's, not one the same
+// device registered again over a new flow; expired ones are left to the sweep, once.
+func testRemoveFlowBindings(t *testing.T, newStore func(t *testing.T) Store) {
+	t0 := base()
+	s := newStore(t)
+	ctx := t.Context()
+	// A token is opaque to the store: odd bytes must match as they were stored.
+	const f1, f2 = `tok1 "Ä<>&\`, "tok2"
+	if _, err := s.RemoveFlowBindings(ctx, aor, "", t0); err == nil {
+		t.Fatal("RemoveFlowBindings with an empty flow succeeded")
+	}
+	if got, err := s.RemoveFlowBindings(ctx, "nobody@example.com", f1, t0); err != nil || len(got) != 0 {
+		t.Fatalf("RemoveFlowBindings(unknown) = %v, %v", got, err)
+	}
+	a := onFlow(bnd(t0, "sip:a@h", "c", 1, 0, 100), f1)
+	b := onFlow(bnd(t0, "sip:b@h", "c", 1, 0, 100), f1)
+	other := onFlow(bnd(t0, "sip:c@h", "c", 1, 0, 100), f2)
+	none := bnd(t0, "sip:d@h", "c", 1, 0, 100)
+	expired := onFlow(bnd(t0, "sip:e@h", "c", 1, 0, 5), f1)
+	moved := onFlow(bnd(t0, "sip:m@h", "c", 1, 0, 100), f1)
+	bob := onFlow(bnd(t0, "sip:bob@h", "c", 1, 0, 100), f1)
+	mustUpdate(t, s, aor, update(t0, a, b, other, none, expired, moved))
+	mustUpdate(t, s, "bob@example.com", update(t0, bob))
+	// The device of "moved" registers again over flow 2 before flow 1 closes.
+	moved2 := onFlow(bnd(t0, moved.Key, "c", 2, 2, 100), f2)
+	mustUpdate(t, s, aor, update(at(t0, 2), moved2))
+
+	got, err := s.RemoveFlowBindings(ctx, aor, f1, at(t0, 10))
+	if err != nil {
+		t.Fatalf("RemoveFlowBindings: %v", err)
+	}
+	equalBindings(t, "removed", got, []storage.Binding{a, b})
+	equalBindings(t, "left", mustBindings(t, s, aor, at(t0, 10)), []storage.Binding{other, none, moved2})
+	equalBindings(t, "bob's", mustBindings(t, s, "bob@example.com", at(t0, 10)), []storage.Binding{bob})
+	if got, err := s.RemoveFlowBindings(ctx, aor, f1, at(t0, 10)); err != nil || len(got) != 0 {
+		t.Fatalf("RemoveFlowBindings again = %v, %v; want none", got, err)
+	}
+
+	// The sweep reports the expired binding once, and never the removed ones.
+	var swept []string
+	for _, now := range []time.Time{at(t0, 10), at(t0, 200)} {
+		sw, err := s.SweepExpired(ctx, now, 100)
+		if err != nil {
+			t.Fatalf("SweepExpired: %v", err)
+		}
+		for _, e := range sw {
+			swept = append(swept, e.AOR+" "+e.Binding.Key)
+		}
+	}
+	slices.Sort(swept)
+	want := []string{aor + " " + expired.Key, aor + " " + moved2.Key, aor + " " + none.Key, aor + " " + other.Key,
+		"bob@example.com " + bob.Key}
+	slices.Sort(want)
+	if !slices.Equal(swept, want) {
+		t.Fatalf("swept %q, want %q", swept, want)
+	}
+
+	// Removing the last binding of an AOR leaves nothing behind: it registers again.
+	c := onFlow(bnd(t0, "sip:a@h", "c2", 1, 300, 100), f1)
+	mustUpdate(t, s, aor, update(at(t0, 300), c))
+	got, err = s.RemoveFlowBindings(ctx, aor, f1, at(t0, 301))
+	if err != nil {
+		t.Fatalf("RemoveFlowBindings: %v", err)
+	}
+	equalBindings(t, "removed last", got, []storage.Binding{c})
+	equalBindings(t, "after the last", mustBindings(t, s, aor, at(t0, 301)), nil)
+	mustUpdate(t, s, aor, update(at(t0, 302), bnd(t0, "sip:a@h", "c3", 1, 302, 100)))
 }
 
 // testSweepExpired: each expired binding once, limit respected, refreshed and removed
