@@ -38,8 +38,9 @@ type Cluster struct {
 // t.Cleanup. Without redis-server or redis-cli (Debian's redis-tools, a dependency of
 // redis-server) the test is skipped, or fails when SIMPLED_REQUIRE_REDIS=1 or
 // SIMPLED_REQUIRE_TOOLS=1. opts apply to every node (WithCluster is ignored: the nodes are
-// always cluster nodes). Start-up takes about two seconds, most of it redis-cli waiting for
-// the nodes to agree.
+// always cluster nodes). Start-up takes two seconds or a little more: a master reports
+// cluster_state:ok no sooner than 2 s after it started (Redis's writable delay), and
+// redis-cli checks once a second whether the nodes agree.
 func StartCluster(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
 	bin := requireBinary(t)
