@@ -3,8 +3,9 @@
 GO        ?= go
 FUZZTIME  ?= 10s
 BIN       := bin/simpled
-# Debian packages the tests use: a real Redis, sipp and baresip.
-TEST_DEBS := redis-server sip-tester baresip linphone-cli
+# Debian packages the tests use: a real Redis (and redis-cli for Redis Cluster), sipp, baresip
+# and linphonec.
+TEST_DEBS := redis-server redis-tools sip-tester baresip linphone-cli
 # The checkers, built from the Go module proxy at these versions into bin/tools (once per version).
 # The vulnerability database is built offline from the vulndb module's OSV files: bump
 # VULNDB_VERSION to learn of newer vulnerabilities.
@@ -94,6 +95,7 @@ fuzz:
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
 	command -v linphonec >/dev/null 2>&1 || missing="$$missing linphone-cli"; \

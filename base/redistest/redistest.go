@@ -14,7 +14,16 @@
 //	store, err := redis.New(ctx, srv.URL(), redis.Options{})
 //
 // The server listens on 127.0.0.1 only, never saves RDB snapshots, and is stopped by its PID
-// (SIGTERM, then SIGKILL after 5 s) in t.Cleanup.
+// (SIGTERM, then SIGKILL after 5 s) in t.Cleanup; on Linux the kernel kills it should the test
+// binary die without running its cleanups.
+//
+// StartCluster starts a real Redis Cluster of three masters, three such servers joined by
+// `redis-cli --cluster create` (redis-cli is in Debian's redis-tools, a dependency of
+// redis-server), for tests of what a one-node cluster (WithCluster) cannot show: keys on
+// several nodes, redirections, a client's view of the slot map.
+//
+//	c := redistest.StartCluster(t)
+//	store, err := redis.New(ctx, c.URL(), redis.Options{})
 package redistest
 
 import (
@@ -50,7 +59,8 @@ type Option func(*config)
 
 type config struct {
 	persistence bool
-	cluster     bool
+	cluster     bool // a one-node cluster owning every slot
+	clusterNode bool // a cluster node owning no slot (StartCluster assigns them)
 	args        []string
 }
 
@@ -70,10 +80,11 @@ func WithArgs(args ...string) Option {
 
 // Server is one running (or stopped) redis-server owned by a test.
 type Server struct {
-	bin  string
-	dir  string
-	port int
-	cfg  config
+	bin     string
+	dir     string
+	port    int
+	busPort int // the cluster bus, for cluster nodes
+	cfg     config
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -86,6 +97,17 @@ type Server struct {
 // when SIMPLED_REQUIRE_REDIS=1).
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	bin := requireBinary(t)
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return launch(t, bin, cfg)
+}
+
+// requireBinary returns the redis-server binary, or skips (fails) the test without one.
+func requireBinary(t testing.TB) string {
+	t.Helper()
 	bin, err := findBinary()
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {
@@ -93,10 +115,13 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		t.Skipf("redistest: %v; install the redis-server package to run this test", err)
 	}
-	s := &Server{bin: bin, dir: t.TempDir()}
-	for _, o := range opts {
-		o(&s.cfg)
-	}
+	return bin
+}
+
+// launch starts one server with cfg on free ports, stopped in t.Cleanup.
+func launch(t testing.TB, bin string, cfg config) *Server {
+	t.Helper()
+	s := &Server{bin: bin, dir: t.TempDir(), cfg: cfg}
 	t.Cleanup(func() {
 		if err := s.stop(); err != nil {
 			t.Errorf("redistest: cleanup: %v", err)
@@ -110,6 +135,13 @@ func Start(t testing.TB, opts ...Option) *Server {
 			t.Fatalf("redistest: %v", err)
 		}
 		s.port = port
+		if cfg.cluster || cfg.clusterNode {
+			// The cluster bus port defaults to port+10000, which is past 65535 for a third of
+			// the kernel's ephemeral ports: give it a free port of its own.
+			if s.busPort, err = freePort(); err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+		}
 		if lastErr = s.start(); lastErr == nil {
 			return s
 		}
@@ -206,9 +238,10 @@ func (s *Server) args() []string {
 		"--daemonize", "no",
 		"--loglevel", "notice",
 	}
-	if s.cfg.cluster {
+	if s.cfg.cluster || s.cfg.clusterNode {
 		args = append(args,
 			"--cluster-enabled", "yes",
+			"--cluster-port", strconv.Itoa(s.busPort),
 			"--cluster-config-file", "nodes-"+strconv.Itoa(s.port)+".conf",
 			"--cluster-announce-ip", "127.0.0.1",
 		)

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,17 +10,25 @@ import (
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // twoNodes starts nodes a and b of one deployment: one Redis, one secret, users alice and bob,
 // auth.mode required.
 func twoNodes(t *testing.T) (a, b *server.Server) {
 	t.Helper()
-	rs := redistest.Start(t)
-	users := servertest.UsersFile(t, "alice", "bob")
+	return twoNodesOn(t, redistest.Start(t).URL(), "alice", "bob")
+}
+
+// twoNodesOn starts nodes a and b of one deployment on the store at url: one secret, users,
+// auth.mode required.
+func twoNodesOn(t *testing.T, url string, users ...string) (a, b *server.Server) {
+	t.Helper()
+	file := servertest.UsersFile(t, users...)
 	node := func(id string) func(*config.Options) {
 		return func(o *config.Options) {
-			o.Store, o.NodeID, o.UsersFile = rs.URL(), id, users
+			o.Store, o.NodeID, o.UsersFile = url, id, file
 			o.Auth.NonceSecret = "one secret for the whole deployment"
 		}
 	}
@@ -62,7 +71,8 @@ func TestDialogAcrossNodes(t *testing.T) {
 	a, b := twoNodes(t)
 	alice := servertest.Dial(t, "tcp", a.Listener("tcp"))
 	alice.WithAuth(servertest.NATRegister("alice", "xnode-reg", "tcp"), "alice", "sip:example.test", `^SIP/2.0 200 `)
-	bob := servertest.NewAuthUA(t, b, "udp", "bob")
+	bob := servertest.Dial(t, "tcp", b.Listener("tcp"))
+	bob.WithAuth(servertest.NATRegister("bob", "rc-bob-reg", "tcp"), "bob", "sip:example.test", `^SIP/2.0 200 `)
 	bobAddr := bob.Conn.LocalAddr().String()
 
 	invite := "INVITE sip:alice@example.test SIP/2.0\n" +
@@ -138,4 +148,82 @@ func TestStreamClientWithoutListenerAcrossNodes(t *testing.T) {
 		return err == nil && len(bs) == 0
 	})
 	bob.WithAuth(servertest.Message("bob", "alice", "own-addr-msg-2", "text/plain", "while away"), "bob", "sip:alice@example.test", `^SIP/2.0 202 `)
+}
+
+// Two nodes on a Redis Cluster of three masters, every user's keys on one of them and the
+// sweep index on all: registrations made on one node are found by the other (bob on B reaches
+// alice on A, alice on A reaches bob on B, each challenged with a nonce of the node it talks
+// to), a MESSAGE stored for offline carol on B is delivered when she registers on A, and
+// PUBLISH and SUBSCRIBE work on one node.
+func TestNodesOnRedisCluster(t *testing.T) {
+	a, b := twoNodesOn(t, redistest.StartCluster(t).URL(), "alice", "bob", "carol")
+
+	alice := servertest.Dial(t, "tcp", a.Listener("tcp"))
+	alice.WithAuth(servertest.NATRegister("alice", "rc-alice-reg", "tcp"), "alice", "sip:example.test", `^SIP/2.0 200 `)
+	bob := servertest.Dial(t, "tcp", b.Listener("tcp"))
+	bob.WithAuth(servertest.NATRegister("bob", "rc-bob-reg", "tcp"), "bob", "sip:example.test", `^SIP/2.0 200 `)
+
+	bob.WithAuth(servertest.Message("bob", "alice", "rc-msg-1", "text/plain", "from B"), "bob", "sip:alice@example.test", "")
+	if req := alice.Request("MESSAGE"); string(req.Body()) != "from B" {
+		t.Fatalf("MESSAGE at alice: %q", req.Body())
+	} else {
+		alice.Reply(req, 200)
+	}
+	bob.Expect(`^SIP/2.0 200 `)
+
+	alice.WithAuth(servertest.Message("alice", "bob", "rc-msg-2", "text/plain", "from A"), "alice", "sip:bob@example.test", "")
+	if req := bob.Request("MESSAGE"); string(req.Body()) != "from A" {
+		t.Fatalf("MESSAGE at bob: %q", req.Body())
+	} else {
+		bob.Reply(req, 200)
+	}
+	alice.Expect(`^SIP/2.0 200 `)
+
+	// carol registers on B and leaves: a known user, offline. bob's MESSAGE to her is stored
+	// (202) and handed to her when she registers again, on A.
+	carolB := servertest.Dial(t, "udp", b.Listener("udp"))
+	carolB.WithAuth(servertest.Register("carol", "rc-carol-reg", 1, "Contact: <sip:carol@{local}>"), "carol", "sip:example.test", `^SIP/2.0 200 `)
+	carolB.WithAuth(servertest.Register("carol", "rc-carol-reg", 3, "Contact: <sip:carol@{local}>;expires=0"), "carol", "sip:example.test", `^SIP/2.0 200 `)
+	servertest.WaitKnown(t, a, "carol@example.test")
+	bob.WithAuth(servertest.Message("bob", "carol", "rc-msg-3", "text/plain", "while you were out"), "bob", "sip:carol@example.test", `^SIP/2.0 202 `)
+	carolA := servertest.Dial(t, "tcp", a.Listener("tcp"))
+	carolA.WithAuth(servertest.NATRegister("carol", "rc-carol-reg-2", "tcp"), "carol", "sip:example.test", `^SIP/2.0 200 `)
+	req := carolA.Request("MESSAGE")
+	if string(req.Body()) != "while you were out" {
+		t.Fatalf("stored MESSAGE at carol: %q", req.Body())
+	}
+	carolA.Reply(req, 200)
+
+	// Presence on node A: alice watches bob, who publishes through A.
+	sub := strings.ReplaceAll(servertest.Subscribe("alice@example.test", "bob", "rc-sub", 1, "presence", 600), "{tp}", "tcp")
+	ok := alice.WithAuth(sub, "alice", "sip:bob@example.test", `^SIP/2.0 200 `)
+	n := alice.Notify()
+	if strings.Contains(string(n.Body()), "away") {
+		t.Fatalf("first NOTIFY shows bob away before he published:\n%s", n.Body())
+	}
+	away := `<dm:person id="p1"><rpid:activities><rpid:away/></rpid:activities></dm:person>`
+	bobA := servertest.Dial(t, "udp", a.Listener("udp"))
+	bobA.WithAuth(servertest.Publish("bob", "rc-pub", 1, "", 600, servertest.PIDFDoc("bob", "t1", "open", away)), "bob", "sip:bob@example.test", `^SIP/2.0 200 `)
+	if n := alice.Notify(); !strings.Contains(string(n.Body()), "away") {
+		t.Fatalf("NOTIFY after bob's PUBLISH:\n%s", n.Body())
+	}
+
+	// alice ends her subscription and answers every NOTIFY up to the last, so none is left
+	// waiting for an answer when the nodes stop.
+	ok.AppendHeader(sip.NewHeader("Event", "presence"))
+	alice.SendTP(servertest.Resubscribe(ok, 3, 0))
+	answered, terminated := false, false
+	for i := 0; !answered || !terminated; i++ {
+		msg := alice.Read(3 * time.Second)
+		if msg == "" || i == 10 {
+			t.Fatalf("unsubscribed: answered %v, terminating NOTIFY %v", answered, terminated)
+		}
+		if strings.HasPrefix(msg, "SIP/2.0 ") {
+			answered = answered || strings.HasPrefix(msg, "SIP/2.0 200 ")
+			continue
+		}
+		n := servertest.ParseRequest(t, msg)
+		alice.Reply(n, 200)
+		terminated = n.Method == sip.NOTIFY && strings.HasPrefix(servertest.SubState(n), "terminated")
+	}
 }

@@ -17,8 +17,11 @@ import (
 // shared pipelines, and checks each caller got its own result: the right added binding, a stale
 // error for exactly the stale ones, and nothing lost in Redis.
 func TestConcurrentUpdatesShareAndKeepResults(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+	testConcurrentUpdatesShareAndKeepResults(t, redistest.Start(t).URL())
+}
+
+func testConcurrentUpdatesShareAndKeepResults(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	ctx := context.Background()
 	now := time.Unix(1_900_000_000, 0)
 	update := func(aor string, cseq uint32) (storage.BindingResult, error) {

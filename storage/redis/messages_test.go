@@ -47,10 +47,11 @@ func indexShard(t *testing.T, c goredis.UniversalClient, member string) string {
 
 // TestMessageKeys checks the documented layout of offline messages and known users, and the
 // TTL backstops.
-func TestMessageKeys(t *testing.T) {
-	srv := redistest.Start(t)
+func TestMessageKeys(t *testing.T) { testMessageKeys(t, redistest.Start(t).URL()) }
+
+func testMessageKeys(t *testing.T, url string) {
 	grace := 10 * time.Minute
-	s := connect(t, srv.URL(), redis.Options{KeyGrace: grace})
+	s := connect(t, url, redis.Options{KeyGrace: grace})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -161,9 +162,10 @@ func checkKnownKey(t *testing.T, s *redis.Store, aor string, now time.Time, grac
 
 // TestSweepKinds: the binding sweep and the message sweep share the index, each takes only
 // its own entries, and a backlog of one kind's due entries does not hide the other's.
-func TestSweepKinds(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestSweepKinds(t *testing.T) { testSweepKinds(t, redistest.Start(t).URL()) }
+
+func testSweepKinds(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -215,9 +217,12 @@ func TestSweepKinds(t *testing.T) {
 // TestExpireMessagesAcrossNodes: several Stores (nodes) expiring messages on one Redis at
 // once return each message exactly once in total.
 func TestExpireMessagesAcrossNodes(t *testing.T) {
-	srv := redistest.Start(t)
+	testExpireMessagesAcrossNodes(t, redistest.Start(t).URL())
+}
+
+func testExpireMessagesAcrossNodes(t *testing.T, url string) {
 	const nodes, aors, per = 4, 50, 4
-	stores := connectNodes(t, srv.URL(), nodes)
+	stores := connectNodes(t, url, nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -237,9 +242,10 @@ func TestExpireMessagesAcrossNodes(t *testing.T) {
 
 // TestMessagesCorrupt: stored values that do not decode give errors, never panics, do not
 // wedge the sweep, and do not block the mailbox.
-func TestMessagesCorrupt(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestMessagesCorrupt(t *testing.T) { testMessagesCorrupt(t, redistest.Start(t).URL()) }
+
+func testMessagesCorrupt(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -324,8 +330,11 @@ func TestMessagesCorrupt(t *testing.T) {
 // TestMessagesScriptCacheFlushed: after SCRIPT FLUSH every message script falls back to EVAL,
 // including DeleteMessage's, which is pipelined with its ZREM.
 func TestMessagesScriptCacheFlushed(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+	testMessagesScriptCacheFlushed(t, redistest.Start(t).URL())
+}
+
+func testMessagesScriptCacheFlushed(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()

@@ -29,10 +29,11 @@ func dialog(aor, id string, now time.Time, age time.Duration) storage.Subscripti
 
 // TestPresenceKeys checks the documented layout of publications, subscriptions and rules,
 // their index entries and the TTL backstops.
-func TestPresenceKeys(t *testing.T) {
-	srv := redistest.Start(t)
+func TestPresenceKeys(t *testing.T) { testPresenceKeys(t, redistest.Start(t).URL()) }
+
+func testPresenceKeys(t *testing.T, url string) {
 	grace := 10 * time.Minute
-	s := connect(t, srv.URL(), redis.Options{KeyGrace: grace})
+	s := connect(t, url, redis.Options{KeyGrace: grace})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -139,9 +140,10 @@ func checkRuleKey(t *testing.T, s *redis.Store, aor string) {
 
 // TestPresenceCorrupt: stored values that do not decode give errors, never panics, do not
 // wedge the sweeps, and do not block the AOR.
-func TestPresenceCorrupt(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestPresenceCorrupt(t *testing.T) { testPresenceCorrupt(t, redistest.Start(t).URL()) }
+
+func testPresenceCorrupt(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -228,9 +230,12 @@ func TestPresenceCorrupt(t *testing.T) {
 // TestExpirePresenceAcrossNodes: several Stores (nodes) expiring publications and
 // subscriptions on one Redis at once return each exactly once in total.
 func TestExpirePresenceAcrossNodes(t *testing.T) {
-	srv := redistest.Start(t)
+	testExpirePresenceAcrossNodes(t, redistest.Start(t).URL())
+}
+
+func testExpirePresenceAcrossNodes(t *testing.T, url string) {
 	const nodes, aors, per = 4, 50, 4
-	stores := connectNodes(t, srv.URL(), nodes)
+	stores := connectNodes(t, url, nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -255,8 +260,11 @@ func TestExpirePresenceAcrossNodes(t *testing.T) {
 // TestPresenceScriptCacheFlushed: after SCRIPT FLUSH every presence script falls back to
 // EVAL.
 func TestPresenceScriptCacheFlushed(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+	testPresenceScriptCacheFlushed(t, redistest.Start(t).URL())
+}
+
+func testPresenceScriptCacheFlushed(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -436,9 +444,10 @@ func TestPresenceRoundTrips(t *testing.T) {
 
 // TestPresenceIndexRepair: the index entries a refused op sent early are set back, and never
 // left later than the item's expiry.
-func TestPresenceIndexRepair(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestPresenceIndexRepair(t *testing.T) { testPresenceIndexRepair(t, redistest.Start(t).URL()) }
+
+func testPresenceIndexRepair(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()

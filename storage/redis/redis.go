@@ -6,8 +6,17 @@
 //
 // # Keys
 //
-// Hash tags keep one user's keys in one Cluster slot; no command or script ever combines keys
-// of different slots.
+// Hash tags keep one user's keys in one Cluster slot; no command, script or MULTI ever
+// combines keys of different slots. Pipelines do (the index ZADDs beside an item's script, the
+// sweep's 16 shards, UseNonceCount's epoch beside its script, the batcher's shared pipelines):
+// a cluster client splits a pipeline by master and sends the parts at once, so on Redis
+// Cluster one call may wait on two masters. creds and nonce-epoch carry no hash tag and need
+// none: each is a key alone in its slot and only ever alone in a command (their one master
+// serves every credential write, HasCredentials and nonce use; both names are kept, since
+// credentials are provisioned by writing cred:{aor} and creds directly). The layout is the same
+// on one server and on Cluster: moving a deployment from one to the other is a copy of its
+// keys, no migration. TestRealCluster runs the conformance suite and the Redis-specific tests
+// on a real Cluster of three masters (base/redistest.StartCluster).
 //
 //	reg:{aor}        hash    binding key → binding JSON (storage.Binding's JSON names, with
 //	                         expires_at and updated_at in unix seconds); TTL = latest expiry +

@@ -285,10 +285,11 @@ func TestRestartPersistence(t *testing.T) {
 }
 
 // TestKeys checks the documented key layout and the TTL backstops.
-func TestKeys(t *testing.T) {
-	srv := redistest.Start(t)
+func TestKeys(t *testing.T) { testKeys(t, redistest.Start(t).URL()) }
+
+func testKeys(t *testing.T, url string) {
 	grace := 10 * time.Minute
-	s := connect(t, srv.URL(), redis.Options{KeyGrace: grace})
+	s := connect(t, url, redis.Options{KeyGrace: grace})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -385,9 +386,10 @@ func TestKeys(t *testing.T) {
 
 // TestCorrupt: values that do not decode give errors, never panics, and do not wedge the
 // sweep.
-func TestCorrupt(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestCorrupt(t *testing.T) { testCorrupt(t, redistest.Start(t).URL()) }
+
+func testCorrupt(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -446,9 +448,10 @@ func TestCorrupt(t *testing.T) {
 // TestNonceEpochFlush: a Redis that lost its state (FLUSHALL) gets a new epoch at the next
 // nonce use, and that use is refused: a nonce whose count was recorded before the flush is
 // not accepted again.
-func TestNonceEpochFlush(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestNonceEpochFlush(t *testing.T) { testNonceEpochFlush(t, redistest.Start(t).URL()) }
+
+func testNonceEpochFlush(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	ctx := t.Context()
 	epoch, err := s.NonceEpoch(ctx)
 	if err != nil {
@@ -457,9 +460,7 @@ func TestNonceEpochFlush(t *testing.T) {
 	if ok, cur, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute); err != nil || !ok || cur != epoch {
 		t.Fatalf("UseNonceCount = %v, %d, %v", ok, cur, err)
 	}
-	if err := s.Client().FlushAll(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	flush(t, s) // every master of a cluster
 	ok, cur, err := s.UseNonceCount(ctx, epoch, "n", 1, time.Minute)
 	if err != nil || ok || cur == epoch || cur == 0 {
 		t.Fatalf("replay after FLUSHALL = %v, epoch %d, %v; want false and a new epoch (old %d)", ok, cur, err, epoch)
@@ -474,10 +475,11 @@ func TestNonceEpochFlush(t *testing.T) {
 
 // TestSweepAcrossNodes: several Stores (nodes) sweeping one Redis at once return each expired
 // binding exactly once in total.
-func TestSweepAcrossNodes(t *testing.T) {
-	srv := redistest.Start(t)
+func TestSweepAcrossNodes(t *testing.T) { testSweepAcrossNodes(t, redistest.Start(t).URL()) }
+
+func testSweepAcrossNodes(t *testing.T, url string) {
 	const nodes, aors, per = 4, 50, 4
-	stores := connectNodes(t, srv.URL(), nodes)
+	stores := connectNodes(t, url, nodes)
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
 	for i := range aors {
@@ -500,9 +502,10 @@ func TestSweepAcrossNodes(t *testing.T) {
 
 // TestIndexRepair: the index may be early (the sweep verifies and puts the entry back) but a
 // refused update must not leave it late.
-func TestIndexRepair(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestIndexRepair(t *testing.T) { testIndexRepair(t, redistest.Start(t).URL()) }
+
+func testIndexRepair(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
@@ -551,9 +554,10 @@ func TestIndexRepair(t *testing.T) {
 
 // TestScriptCacheFlushed: after SCRIPT FLUSH (as after a restart without persistence of the
 // script cache) every script falls back to EVAL.
-func TestScriptCacheFlushed(t *testing.T) {
-	srv := redistest.Start(t)
-	s := connect(t, srv.URL(), redis.Options{})
+func TestScriptCacheFlushed(t *testing.T) { testScriptCacheFlushed(t, redistest.Start(t).URL()) }
+
+func testScriptCacheFlushed(t *testing.T, url string) {
+	s := connect(t, url, redis.Options{})
 	c := s.Client()
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Second).UTC()
