@@ -11,14 +11,14 @@ import (
 	"github.com/simpled/simpled/internal/servertest"
 )
 
-// threeNodes starts nodes a, b and c of one deployment on one Redis (no credentials, as in
-// the issue's reproductions), with a short lease.
-func threeNodes(t *testing.T) (a, b, c *server.Server) {
+// threeNodes starts nodes a, b and c of one deployment on the store at url (no credentials,
+// as in the issue's reproductions), with a short lease and a WebSocket listener each.
+func threeNodes(t *testing.T, url string) (a, b, c *server.Server) {
 	t.Helper()
-	rs := redistest.Start(t)
 	node := func(id string) func(*config.Options) {
 		return func(o *config.Options) {
-			o.Store, o.NodeID = rs.URL(), id
+			o.Store, o.NodeID = url, id
+			o.Listen = append(o.Listen, "ws://127.0.0.1:0")
 			o.Auth.NonceSecret = "one secret for the whole deployment"
 			o.Cluster.Lease = 2 * time.Second
 		}
@@ -35,7 +35,12 @@ type watcher struct {
 // watch subscribes name to p's presence through srv over network and takes its first NOTIFY.
 func watch(t *testing.T, srv *server.Server, network, name string) watcher {
 	t.Helper()
-	w := servertest.Dial(t, network, srv.Listener(network))
+	var w *servertest.Wire
+	if network == "ws" {
+		w = servertest.DialWS(t, srv.Listener("ws"))
+	} else {
+		w = servertest.Dial(t, network, srv.Listener(network))
+	}
 	w.Watch(servertest.Subscribe(name+"@example.test", "p", "watch-"+name, 1, "presence", 600))
 	return watcher{name: name, wire: w}
 }
@@ -54,7 +59,6 @@ func publish(t *testing.T, srv *server.Server, callID string, cseq int, etag, ba
 func expectOnce(t *testing.T, basic string, ws ...watcher) {
 	t.Helper()
 	for _, w := range ws {
-		t.Logf("%s: waiting for the NOTIFY of %s", w.name, basic)
 		n := w.wire.Notify()
 		if !strings.Contains(string(n.Body()), "<basic>"+basic+"</basic>") {
 			t.Errorf("%s: NOTIFY without %s:\n%s", w.name, basic, n.Body())
@@ -65,24 +69,35 @@ func expectOnce(t *testing.T, basic string, ws ...watcher) {
 	}
 }
 
-// TestClusterPresence: the issue's reproductions. Watchers on node a (UDP and TCP) and c (UDP),
-// and a TCP watcher on b; p registered on b. A PUBLISH on b, then one on a, then one on c:
-// every watcher gets exactly one NOTIFY per change, over its own flow — the TCP watcher on b
-// included, whose connection only b holds.
+// TestClusterPresence: the issue's reproductions, on one Redis and on a Redis Cluster of three
+// masters. Watchers on node a (UDP, TCP, WebSocket) and c (UDP, WebSocket), and a TCP watcher
+// on b; p registered on b. A PUBLISH on b, then one on a, then one on c: every watcher gets
+// exactly one NOTIFY per change, over its own flow — the TCP watcher on b included, whose
+// connection only b holds.
 func TestClusterPresence(t *testing.T) {
-	a, b, c := threeNodes(t)
-	p := servertest.Dial(t, "udp", b.Listener("udp"))
-	p.Send(servertest.Register("p", "p-reg", 1, "Contact: <sip:p@{local}>", "Expires: 600"))
-	p.Expect(`^SIP/2.0 200 `)
+	for _, store := range []string{"redis", "redis-cluster"} {
+		t.Run(store, func(t *testing.T) {
+			var url string
+			if store == "redis" {
+				url = redistest.Start(t).URL()
+			} else {
+				url = redistest.StartCluster(t).URL()
+			}
+			a, b, c := threeNodes(t, url)
+			p := servertest.Dial(t, "udp", b.Listener("udp"))
+			p.Send(servertest.Register("p", "p-reg", 1, "Contact: <sip:p@{local}>", "Expires: 600"))
+			p.Expect(`^SIP/2.0 200 `)
 
-	ws := []watcher{watch(t, a, "udp", "wa-udp"), watch(t, a, "tcp", "wa-tcp"), watch(t, c, "udp", "wc-udp"),
-		watch(t, b, "tcp", "wb-tcp")}
-	etag := publish(t, b, "p-pub", 1, "", "open")
-	expectOnce(t, "open", ws...)
-	time.Sleep(250 * time.Millisecond) // past presence.min_notify_interval
-	etag = publish(t, a, "p-pub", 2, etag, "closed")
-	expectOnce(t, "closed", ws...)
-	time.Sleep(250 * time.Millisecond)
-	publish(t, c, "p-pub", 3, etag, "open")
-	expectOnce(t, "open", ws...)
+			ws := []watcher{watch(t, a, "udp", "wa-udp"), watch(t, a, "tcp", "wa-tcp"), watch(t, a, "ws", "wa-ws"),
+				watch(t, c, "udp", "wc-udp"), watch(t, c, "ws", "wc-ws"), watch(t, b, "tcp", "wb-tcp")}
+			etag := publish(t, b, "p-pub", 1, "", "open")
+			expectOnce(t, "open", ws...)
+			time.Sleep(250 * time.Millisecond) // past presence.min_notify_interval
+			etag = publish(t, a, "p-pub", 2, etag, "closed")
+			expectOnce(t, "closed", ws...)
+			time.Sleep(250 * time.Millisecond)
+			publish(t, c, "p-pub", 3, etag, "open")
+			expectOnce(t, "open", ws...)
+		})
+	}
 }

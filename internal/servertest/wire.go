@@ -2,6 +2,8 @@ package servertest
 
 import (
 	"bufio"
+	"context"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -12,6 +14,8 @@ import (
 	"github.com/simpled/simpled/internal/server"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 )
 
 // Wire is a raw SIP client socket: send text, expect a response matching a regexp (nats-style
@@ -20,6 +24,7 @@ type Wire struct {
 	T    testing.TB
 	Conn net.Conn
 	UDP  bool
+	WS   bool // SIP over WebSocket (DialWS): Via transport WS
 	rd   *bufio.Reader
 	seen map[string]bool // requests read (method and branch) and responses returned, to skip retransmissions
 }
@@ -104,6 +109,48 @@ func DialFrom(t testing.TB, network, localIP, addr string) *Wire {
 	return &Wire{T: t, Conn: c, UDP: network == "udp", rd: bufio.NewReaderSize(c, 1<<16)}
 }
 
+// DialWS connects a Wire to a ws:// listener at addr as a browser does (subprotocol "sip", one
+// SIP message per text frame); it is closed in t.Cleanup.
+func DialWS(t testing.TB, addr string) *Wire {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, _, err := ws.Dialer{Protocols: []string{"sip"}}.Dial(ctx, "ws://"+addr)
+	if err != nil {
+		t.Fatalf("dial ws %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fc := &frameConn{Conn: c}
+	return &Wire{T: t, Conn: fc, WS: true, rd: bufio.NewReaderSize(fc, 1<<16)}
+}
+
+// frameConn is a client's WebSocket as a byte stream: each Write one text frame, Read the
+// frames' payloads one after the other.
+type frameConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (f *frameConn) Write(b []byte) (int, error) {
+	if err := wsutil.WriteClientText(f.Conn, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (f *frameConn) Read(b []byte) (int, error) {
+	for len(f.pending) == 0 {
+		data, err := wsutil.ReadServerText(f.Conn)
+		if err != nil {
+			return 0, err
+		}
+		f.pending = data
+	}
+	n := copy(b, f.pending)
+	f.pending = f.pending[n:]
+	return n, nil
+}
+
 // WireOn makes a Wire of a stream connection the test already has (TLS, WebSocket framing
 // aside).
 func WireOn(t testing.TB, c net.Conn) *Wire {
@@ -122,10 +169,7 @@ func (w *Wire) Send(msg string) {
 
 // Expand replaces {local} and {transport} and makes line ends CRLF, as Send does.
 func (w *Wire) Expand(msg string) string {
-	tp := "TCP"
-	if w.UDP {
-		tp = "UDP"
-	}
+	tp := strings.ToUpper(w.tp())
 	msg = strings.NewReplacer("{local}", w.Conn.LocalAddr().String(), "{transport}", tp).Replace(msg)
 	if !strings.Contains(msg, "\r\n") {
 		msg = strings.ReplaceAll(msg, "\n", "\r\n")
@@ -140,8 +184,11 @@ func (w *Wire) SendTP(msg string) {
 }
 
 func (w *Wire) tp() string {
-	if w.UDP {
+	switch {
+	case w.UDP:
 		return "udp"
+	case w.WS:
+		return "ws"
 	}
 	return "tcp"
 }
@@ -177,7 +224,7 @@ func (w *Wire) Read(timeout time.Duration) string {
 		}
 	}
 	body := make([]byte, length)
-	if _, err := w.rd.Read(body); err != nil && length > 0 {
+	if _, err := io.ReadFull(w.rd, body); err != nil && length > 0 {
 		return ""
 	}
 	return sb.String() + string(body)
