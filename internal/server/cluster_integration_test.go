@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,41 @@ func TestClusterPresence(t *testing.T) {
 			publish(t, c, "p-pub", 3, etag, "open")
 			expectOnce(t, "open", ws...)
 		})
+	}
+}
+
+// TestBaresipAcrossNodes: real phones on two nodes of one Redis. alice's baresip registers and
+// publishes on node b; bob's baresip registers on node a and watches her there. bob sees her
+// Online, Offline after /presence_offline and Online again — each change crossing from b to a.
+func TestBaresipAcrossNodes(t *testing.T) {
+	bin := servertest.BaresipBin(t, "presence.so")
+	rs := redistest.Start(t)
+	users := servertest.UsersFile(t, "alice", "bob")
+	node := func(id string) func(*config.Options) {
+		return func(o *config.Options) {
+			o.Store, o.NodeID, o.UsersFile = rs.URL(), id, users
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+			o.Cluster.Lease = 2 * time.Second
+		}
+	}
+	a, b := servertest.Start(t, node("a")), servertest.Start(t, node("b"))
+	alice := servertest.StartBaresip(t, bin, servertest.BaresipSetup{Presence: true, Name: "alice",
+		Account: servertest.BaresipAccount(b, "alice", "udp", ";pubint=600"), Contacts: []string{"<sip:bob@example.test>"}})
+	alice.Registered(t, "udp")
+	alice.Command(t, "/presence_online")
+	bob := servertest.StartBaresip(t, bin, servertest.BaresipSetup{Presence: true, Name: "bob",
+		Account: servertest.BaresipAccount(a, "bob", "udp", ""), Contacts: []string{`"Alice" <sip:alice@example.test>;presence=p2p`}})
+	bob.Registered(t, "udp")
+	bob.Contacts(t, 10*time.Second, "Online", "Alice <sip:alice@example.test>")
+	for _, st := range []struct{ command, from, to string }{
+		{"/presence_offline", "Online", "Offline"},
+		{"/presence_online", "Offline", "Online"},
+	} {
+		mark := bob.Mark()
+		alice.Command(t, st.command)
+		bob.WaitSince(t, mark, 5*time.Second, regexp.QuoteMeta("<sip:alice@example.test> changed status from "+st.from+" to "+st.to))
+	}
+	if snap := servertest.PresenceState(t, a, "alice@example.test"); len(snap.Subscriptions) != 1 {
+		t.Errorf("alice's subscriptions as node a lists them: %+v", snap.Subscriptions)
 	}
 }
