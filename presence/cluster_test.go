@@ -17,9 +17,10 @@ import (
 // testNet joins the buses of several presence agents in one process as the cluster bus joins
 // nodes: Publish reaches every node, PublishTo one; each event carries the node it came from.
 type testNet struct {
-	mu    sync.Mutex
-	buses map[string]*storage.LocalBus
-	alive map[string]bool
+	mu     sync.Mutex
+	buses  map[string]*storage.LocalBus
+	alive  map[string]bool
+	lapsed map[string]bool // nodes whose own lease lapsed (cut off from Redis)
 }
 
 func (n *testNet) bus(node string) storage.Bus { return &netBus{net: n, self: node} }
@@ -31,6 +32,18 @@ func (n *testNet) Alive(node string) bool {
 }
 
 func (n *testNet) Leased() bool { return true }
+
+// view is one node's Nodes: its own lease may lapse.
+type view struct {
+	*testNet
+	self string
+}
+
+func (v view) Leased() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return !v.lapsed[v.self]
+}
 
 func (n *testNet) Settled() bool { return true }
 
@@ -116,7 +129,7 @@ func newCluster(t *testing.T) *cluster { return newSkewedCluster(t, nil) }
 // newSkewedCluster is newCluster with each node's clock off by skew[node].
 func newSkewedCluster(t *testing.T, skew map[string]time.Duration) *cluster {
 	t.Helper()
-	c := &cluster{store: memory.New(), net: &testNet{buses: map[string]*storage.LocalBus{}, alive: map[string]bool{}},
+	c := &cluster{store: memory.New(), net: &testNet{buses: map[string]*storage.LocalBus{}, alive: map[string]bool{}, lapsed: map[string]bool{}},
 		agents: map[string]*Presence{}, stop: map[string]context.CancelFunc{}}
 	for _, node := range []string{"a", "b", "c"} {
 		c.net.buses[node] = storage.NewLocalBus()
@@ -128,7 +141,7 @@ func newSkewedCluster(t *testing.T, skew map[string]time.Duration) *cluster {
 			Sender:  &netSender{node: node, c: c},
 			Contact: func(string, string) string { return "sip:127.0.0.1:5060" },
 			IsOurs:  func(h string) bool { return h == "127.0.0.1" },
-			NodeID:  node, Nodes: c.net, Bus: c.net.bus(node),
+			NodeID:  node, Nodes: view{c.net, node}, Bus: c.net.bus(node),
 			Now: func() time.Time { return time.Now().Add(skew[node]) },
 		}))
 		if err != nil {
@@ -329,4 +342,38 @@ func TestClusterLateRequest(t *testing.T) {
 	c.net.bus("b").PublishTo("a", storage.Event{Kind: storage.NotifyRequested, AOR: "bob@example.test", IDs: []string{"w1"},
 		Full: true, At: time.Now()})
 	c.await(t, 1, "w1")
+}
+
+// TestClusterStalledNodeStaysQuiet: node a is cut off from Redis longer than its lease, so b
+// takes its subscription over; a change a still had pending when it comes back is not sent by
+// a (it renews its claim first, finds b the owner and forgets the subscription): the watcher
+// hears from b alone.
+func TestClusterStalledNodeStaysQuiet(t *testing.T) {
+	c := newCluster(t)
+	c.subscribe(t, "a", "w1", "udp")
+	c.net.mu.Lock()
+	c.net.alive["a"], c.net.lapsed["a"] = false, true
+	c.net.mu.Unlock()
+	c.change(t, "b")
+	got := c.await(t, 2, "w1")
+	if got[1].node != "b" {
+		t.Fatalf("after a stalled, the change was sent by %s, want b", got[1].node)
+	}
+	// a's pending change goes out now, with a's lease still lapsed.
+	n := c.agents["a"].notifier
+	n.mu.Lock()
+	s := n.subs[subKey{"bob@example.test", "w1"}]
+	if s == nil {
+		n.mu.Unlock()
+		t.Fatal("a forgot w1 before it tried to send")
+	}
+	s.last = time.Time{}
+	n.want(s, true, time.Now())
+	n.mu.Unlock()
+	c.await(t, 2, "w1")
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.subs[subKey{"bob@example.test", "w1"}] != nil {
+		t.Error("a still holds w1 after finding b the owner")
+	}
 }
