@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"net"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -16,30 +13,10 @@ import (
 // listener URLs from its start-up log (docs/cli.md), registers over UDP, and stops it with SIGTERM:
 // exit status 0 within the 5 s drain.
 func TestBinaryListensAndStopsOnSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "simpled")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-listen", "udp://127.0.0.1:0", "-listen", "tcp://127.0.0.1:0",
+	proc := startSimpled(t, buildSimpled(t), "-listen", "udp://127.0.0.1:0", "-listen", "tcp://127.0.0.1:0",
 		"-http", "127.0.0.1:0", "-domain", "example.test", "-log-format", "json")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-
+	cmd, lines := proc.Cmd, proc.Lines
 	urls := regexp.MustCompile(`"listener":"((?:udp|tcp)://[^"]+)"`)
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	var udp string
 	bound := 0
 	deadline := time.After(10 * time.Second)

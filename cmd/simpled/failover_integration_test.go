@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -130,36 +129,10 @@ func startNode(t *testing.T, bin, id, store string) (*exec.Cmd, string) {
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", cfg, "-listen", "udp://127.0.0.1:0", "-http", "127.0.0.1:0",
+	proc := startSimpled(t, bin, "-config", cfg, "-listen", "udp://127.0.0.1:0", "-http", "127.0.0.1:0",
 		"-domain", "example.test", "-store", store, "-node-id", id, "-log-format", "json")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	found := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`"listener":"udp://([^"]+)"`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case addr := <-found:
-		return cmd, addr
-	case <-time.After(15 * time.Second):
-		t.Fatal("node did not listen within 15 s")
-		return nil, ""
-	}
+	line := proc.waitLine(t, `"listener":"udp://`)
+	return proc.Cmd, regexp.MustCompile(`"listener":"udp://([^"]+)"`).FindStringSubmatch(line)[1]
 }
 
 // TestFailoverAfterSIGKILL: node a (a process) holds 1,000 UDP subscriptions to p and an
@@ -170,10 +143,7 @@ func TestFailoverAfterSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a simpled process and 1,000 subscriptions")
 	}
-	bin := filepath.Join(t.TempDir(), "simpled")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildSimpled(t)
 	rs := redistest.Start(t)
 	procA, addrA := startNode(t, bin, "a", rs.URL())
 	b := servertest.Start(t, func(o *config.Options) {

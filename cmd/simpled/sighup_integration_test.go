@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestBinaryReloadsUsersOnSIGHUP starts simpled with a users file, rewrites the file and
@@ -28,46 +25,12 @@ func TestBinaryReloadsUsersOnSIGHUP(t *testing.T) {
 		}
 	}
 	write("alice@example.test:secret-alice\n")
-	bin := filepath.Join(dir, "simpled")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-listen", "udp://127.0.0.1:0", "-http", "127.0.0.1:0", "-domain", "example.test",
-		"-users", users, "-log-format", "json")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	// waitFor returns the first log line matching re within 10 s.
+	proc := startSimpled(t, buildSimpled(t), "-listen", "udp://127.0.0.1:0", "-http", "127.0.0.1:0",
+		"-domain", "example.test", "-users", users, "-log-format", "json")
+	cmd := proc.Cmd
 	waitFor := func(re string) string {
 		t.Helper()
-		rx := regexp.MustCompile(re)
-		deadline := time.After(10 * time.Second)
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					t.Fatalf("simpled exited while waiting for %s", re)
-				}
-				if rx.MatchString(line) {
-					return line
-				}
-			case <-deadline:
-				t.Fatalf("no log line %s within 10 s", re)
-			}
-		}
+		return proc.waitLine(t, re)
 	}
 	httpURL := regexp.MustCompile(`"listener":"(http://[^"]+)"`).FindStringSubmatch(waitFor(`"listener":"http://`))[1]
 	listUsers := func() string {
@@ -116,10 +79,6 @@ func TestBinaryReloadsUsersOnSIGHUP(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for range lines { // drain
-		}
-	}()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
