@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "simpled_presence_subscriptions_ended_total",
-			Help: "Subscriptions ended, by reason (timeout: expired or un-subscribed, rejected, notify_failed).",
+			Help: "Subscriptions ended, by reason (timeout: expired or un-subscribed, rejected, notify_failed, node_lost: a stream subscription of a node that is gone).",
 		}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "simpled_presence_notify_latency_seconds",

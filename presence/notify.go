@@ -875,7 +875,9 @@ func (p *Presence) lost(ctx context.Context, sub *storage.Subscription) {
 	}
 	p.log.Info("subscription ended with its node", zap.String(logging.KeyAOR, sub.AOR),
 		zap.String("watcher", sub.Watcher), zap.String("node", sub.Node))
-	p.ended(sub, "node_lost", false)
+	// Not ended(): the source's slot was counted on the node that is gone, not here.
+	p.metrics.ended.WithLabelValues("node_lost").Inc()
+	p.notifier.forget(sub.AOR, sub.ID)
 	if sub.Event == EventPresence {
 		p.changed(sub.AOR, storage.WatchersChanged, p.opts.Now())
 	}
