@@ -207,6 +207,7 @@ func TestFailoverAfterSIGKILL(t *testing.T) {
 	reg.Expect(`^SIP/2.0 200 `)
 	reg.Send(servertest.Register("u", "fo-u", 2, "Contact: <sip:u@"+u.pc.LocalAddr().String()+">", "Expires: 0"))
 	reg.Expect(`^SIP/2.0 200 `)
+	servertest.WaitKnown(t, b, "u@example.test") // a marks it after the answer; b reads the same store
 	sender := servertest.Dial(t, "udp", addrA)
 	sender.Send(servertest.Message("x", "u", "fo-msg", "text/plain", "kept for u"))
 	sender.Expect(`^SIP/2.0 202 `)
