@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -137,4 +138,40 @@ func TestBaresipAcrossNodes(t *testing.T) {
 	if snap := servertest.PresenceState(t, a, "alice@example.test"); len(snap.Subscriptions) != 1 {
 		t.Errorf("alice's subscriptions as node a lists them: %+v", snap.Subscriptions)
 	}
+}
+
+// TestClusterRedisRestart: Redis (with its append-only file) restarts while node a takes
+// REGISTERs: afterwards the nodes, reconnected, still notify each watcher once per change —
+// the subscriptions, their owners and the publication's entity tag came back with the file.
+func TestClusterRedisRestart(t *testing.T) {
+	rs := redistest.Start(t, redistest.WithPersistence())
+	a, b, _ := threeNodes(t, rs.URL())
+	p := servertest.Dial(t, "udp", b.Listener("udp"))
+	p.Send(servertest.Register("p", "rr-reg", 1, "Contact: <sip:p@{local}>", "Expires: 600"))
+	p.Expect(`^SIP/2.0 200 `)
+	ws := []watcher{watch(t, a, "udp", "wa-udp"), watch(t, b, "tcp", "wb-tcp")}
+	etag := publish(t, b, "rr-pub", 1, "", "open")
+	expectOnce(t, "open", ws...)
+
+	// Load on a through the restart: REGISTERs of other users, 100 a second for 3 s, their
+	// answers (503 while Redis is down) not read.
+	load := servertest.Dial(t, "udp", a.Listener("udp"))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 300 {
+			load.Send(servertest.Register(fmt.Sprintf("load%d", i%50), fmt.Sprintf("rr-load-%d", i), i+1,
+				"Contact: <sip:l@{local}>", "Expires: 600"))
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	rs.Restart(t)
+	<-done
+	servertest.WaitFor(t, "both nodes leased again", func() bool {
+		return a.Cluster().Leased() && b.Cluster().Leased() && a.Cluster().Alive("b") && b.Cluster().Alive("a")
+	})
+	time.Sleep(time.Second) // a heartbeat of each: inboxes and views as before
+	publish(t, a, "rr-pub", 2, etag, "closed")
+	expectOnce(t, "closed", ws...)
 }
