@@ -104,13 +104,15 @@ func TestClusterPresence(t *testing.T) {
 	}
 }
 
-// TestBaresipAcrossNodes: real phones on two nodes of one Redis. alice's baresip registers and
-// publishes on node b; bob's baresip registers on node a and watches her there. bob sees her
-// Online, Offline after /presence_offline and Online again — each change crossing from b to a.
+// TestBaresipAcrossNodes: real phones on three nodes of one Redis. alice's baresip registers
+// and publishes on node b; bob's baresip registers on node a and watches her there. bob sees
+// her Online, Offline after /presence_offline and Online again — each change crossing from b
+// to a. carol's linphonec on node c messages bob on a.
 func TestBaresipAcrossNodes(t *testing.T) {
 	bin := servertest.BaresipBin(t, "presence.so")
+	linphonec := servertest.Tool(t, "linphonec", "linphone-cli")
 	rs := redistest.Start(t)
-	users := servertest.UsersFile(t, "alice", "bob")
+	users := servertest.UsersFile(t, "alice", "bob", "carol")
 	node := func(id string) func(*config.Options) {
 		return func(o *config.Options) {
 			o.Store, o.NodeID, o.UsersFile = rs.URL(), id, users
@@ -138,6 +140,12 @@ func TestBaresipAcrossNodes(t *testing.T) {
 	if snap := servertest.PresenceState(t, a, "alice@example.test"); len(snap.Subscriptions) != 1 {
 		t.Errorf("alice's subscriptions as node a lists them: %+v", snap.Subscriptions)
 	}
+
+	c := servertest.Start(t, node("c"))
+	carol := servertest.StartLinphonec(t, linphonec, c, "carol", "udp")
+	mark := bob.Mark()
+	carol.Command(t, "chat sip:bob@example.test hello from node c")
+	bob.WaitSince(t, mark, 10*time.Second, regexp.QuoteMeta(`sip:carol@example.test: "hello from node c"`))
 }
 
 // TestClusterRedisRestart: Redis (with its append-only file) restarts while node a takes
