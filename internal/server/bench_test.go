@@ -377,3 +377,80 @@ func answerNotifies(c net.PacketConn, count *atomic.Int64) {
 		count.Add(1)
 	}
 }
+
+// BenchmarkNotifyFanoutNodes is BenchmarkNotifyFanout with the watchers spread over 1, 2 or 3
+// nodes on one Redis and the PUBLISHes taking turns on the nodes: what owners and the event
+// bus cost per change (redis-cmds/op is per PUBLISH, all its NOTIFYs included) against one
+// node. All nodes share this machine's cores with Redis and the watchers.
+func BenchmarkNotifyFanoutNodes(b *testing.B) {
+	for _, nodes := range []int{1, 2, 3} {
+		b.Run(fmt.Sprintf("redis/%dnodes/1000", nodes), func(b *testing.B) {
+			benchNotifyFanoutNodes(b, redistest.Start(b).URL(), nodes, 1000)
+		})
+	}
+}
+
+func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
+	const perSocket = 100
+	srvs := make([]*server.Server, nodes)
+	for i := range srvs {
+		srvs[i] = servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
+			o.Listen = []string{"udp://127.0.0.1:0"}
+			o.HTTP = ""
+			o.Store, o.NodeID = store, fmt.Sprintf("n%d", i)
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+			o.Presence.MinNotifyInterval = time.Millisecond
+		}))
+	}
+	time.Sleep(time.Second) // every node in every other's view, and settled
+	publishFanout(b, srvs[0], "", 0) // the presentity must exist
+	var notified atomic.Int64
+	for s := range watchers / perSocket {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = c.(*net.UDPConn).SetReadBuffer(4 << 20)
+		b.Cleanup(func() { c.Close() })
+		go answerNotifies(c, &notified)
+		local, to := c.LocalAddr().String(), mustUDPAddr(b, srvs[s%nodes].Listener("udp"))
+		for i := range perSocket {
+			id := strconv.Itoa(s*perSocket + i)
+			msg := fmt.Sprintf("SUBSCRIBE sip:boss@example.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKfan%s\r\n"+
+				"Max-Forwards: 70\r\nFrom: <sip:w%s@example.test>;tag=f%s\r\nTo: <sip:boss@example.test>\r\n"+
+				"Call-ID: fan-%s\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w%s@%s>\r\nEvent: presence\r\nExpires: 3600\r\n"+
+				"Content-Length: 0\r\n\r\n", local, id, id, id, id, id, local)
+			if _, err := c.WriteTo([]byte(msg), to); err != nil {
+				b.Fatal(err)
+			}
+			if i%50 == 49 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	waitNotified := func(want int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for notified.Load() < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d NOTIFYs answered, want %d", notified.Load(), want)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	waitNotified(int64(watchers))
+	etag := publishFanout(b, srvs[0], "", 1)
+	waitNotified(int64(2 * watchers))
+	c0, r0, _ := redisCounts(b, srvs[0])
+	b.ResetTimer()
+	for i := range b.N {
+		etag = publishFanout(b, srvs[i%nodes], etag, i+2)
+		waitNotified(int64(watchers * (i + 3)))
+	}
+	b.StopTimer()
+	if got := notified.Load(); got != int64(watchers*(b.N+2)) {
+		b.Errorf("%d NOTIFYs answered, want exactly %d", got, watchers*(b.N+2))
+	}
+	reportRedis(b, srvs[0], c0, r0, b.N)
+	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/publish")
+}
