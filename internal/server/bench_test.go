@@ -402,8 +402,9 @@ func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
 			o.Presence.MinNotifyInterval = time.Millisecond
 		}))
 	}
-	time.Sleep(time.Second) // every node in every other's view, and settled
-	publishFanout(b, srvs[0], "", 0) // the presentity must exist
+	// Every node in every other's view, and settled; then the presentity must exist.
+	time.Sleep(time.Second)
+	publishFanout(b, srvs[0], "", 0)
 	var notified atomic.Int64
 	for s := range watchers / perSocket {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
