@@ -87,19 +87,23 @@ func (c *Cluster) send(ctx context.Context) {
 			c.flush(batch)
 			return
 		case o := <-c.queue:
-			batch = append(batch[:0], o)
-		}
-	drain:
-		for len(batch) < BatchSize {
-			select {
-			case o := <-c.queue:
-				batch = append(batch, o)
-			default:
-				break drain
-			}
+			batch = c.gather(append(batch[:0], o))
 		}
 		c.sendBatch(ctx, batch)
 	}
+}
+
+// gather adds to batch what is waiting in the queue, up to BatchSize events, without waiting.
+func (c *Cluster) gather(batch []outgoing) []outgoing {
+	for len(batch) < BatchSize {
+		select {
+		case o := <-c.queue:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // flush sends, at shutdown, what is left in the queue.
@@ -107,16 +111,7 @@ func (c *Cluster) flush(batch []outgoing) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	for {
-		batch = batch[:0]
-	drain:
-		for len(batch) < BatchSize {
-			select {
-			case o := <-c.queue:
-				batch = append(batch, o)
-			default:
-				break drain
-			}
-		}
+		batch = c.gather(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
