@@ -90,20 +90,8 @@ func TestOfflineDeliveryWhenBusFull(t *testing.T) {
 	o, dev := offlineHarness(t, store, bus)
 	const carol = "carol@example.test"
 	now := time.Now()
-	m := storage.Message{DedupKey: "k", CallID: "off-1", CSeq: 1, From: "<sip:bob@example.test>;tag=1",
-		To: "<sip:carol@example.test>", ContentType: "text/plain", Body: []byte("while you were out"),
-		StoredAt: now, ExpiresAt: now.Add(time.Hour)}
-	if _, _, err := store.StoreMessage(t.Context(), carol, m, storage.MailboxLimits{}, now); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { o.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		o.Wait()
-	})
+	storeFromBob(t, store, carol, "off-1", "while you were out", now)
+	runUntilCleanup(t, o)
 
 	bus.Publish(storage.Event{Kind: storage.BindingAdded, AOR: "blocker"})
 	select {
@@ -212,20 +200,8 @@ func TestOfflineActsOnThisNodesRegistrations(t *testing.T) {
 	o, dev := offlineHarness(t, store, bus)
 	const carol = "carol@example.test"
 	now := time.Now()
-	m := storage.Message{DedupKey: "k", CallID: "here-1", CSeq: 1, From: "<sip:bob@example.test>;tag=1",
-		To: "<sip:carol@example.test>", ContentType: "text/plain", Body: []byte("once"),
-		StoredAt: now, ExpiresAt: now.Add(time.Hour)}
-	if _, _, err := store.StoreMessage(t.Context(), carol, m, storage.MailboxLimits{}, now); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { o.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		o.Wait()
-	})
+	storeFromBob(t, store, carol, "here-1", "once", now)
+	runUntilCleanup(t, o)
 
 	bus.Publish(storage.Event{Kind: storage.BindingAdded, AOR: carol, Mailbox: storage.MailboxHasMessages, Node: "n2"})
 	bus.Publish(storage.Event{Kind: storage.BindingExpired, AOR: "dave@example.test", Node: "n2"})
@@ -245,4 +221,27 @@ func TestOfflineActsOnThisNodesRegistrations(t *testing.T) {
 		t.Fatalf("carol's registration here delivered nothing: %v %q", err, buf[:n])
 	}
 	_, _ = dev.WriteTo([]byte(sipgoxtest.Response(string(buf[:n]), "200 OK")), from)
+}
+
+// storeFromBob stores a text message from bob for aor, as the proxy does for a user offline.
+func storeFromBob(t *testing.T, store MessageStore, aor, callID, body string, now time.Time) {
+	t.Helper()
+	m := storage.Message{DedupKey: "k", CallID: callID, CSeq: 1, From: "<sip:bob@example.test>;tag=1",
+		To: "<sip:" + aor + ">", ContentType: "text/plain", Body: []byte(body),
+		StoredAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, _, err := store.StoreMessage(t.Context(), aor, m, storage.MailboxLimits{}, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runUntilCleanup runs o until the test ends, then waits for its deliveries.
+func runUntilCleanup(t *testing.T, o *Offline) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { o.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		o.Wait()
+	})
 }
