@@ -83,8 +83,11 @@ func ParseFlowToken(tok string, key []byte) (Flow, bool) {
 	if len(tok) < 16 || len(tok) > 96 {
 		return Flow{}, false
 	}
-	b, err := tokenEncoding.DecodeString(strings.ToLower(tok))
-	if err != nil || len(b) < 1+tokenMAC {
+	tok = strings.ToLower(tok)
+	b, err := tokenEncoding.DecodeString(tok)
+	// Only the one spelling Token writes: base32 without padding also decodes a last
+	// character whose unused bits are set, which would give a token two spellings.
+	if err != nil || len(b) < 1+tokenMAC || tokenEncoding.EncodeToString(b) != tok {
 		return Flow{}, false
 	}
 	body, mac := b[:len(b)-tokenMAC], b[len(b)-tokenMAC:]
