@@ -23,7 +23,7 @@ type outgoing struct {
 // addressed to one node (PublishTo), never broadcast.
 func forwarded(kind storage.EventKind) bool {
 	switch kind {
-	case storage.PresenceChanged, storage.RulesChanged, storage.WatchersChanged:
+	case storage.PresenceChanged, storage.RulesChanged, storage.WatchersChanged, storage.StateChanged:
 		return true
 	}
 	return strings.HasPrefix(string(kind), "binding.")
@@ -309,11 +309,14 @@ type wireEvent struct {
 	Mailbox storage.Mailbox   `json:"m,omitempty"`
 	IDs     []string          `json:"i,omitempty"`
 	Full    bool              `json:"f,omitempty"`
+	Package string            `json:"p,omitempty"`
+	Reason  string            `json:"r,omitempty"`
 }
 
 // encodeEvent encodes ev for an entry sent by from.
 func encodeEvent(ev storage.Event, from string) ([]byte, error) {
-	w := wireEvent{Kind: ev.Kind, AOR: ev.AOR, Mailbox: ev.Mailbox, IDs: ev.IDs, Full: ev.Full}
+	w := wireEvent{Kind: ev.Kind, AOR: ev.AOR, Mailbox: ev.Mailbox, IDs: ev.IDs, Full: ev.Full,
+		Package: ev.Package, Reason: ev.Reason}
 	if !ev.At.IsZero() {
 		w.At = ev.At.UnixMilli()
 	}
@@ -343,7 +346,8 @@ func decodeEvents(data []byte, from string) ([]storage.Event, error) {
 		if w.Kind == "" {
 			continue
 		}
-		ev := storage.Event{Kind: w.Kind, AOR: w.AOR, Node: w.Node, Mailbox: w.Mailbox, IDs: w.IDs, Full: w.Full}
+		ev := storage.Event{Kind: w.Kind, AOR: w.AOR, Node: w.Node, Mailbox: w.Mailbox, IDs: w.IDs, Full: w.Full,
+			Package: w.Package, Reason: w.Reason}
 		if ev.Node == "" {
 			ev.Node = from
 		}

@@ -18,6 +18,8 @@ func TestWireRoundTrip(t *testing.T) {
 				ExpiresAt: time.Unix(1790000100, 0).UTC(), UpdatedAt: time.Unix(1790000000, 0).UTC()}},
 		{Kind: storage.NotifyRequested, AOR: "sip:b@x", Node: "n2", IDs: []string{"1", "2"}, Full: true},
 		{Kind: storage.PresenceChanged, AOR: "sip:c@x", Node: "n1", Binding: storage.Binding{Key: "dropped"}},
+		{Kind: storage.StateChanged, AOR: "d@x", Node: "n1", Package: "dialog"},
+		{Kind: storage.SubscriptionEnded, AOR: "e@x", Node: "n1", IDs: []string{"3"}, Reason: "deactivated"},
 	}
 	var parts [][]byte
 	for _, ev := range evs {

@@ -63,17 +63,28 @@ type notifier struct {
 	// gone remembers, for goneFor, the subscriptions this node stopped notifying (ended,
 	// refused with 481, ...): a change whose store read still saw one must not bring it back.
 	gone map[subKey]time.Time
-	// watchers counts, per presentity, the presence subscriptions this node knows of (held,
-	// tracked, or listed from the store), in all and per foreign watcher domain, so that
-	// presence.max_watchers and max_watchers_per_domain cost no store read; counted holds
-	// what each subscription was counted under.
+	// watchers counts, per presentity and event package (watchKey), the subscriptions but
+	// winfo ones this node knows of (held, tracked, or listed from the store), in all and per
+	// foreign watcher domain, so that presence.max_watchers and max_watchers_per_domain cost
+	// no store read; counted holds what each subscription was counted under.
 	watchers map[string]*watcherCount
-	counted  map[subKey]string
+	counted  map[subKey]countedAs
 	wg       sync.WaitGroup
 	seed     maphash.Seed
 }
 
 type subKey struct{ aor, id string }
+
+// countedAs is what a subscription was counted under: its watchKey and foreign domain.
+type countedAs struct{ key, domain string }
+
+// watchKey keys the watcher count of aor's subscriptions in event package event.
+func watchKey(aor, event string) string {
+	if event == EventPresence {
+		return aor
+	}
+	return event + ":" + aor
+}
 
 // watcherCount is one presentity's watchers: all, and per foreign domain.
 type watcherCount struct {
@@ -86,7 +97,7 @@ type subState struct {
 	sub      storage.Subscription // as last known
 	cseq     uint32
 	reserved uint32 // the CSeq reservation this node holds: it may send up to it; 0: none
-	version  uint32 // watcherinfo document version
+	version  uint32 // document version (winfo: of the last sent; packages: of the next)
 	inflight bool
 	dirty    bool
 	full     bool      // send even if the document did not change (first NOTIFY, refresh)
@@ -100,15 +111,17 @@ type subState struct {
 	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
 	answered bool
 	// winfoSent is what a winfo subscription's watcher knows of the watchers, as the
-	// documents it accepted told it (nil: send a full document).
+	// documents it accepted told it (nil: send a full document); sent the same for a
+	// Package's subscription.
 	winfoSent map[string]pidf.Watcher
+	sent      map[string]string
 }
 
 func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
-		watchers: map[string]*watcherCount{}, counted: map[subKey]string{}, seed: maphash.MakeSeed()}
+		watchers: map[string]*watcherCount{}, counted: map[subKey]countedAs{}, seed: maphash.MakeSeed()}
 }
 
 // goneFor is how long an ended subscription is kept from being notified again: longer than a
@@ -128,13 +141,14 @@ func (n *notifier) hold(aor, id string) {
 	n.mu.Unlock()
 }
 
-// admit holds a new presence subscription (as hold) unless its presentity has max watchers
-// already, or max perDomain of the watcher's foreign domain (domain "": a local watcher,
-// never counted against a domain); it returns the limit that refused it, or "".
-func (n *notifier) admit(aor, id, domain string, max, perDomain int) string {
+// admit holds a new subscription (as hold) unless its presentity has max watchers in its
+// event package already, or max perDomain of the watcher's foreign domain (domain "": a local
+// watcher, never counted against a domain); it returns the limit that refused it, or "".
+func (n *notifier) admit(aor, id, event, domain string, max, perDomain int) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if w := n.watchers[aor]; w != nil {
+	wk := watchKey(aor, event)
+	if w := n.watchers[wk]; w != nil {
 		if w.all >= max {
 			return limitWatchers
 		}
@@ -146,21 +160,21 @@ func (n *notifier) admit(aor, id, domain string, max, perDomain int) string {
 	n.pending[k] = struct{}{}
 	delete(n.nobody, aor)
 	n.watchGen++
-	n.count(k, domain)
+	n.count(k, wk, domain)
 	return ""
 }
 
-// count counts a presence subscription among its presentity's watchers, once. Call with n.mu
-// held.
-func (n *notifier) count(k subKey, domain string) {
+// count counts a subscription among its presentity's watchers (wk: watchKey), once. Call with
+// n.mu held.
+func (n *notifier) count(k subKey, wk, domain string) {
 	if _, ok := n.counted[k]; ok {
 		return
 	}
-	n.counted[k] = domain
-	w := n.watchers[k.aor]
+	n.counted[k] = countedAs{wk, domain}
+	w := n.watchers[wk]
 	if w == nil {
 		w = &watcherCount{domains: map[string]int{}}
-		n.watchers[k.aor] = w
+		n.watchers[wk] = w
 	}
 	w.all++
 	if domain != "" {
@@ -170,15 +184,16 @@ func (n *notifier) count(k subKey, domain string) {
 
 // uncount reverses count. Call with n.mu held.
 func (n *notifier) uncount(k subKey) {
-	domain, ok := n.counted[k]
+	as, ok := n.counted[k]
 	if !ok {
 		return
 	}
 	delete(n.counted, k)
-	w := n.watchers[k.aor]
+	w := n.watchers[as.key]
 	if w == nil {
 		return
 	}
+	domain := as.domain
 	w.all--
 	if domain != "" {
 		if w.domains[domain]--; w.domains[domain] <= 0 {
@@ -186,7 +201,7 @@ func (n *notifier) uncount(k subKey) {
 		}
 	}
 	if w.all <= 0 {
-		delete(n.watchers, k.aor)
+		delete(n.watchers, as.key)
 	}
 }
 
@@ -257,7 +272,7 @@ func (n *notifier) forget(aor, id string) {
 // handed to them (NotifyRequested), and those of nodes that are gone are taken over. Without,
 // only this node's own subscriptions are notified.
 func (n *notifier) presentity(ctx context.Context, aor, event string, at time.Time, dispatch bool) {
-	if event == EventPresence && n.unwatched(aor) {
+	if event != EventWinfo && n.unwatched(aor) {
 		return
 	}
 	n.mu.Lock()
@@ -434,7 +449,7 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 		if sub.Event == EventWinfo {
 			n.winfo[sub.AOR]++
 		} else {
-			n.count(k, n.p.foreignDomain(sub.Watcher))
+			n.count(k, watchKey(sub.AOR, sub.Event), n.p.foreignDomain(sub.Watcher))
 		}
 	}
 	return s
@@ -560,6 +575,13 @@ func (n *notifier) reserve(s *subState) bool {
 		}
 		s.cseq, s.reserved = max(s.cseq, prev), claimed.NotifyCSeq
 		s.sub.Node, s.sub.NotifyCSeq = claimed.Node, claimed.NotifyCSeq
+		if !n.p.owns(sub.Node) || s.version == 0 {
+			// Taken over, or held before this process started: the watcher's last document
+			// came from elsewhere. Versions go on above every CSeq sent before (a node's
+			// versions never pass its CSeqs), and the next document is full.
+			s.version = max(s.version, uint32(min(prev, 1<<31)))
+			s.winfoSent, s.sent = nil, nil
+		}
 		n.mu.Unlock()
 		if !n.p.owns(sub.Node) {
 			n.p.metrics.takeovers.Inc()
@@ -607,6 +629,7 @@ type notifyJob struct {
 	version  uint32
 	answered bool
 	sent     map[string]pidf.Watcher // the watchers the last winfo document told of
+	pkgSent  map[string]string       // what a package's watcher knows (subState.sent)
 }
 
 // take copies what send needs from s and claims the next CSeq (and winfo version).
@@ -618,10 +641,15 @@ func (n *notifier) take(s *subState) notifyJob {
 	s.dirty, s.full, s.since = false, false, time.Time{}
 	s.cseq++ // within the reservation: reserve made sure of it
 	j.cseq = s.cseq
-	if j.sub.Event == EventWinfo {
+	switch {
+	case j.sub.Event == EventWinfo:
 		s.version++
+		j.version = s.version
+	case j.sub.Event != EventPresence:
+		j.version = s.version // a package's first document is version 0
+		s.version++
+		j.pkgSent = s.sent
 	}
-	j.version = s.version
 	return j
 }
 
@@ -632,9 +660,18 @@ func (n *notifier) deliver(ctx context.Context, s *subState, j notifyJob) (statu
 		ctype     string
 		body      []byte
 		known     map[string]pidf.Watcher
+		pkgKnown  map[string]string
 		unchanged bool
 	)
-	if j.sub.Event == EventWinfo {
+	if pkg := n.p.packages[j.sub.Event]; pkg != nil {
+		sent := j.pkgSent
+		if j.full || j.reason != "" {
+			sent = nil
+		}
+		ctype = pkg.Type()
+		body, pkgKnown, err = pkg.Document(ctx, &j.sub, j.version, sent)
+		unchanged = err == nil && body == nil
+	} else if j.sub.Event == EventWinfo {
 		// A full document first, on a refresh and at the end; partial ones in between.
 		sent := j.sent
 		if j.full || j.reason != "" {
@@ -653,8 +690,8 @@ func (n *notifier) deliver(ctx context.Context, s *subState, j notifyJob) (statu
 	h := maphash.Bytes(n.seed, body)
 	n.mu.Lock()
 	skip = unchanged || !j.full && j.reason == "" && s.sentBody && h == s.lastBody
-	if skip && j.sub.Event == EventWinfo {
-		s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4)
+	if skip && j.sub.Event != EventPresence {
+		s.version-- // versions count the documents sent, one by one (RFC 3858 §4.4, RFC 4235 §4.1)
 	}
 	n.mu.Unlock()
 	if skip {
@@ -663,11 +700,10 @@ func (n *notifier) deliver(ctx context.Context, s *subState, j notifyJob) (statu
 	status, err = n.notify(ctx, &j.sub, j.cseq, j.reason, ctype, body)
 	n.mu.Lock()
 	s.lastBody, s.sentBody = h, true
-	if j.sub.Event == EventWinfo {
-		s.winfoSent = nil // refused or lost: the next document is full
-		if status >= 200 && status < 300 {
-			s.winfoSent = known
-		}
+	// Refused or lost: the next document is full.
+	s.winfoSent, s.sent = nil, nil
+	if status >= 200 && status < 300 {
+		s.winfoSent, s.sent = known, pkgKnown
 	}
 	n.mu.Unlock()
 	return status, false, err

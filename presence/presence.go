@@ -24,8 +24,8 @@ const (
 	TypePIDF        = "application/pidf+xml"
 	TypeWatcherInfo = "application/watcherinfo+xml"
 
-	// allowEvents is the Allow-Events of 489 answers.
-	allowEvents = EventPresence + ", " + EventWinfo
+	// baseEvents is the Allow-Events of 489 answers when no other package is served.
+	baseEvents = EventPresence + ", " + EventWinfo
 )
 
 // Watcher policies: what happens to a watcher the presentity has no rule for.
@@ -82,11 +82,15 @@ type Presence struct {
 
 // shared is what the Plugin copies of a Presence share.
 type shared struct {
-	notifier *notifier
-	docs     *docCache
-	sources  *sourceCounts
-	metrics  *metrics
-	logGate  *sipx.LogGate[string]
+	// packages are the event packages served besides presence and presence.winfo (Serve),
+	// by Event name; allowEvents lists them all for Allow-Events.
+	packages    map[string]Package
+	allowEvents string
+	notifier    *notifier
+	docs        *docCache
+	sources     *sourceCounts
+	metrics     *metrics
+	logGate     *sipx.LogGate[string]
 }
 
 // newPresence checks opts and returns a presence agent.
@@ -122,7 +126,7 @@ func newPresence(opts options) (*Presence, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.shared = &shared{docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m,
+	p.shared = &shared{packages: map[string]Package{}, allowEvents: baseEvents, docs: newDocCache(), sources: &sourceCounts{n: map[string]int{}}, metrics: m,
 		logGate: sipx.NewLogGate[string](time.Minute)}
 	opts.Limited.Declare(limitSubscriptionsPerSource, limitWatchers, limitWatchersPerDomain, limitUnansweredNotify)
 	p.notifier = newNotifier(p)
@@ -163,15 +167,22 @@ func (p *Presence) Name() string { return "presence" }
 func (p *Presence) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
 	switch req.Method {
 	case sip.PUBLISH:
-		if p.ours(req) {
+		if p.ours(req) && !p.routed(req) {
 			return p.publish(ctx, tx, req)
+		}
+	case sip.NOTIFY:
+		// An out-of-dialog NOTIFY of a package that takes them (unsolicited MWI).
+		if to := req.To(); to != nil && !to.Params.Has("tag") && p.ours(req) {
+			if r, ok := p.packages[eventPackage(req)].(Receiver); ok {
+				return r.Receive(ctx, tx, req)
+			}
 		}
 	case sip.SUBSCRIBE:
 		if to := req.To(); to != nil && to.Params.Has("tag") {
 			if p.inDialogOurs(req) {
 				return p.resubscribe(ctx, tx, req)
 			}
-		} else if p.ours(req) {
+		} else if p.ours(req) && !p.routed(req) {
 			return p.subscribe(ctx, tx, req)
 		}
 	}
@@ -186,6 +197,12 @@ func (p *Presence) ours(req *sip.Request) bool {
 		return false
 	}
 	return !p.routedElsewhere(req)
+}
+
+// routed reports whether a route of the proxy (proxy.routes) takes req elsewhere: a PBX
+// answers the SUBSCRIBE or PUBLISH itself (its extensions' BLF, its voicemail's MWI).
+func (p *Presence) routed(req *sip.Request) bool {
+	return p.opts.Routed != nil && p.opts.Routed(req)
 }
 
 // inDialogOurs reports whether an in-dialog SUBSCRIBE is for a subscription of ours: its To
@@ -298,7 +315,8 @@ func (p *Presence) sweep(ctx context.Context) {
 			p.metrics.publications.WithLabelValues("expired").Inc()
 			if !seen[e.AOR] {
 				seen[e.AOR] = true
-				p.changed(e.AOR, storage.PresenceChanged, now)
+				event, aor := storage.SplitPublicationKey(e.AOR)
+				p.published(aor, event, now)
 			}
 		}
 		if len(pubs) < sweepBatch {
@@ -352,9 +370,16 @@ func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 		if here {
 			p.notifier.presentity(ctx, ev.AOR, EventPresence, ev.At, true)
 		}
+	case storage.StateChanged:
+		if f, ok := p.packages[ev.Package].(Forgetter); ok {
+			f.Forget(ev.AOR)
+		}
+		if here && p.packages[ev.Package] != nil {
+			p.notifier.presentity(ctx, ev.AOR, ev.Package, ev.At, true)
+		}
 	case storage.WatchersChanged:
 		p.notifier.watched(ev.AOR)
-		if p.notifier.watchesWinfo(ev.AOR) {
+		if ev.Package == "" && p.notifier.watchesWinfo(ev.AOR) {
 			// Each node notifies the presence.winfo subscriptions it owns.
 			p.notifier.presentity(ctx, ev.AOR, EventWinfo, ev.At, false)
 		}

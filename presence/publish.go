@@ -28,11 +28,17 @@ import (
 func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
 	st := sipx.StateFrom(ctx)
 	aor := sipx.AOR(&req.Recipient)
-	if ev := eventPackage(req); ev != EventPresence {
+	event := eventPackage(req)
+	pkg, _ := p.packages[event].(Publisher)
+	if event != EventPresence && pkg == nil {
 		return p.count("publish", "bad_event")(sipx.Respond(tx, req, 489, "",
-			sip.NewHeader("Allow-Events", EventPresence)))
+			sip.NewHeader("Allow-Events", p.publishable())))
 	}
-	if ok, err := p.mayPublish(ctx, st, req, aor); err != nil {
+	if pkg != nil {
+		if !pkg.MayPublish(ctx, st, req, aor) {
+			return p.count("publish", "forbidden")(sipx.Respond(tx, req, 403, "Not Allowed to Publish "+event))
+		}
+	} else if ok, err := p.mayPublish(ctx, st, req, aor); err != nil {
 		return sipx.RespondError(tx, req, err)
 	} else if !ok {
 		return p.count("publish", "forbidden")(sipx.Respond(tx, req, 403, "Only the presentity may publish"))
@@ -81,17 +87,21 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 		if ifMatch != "" {
 			kind = "modify"
 		}
-		if status, reason, hdrs := p.checkDocument(st.Logger(), req, body); status != 0 {
+		if status, reason, hdrs := p.checkPublished(ctx, pkg, req, body); status != 0 {
+			st.Logger().Info("published document refused", zap.String("event", event), zap.Int("status", status), zap.String("reason", reason))
 			return p.count("publish", "invalid")(sipx.Respond(tx, req, status, reason, hdrs...))
 		}
 		op.ContentType, op.Body = TypePIDF, body
+		if pkg != nil {
+			op.ContentType = pkg.Type()
+		}
 	}
 	if op.Remove || kind == "refresh" {
 		// A removal or refresh may carry a body (it is ignored, RFC 3903 §6 step 5 asks for
 		// none on a refresh): keep the stored document.
 		op.Body, op.ContentType = nil, ""
 	}
-	pub, err := p.opts.Store.Publish(ctx, aor, op)
+	pub, err := p.opts.Store.Publish(ctx, storage.PublicationKey(event, aor), op)
 	if errors.Is(err, storage.ErrETagMismatch) {
 		return p.count("publish", "unknown_etag")(sipx.Respond(tx, req, 412, ""))
 	}
@@ -106,15 +116,46 @@ func (p *Presence) publish(ctx context.Context, tx sip.ServerTransaction, req *s
 	if op.Remove {
 		status, err := sipx.Respond(tx, req, 200, "", sip.NewHeader("SIP-ETag", ifMatch),
 			sip.NewHeader("Expires", "0"))
-		p.changed(aor, storage.PresenceChanged, now)
+		p.published(aor, event, now)
 		return status, err
 	}
 	status, err := sipx.Respond(tx, req, 200, "", sip.NewHeader("SIP-ETag", pub.ETag),
 		sip.NewHeader("Expires", strconv.Itoa(secs)))
 	if kind != "refresh" {
-		p.changed(aor, storage.PresenceChanged, now)
+		p.published(aor, event, now)
 	}
 	return status, err
+}
+
+// published announces that aor's publications in event changed.
+func (p *Presence) published(aor, event string, now time.Time) {
+	if event == EventPresence {
+		p.changed(aor, storage.PresenceChanged, now)
+		return
+	}
+	p.Changed(aor, event)
+}
+
+// publishable lists the event packages that take PUBLISH (Allow-Events of a 489).
+func (p *Presence) publishable() string {
+	evs := []string{EventPresence}
+	for _, ev := range p.Events() {
+		if _, ok := p.packages[ev].(Publisher); ok {
+			evs = append(evs, ev)
+		}
+	}
+	return strings.Join(evs, ", ")
+}
+
+// checkPublished validates a published document: a PIDF one, or pkg's (its size first).
+func (p *Presence) checkPublished(ctx context.Context, pkg Publisher, req *sip.Request, body []byte) (int, string, []sip.Header) {
+	if pkg == nil {
+		return p.checkDocument(sipx.StateFrom(ctx).Logger(), req, body)
+	}
+	if len(body) > p.opts.MaxBodySize {
+		return 413, "", nil
+	}
+	return pkg.Check(ctx, req, body)
 }
 
 // maxPublications bounds the live publications of one presentity: a few devices, each

@@ -7,6 +7,7 @@ import (
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -72,6 +73,9 @@ type Deps struct {
 	// SUBSCRIBE to a presentity that is not known, not registered and has no publication
 	// gets 404. Nil: every AOR of a local domain exists.
 	Known func(ctx context.Context, aor string) (bool, error)
+	// Routed reports whether a route of the proxy takes an out-of-dialog SUBSCRIBE or PUBLISH
+	// to a user of ours elsewhere (then the proxy forwards it); nil: none does.
+	Routed func(req *sip.Request) bool
 	// Expiry limits of PUBLISH and SUBSCRIBE, seconds: the registrar's (registrar.min_expires,
 	// default_expires, max_expires).
 	MinExpires, DefaultExpires, MaxExpires int

@@ -28,9 +28,10 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 	st := sipx.StateFrom(ctx)
 	aor := sipx.AOR(&req.Recipient)
 	event := eventPackage(req)
-	if event != EventPresence && event != EventWinfo {
+	pkg := p.packages[event]
+	if event != EventPresence && event != EventWinfo && pkg == nil {
 		return p.count("subscribe", "bad_event")(sipx.Respond(tx, req, 489, "",
-			sip.NewHeader("Allow-Events", allowEvents)))
+			sip.NewHeader("Allow-Events", p.allowEvents)))
 	}
 	secs, ok, err := p.expiry(req)
 	if err != nil {
@@ -40,7 +41,10 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(p.opts.MinExpires)))
 	}
 	docType := TypePIDF
-	if event == EventWinfo {
+	switch {
+	case pkg != nil:
+		docType = pkg.Type()
+	case event == EventWinfo:
 		docType = TypeWatcherInfo
 	}
 	if !accepts(req, docType) {
@@ -60,23 +64,16 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 	} else if !exists {
 		return p.count("subscribe", "not_found")(sipx.Respond(tx, req, 404, ""))
 	}
-	state := storage.SubActive
-	if event == EventWinfo {
-		// Watcher information is the presentity's own business (RFC 3857 §5.1).
-		if watcher != aor || !p.selfProven(ctx, st) {
-			return p.count("subscribe", "forbidden")(sipx.Respond(tx, req, 403, "Only the presentity may watch its watchers"))
+	state, status, reason, err := p.authorize(ctx, pkg, &Subscribe{State: st, Request: req, AOR: aor, Watcher: watcher})
+	if err != nil {
+		return sipx.RespondError(tx, req, err)
+	}
+	if status != 0 {
+		outcome := "forbidden"
+		if event == EventPresence {
+			outcome = "blocked"
 		}
-	} else {
-		rule, err := p.decide(ctx, aor, watcher)
-		if err != nil {
-			return sipx.RespondError(tx, req, err)
-		}
-		switch rule {
-		case storage.RuleBlock:
-			return p.count("subscribe", "blocked")(sipx.Respond(tx, req, 403, ""))
-		case storage.RulePending:
-			state = storage.SubPending
-		}
+		return p.count("subscribe", outcome)(sipx.Respond(tx, req, status, reason))
 	}
 	group := sipx.SourceGroup(st.SourceIP())
 	if secs > 0 && !p.sources.take(group, p.opts.MaxSubscriptionsPerSource) {
@@ -96,7 +93,7 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 			return p.count("subscribe", "limited")(sipx.Respond(tx, req, 403, "Too Many Watchers"))
 		}
 	}
-	status, err := p.respondSubscribe(tx, req, &sub, secs)
+	status, err = p.respondSubscribe(tx, req, &sub, secs)
 	if status != 200 {
 		p.notifier.release(sub.AOR, sub.ID)
 		return status, err
@@ -107,10 +104,51 @@ func (p *Presence) subscribe(ctx context.Context, tx sip.ServerTransaction, req 
 		return status, err
 	}
 	p.notifier.track(&sub, now)
-	if event == EventPresence {
-		p.changed(aor, storage.WatchersChanged, now)
-	}
+	p.watchersChanged(&sub, now)
 	return status, err
+}
+
+// authorize decides a new subscription: by its package, or for presence.winfo (only the
+// presentity itself, RFC 3857 §5.1) and presence (the presentity's rules). It returns the
+// subscription's state, or the status and reason that refuse it.
+func (p *Presence) authorize(ctx context.Context, pkg Package, s *Subscribe) (state string, status int, reason string, err error) {
+	event := eventPackage(s.Request)
+	switch {
+	case pkg != nil:
+		d, err := pkg.Authorize(ctx, s)
+		if err != nil || d.State != "" {
+			return d.State, 0, "", err
+		}
+		if d.Status == 0 {
+			d.Status = 403
+		}
+		return "", d.Status, d.Reason, nil
+	case event == EventWinfo:
+		if s.Watcher != s.AOR || !s.SelfProven() {
+			return "", 403, "Only the presentity may watch its watchers", nil
+		}
+		return storage.SubActive, 0, "", nil
+	}
+	d, _, err := p.DecideAsPresence(ctx, s)
+	if err != nil || d.State != "" {
+		return d.State, 0, "", err
+	}
+	return "", d.Status, d.Reason, nil
+}
+
+// watchersChanged tells every node that sub, a subscription to aor, was created, ended or
+// changed state: they forget that aor has no subscription, and for presence the
+// presentity's presence.winfo subscriptions are notified.
+func (p *Presence) watchersChanged(sub *storage.Subscription, now time.Time) {
+	ev := storage.Event{Kind: storage.WatchersChanged, AOR: sub.AOR, At: now}
+	if sub.Event != EventPresence {
+		ev.Package = sub.Event
+	}
+	if p.opts.Bus != nil {
+		p.opts.Bus.Publish(ev)
+		return
+	}
+	p.onEvent(context.Background(), ev)
 }
 
 // newSubscription is the dialog an initial SUBSCRIBE creates (RFC 6665 §4.1.2.1): our To tag
@@ -141,10 +179,11 @@ func newSubscription(st *sipx.State, req *sip.Request, aor, event, watcher, docT
 // keep admits a new subscription against the watcher limits (limited: refused, 403) and
 // stores it. The source's slot (group) is given back when it is refused or not stored.
 func (p *Presence) keep(ctx context.Context, st *sipx.State, sub *storage.Subscription, group string) (limited bool, err error) {
-	if sub.Event == EventPresence {
-		// Watchers per presentity, and per foreign domain: a flood of subscriptions to one
-		// user, or from one other domain, cannot take every slot (issue 15).
-		if limit := p.notifier.admit(sub.AOR, sub.ID, p.foreignDomain(sub.Watcher), p.opts.MaxWatchers,
+	if sub.Event != EventWinfo {
+		// Watchers per presentity and package, and per foreign domain: a flood of
+		// subscriptions to one user, or from one other domain, cannot take every slot (issue
+		// 15). A presentity's own winfo subscriptions are not watchers.
+		if limit := p.notifier.admit(sub.AOR, sub.ID, sub.Event, p.foreignDomain(sub.Watcher), p.opts.MaxWatchers,
 			p.opts.MaxWatchersPerDomain); limit != "" {
 			p.sources.release(group)
 			p.refused(st, limit, sub.AOR)
@@ -194,7 +233,7 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	}
 	if ev := eventPackage(req); ev != sub.Event {
 		return p.count("resubscribe", "bad_event")(sipx.Respond(tx, req, 489, "",
-			sip.NewHeader("Allow-Events", allowEvents)))
+			sip.NewHeader("Allow-Events", p.allowEvents)))
 	}
 	cseq := req.CSeq().SeqNo
 	if cseq <= sub.RemoteCSeq {
@@ -223,7 +262,7 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 		p.metrics.requests.WithLabelValues("resubscribe", "unsubscribed").Inc()
 		p.ended(&old, "timeout", true)
 		if old.Event == EventPresence {
-			p.changed(aor, storage.WatchersChanged, now)
+			p.watchersChanged(&old, now)
 		}
 		return status, err
 	}
@@ -308,11 +347,7 @@ func (p *Presence) lookupExists(ctx context.Context, aor string) (bool, error) {
 // selfProven reports whether the sender of a request stands for its From: it authenticated
 // (RuleUser), is a trusted peer, or auth.mode is off (RuleOpen).
 func (p *Presence) selfProven(_ context.Context, st *sipx.State) bool {
-	switch st.Rule {
-	case sipx.RuleUser, sipx.RulePeer, sipx.RuleOpen:
-		return true
-	}
-	return false
+	return (&Subscribe{State: st}).SelfProven()
 }
 
 // accepts reports whether req's Accept headers allow docType: no Accept means the package's

@@ -42,6 +42,9 @@ type Event struct {
 	Full bool
 	// Reason, for SubscriptionEnded: the final NOTIFY's reason (RFC 6665 §4.1.3).
 	Reason string `json:",omitempty"`
+	// Package, for StateChanged and WatchersChanged, is the event package whose state or
+	// subscriptions changed ("" for presence).
+	Package string `json:",omitempty"`
 }
 
 // Bus carries events from the stage that caused them to the stages that react (presence from

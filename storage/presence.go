@@ -21,7 +21,37 @@ const (
 	// SubscriptionEnded, sent to a subscription's owner: it ended elsewhere (expired, rules);
 	// send its final NOTIFY with Event.Reason if it can.
 	SubscriptionEnded EventKind = "presence.ended"
+	// StateChanged: the state of AOR in the event package Event.Package (dialog,
+	// message-summary, reg: every package the presence agent serves but presence itself)
+	// changed; its subscriptions are notified.
+	StateChanged EventKind = "presence.state"
 )
+
+// PublicationKey is the key under which the publications of aor in event package event are
+// stored (the aor argument of PublicationStore methods): aor itself for presence, so that
+// presence publications keep their keys, and "event:aor" for the other packages (dialog state
+// a PBX publishes, message-summary), which must not mix into a presence document. An AOR
+// never holds a ':' (a SIP URI's user part has it only escaped), so the two never meet.
+func PublicationKey(event, aor string) string {
+	if event == "" || event == "presence" {
+		return aor
+	}
+	return event + ":" + aor
+}
+
+// SplitPublicationKey reverses PublicationKey: the event package ("presence" for a bare AOR)
+// and the AOR.
+func SplitPublicationKey(key string) (event, aor string) {
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case ':':
+			return key[:i], key[i+1:]
+		case '@':
+			return "presence", key
+		}
+	}
+	return "presence", key
+}
 
 // Publication is one event state published with PUBLISH (RFC 3903) for a presentity. It is
 // addressed by its entity tag, which changes on every refresh and modification.
@@ -94,7 +124,7 @@ const (
 type Subscription struct {
 	ID    string `json:"id"`
 	AOR   string `json:"aor"`
-	Event string `json:"event"` // "presence" or "presence.winfo"
+	Event string `json:"event"` // the event package: "presence", "presence.winfo", "dialog", ...
 	// Watcher is the subscriber's AOR (user@domain of its From URI); WatcherURI the From URI
 	// and WatcherName its display name, for winfo documents.
 	Watcher     string `json:"watcher"`
