@@ -816,7 +816,8 @@ func terminates(status int) bool {
 const maxFailures = 3
 
 // ends reports whether status, the answer to s's NOTIFY, ends the subscription: terminates
-// says so, but for a Lenient package only a 481 or the maxFailures-th failure in a row does;
+// says so, but for a Lenient package only a 481 or the maxFailures-th failure (no answer, or
+// any answer but a 2xx) in a row does;
 // a failure short of that has the next change send the whole document again, even one equal
 // to the lost one. Call with n.mu held.
 func (n *notifier) ends(s *subState, status int, skip bool) bool {
@@ -835,7 +836,7 @@ func (n *notifier) ends(s *subState, status int, skip bool) bool {
 	case status == 0: // not sent, or no answer before the agent stopped: not counted
 		s.sentBody = false
 		return false
-	case terminates(status):
+	case status >= 300:
 		s.failures++
 		s.sentBody = false
 		if s.failures < maxFailures {
