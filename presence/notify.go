@@ -115,6 +115,8 @@ type subState struct {
 	// Package's subscription.
 	winfoSent map[string]pidf.Watcher
 	sent      map[string]string
+	// failures counts the NOTIFYs of a Lenient package's subscription that failed in a row.
+	failures int
 }
 
 func newNotifier(p *Presence) *notifier {
@@ -759,7 +761,7 @@ func (n *notifier) settle(s *subState, j notifyJob, status int, skip bool) {
 		n.remove(k, s)
 		return
 	}
-	if terminates(status) {
+	if n.ends(s, status, skip) {
 		n.remove(k, s)
 		n.wg.Add(1)
 		go func() {
@@ -804,6 +806,45 @@ func Retransmits(ctx context.Context) int {
 func terminates(status int) bool {
 	switch status {
 	case 404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 503, 604:
+		return true
+	}
+	return false
+}
+
+// maxFailures is how many NOTIFYs of a Lenient package's subscription may fail in a row
+// before it ends.
+const maxFailures = 3
+
+// ends reports whether status, the answer to s's NOTIFY, ends the subscription: terminates
+// says so, but for a Lenient package only a 481 or the maxFailures-th failure (no answer, or
+// any answer but a 2xx) in a row does;
+// a failure short of that has the next change send the whole document again, even one equal
+// to the lost one. Call with n.mu held.
+func (n *notifier) ends(s *subState, status int, skip bool) bool {
+	l, ok := n.p.packages[s.sub.Event].(Lenient)
+	if !ok || !l.KeepOnTimeout() {
+		return terminates(status)
+	}
+	switch {
+	case skip:
+		return false
+	case status >= 200 && status < 300:
+		s.failures = 0
+		return false
+	case status == 481:
+		return true
+	case status == 0: // not sent, or no answer before the agent stopped: not counted
+		s.sentBody = false
+		return false
+	case status >= 300:
+		s.failures++
+		s.sentBody = false
+		if s.failures < maxFailures {
+			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.sub.AOR),
+				zap.String(logging.KeyEvent, s.sub.Event), zap.String("watcher", s.sub.Watcher),
+				zap.Int(logging.KeyStatus, status), zap.Int("failures", s.failures))
+			return false
+		}
 		return true
 	}
 	return false

@@ -106,6 +106,25 @@ type Forgetter interface {
 	Forget(aor string)
 }
 
+// Lenient is a Package whose subscriptions outlive a lost NOTIFY: a NOTIFY that times out
+// (408) or gets another answer that would end the subscription does not end it at once; the
+// next change sends the full document again, and only a 481 (RFC 6665 §4.1.2.3: the dialog
+// is gone) or maxFailures failed NOTIFYs in a row end it. A desk phone's voicemail lamp
+// (message-summary) and a BLF key (dialog) that missed one NOTIFY would otherwise never
+// update again until the phone subscribes anew (opensips issue 380). presence and
+// presence.winfo are not lenient.
+type Lenient interface {
+	KeepOnTimeout() bool
+}
+
+// Originator is a Package that acts once on each change of its state, on the node where the
+// change happened (MWI's unsolicited NOTIFYs to the devices of a user that never subscribe):
+// the agent calls ChangedHere there, after Changed, from its event loop, so it must not
+// block.
+type Originator interface {
+	ChangedHere(aor string)
+}
+
 // Serve adds an event package. Call it before Run; its Event must not be served already.
 func (p *Presence) Serve(pkg Package) error {
 	ev := strings.ToLower(pkg.Event())

@@ -376,6 +376,9 @@ func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 		}
 		if here && p.packages[ev.Package] != nil {
 			p.notifier.presentity(ctx, ev.AOR, ev.Package, ev.At, true)
+			if o, ok := p.packages[ev.Package].(Originator); ok {
+				o.ChangedHere(ev.AOR)
+			}
 		}
 	case storage.WatchersChanged:
 		p.notifier.watched(ev.AOR)

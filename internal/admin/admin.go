@@ -51,6 +51,8 @@ type Options struct {
 	Messages Messages
 	// Presence serves /api/v1/presence; nil leaves it out.
 	Presence Presence
+	// MWI serves /api/v1/mwi (message summaries); nil leaves it out.
+	MWI MWI
 	// Users serves /api/v1/users (credentials in the store); nil leaves it out.
 	Users UserStore
 	// Cluster serves /api/v1/cluster (the nodes sharing the store); nil leaves it out.
@@ -130,6 +132,11 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("GET /api/v1/presence/{aor}", a.getPresence)
 		mux.HandleFunc("PUT /api/v1/presence/{aor}/rules/{watcher}", a.putRule)
 		mux.HandleFunc("DELETE /api/v1/presence/{aor}/rules/{watcher}", a.deleteRule)
+	}
+	if o.MWI != nil {
+		mux.HandleFunc("GET /api/v1/mwi/{aor}", a.getMWI)
+		mux.HandleFunc("PUT /api/v1/mwi/{aor}", a.putMWI)
+		mux.HandleFunc("DELETE /api/v1/mwi/{aor}", a.deleteMWI)
 	}
 	if o.Cluster != nil {
 		mux.HandleFunc("GET /api/v1/cluster", a.getCluster)

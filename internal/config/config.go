@@ -19,6 +19,7 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/registrar"
 )
 
@@ -97,6 +98,9 @@ type Options struct {
 	Admin AdminOptions `yaml:"admin"`
 	// Cluster holds how the nodes sharing a Redis store know each other (docs/cluster.md).
 	Cluster ClusterOptions `yaml:"cluster"`
+	// MWI holds the message waiting indication settings (message-summary, docs/pbx-mwi.md):
+	// the mwi package's own section.
+	MWI mwi.Config `yaml:"mwi"`
 }
 
 // ClusterOptions set the membership of the nodes sharing a Redis store (package cluster).
@@ -275,6 +279,7 @@ func Default() Options {
 		Proxy:     defaultProxy(),
 		Messages:  defaultMessages(),
 		Presence:  presence.DefaultConfig(),
+		MWI:       mwi.DefaultConfig(),
 		Transport: defaultTransport(),
 		Admin:     defaultAdmin(),
 		Cluster: ClusterOptions{

@@ -7,6 +7,10 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/simpled/simpled/base/sipx"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Validate checks every field and the fields against each other (1 <= min_expires <=
@@ -319,6 +323,12 @@ func (o Options) validatePresence(src sources, errs *Errors) {
 	if o.Presence.MaxWatchersPerDomain < 1 || o.Presence.MaxWatchersPerDomain > o.Presence.MaxWatchers {
 		bad("presence.max_watchers_per_domain", "%d: want 1 to presence.max_watchers (%d)",
 			o.Presence.MaxWatchersPerDomain, o.Presence.MaxWatchers)
+	}
+	if v := o.MWI.Server; v != "" {
+		var u sip.Uri
+		if err := sip.ParseUri(v, &u); err != nil || u.Host == "" || !sipx.IsSIPScheme(u.Scheme) || !sipx.Sanitize(v) {
+			bad("mwi.server", "%q: want a sip: or sips: URI", v)
+		}
 	}
 }
 

@@ -36,6 +36,9 @@ func (s *Server) adminOptions() admin.Options {
 	if f := s.users.File(); f != nil {
 		o.UsersFile = f
 	}
+	if s.mwi != nil {
+		o.MWI = s.mwi
+	}
 	return o
 }
 

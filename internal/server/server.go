@@ -35,6 +35,7 @@ import (
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/storage"
@@ -57,6 +58,7 @@ type Store interface {
 	auth.Store
 	offline.MessageStore
 	presence.Store
+	mwi.MailboxStore
 	storage.Credentials
 }
 
@@ -99,6 +101,7 @@ type Server struct {
 	flows     *transport.Flows
 	strays    *sipgox.StrayRouter
 	presence  *presence.Presence
+	mwi       *mwi.MWI // nil with mwi.server set
 	ua        *sipgo.UserAgent
 	client    *sipgo.Client
 	srv       *sipgo.Server

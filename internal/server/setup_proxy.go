@@ -30,11 +30,15 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		Nodes:          s.cluster,
 		Log:            s.log.Named("presence"),
 		Registerer:     s.registry,
+		Routed:         s.mwiRouted(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.presence.Close)
+	if err := s.setupMWI(); err != nil {
+		return nil, err
+	}
 	return s.presence.Plugin(), nil
 }
 
@@ -60,5 +64,5 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.strays.Handle(s.proxy.ServeStrayResponse)
-	return s.proxy.Plugin(), nil
+	return s.routeMWI(s.proxy.Plugin()), nil
 }

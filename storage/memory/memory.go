@@ -84,6 +84,8 @@ type Store struct {
 	knownExp minHeap[*knownEntry]   // every known record, earliest until first
 
 	presenceTables // publications, subscriptions and rules (presence.go)
+
+	mwi summaries // message summaries (mwi.go)
 }
 
 // New returns an empty store.

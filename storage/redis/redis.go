@@ -36,6 +36,7 @@
 //	                         member "reg|<aor>|<binding key>", "msg|<aor>|<message ID>",
 //	                         "pub|<aor>|<etag>" or "sub|<aor>|<subscription ID>" (| and % in
 //	                         aor %-escaped), score = expires_at
+//	mwi:{aor}        string  message summary: "<updated_at unix ns> <body>"; no TTL (mwi.go)
 //	cred:{aor}       hash    realm → storage.Credential JSON
 //	creds            set     every AOR with a credential (HasCredentials is one EXISTS)
 //	nonce:{<nonce>}  string  highest nonce count accepted; TTL = the ttl of the last accepted

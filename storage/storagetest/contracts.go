@@ -24,6 +24,7 @@ type Store interface {
 	PublicationStore
 	SubscriptionStore
 	RuleStore
+	MailboxStore
 	storage.Backend
 	storage.Credentials
 }
@@ -80,4 +81,12 @@ type RuleStore interface {
 	SetRule(ctx context.Context, aor, watcher, rule string) error
 	DeleteRule(ctx context.Context, aor, watcher string) error
 	Rules(ctx context.Context, aor string) (map[string]string, error)
+}
+
+// MailboxStore is the method set of mwi.MailboxStore (presence/mwi): one message summary per
+// AOR.
+type MailboxStore interface {
+	PutMessageSummary(ctx context.Context, aor string, s storage.MessageSummary) error
+	MessageSummary(ctx context.Context, aor string) (storage.MessageSummary, error)
+	DeleteMessageSummary(ctx context.Context, aor string) error
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore) })
 	t.Run("Messages", func(t *testing.T) { runMessages(t, newStore) })
 	t.Run("Presence", func(t *testing.T) { runPresence(t, newStore) })
+	t.Run("MessageSummaries", func(t *testing.T) { testMessageSummaries(t, newStore) })
 }
 
 // base is the suite's clock origin: whole seconds near the real time, so a backend that
