@@ -1,9 +1,14 @@
 package server
 
 import (
+	"context"
+
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/proxy"
+	"github.com/simpled/simpled/routes"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // setupPresence builds the presence agent: it sends its NOTIFYs through delivery
@@ -35,7 +40,25 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.presence.Close)
-	return s.presence.Plugin(), nil
+	return routedPast(s.presence.Plugin(), s.routes), nil
+}
+
+// routedPast has stage pass on, untouched, the requests a rule of proxy.routes takes: the
+// proxy forwards them to the route's next hops. A SUBSCRIBE for message-summary routed to a
+// voicemail server, or a PUBLISH routed to a PBX, is not the presence agent's to answer.
+func routedPast(stage sipx.Plugin, table *routes.Table) sipx.Plugin {
+	if len(table.Routes()) == 0 {
+		return stage
+	}
+	return func(next sipx.Handler) sipx.Handler {
+		h := stage(next)
+		return sipx.HandlerFunc{NameText: h.Name(), F: func(ctx context.Context, tx sip.ServerTransaction, req *sip.Request) (int, error) {
+			if (req.Method == sip.SUBSCRIBE || req.Method == sip.PUBLISH) && table.Routed(req) {
+				return sipx.Next(ctx, next, tx, req)
+			}
+			return h.ServeSIP(ctx, tx, req)
+		}}
+	}
 }
 
 // setupProxy builds the proxy stage on delivery and offline, and hands it the 2xx responses
@@ -52,6 +75,7 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		Messages:      s.rules,
 		Seals:         s.seals,
 		InviteTimeout: s.opts.Proxy.InviteTimeout,
+		Routes:        s.routes,
 		Allow:         s.allow,
 		Log:           s.log.Named("proxy"),
 		Registerer:    s.registry,
