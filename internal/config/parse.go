@@ -63,13 +63,23 @@ type source struct {
 
 // errorf builds an Error for key at the position its value came from. For a list element
 // ("listen[1]") it falls back to the list when the element has no position of its own.
+//
+// A key within a list element ("proxy.routes[1].match.user") is kept whole, and falls back to
+// the element's position, then the list's.
 func (s sources) errorf(key, format string, args ...any) *Error {
-	base, _, _ := strings.Cut(key, "[")
+	base, rest, _ := strings.Cut(key, "[")
+	name := base
+	if _, within, _ := strings.Cut(rest, "]"); within != "" {
+		name = key
+	}
 	src, ok := s[key]
+	if elem, _, cut := strings.Cut(key, "]."); !ok && cut {
+		src, ok = s[elem+"]"]
+	}
 	if !ok {
 		src = s[base]
 	}
-	e := &Error{Key: base, Msg: fmt.Sprintf(format, args...)}
+	e := &Error{Key: name, Msg: fmt.Sprintf(format, args...)}
 	for _, a := range args {
 		if err, ok := a.(error); ok {
 			e.Err = err
