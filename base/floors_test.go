@@ -20,7 +20,7 @@ var floors = []struct {
 	folders []string
 }{
 	{"foundation", []string{"base", "pidf", "cpim", "storage"}},
-	{"stages and services", []string{"sanity", "auth", "registrar", "presence", "proxy", "delivery", "offline", "dns", "msgcheck", "cluster"}},
+	{"stages and services", []string{"sanity", "auth", "registrar", "presence", "proxy", "delivery", "offline", "dns", "msgcheck", "cluster", "routes"}},
 	{"wiring", []string{"internal", "cmd"}},
 }
 

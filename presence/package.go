@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/storage"
@@ -73,9 +72,13 @@ type Decision struct {
 	Reason string
 }
 
-// Allow, Pending and Refuse are the decisions.
-func Allow() Decision   { return Decision{State: storage.SubActive} }
+// Allow is the decision that makes a subscription active.
+func Allow() Decision { return Decision{State: storage.SubActive} }
+
+// Pending is the decision that makes a subscription pending (a decision awaited).
 func Pending() Decision { return Decision{State: storage.SubPending} }
+
+// Refuse is the decision that refuses a subscription with status and reason.
 func Refuse(status int, reason string) Decision {
 	return Decision{Status: status, Reason: reason}
 }
@@ -189,6 +192,3 @@ func (p *Presence) PublicationsOf(ctx context.Context, event, aor string) ([]sto
 
 // Exists reports whether aor is a user of ours (registered, publishing, or known).
 func (p *Presence) Exists(ctx context.Context, aor string) (bool, error) { return p.exists(ctx, aor) }
-
-// now is the agent's clock.
-func (p *Presence) now() time.Time { return p.opts.Now() }

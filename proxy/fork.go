@@ -11,6 +11,7 @@ import (
 	"github.com/simpled/simpled/base/logging"
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/delivery"
+	"github.com/simpled/simpled/routes"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -23,6 +24,7 @@ type branch struct {
 	wantCancel  bool // cancel as soon as it is allowed
 	cancelled   bool // CANCEL sent
 	finished    bool // final response (or failure) seen
+	authed      bool // carries our answer to the next hop's challenge (routes)
 }
 
 // event is a response on a branch, or the end of its transaction (res nil).
@@ -75,6 +77,10 @@ type forking struct {
 	cancelled <-chan struct{} // the caller sent CANCEL (INVITE only)
 	timerC    <-chan time.Time
 
+	// route is the proxy.routes entry the request follows, nil for other requests: its
+	// next hops are tried one at a time (failover), its credentials answer a challenge.
+	route *routes.Route
+
 	finals    []*sip.Response // final responses received, in order
 	synthetic []int           // statuses of branches that failed without a response
 	statuses  []int
@@ -90,13 +96,21 @@ type forking struct {
 // branch succeeded; it reports whether it answered (MESSAGE: store for offline delivery).
 func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *sip.Request, groups [][]delivery.Target,
 	onFail func(statuses []int) (int, error, bool)) (int, error) {
-	st := sipx.StateFrom(ctx)
-	invite := req.IsInvite()
-	if !invite && len(groups) == 1 && len(groups[0]) == 1 {
-		return p.forkOne(ctx, st, tx, req, fwd, groups[0][0], onFail)
+	if !req.IsInvite() && len(groups) == 1 && len(groups[0]) == 1 {
+		return p.forkOne(ctx, sipx.StateFrom(ctx), tx, req, fwd, groups[0][0], onFail)
 	}
-	f := &forking{p: p, ctx: ctx, st: st, tx: tx, req: req, fwd: fwd, invite: invite, hash: loopHash(req),
-		events: make(chan event, 8), stop: make(chan struct{})}
+	return p.newForking(ctx, tx, req, fwd).run(groups, onFail)
+}
+
+// newForking starts the state of a fork of fwd, the copy of req to forward.
+func (p *Proxy) newForking(ctx context.Context, tx sip.ServerTransaction, req, fwd *sip.Request) *forking {
+	return &forking{p: p, ctx: ctx, st: sipx.StateFrom(ctx), tx: tx, req: req, fwd: fwd, invite: req.IsInvite(),
+		hash: loopHash(req), events: make(chan event, 8), stop: make(chan struct{})}
+}
+
+// run sends the groups one after the other and answers the request (fork).
+func (f *forking) run(groups [][]delivery.Target, onFail func(statuses []int) (int, error, bool)) (int, error) {
+	p, st, tx, req, invite := f.p, f.st, f.tx, f.req, f.invite
 	defer close(f.stop)
 	if invite {
 		// §16.2: a stateful proxy answers 100 at once so the caller stops retransmitting.
@@ -114,11 +128,11 @@ func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *si
 		total += len(g)
 	}
 	for _, group := range groups {
-		live := f.startGroup(group, total == 1 && fwd != req)
+		live := f.startGroup(group, total == 1 && f.fwd != req && f.route == nil)
 		if err := f.await(live); err != nil {
 			return 0, err
 		}
-		if f.sent != 0 || f.global || f.upCancel {
+		if f.sent != 0 || f.global || f.upCancel || (f.route != nil && !failover(f.statuses)) {
 			break
 		}
 	}
@@ -138,7 +152,7 @@ func (p *Proxy) fork(ctx context.Context, tx sip.ServerTransaction, req, fwd *si
 func (f *forking) startGroup(group []delivery.Target, only bool) int {
 	live := 0
 	for _, t := range group {
-		b, err := f.p.startBranch(f.fwd, t, f.hash, f.st, only)
+		b, err := f.p.startBranch(f.fwd, t, f.hash, f.st, only, f.recordRoute())
 		if err != nil {
 			f.st.Logger().Info("branch not sent", zap.String("target", t.Dest.String()), zap.Error(err))
 			f.fail(&branch{Branch: &delivery.Branch{Target: t}}, delivery.TransportFailure(t))
@@ -212,6 +226,9 @@ func (f *forking) onEvent(ev event) (ended, stop bool) {
 	if b.finished {
 		return false, false
 	}
+	if (res.StatusCode == 401 || res.StatusCode == 407) && f.answerChallenge(b, res) {
+		return false, false // b is over, its authenticated copy under way in its place
+	}
 	b.finished = true
 	f.statuses = append(f.statuses, res.StatusCode)
 	f.p.opts.Delivery.CountBranch(f.req.Method, res.StatusCode)
@@ -279,7 +296,7 @@ func (p *Proxy) failed(st *sipx.State, tx sip.ServerTransaction, req *sip.Reques
 // an event channel per request.
 func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransaction, req, fwd *sip.Request, t delivery.Target,
 	onFail func([]int) (int, error, bool)) (int, error) {
-	b, err := p.startBranch(fwd, t, loopHash(req), st, fwd != req)
+	b, err := p.startBranch(fwd, t, loopHash(req), st, fwd != req, recordRoutes(fwd))
 	if err != nil {
 		st.Logger().Info("branch not sent", zap.String("target", t.Dest.String()), zap.Error(err))
 		code := delivery.TransportFailure(t)
@@ -318,11 +335,11 @@ func (p *Proxy) forkOne(ctx context.Context, st *sipx.State, tx sip.ServerTransa
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // startBranch sends fwd to t (delivery.Start) with the proxy's Record-Route when fwd creates a
-// dialog. st is the request's state: the flow it came in on and whether its sender is vouched
-// for (dialogToken).
-func (p *Proxy) startBranch(fwd *sip.Request, t delivery.Target, hash string, st *sipx.State, only bool) (*branch, error) {
+// dialog and rr. st is the request's state: the flow it came in on and whether its sender is
+// vouched for (dialogToken).
+func (p *Proxy) startBranch(fwd *sip.Request, t delivery.Target, hash string, st *sipx.State, only, rr bool) (*branch, error) {
 	o := delivery.BranchOptions{Hash: hash, Only: only}
-	if recordRoutes(fwd) {
+	if rr {
 		in := arrival{transport: st.Transport, source: st.Source, vouched: st.Rule.MayRelay()}
 		o.RecordRoute = func(r *sip.Request, l netip.AddrPort, t delivery.Target) { p.addRecordRoute(fwd, r, l, t, in) }
 	}

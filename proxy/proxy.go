@@ -6,7 +6,10 @@
 // (RFC 3263, package dns, through package delivery) — only for authenticated local users and
 // trusted peers, so simpled is never an open relay. MESSAGE (RFC 3428) is relayed byte-exact
 // after its body type is checked (package msgcheck), and handed to store-and-forward (package
-// offline) for a known user who has no reachable device.
+// offline) for a known user who has no reachable device. A request outside a dialog that a
+// rule of proxy.routes takes (package routes: extensions of a PBX, a voicemail server's
+// subscriptions) goes to that rule's next hops instead, one at a time (routed.go), with the
+// route's credentials answering a next hop's challenge.
 //
 // The proxy decides where a request goes and answers its sender; package delivery picks how a
 // contact is reached (its flow, the node holding it, its Path) and sends the branches. The
@@ -27,6 +30,7 @@ import (
 	"github.com/simpled/simpled/delivery"
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/offline"
+	"github.com/simpled/simpled/routes"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/emiago/sipgo"
@@ -66,6 +70,10 @@ type Options struct {
 	// Seals issues and checks the dialog tokens of our Record-Routes (the identity stage
 	// checks them with the same Seals). Required.
 	Seals *sipx.Seals
+	// Routes is the proxy.routes table: a request outside a dialog one of its rules takes
+	// goes to the rule's next hops rather than where it would go otherwise. Nil routes
+	// nothing.
+	Routes *routes.Table
 	// Allow lists the methods the server serves or routes, for 405 answers.
 	Allow      func() string
 	Log        *zap.Logger
@@ -104,7 +112,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.defaultDom = strings.ToLower(opts.Domains[0])
 	p.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "simpled_proxy_requests_total", Help: "Requests routed by the proxy, by method and route kind (local, dialog, foreign, refused).",
+		Name: "simpled_proxy_requests_total", Help: "Requests routed by the proxy, by method and route kind (local, dialog, foreign, route, refused).",
 	}, []string{"method", "route"})
 	p.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "simpled_proxy_duration_seconds",
@@ -175,6 +183,9 @@ func (p *Proxy) route(ctx context.Context, st *sipx.State, tx sip.ServerTransact
 	if route := fwd.Route(); route != nil {
 		// Loose routing (§16.4, §16.5): the next hop is the Route, the Request-URI stays.
 		return p.routeHop(ctx, r, &route.Address, "dialog")
+	}
+	if rt := p.opts.Routes.Match(fwd); rt != nil {
+		return p.routeTable(ctx, r, rt)
 	}
 	host := strings.ToLower(fwd.Recipient.Host)
 	if !p.domains[host] && !p.isOurHop(&fwd.Recipient) {

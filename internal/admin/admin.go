@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/simpled/simpled/base/logging"
+	"github.com/simpled/simpled/routes"
 	"github.com/simpled/simpled/storage"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,8 @@ type Options struct {
 	Users UserStore
 	// Cluster serves /api/v1/cluster (the nodes sharing the store); nil leaves it out.
 	Cluster Cluster
+	// Routes serves /api/v1/routes (proxy.routes as loaded); nil leaves it out.
+	Routes *routes.Table
 	// UsersFile is the users file's credentials, which take precedence over the store's:
 	// listed, never changed through the API. Nil when there is no file.
 	UsersFile UsersFile
@@ -137,6 +140,9 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("GET /api/v1/mwi/{aor}", a.getMWI)
 		mux.HandleFunc("PUT /api/v1/mwi/{aor}", a.putMWI)
 		mux.HandleFunc("DELETE /api/v1/mwi/{aor}", a.deleteMWI)
+	}
+	if o.Routes != nil {
+		mux.HandleFunc("GET /api/v1/routes", a.getRoutes)
 	}
 	if o.Cluster != nil {
 		mux.HandleFunc("GET /api/v1/cluster", a.getCluster)

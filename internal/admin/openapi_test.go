@@ -14,9 +14,9 @@ import (
 	"testing"
 )
 
-// routes returns every pattern this package registers on a mux ("GET /x/{y}" or "/x/"), read
+// muxPatterns returns every pattern this package registers on a mux ("GET /x/{y}" or "/x/"), read
 // from the source so that a route added behind an option is not missed.
-func routes(t *testing.T) []string {
+func muxPatterns(t *testing.T) []string {
 	t.Helper()
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -79,7 +79,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	var registered []string
-	for _, r := range routes(t) {
+	for _, r := range muxPatterns(t) {
 		if !strings.Contains(r, " ") {
 			r = "GET " + r
 		}

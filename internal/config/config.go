@@ -21,6 +21,7 @@ import (
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/registrar"
+	"github.com/simpled/simpled/routes"
 )
 
 // Options is the whole configuration of one simpled process. YAML keys are given in the yaml
@@ -188,6 +189,12 @@ type ProxyOptions struct {
 	UDPMTU int `yaml:"udp_mtu"`
 	// InviteTimeout is Timer C: a ringing branch is cancelled after this long. Default 3m.
 	InviteTimeout time.Duration `yaml:"invite_timeout"`
+	// Routes send requests to fixed next hops, such as a PBX for extension numbers
+	// (docs/pbx.md): ordered rules, the first whose match holds wins, and wins over the
+	// registered contacts of the location service. Requests from a route's next hop named by
+	// an IP address are trusted as a trusted peer's. Each entry's keys are the
+	// proxy.routes[] rows. Default none.
+	Routes []routes.Rule `yaml:"routes"`
 }
 
 // MessageOptions configure MESSAGE relay and store-and-forward (RFC 3428).
@@ -325,6 +332,20 @@ func defaultProxy() ProxyOptions {
 		UDPMTU: 1300,
 		// RFC 3261 §16.6 step 11: Timer C greater than 3 minutes... 3 minutes.
 		InviteTimeout: 3 * time.Minute,
+		// Requests for local users go to their registered devices.
+		Routes: []routes.Rule{},
+	}
+}
+
+// DefaultRoute is the default of each proxy.routes entry (part of Default: a key left out of
+// an entry has this value).
+func DefaultRoute() routes.Rule {
+	return routes.Rule{
+		// The PBX's dialogs go through simpled like any other: in-dialog requests from
+		// the PBX are then proven by our dialog token, and CANCEL and BYE find their way.
+		RecordRoute: true,
+		Match:       routes.Match{Method: []string{}},
+		To:          []string{},
 	}
 }
 

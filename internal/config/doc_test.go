@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/simpled/simpled/routes"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "rewrite docs/configuration.md from internal/config")
@@ -48,7 +50,7 @@ func TestConfigurationDoc(t *testing.T) {
 
 // configFiles are the files declaring the sections of Options: config.go, and the setup.go of
 // each stage that owns its section.
-var configFiles = []string{"config.go", "../../registrar/setup.go", "../../auth/setup.go", "../../presence/setup.go", "../../presence/mwi/setup.go"}
+var configFiles = []string{"config.go", "../../registrar/setup.go", "../../auth/setup.go", "../../presence/setup.go", "../../presence/mwi/setup.go", "../../routes/routes.go"}
 
 // configurationDoc renders the reference from the Options type, Default() and the doc comments
 // of configFiles.
@@ -91,6 +93,10 @@ func writeKeys(b *bytes.Buffer, v reflect.Value, prefix string, comments map[str
 		doc := strings.Join(strings.Fields(comments[path.Base(t.PkgPath())+"."+t.Name()+"."+sf.Name]), " ")
 		doc = strings.ReplaceAll(doc, "|", "\\|")
 		fmt.Fprintf(b, "| `%s` | `%s` | %s |\n", prefix+key, defaultText(fv), doc)
+		if sf.Type == reflect.TypeFor[[]routes.Rule]() {
+			// A list of mappings: the keys of each entry, with the entry's defaults.
+			writeKeys(b, reflect.ValueOf(DefaultRoute()), prefix+key+"[].", comments)
+		}
 	}
 }
 

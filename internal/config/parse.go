@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/simpled/simpled/routes"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -61,13 +63,23 @@ type source struct {
 
 // errorf builds an Error for key at the position its value came from. For a list element
 // ("listen[1]") it falls back to the list when the element has no position of its own.
+//
+// A key within a list element ("proxy.routes[1].match.user") is kept whole, and falls back to
+// the element's position, then the list's.
 func (s sources) errorf(key, format string, args ...any) *Error {
-	base, _, _ := strings.Cut(key, "[")
+	base, rest, _ := strings.Cut(key, "[")
+	name := base
+	if _, within, _ := strings.Cut(rest, "]"); within != "" {
+		name = key
+	}
 	src, ok := s[key]
+	if elem, _, cut := strings.Cut(key, "]."); !ok && cut {
+		src, ok = s[elem+"]"]
+	}
 	if !ok {
 		src = s[base]
 	}
-	e := &Error{Key: base, Msg: fmt.Sprintf(format, args...)}
+	e := &Error{Key: name, Msg: fmt.Sprintf(format, args...)}
 	for _, a := range args {
 		if err, ok := a.(error); ok {
 			e.Err = err
@@ -98,6 +110,7 @@ type field struct {
 	index    []int
 	typ      reflect.Type
 	children []field // for a nested struct
+	elem     []field // for a list of structs (proxy.routes): each element's keys
 }
 
 var (
@@ -114,20 +127,35 @@ func fieldsOf(t reflect.Type) []field {
 			continue
 		}
 		f := field{key: key, index: sf.Index, typ: sf.Type}
-		if sf.Type.Kind() == reflect.Struct {
+		switch {
+		case sf.Type.Kind() == reflect.Struct:
 			f.children = fieldsOf(sf.Type)
+		case sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.Struct:
+			f.elem = fieldsOf(sf.Type.Elem())
 		}
 		out = append(out, f)
 	}
 	return out
 }
 
-// allKeys returns every key path, sections included, for suggestions.
+// allKeys returns every key path, sections included.
 func allKeys(prefix string, fields []field) []string {
 	var out []string
 	for _, f := range fields {
 		out = append(out, prefix+f.key)
 		out = append(out, allKeys(prefix+f.key+".", f.children)...)
+	}
+	return out
+}
+
+// suggestable is allKeys with the keys of list elements ("proxy.routes[].to"), for
+// suggestions.
+func suggestable(prefix string, fields []field) []string {
+	var out []string
+	for _, f := range fields {
+		out = append(out, prefix+f.key)
+		out = append(out, suggestable(prefix+f.key+".", f.children)...)
+		out = append(out, suggestable(prefix+f.key+"[].", f.elem)...)
 	}
 	return out
 }
@@ -354,6 +382,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, f field) {
 		v.SetBool(b)
 	case f.typ.Kind() == reflect.Slice && f.typ.Elem().Kind() == reflect.String:
 		d.list(n, v, path)
+	case f.elem != nil:
+		d.structs(n, v, path, f)
 	default:
 		// Only reachable when a field of a new type is added to Options.
 		d.errorAt(n, path, "internal error: no decoder for %s", f.typ)
@@ -410,11 +440,48 @@ func (d *decoder) list(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
+// structs decodes a list of mappings (proxy.routes) into a slice of structs, each element
+// starting from its default (elementDefault).
+func (d *decoder) structs(n *yaml.Node, v reflect.Value, path string, f field) {
+	if isNull(n) {
+		v.Set(reflect.MakeSlice(f.typ, 0, 0))
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errorAt(n, path, "want a list of mappings, got %s", describe(n))
+		return
+	}
+	out := reflect.MakeSlice(f.typ, 0, len(n.Content))
+	for i, e := range n.Content {
+		e = resolve(e)
+		key := fmt.Sprintf("%s[%d]", path, i)
+		d.src[key] = source{file: d.file, line: e.Line, col: e.Column}
+		elem := reflect.New(f.typ.Elem()).Elem()
+		elem.Set(elementDefault(f.typ.Elem()))
+		d.mapping(e, elem, key+".", f.elem)
+		out = reflect.Append(out, elem)
+	}
+	v.Set(out)
+}
+
+// elementDefault is the default of one element of a list of structs (DefaultRoute for
+// proxy.routes), the zero value for a type with none.
+func elementDefault(t reflect.Type) reflect.Value {
+	if t == reflect.TypeFor[routes.Rule]() {
+		return reflect.ValueOf(DefaultRoute())
+	}
+	return reflect.Zero(t)
+}
+
+// listIndex is the index of a list element in a key path.
+var listIndex = regexp.MustCompile(`\[\d+\]`)
+
 // suggest returns " (did you mean ...?)" for an unknown key when a known key is close: same
 // name with '-' for '_' or other case, an edit distance of at most 2 (1 for short names), or
 // the same name in another section (min_expires at the top → registrar.min_expires).
 func suggest(prefix, key string) string {
-	keys := allKeys("", optionFields)
+	prefix = listIndex.ReplaceAllString(prefix, "[]") // proxy.routes[2]. → proxy.routes[].
+	keys := suggestable("", optionFields)
 	norm := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
 	type cand struct {
 		key  string

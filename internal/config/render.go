@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -20,6 +21,12 @@ func (o Options) YAML() string {
 	o.Store = o.RedactedStore()
 	if o.Auth.NonceSecret != "" {
 		o.Auth.NonceSecret = masked
+	}
+	o.Proxy.Routes = slices.Clone(o.Proxy.Routes)
+	for i := range o.Proxy.Routes {
+		if o.Proxy.Routes[i].Auth.Password != "" {
+			o.Proxy.Routes[i].Auth.Password = masked
+		}
 	}
 	doc := &yaml.Node{
 		Kind:        yaml.DocumentNode,
@@ -61,6 +68,10 @@ func renderStruct(v reflect.Value, fields []field) *yaml.Node {
 		case f.typ.Kind() == reflect.Slice:
 			val = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 			for i := 0; i < fv.Len(); i++ {
+				if f.elem != nil {
+					val.Content = append(val.Content, renderStruct(fv.Index(i), f.elem))
+					continue
+				}
 				val.Content = append(val.Content, str(fv.Index(i).String()))
 			}
 			if fv.Len() == 0 {

@@ -5,10 +5,12 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/simpled/simpled/base/sipx"
+	"github.com/simpled/simpled/routes"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -275,6 +277,50 @@ func (o Options) validateProxy(src sources, errs *Errors) {
 	if p.InviteTimeout < time.Second {
 		bad("proxy.invite_timeout", "%s: must be at least 1s", p.InviteTimeout)
 	}
+	loops := routes.Loops(p.Routes, o.isSelf)
+	for i, r := range p.Routes {
+		for _, pr := range r.Problems() {
+			bad(fmt.Sprintf("proxy.routes[%d].%s", i, pr.Key), "route %d: %s", i, pr.Msg)
+		}
+		if pr, ok := loops[i]; ok {
+			bad(fmt.Sprintf("proxy.routes[%d].%s", i, pr.Key), "route %d: %s", i, pr.Msg)
+		}
+	}
+}
+
+// isSelf reports whether a route's next hop is this server: one of its domains, or the
+// address and port of one of its listeners (any local address of a wildcard listener on
+// that port: a loopback one is checked; a listener on port 0 has no port to compare).
+func (o Options) isSelf(hop sip.Uri) bool {
+	host := strings.ToLower(strings.Trim(hop.Host, "[]"))
+	if slices.Contains(o.Domains, host) {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	port := hop.Port
+	if port == 0 {
+		port = 5060
+		if tp, _ := hop.UriParams.Get("transport"); hop.IsEncrypted() || strings.EqualFold(tp, "tls") {
+			port = 5061
+		}
+	}
+	for _, l := range o.Listen {
+		ln, err := ParseListen(l)
+		if err != nil || ln.Port == 0 || ln.Port != port {
+			continue
+		}
+		lip, err := netip.ParseAddr(ln.Host)
+		if err != nil {
+			continue
+		}
+		if lip.Unmap() == ip.Unmap() || (lip.IsUnspecified() && (ip.IsLoopback() || ip.IsUnspecified())) {
+			return true
+		}
+	}
+	return false
 }
 
 // validateMessages checks the messages: section.
@@ -328,6 +374,10 @@ func (o Options) validatePresence(src sources, errs *Errors) {
 		var u sip.Uri
 		if err := sip.ParseUri(v, &u); err != nil || u.Host == "" || !sipx.IsSIPScheme(u.Scheme) || !sipx.Sanitize(v) {
 			bad("mwi.server", "%q: want a sip: or sips: URI", v)
+		} else if hop, err := routes.ParseHop(v); err != nil {
+			bad("mwi.server", "%q: %v", v, err)
+		} else if o.isSelf(hop) {
+			bad("mwi.server", "%q is this server (a listen address or a served domain): message-summary SUBSCRIBEs would loop", v)
 		}
 	}
 }

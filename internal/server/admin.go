@@ -22,6 +22,7 @@ func (s *Server) adminOptions() admin.Options {
 		Presence:      s.presence,
 		Users:         s.store,
 		Cluster:       s.cluster,
+		Routes:        s.routes,
 		Domains:       s.opts.Domains,
 		Log:           s.log.Named("admin"),
 		Audit:         s.log.Named("audit"),

@@ -16,7 +16,8 @@ import (
 //	registrar  REGISTER for a local domain.
 //	presence   PUBLISH and SUBSCRIBE to a presentity of a local domain, and SUBSCRIBEs
 //	           within its subscriptions: after auth (only the presentity publishes), before
-//	           the proxy (which would otherwise route them to the user's devices).
+//	           the proxy (which would otherwise route them to the user's devices). Those a
+//	           rule of proxy.routes takes pass by it to the proxy (routedPast).
 //	proxy      last: everything else — MESSAGE (relayed, or stored for an offline user),
 //	           INVITE and in-dialog requests by Route, other domains by DNS for those
 //	           allowed to relay. It answers every request that reaches it.

@@ -38,6 +38,7 @@ import (
 	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
+	"github.com/simpled/simpled/routes"
 	"github.com/simpled/simpled/storage"
 	"github.com/simpled/simpled/storage/memory"
 	redisstore "github.com/simpled/simpled/storage/redis"
@@ -108,8 +109,12 @@ type Server struct {
 	chain     sipx.Handler
 	allowText string
 	// trusted are proxy.trusted_peers: by source address, or by a name a client certificate
-	// verified against tls_client_ca proves (State.PeerNames).
+	// verified against tls_client_ca proves (State.PeerNames); and the next hops of
+	// proxy.routes named by an IP address.
 	trusted sipx.Peers
+	// routes is proxy.routes: the proxy forwards by it, and the presence agent leaves the
+	// requests it takes to the proxy (setupPresence).
+	routes *routes.Table
 
 	registry *prometheus.Registry
 	// limited counts what the abuse limits refused (simpled_limited_total{limit}); every stage
@@ -264,7 +269,20 @@ func (s *Server) buildServices() error {
 			return fmt.Errorf("server: %w", err)
 		}
 	}
-	if s.trusted, err = sipx.ParsePeers(opts.Proxy.TrustedPeers); err != nil {
+	table := opts.Proxy.Routes
+	if opts.MWI.Server != "" {
+		table = append([]routes.Rule{mwiRoute(opts.MWI.Server)}, table...)
+	}
+	if s.routes, err = routes.New(table); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	// A route's next hop is a peer simpled sends requests to and takes them from: a PBX's
+	// calls to our users come from the address we send its extensions to (docs/security.md).
+	peers := slices.Clone(opts.Proxy.TrustedPeers)
+	for _, a := range s.routes.HopAddrs() {
+		peers = append(peers, a.String())
+	}
+	if s.trusted, err = sipx.ParsePeers(peers); err != nil {
 		return fmt.Errorf("server: proxy.trusted_peers: %w", err)
 	}
 	s.rate = transport.NewSourceRate(opts.Limits.SourceRate, opts.Limits.SourceBurst, s.limited,

@@ -30,7 +30,7 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		Nodes:          s.cluster,
 		Log:            s.log.Named("presence"),
 		Registerer:     s.registry,
-		Routed:         s.mwiRouted(),
+		Routed:         s.routed(),
 	})
 	if err != nil {
 		return nil, err
@@ -56,6 +56,7 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		Messages:      s.rules,
 		Seals:         s.seals,
 		InviteTimeout: s.opts.Proxy.InviteTimeout,
+		Routes:        s.routes,
 		Allow:         s.allow,
 		Log:           s.log.Named("proxy"),
 		Registerer:    s.registry,
@@ -64,5 +65,5 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.strays.Handle(s.proxy.ServeStrayResponse)
-	return s.routeMWI(s.proxy.Plugin()), nil
+	return s.proxy.Plugin(), nil
 }

@@ -118,7 +118,7 @@ type SippUAS struct {
 	dir  string
 	stat string
 	out  *SyncBuffer
-	Port int // its SIP port on 127.0.0.1
+	Port int // its SIP port on its address (127.0.0.1 unless StartSippUASAt says)
 	done chan struct{}
 	err  error // cmd.Wait's, once done is closed
 }
@@ -127,18 +127,26 @@ type SippUAS struct {
 // as RunSipp), stopping by itself after calls calls or 60 s; t.Cleanup kills it by PID.
 func StartSippUAS(t testing.TB, bin, scenario string, calls int) *SippUAS {
 	t.Helper()
+	return StartSippUASAt(t, bin, scenario, "127.0.0.1", calls)
+}
+
+// StartSippUASAt is StartSippUAS on loopback address ip (all four ports there), with extra
+// arguments for sipp (-key name value for the scenario).
+func StartSippUASAt(t testing.TB, bin, scenario, ip string, calls int, extra ...string) *SippUAS {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		base := FreePorts(t, 4, false)
+		base := FreePortsAt(t, ip, 4, false)
 		u := &SippUAS{dir: t.TempDir(), out: &SyncBuffer{}, Port: base, done: make(chan struct{})}
 		u.stat = filepath.Join(u.dir, "stat.csv")
 		args := []string{
 			"-sf", scenario,
-			"-i", "127.0.0.1", "-p", strconv.Itoa(base), "-mp", strconv.Itoa(base + 1),
-			"-cp", strconv.Itoa(base + 2), "-ci", "127.0.0.1", "-t", "u1",
+			"-i", ip, "-p", strconv.Itoa(base), "-mp", strconv.Itoa(base + 1), "-mi", ip,
+			"-cp", strconv.Itoa(base + 2), "-ci", ip, "-t", "u1",
 			"-m", strconv.Itoa(calls), "-timeout", "60s",
 			"-nostdin", "-default_behaviors", "all,-bye",
 			"-trace_stat", "-stf", u.stat, "-fd", "1", "-trace_err", "-trace_screen",
 		}
+		args = append(args, extra...)
 		u.cmd = exec.Command(bin, args...)
 		u.cmd.Dir = u.dir
 		u.cmd.Stdout, u.cmd.Stderr = u.out, u.out

@@ -66,9 +66,16 @@ func BenchDir(t testing.TB) string {
 // later bind by the client can still race, which the launchers retry.
 func FreePorts(t testing.TB, n int, tcp bool) int {
 	t.Helper()
+	return FreePortsAt(t, "127.0.0.1", n, tcp)
+}
+
+// FreePortsAt is FreePorts on another loopback address (127.0.0.5: another host, as far as
+// simpled can tell).
+func FreePortsAt(t testing.TB, ip string, n int, tcp bool) int {
+	t.Helper()
 	for attempt := 0; attempt < 200; attempt++ {
 		base := 20000 + mrand.IntN(12000-n)
-		if portsFree(base, n, tcp) {
+		if portsFree(ip, base, n, tcp) {
 			return base
 		}
 	}
@@ -76,7 +83,7 @@ func FreePorts(t testing.TB, n int, tcp bool) int {
 	return 0
 }
 
-func portsFree(base, n int, tcp bool) bool {
+func portsFree(ip string, base, n int, tcp bool) bool {
 	var closers []io.Closer
 	defer func() {
 		for _, c := range closers {
@@ -84,7 +91,7 @@ func portsFree(base, n int, tcp bool) bool {
 		}
 	}()
 	for p := base; p < base+n; p++ {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		addr := net.JoinHostPort(ip, strconv.Itoa(p))
 		u, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			return false

@@ -87,7 +87,7 @@ type MWI struct {
 // maxSending bounds the unsolicited NOTIFY rounds under way at once.
 const maxSending = 256
 
-// ErrUnknownUser: the AOR is not a user of ours (admin API: 404).
+// ErrUnknownUser is the error for an AOR that is not a user of ours (admin API: 404).
 var ErrUnknownUser = errors.New("mwi: unknown user")
 
 // New returns the package; serve it with (*presence.Presence).Serve.
