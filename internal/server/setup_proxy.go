@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/reg"
 	"github.com/simpled/simpled/proxy"
 )
 
@@ -35,6 +36,13 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.presence.Close)
+	regPkg, err := reg.New(opts.Reg, reg.Deps{Locator: s.location})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.presence.Serve(regPkg); err != nil {
+		return nil, err
+	}
 	return s.presence.Plugin(), nil
 }
 
