@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
 	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/server"
 	"github.com/simpled/simpled/internal/servertest"
@@ -156,7 +157,8 @@ func TestRegEvent(t *testing.T) {
 // TestRegWhoMayWatch (docs/security.md): with auth required, a user watches only its own
 // registrations (403 for another's), a user named in reg.watchers and a trusted peer
 // (proxy.trusted_peers, here the "PBX" at 127.0.0.5) anyone's; a user that is not ours is
-// 404 and an Accept without application/reginfo+xml 406.
+// 404 and an Accept without application/reginfo+xml 406; a foreign watcher (rule d) is 403,
+// even with the local user's name.
 func TestRegWhoMayWatch(t *testing.T) {
 	srv := regServer(t, func(o *config.Options) {
 		servertest.RequireAuth(t, "alice", "bob", "ops")(o)
@@ -197,6 +199,11 @@ func TestRegWhoMayWatch(t *testing.T) {
 		w.Send(sub("alice", "alice", "who-noauth", accept))
 		w.Expect(`^SIP/2.0 407 `)
 	})
+	t.Run("foreign watcher", func(t *testing.T) {
+		w := servertest.Dial(t, "udp", srv.Listener("udp"))
+		w.SendTP(servertest.Subscribe("alice@example.net", "alice", "who-foreign", 1, "reg", 600, accept))
+		w.Expect(`^SIP/2.0 403 `)
+	})
 	t.Run("trusted peer", func(t *testing.T) {
 		pbx := servertest.DialFrom(t, "udp", "127.0.0.5", srv.Listener("udp"))
 		_, n := pbx.Watch(servertest.Subscribe("pbx@pbx.example.net", "alice", "who-pbx", 1, "reg", 600, accept))
@@ -204,4 +211,34 @@ func TestRegWhoMayWatch(t *testing.T) {
 			t.Fatalf("trusted peer: want alice's contact:\n%s", n.Body())
 		}
 	})
+}
+
+// TestRegEventAcrossNodes: two nodes on one Redis; alice watches through node b, her device
+// registers and unregisters through node a, and node b's NOTIFYs say so (registered, then
+// unregistered: the reason crossed nodes with the binding event).
+func TestRegEventAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	node := func(id string) *server.Server {
+		return regServer(t, func(o *config.Options) {
+			o.Store, o.NodeID = rs.URL(), id
+			o.Cluster.Lease = 2 * time.Second
+		})
+	}
+	a, b := node("a"), node("b")
+	dev := servertest.Dial(t, "udp", a.Listener("udp"))
+	register(dev, "x1", 1, 5071, 600, "")
+
+	w := servertest.Dial(t, "udp", b.Listener("udp"))
+	_, n := w.Watch(servertest.Subscribe("alice@example.test", "alice", "watch-x", 1, "reg", 600, accept))
+	if r := document(t, n, 0, reg.Full); len(r.Contacts) != 1 {
+		t.Fatalf("full document through node b: want the contact registered through a:\n%s", n.Body())
+	}
+	register(dev, "x2", 1, 5072, 600, "")
+	if c, _ := partial(t, w, 1); c.Event != reg.EvRegistered || !strings.Contains(c.URI, ":5072") {
+		t.Fatalf("REGISTER on node a: want registered from node b: %+v", c)
+	}
+	register(dev, "x2", 2, 5072, 0, "")
+	if c, _ := partial(t, w, 2); c.Event != reg.EvUnregistered {
+		t.Fatalf("de-REGISTER on node a: want unregistered from node b: %+v", c)
+	}
 }
