@@ -115,11 +115,11 @@ func Parse(data []byte) (*Info, error) {
 	// No entity is defined beyond XML's own, and a DOCTYPE is refused below.
 	for {
 		tok, err := dec.RawToken()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: no root element", ErrInvalid)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		if d, ok := tok.(xml.Directive); ok {
 			return nil, fmt.Errorf("%w: declaration %.20q", ErrInvalid, string(d))
@@ -130,7 +130,7 @@ func Parse(data []byte) (*Info, error) {
 	}
 	var info Info
 	if err := xml.Unmarshal(data, &info); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if info.State != Full && info.State != Partial {
 		return nil, fmt.Errorf("%w: state %.20q", ErrInvalid, info.State)
