@@ -128,6 +128,16 @@ type Originator interface {
 	ChangedHere(aor string)
 }
 
+// BindingWatcher is a Package whose state is the registrar's bindings (reg, RFC 3680). The
+// agent hands it every binding event (storage.BindingAdded, ...), on every node, before it has
+// the package's subscriptions to ev.AOR notified (by the node the event comes from, as for
+// Changed): so what the package learns from the event (why a contact went) is known on the
+// node that builds the next document, whichever node owns the subscription.
+type BindingWatcher interface {
+	Package
+	BindingChanged(ev storage.Event)
+}
+
 // Serve adds an event package. Call it before Run; its Event must not be served already.
 func (p *Presence) Serve(pkg Package) error {
 	ev := strings.ToLower(pkg.Event())
@@ -137,6 +147,19 @@ func (p *Presence) Serve(pkg Package) error {
 	p.packages[ev] = pkg
 	p.allowEvents = baseEvents + ", " + strings.Join(p.Events()[2:], ", ")
 	return nil
+}
+
+// bindingChanged hands a binding event to the packages that watch bindings and, on the node
+// it comes from (here), has their subscriptions to ev.AOR notified.
+func (p *Presence) bindingChanged(ctx context.Context, ev storage.Event, here bool) {
+	for name, pkg := range p.packages {
+		if w, ok := pkg.(BindingWatcher); ok {
+			w.BindingChanged(ev)
+			if here {
+				p.notifier.presentity(ctx, ev.AOR, name, ev.At, true)
+			}
+		}
+	}
 }
 
 // Events lists the event packages served: presence, presence.winfo, then the others in

@@ -363,6 +363,9 @@ func (p *Presence) changed(aor string, kind storage.EventKind, now time.Time) {
 // only invalidates what this node keeps of it; the owner hears of it in a NotifyRequested.
 func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
 	here := ev.Node == "" || ev.Node == p.opts.NodeID
+	if strings.HasPrefix(string(ev.Kind), "binding.") {
+		p.bindingChanged(ctx, ev, here)
+	}
 	switch ev.Kind {
 	case storage.BindingAdded, storage.BindingRemoved, storage.BindingExpired, storage.BindingEvicted,
 		storage.PresenceChanged:

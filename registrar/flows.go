@@ -27,10 +27,11 @@ import (
 // binding, whichever node now holds it.
 
 // Reasons a flow ends, and the kinds simpled_binding_events_total counts its bindings'
-// removal under. On the bus the removal is a storage.BindingRemoved, as any other.
+// removal under. On the bus the removal is a storage.BindingRemoved with the reason in
+// Event.Reason (the reg event tells a watcher why the contact went).
 const (
-	kindFlowClosed = "flow_closed" // the connection closed, by either side
-	kindFlowDead   = "flow_dead"   // a UDP outbound flow sent no keepalive for 2 × Flow-Timer
+	kindFlowClosed = storage.RemovedFlowClosed // the connection closed, by either side
+	kindFlowDead   = storage.RemovedFlowDead   // a UDP outbound flow sent no keepalive for 2 × Flow-Timer
 )
 
 // maxTrackedFlows bounds the (flow, AOR) pairs a node remembers: about 200 bytes each. Past
@@ -306,7 +307,7 @@ func (r *Registrar) removeEnded(ctx context.Context) {
 					zap.String(logging.KeyContact, b.URI), zap.String(logging.KeyReason, f.kind))
 				r.events.WithLabelValues(f.kind).Inc()
 				if r.opts.Bus != nil {
-					r.opts.Bus.Publish(storage.Event{Kind: storage.BindingRemoved, AOR: aor, Binding: b, At: now})
+					r.opts.Bus.Publish(storage.Event{Kind: storage.BindingRemoved, AOR: aor, Binding: b, At: now, Reason: f.kind})
 				}
 			}
 		}

@@ -201,7 +201,7 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	}
 	status, err := r.respond(tx, req, aor, res.Bindings, path, now, extra...)
 	r.trackFlow(st.Transport, st.Source, aor, token, watch, res, now)
-	r.publish(aor, now, res)
+	r.publish(aor, now, res, "")
 	return status, err
 }
 
@@ -506,12 +506,17 @@ func (r *Registrar) gruuParams(aor, instance string) string {
 const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 // publish announces the update's effects on the bus.
-func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult) {
+// Its removals carry reason ("" for a removal by the client, storage.RemovedByAdmin).
+func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult, reason string) {
 	emit := func(kind storage.EventKind, bs []storage.Binding) {
 		for _, b := range bs {
 			r.events.WithLabelValues(string(kind)).Inc()
 			if r.opts.Bus != nil {
-				r.opts.Bus.Publish(storage.Event{Kind: kind, AOR: aor, Binding: b, At: now, Mailbox: res.Mailbox})
+				ev := storage.Event{Kind: kind, AOR: aor, Binding: b, At: now, Mailbox: res.Mailbox}
+				if kind == storage.BindingRemoved {
+					ev.Reason = reason
+				}
+				r.opts.Bus.Publish(ev)
 			}
 		}
 	}
@@ -539,7 +544,7 @@ func (r *Registrar) Remove(ctx context.Context, aor string) ([]storage.Binding, 
 	if err != nil {
 		return nil, err
 	}
-	r.publish(aor, r.opts.Now(), storage.BindingResult{Removed: removed})
+	r.publish(aor, r.opts.Now(), storage.BindingResult{Removed: removed}, storage.RemovedByAdmin)
 	return removed, nil
 }
 

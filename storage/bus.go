@@ -21,6 +21,14 @@ const (
 	BindingEvicted   EventKind = "binding.evicted" // to respect the per-AOR contact limit
 )
 
+// Reasons a BindingRemoved gives (Event.Reason) when the client did not remove the binding
+// itself; "" is a removal by the client (Expires 0, Contact: *).
+const (
+	RemovedFlowClosed = "flow_closed" // the binding's connection closed, by either side
+	RemovedFlowDead   = "flow_dead"   // its UDP outbound flow sent no keepalive for 2 × Flow-Timer
+	RemovedByAdmin    = "admin"       // the admin API removed it
+)
+
 // Event is one change published on a Bus.
 type Event struct {
 	Kind    EventKind
@@ -40,7 +48,9 @@ type Event struct {
 	// Full, for NotifyRequested, asks for the full state (a subscription's state changed),
 	// not only a change.
 	Full bool
-	// Reason, for SubscriptionEnded: the final NOTIFY's reason (RFC 6665 §4.1.3).
+	// Reason, for SubscriptionEnded: the final NOTIFY's reason (RFC 6665 §4.1.3); for
+	// BindingRemoved: why the binding went when the client did not remove it (RemovedFlowClosed,
+	// RemovedFlowDead, RemovedByAdmin).
 	Reason string `json:",omitempty"`
 	// Package, for StateChanged and WatchersChanged, is the event package whose state or
 	// subscriptions changed ("" for presence).

@@ -20,6 +20,7 @@ import (
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/presence"
 	"github.com/simpled/simpled/presence/mwi"
+	"github.com/simpled/simpled/presence/reg"
 	"github.com/simpled/simpled/registrar"
 	"github.com/simpled/simpled/routes"
 )
@@ -93,6 +94,8 @@ type Options struct {
 	Messages MessageOptions `yaml:"messages"`
 	// Presence holds the presence agent's settings: the presence stage's own section.
 	Presence presence.Config `yaml:"presence"`
+	// Reg holds who may watch registrations (the reg event package, RFC 3680).
+	Reg reg.Config `yaml:"reg"`
 	// Transport holds the connection limits and timers of the stream listeners.
 	Transport TransportOptions `yaml:"transport"`
 	// Admin holds who may use the admin API on the HTTP listener.
@@ -287,6 +290,7 @@ func Default() Options {
 		Messages:  defaultMessages(),
 		Presence:  presence.DefaultConfig(),
 		MWI:       mwi.DefaultConfig(),
+		Reg:       reg.DefaultConfig(),
 		Transport: defaultTransport(),
 		Admin:     defaultAdmin(),
 		Cluster: ClusterOptions{

@@ -13,6 +13,7 @@ import (
 	"github.com/simpled/simpled/routes"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/simpled/simpled/presence/reg"
 )
 
 // Validate checks every field and the fields against each other (1 <= min_expires <=
@@ -53,8 +54,18 @@ func (o Options) validate(src sources, errs *Errors) {
 	o.validateProxy(src, errs)
 	o.validateMessages(src, errs)
 	o.validatePresence(src, errs)
+	o.validateReg(src, errs)
 	o.validateTransport(src, errs)
 	o.validateCluster(src, errs)
+}
+
+// validateReg checks the reg: section: each watcher is user@domain.
+func (o Options) validateReg(src sources, errs *Errors) {
+	for i, w := range o.Reg.Watchers {
+		if err := reg.CheckWatcher(w); err != nil {
+			errs.add(src.errorf(fmt.Sprintf("reg.watchers[%d]", i), "%v", err))
+		}
+	}
 }
 
 // validateCluster checks the cluster: section.

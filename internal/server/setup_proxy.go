@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/simpled/simpled/base/sipx"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/reg"
 	"github.com/simpled/simpled/proxy"
 )
 
@@ -37,6 +38,13 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 	}
 	s.closers = append(s.closers, s.presence.Close)
 	if err := s.setupMWI(); err != nil {
+		return nil, err
+	}
+	regPkg, err := reg.New(opts.Reg, reg.Deps{Locator: s.location})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.presence.Serve(regPkg); err != nil {
 		return nil, err
 	}
 	return s.presence.Plugin(), nil
