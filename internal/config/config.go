@@ -19,6 +19,7 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/dialog"
 	"github.com/simpled/simpled/registrar"
 )
 
@@ -97,6 +98,9 @@ type Options struct {
 	Admin AdminOptions `yaml:"admin"`
 	// Cluster holds how the nodes sharing a Redis store know each other (docs/cluster.md).
 	Cluster ClusterOptions `yaml:"cluster"`
+	// Dialog holds the dialog event package's settings (BLF, docs/pbx-blf.md): its own
+	// section.
+	Dialog dialog.Config `yaml:"dialog"`
 }
 
 // ClusterOptions set the membership of the nodes sharing a Redis store (package cluster).
@@ -275,6 +279,7 @@ func Default() Options {
 		Proxy:     defaultProxy(),
 		Messages:  defaultMessages(),
 		Presence:  presence.DefaultConfig(),
+		Dialog:    dialog.DefaultConfig(),
 		Transport: defaultTransport(),
 		Admin:     defaultAdmin(),
 		Cluster: ClusterOptions{

@@ -35,6 +35,9 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.presence.Close)
+	if err := s.setupDialog(); err != nil {
+		return nil, err
+	}
 	return s.presence.Plugin(), nil
 }
 
@@ -53,6 +56,7 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		Seals:         s.seals,
 		InviteTimeout: s.opts.Proxy.InviteTimeout,
 		Allow:         s.allow,
+		Calls:         s.callObserver(),
 		Log:           s.log.Named("proxy"),
 		Registerer:    s.registry,
 	})
