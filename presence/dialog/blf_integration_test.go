@@ -3,6 +3,7 @@ package dialog_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/simpled/simpled/internal/servertest"
 	"github.com/simpled/simpled/pidf"
@@ -132,7 +133,7 @@ func TestBLFForking(t *testing.T) {
 	until(t, w, "fork-1", "confirmed")
 	d2.Reply(d2.Request("CANCEL"), 200)
 	d2.Reply(i2, 487)
-	w.ExpectNothing(300 * 1e6)
+	w.ExpectNothing(300 * time.Millisecond)
 
 	w.SendTP(servertest.Resubscribe(sub, 2, 600))
 	w.Expect(`^SIP/2.0 200 `)
@@ -172,6 +173,8 @@ func TestBLFTwoCalls(t *testing.T) {
 	if len(full.Dialogs) != 2 || states["two-1"] != "confirmed" || states["two-2"] != "early" {
 		t.Fatalf("two calls: want two-1 confirmed and two-2 early, got %+v", full.Dialogs)
 	}
+	bob.Reply(i2, 486)
+	other.Expect(`^SIP/2.0 486 `)
 }
 
 // TestBLFFailedCalls: a call bob declines is terminated/rejected with the code; one the caller
@@ -230,10 +233,13 @@ func TestBLFSubscribeRules(t *testing.T) {
 
 	caller := servertest.Dial(t, "udp", srv.Listener("udp"))
 	caller.Send(servertest.Invite("alice", "bob", "rules-1", 1))
-	bob.Reply(bob.Request("INVITE"), 180)
+	inv := bob.Request("INVITE")
+	bob.Reply(inv, 180)
 	caller.Expect(`^SIP/2.0 180 `)
 	until(t, sla, "rules-1", "early")
-	polite.ExpectNothing(300 * 1e6)
+	polite.ExpectNothing(300 * time.Millisecond)
+	bob.Reply(inv, 486)
+	caller.Expect(`^SIP/2.0 486 `)
 }
 
 // TestBLFPublish: only a trusted peer (a PBX) publishes dialog state: from anyone else 403;
