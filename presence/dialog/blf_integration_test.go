@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simpled/simpled/base/redistest"
+	"github.com/simpled/simpled/internal/config"
 	"github.com/simpled/simpled/internal/servertest"
 	"github.com/simpled/simpled/pidf"
 
@@ -284,5 +286,34 @@ func TestBLFPublish(t *testing.T) {
 	x, _ := until(t, w, "pbx-call", "early")
 	if x.Remote == nil || x.Remote.Display != "Queue" {
 		t.Fatalf("published dialog: %+v", x)
+	}
+}
+
+// TestBLFTwoNodes: two nodes on one Redis; bob registers and is called through node A, the
+// watcher subscribed through node B sees the call come and go: the dialogs are shared.
+func TestBLFTwoNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	node := func(id string) func(*config.Options) {
+		return func(o *config.Options) {
+			servertest.FastPresence(o)
+			o.Store, o.NodeID = rs.URL(), id
+			o.Auth.NonceSecret = "one secret for the whole deployment"
+			o.Cluster.Lease = 2 * time.Second
+		}
+	}
+	a, b := servertest.Start(t, node("a")), servertest.Start(t, node("b"))
+	bob := servertest.NewUA(t, a, "udp", "bob")
+	w, first := watchDialog(t, b, "carol@example.test", "bob", "blf-nodes")
+	idle(t, first, "watcher on node B")
+	caller := servertest.Dial(t, "udp", a.Listener("udp"))
+	caller.Send(servertest.Invite("alice", "bob", "nodes-1", 1))
+	inv := bob.Request("INVITE")
+	bob.Reply(inv, 180)
+	until(t, w, "nodes-1", "early")
+	bob.Reply(inv, 486)
+	caller.Expect(`^SIP/2.0 486 `)
+	bob.Request("ACK")
+	if x, _ := until(t, w, "nodes-1", "terminated"); x.Event != "rejected" || x.Code != 486 {
+		t.Fatalf("call ended through node A, seen on node B: %+v", x)
 	}
 }
