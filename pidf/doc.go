@@ -1,14 +1,15 @@
 // Package pidf reads, writes and composes presence documents: PIDF (RFC 3863, media type
 // application/pidf+xml) with the rich presence extensions (RPID, RFC 4480) and the
-// presence data model (RFC 4479: dm:person, dm:device), and watcher information
-// documents (RFC 3858, application/watcherinfo+xml).
+// presence data model (RFC 4479: dm:person, dm:device), watcher information documents
+// (RFC 3858, application/watcherinfo+xml) and dialog information documents (RFC 4235,
+// application/dialog-info+xml, the busy lamp field's).
 //
 // It is a codec: it imports nothing but the standard library and an element tree
 // (github.com/beevik/etree), and knows nothing of SIP.
 //
 // # Untrusted input
 //
-// Parse and ParseWatcherInfo take bytes straight from the network. Input above MaxSize
+// Parse, ParseWatcherInfo and ParseDialogInfo take bytes straight from the network. Input above MaxSize
 // is refused before anything else; then a scan refuses any DOCTYPE, entity or other
 // markup declaration (so a billion-laughs document costs one pass over its bytes) and
 // more than MaxElements elements, before the XML is parsed; parsing stops at MaxDepth.

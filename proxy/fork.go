@@ -87,7 +87,9 @@ type forking struct {
 	sent      int // final status sent upstream (2xx)
 	global    bool
 	upCancel  bool
+	timedOut  bool
 	all       []*branch
+	call      CallWatcher // nil: nobody follows this call (calls.go)
 }
 
 // fork forwards fwd, the copy of req the proxy received, to every target, group after group
@@ -122,6 +124,7 @@ func (f *forking) run(groups [][]delivery.Target, onFail func(statuses []int) (i
 		f.timeout = time.NewTimer(p.opts.InviteTimeout)
 		defer f.timeout.Stop()
 		f.timerC = f.timeout.C
+		f.call = p.watchCall(f.ctx, st, req)
 	}
 	total := 0
 	for _, g := range groups {
@@ -130,6 +133,7 @@ func (f *forking) run(groups [][]delivery.Target, onFail func(statuses []int) (i
 	for _, group := range groups {
 		live := f.startGroup(group, total == 1 && f.fwd != req && f.route == nil)
 		if err := f.await(live); err != nil {
+			f.failedCall(0, "")
 			return 0, err
 		}
 		if f.sent != 0 || f.global || f.upCancel || (f.route != nil && !failover(f.statuses)) {
@@ -140,12 +144,26 @@ func (f *forking) run(groups [][]delivery.Target, onFail func(statuses []int) (i
 	case f.sent != 0:
 		return f.sent, nil
 	case f.upCancel:
+		f.failedCall(487, CallCancelled)
 		return 487, nil // sipgo answered the INVITE 487 when the CANCEL came
 	}
 	if f.global {
 		onFail = nil
 	}
-	return p.failed(st, tx, req, f.finals, f.synthetic, f.statuses, onFail)
+	status, err := p.failed(st, tx, req, f.finals, f.synthetic, f.statuses, onFail)
+	f.failedCall(status, "")
+	return status, err
+}
+
+// failedCall tells the call's watcher, if any, that the call ended without a 2xx.
+func (f *forking) failedCall(status int, cause string) {
+	if f.call == nil {
+		return
+	}
+	if cause == "" && f.timedOut {
+		cause = CallTimeout
+	}
+	f.call.Failed(status, cause)
 }
 
 // startGroup sends the branches of one group and returns how many are under way.
@@ -184,6 +202,7 @@ func (f *forking) await(live int) error {
 			f.cancelAll()
 		case <-f.timerC:
 			f.timerC = nil
+			f.timedOut = true
 			f.st.Logger().Info("INVITE timed out (Timer C): cancelling branches")
 			f.cancelAll()
 		case <-f.ctx.Done():
@@ -220,6 +239,9 @@ func (f *forking) onEvent(ev event) (ended, stop bool) {
 		if f.invite && res.StatusCode > 100 && f.sent == 0 && !f.upCancel {
 			f.timeout.Reset(f.p.opts.InviteTimeout)
 			_ = f.tx.Respond(upstream(f.req, res))
+			if f.call != nil {
+				f.call.Response(res)
+			}
 		}
 		return false, false
 	}
@@ -236,6 +258,9 @@ func (f *forking) onEvent(ev event) (ended, stop bool) {
 	case res.IsSuccess():
 		if f.sent == 0 || f.invite {
 			f.p.relay2xx(f.tx, f.req, res, f.invite)
+		}
+		if f.call != nil {
+			f.call.Response(res)
 		}
 		if f.sent == 0 {
 			f.sent = res.StatusCode

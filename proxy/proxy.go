@@ -75,7 +75,9 @@ type Options struct {
 	// nothing.
 	Routes *routes.Table
 	// Allow lists the methods the server serves or routes, for 405 answers.
-	Allow      func() string
+	Allow func() string
+	// Calls is told of the calls routed (calls.go); nil: nobody is.
+	Calls      CallObserver
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
 }
@@ -147,6 +149,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req *sip
 	}
 	if req.Method == sip.MESSAGE && status >= 200 && status < 300 && status != 202 {
 		p.opts.Delivery.CountMessage("relayed")
+	}
+	if req.Method == sip.BYE {
+		p.observeBye(ctx, st, req, status)
 	}
 	return status, err
 }

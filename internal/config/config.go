@@ -19,6 +19,7 @@ import (
 
 	"github.com/simpled/simpled/auth"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/dialog"
 	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/presence/reg"
 	"github.com/simpled/simpled/registrar"
@@ -105,6 +106,9 @@ type Options struct {
 	// MWI holds the message waiting indication settings (message-summary, docs/pbx-mwi.md):
 	// the mwi package's own section.
 	MWI mwi.Config `yaml:"mwi"`
+	// Dialog holds the dialog event package's settings (BLF, docs/pbx-blf.md): its own
+	// section.
+	Dialog dialog.Config `yaml:"dialog"`
 }
 
 // ClusterOptions set the membership of the nodes sharing a Redis store (package cluster).
@@ -291,6 +295,7 @@ func Default() Options {
 		Presence:  presence.DefaultConfig(),
 		MWI:       mwi.DefaultConfig(),
 		Reg:       reg.DefaultConfig(),
+		Dialog:    dialog.DefaultConfig(),
 		Transport: defaultTransport(),
 		Admin:     defaultAdmin(),
 		Cluster: ClusterOptions{

@@ -208,6 +208,9 @@ func TestValidate(t *testing.T) {
 				"transport.message_timeout: 0s: must be at least 100ms",
 				"transport.handshake_timeout: 0s: must be at least 100ms",
 				"cluster.lease: 0s: must be between 1s and 5m",
+				`dialog.remote_identity: "": want same-domain, always or never`,
+				"dialog.max_duration: 0s: must be at least 1m",
+				"dialog.max_dialogs: 0: must be at least 1",
 			},
 		},
 		{

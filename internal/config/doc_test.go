@@ -50,7 +50,7 @@ func TestConfigurationDoc(t *testing.T) {
 
 // configFiles are the files declaring the sections of Options: config.go, and the setup.go of
 // each stage that owns its section.
-var configFiles = []string{"config.go", "../../registrar/setup.go", "../../auth/setup.go", "../../presence/setup.go", "../../presence/mwi/setup.go", "../../routes/routes.go", "../../presence/reg/setup.go"}
+var configFiles = []string{"config.go", "../../registrar/setup.go", "../../auth/setup.go", "../../presence/setup.go", "../../presence/mwi/setup.go", "../../routes/routes.go", "../../presence/reg/setup.go", "../../presence/dialog/dialog.go"}
 
 // configurationDoc renders the reference from the Options type, Default() and the doc comments
 // of configFiles.

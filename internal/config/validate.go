@@ -13,6 +13,7 @@ import (
 	"github.com/simpled/simpled/routes"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/simpled/simpled/presence/dialog"
 	"github.com/simpled/simpled/presence/reg"
 )
 
@@ -57,6 +58,23 @@ func (o Options) validate(src sources, errs *Errors) {
 	o.validateReg(src, errs)
 	o.validateTransport(src, errs)
 	o.validateCluster(src, errs)
+	o.validateDialog(src, errs)
+}
+
+// validateDialog checks the dialog: section (BLF).
+func (o Options) validateDialog(src sources, errs *Errors) {
+	d := o.Dialog
+	switch d.RemoteIdentity {
+	case dialog.RemoteSameDomain, dialog.RemoteAlways, dialog.RemoteNever:
+	default:
+		errs.add(src.errorf("dialog.remote_identity", "%q: want same-domain, always or never", d.RemoteIdentity))
+	}
+	if d.MaxDuration < time.Minute {
+		errs.add(src.errorf("dialog.max_duration", "%s: must be at least 1m", d.MaxDuration))
+	}
+	if d.MaxDialogs < 1 {
+		errs.add(src.errorf("dialog.max_dialogs", "%d: must be at least 1", d.MaxDialogs))
+	}
 }
 
 // validateReg checks the reg: section: each watcher is user@domain.

@@ -35,6 +35,7 @@ import (
 	"github.com/simpled/simpled/msgcheck"
 	"github.com/simpled/simpled/offline"
 	"github.com/simpled/simpled/presence"
+	"github.com/simpled/simpled/presence/dialog"
 	"github.com/simpled/simpled/presence/mwi"
 	"github.com/simpled/simpled/proxy"
 	"github.com/simpled/simpled/registrar"
@@ -60,6 +61,7 @@ type Store interface {
 	offline.MessageStore
 	presence.Store
 	mwi.MailboxStore
+	dialog.Store
 	storage.Credentials
 }
 
@@ -91,9 +93,11 @@ type Server struct {
 	auth      *auth.Auth
 	registrar *registrar.Registrar
 	proxy     *proxy.Proxy
-	delivery  *delivery.Delivery
-	offline   *offline.Offline
-	rules     *msgcheck.Rules
+	// calls is the dialog package's call tracker (BLF), nil when dialog.track_calls is off.
+	calls    *dialog.Tracker
+	delivery *delivery.Delivery
+	offline  *offline.Offline
+	rules    *msgcheck.Rules
 	// location is the location service (registrar.Location), built with the shared services
 	// for delivery, the proxy and presence.
 	location registrar.Location

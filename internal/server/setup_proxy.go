@@ -47,6 +47,9 @@ func (s *Server) setupPresence() (sipx.Plugin, error) {
 	if err := s.presence.Serve(regPkg); err != nil {
 		return nil, err
 	}
+	if err := s.setupDialog(); err != nil {
+		return nil, err
+	}
 	return s.presence.Plugin(), nil
 }
 
@@ -66,6 +69,7 @@ func (s *Server) setupProxy() (sipx.Plugin, error) {
 		InviteTimeout: s.opts.Proxy.InviteTimeout,
 		Routes:        s.routes,
 		Allow:         s.allow,
+		Calls:         s.callObserver(),
 		Log:           s.log.Named("proxy"),
 		Registerer:    s.registry,
 	})

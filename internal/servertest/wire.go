@@ -387,8 +387,9 @@ func (w *Wire) Watch(msg string) (*sip.Response, *sip.Request) {
 	// The Event header of the dialog, for Resubscribe.
 	if res.GetHeader("Event") == nil {
 		ev := "presence"
-		if strings.Contains(msg, "Event: presence.winfo") {
-			ev = "presence.winfo"
+		if _, rest, ok := strings.Cut(msg, "\nEvent: "); ok {
+			ev, _, _ = strings.Cut(rest, "\n")
+			ev = strings.TrimSpace(ev)
 		}
 		res.AppendHeader(sip.NewHeader("Event", ev))
 	}

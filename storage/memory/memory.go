@@ -10,7 +10,7 @@
 //
 // # Locks
 //
-// Eight mutexes guard eight tables:
+// Nine mutexes guard nine tables:
 //
 //	regMu    bindings by AOR and the expiry heap over all bindings
 //	credMu   credentials
@@ -20,6 +20,7 @@
 //	pubs.mu  publications and their expiry heap (presence.go)
 //	subs.mu  subscriptions and their expiry heap
 //	ruleMu   authorization rules
+//	dialogs.mu  the call tracker's dialogs (dialog.go)
 //
 // Lock order: regMu before msgMu, the one nesting. UpdateBindings reads msgMu while it holds
 // regMu, to report the mailbox with the update (storage.BindingResult.Mailbox); nothing takes
@@ -83,9 +84,9 @@ type Store struct {
 	known    map[string]*knownEntry // aor → known until
 	knownExp minHeap[*knownEntry]   // every known record, earliest until first
 
-	presenceTables // publications, subscriptions and rules (presence.go)
-
-	mwi summaries // message summaries (mwi.go)
+	presenceTables             // publications, subscriptions and rules (presence.go)
+	mwi            summaries   // message summaries (mwi.go)
+	dialogs        dialogTable // the call tracker's dialogs (dialog.go)
 }
 
 // New returns an empty store.

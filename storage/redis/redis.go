@@ -32,6 +32,8 @@
 //	                         TTL as msg:{aor}
 //	known:{aor}      string  known-user until (unix s); expires at until + Options.KeyGrace
 //	                         (PXAT, Redis's clock)
+//	dlg:{aor}        hash    dialog ID → the call tracker's dialog JSON (dialog.go); TTL =
+//	                         latest dialog expiry + Options.KeyGrace (PEXPIREAT, Redis's clock)
 //	exp:{n}          zset    n = 0..15 = FNV-1a(aor) mod 16; the sweep index of every kind:
 //	                         member "reg|<aor>|<binding key>", "msg|<aor>|<message ID>",
 //	                         "pub|<aor>|<etag>" or "sub|<aor>|<subscription ID>" (| and % in

@@ -25,6 +25,7 @@ type Store interface {
 	SubscriptionStore
 	RuleStore
 	MailboxStore
+	DialogStore
 	storage.Backend
 	storage.Credentials
 }
@@ -74,6 +75,12 @@ type SubscriptionStore interface {
 	ClaimSubscription(ctx context.Context, aor, id, expect, node string, block uint32, now time.Time) (storage.Subscription, error)
 	DeleteSubscription(ctx context.Context, aor, id string, now time.Time) (storage.Subscription, error)
 	ExpireSubscriptions(ctx context.Context, now time.Time, limit int) ([]storage.ExpiredSubscription, error)
+}
+
+// DialogStore is the method set of presence/dialog.Store: the call tracker's dialogs.
+type DialogStore interface {
+	PutDialog(ctx context.Context, aor string, d storage.Dialog, now time.Time, limit int) (bool, error)
+	Dialogs(ctx context.Context, aor string, now time.Time) ([]storage.Dialog, error)
 }
 
 // RuleStore is the method set of presence.RuleStore.

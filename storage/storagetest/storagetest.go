@@ -1,7 +1,8 @@
 // Package storagetest is the conformance suite every simpled storage backend must pass: Run
 // checks the contracts of the stages' stores (contracts.go) and storage.Backend
 // (storage.BindingUpdate rule by rule, expiry sweeps, concurrency, credentials, nonce counts,
-// offline mailboxes, known users, publications, subscriptions and authorization rules)
+// offline mailboxes, known users, publications, subscriptions, authorization rules and the
+// call tracker's dialogs)
 // against a fresh store per subtest. storage/memory and storage/redis call it from their
 // tests, in the manner of nats-server's store tests that run
 // each case on memstore and filestore.
@@ -50,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	t.Run("Messages", func(t *testing.T) { runMessages(t, newStore) })
 	t.Run("Presence", func(t *testing.T) { runPresence(t, newStore) })
 	t.Run("MessageSummaries", func(t *testing.T) { testMessageSummaries(t, newStore) })
+	t.Run("Dialogs", func(t *testing.T) { runDialogs(t, newStore) })
 }
 
 // base is the suite's clock origin: whole seconds near the real time, so a backend that
