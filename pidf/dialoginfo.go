@@ -149,8 +149,11 @@ func parseDialogEntry(e *etree.Element) (DialogEntry, error) {
 	return x, nil
 }
 
+// parseDialogState reads a <state>. Its value is taken in any case: RFC 4235's schema has
+// lower case, but Kamailio's pua_dialoginfo (5.6) publishes "Trying" for a call not yet
+// answered; it is kept in lower case.
 func parseDialogState(c *etree.Element, x *DialogEntry) error {
-	if x.State = text(c); !dialogStates[x.State] || hasChildElement(c) {
+	if x.State = strings.ToLower(text(c)); !dialogStates[x.State] || hasChildElement(c) {
 		return fmt.Errorf("%w: dialog %s: state %s", ErrInvalid, quote(x.ID), quote(x.State))
 	}
 	if x.Event, _ = attr(c, "", "event"); x.Event != "" && !dialogEvents[x.Event] {

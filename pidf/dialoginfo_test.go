@@ -11,7 +11,7 @@ import (
 const dialogDoc = `<?xml version="1.0" encoding="UTF-8"?>
 <dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="3" state="partial" entity="sip:bob@example.com">
   <dialog id="d1" call-id="c1@h" local-tag="lt" remote-tag="rt" direction="recipient"><state event="remote-bye" code="200">terminated</state><duration>12</duration><local><identity display="Bob">sip:bob@example.com</identity><target uri="sip:bob@192.0.2.1"/></local><remote><identity>sip:alice@example.com</identity></remote></dialog>
-  <dialog id="d2"><state>trying</state><x:other xmlns:x="urn:x"/></dialog>
+  <dialog id="d2"><state>Trying</state><x:other xmlns:x="urn:x"/></dialog>
 </dialog-info>`
 
 func TestParseDialogInfo(t *testing.T) {
@@ -24,7 +24,7 @@ func TestParseDialogInfo(t *testing.T) {
 			Event: "remote-bye", Code: 200, Duration: 12,
 			Local:  &Participant{Identity: "sip:bob@example.com", Display: "Bob", Target: "sip:bob@192.0.2.1"},
 			Remote: &Participant{Identity: "sip:alice@example.com"}},
-		{ID: "d2", State: "trying", Duration: -1},
+		{ID: "d2", State: "trying", Duration: -1}, // Kamailio 5.6 capitalises Trying
 	}}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("got %+v\nwant %+v", d, want)
