@@ -317,3 +317,42 @@ func TestBLFTwoNodes(t *testing.T) {
 		t.Fatalf("call ended through node A, seen on node B: %+v", x)
 	}
 }
+
+// TestBLFKeptOnFailure: a BLF key that misses a NOTIFY is not left dark (opensips #380): a
+// NOTIFY answered 503, or 408, does not end the subscription, and the next change brings the
+// whole document again; a 481 (the phone forgot the subscription) ends it.
+func TestBLFKeptOnFailure(t *testing.T) {
+	srv := servertest.Start(t, servertest.FastPresence)
+	bob := servertest.NewUA(t, srv, "udp", "bob")
+	w, _ := watchDialog(t, srv, "carol@example.test", "bob", "blf-lenient")
+	caller := servertest.Dial(t, "udp", srv.Listener("udp"))
+	caller.Send(servertest.Invite("alice", "bob", "lenient-1", 1))
+	inv := bob.Request("INVITE")
+	w.Reply(w.Request("NOTIFY"), 503) // trying
+
+	bob.Reply(inv, 180)
+	n := w.Request("NOTIFY")
+	if d := doc(t, n); d.State != "full" || len(d.Dialogs) != 1 || d.Dialogs[0].CallID != "lenient-1" || d.Dialogs[0].State != "early" {
+		t.Fatalf("after a NOTIFY answered 503: want a full document with the early call, got %+v", d)
+	}
+	w.Reply(n, 200)
+	bob.Reply(inv, 200, "Contact: <sip:bob@"+bob.Conn.LocalAddr().String()+">")
+	ok := caller.Expect(`^SIP/2.0 200 `)
+	w.Reply(w.Request("NOTIFY"), 408) // confirmed
+
+	caller.Send(servertest.InDialog("ACK", ok, 1, ""))
+	bob.Request("ACK")
+	caller.Send(servertest.InDialog("BYE", ok, 2, ""))
+	bob.Reply(bob.Request("BYE"), 200)
+	caller.Expect(`^SIP/2.0 200 `)
+	n = w.Request("NOTIFY")
+	if d := doc(t, n); d.State != "full" || d.Dialogs[0].State != "terminated" || d.Dialogs[0].Event != "remote-bye" {
+		t.Fatalf("after a NOTIFY answered 408: want a full document with the ended call, got %+v", d)
+	}
+	w.Reply(n, 481)
+
+	caller.Send(servertest.Invite("alice", "bob", "lenient-2", 1))
+	bob.Reply(bob.Request("INVITE"), 486)
+	caller.Expect(`^SIP/2.0 486 `)
+	w.ExpectNothing(500 * time.Millisecond)
+}

@@ -15,7 +15,9 @@
 // The Package serves SUBSCRIBE (authorized as presence is: the presentity's rules and the
 // policy) and PUBLISH from trusted peers only (a PBX reporting calls simpled does not route);
 // a user's document lists the dialogs of both sources. Every document holds at least one
-// <dialog>: an idle user's is a terminated dummy dialog, as phones expect.
+// <dialog>: an idle user's is a terminated dummy dialog, as phones expect. The package is
+// presence.Lenient: a NOTIFY that times out or fails does not end the subscription at once
+// (only a 481 or three failures in a row do), so a BLF key that missed one is not left dark.
 package dialog
 
 import (

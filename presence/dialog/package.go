@@ -17,8 +17,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// Package is the dialog event package the presence agent serves (presence.Package and
-// presence.Publisher). Create it with New and add it with presence.Presence.Serve.
+// Package is the dialog event package the presence agent serves (presence.Package,
+// presence.Publisher and presence.Lenient). Create it with New and add it with
+// presence.Presence.Serve.
 type Package struct {
 	p     *presence.Presence
 	store Store
@@ -40,6 +41,11 @@ func (*Package) Event() string { return Event }
 
 // Type implements presence.Package.
 func (*Package) Type() string { return Type }
+
+// KeepOnTimeout implements presence.Lenient: a BLF key that missed one NOTIFY (the phone
+// was busy, a packet was lost) must not stay dark until the phone subscribes again
+// (opensips issue 380); the next change sends the whole document.
+func (*Package) KeepOnTimeout() bool { return true }
 
 // Authorize implements presence.Package: a user's calls are shown to whom the user's
 // presence is (its rules for the watcher, else the policy): a blocked watcher gets 403, a
