@@ -103,10 +103,10 @@ type Options struct {
 	Admin AdminOptions `yaml:"admin"`
 	// Cluster holds how the nodes sharing a Redis store know each other (docs/cluster.md).
 	Cluster ClusterOptions `yaml:"cluster"`
-	// MWI holds the message waiting indication settings (message-summary, docs/pbx-mwi.md):
+	// MWI holds the message waiting indication settings (message-summary, docs/pbx.md):
 	// the mwi package's own section.
 	MWI mwi.Config `yaml:"mwi"`
-	// Dialog holds the dialog event package's settings (BLF, docs/pbx-blf.md): its own
+	// Dialog holds the dialog event package's settings (BLF, docs/pbx.md): its own
 	// section.
 	Dialog dialog.Config `yaml:"dialog"`
 }

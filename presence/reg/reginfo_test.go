@@ -104,7 +104,7 @@ func TestReasonsBounded(t *testing.T) {
 	}
 }
 
-// TestRemovalEvents is the table of docs/pbx-reg.md.
+// TestRemovalEvents is the table of docs/pbx.md.
 func TestRemovalEvents(t *testing.T) {
 	for _, c := range []struct {
 		kind   storage.EventKind
