@@ -196,23 +196,9 @@ func (p *Presence) checkDocument(log *zap.Logger, req *sip.Request, body []byte)
 	}
 	if _, err := pidf.Parse(body); err != nil {
 		log.Info("invalid PIDF refused", zap.Error(err))
-		return 400, "Invalid PIDF: " + reasonText(err.Error()), nil
+		return 400, "Invalid PIDF: " + sipx.ReasonText(err.Error()), nil
 	}
 	return 0, "", nil
-}
-
-// reasonText makes an error message safe and short enough for a reason phrase.
-func reasonText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 100 {
-		s = s[:100]
-	}
-	return s
 }
 
 // newETag draws an entity tag: the time in nanoseconds as 16 hex digits, then 72 random

@@ -235,3 +235,19 @@ func copyHeaders(name string, req *sip.Request, res *sip.Response) {
 		res.AppendHeader(sip.HeaderClone(h))
 	}
 }
+
+// ReasonText makes an error message fit for a reason phrase: control characters become
+// spaces (a phrase is one header line), and it is cut at 100 bytes (on a character
+// boundary).
+func ReasonText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 100 {
+		s = strings.ToValidUTF8(s[:100], "")
+	}
+	return s
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/simpled/simpled/storage"
 
@@ -82,5 +83,16 @@ func TestErrorStatus(t *testing.T) {
 		if code, _ := ErrorStatus(tt.err); code != tt.code {
 			t.Errorf("ErrorStatus(%v) = %d, want %d", tt.err, code, tt.code)
 		}
+	}
+}
+
+// TestReasonText: a reason phrase from an error is one line, at most 100 bytes, valid UTF-8.
+func TestReasonText(t *testing.T) {
+	if got := ReasonText("line 3:\r\nbad\x7f"); got != "line 3:  bad " {
+		t.Errorf("control characters: %q", got)
+	}
+	long := strings.Repeat("é", 60) // 120 bytes: the cut falls inside a character
+	if got := ReasonText(long); len(got) > 100 || !utf8.ValidString(got) || got != strings.Repeat("é", 50) {
+		t.Errorf("cut: %d bytes %q", len(got), got)
 	}
 }

@@ -230,38 +230,8 @@ func benchBLFFanout(b *testing.B, watchers int) {
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/call")
 }
 
-// answerDialogNotifies answers every NOTIFY read on c with 200 and counts those (not their
-// retransmissions) that tell of a declined call's end, until c is closed.
+// answerDialogNotifies answers every NOTIFY read on c with 200 and counts the declined calls'
+// ends they tell of (a retransmission once), until c is closed.
 func answerDialogNotifies(c net.PacketConn, ended *atomic.Int64) {
-	buf := make([]byte, 65535)
-	seen := map[string]bool{}
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		if !bytes.HasPrefix(buf[:n], []byte("NOTIFY ")) {
-			continue
-		}
-		head, body, _ := strings.Cut(string(buf[:n]), "\r\n\r\n")
-		var res strings.Builder
-		res.WriteString("SIP/2.0 200 OK\r\n")
-		key := ""
-		for _, line := range strings.Split(head, "\r\n")[1:] {
-			name, _, _ := strings.Cut(line, ":")
-			switch strings.ToLower(strings.TrimSpace(name)) {
-			case "call-id", "cseq":
-				key += line
-				res.WriteString(line + "\r\n")
-			case "via", "from", "to":
-				res.WriteString(line + "\r\n")
-			}
-		}
-		res.WriteString("Content-Length: 0\r\n\r\n")
-		_, _ = c.WriteTo([]byte(res.String()), from)
-		if !seen[key] {
-			seen[key] = true
-			ended.Add(int64(strings.Count(body, `event="rejected"`)))
-		}
-	}
+	answerNotifiesBy(c, func(body string) int64 { return int64(strings.Count(body, `event="rejected"`)) }, ended)
 }

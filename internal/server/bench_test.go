@@ -295,6 +295,12 @@ func publishFanout(b *testing.B, srv *server.Server, etag string, step int) stri
 // answerNotifies answers every NOTIFY read on c with 200 and counts them, a retransmission
 // (same Call-ID and CSeq) once, until c is closed.
 func answerNotifies(c net.PacketConn, count *atomic.Int64) {
+	answerNotifiesBy(c, func(string) int64 { return 1 }, count)
+}
+
+// answerNotifiesBy answers every NOTIFY read on c with 200 and adds weigh(its body) to count,
+// a retransmission (same Call-ID and CSeq) once, until c is closed.
+func answerNotifiesBy(c net.PacketConn, weigh func(body string) int64, count *atomic.Int64) {
 	buf := make([]byte, 65535)
 	seen := map[string]bool{}
 	for {
@@ -305,7 +311,7 @@ func answerNotifies(c net.PacketConn, count *atomic.Int64) {
 		if !bytes.HasPrefix(buf[:n], []byte("NOTIFY ")) {
 			continue
 		}
-		head, _, _ := strings.Cut(string(buf[:n]), "\r\n\r\n")
+		head, body, _ := strings.Cut(string(buf[:n]), "\r\n\r\n")
 		var res strings.Builder
 		res.WriteString("SIP/2.0 200 OK\r\n")
 		key := ""
@@ -323,7 +329,7 @@ func answerNotifies(c net.PacketConn, count *atomic.Int64) {
 		_, _ = c.WriteTo([]byte(res.String()), from)
 		if !seen[key] {
 			seen[key] = true
-			count.Add(1)
+			count.Add(weigh(body))
 		}
 	}
 }

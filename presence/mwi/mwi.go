@@ -191,7 +191,7 @@ func (*MWI) Check(_ context.Context, req *sip.Request, body []byte) (int, string
 		return status, reason, hdrs
 	}
 	if _, err := Parse(body); err != nil {
-		return 400, "Invalid message summary: " + reasonText(err.Error()), nil
+		return 400, "Invalid message summary: " + sipx.ReasonText(err.Error()), nil
 	}
 	return 0, "", nil
 }
@@ -230,7 +230,7 @@ func (m *MWI) Receive(ctx context.Context, tx sip.ServerTransaction, req *sip.Re
 	s, err := Parse(body)
 	if err != nil {
 		st.Logger().Info("message-summary NOTIFY refused", zap.String(logging.KeyAOR, aor), zap.Error(err))
-		return sipx.Respond(tx, req, 400, "Invalid message summary: "+reasonText(err.Error()))
+		return sipx.Respond(tx, req, 400, "Invalid message summary: "+sipx.ReasonText(err.Error()))
 	}
 	if err := m.Set(ctx, aor, s); errors.Is(err, ErrUnknownUser) {
 		return sipx.Respond(tx, req, 404, "")
@@ -367,18 +367,4 @@ func unsolicitedRequest(aor string, body []byte) *sip.Request {
 	req.AppendHeader(&ct)
 	req.SetBody(body)
 	return req
-}
-
-// reasonText makes an error message safe and short enough for a reason phrase.
-func reasonText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 100 {
-		s = s[:100]
-	}
-	return s
 }
