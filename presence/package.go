@@ -213,5 +213,19 @@ func (p *Presence) PublicationsOf(ctx context.Context, event, aor string) ([]sto
 	return p.opts.Store.Publications(ctx, storage.PublicationKey(event, aor), p.opts.Now())
 }
 
+// Watched reports whether aor has a live subscription in event package event, on any node.
+func (p *Presence) Watched(ctx context.Context, event, aor string) (bool, error) {
+	subs, err := p.opts.Store.Subscriptions(ctx, aor, p.opts.Now())
+	if err != nil {
+		return false, err
+	}
+	for i := range subs {
+		if subs[i].Event == event {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Exists reports whether aor is a user of ours (registered, publishing, or known).
 func (p *Presence) Exists(ctx context.Context, aor string) (bool, error) { return p.exists(ctx, aor) }

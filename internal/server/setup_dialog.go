@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/simpled/simpled/presence/dialog"
@@ -14,7 +15,9 @@ func (s *Server) setupDialog() error {
 	cfg, log := s.opts.Dialog, s.log.Named("dialog")
 	if cfg.TrackCalls {
 		ringing := s.opts.Proxy.InviteTimeout + 32*time.Second
-		s.calls = dialog.NewTracker(s.store, cfg, ringing, func(aor string) { s.presence.Changed(aor, dialog.Event) }, log)
+		changed := func(aor string) { s.presence.Changed(aor, dialog.Event) }
+		watched := func(ctx context.Context, aor string) (bool, error) { return s.presence.Watched(ctx, dialog.Event, aor) }
+		s.calls = dialog.NewTracker(s.store, cfg, ringing, changed, watched, log)
 		s.closers = append(s.closers, s.calls.Close)
 	}
 	return s.presence.Serve(dialog.New(s.presence, s.store, cfg, log))

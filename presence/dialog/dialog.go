@@ -5,7 +5,9 @@
 // simpled is a transaction-stateful proxy, so it knows every call it routes: the Tracker is
 // the proxy's proxy.CallObserver and keeps, for the caller (direction initiator) and the
 // callee (recipient) of each call, when they are users of ours, one dialog per call (Store,
-// in storage/memory and storage/redis, shared by the nodes). The lamp follows the call, not
+// in storage/memory and storage/redis, shared by the nodes); a call nobody watches is stored
+// only once answered (see Tracker), so the call path costs next to nothing when no lamp
+// shows it. The lamp follows the call, not
 // its branches: a forked call's losing branches, cancelled once one device answered, are not
 // reported. A dialog's state only moves forward, whatever node or goroutine applies a change
 // (the store refuses a state that does not rank above the stored one). A terminated dialog is

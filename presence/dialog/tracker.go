@@ -20,11 +20,19 @@ import (
 // of their parties that are users of ours. Create it with NewTracker; it is safe for
 // concurrent use. Store writes run off the proxy's goroutine (the INVITE path does not wait
 // for them); their order does not matter, since the store only moves a dialog forward.
+//
+// A call nobody watches costs no store write until it is answered: a party's trying,
+// proceeding and early states are stored only while the party has a dialog watcher (asked
+// at each change, so a watcher who subscribes while the phone rings sees the call from its
+// next change on), a confirmed call always (a phone that subscribes during a call, or
+// boots, sees it), and once a party's dialog is stored every later state of it is too.
+// A call declined or cancelled while nobody watched leaves no trace.
 type Tracker struct {
 	store   Store
 	cfg     Config
 	ringing time.Duration
 	changed func(aor string)
+	watched Watched
 	now     func() time.Time
 	log     *zap.Logger
 
@@ -45,14 +53,18 @@ type answered struct {
 // maxRemembered bounds Tracker.calls; beyond it, expired entries are swept first.
 const maxRemembered = 100000
 
+// Watched reports whether anyone watches aor's dialog state (presence.Presence.Watched).
+type Watched func(ctx context.Context, aor string) (bool, error)
+
 // NewTracker builds the tracker. ringing bounds a call that is not answered (the proxy's
 // Timer C plus a margin: its own end is reported before); changed announces that aor's
-// dialog state changed (presence.Presence.Changed).
-func NewTracker(store Store, cfg Config, ringing time.Duration, changed func(aor string), log *zap.Logger) *Tracker {
+// dialog state changed (presence.Presence.Changed); watched tells whether a party's early
+// states are worth storing (nil: always).
+func NewTracker(store Store, cfg Config, ringing time.Duration, changed func(aor string), watched Watched, log *zap.Logger) *Tracker {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Tracker{store: store, cfg: cfg, ringing: ringing, changed: changed, now: time.Now, log: log,
+	return &Tracker{store: store, cfg: cfg, ringing: ringing, changed: changed, watched: watched, now: time.Now, log: log,
 		calls: map[string]answered{}}
 }
 
@@ -65,16 +77,38 @@ func (t *Tracker) Close() error {
 	return nil
 }
 
-// side is one party's dialog of a call: the template every change starts from.
-type side struct {
-	aor string
-	d   storage.Dialog
+// call follows one INVITE (proxy.CallWatcher). Its parties' dialogs are built from the
+// INVITE only when one is stored: a call nobody watches costs no more than this struct.
+type call struct {
+	t *Tracker
+	// aors are the caller's (initiator) and the callee's (recipient), "" when not ours.
+	aors            [2]string
+	callID, fromTag string
+	from            *sip.FromHeader
+	to              *sip.ToHeader
+	contact         *sip.ContactHeader
+	startedAt       time.Time
+	next            uint64 // the sequence number of the last change (set runs on the call's goroutine)
+
+	// mu orders the writes of the call's changes, which run on goroutines of their own:
+	// done is the last change handled per party (an older one that comes later is dropped),
+	// stored whether the party's dialog is in the store (its later changes must follow),
+	// dialogs the parties' dialogs as the INVITE made them (built once, when first stored).
+	mu      sync.Mutex
+	done    [2]uint64
+	stored  [2]bool
+	built   bool
+	dialogs [2]storage.Dialog
 }
 
-// call follows one INVITE (proxy.CallWatcher).
-type call struct {
-	t     *Tracker
-	sides []side
+// change is one state a call moved to.
+type change struct {
+	seq          uint64
+	state, event string
+	code         int
+	at           time.Time
+	calleeTag    string
+	target       *sip.ContactHeader // the callee's Contact, from its response
 }
 
 // dialogID names the dialog of one call (Call-ID and the caller's tag) for one party: the
@@ -90,28 +124,36 @@ func (t *Tracker) Invite(_ context.Context, c proxy.Call) proxy.CallWatcher {
 		return nil
 	}
 	req := c.Request
-	from, to := req.From(), req.To()
-	callID, fromTag := req.CallID().Value(), tag(from.Params)
-	contact := ""
-	if h := req.Contact(); h != nil {
-		contact = h.Address.String()
-	}
-	now := t.now()
-	k := &call{t: t}
-	if c.Caller != "" {
-		k.sides = append(k.sides, side{aor: c.Caller, d: storage.Dialog{
-			ID: dialogID(callID, fromTag, "initiator"), CallID: callID, LocalTag: fromTag, Direction: "initiator",
-			Local: from.Address.String(), LocalName: from.DisplayName, LocalTarget: contact,
-			Remote: to.Address.String(), RemoteName: to.DisplayName, StartedAt: now}})
-	}
-	if c.Callee != "" {
-		k.sides = append(k.sides, side{aor: c.Callee, d: storage.Dialog{
-			ID: dialogID(callID, fromTag, "recipient"), CallID: callID, RemoteTag: fromTag, Direction: "recipient",
-			Local: "sip:" + c.Callee, LocalName: to.DisplayName,
-			Remote: from.Address.String(), RemoteName: from.DisplayName, RemoteTarget: contact, StartedAt: now}})
-	}
+	k := &call{t: t, aors: [2]string{c.Caller, c.Callee}, callID: req.CallID().Value(),
+		from: req.From(), to: req.To(), contact: req.Contact(), startedAt: t.now()}
+	k.fromTag = tag(k.from.Params)
 	k.set(storage.DialogTrying, nil, "", 0)
 	return k
+}
+
+// build makes the parties' dialogs from the INVITE (k.mu held).
+func (k *call) build() {
+	if k.built {
+		return
+	}
+	k.built = true
+	contact := ""
+	if k.contact != nil {
+		contact = k.contact.Address.String()
+	}
+	from, to := k.from.Address.String(), k.to.Address.String()
+	if k.aors[0] != "" {
+		k.dialogs[0] = storage.Dialog{
+			ID: dialogID(k.callID, k.fromTag, "initiator"), CallID: k.callID, LocalTag: k.fromTag, Direction: "initiator",
+			Local: from, LocalName: k.from.DisplayName, LocalTarget: contact,
+			Remote: to, RemoteName: k.to.DisplayName, StartedAt: k.startedAt}
+	}
+	if k.aors[1] != "" {
+		k.dialogs[1] = storage.Dialog{
+			ID: dialogID(k.callID, k.fromTag, "recipient"), CallID: k.callID, RemoteTag: k.fromTag, Direction: "recipient",
+			Local: "sip:" + k.aors[1], LocalName: k.to.DisplayName,
+			Remote: from, RemoteName: k.from.DisplayName, RemoteTarget: contact, StartedAt: k.startedAt}
+	}
 }
 
 // Response implements proxy.CallWatcher: a provisional response is proceeding, or early with
@@ -143,41 +185,54 @@ func (k *call) Failed(status int, cause string) {
 	k.set(storage.DialogTerminated, nil, event, status)
 }
 
-// set moves every side of the call to state: res gives the callee's tag and target.
+// set moves every party of the call to state: res gives the callee's tag and target.
 func (k *call) set(state string, res *sip.Response, event string, code int) {
-	now := k.t.now()
-	var aors []string
-	for _, s := range k.sides {
-		d := s.d
-		d.State, d.Event, d.Code, d.UpdatedAt = state, event, code, now
-		d.ExpiresAt = now.Add(k.t.ringing)
-		if res != nil {
-			calleeTag, target := tag(res.To().Params), ""
-			if h := res.Contact(); h != nil {
-				target = h.Address.String()
-			}
-			if d.Direction == "initiator" {
-				d.RemoteTag, d.RemoteTarget = calleeTag, target
-			} else {
-				d.LocalTag, d.LocalTarget = calleeTag, target
+	k.next++
+	ch := change{seq: k.next, state: state, event: event, code: code, at: k.t.now()}
+	if res != nil {
+		ch.calleeTag, ch.target = tag(res.To().Params), res.Contact()
+	}
+	if state == storage.DialogConfirmed {
+		var aors []string
+		for _, aor := range k.aors {
+			if aor != "" {
+				aors = append(aors, aor)
 			}
 		}
-		switch state {
-		case storage.DialogConfirmed:
-			d.ConfirmedAt, d.ExpiresAt = now, now.Add(k.t.cfg.MaxDuration)
-			aors = append(aors, s.aor)
-		case storage.DialogTerminated:
-			d.ExpiresAt = now.Add(TerminatedLinger)
-		}
-		k.t.apply(s.aor, d)
+		k.t.remember(k.callID, aors, ch.at.Add(k.t.cfg.MaxDuration))
 	}
-	if len(aors) > 0 {
-		k.t.remember(k.sides[0].d.CallID, aors, now.Add(k.t.cfg.MaxDuration))
-	}
+	k.t.apply(k, ch)
 }
 
-// apply stores d under aor and announces the change, off the caller's goroutine.
-func (t *Tracker) apply(aor string, d storage.Dialog) {
+// dialog is party i's dialog in change ch (k.mu held).
+func (k *call) dialog(i int, ch change) storage.Dialog {
+	k.build()
+	d := k.dialogs[i]
+	d.State, d.Event, d.Code, d.UpdatedAt = ch.state, ch.event, ch.code, ch.at
+	d.ExpiresAt = ch.at.Add(k.t.ringing)
+	if ch.calleeTag != "" || ch.target != nil {
+		target := ""
+		if ch.target != nil {
+			target = ch.target.Address.String()
+		}
+		if d.Direction == "initiator" {
+			d.RemoteTag, d.RemoteTarget = ch.calleeTag, target
+		} else {
+			d.LocalTag, d.LocalTarget = ch.calleeTag, target
+		}
+	}
+	switch ch.state {
+	case storage.DialogConfirmed:
+		d.ConfirmedAt, d.ExpiresAt = ch.at, ch.at.Add(k.t.cfg.MaxDuration)
+	case storage.DialogTerminated:
+		d.ExpiresAt = ch.at.Add(TerminatedLinger)
+	}
+	return d
+}
+
+// apply stores change ch of call k for each party and announces it, off the caller's
+// goroutine, unless nobody needs it (see Tracker).
+func (t *Tracker) apply(k *call, ch change) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -187,22 +242,49 @@ func (t *Tracker) apply(aor string, d storage.Dialog) {
 	t.mu.Unlock()
 	go func() {
 		defer t.wg.Done()
-		t.put(context.Background(), aor, d)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for i, aor := range k.aors {
+			if aor == "" || ch.seq <= k.done[i] {
+				continue // not ours, or a later change of this party was handled first: it decided
+			}
+			k.done[i] = ch.seq
+			if !k.stored[i] && ch.state != storage.DialogConfirmed && !t.isWatched(ctx, aor) {
+				continue
+			}
+			if t.put(ctx, aor, k.dialog(i, ch)) {
+				k.stored[i] = true
+			}
+		}
 	}()
 }
 
-// put stores d and announces it when it was applied.
-func (t *Tracker) put(ctx context.Context, aor string, d storage.Dialog) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+// isWatched asks whether aor has a dialog watcher; when that cannot be told, it has.
+func (t *Tracker) isWatched(ctx context.Context, aor string) bool {
+	if t.watched == nil {
+		return true
+	}
+	ok, err := t.watched(ctx, aor)
+	if err != nil {
+		t.log.Warn("dialog watchers not read: the state is stored", zap.String("aor", aor), zap.Error(err))
+		return true
+	}
+	return ok
+}
+
+// put stores d and announces it when it was applied, which it reports.
+func (t *Tracker) put(ctx context.Context, aor string, d storage.Dialog) bool {
 	ok, err := t.store.PutDialog(ctx, aor, d, t.now(), t.cfg.MaxDialogs)
 	if err != nil {
 		t.log.Warn("dialog state not stored", zap.String("aor", aor), zap.String("state", d.State), zap.Error(err))
-		return
+		return false
 	}
 	if ok {
 		t.changed(aor)
 	}
+	return ok
 }
 
 // remember notes the AORs of an answered call for its BYE.
