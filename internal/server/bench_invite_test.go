@@ -132,33 +132,7 @@ func processCPU() time.Duration {
 }
 
 // answerBusy answers every INVITE read on c with 486 (ACKs need no answer), until c is closed.
-func answerBusy(c net.PacketConn) {
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		msg := string(buf[:n])
-		if !strings.HasPrefix(msg, "INVITE ") {
-			continue
-		}
-		var b strings.Builder
-		b.WriteString("SIP/2.0 486 Busy Here\r\n")
-		head, _, _ := strings.Cut(msg, "\r\n\r\n")
-		for _, line := range strings.Split(head, "\r\n")[1:] {
-			name, _, _ := strings.Cut(line, ":")
-			switch strings.ToLower(strings.TrimSpace(name)) {
-			case "via", "from", "call-id", "cseq":
-				b.WriteString(line + "\r\n")
-			case "to":
-				b.WriteString(line + ";tag=b\r\n")
-			}
-		}
-		b.WriteString("Content-Length: 0\r\n\r\n")
-		_, _ = c.WriteTo([]byte(b.String()), from)
-	}
-}
+func answerBusy(c net.PacketConn) { answerRequests(c, "INVITE ", "486 Busy Here") }
 
 // BenchmarkBLFFanout measures the busy lamp field's fan-out: 1,000 watchers of one user's
 // dialog state (UDP sockets of 100 subscriptions each); each op is one call to that user,

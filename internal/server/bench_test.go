@@ -202,6 +202,13 @@ func mustUDPAddr(b *testing.B, addr string) net.Addr {
 // answerMessages answers every request read on c with a 200 built from its headers, until c
 // is closed.
 func answerMessages(c net.PacketConn) {
+	answerRequests(c, "", "200 OK")
+}
+
+// answerRequests answers every request read on c whose first line begins with method (""
+// for any) with status ("486 Busy Here"), built from its headers, until c is closed: the
+// stateless far end of the benchmarks.
+func answerRequests(c net.PacketConn, method, status string) {
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := c.ReadFrom(buf)
@@ -209,11 +216,11 @@ func answerMessages(c net.PacketConn) {
 			return
 		}
 		msg := string(buf[:n])
-		if strings.HasPrefix(msg, "SIP/2.0") {
+		if strings.HasPrefix(msg, "SIP/2.0") || !strings.HasPrefix(msg, method) {
 			continue
 		}
 		var b strings.Builder
-		b.WriteString("SIP/2.0 200 OK\r\n")
+		b.WriteString("SIP/2.0 " + status + "\r\n")
 		head, _, _ := strings.Cut(msg, "\r\n\r\n")
 		for _, line := range strings.Split(head, "\r\n")[1:] {
 			name, _, _ := strings.Cut(line, ":")
