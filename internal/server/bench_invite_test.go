@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"strconv"
@@ -91,25 +90,8 @@ func benchInviteUDP(b *testing.B, mode string) {
 				"Max-Forwards: 70\r\nFrom: <sip:caller%d@example.test>;tag=%d\r\nTo: <sip:%s@example.test>\r\n"+
 				"Call-ID: i%d-%d\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@%s>\r\nContent-Length: 0\r\n\r\n",
 				to, local, id, i, id, i, to, id, i, local)
-			if _, err := c.Write([]byte(msg)); err != nil {
-				b.Error(err)
+			if !transact(b, c, buf, msg, "486") {
 				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					b.Errorf("no answer: %v", err)
-					return
-				}
-				if bytes.HasPrefix(buf[:n], []byte("SIP/2.0 1")) {
-					continue
-				}
-				if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 486 ")) {
-					b.Errorf("answer %q", buf[:min(n, 40)])
-					return
-				}
-				break
 			}
 		}
 	})

@@ -167,25 +167,8 @@ func benchMessageUDP(b *testing.B, store string) {
 				"Max-Forwards: 70\r\nFrom: <sip:sender@example.test>;tag=%d\r\nTo: <sip:%s@example.test>\r\n"+
 				"Call-ID: m%d-%d\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
 				to, local, id, i, i, to, id, i, len(body), body)
-			if _, err := c.Write([]byte(msg)); err != nil {
-				b.Error(err)
+			if !transact(b, c, buf, msg, "200") {
 				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					b.Errorf("no answer: %v", err)
-					return
-				}
-				if bytes.HasPrefix(buf[:n], []byte("SIP/2.0 1")) {
-					continue
-				}
-				if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 200 ")) {
-					b.Errorf("answer %q", buf[:min(n, 40)])
-					return
-				}
-				break
 			}
 		}
 	})
@@ -197,6 +180,31 @@ func mustUDPAddr(b *testing.B, addr string) net.Addr {
 		b.Fatal(err)
 	}
 	return a
+}
+
+// transact sends msg on c and reads its answers until the final one, which must have status
+// want; it reports the failure on b and returns false otherwise.
+func transact(b *testing.B, c net.Conn, buf []byte, msg, want string) bool {
+	if _, err := c.Write([]byte(msg)); err != nil {
+		b.Error(err)
+		return false
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			b.Errorf("no answer: %v", err)
+			return false
+		}
+		if bytes.HasPrefix(buf[:n], []byte("SIP/2.0 1")) {
+			continue
+		}
+		if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 "+want+" ")) {
+			b.Errorf("answer %q", buf[:min(n, 40)])
+			return false
+		}
+		return true
+	}
 }
 
 // answerMessages answers every request read on c with a 200 built from its headers, until c
