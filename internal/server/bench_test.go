@@ -79,8 +79,13 @@ func benchRegisterUDP(b *testing.B, store string) {
 	b.SetParallelism(8)
 	b.ReportAllocs()
 	c0, r0, _ := redisCounts(b, srv)
+	cpu := processCPU()
 	b.ResetTimer()
-	defer func() { b.StopTimer(); reportRedis(b, srv, c0, r0, b.N) }()
+	defer func() {
+		b.StopTimer()
+		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N)/1e3, "cpu-µs/op")
+		reportRedis(b, srv, c0, r0, b.N)
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		id := clients.Add(1)
 		c, err := net.Dial("udp", addr)
