@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/simpled/simpled/storage"
 
@@ -67,6 +68,9 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	}
 	ex := expKey(aor)
 	var zs []goredis.Z // index entries for the bindings this update stores
+	// sent are the changes' bindings by the JSON this update stores: the script's reply
+	// holds them again, and they need no decoding.
+	sent := make([]sentBinding, 0, len(u.Changes))
 	// With RemoveAll the changes play no part (rule 2).
 	if !u.RemoveAll {
 		for i := range u.Changes {
@@ -77,6 +81,7 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 			}
 			exp := b.ExpiresAt.Unix()
 			args = append(args, b.Key, asJSONString(b.CallID), b.CSeq, exp, js)
+			sent = append(sent, sentBinding{js: js, b: b})
 			if exp > now {
 				zs = append(zs, goredis.Z{Score: float64(exp), Member: member(aor, b.Key)})
 			}
@@ -131,7 +136,16 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 		// with the next refresh, and the key's TTL still ends the AOR.
 		_ = s.c.ZAdd(ctx, ex, zs...).Err()
 	}
-	res, err := decodeUpdate(cmd.Val())
+	res, err := decodeUpdate(cmd.Val(), func(js string) (storage.Binding, error) {
+		for i := range sent {
+			if sent[i].js == js {
+				if b, ok := asStored(sent[i].b); ok {
+					return b, nil
+				}
+			}
+		}
+		return s.decoded.get(js, decodeBinding)
+	})
 	if err != nil {
 		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
@@ -173,15 +187,45 @@ func (s *Store) repairIndex(ctx context.Context, aor string, zs []goredis.Z) {
 	}
 }
 
-// decodeUpdate turns updateScript's reply into a BindingResult, every list ordered by Key.
-func decodeUpdate(v any) (storage.BindingResult, error) {
+// sentBinding is a binding an update stores, and its stored JSON.
+type sentBinding struct {
+	js string
+	b  *storage.Binding
+}
+
+// asStored is b as decodeBinding returns it after a store (times to the second, in UTC; an
+// empty Path nil), without encoding and decoding it; false when the JSON would change it
+// (a string that is not valid UTF-8).
+func asStored(b *storage.Binding) (storage.Binding, bool) {
+	for _, s := range [...]string{b.Key, b.Contact, b.URI, b.CallID, b.InstanceID, b.Received, b.Transport, b.Flow, b.Node, b.UserAgent} {
+		if !utf8.ValidString(s) {
+			return storage.Binding{}, false
+		}
+	}
+	for _, s := range b.Path {
+		if !utf8.ValidString(s) {
+			return storage.Binding{}, false
+		}
+	}
+	c := *b
+	c.ExpiresAt, c.UpdatedAt = fromUnix(b.ExpiresAt.Unix()), fromUnix(b.UpdatedAt.Unix())
+	c.Path = nil
+	if len(b.Path) > 0 {
+		c.Path = slices.Clone(b.Path)
+	}
+	return c, true
+}
+
+// decodeUpdate turns updateScript's reply into a BindingResult, every list ordered by Key;
+// decode turns one binding's JSON into the binding.
+func decodeUpdate(v any, decode func(js string) (storage.Binding, error)) (storage.BindingResult, error) {
 	parts, ok := v.([]any)
 	if !ok || len(parts) != 6 {
 		return storage.BindingResult{}, fmt.Errorf("unexpected script reply %T", v)
 	}
 	lists := make([][]storage.Binding, 4)
 	for i := range 4 {
-		l, err := decodeList(parts[i])
+		l, err := decodeList(parts[i], decode)
 		if err != nil {
 			return storage.BindingResult{}, err
 		}
@@ -219,7 +263,7 @@ func decodeUpdate(v any) (storage.BindingResult, error) {
 	return res, nil
 }
 
-func decodeList(p any) ([]storage.Binding, error) {
+func decodeList(p any, decode func(js string) (storage.Binding, error)) ([]storage.Binding, error) {
 	vs, ok := p.([]any)
 	if !ok {
 		return nil, fmt.Errorf("unexpected script reply %T", p)
@@ -230,7 +274,7 @@ func decodeList(p any) ([]storage.Binding, error) {
 		if !ok {
 			return nil, fmt.Errorf("unexpected script reply element %T", v)
 		}
-		b, err := decodeBinding(js)
+		b, err := decode(js)
 		if err != nil {
 			return nil, err
 		}
@@ -310,7 +354,7 @@ func (s *Store) RemoveFlowBindings(ctx context.Context, aor, flow string, now ti
 	if err != nil {
 		return nil, unavailable(step, err)
 	}
-	out, err := decodeList(v)
+	out, err := decodeList(v, decodeBinding)
 	if err != nil {
 		return nil, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}

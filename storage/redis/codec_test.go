@@ -136,3 +136,40 @@ func TestRecordsWrittenBefore(t *testing.T) {
 		t.Errorf("old credential = %+v, %v", c, err)
 	}
 }
+
+// FuzzAsStored: a binding an update stores, taken as it was sent instead of decoded from the
+// script's reply (asStored), is exactly what decoding the stored JSON gives — or asStored
+// declines it. A field the JSON changes (a new Binding field encoded another way, a string
+// that is not UTF-8) would otherwise make a REGISTER's answer differ from the next lookup.
+func FuzzAsStored(f *testing.F) {
+	f.Add("<urn:uuid:00000000-0000-0000-0000-000000000001>;reg-id=1", "<sip:alice@192.0.2.1:5060;transport=tcp>;+sip.instance=\"<urn:uuid:1>\"",
+		"sip:alice@192.0.2.1:5060;transport=tcp", "call-1@host", "<sip:edge.example.test;lr>", "192.0.2.1:5060", "baresip v3.0 \u00e9", int64(1767225600123456789), 500, uint32(7), 1)
+	f.Add("sip:bob@192.0.2.2", "<sip:bob@192.0.2.2>", "sip:bob@192.0.2.2", "c\xffid", "", "", "", int64(0), -1, uint32(0), 0)
+	f.Add("k", "<sip:x@y>", "sip:x@y", "<>&\"\\\u2028", "a,b", "[::1]:5060", "ua\x00", int64(-5), 1000, uint32(1<<31), 9)
+	f.Fuzz(func(t *testing.T, key, contact, uri, callID, path, received, ua string, nanos int64, q int, cseq uint32, regID int) {
+		b := storage.Binding{Key: key, Contact: contact, URI: uri, CallID: callID, CSeq: cseq, Q: q, RegID: regID,
+			Received: received, Transport: "udp", Flow: "f" + key, Node: "n1", UserAgent: ua, InstanceID: ua,
+			ExpiresAt: time.Unix(0, nanos).In(time.FixedZone("x", 3600)), UpdatedAt: time.Unix(0, nanos/2)}
+		if path != "" {
+			b.Path = strings.Split(path, ",")
+		}
+		js, err := encodeBinding(&b)
+		if err != nil {
+			t.Skip()
+		}
+		got, ok := asStored(&b)
+		if !ok {
+			return
+		}
+		want, err := decodeBinding(js)
+		if err != nil {
+			t.Fatalf("stored JSON does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("taken as sent:\n%+v\ndecoded:\n%+v", got, want)
+		}
+		if len(b.Path) > 0 && &got.Path[0] == &b.Path[0] {
+			t.Fatal("the result shares the update's Path")
+		}
+	})
+}
