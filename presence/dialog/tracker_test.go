@@ -125,7 +125,9 @@ func TestUnwatchedCallsCostNoWrite(t *testing.T) {
 		k := tr.Invite(ctx, parties)
 		k.Response(ringing(t))
 		k.Failed(486, "")
-		tr.Close()
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if w.asked == 0 {
 			t.Fatal("the tracker never asked whether anyone watches")
 		}
@@ -158,7 +160,9 @@ func TestUnwatchedCallsCostNoWrite(t *testing.T) {
 		}
 		w.set("bob@example.test", false) // the watcher leaves: the stored dialog still ends
 		k.Failed(487, proxy.CallCancelled)
-		tr.Close()
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if ds := dialogsOf(t, store, "bob@example.test"); len(ds) != 1 || ds[0].State != storage.DialogTerminated {
 			t.Fatalf("the stored dialog did not end: %+v", ds)
 		}
@@ -178,7 +182,9 @@ func TestUnwatchedCallsCostNoWrite(t *testing.T) {
 		bye := parse(t, "BYE sip:bob@192.0.2.2 SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK2\n"+
 			"From: <sip:alice@example.test>;tag=a1\nTo: <sip:bob@example.test>;tag=b1\nCall-ID: c1\nCSeq: 2 BYE\nContent-Length: 0\n\n").(*sip.Request)
 		tr.Bye(ctx, bye, 200)
-		tr.Close()
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
 		for _, aor := range []string{"alice@example.test", "bob@example.test"} {
 			if ds := dialogsOf(t, store, aor); len(ds) != 1 || ds[0].State != storage.DialogTerminated {
 				t.Fatalf("%s: the BYE did not end the call: %+v", aor, ds)
