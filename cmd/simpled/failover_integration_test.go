@@ -44,6 +44,18 @@ func newFailoverWatchers(t *testing.T) *failoverWatchers {
 	return w
 }
 
+// retransmission reports whether a NOTIFY repeats one already received: same sender, same
+// CSeq. A loaded machine answers late and the notifier sends again (Timer E); that is one
+// NOTIFY, not a duplicate notification. Called with w.mu held.
+func (w *failoverWatchers) retransmission(id string, got received) bool {
+	for _, r := range w.notifies[id] {
+		if r.from == got.from && r.cseq == got.cseq {
+			return true
+		}
+	}
+	return false
+}
+
 func (w *failoverWatchers) read() {
 	buf := make([]byte, 65535)
 	for {
@@ -67,8 +79,10 @@ func (w *failoverWatchers) read() {
 		case *sip.Request:
 			switch m.Method {
 			case sip.NOTIFY:
-				id := m.CallID().Value()
-				w.notifies[id] = append(w.notifies[id], received{cseq: m.CSeq().SeqNo, body: string(m.Body()), from: from.String()})
+				id, got := m.CallID().Value(), received{cseq: m.CSeq().SeqNo, body: string(m.Body()), from: from.String()}
+				if !w.retransmission(id, got) {
+					w.notifies[id] = append(w.notifies[id], got)
+				}
 			case sip.MESSAGE:
 				w.messages = append(w.messages, string(m.Body()))
 			}
@@ -236,7 +250,7 @@ func TestFailoverAfterSIGKILL(t *testing.T) {
 	for i := range watchers {
 		got := w.notifies[fmt.Sprintf("fo-%d", i)]
 		if len(got) != 2 {
-			t.Errorf("watcher %d: %d NOTIFYs, want 2 (the first from a, the change once from b)", i, len(got))
+			t.Errorf("watcher %d: %d NOTIFYs, want 2 (the first from a, the change once from b): %s", i, len(got), describe(got))
 			continue
 		}
 		if got[1].from != addrB || got[1].cseq <= got[0].cseq || !strings.Contains(got[1].body, "<basic>closed</basic>") {
@@ -257,4 +271,13 @@ func TestFailoverAfterSIGKILL(t *testing.T) {
 	if len(u.messages) != 1 || u.messages[0] != "kept for u" {
 		t.Errorf("u got %q, want the stored message once", u.messages)
 	}
+}
+
+// describe lists NOTIFYs by sender and CSeq for a failure message.
+func describe(got []received) string {
+	parts := make([]string, len(got))
+	for i, r := range got {
+		parts[i] = fmt.Sprintf("%s CSeq %d", r.from, r.cseq)
+	}
+	return strings.Join(parts, ", ")
 }
