@@ -21,39 +21,48 @@ import (
 // redisCounts reads Redis's total_commands_processed and total_reads_processed (a read is a
 // round trip: one request or one pipeline) through the server's store; ok is false for the
 // memory store.
-func redisCounts(b *testing.B, srv *server.Server) (cmds, reads float64, ok bool) {
+func redisCounts(b *testing.B, srv *server.Server) (redisStats, bool) {
 	c, isRedis := srv.Store().(interface {
 		Client() goredis.UniversalClient
 	})
 	if !isRedis {
-		return 0, 0, false
+		return redisStats{}, false
 	}
-	info, err := c.Client().Info(b.Context(), "stats").Result()
+	info, err := c.Client().Info(b.Context(), "stats", "cpu").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
+	var st redisStats
 	for _, line := range strings.Split(info, "\r\n") {
 		k, v, _ := strings.Cut(line, ":")
+		f, _ := strconv.ParseFloat(v, 64)
 		switch k {
 		case "total_commands_processed":
-			cmds, _ = strconv.ParseFloat(v, 64)
+			st.cmds = f
 		case "total_reads_processed":
-			reads, _ = strconv.ParseFloat(v, 64)
+			st.reads = f
+		case "used_cpu_sys", "used_cpu_user":
+			st.cpu += f
 		}
 	}
-	return cmds, reads, true
+	return st, true
 }
 
-// reportRedis adds Redis commands and round trips per op, counted since c0/r0, to b's
-// results: with concurrent requests sharing pipelines, round trips per op fall below the
-// count of one request alone (bench/cost.sh).
-func reportRedis(b *testing.B, srv *server.Server, c0, r0 float64, ops int) {
-	c1, r1, ok := redisCounts(b, srv)
+// redisStats are redis-server's counters: commands, reads (round trips) and CPU seconds.
+type redisStats struct{ cmds, reads, cpu float64 }
+
+// reportRedis adds Redis commands, round trips and redis-server's CPU per op, counted since
+// s0, to b's results: with concurrent requests sharing pipelines, round trips per op fall
+// below the count of one request alone (bench/cost.sh); redis-cpu-µs/op is the server's own
+// cost, apart from simpled's cpu-µs/op.
+func reportRedis(b *testing.B, srv *server.Server, s0 redisStats, ops int) {
+	s1, ok := redisCounts(b, srv)
 	if !ok || ops == 0 {
 		return
 	}
-	b.ReportMetric((c1-c0-1)/float64(ops), "redis-cmds/op")
-	b.ReportMetric((r1-r0-1)/float64(ops), "redis-rt/op")
+	b.ReportMetric((s1.cmds-s0.cmds-1)/float64(ops), "redis-cmds/op")
+	b.ReportMetric((s1.reads-s0.reads-1)/float64(ops), "redis-rt/op")
+	b.ReportMetric((s1.cpu-s0.cpu)*1e6/float64(ops), "redis-cpu-µs/op")
 }
 
 // BenchmarkRegisterUDP measures whole REGISTER transactions through a running server over
@@ -78,13 +87,13 @@ func benchRegisterUDP(b *testing.B, store string) {
 	var clients atomic.Int64
 	b.SetParallelism(8)
 	b.ReportAllocs()
-	c0, r0, _ := redisCounts(b, srv)
+	s0, _ := redisCounts(b, srv)
 	cpu := processCPU()
 	b.ResetTimer()
 	defer func() {
 		b.StopTimer()
 		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N)/1e3, "cpu-µs/op")
-		reportRedis(b, srv, c0, r0, b.N)
+		reportRedis(b, srv, s0, b.N)
 	}()
 	b.RunParallel(func(pb *testing.PB) {
 		id := clients.Add(1)
@@ -152,9 +161,9 @@ func benchMessageUDP(b *testing.B, store string) {
 	var clients atomic.Int64
 	b.SetParallelism(8)
 	b.ReportAllocs()
-	c0, r0, _ := redisCounts(b, srv)
+	s0, _ := redisCounts(b, srv)
 	b.ResetTimer()
-	defer func() { b.StopTimer(); reportRedis(b, srv, c0, r0, b.N) }()
+	defer func() { b.StopTimer(); reportRedis(b, srv, s0, b.N) }()
 	b.RunParallel(func(pb *testing.PB) {
 		id := clients.Add(1)
 		c, err := net.Dial("udp", addr)
@@ -419,7 +428,7 @@ func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
 	waitNotified(int64(watchers))
 	etag := publishFanout(b, srvs[0], "", 1)
 	waitNotified(int64(2 * watchers))
-	c0, r0, _ := redisCounts(b, srvs[0])
+	s0, _ := redisCounts(b, srvs[0])
 	b.ResetTimer()
 	for i := range b.N {
 		etag = publishFanout(b, srvs[i%nodes], etag, i+2)
@@ -429,7 +438,7 @@ func benchNotifyFanoutNodes(b *testing.B, store string, nodes, watchers int) {
 	// NOTIFYs beyond one per watcher and change (retransmissions not counted): 0 means each
 	// change reached each watcher exactly once.
 	b.ReportMetric(float64(notified.Load()-int64(watchers*(b.N+2)))/float64(b.N), "extra-notifies/op")
-	reportRedis(b, srvs[0], c0, r0, b.N)
+	reportRedis(b, srvs[0], s0, b.N)
 	b.ReportMetric(float64(watchers*b.N)/b.Elapsed().Seconds(), "notifies/s")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/publish")
 }
