@@ -68,8 +68,8 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 	}
 	ex := expKey(aor)
 	var zs []goredis.Z // index entries for the bindings this update stores
-	// sent are the changes' bindings by the JSON this update stores: the script's reply
-	// holds them again, and they need no decoding.
+	// sent are the changes' bindings and the JSON this update stores, by change number: the
+	// script's reply names them by that number, and they need no decoding.
 	sent := make([]sentBinding, 0, len(u.Changes))
 	// With RemoveAll the changes play no part (rule 2).
 	if !u.RemoveAll {
@@ -136,16 +136,7 @@ func (s *Store) UpdateBindings(ctx context.Context, aor string, u storage.Bindin
 		// with the next refresh, and the key's TTL still ends the AOR.
 		_ = s.c.ZAdd(ctx, ex, zs...).Err()
 	}
-	res, err := decodeUpdate(cmd.Val(), func(js string) (storage.Binding, error) {
-		for i := range sent {
-			if sent[i].js == js {
-				if b, ok := asStored(sent[i].b); ok {
-					return b, nil
-				}
-			}
-		}
-		return s.decoded.get(js, decodeBinding)
-	})
+	res, err := decodeUpdate(cmd.Val(), s.updated(sent))
 	if err != nil {
 		return storage.BindingResult{}, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}
@@ -187,6 +178,26 @@ func (s *Store) repairIndex(ctx context.Context, aor string, zs []goredis.Z) {
 	}
 }
 
+// updated decodes one binding of updateScript's reply: its JSON, or the number of one of the
+// update's changes (sent), which needs no decoding at all.
+func (s *Store) updated(sent []sentBinding) func(elem any) (storage.Binding, error) {
+	return func(elem any) (storage.Binding, error) {
+		switch v := elem.(type) {
+		case int64: // one of this update's changes, by number: its JSON was sent, not returned
+			if v < 0 || v >= int64(len(sent)) {
+				return storage.Binding{}, fmt.Errorf("script reply: change %d of %d", v, len(sent))
+			}
+			if b, ok := asStored(sent[v].b); ok {
+				return b, nil
+			}
+			return s.decoded.get(sent[v].js, decodeBinding)
+		case string:
+			return s.decoded.get(v, decodeBinding)
+		}
+		return storage.Binding{}, fmt.Errorf("unexpected script reply element %T", elem)
+	}
+}
+
 // sentBinding is a binding an update stores, and its stored JSON.
 type sentBinding struct {
 	js string
@@ -217,8 +228,9 @@ func asStored(b *storage.Binding) (storage.Binding, bool) {
 }
 
 // decodeUpdate turns updateScript's reply into a BindingResult, every list ordered by Key;
-// decode turns one binding's JSON into the binding.
-func decodeUpdate(v any, decode func(js string) (storage.Binding, error)) (storage.BindingResult, error) {
+// decode turns one element of a list (a binding's JSON, or the number of one of the update's
+// changes) into the binding.
+func decodeUpdate(v any, decode func(elem any) (storage.Binding, error)) (storage.BindingResult, error) {
 	parts, ok := v.([]any)
 	if !ok || len(parts) != 6 {
 		return storage.BindingResult{}, fmt.Errorf("unexpected script reply %T", v)
@@ -263,18 +275,25 @@ func decodeUpdate(v any, decode func(js string) (storage.Binding, error)) (stora
 	return res, nil
 }
 
-func decodeList(p any, decode func(js string) (storage.Binding, error)) ([]storage.Binding, error) {
+// jsonElem is decode for reply elements that must be JSON text.
+func jsonElem(decode func(js string) (storage.Binding, error)) func(elem any) (storage.Binding, error) {
+	return func(elem any) (storage.Binding, error) {
+		js, ok := elem.(string)
+		if !ok {
+			return storage.Binding{}, fmt.Errorf("unexpected script reply element %T", elem)
+		}
+		return decode(js)
+	}
+}
+
+func decodeList(p any, decode func(elem any) (storage.Binding, error)) ([]storage.Binding, error) {
 	vs, ok := p.([]any)
 	if !ok {
 		return nil, fmt.Errorf("unexpected script reply %T", p)
 	}
 	var out []storage.Binding
 	for _, v := range vs {
-		js, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("unexpected script reply element %T", v)
-		}
-		b, err := decode(js)
+		b, err := decode(v)
 		if err != nil {
 			return nil, err
 		}
@@ -354,7 +373,7 @@ func (s *Store) RemoveFlowBindings(ctx context.Context, aor, flow string, now ti
 	if err != nil {
 		return nil, unavailable(step, err)
 	}
-	out, err := decodeList(v, decodeBinding)
+	out, err := decodeList(v, jsonElem(decodeBinding))
 	if err != nil {
 		return nil, fmt.Errorf("redis: %s: %s: %w", step, aor, err)
 	}

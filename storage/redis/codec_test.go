@@ -173,3 +173,34 @@ func FuzzAsStored(f *testing.F) {
 		}
 	})
 }
+
+// TestUpdatedReplyElements: the update script names a binding it just stored by the number of
+// its change; a number out of range or an element of another type is a corrupt reply, never a
+// binding taken from the wrong change.
+func TestUpdatedReplyElements(t *testing.T) {
+	s := &Store{}
+	s.decoded.clone = cloneBinding
+	a := storage.Binding{Key: "a", Contact: "<sip:a@h>", URI: "sip:a@h", CallID: "c", CSeq: 1, ExpiresAt: time.Unix(100, 0)}
+	b := a
+	b.Key, b.CSeq = "b", 2
+	var sent []sentBinding
+	for _, x := range []*storage.Binding{&a, &b} {
+		js, err := encodeBinding(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, sentBinding{js: js, b: x})
+	}
+	dec := s.updated(sent)
+	if got, err := dec(int64(1)); err != nil || got.Key != "b" || got.CSeq != 2 {
+		t.Errorf("change 1 = %+v, %v; want binding b", got, err)
+	}
+	if got, err := dec(sent[0].js); err != nil || got.Key != "a" {
+		t.Errorf("JSON of a = %+v, %v", got, err)
+	}
+	for _, bad := range []any{int64(2), int64(-1), []byte("x"), nil} {
+		if got, err := dec(bad); err == nil {
+			t.Errorf("element %#v decoded to %+v, want an error", bad, got)
+		}
+	}
+}

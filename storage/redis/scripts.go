@@ -23,9 +23,12 @@ const (
 //	ARGV     now (unix s), remove_all (0/1), call_id, cseq, max_bindings, evict_oldest (0/1),
 //	         grace (ms), then per change: key, call_id, cseq, expires_at (unix s), binding JSON
 //
-// It replies {bindings JSON..., removed JSON..., expired JSON..., evicted JSON..., added keys...,
+// It replies {bindings..., removed JSON..., expired JSON..., evicted JSON..., added keys...,
 // refreshed keys...} or an error reply SIMPLED_STALE, SIMPLED_TOOMANY or SIMPLED_CORRUPT, in
-// which case it wrote nothing. On success the key's TTL is set to the latest expiry + grace.
+// which case it wrote nothing. A binding in the first list is its JSON, or, when this update
+// stored it, the number of its change (0 for the first): the caller has that JSON already, so
+// a refresh's reply is a few bytes, not the binding again. On success the key's TTL is set to
+// the latest expiry + grace.
 var updateScript = goredis.NewScript(`
 local function bytesless(a, b)
   local n = math.min(#a, #b)
@@ -99,7 +102,7 @@ else
         end
       else
         if cur[k] then refreshed[#refreshed + 1] = k else added[#added + 1] = k end
-        cur[k] = {ARGV[a + 4], ARGV[a + 1], tonumber(ARGV[a + 2]), exp, nil}
+        cur[k] = {ARGV[a + 4], ARGV[a + 1], tonumber(ARGV[a + 2]), exp, nil, i}
         touched[k] = true
         set[#set + 1] = k
         set[#set + 1] = ARGV[a + 4]
@@ -140,7 +143,7 @@ for i = 1, #set, 1000 do
 end
 local out, maxexp = {}, nil
 for _, b in pairs(cur) do
-  out[#out + 1] = b[1]
+  out[#out + 1] = b[6] or b[1]
   if maxexp == nil or b[4] > maxexp then maxexp = b[4] end
 end
 if maxexp ~= nil then
