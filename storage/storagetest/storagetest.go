@@ -224,12 +224,43 @@ func updateCases(t0 time.Time) []updateCase {
 			wantRemoved:   []storage.Binding{a1},
 			wantRefreshed: nil,
 		},
+		manyChanges(t0, a1, b1),
 		{
 			name:         "empty update changes nothing",
 			setup:        []storage.BindingUpdate{update(t0, a1)},
 			u:            update(at(t0, 1)),
 			wantBindings: []storage.Binding{a1},
 		},
+	}
+}
+
+// manyChanges is one update with more contacts than a phone sends: ten new keys, one of them
+// changed twice (the last change wins), a refresh and a removal, so a backend that keeps small
+// updates apart from large ones is checked on both.
+func manyChanges(t0 time.Time, a1, b1 storage.Binding) updateCase {
+	var changes, want []storage.Binding
+	var added []string
+	for i := range 10 {
+		b := bnd(t0, fmt.Sprintf("sip:d%d@10.0.1.%d", i, i), "c3", uint32(i+1), 5, 60)
+		changes = append(changes, b)
+		want = append(want, b)
+		added = append(added, b.Key)
+	}
+	last := bnd(t0, changes[3].Key, "c3", 20, 5, 90)
+	want[3] = last
+	refreshed := bnd(t0, b1.Key, "c2", 8, 5, 60)
+	changes = append(changes, last, refreshed, bnd(t0, a1.Key, "c1", 2, 5, 0))
+	want = append(want, refreshed)
+	slices.SortFunc(want, storage.CompareBindings)
+	slices.Sort(added)
+	return updateCase{
+		name:          "many contacts in one update: adds, a key changed twice, a refresh and a removal",
+		setup:         []storage.BindingUpdate{update(t0, a1, b1)},
+		u:             update(at(t0, 5), changes...),
+		wantBindings:  want,
+		wantAdded:     added,
+		wantRefreshed: []string{b1.Key},
+		wantRemoved:   []storage.Binding{a1},
 	}
 }
 
