@@ -152,7 +152,7 @@ func (s *server) answer(b []byte, from net.Addr) {
 	}
 	s.out = appendEnd(s.out, nil)
 	s.queue(s.out[start:], from)
-	if s.opts.notify && eqFold(m.method, "SUBSCRIBE") {
+	if s.opts.notify && eqFold(m.method, "SUBSCRIBE") && len(notifyTarget(m)) > 0 {
 		start = len(s.out)
 		s.out = s.appendNotify(s.out, m)
 		s.queue(s.out[start:], from)
@@ -167,12 +167,8 @@ func (s *server) appendContact(b []byte) []byte {
 
 // appendNotify appends the NOTIFY that follows SUBSCRIBE m, in the dialog its 200 made.
 func (s *server) appendNotify(b []byte, m *sipMsg) []byte {
-	target := uriOf(m.contact)
-	if len(target) == 0 {
-		target = uriOf(m.from)
-	}
 	b = append(b, "NOTIFY "...)
-	b = append(b, target...)
+	b = append(b, notifyTarget(m)...)
 	b = append(b, " SIP/2.0\r\nVia: SIP/2.0/UDP "...)
 	b = append(b, s.laddr...)
 	b = append(b, ";branch=z9hG4bKR"...)
@@ -201,6 +197,15 @@ func (s *server) appendNotify(b []byte, m *sipMsg) []byte {
 		b = append(b, "Subscription-State: active;expires=600\r\n"...)
 	}
 	return appendEnd(b, nil)
+}
+
+// notifyTarget is where the NOTIFY following SUBSCRIBE m goes: its Contact's URI, else its
+// From's; empty when it has neither.
+func notifyTarget(m *sipMsg) []byte {
+	if t := trim(uriOf(m.contact)); len(t) > 0 {
+		return t
+	}
+	return trim(uriOf(m.from))
 }
 
 // hostOf returns the host part of a SIP URI (after '@', before ';', '>' or a port).

@@ -74,7 +74,7 @@ func parse(b []byte, m *sipMsg) bool {
 // parseRequestLine reads "METHOD URI SIP/2.0".
 func parseRequestLine(first []byte, m *sipMsg) bool {
 	sp := indexByte(first, ' ')
-	if sp <= 0 || !hasSuffix(first, " SIP/2.0") {
+	if sp <= 0 || !hasSuffix(first, " SIP/2.0") || sp+1 > len(first)-len(" SIP/2.0") {
 		return false
 	}
 	m.request = true
