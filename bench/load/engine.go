@@ -184,18 +184,17 @@ func (w *worker) run() {
 			w.abandon(now)
 			return
 		}
-		wake := min(w.nextWake(now), hardEnd)
+		// a fresh clock: sending may have taken a while, and a deadline already past would
+		// make the read below give up without reading (and, behind schedule, never read)
+		now = w.now()
+		wake := max(min(w.nextWake(now), hardEnd), now+int64(50*time.Microsecond))
 		if err := w.conn.SetReadDeadline(w.base.Add(time.Duration(wake))); err != nil {
 			w.st.readErrs++
 			w.abandon(now)
 			return
 		}
-		n, err := w.pc.ReadBatch(w.rms, 0)
-		now = w.now()
-		for i := 0; i < n; i++ {
-			w.handle(w.rms[i].Buffers[0][:w.rms[i].N], now)
-		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		err := w.read()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.EAGAIN) {
 			if errors.Is(err, net.ErrClosed) {
 				w.abandon(now)
 				return
@@ -208,11 +207,36 @@ func (w *worker) run() {
 	}
 }
 
+// maxReads bounds the batches read in one round: answers are drained before more requests
+// go out (else, behind schedule, a worker would send bursts its own socket cannot take the
+// answers of), yet a round always ends.
+const maxReads = 16
+
+// read waits for datagrams until the deadline, then takes what else is queued without
+// waiting, up to maxReads batches, and handles them.
+func (w *worker) read() error {
+	flags := 0
+	for i := 0; i < maxReads; i++ {
+		n, err := w.pc.ReadBatch(w.rms, flags)
+		now := w.now()
+		for i := 0; i < n; i++ {
+			w.handle(w.rms[i].Buffers[0][:w.rms[i].N], now)
+		}
+		if err != nil || n < len(w.rms) {
+			return err
+		}
+		flags = syscall.MSG_DONTWAIT
+	}
+	return nil
+}
+
 // nextWake returns when the loop must wake at the latest: the next call's start (not sooner
 // than a tick from now, so that starts are sent in batches) or the earliest timer.
 func (w *worker) nextWake(now int64) int64 {
 	wake := now + int64(time.Second)
-	if w.next < len(w.calls) {
+	if w.next < len(w.calls) && w.offset+int64(w.next)*w.every <= now {
+		wake = now // behind schedule: go on after reading what is there
+	} else if w.next < len(w.calls) {
 		wake = max(w.offset+int64(w.next)*w.every, now+int64(w.ph.cfg.tick))
 	}
 	for i := range w.levels {
@@ -226,9 +250,10 @@ func (w *worker) nextWake(now int64) int64 {
 	return max(wake, now+int64(50*time.Microsecond))
 }
 
-// startDue starts every call whose time has come (open loop: answers do not hold it back).
+// startDue starts the calls whose time has come (open loop: answers do not hold it back), at
+// most four batches a round so that answers are read in between when behind schedule.
 func (w *worker) startDue(now int64) {
-	for w.next < len(w.calls) {
+	for n := 0; w.next < len(w.calls) && n < 4*len(w.wms); n++ {
 		due := w.offset + int64(w.next)*w.every
 		if due > now {
 			return
