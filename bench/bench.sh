@@ -16,6 +16,7 @@
 #   ROUNDS [2; quick 1]     rounds per scenario (compare.sh)
 #   GO_BENCH [1]            0 skips the Go benchmarks
 #   GO_BENCHTIME [1s; quick 100ms]
+#   DRIVER [go]             the load driver: go (bench/load, built once here) or sipp
 #   OUTDIR [$TMPDIR/simpled-bench/bench-<mode>-<date>]
 #   everything else (STEP_SECS, RATES_*, KAM_*, SIMPLED_ARGS ...) is passed to compare.sh
 #
@@ -73,10 +74,16 @@ if [ "$GO_BENCH" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- SIP loads
-# compare.sh builds simpled once per scenario unless given a binary: build it once here.
+# compare.sh builds simpled (and the Go driver) once per scenario unless given binaries:
+# build them once here.
 if [ -z "${SIMPLED_BIN:-}" ]; then
   (cd "$ROOT" && go build -o "$OUTDIR/simpled" ./cmd/simpled) || { log "go build failed"; exit 1; }
   export SIMPLED_BIN=$OUTDIR/simpled
+fi
+export DRIVER=${DRIVER:-go}
+if [ "$DRIVER" = go ] && [ -z "${LOAD_BIN:-}" ]; then
+  (cd "$ROOT" && go build -o "$OUTDIR/load" ./bench/load) || { log "go build ./bench/load failed"; exit 1; }
+  export LOAD_BIN=$OUTDIR/load
 fi
 for scen in $SCENARIOS; do
   log "scenario $scen ($MODE): $TARGETS, $ROUNDS round(s)"
@@ -102,8 +109,9 @@ TABLE=$OUTDIR/table.txt
     echo "# calls/s = achieved at that rate (0 = the step failed: failures or retransmissions); latency and CPU at that rate"
   else
     echo "# calls/s = best sustained rate (median of $ROUNDS rounds; load.sh: < 0.1 % failed, <= 0.1 % retransmissions)"
-    echo "# p50/p99 = sipp round trip (4 ms quanta) and cpu = server CPU ms per 1,000 calls, at half that rate"
+    echo "# p50/p99 = the driver's ($DRIVER) call latency and cpu = server CPU ms per 1,000 calls, at half that rate"
   fi
+  echo "# driver: $DRIVER (go: bench/load, whole-call latency; sipp: rtd1, 4 ms quanta)"
   echo "# Kamailio: VARIANT=bigbuf (auth for register_auth), 4 children, all state in shared memory"
   {
     hdr="scenario"

@@ -38,12 +38,15 @@
 #   (load.sh's cpu_server column: simpled's PID, plus redis-server's for the redis target;
 #   Kamailio: all its processes)
 #   PAUSE_SECS [5]              idle time between two targets
-#   Passed through to load.sh: TRANSPORT [u1] (t1: every sipp over TCP; simpled and Kamailio
-#   listen on both), STEP_SECS [10], RATES_register ["2000 5000 10000 15000 20000
+#   DRIVER [go]                 load.sh's driver: go (bench/load, built once here into OUTDIR
+#                               unless LOAD_BIN names it) or sipp
+#   Passed through to load.sh: TRANSPORT [u1] (t1: every sipp over TCP, DRIVER=sipp; simpled
+#   and Kamailio listen on both), GO_SOCKETS [4], STEP_SECS [10], RATES_register ["2000 5000 10000 15000 20000
 #   25000 30000"], MAX_STEPS [8], N_USERS [20000], MAX_FAIL_PCT, MAX_RETRANS_PCT, NOISE_PCT ...
 #
 # Ports: 15060 (the server under test, one at a time; load.sh and run-kamailio.sh expect it),
-# 15061-15064 (load.sh's sipp UAC), a free port for Redis and one for simpled's HTTP (/readyz,
+# 15061-15064 (load.sh's sipp UAC, or the Go driver's GO_SOCKETS sockets and, for message,
+# its callee sockets after them), a free port for Redis and one for simpled's HTTP (/readyz,
 # /metrics). All on 127.0.0.1. Every process is started and stopped by its PID; nothing is
 # killed by name.
 set -u
@@ -63,6 +66,7 @@ PAUSE_SECS=${PAUSE_SECS:-5}
 OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/simpled-bench/$SCENARIO-$(date +%Y%m%d-%H%M%S)}
 PORT=15060
 DOMAIN=example.test
+export DRIVER=${DRIVER:-go}
 
 mkdir -p "$OUTDIR" || exit 1
 OUTDIR=$(cd "$OUTDIR" && pwd)
@@ -71,7 +75,8 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [ -x "$BENCH/load.sh" ] && [ -x "$BENCH/run-kamailio.sh" ] || die "no load.sh/run-kamailio.sh in $BENCH (set BENCH)"
-for tool in sipp curl ss; do command -v $tool >/dev/null || die "$tool not found"; done
+TOOLS="curl ss"; [ "$DRIVER" = sipp ] && TOOLS="sipp $TOOLS"
+for tool in $TOOLS; do command -v $tool >/dev/null || die "$tool not found"; done
 case " $TARGETS " in *" redis "*|*" redis-before "*) command -v redis-server >/dev/null || die "redis-server not found" ;; esac
 case " $TARGETS " in *" kamailio "*)
   command -v kamailio >/dev/null || die "kamailio not found (Debian kamailio, kamailio-presence-modules)"
@@ -123,6 +128,10 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- preflight
 LAST_PORT=$((PORT + 4))
 [ "$SCENARIO" = message ] && LAST_PORT=$((PORT + 8)) # load.sh's sipp UAS (the MESSAGE callee)
+if [ "$DRIVER" = go ]; then # the Go driver's sockets, and for message its callee sockets
+  n=${GO_SOCKETS:-4}; [ "$SCENARIO" = message ] && n=$((n + ${GO_CALLEE_SOCKETS:-2}))
+  [ $((PORT + n)) -gt "$LAST_PORT" ] && LAST_PORT=$((PORT + n))
+fi
 for p in $(seq $PORT $LAST_PORT); do
   port_busy "$p" && die "port $p is in use (needed: $PORT for the server, $((PORT+1))-$LAST_PORT for sipp)"
 done
@@ -135,6 +144,12 @@ else
   (cd "$ROOT" && go build -o "$BIN" ./cmd/simpled) || die "go build failed"
 fi
 [ -x "$BIN" ] || die "$BIN is not executable"
+if [ "$DRIVER" = go ] && [ -z "${LOAD_BIN:-}" ]; then
+  LOAD_BIN=$OUTDIR/load
+  log "building bench/load -> $LOAD_BIN"
+  (cd "$ROOT" && go build -o "$LOAD_BIN" ./bench/load) || die "go build ./bench/load failed"
+fi
+export LOAD_BIN
 
 HTTP_PORT=$(free_port) || die "no free port for simpled's HTTP"
 
@@ -181,14 +196,14 @@ esac
   echo "# host: $(nproc) CPU, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# simpled $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ($("$BIN" -version 2>&1 | head -1)), $(go version 2>/dev/null | awk '{print $3}')"
   echo "# $(kamailio -v 2>/dev/null | head -1 | awk '{print "kamailio", $3}') VARIANT=$KAM_VARIANT children=$KAM_CHILDREN; $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1); $(redis-server --version 2>/dev/null | awk '{print "redis", $3}')"
-  echo "# rounds=$ROUNDS targets=\"$TARGETS\" STEP_SECS=${STEP_SECS:-10} MAX_STEPS=${MAX_STEPS:-8} RATES_$SCENARIO=\"$(eval echo \"\${RATES_$SCENARIO:-load.sh default}\")\" N_USERS=${N_USERS:-20000}"
+  echo "# driver=$DRIVER rounds=$ROUNDS targets=\"$TARGETS\" STEP_SECS=${STEP_SECS:-10} MAX_STEPS=${MAX_STEPS:-8} RATES_$SCENARIO=\"$(eval echo \"\${RATES_$SCENARIO:-load.sh default}\")\" N_USERS=${N_USERS:-20000}"
 } > "$OUTDIR/header.txt"
 cat "$OUTDIR/header.txt" | tee -a "$LOG" >&2
 
 # ---------------------------------------------------------------- one target run
 # run_target round target -> appends a line to results.tsv
 RESULTS=$OUTDIR/results.tsv
-echo -e "round\ttarget\tbest_calls_s\tfirst_fail\tachieved_s\tcpu_server%\tcpu_sipp%\tother%_at_best\tmax_other%\tloadavg_before\tlat_rate\tp50_ms\tp99_ms\tcpu_ms_per_1000\tdir" > "$RESULTS"
+echo -e "round\ttarget\tbest_calls_s\tfirst_fail\tachieved_s\tcpu_server%\tcpu_driver%\tother%_at_best\tmax_other%\tloadavg_before\tlat_rate\tp50_ms\tp99_ms\tcpu_ms_per_1000\tdir" > "$RESULTS"
 
 wait_ready() { # pid: /readyz answers 200 within 15 s
   local i
@@ -277,8 +292,8 @@ half_rate() { # dir: half the best rate of the search (multiple of 50), "" when 
   awk -F'\t' -v s="$SCENARIO" 'NR>1 && $1==s && $3!="NONE" && $2+0>=100 {printf "%d", int($2/2/50)*50; exit}' "$1/load/best.tsv" 2>/dev/null
 }
 
-# latency_of steps.tsv scenario rate -> "p50 p99 cpu_ms_per_1000" of that step (rtd1; sipp's 4 ms
-# quanta), or "- - -"
+# latency_of steps.tsv scenario rate -> "p50 p99 cpu_ms_per_1000" of that step (the Go driver's
+# whole call, 3 % buckets; sipp's rtd1, 4 ms quanta), or "- - -"
 latency_of() {
   awk -F'\t' -v s="$2" -v r="$3" 'NR>1 && $1==s && $2==r && $3=="PASS" {line=$0} END{
     if (line=="") {print "- - -"; exit}
@@ -367,7 +382,8 @@ val() { awk -F'\t' -v r="$1" -v t="$2" '$1==r && $2==t {print $3}' "$RESULTS"; }
     echo -e "$row"
   } | column -t -s $'\t'
   echo
-  echo "# latency (sipp rtd1, 4 ms quanta) and server CPU per 1,000 calls, at half the best rate (medians)"
+  if [ "$DRIVER" = go ]; then lat="whole call, bench/load"; else lat="sipp rtd1, 4 ms quanta"; fi
+  echo "# latency ($lat) and server CPU per 1,000 calls, at half the best rate (medians)"
   {
     echo -e "target\trate\tp50_ms\tp99_ms\tcpu_ms_per_1000"
     for t in $TARGETS; do
