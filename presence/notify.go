@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/base/gopool"
@@ -71,7 +72,23 @@ type notifier struct {
 	counted  map[subKey]countedAs
 	wg       sync.WaitGroup
 	seed     maphash.Seed
+	// window holds a token for each NOTIFY sent and not yet answered (see sendWindow).
+	window chan struct{}
 }
+
+// sendWindow bounds the NOTIFYs this node has sent that are not yet answered, nor older than
+// windowHold. A change of a presentity with 10,000 watchers otherwise sends its 10,000
+// NOTIFYs at once: their 200s queue up behind one another past Timer E (T1, 500 ms), and every
+// NOTIFY whose answer is still queued is retransmitted, which queues the answers further
+// (measured: more retransmissions than NOTIFYs). Within the window a NOTIFY's answer comes
+// back while its transaction is young.
+const sendWindow = 256
+
+// windowHold is how long one NOTIFY keeps its place in the window at most: a watcher that
+// does not answer (gone, or its answers lost) must not hold the others back for Timer F. It is
+// shorter than T1, so that a full window of such watchers still lets each NOTIFY behind them
+// go before its own retransmission would.
+const windowHold = 200 * time.Millisecond
 
 type subKey struct{ aor, id string }
 
@@ -123,7 +140,8 @@ func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
-		watchers: map[string]*watcherCount{}, counted: map[subKey]countedAs{}, seed: maphash.MakeSeed()}
+		watchers: map[string]*watcherCount{}, counted: map[subKey]countedAs{}, seed: maphash.MakeSeed(),
+		window: make(chan struct{}, sendWindow)}
 }
 
 // goneFor is how long an ended subscription is kept from being notified again: longer than a
@@ -856,7 +874,44 @@ func (n *notifier) notify(ctx context.Context, sub *storage.Subscription, cseq u
 	if err != nil {
 		return 0, err
 	}
+	place, err := n.enter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer place.leave()
 	return n.p.opts.Sender.SendInDialog(ctx, req, sub)
+}
+
+// enter waits for a place in the send window (sendWindow) and returns it: its leave gives
+// the place back, once the NOTIFY is answered or after windowHold, whichever comes first.
+func (n *notifier) enter(ctx context.Context) (*windowPlace, error) {
+	select {
+	case n.window <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	w := &windowPlace{window: n.window}
+	w.timer = time.AfterFunc(windowHold, w.free)
+	return w, nil
+}
+
+// windowPlace is one NOTIFY's place in the send window.
+type windowPlace struct {
+	window chan struct{}
+	timer  *time.Timer
+	left   atomic.Bool
+}
+
+// leave gives the place back (the NOTIFY is answered).
+func (w *windowPlace) leave() {
+	w.timer.Stop()
+	w.free()
+}
+
+func (w *windowPlace) free() {
+	if w.left.CompareAndSwap(false, true) {
+		<-w.window
+	}
 }
 
 // close abandons the NOTIFYs under way and waits for their goroutines. The context ends under
