@@ -74,6 +74,11 @@ type notifier struct {
 	seed     maphash.Seed
 	// window holds a token for each NOTIFY sent and not yet answered (see sendWindow).
 	window chan struct{}
+	// queue holds the subscriptions whose NOTIFY waits for a place in the window, oldest
+	// first; dispatching: a dispatch goroutine serves it.
+	qmu         sync.Mutex
+	queue       []*subState
+	dispatching bool
 }
 
 // sendWindow bounds the NOTIFYs this node has sent that are not yet answered, nor older than
@@ -533,7 +538,8 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 	})
 }
 
-// start sends s's next NOTIFY on a goroutine of its own (from the senders pool). Call with n.mu held. Once the notifier is
+// start queues s's next NOTIFY: dispatch sends it on a goroutine of its own (from the senders
+// pool) once it has a place in the send window. Call with n.mu held. Once the notifier is
 // closing (its context ended), nothing starts: close is waiting on wg, which must not be
 // added to meanwhile (a rate-control timer firing during shutdown did).
 func (n *notifier) start(s *subState) {
@@ -542,12 +548,46 @@ func (n *notifier) start(s *subState) {
 	}
 	s.inflight = true
 	n.wg.Add(1)
-	n.senders.Go(func() { n.send(s) })
+	n.qmu.Lock()
+	n.queue = append(n.queue, s)
+	if !n.dispatching {
+		n.dispatching = true
+		go n.dispatch()
+	}
+	n.qmu.Unlock()
 }
 
-// send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
-func (n *notifier) send(s *subState) {
+// dispatch hands the queued NOTIFYs to sender goroutines, each once it has a place in the
+// send window, until the queue is empty. So a change of 10,000 watchers has about sendWindow
+// goroutines at work, not 10,000 waiting on the window: their stacks stay grown and the
+// notifier's lock is not fought over by thousands. When the notifier closes, what is still
+// queued is dropped.
+func (n *notifier) dispatch() {
+	for {
+		n.qmu.Lock()
+		if len(n.queue) == 0 {
+			n.queue, n.dispatching = nil, false
+			n.qmu.Unlock()
+			return
+		}
+		s := n.queue[0]
+		n.queue[0] = nil
+		n.queue = n.queue[1:]
+		n.qmu.Unlock()
+		place, err := n.enter(n.ctx)
+		if err != nil {
+			n.abandon(s)
+			n.wg.Done()
+			continue
+		}
+		n.senders.Go(func() { n.send(s, place) })
+	}
+}
+
+// send sends s's next NOTIFY, holding place in the send window until it is answered.
+func (n *notifier) send(s *subState, place *windowPlace) {
 	defer n.wg.Done()
+	defer place.leave()
 	if !n.reserve(s) {
 		n.abandon(s)
 		return
@@ -874,16 +914,12 @@ func (n *notifier) notify(ctx context.Context, sub *storage.Subscription, cseq u
 	if err != nil {
 		return 0, err
 	}
-	place, err := n.enter(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer place.leave()
 	return n.p.opts.Sender.SendInDialog(ctx, req, sub)
 }
 
 // enter waits for a place in the send window (sendWindow) and returns it: its leave gives
-// the place back, once the NOTIFY is answered or after windowHold, whichever comes first.
+// the place back, once the NOTIFY is answered (or not sent) or after windowHold, whichever
+// comes first.
 func (n *notifier) enter(ctx context.Context) (*windowPlace, error) {
 	select {
 	case n.window <- struct{}{}:
