@@ -24,7 +24,10 @@ import (
 // device, or one closed tuple when the presentity has no device.
 //
 // One composition serves every watcher of a presentity until its state changes: the cache
-// keeps the composed document and the presentity's rules, dropped on every change event.
+// keeps the composed document and the presentity's rules, dropped on every change event. A
+// watcher's view of the presentity is one of two documents, both shared by every watcher
+// with that view: the composed one (an allowed watcher) or the neutral closed one (a
+// politely blocked watcher, built once per presentity); a pending watcher gets no body.
 
 // docCache holds composed documents and rules per presentity. A generation per presentity
 // keeps a composition that raced with a change from being cached.
@@ -41,6 +44,7 @@ type cached struct {
 	building    chan struct{} // closed when the composition under way ends
 	rules       map[string]string
 	hasRules    bool
+	closed      []byte // the neutral closed document politely blocked watchers get
 }
 
 // maxCached bounds the cache; past it the cache starts over.
@@ -271,8 +275,20 @@ func (p *Presence) body(ctx context.Context, sub *storage.Subscription, version 
 		return "", nil, err
 	}
 	if rule == storage.RulePoliteBlock {
-		return TypePIDF, pidf.Closed("sip:" + sub.AOR).Bytes(), nil
+		return TypePIDF, p.closedDocument(sub.AOR), nil
 	}
 	doc, err := p.document(ctx, sub.AOR)
 	return TypePIDF, doc, err
+}
+
+// closedDocument returns the neutral closed document of aor that politely blocked watchers
+// get; it names only the presentity, so it is built once and kept.
+func (p *Presence) closedDocument(aor string) []byte {
+	p.docs.mu.Lock()
+	defer p.docs.mu.Unlock()
+	e := p.docs.entry(aor)
+	if e.closed == nil {
+		e.closed = pidf.Closed("sip:" + aor).Bytes()
+	}
+	return e.closed
 }

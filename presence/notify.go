@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/base/gopool"
@@ -71,7 +72,28 @@ type notifier struct {
 	counted  map[subKey]countedAs
 	wg       sync.WaitGroup
 	seed     maphash.Seed
+	// window holds a token for each NOTIFY sent and not yet answered (see sendWindow).
+	window chan struct{}
+	// queue holds the subscriptions whose NOTIFY waits for a place in the window, oldest
+	// first; dispatching: a dispatch goroutine serves it.
+	qmu         sync.Mutex
+	queue       []*subState
+	dispatching bool
 }
+
+// sendWindow bounds the NOTIFYs this node has sent that are not yet answered, nor older than
+// windowHold. A change of a presentity with 10,000 watchers otherwise sends its 10,000
+// NOTIFYs at once: their 200s queue up behind one another past Timer E (T1, 500 ms), and every
+// NOTIFY whose answer is still queued is retransmitted, which queues the answers further
+// (measured: more retransmissions than NOTIFYs). Within the window a NOTIFY's answer comes
+// back while its transaction is young.
+const sendWindow = 256
+
+// windowHold is how long one NOTIFY keeps its place in the window at most: a watcher that
+// does not answer (gone, or its answers lost) must not hold the others back for Timer F. It is
+// shorter than T1, so that a full window of such watchers still lets each NOTIFY behind them
+// go before its own retransmission would.
+const windowHold = 200 * time.Millisecond
 
 type subKey struct{ aor, id string }
 
@@ -123,7 +145,8 @@ func newNotifier(p *Presence) *notifier {
 	ctx, stop := context.WithCancel(context.Background())
 	return &notifier{p: p, ctx: ctx, stop: stop, senders: gopool.New(10 * time.Second), subs: map[subKey]*subState{},
 		winfo: map[string]int{}, nobody: map[string]time.Time{}, pending: map[subKey]struct{}{}, gone: map[subKey]time.Time{},
-		watchers: map[string]*watcherCount{}, counted: map[subKey]countedAs{}, seed: maphash.MakeSeed()}
+		watchers: map[string]*watcherCount{}, counted: map[subKey]countedAs{}, seed: maphash.MakeSeed(),
+		window: make(chan struct{}, sendWindow)}
 }
 
 // goneFor is how long an ended subscription is kept from being notified again: longer than a
@@ -515,7 +538,8 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 	})
 }
 
-// start sends s's next NOTIFY on a goroutine of its own (from the senders pool). Call with n.mu held. Once the notifier is
+// start queues s's next NOTIFY: dispatch sends it on a goroutine of its own (from the senders
+// pool) once it has a place in the send window. Call with n.mu held. Once the notifier is
 // closing (its context ended), nothing starts: close is waiting on wg, which must not be
 // added to meanwhile (a rate-control timer firing during shutdown did).
 func (n *notifier) start(s *subState) {
@@ -524,12 +548,46 @@ func (n *notifier) start(s *subState) {
 	}
 	s.inflight = true
 	n.wg.Add(1)
-	n.senders.Go(func() { n.send(s) })
+	n.qmu.Lock()
+	n.queue = append(n.queue, s)
+	if !n.dispatching {
+		n.dispatching = true
+		go n.dispatch()
+	}
+	n.qmu.Unlock()
 }
 
-// send sends NOTIFYs of s until it is clean, waiting out the minimum interval between two.
-func (n *notifier) send(s *subState) {
+// dispatch hands the queued NOTIFYs to sender goroutines, each once it has a place in the
+// send window, until the queue is empty. So a change of 10,000 watchers has about sendWindow
+// goroutines at work, not 10,000 waiting on the window: their stacks stay grown and the
+// notifier's lock is not fought over by thousands. When the notifier closes, what is still
+// queued is dropped.
+func (n *notifier) dispatch() {
+	for {
+		n.qmu.Lock()
+		if len(n.queue) == 0 {
+			n.queue, n.dispatching = nil, false
+			n.qmu.Unlock()
+			return
+		}
+		s := n.queue[0]
+		n.queue[0] = nil
+		n.queue = n.queue[1:]
+		n.qmu.Unlock()
+		place, err := n.enter(n.ctx)
+		if err != nil {
+			n.abandon(s)
+			n.wg.Done()
+			continue
+		}
+		n.senders.Go(func() { n.send(s, place) })
+	}
+}
+
+// send sends s's next NOTIFY, holding place in the send window until it is answered.
+func (n *notifier) send(s *subState, place *windowPlace) {
 	defer n.wg.Done()
+	defer place.leave()
 	if !n.reserve(s) {
 		n.abandon(s)
 		return
@@ -857,6 +915,39 @@ func (n *notifier) notify(ctx context.Context, sub *storage.Subscription, cseq u
 		return 0, err
 	}
 	return n.p.opts.Sender.SendInDialog(ctx, req, sub)
+}
+
+// enter waits for a place in the send window (sendWindow) and returns it: its leave gives
+// the place back, once the NOTIFY is answered (or not sent) or after windowHold, whichever
+// comes first.
+func (n *notifier) enter(ctx context.Context) (*windowPlace, error) {
+	select {
+	case n.window <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	w := &windowPlace{window: n.window}
+	w.timer = time.AfterFunc(windowHold, w.free)
+	return w, nil
+}
+
+// windowPlace is one NOTIFY's place in the send window.
+type windowPlace struct {
+	window chan struct{}
+	timer  *time.Timer
+	left   atomic.Bool
+}
+
+// leave gives the place back (the NOTIFY is answered).
+func (w *windowPlace) leave() {
+	w.timer.Stop()
+	w.free()
+}
+
+func (w *windowPlace) free() {
+	if w.left.CompareAndSwap(false, true) {
+		<-w.window
+	}
 }
 
 // close abandons the NOTIFYs under way and waits for their goroutines. The context ends under
