@@ -21,6 +21,8 @@ type steadyReport struct {
 	// MaxRSS is the highest RSS sampled; Last the last sample, taken as the phase ends.
 	MaxRSS int64    `json:"max_rss_bytes"`
 	Last   memPoint `json:"last"`
+	// CPUPerRequest is simpled's CPU time (user and system) per REGISTER sent, in µs.
+	CPUPerRequest float64 `json:"simpled_cpu_us_per_request"`
 }
 
 // steady is the steady phase: o.steadyUsers users REGISTER again and again (same Call-ID,
@@ -41,6 +43,10 @@ func (b *bench) steady(ctx context.Context) error {
 	}
 	r := &steadyReport{Users: users}
 	b.rep.Steady = r
+	cpu0, err := readCPU(b.simpled.PID())
+	if err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -69,6 +75,11 @@ func (b *bench) steady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cpu1, err := readCPU(b.simpled.PID())
+	if err != nil {
+		return err
+	}
+	r.CPUPerRequest = float64((cpu1 - cpu0).Microseconds()) / float64(n)
 	if r.Last, err = b.mem(ctx); err != nil {
 		return err
 	}
@@ -84,7 +95,7 @@ func (b *bench) steady(ctx context.Context) error {
 
 func printSteady(w io.Writer, s *steadyReport) {
 	fmt.Fprintf(w, "steady: %s users re-registering %s", commas(int64(s.Users)), phaseLine(s.phaseStats))
-	fmt.Fprintf(w, "; simpled RSS at most %s, at the end %s\n", mib(s.MaxRSS), simpledMem(s.Last))
+	fmt.Fprintf(w, "; simpled CPU %.0f µs per REGISTER, RSS at most %s, at the end %s\n", s.CPUPerRequest, mib(s.MaxRSS), simpledMem(s.Last))
 	for i, m := range s.Samples {
 		fmt.Fprintf(w, "  %3d s: %s\n", 5*(i+1), simpledMem(m))
 	}
