@@ -404,7 +404,12 @@ func (b *bench) measure(ctx context.Context) error {
 	b.rep.Baseline = &base
 	fmt.Fprintf(b.stderr, "scale: simpled pid %d, redis-server pid %d, temporary directory %s\n", b.simpled.PID(), b.redis.PID(), b.tmp)
 
-	if o.steadyTime > 0 {
+	return b.phases(ctx, base)
+}
+
+// phases runs the steady phase, or the three others, once simpled is up.
+func (b *bench) phases(ctx context.Context, base memPoint) error {
+	if b.o.steadyTime > 0 {
 		return b.steady(ctx)
 	}
 	if err := b.registrations(ctx, base); err != nil {
