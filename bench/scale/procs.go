@@ -75,7 +75,7 @@ type goStats struct {
 	GOGC       int64 `json:"gogc_percent"`
 	Goroutines int64 `json:"goroutines"`
 	// LiveAtGC estimates the heap live at the last collection: the heap goal is that times
-	// 1+GOGC/100 (simpled runs with GOGC 400, so in-use heap is mostly garbage between
+	// 1+GOGC/100 (with simpled's default GOGC of 100 up to half the in-use heap is garbage between
 	// collections).
 	LiveAtGC int64 `json:"live_heap_at_last_gc_bytes"`
 }
