@@ -23,20 +23,23 @@ import (
 // object, timers and channels, about 3 KiB of pointer-rich memory per request. At 8,000
 // REGISTER/s that is a quarter of a million transactions, 600 MiB of live heap whose every
 // collection took both cores of the reference machine for half a second, starving the
-// clients' sockets. The cache keeps the same promise with the response's bytes alone (under
-// 1 KiB, no pointers for the collector to follow): once the final response is sent the
-// transaction is terminated, and a retransmission that sipgo then takes for a new request
-// is answered here, before any stage sees it, with the very same bytes to the same address.
+// clients' sockets. The cache keeps the same promise with the response's bytes alone (no
+// pointers for the collector to follow): once the final response is sent the transaction is
+// terminated, and a retransmission that sipgo then takes for a new request is answered here,
+// before any stage sees it, with the very same bytes to the same address. Of those bytes it
+// keeps only what the request does not hold (retrans_delta.go): about 200 bytes per answer
+// of a REGISTER, where sipgo's transaction took 3 KiB.
 //
-// The cache is bounded in bytes (keys and answers, which a peer chooses the size of through
-// its Via and headers), in all and per source (sipx.SourceKey of where the answer goes),
+// The cache is bounded in bytes (answers, which a peer chooses the size of through its Via
+// and headers), in all and per source (sipx.SourceKey of where the answer goes),
 // so that one source cannot fill it for everyone; when full, a transaction is left to sipgo
 // as before.
 type RetransCache struct {
 	// answered counts the retransmissions answered from the cache (nil: not counted).
 	answered prometheus.Counter
 	ttl      time.Duration
-	seed     maphash.Seed
+	seed     maphash.Seed // of the keys' hashes
+	seed2    maphash.Seed // of their checks
 	shards   [retransShards]retransShard
 	// max bytes per shard
 	max int
@@ -52,33 +55,53 @@ type sourceBytes struct {
 	m  map[netip.Addr]int
 }
 
-// retransOverhead approximates an entry's memory beyond its key and answer (map slot, entry,
-// queue slot).
-const retransOverhead = 128
+// retransOverhead approximates an entry's memory beyond its answer and its record's header:
+// its map slot (the map of a shard holds two uint64 per entry, at a load of about 3/4).
+const retransOverhead = 32
 
 const retransShards = 64
 
+// retransChunk is the size of the chunks a shard stores its records in; an answer too large
+// for one gets a chunk of its own.
+const retransChunk = 16 << 10
+
+// A shard keeps its entries as records appended to a log of byte chunks, in the order they
+// were stored, which is the order they expire in (every entry has the same ttl): expiry walks
+// the log from its head and frees whole chunks. The map from a key's hash to its record holds
+// no pointers, nor do the chunks, so the collector has nothing to follow in the cache however
+// many answers it holds; an entry costs its answer's bytes, a 30-byte header, its destination
+// and a map slot, where a map of strings to entries cost about 250 bytes more (key string,
+// entry, map slot and queue slot, and the rounding of each).
+//
+// A record is:
+//
+//	expires int64 (unix nanoseconds) | key hash uint64 | key check uint64 |
+//	destination length uint16 | answer length uint32 | destination | answer
+//
+// The key hash (seed) indexes the map; the check (a second hash of the key, with seed2) tells
+// two keys apart whose hashes collide: a record answers only a key with both. The
+// destination is netip.AddrPort's binary form.
 type retransShard struct {
 	c  *RetransCache
 	mu sync.Mutex
-	m  map[string]*retransEntry
-	// fifo holds the keys in insertion order; every entry has the same ttl, so expiry is
-	// popping from the front.
-	fifo  []retransKey
-	head  int
-	bytes int // entries' size, retransOverhead included
+	// m maps a key's hash to its record's position: its chunk's sequence number (high 32
+	// bits) and its offset in that chunk.
+	m map[uint64]uint64
+	// chunks is the log; chunks[0] has sequence number first, head is the offset of the
+	// oldest record in it not yet expired.
+	chunks [][]byte
+	first  uint32
+	head   int
+	spare  []byte // a chunk freed by expiry, for the next one needed
+	bytes  int    // records' size, retransOverhead included
 }
 
-type retransKey struct {
-	key     string
-	expires int64 // unix nanoseconds
-}
+const recordHeader = 8 + 8 + 8 + 2 + 4
 
+// retransEntry is an answer found in the cache: a copy of its bytes and where they went.
 type retransEntry struct {
-	resp    []byte
-	dest    netip.AddrPort
-	expires int64
-	src     netip.Addr // sipx.SourceKey of dest
+	resp []byte
+	dest netip.AddrPort
 }
 
 // maxRetrans bounds the retransmission cache in bytes: 32 s of answers at about 25,000
@@ -108,10 +131,10 @@ func NewRetransCache(sourceRate int, answered prometheus.Counter) *RetransCache 
 // newRetransCache keeps answers for ttl, at most maxBytes in all and perSource bytes for one
 // source.
 func newRetransCache(ttl time.Duration, maxBytes, perSource int) *RetransCache {
-	c := &RetransCache{ttl: ttl, seed: maphash.MakeSeed(), max: max(1, maxBytes/retransShards),
-		perSource: max(1, perSource)}
+	c := &RetransCache{ttl: ttl, seed: maphash.MakeSeed(), seed2: maphash.MakeSeed(),
+		max: max(1, maxBytes/retransShards), perSource: max(1, perSource)}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]*retransEntry)
+		c.shards[i].m = make(map[uint64]uint64)
 		c.shards[i].c = c
 		c.sources[i].m = make(map[netip.Addr]int)
 	}
@@ -142,69 +165,157 @@ func (c *RetransCache) charge(k netip.Addr, n int) bool {
 	return true
 }
 
-func (c *RetransCache) shard(key string) *retransShard {
-	return &c.shards[maphash.String(c.seed, key)%retransShards]
+// hashes are key's map hash and its check.
+func (c *RetransCache) hashes(key string) (uint64, uint64) {
+	return maphash.String(c.seed, key), maphash.String(c.seed2, key)
 }
 
-// get returns the response recorded for the transaction key, if it is still due.
-func (c *RetransCache) get(key string, now time.Time) (*retransEntry, bool) {
-	s := c.shard(key)
+func (c *RetransCache) shard(key string) *retransShard {
+	h, _ := c.hashes(key)
+	return &c.shards[h%retransShards]
+}
+
+// get returns a copy of the response recorded for the transaction key, if it is still due.
+func (c *RetransCache) get(key string, now time.Time) (retransEntry, bool) {
+	h, check := c.hashes(key)
+	s := &c.shards[h%retransShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.expire(now.UnixNano())
-	e, ok := s.m[key]
-	return e, ok
+	t := now.UnixNano()
+	s.expire(t)
+	pos, ok := s.m[h]
+	if !ok {
+		return retransEntry{}, false
+	}
+	r := s.record(pos)
+	if int64(binary.LittleEndian.Uint64(r)) <= t || binary.LittleEndian.Uint64(r[16:]) != check {
+		return retransEntry{}, false
+	}
+	var e retransEntry
+	dl, rl := recordLens(r)
+	if e.dest.UnmarshalBinary(r[recordHeader:recordHeader+dl]) != nil {
+		return retransEntry{}, false
+	}
+	e.resp = bytes.Clone(r[recordHeader+dl : recordHeader+dl+rl])
+	return e, true
+}
+
+// record is the record at pos, from its header to the end of its chunk.
+func (s *retransShard) record(pos uint64) []byte {
+	return s.chunks[uint32(pos>>32)-s.first][uint32(pos):]
+}
+
+func recordLens(r []byte) (dest, resp int) {
+	return int(binary.LittleEndian.Uint16(r[24:])), int(binary.LittleEndian.Uint32(r[26:]))
 }
 
 // put records resp (the final response's bytes, sent at now) for key, sent to dest. It
-// reports false when the shard is full, and the caller keeps its transaction.
+// reports false when the shard or the source's share is full, and the caller keeps its
+// transaction.
 func (c *RetransCache) put(key string, resp []byte, dest netip.AddrPort, now time.Time) bool {
-	s := c.shard(key)
+	h, check := c.hashes(key)
+	s := &c.shards[h%retransShards]
 	exp := now.Add(c.ttl).UnixNano()
-	size := entrySize(key, resp)
+	d, err := dest.MarshalBinary()
+	if err != nil || len(d) > 0xffff || int64(len(resp)) > 0xffffffff {
+		return false
+	}
+	n := recordHeader + len(d) + len(resp)
+	size := recordSize(len(d), len(resp))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(now.UnixNano())
-	src := sipx.SourceKey(dest.Addr())
-	old := s.m[key]
-	if old != nil {
-		s.bytes -= entrySize(key, old.resp)
-	}
-	if s.bytes+size > c.max || !c.charge(src, size) {
-		if old != nil {
-			s.bytes += entrySize(key, old.resp)
-		}
+	if s.bytes+size > c.max || !c.charge(sipx.SourceKey(dest.Addr()), size) {
 		return false
 	}
-	if old != nil {
-		c.charge(old.src, -entrySize(key, old.resp))
-	}
+	// A record replaced (the same key stored again) stays in the log, still counted, until
+	// it expires: only the map forgets it.
 	s.bytes += size
-	s.m[key] = &retransEntry{resp: resp, dest: dest, expires: exp, src: src}
-	s.fifo = append(s.fifo, retransKey{key: key, expires: exp})
+	pos, r := s.alloc(n)
+	binary.LittleEndian.PutUint64(r, uint64(exp))
+	binary.LittleEndian.PutUint64(r[8:], h)
+	binary.LittleEndian.PutUint64(r[16:], check)
+	binary.LittleEndian.PutUint16(r[24:], uint16(len(d)))
+	binary.LittleEndian.PutUint32(r[26:], uint32(len(resp)))
+	copy(r[recordHeader+copy(r[recordHeader:], d):], resp)
+	s.m[h] = pos
 	return true
 }
 
-func entrySize(key string, resp []byte) int { return len(key) + len(resp) + retransOverhead }
-
-// expire drops the entries due at now (unix nanoseconds) and compacts the queue once half
-// of it is spent.
-func (s *retransShard) expire(now int64) {
-	for s.head < len(s.fifo) && s.fifo[s.head].expires <= now {
-		k := s.fifo[s.head]
-		if e, ok := s.m[k.key]; ok && e.expires == k.expires {
-			s.bytes -= entrySize(k.key, e.resp)
-			s.c.charge(e.src, -entrySize(k.key, e.resp))
-			delete(s.m, k.key)
+// alloc appends n bytes to the log and returns their position and the bytes.
+func (s *retransShard) alloc(n int) (uint64, []byte) {
+	last := len(s.chunks) - 1
+	if last < 0 || cap(s.chunks[last])-len(s.chunks[last]) < n {
+		var ch []byte
+		if n <= retransChunk && s.spare != nil {
+			ch, s.spare = s.spare[:0], nil
+		} else {
+			ch = make([]byte, 0, max(n, retransChunk))
 		}
-		s.fifo[s.head] = retransKey{}
-		s.head++
+		if last < 0 {
+			s.head = 0
+		}
+		s.chunks = append(s.chunks, ch)
+		last++
 	}
-	if s.head > 1024 && s.head*2 >= len(s.fifo) {
-		n := copy(s.fifo, s.fifo[s.head:])
-		clear(s.fifo[n:])
-		s.fifo = s.fifo[:n]
-		s.head = 0
+	ch := s.chunks[last]
+	off := len(ch)
+	s.chunks[last] = ch[:off+n]
+	return uint64(s.first+uint32(last))<<32 | uint64(off), s.chunks[last][off : off+n]
+}
+
+// entrySize is what an entry answering with resp is counted as.
+func entrySize(resp []byte) int { return recordSize(0, len(resp)) }
+
+// recordSize is what a record of a destination of dest bytes and an answer of resp bytes is
+// counted as: an IPv4 destination as an IPv6 one (18 bytes), so that the shares of the
+// two families hold as many answers.
+func recordSize(dest, resp int) int {
+	return recordHeader + max(dest, 18) + resp + retransOverhead
+}
+
+// expire drops the records due at now (unix nanoseconds), oldest first, and the chunks they
+// emptied.
+func (s *retransShard) expire(now int64) {
+	for len(s.chunks) > 0 {
+		ch := s.chunks[0]
+		if s.head >= len(ch) {
+			if len(s.chunks) == 1 {
+				return // the chunk being filled
+			}
+			s.freeChunk()
+			continue
+		}
+		r := ch[s.head:]
+		if int64(binary.LittleEndian.Uint64(r)) > now {
+			return
+		}
+		dl, rl := recordLens(r)
+		n := recordHeader + dl + rl
+		pos := uint64(s.first)<<32 | uint64(s.head)
+		if h := binary.LittleEndian.Uint64(r[8:]); s.m[h] == pos {
+			delete(s.m, h)
+		}
+		var dest netip.AddrPort
+		if dest.UnmarshalBinary(r[recordHeader:recordHeader+dl]) == nil {
+			s.c.charge(sipx.SourceKey(dest.Addr()), -recordSize(dl, rl))
+		}
+		s.bytes -= recordSize(dl, rl)
+		s.head += n
+	}
+}
+
+// freeChunk drops the oldest chunk, keeping it as the spare if it has the usual size.
+func (s *retransShard) freeChunk() {
+	if cap(s.chunks[0]) == retransChunk {
+		s.spare = s.chunks[0]
+	}
+	s.chunks[0] = nil
+	s.chunks = s.chunks[1:]
+	s.first++
+	s.head = 0
+	if len(s.chunks) == 0 {
+		s.chunks = nil
 	}
 }
 
@@ -246,15 +357,12 @@ func Retransmits(c *RetransCache, h sipgo.RequestHandler) sipgo.RequestHandler {
 			h(req, tx)
 			return
 		}
-		now := time.Now()
-		if e, ok := c.get(key, now); ok {
-			if uc, ok := udpConn(tx); ok {
-				_, _ = uc.PacketConn.WriteTo(e.resp, net.UDPAddrFromAddrPort(e.dest))
-				if c.answered != nil {
-					c.answered.Inc()
-				}
-				return
-			}
+		text := respBuffers.Get().(*bytes.Buffer)
+		defer respBuffers.Put(text)
+		text.Reset()
+		req.StringWrite(text) // before the handler, which may change req
+		if e, ok := c.get(key, time.Now()); ok && c.answerAgain(e, text.Bytes(), tx) {
+			return
 		}
 		rtx := &recordingTx{ServerTransaction: tx}
 		h(req, rtx)
@@ -265,10 +373,37 @@ func Retransmits(c *RetransCache, h sipgo.RequestHandler) sipgo.RequestHandler {
 		if err != nil {
 			return
 		}
-		if c.put(key, rtx.final, dest, time.Now()) { // Timer J runs from the answer
+		enc := respBuffers.Get().(*bytes.Buffer)
+		defer respBuffers.Put(enc)
+		enc.Reset()
+		enc.Write(encodeAnswer(enc.AvailableBuffer(), rtx.final, text.Bytes(), c.seed))
+		if c.put(key, enc.Bytes(), dest, time.Now()) { // Timer J runs from the answer
 			tx.Terminate()
 		}
 	}
+}
+
+// answerAgain sends the answer of e, rebuilt from req (the retransmission's bytes), again.
+// A request that does not rebuild it is not a retransmission of the one answered (only its
+// branch, sent-by and method are the same): it gets no answer, as one that could not be
+// told from a retransmission. It reports false, nothing done, when tx has no UDP socket to
+// answer on.
+func (c *RetransCache) answerAgain(e retransEntry, req []byte, tx sip.ServerTransaction) bool {
+	uc, ok := udpConn(tx)
+	if !ok {
+		return false
+	}
+	b := respBuffers.Get().(*bytes.Buffer)
+	defer respBuffers.Put(b)
+	resp, ok := decodeAnswer(b.AvailableBuffer(), e.resp, req, c.seed)
+	if !ok {
+		return true
+	}
+	_, _ = uc.PacketConn.WriteTo(resp, net.UDPAddrFromAddrPort(e.dest))
+	if c.answered != nil {
+		c.answered.Inc()
+	}
+	return true
 }
 
 // udpConn is the UDP socket tx's request came over.

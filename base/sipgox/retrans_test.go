@@ -1,6 +1,7 @@
 package sipgox
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -55,31 +56,95 @@ func TestRetransCacheExpiresAndBounds(t *testing.T) {
 	if !c.put(same[2], answer, dest, t0.Add(2*time.Second)) {
 		t.Fatal("put after expiry refused")
 	}
-	if want := entrySize(same[2], answer); target.bytes != want {
+	if want := entrySize(answer); target.bytes != want {
 		t.Fatalf("shard holds %d bytes, want %d", target.bytes, want)
 	}
 }
 
-// The queue of one shard is compacted as it is consumed: a long run of puts and expiries
-// does not keep every key ever stored.
-func TestRetransCacheQueueCompacts(t *testing.T) {
+// The log of one shard is freed as it expires: a long run of puts and expiries does not keep
+// every answer ever stored.
+func TestRetransCacheLogIsFreed(t *testing.T) {
 	c := newRetransCache(time.Millisecond, 1<<30, 1<<30)
 	dest := netip.MustParseAddrPort("127.0.0.1:5060")
 	t0 := time.Unix(1000, 0)
-	s := c.shard("x")
+	answer := make([]byte, 300)
 	for i := range 100000 {
 		now := t0.Add(time.Duration(i) * time.Millisecond)
-		c.put("x"+time.Duration(i).String(), []byte("r"), dest, now)
+		c.put("x"+time.Duration(i).String(), answer, dest, now)
 	}
-	total := 0
+	entries, chunks := 0, 0
 	for i := range c.shards {
-		total += len(c.shards[i].fifo) - c.shards[i].head
+		entries += len(c.shards[i].m)
+		chunks += len(c.shards[i].chunks)
 	}
-	if total > 2*retransShards+2 {
-		t.Fatalf("%d keys queued, want only the live ones", total)
+	if entries > 2*retransShards+2 {
+		t.Fatalf("%d entries kept, want only the live ones", entries)
 	}
-	if cap(s.fifo) > 8192 {
-		t.Fatalf("queue capacity %d grew with every key", cap(s.fifo))
+	if chunks > 2*retransShards {
+		t.Fatalf("%d chunks kept for %d live entries", chunks, entries)
+	}
+}
+
+// Every answer stored is found with its own bytes and destination, whatever its size (up to
+// larger than a chunk) and the family of its destination; a key stored again answers with the
+// last answer; once all expire, the cache holds nothing (bytes, entries, per-source shares).
+func TestRetransCacheKeepsEachAnswer(t *testing.T) {
+	c := newRetransCache(time.Second, 1<<30, 1<<30)
+	t0 := time.Unix(1000, 0)
+	dests := []netip.AddrPort{
+		netip.MustParseAddrPort("127.0.0.1:5060"),
+		netip.MustParseAddrPort("[2001:db8::1]:5062"),
+		netip.MustParseAddrPort("[fe80::1%eth0]:5064"),
+	}
+	answer := func(i int) []byte {
+		n := 200 + i%700
+		if i%97 == 0 {
+			n = retransChunk + i // its own chunk
+		}
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(i + j)
+		}
+		return b
+	}
+	const n = 3000
+	for i := range n {
+		if !c.put(fmt.Sprintf("key-%d", i), answer(i), dests[i%len(dests)], t0.Add(time.Duration(i)*time.Microsecond)) {
+			t.Fatalf("put %d refused", i)
+		}
+	}
+	if !c.put("key-5", []byte("SIP/2.0 500 again"), dests[1], t0.Add(time.Millisecond)) {
+		t.Fatal("put of a key again refused")
+	}
+	at := t0.Add(500 * time.Millisecond)
+	for i := range n {
+		e, ok := c.get(fmt.Sprintf("key-%d", i), at)
+		want, wantDest := answer(i), dests[i%len(dests)]
+		if i == 5 {
+			want, wantDest = []byte("SIP/2.0 500 again"), dests[1]
+		}
+		if !ok || !bytes.Equal(e.resp, want) || e.dest != wantDest {
+			t.Fatalf("key-%d: found %v, %d bytes to %v; want %d bytes to %v", i, ok, len(e.resp), e.dest, len(want), wantDest)
+		}
+	}
+	if _, ok := c.get("key-none", at); ok {
+		t.Fatal("a key never stored found")
+	}
+	later := t0.Add(2 * time.Second)
+	for i := range n {
+		if _, ok := c.get(fmt.Sprintf("key-%d", i), later); ok {
+			t.Fatalf("key-%d found after its expiry", i)
+		}
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.expire(later.UnixNano())
+		if len(s.m) != 0 || s.bytes != 0 || len(s.chunks) > 1 {
+			t.Fatalf("shard %d: %d entries, %d bytes, %d chunks left after expiry", i, len(s.m), s.bytes, len(s.chunks))
+		}
+		if len(c.sources[i].m) != 0 {
+			t.Fatalf("source shard %d still charged: %v", i, c.sources[i].m)
+		}
 	}
 }
 
@@ -87,7 +152,7 @@ func TestRetransCacheQueueCompacts(t *testing.T) {
 // transactions stay with sipgo, and another source's answers are still cached. Its share comes
 // back as its answers expire; IPv6 sources of one /64 share one share.
 func TestRetransCachePerSourceShare(t *testing.T) {
-	c := newRetransCache(time.Second, 1<<30, 10*entrySize("k0000", make([]byte, 1000)))
+	c := newRetransCache(time.Second, 1<<30, 10*entrySize(make([]byte, 1000)))
 	flood := netip.MustParseAddrPort("127.0.0.2:5060")
 	other := netip.MustParseAddrPort("127.0.0.3:5060")
 	t0 := time.Unix(1000, 0)
@@ -198,6 +263,21 @@ func TestRetransmitsAnswersFromCache(t *testing.T) {
 	}
 	if got := counterValue(t, c.answered); got != 1 {
 		t.Fatalf("answered = %v, want 1", got)
+	}
+	// A request with the branch of the one answered but another Call-ID is not its
+	// retransmission: the answer kept cannot be rebuilt from it, and it gets none (nor reaches
+	// the handler, as sipgo's transaction would have kept it from it).
+	forged := newReq(sip.MESSAGE, "UDP")
+	forged.ReplaceHeader(sip.NewHeader("Call-ID", "rtx-other"))
+	if serve(forged); calls != 1 {
+		t.Fatalf("a request of the same branch reached the handler (%d calls)", calls)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := peer.ReadFrom(buf); err == nil {
+		t.Fatalf("a request of the same branch and another Call-ID answered:\n%s", buf[:n])
+	}
+	if got := counterValue(t, c.answered); got != 1 {
+		t.Fatalf("answered = %v, want still 1", got)
 	}
 
 	for _, req := range []*sip.Request{newReq(sip.INVITE, "UDP"), newReq(sip.OPTIONS, "TCP")} {

@@ -14,7 +14,7 @@
 //
 //	go run ./bench/scale [-regs 100000] [-subs 100000] [-rate 5000] [-window 500]
 //	    [-sockets 8] [-timeout 10m] [-simpled PATH | -repo DIR] [-redis-server PATH]
-//	    [-json] [-keep]
+//	    [-json] [-keep] [-heap-profiles DIR] [-steady-time 90s -steady-users 20000]
 //
 // Everything listens on 127.0.0.1, on ports that were free a moment before. Every loop is
 // bounded in count and in time (-timeout overall); every process started is stopped by its
@@ -54,6 +54,10 @@ type options struct {
 	rate, window, sockets      int
 	timeout                    time.Duration
 	json, keep                 bool
+	// steadyUsers and steadyTime: the steady phase in place of the three others.
+	steadyUsers int
+	steadyTime  time.Duration
+	heapDir     string
 }
 
 func main() {
@@ -69,6 +73,9 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "overall time limit")
 	flag.BoolVar(&o.json, "json", false, "print the report as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, binary) and print its path")
+	flag.DurationVar(&o.steadyTime, "steady-time", 0, "instead of the three phases, -steady-users users re-register at -rate for this long while simpled's memory is sampled")
+	flag.IntVar(&o.steadyUsers, "steady-users", 20000, "users of the steady phase (-steady-time)")
+	flag.StringVar(&o.heapDir, "heap-profiles", "", "save simpled's heap profile (live objects) after each phase in this directory")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "scale: unexpected argument %q\n", flag.Arg(0))
@@ -86,6 +93,9 @@ func main() {
 		os.Exit(2)
 	case o.timeout <= 0:
 		fmt.Fprintln(os.Stderr, "scale: -timeout must be positive")
+		os.Exit(2)
+	case o.steadyTime < 0 || o.steadyUsers < 1:
+		fmt.Fprintln(os.Stderr, "scale: -steady-time must not be negative, -steady-users at least 1")
 		os.Exit(2)
 	}
 	os.Exit(run(o, os.Stdout, os.Stderr))
@@ -105,6 +115,7 @@ type report struct {
 	Registrations *regReport     `json:"registrations,omitempty"`
 	Subscriptions *subReport     `json:"subscriptions,omitempty"`
 	Restart       *restartReport `json:"restart,omitempty"`
+	Steady        *steadyReport  `json:"steady,omitempty"`
 	Client        clientCounters `json:"client"`
 	Log           *logSummary    `json:"simpled_log,omitempty"`
 	TempDir       string         `json:"temp_dir,omitempty"`
@@ -375,6 +386,11 @@ func (b *bench) measure(ctx context.Context) error {
 	b.args = []string{"-config", cfg, "-listen", "udp://127.0.0.1:" + strconv.Itoa(sipPort), "-domain", domain,
 		"-store", "redis://127.0.0.1:" + strconv.Itoa(rport) + "/0", "-http", "127.0.0.1:" + strconv.Itoa(hport),
 		"-log-level", "warn", "-log-format", "json"}
+	pprof, err := b.pprofArgs()
+	if err != nil {
+		return err
+	}
+	b.args = append(b.args, pprof...)
 	if _, err := b.startSimpled(ctx); err != nil {
 		return err
 	}
@@ -388,11 +404,25 @@ func (b *bench) measure(ctx context.Context) error {
 	b.rep.Baseline = &base
 	fmt.Fprintf(b.stderr, "scale: simpled pid %d, redis-server pid %d, temporary directory %s\n", b.simpled.PID(), b.redis.PID(), b.tmp)
 
+	return b.phases(ctx, base)
+}
+
+// phases runs the steady phase, or the three others, once simpled is up.
+func (b *bench) phases(ctx context.Context, base memPoint) error {
+	if b.o.steadyTime > 0 {
+		return b.steady(ctx)
+	}
 	if err := b.registrations(ctx, base); err != nil {
+		return err
+	}
+	if err := b.heapProfile(ctx, "registrations"); err != nil {
 		return err
 	}
 	pres, subOK, err := b.subscriptions(ctx)
 	if err != nil {
+		return err
+	}
+	if err := b.heapProfile(ctx, "subscriptions"); err != nil {
 		return err
 	}
 	return b.restart(ctx, pres, subOK)
@@ -672,6 +702,9 @@ func printReport(w io.Writer, r *report) {
 			fmt.Fprintf(w, "; a second later simpled %s", simpledMem(x.After))
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Steady != nil {
+		printSteady(w, r.Steady)
 	}
 	if c := r.Client; c != (clientCounters{}) {
 		fmt.Fprintf(w, "tool: %d requests retransmitted, %d send errors, %d stray answers, %d requests other than NOTIFY\n",

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -73,7 +75,7 @@ type goStats struct {
 	GOGC       int64 `json:"gogc_percent"`
 	Goroutines int64 `json:"goroutines"`
 	// LiveAtGC estimates the heap live at the last collection: the heap goal is that times
-	// 1+GOGC/100 (simpled runs with GOGC 400, so in-use heap is mostly garbage between
+	// 1+GOGC/100 (with simpled's default GOGC of 100 up to half the in-use heap is garbage between
 	// collections).
 	LiveAtGC int64 `json:"live_heap_at_last_gc_bytes"`
 }
@@ -234,4 +236,28 @@ func logEnd(path string) string {
 		return "; its log ends:\n" + t
 	}
 	return ""
+}
+
+// readCPU is the CPU time (user and system) process pid has used, from /proc/<pid>/stat
+// (clock ticks of 10 ms, the value of USER_HZ on Linux).
+func readCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count from after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
