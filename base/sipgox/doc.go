@@ -34,8 +34,7 @@
 // answer retransmissions of the request with that response (RFC 3261 §17.2.2). sipgo keeps the
 // whole transaction that long, about 3 KiB of pointer-rich memory each: at 8,000 REGISTER/s,
 // 600 MiB of live heap whose collections took both cores for half a second. Retransmits
-// records the bytes of the final answer (without the lines the request holds, rebuilt from
-// the retransmission), ends the transaction at once, and answers a retransmission, which
+// records the bytes of the final answer, ends the transaction at once, and answers a retransmission, which
 // sipgo then takes for a new request, from the cache before any stage sees it. Over reliable transports sipgo ends the transaction at once (Timer J is zero), and
 // nothing is cached. The cache is bounded in all and per source; when full, the transaction
 // stays with sipgo as before.
