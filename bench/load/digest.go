@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 )
@@ -24,7 +25,7 @@ func parseChallenge(v []byte) (challenge, bool) {
 	ch.md5 = true
 	for len(v) > 0 {
 		v = trim(v)
-		eq := indexByte(v, '=')
+		eq := bytes.IndexByte(v, '=')
 		if eq <= 0 {
 			break
 		}
@@ -68,7 +69,7 @@ func paramValue(v []byte) (val, rest []byte, ok bool) {
 		}
 		return nil, nil, false
 	}
-	i := indexByte(v, ',')
+	i := bytes.IndexByte(v, ',')
 	if i < 0 {
 		return trim(v), nil, true
 	}
@@ -78,7 +79,7 @@ func paramValue(v []byte) (val, rest []byte, ok bool) {
 // hasToken reports whether the comma-separated list v holds tok.
 func hasToken(v []byte, tok string) bool {
 	for len(v) > 0 {
-		i := indexByte(v, ',')
+		i := bytes.IndexByte(v, ',')
 		if i < 0 {
 			return eqFold(trim(v), tok)
 		}

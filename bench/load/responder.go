@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -184,7 +185,7 @@ func (s *server) appendNotify(b []byte, m *sipMsg) []byte {
 	b = append(b, m.callID...)
 	b = append(b, "\r\nCSeq: "...)
 	n := m.cseq
-	if i := indexByte(n, ' '); i >= 0 {
+	if i := bytes.IndexByte(n, ' '); i >= 0 {
 		n = n[:i]
 	}
 	b = append(b, n...)
@@ -210,9 +211,9 @@ func notifyTarget(m *sipMsg) []byte {
 
 // hostOf returns the host part of a SIP URI (after '@', before ';', '>' or a port).
 func hostOf(uri []byte) []byte {
-	if i := indexByte(uri, '@'); i >= 0 {
+	if i := bytes.IndexByte(uri, '@'); i >= 0 {
 		uri = uri[i+1:]
-	} else if i := indexByte(uri, ':'); i >= 0 {
+	} else if i := bytes.IndexByte(uri, ':'); i >= 0 {
 		uri = uri[i+1:]
 	}
 	for i, c := range uri {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"strconv"
 )
 
@@ -73,7 +74,7 @@ func parse(b []byte, m *sipMsg) bool {
 
 // parseRequestLine reads "METHOD URI SIP/2.0".
 func parseRequestLine(first []byte, m *sipMsg) bool {
-	sp := indexByte(first, ' ')
+	sp := bytes.IndexByte(first, ' ')
 	if sp <= 0 || !hasSuffix(first, " SIP/2.0") || sp+1 > len(first)-len(" SIP/2.0") {
 		return false
 	}
@@ -89,7 +90,7 @@ func (m *sipMsg) header(line span) bool {
 	if b[0] == ' ' || b[0] == '\t' {
 		return true // a folded continuation: none of the headers read here is folded
 	}
-	c := indexByte(b, ':')
+	c := bytes.IndexByte(b, ':')
 	if c <= 0 {
 		return false
 	}
@@ -135,8 +136,8 @@ func (m *sipMsg) topVia() []byte {
 		return nil
 	}
 	l := m.buf[m.via[0].from:m.via[0].to]
-	v := trim(l[indexByte(l, ':')+1:])
-	if i := indexByte(v, ','); i >= 0 {
+	v := trim(l[bytes.IndexByte(l, ':')+1:])
+	if i := bytes.IndexByte(v, ','); i >= 0 {
 		v = trim(v[:i])
 	}
 	return v
@@ -144,7 +145,7 @@ func (m *sipMsg) topVia() []byte {
 
 // cseqMethod returns the method of the CSeq header.
 func (m *sipMsg) cseqMethod() []byte {
-	if i := indexByte(m.cseq, ' '); i >= 0 {
+	if i := bytes.IndexByte(m.cseq, ' '); i >= 0 {
 		return trim(m.cseq[i+1:])
 	}
 	return nil
@@ -153,7 +154,7 @@ func (m *sipMsg) cseqMethod() []byte {
 // param returns the value of ;name= in a header value (after the URI's closing '>' when the
 // URI is bracketed), ending at ';', ',' or the end; nil when absent.
 func param(v []byte, name string) []byte {
-	if i := lastIndexByte(v, '>'); i >= 0 {
+	if i := bytes.LastIndexByte(v, '>'); i >= 0 {
 		v = v[i+1:]
 	}
 	for i := 0; i < len(v); i++ {
@@ -175,13 +176,13 @@ func param(v []byte, name string) []byte {
 
 // uriOf returns the URI of a name-addr (between < and >), or the value up to its first ';'.
 func uriOf(v []byte) []byte {
-	if i := indexByte(v, '<'); i >= 0 {
-		if j := indexByte(v[i:], '>'); j > 0 {
+	if i := bytes.IndexByte(v, '<'); i >= 0 {
+		if j := bytes.IndexByte(v[i:], '>'); j > 0 {
 			return v[i+1 : i+j]
 		}
 		return nil
 	}
-	if i := indexByte(v, ';'); i >= 0 {
+	if i := bytes.IndexByte(v, ';'); i >= 0 {
 		return trim(v[:i])
 	}
 	return v
@@ -201,56 +202,13 @@ func nextLine(b []byte, off int32) (span, int32, bool) {
 	return span{}, off, false
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func lastIndexByte(b []byte, c byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func trim(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
+func trim(b []byte) []byte { return bytes.Trim(b, " \t") }
 
 func hasPrefix(b []byte, s string) bool { return len(b) >= len(s) && string(b[:len(s)]) == s }
 func hasSuffix(b []byte, s string) bool { return len(b) >= len(s) && string(b[len(b)-len(s):]) == s }
 
-// eqFold compares ASCII case-insensitively without allocating.
-func eqFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+// eqFold compares case-insensitively (header names and tokens are ASCII).
+func eqFold(b []byte, s string) bool { return len(b) == len(s) && bytes.EqualFold(b, []byte(s)) }
 
 // containsFold reports whether s occurs in b, ASCII case-insensitively.
 func containsFold(b []byte, s string) bool {
