@@ -40,7 +40,7 @@
 // stays with sipgo as before.
 //
 // A goroutine per message (OnWorkers). sipgo's transaction layer starts a new goroutine for
-// every request and every response it receives; its small stack is grown by copying as a
+// every request and every response it receives (the requests of UDPTransactions excepted); its small stack is grown by copying as a
 // request goes some 40 frames deep through the chain. OnWorkers runs the handler on pooled
 // goroutines that keep the stack they grew (gopool). The server transaction ends when the
 // handler returns (Server.handleRequest calls TerminateGracefully), so a handler must answer
@@ -50,11 +50,21 @@
 //
 // One read loop per UDP socket (ServeUDP). sipgo parses each datagram in the socket's read
 // loop before handing it on, so one loop caps a UDP listener at one core; ServeUDP runs one
-// loop per core on the same socket. This, with the retransmission cache in front of sipgo's
-// transactions, is where a faster UDP path (batched reads, parsing and transaction matching
-// without sipgo's per-message goroutine and connection pool) will plug in later. sipgo's UDP
-// connection pool adds an entry for every remote address a listener hears from and removes
-// none until the socket closes: a gap not filled yet, which that path will close.
+// loop per core on the same socket.
+//
+// Non-INVITE server transactions over UDP (UDPTransactions). With the retransmission cache
+// answering for completed transactions, what is left of a non-INVITE server transaction
+// (RFC 3261 §17.2.2) is to absorb retransmissions while the request is handled and answer
+// them with the last answer, and sipgo's machinery for it (a goroutine per request, the key
+// built in a string builder, a connection looked up under a context, the FSM with its timers,
+// mutexes and channels, an entry in the UDP connection pool per remote address, never
+// removed) was the heaviest part of sipgo in the REGISTER profile. The UDP guard offers each
+// datagram to UDPTransactions.Take, which takes every non-INVITE request other than ACK and
+// CANCEL that parses and carries an RFC 3261 branch: a sharded table of running transactions
+// absorbs retransmissions, the cache answers those of completed ones, and the handler runs on
+// a pooled goroutine with a transaction of the table (a sip.ServerTransaction). Responses,
+// INVITE, ACK, CANCEL and what does not parse go on to sipgo as before. A request the guard
+// takes never enters sipgo's connection pool.
 //
 // Process-wide settings (Configure). sipgo's buffer sizes and timers are package variables.
 // Configure sets them once per process, before the first transport exists: datagrams are read

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -352,8 +351,8 @@ func Retransmits(c *RetransCache, h sipgo.RequestHandler) sipgo.RequestHandler {
 			h(req, tx)
 			return
 		}
-		key, err := sip.ServerTxKeyMake(req)
-		if err != nil {
+		key, ok := udpTxKey(req)
+		if !ok {
 			h(req, tx)
 			return
 		}
@@ -375,28 +374,28 @@ func Retransmits(c *RetransCache, h sipgo.RequestHandler) sipgo.RequestHandler {
 	}
 }
 
-// answerAgain sends the answer of e again. It reports false, nothing done, when tx has no UDP
-// socket to answer on.
-func (c *RetransCache) answerAgain(e retransEntry, tx sip.ServerTransaction) bool {
-	uc, ok := udpConn(tx)
-	if !ok {
-		return false
-	}
-	_, _ = uc.PacketConn.WriteTo(e.resp, net.UDPAddrFromAddrPort(e.dest))
+// count counts one retransmission answered for a transaction that ended into the cache or is
+// still running.
+func (c *RetransCache) count() {
 	if c.answered != nil {
 		c.answered.Inc()
 	}
-	return true
 }
 
-// udpConn is the UDP socket tx's request came over.
-func udpConn(tx sip.ServerTransaction) (*sip.UDPConnection, bool) {
+// answerAgain sends the answer of e again. It reports false, nothing done, when tx has no UDP
+// socket to answer on.
+func (c *RetransCache) answerAgain(e retransEntry, tx sip.ServerTransaction) bool {
 	ct, ok := tx.(interface{ Connection() sip.Connection })
 	if !ok {
-		return nil, false
+		return false
 	}
 	uc, ok := ct.Connection().(*sip.UDPConnection)
-	return uc, ok
+	if !ok {
+		return false
+	}
+	c.count() // before the answer, which a test may be waiting for to read the count
+	_ = writeTo(uc.PacketConn, e.resp, e.dest)
+	return true
 }
 
 func isUDP(transport string) bool {

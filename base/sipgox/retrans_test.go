@@ -195,13 +195,13 @@ func TestRetransCachePerSourceShare(t *testing.T) {
 	}
 }
 
-// udpTx is a recorded server transaction whose request came over the UDP socket conn.
-type udpTx struct {
+// recorderUDPTx is a recorded server transaction whose request came over the UDP socket conn.
+type recorderUDPTx struct {
 	*siptest.ServerTxRecorder
 	conn *sip.UDPConnection
 }
 
-func (t udpTx) Connection() sip.Connection { return t.conn }
+func (t recorderUDPTx) Connection() sip.Connection { return t.conn }
 
 // Retransmits answers a UDP non-INVITE request the second time from the cache, with the bytes
 // of the first answer sent to the same address, without calling the handler; INVITE and TCP
@@ -239,7 +239,7 @@ func TestRetransmitsAnswersFromCache(t *testing.T) {
 	}
 	serve := func(req *sip.Request) *siptest.ServerTxRecorder {
 		rec := siptest.NewServerTxRecorder(req)
-		h(req, udpTx{ServerTxRecorder: rec, conn: conn})
+		h(req, recorderUDPTx{ServerTxRecorder: rec, conn: conn})
 		return rec
 	}
 

@@ -12,8 +12,9 @@ import (
 //
 // sipgo parses each datagram in its read loop before handing it to a goroutine
 // (TransportUDP.readListenerConnection), so one loop caps a UDP listener at one core: ServeUDP
-// runs one loop per core (at least two) on the same socket. A faster UDP path, reading and
-// parsing batches without sipgo's loop, would replace this function.
+// runs one loop per core (at least two) on the same socket. Non-INVITE requests leave the
+// loop before sipgo parses them, through the guard's Take (UDPTransactions). Batched reads
+// (recvmmsg) were measured in place of this loop and saved nothing (BENCHMARKS.md).
 func ServeUDP(srv *sipgo.Server, conn net.PacketConn) error {
 	readers := max(2, runtime.GOMAXPROCS(0))
 	errs := make(chan error, readers)

@@ -344,6 +344,12 @@ type GuardConn struct {
 	// built from its own Via, From, To, Call-ID and CSeq) or dropped. Set it before the first
 	// ReadFrom.
 	Rate *SourceRate
+	// Take, if set, is offered every SIP datagram that passed the checks before ReadFrom
+	// returns it: when Take reports true it handled the datagram (simpled's own UDP
+	// transactions, sipgox.UDPTransactions) and sipgo never sees it. Take must not keep data
+	// and must not block; it is called from several goroutines at once. Set it before the
+	// first ReadFrom.
+	Take func(data []byte, addr net.Addr) bool
 }
 
 // RateRetryAfter is the Retry-After, in seconds, of a 503 answered to a source over its rate:
@@ -394,6 +400,9 @@ func (g *GuardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 				if g.OnKeepalive != nil {
 					g.OnKeepalive(addr, KeepaliveCRLF)
 				}
+				continue
+			}
+			if g.Take != nil && g.Take(b[:n], addr) {
 				continue
 			}
 			return n, addr, nil

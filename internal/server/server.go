@@ -103,13 +103,15 @@ type Server struct {
 	location registrar.Location
 	// flows names flows and knows the listeners (registrar, proxy, delivery share it);
 	// strays passes on the responses no sipgo transaction took (sipgox.StrayRouter).
-	flows     *transport.Flows
-	strays    *sipgox.StrayRouter
-	presence  *presence.Presence
-	mwi       *mwi.MWI // nil with mwi.server set
-	ua        *sipgo.UserAgent
-	client    *sipgo.Client
-	srv       *sipgo.Server
+	flows    *transport.Flows
+	strays   *sipgox.StrayRouter
+	presence *presence.Presence
+	mwi      *mwi.MWI // nil with mwi.server set
+	ua       *sipgo.UserAgent
+	client   *sipgo.Client
+	srv      *sipgo.Server
+	// udptx runs the server transactions of non-INVITE requests over UDP in sipgo's stead.
+	udptx     *sipgox.UDPTransactions
 	chain     sipx.Handler
 	allowText string
 	// trusted are proxy.trusted_peers: by source address, or by a name a client certificate
@@ -403,11 +405,15 @@ func (s *Server) buildSIP() error {
 }
 
 // registerDispatch hands every request sipgo receives to the dispatcher, through the
-// retransmission cache, the in-flight limits and the workers.
+// workers, the retransmission cache and the in-flight limits; non-INVITE requests over UDP
+// come through the same cache and limits from simpled's own transactions (udptx), on workers
+// of their own.
 func (s *Server) registerDispatch() {
 	opts := s.opts
-	dispatch := sipgox.Retransmits(sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed),
-		s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), sipgox.OnWorkers(s.dispatch)))
+	cache := sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed)
+	admitted := s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), s.dispatch)
+	s.udptx = sipgox.NewUDPTransactions(sipx.NewParser(opts.Limits.MaxMessageSize), cache, admitted)
+	dispatch := sipgox.OnWorkers(sipgox.Retransmits(cache, admitted))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
 	}
@@ -595,6 +601,7 @@ func (s *Server) listenUDP(uri, addr string) (bound string, serve func() error, 
 	g.OnReject = func(code int, _ string) { s.malformed.WithLabelValues(strconv.Itoa(code)).Inc() }
 	g.OnSTUN = s.tm.stunOutcome
 	g.Rate = s.rate
+	g.Take = s.udptx.For(pc)
 	g.OnKeepalive = func(remote net.Addr, kind string) {
 		s.tm.udpKeepalive(remote, kind)
 		if ua, ok := remote.(*net.UDPAddr); ok {
