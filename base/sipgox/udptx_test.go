@@ -81,10 +81,13 @@ func (u *udpTxHarness) read(t *testing.T, wait time.Duration) string {
 	return string(buf[:n])
 }
 
-func (u *udpTxHarness) pending() int {
+func (u *udpTxHarness) pending() int { return u.table.pending() }
+
+// pending is how many transactions the table holds.
+func (t *UDPTransactions) pending() int {
 	n := 0
-	for i := range u.table.shards {
-		s := &u.table.shards[i]
+	for i := range t.shards {
+		s := &t.shards[i]
 		s.mu.Lock()
 		n += len(s.m)
 		s.mu.Unlock()
@@ -265,4 +268,48 @@ func TestUDPTransactionDestinationAndEnd(t *testing.T) {
 	if u.pending() != 0 {
 		t.Fatal("terminated transaction still in the table")
 	}
+}
+
+// discardConn is a PacketConn whose writes go nowhere, for the fuzzer.
+type discardConn struct{ net.PacketConn }
+
+func (discardConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+
+// FuzzUDPTransactionsTake feeds any datagram to Take: it never panics, takes only requests of
+// its kind (never a response, INVITE, ACK or CANCEL), hands each taken request to the handler
+// once, and leaves no transaction behind once the handler answered.
+func FuzzUDPTransactionsTake(f *testing.F) {
+	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
+	for _, m := range []string{"REGISTER", "MESSAGE", "SUBSCRIBE", "INVITE", "ACK", "CANCEL", "OPTIONS"} {
+		f.Add([]byte(udpRequest(m, "z9hG4bK-f"+m, from)))
+	}
+	f.Add([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-r\r\nCSeq: 1 MESSAGE\r\n\r\n"))
+	f.Add([]byte("MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKx\r\nCSeq: 1 MESSAGE\r\nContent-Length: 3\r\n\r\nabc"))
+	f.Add([]byte("FOO sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK\r\nCSeq: x\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		handled := make(chan *sip.Request, 1)
+		table := NewUDPTransactions(sip.NewParser(), newRetransCache(time.Minute, 1<<20, 1<<20),
+			func(req *sip.Request, tx sip.ServerTransaction) {
+				_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+				handled <- req
+			})
+		if !table.Take(data, from, discardConn{}) {
+			return
+		}
+		select {
+		case req := <-handled:
+			if req.IsInvite() || req.IsAck() || req.IsCancel() {
+				t.Fatalf("took a %s", req.Method)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a taken request never reached the handler")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for table.pending() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("transaction left in the table after its answer")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
 }
