@@ -33,6 +33,7 @@ import (
 type LeanParser struct {
 	headers    map[string]leanHeader
 	maxMessage int
+	share      int // shareMax; smaller in tests
 }
 
 // leanHeader is a typed-header parser with the lower-case name sipgo hands it.
@@ -67,7 +68,7 @@ func NewLeanParser(maxMessage int) *LeanParser {
 	if maxMessage <= 0 {
 		maxMessage = sip.ParseMaxMessageLength
 	}
-	return &LeanParser{headers: headers, maxMessage: maxMessage}
+	return &LeanParser{headers: headers, maxMessage: maxMessage, share: shareMax}
 }
 
 // ParseSIP parses data, one whole message (a datagram: the body is what follows the header
@@ -77,7 +78,7 @@ func (p *LeanParser) ParseSIP(data []byte) (sip.Message, error) {
 	if len(data) > p.maxMessage {
 		return nil, sip.ErrMessageTooLarge
 	}
-	r := leanReader{data: data, end: headerEnd(data)}
+	r := leanReader{data: data, end: headerEnd(data), share: p.share}
 	msg, err := r.startLine()
 	if err != nil {
 		return nil, eofError(err)
@@ -111,18 +112,19 @@ type leanReader struct {
 	data   []byte
 	off    int // start of the next line
 	end    int // end of the header section (headerEnd)
+	share  int // the most one conversion covers, unless a line is longer
 	win    string
 	winOff int
 }
 
 // text returns data[from:to] as a string, a sub-string of the current conversion when it
-// covers them, else of a new one from from up to shareMax bytes (at least to, at most to the
+// covers them, else of a new one from from up to r.share bytes (at least to, at most to the
 // end of the header section).
 func (r *leanReader) text(from, to int) string {
 	if from >= r.winOff && to <= r.winOff+len(r.win) {
 		return r.win[from-r.winOff : to-r.winOff]
 	}
-	end := min(from+shareMax, r.end)
+	end := min(from+r.share, r.end)
 	end = max(end, to)
 	r.win, r.winOff = string(r.data[from:end]), from
 	return r.win[:to-from]
