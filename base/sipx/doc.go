@@ -14,7 +14,9 @@
 //     request's as received (NewResponse, Respond, RFC 3261 §8.2.6.2);
 //   - reading messages: the parser sipgo is given (NewParser), which keeps a malformed header
 //     for the sanity stage to refuse (Malformed) and the received text of a Via sipgo would
-//     print differently (RawVia, ForwardVias, RFC 3261 §18.2.2); header look-ups that find
+//     print differently (RawVia, ForwardVias, RFC 3261 §18.2.2), and LeanParser, which gives
+//     the same messages with fewer allocations (one string per header section, shared by
+//     the headers); header look-ups that find
 //     compact forms in any case (Headers, Header, RFC 3261 §7.3.3); parsers for the header
 //     fields sipgo keeps as plain strings (Expires, Tokens, AddressList for Path, ...);
 //     display names (DisplayNameText, QuoteDisplayName) and the check a header value passes

@@ -2,6 +2,7 @@ package sipx
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -35,6 +36,18 @@ var canonicalNames = map[string]string{
 //
 // maxMessage bounds any one message (413/513 territory); sipgo refuses larger ones.
 func NewParser(maxMessage int) *sip.Parser {
+	p := sip.NewParser(sip.WithHeadersParsers(headerParsers()))
+	if maxMessage > 0 {
+		p.MaxMessageLength = maxMessage
+	}
+	return p
+}
+
+// headerParsers is the table of typed-header parsers NewParser and NewLeanParser give every
+// message, keyed by lower-case full and compact name: sipgo's, made lenient, with the Via and
+// address checks. It is built once and only read afterwards (by sipgo's parsers and ours), so
+// all parsers share it.
+var headerParsers = sync.OnceValue(func() map[string]sip.HeaderParser {
 	parsers := make(map[string]sip.HeaderParser, len(sip.DefaultHeadersParser()))
 	for name, parse := range sip.DefaultHeadersParser() {
 		parsers[name] = lenient(canonicalNames[name], parse)
@@ -45,12 +58,8 @@ func NewParser(maxMessage int) *sip.Parser {
 			parsers[name] = addressChecker(canonicalNames[name], parsers[name])
 		}
 	}
-	p := sip.NewParser(sip.WithHeadersParsers(parsers))
-	if maxMessage > 0 {
-		p.MaxMessageLength = maxMessage
-	}
-	return p
-}
+	return parsers
+})
 
 // errComma is the text of sipgo's unexported error that signals "one value parsed, more values
 // follow after a comma"; it is part of the parse protocol, not a failure.
