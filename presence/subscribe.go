@@ -155,7 +155,7 @@ func (p *Presence) watchersChanged(sub *storage.Subscription, now time.Time) {
 // as its ID, the watcher's identity and target, the route set (RFC 3261 §12.1.1).
 func newSubscription(st *sipx.State, req *sip.Request, aor, event, watcher, docType, contact, state string, secs int, now time.Time) storage.Subscription {
 	from := req.From()
-	return storage.Subscription{
+	sub := storage.Subscription{
 		ID:           newTag(),
 		AOR:          aor,
 		Event:        event,
@@ -174,6 +174,8 @@ func newSubscription(st *sipx.State, req *sip.Request, aor, event, watcher, docT
 		ExpiresAt:    seconds(now).Add(time.Duration(secs) * time.Second),
 		CreatedAt:    seconds(now),
 	}
+	sub.Detach() // it outlives the request by hours
+	return sub
 }
 
 // keep admits a new subscription against the watcher limits (limited: refused, 403) and
@@ -268,8 +270,8 @@ func (p *Presence) resubscribe(ctx context.Context, tx sip.ServerTransaction, re
 	}
 	sub.RemoteCSeq = cseq
 	sub.ExpiresAt = seconds(now).Add(time.Duration(secs) * time.Second)
-	if c, ok := remoteTarget(req); ok {
-		sub.RemoteTarget = c // a target refresh (RFC 6665 §4.1.2.1)
+	if c, ok := remoteTarget(req); ok && c != sub.RemoteTarget {
+		sub.RemoteTarget = strings.Clone(c) // a target refresh (RFC 6665 §4.1.2.1), kept for hours
 	}
 	// The watcher's latest flow: a client that reconnected (new TCP connection, new NAT
 	// binding) refreshes its subscription over the new one (RFC 5626 §4.2.1).

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,7 +59,7 @@ func (s *Store) PutDialog(ctx context.Context, aor string, d storage.Dialog, now
 	}
 	if ds == nil {
 		ds = map[string]storage.Dialog{}
-		t.byAOR[aor] = ds
+		t.byAOR[strings.Clone(aor)] = ds // a key of the store's own (detach.go)
 	}
 	ds[d.ID] = d
 	return true, nil

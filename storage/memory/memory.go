@@ -51,6 +51,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,6 +277,11 @@ func (p *bindingPlan) change(u *storage.BindingUpdate) error {
 		}
 		nb := normalize(*c)
 		if e != nil {
+			detachBinding(&nb, &e.b)
+		} else {
+			detachBinding(&nb, nil)
+		}
+		if e != nil {
 			p.res.Refreshed = append(p.res.Refreshed, clone(nb))
 		} else {
 			p.res.Added = append(p.res.Added, clone(nb))
@@ -379,7 +385,10 @@ func (s *Store) commitBindings(aor string, p *bindingPlan) []storage.Binding {
 		}
 		if old == nil {
 			old = make(map[string]*entry)
+			aor = strings.Clone(aor) // a key of the table's own (detach.go)
 			s.aors[aor] = old
+		} else {
+			aor = anyEntryAOR(old, aor)
 		}
 		e := &entry{aor: aor, b: nb, exp: nb.ExpiresAt.Unix(), upd: nb.UpdatedAt.Unix()}
 		old[k] = e
@@ -393,6 +402,15 @@ func (s *Store) commitBindings(aor string, p *bindingPlan) []storage.Binding {
 		out = append(out, clone(e.b))
 	}
 	return out
+}
+
+// anyEntryAOR is the AOR string an entry of m holds (the table's own), or a copy of aor when
+// m is empty.
+func anyEntryAOR(m map[string]*entry, aor string) string {
+	for _, e := range m {
+		return e.aor
+	}
+	return strings.Clone(aor)
 }
 
 // Bindings returns aor's bindings live at now, ordered by Key.
@@ -593,6 +611,7 @@ func (s *Store) UseNonceCount(ctx context.Context, epoch uint64, nonce string, n
 		return false, s.nonceEpoch, nil
 	}
 	if r == nil {
+		nonce = strings.Clone(nonce) // a client's echo, parsed from its request (detach.go)
 		r = &nonceRecord{nonce: nonce, nc: nc, deadline: now.Add(ttl)}
 		s.nonces[nonce] = r
 		heap.Push(&s.nonceExp, r)

@@ -108,7 +108,7 @@ func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message,
 	// Commit: drop the expired messages, then append.
 	if box == nil {
 		box = &mailbox{byKey: make(map[string]*msgEntry)}
-		s.boxes[aor] = box
+		s.boxes[strings.Clone(aor)] = box // a key of the store's own (detach.go)
 	} else {
 		box.msgs = slices.DeleteFunc(box.msgs, func(e *msgEntry) bool {
 			if e.exp > n {
@@ -123,7 +123,8 @@ func (s *Store) StoreMessage(ctx context.Context, aor string, m storage.Message,
 	m.StoredAt = seconds(m.StoredAt)
 	m.ExpiresAt = seconds(m.ExpiresAt)
 	m.Body = cloneBody(m.Body)
-	e := &msgEntry{aor: aor, m: m, exp: m.ExpiresAt.Unix(), size: size}
+	detachMessage(&m)
+	e := &msgEntry{aor: strings.Clone(aor), m: m, exp: m.ExpiresAt.Unix(), size: size}
 	box.msgs = append(box.msgs, e)
 	box.byKey[m.DedupKey] = e
 	heap.Push(&s.msgExp, e)
@@ -273,7 +274,7 @@ func (s *Store) MarkKnown(ctx context.Context, aor string, until time.Time) erro
 		}
 		return nil
 	}
-	e := &knownEntry{aor: aor, until: u}
+	e := &knownEntry{aor: strings.Clone(aor), until: u}
 	s.known[aor] = e
 	heap.Push(&s.knownExp, e)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/simpled/simpled/storage"
@@ -30,7 +31,7 @@ func (s *Store) PutMessageSummary(ctx context.Context, aor string, sum storage.M
 		s.mwi.m = make(map[string]storage.MessageSummary)
 	}
 	sum.Body = slices.Clone(sum.Body)
-	s.mwi.m[aor] = sum
+	s.mwi.m[strings.Clone(aor)] = sum
 	return nil
 }
 

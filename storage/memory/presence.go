@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,11 +68,23 @@ func (t *kindTable[V]) put(aor, key string, v V, exp int64) {
 			t.aors = make(map[string]map[string]*item[V])
 		}
 		m = make(map[string]*item[V])
+		aor = strings.Clone(aor) // a key of the table's own (detach.go)
 		t.aors[aor] = m
+	} else {
+		aor = anyAOR(m, aor)
 	}
+	key = strings.Clone(key)
 	e := &item[V]{aor: aor, key: key, v: v, exp: exp}
 	m[key] = e
 	heap.Push(&t.exp, e)
+}
+
+// anyAOR is the AOR string an item of m holds (the table's own), or aor when m is empty.
+func anyAOR[V any](m map[string]*item[V], aor string) string {
+	for _, e := range m {
+		return e.aor
+	}
+	return strings.Clone(aor)
 }
 
 // remove deletes e from the table and the heap.
@@ -196,6 +209,7 @@ func (s *Store) Publish(ctx context.Context, aor string, op storage.PublishOp) (
 	}
 	p.ETag = op.NewETag
 	p.ExpiresAt = seconds(op.ExpiresAt)
+	detachPublication(&p)
 	if old != nil {
 		s.pubs.remove(old)
 	}
@@ -228,7 +242,9 @@ func (s *Store) ExpirePublications(ctx context.Context, now time.Time, limit int
 func normalizeSubscription(sub storage.Subscription) storage.Subscription {
 	sub.ExpiresAt = seconds(sub.ExpiresAt)
 	sub.CreatedAt = seconds(sub.CreatedAt)
-	return copySubscription(sub)
+	sub = copySubscription(sub)
+	sub.Detach()
+	return sub
 }
 
 // copySubscription returns a copy of a stored subscription that the caller may modify.
@@ -347,9 +363,9 @@ func (s *Store) SetRule(ctx context.Context, aor, watcher, rule string) error {
 			s.rules = make(map[string]map[string]string)
 		}
 		m = make(map[string]string)
-		s.rules[aor] = m
+		s.rules[strings.Clone(aor)] = m
 	}
-	m[watcher] = rule
+	m[strings.Clone(watcher)] = strings.Clone(rule)
 	return nil
 }
 
