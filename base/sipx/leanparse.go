@@ -46,8 +46,9 @@ type leanHeader struct {
 const maxHeaderKey = 32
 
 // shareMax bounds the text one conversion covers: the header section when it is this short
-// (the common case, under 1.5 KB), consecutive whole lines of it otherwise.
-const shareMax = 4096
+// (the common case: a REGISTER's is about 500 bytes), consecutive whole lines of it
+// otherwise. It bounds what one value kept past its message can hold alive.
+const shareMax = 1024
 
 // NewLeanParser returns a parser with NewParser's header rules for messages of at most
 // maxMessage bytes (sipgo's default, 65535, when maxMessage is not positive).

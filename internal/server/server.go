@@ -412,7 +412,7 @@ func (s *Server) registerDispatch() {
 	opts := s.opts
 	cache := sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed)
 	admitted := s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), s.dispatch)
-	s.udptx = sipgox.NewUDPTransactions(sipx.NewParser(opts.Limits.MaxMessageSize), cache, admitted)
+	s.udptx = sipgox.NewUDPTransactions(sipx.NewLeanParser(opts.Limits.MaxMessageSize), cache, admitted)
 	dispatch := sipgox.OnWorkers(sipgox.Retransmits(cache, admitted))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
