@@ -2,6 +2,7 @@ package servertest
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -63,6 +64,10 @@ const leakWait = 20 * time.Second
 // ignore adds goleak options to LeakOptions for what one package knows to linger, each with
 // its reason beside it.
 func Main(m *testing.M, ignore ...goleak.Option) {
+	// sipgo's process-wide settings are written once, by the first server built; a test that
+	// sends with a sipgo client before any server exists would race with that write. They are
+	// written here first, before any test runs (the logger stays that of the first call).
+	sipgox.Configure(slog.New(slog.DiscardHandler))
 	ShortTimers()
 	code := m.Run()
 	if code == 0 {
