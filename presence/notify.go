@@ -383,7 +383,7 @@ func (n *notifier) changed(sub *storage.Subscription, full bool, at time.Time) {
 
 // requested notifies the subscriptions another node asked this one to (NotifyRequested):
 // those of ev.IDs that this node still owns.
-func (n *notifier) requested(ctx context.Context, ev storage.Event) {
+func (n *notifier) requested(ctx context.Context, ev *storage.Event) {
 	subs, err := n.p.opts.Store.Subscriptions(ctx, ev.AOR, n.p.opts.Now())
 	if err != nil {
 		if ctx.Err() == nil {
