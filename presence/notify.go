@@ -116,7 +116,7 @@ type watcherCount struct {
 
 // subState is the notifier's memory of one subscription.
 type subState struct {
-	sub      storage.Subscription // as last known
+	rec      subRecord // the subscription as last known
 	cseq     uint32
 	reserved uint32 // the CSeq reservation this node holds: it may send up to it; 0: none
 	version  uint32 // document version (winfo: of the last sent; packages: of the next)
@@ -190,9 +190,14 @@ func (n *notifier) admit(aor, id, event, domain string, max, perDomain int) stri
 }
 
 // count counts a subscription among its presentity's watchers (wk: watchKey), once. Call with
-// n.mu held.
+// n.mu held. A subscription counted already (admit) is keyed by k from now on: k's strings
+// are the notifier's record's, which spares keeping the SUBSCRIBE's for as long.
 func (n *notifier) count(k subKey, wk, domain string) {
-	if _, ok := n.counted[k]; ok {
+	if as, ok := n.counted[k]; ok {
+		if as.key == wk {
+			as.key = wk
+		}
+		n.counted[k] = as // a map assignment replaces the key's strings too
 		return
 	}
 	n.counted[k] = countedAs{wk, domain}
@@ -247,7 +252,7 @@ func (n *notifier) track(sub *storage.Subscription, now time.Time) {
 	defer n.mu.Unlock()
 	delete(n.pending, subKey{sub.AOR, sub.ID})
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	s.reserved = sub.NotifyCSeq // a new subscription, stored with this node's first block
 	n.want(s, true, now)
 }
@@ -258,7 +263,7 @@ func (n *notifier) refresh(sub *storage.Subscription, moved bool, now time.Time)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	if moved {
 		s.reserved = 0
 	}
@@ -271,7 +276,7 @@ func (n *notifier) final(sub *storage.Subscription, reason string, now time.Time
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	s.reason = reason
 	if s.timer != nil {
 		s.timer.Stop()
@@ -377,7 +382,7 @@ func (n *notifier) changed(sub *storage.Subscription, full bool, at time.Time) {
 	if !n.p.owns(sub.Node) {
 		s.reserved = 0 // a takeover: reserve claims it from sub.Node first
 	}
-	s.sub = *sub
+	s.rec.set(sub)
 	n.want(s, full, at)
 }
 
@@ -416,7 +421,7 @@ func (n *notifier) finalKnown(aor, id, reason string, at time.Time) {
 	s := n.subs[subKey{aor, id}]
 	var sub storage.Subscription
 	if s != nil {
-		sub = s.sub
+		sub = s.rec.sub()
 	}
 	n.mu.Unlock()
 	if s != nil {
@@ -429,12 +434,10 @@ func (n *notifier) snapshot(aor, id string, now time.Time) (storage.Subscription
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.subs[subKey{aor, id}]
-	if s == nil || s.reason != "" || s.sub.Expired(now) {
+	if s == nil || s.reason != "" || s.rec.expired(now) {
 		return storage.Subscription{}, false
 	}
-	sub := s.sub
-	sub.Accept, sub.RouteSet = slices.Clone(sub.Accept), slices.Clone(sub.RouteSet)
-	return sub, true
+	return s.rec.sub(), true // its Accept and RouteSet are the caller's
 }
 
 // unwatchedFor is how long a presentity found without subscriptions is taken to have none,
@@ -468,13 +471,15 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 	k := subKey{sub.AOR, sub.ID}
 	s := n.subs[k]
 	if s == nil {
-		s = &subState{sub: *sub}
+		s = &subState{rec: packSub(sub)}
+		// The keys share the record's text, not the request's strings.
+		k = subKey{s.rec.field(recAOR), s.rec.field(recID)}
 		n.subs[k] = s
-		delete(n.nobody, sub.AOR)
+		delete(n.nobody, k.aor)
 		if sub.Event == EventWinfo {
-			n.winfo[sub.AOR]++
+			n.winfo[k.aor]++
 		} else {
-			n.count(k, watchKey(sub.AOR, sub.Event), n.p.foreignDomain(sub.Watcher))
+			n.count(k, watchKey(k.aor, sub.Event), n.p.foreignDomain(s.rec.field(recWatcher)))
 		}
 	}
 	return s
@@ -495,7 +500,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	if s.sub.Event == EventWinfo {
+	if s.rec.field(recEvent) == EventWinfo {
 		if n.winfo[k.aor]--; n.winfo[k.aor] <= 0 {
 			delete(n.winfo, k.aor)
 		}
@@ -532,7 +537,7 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		s.timer = nil
-		if s.dirty && !s.inflight && n.subs[subKey{s.sub.AOR, s.sub.ID}] == s {
+		if s.dirty && !s.inflight && n.subs[subKey{s.rec.field(recAOR), s.rec.field(recID)}] == s {
 			n.start(s)
 		}
 	})
@@ -614,7 +619,11 @@ const cseqBlock = 1000
 // subscription already removed from the store follows the stored reservation.
 func (n *notifier) reserve(s *subState) bool {
 	n.mu.Lock()
-	sub, held := s.sub, s.reserved > s.cseq && n.p.leased()
+	held := s.reserved > s.cseq && n.p.leased()
+	var sub storage.Subscription
+	if !held {
+		sub = s.rec.sub()
+	}
 	if !held && s.reason != "" {
 		s.cseq = max(s.cseq, sub.NotifyCSeq, legacyCSeq(&sub))
 		s.reserved, held = s.cseq+1, true
@@ -634,7 +643,7 @@ func (n *notifier) reserve(s *subState) bool {
 			prev = legacyCSeq(&sub)
 		}
 		s.cseq, s.reserved = max(s.cseq, prev), claimed.NotifyCSeq
-		s.sub.Node, s.sub.NotifyCSeq = claimed.Node, claimed.NotifyCSeq
+		s.rec.setNode(claimed.Node, claimed.NotifyCSeq)
 		if !n.p.owns(sub.Node) || s.version == 0 {
 			// Taken over, or held before this process started: the watcher's last document
 			// came from elsewhere. Versions go on above every CSeq sent before (a node's
@@ -696,7 +705,7 @@ type notifyJob struct {
 func (n *notifier) take(s *subState) notifyJob {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	j := notifyJob{sub: s.sub, reason: s.reason, full: s.full, since: s.since,
+	j := notifyJob{sub: s.rec.sub(), reason: s.reason, full: s.full, since: s.since,
 		answered: s.answered, sent: s.winfoSent}
 	s.dirty, s.full, s.since = false, false, time.Time{}
 	s.cseq++ // within the reservation: reserve made sure of it
@@ -879,7 +888,8 @@ const maxFailures = 3
 // a failure short of that has the next change send the whole document again, even one equal
 // to the lost one. Call with n.mu held.
 func (n *notifier) ends(s *subState, status int, skip bool) bool {
-	l, ok := n.p.packages[s.sub.Event].(Lenient)
+	event := s.rec.field(recEvent)
+	l, ok := n.p.packages[event].(Lenient)
 	if !ok || !l.KeepOnTimeout() {
 		return terminates(status)
 	}
@@ -898,8 +908,8 @@ func (n *notifier) ends(s *subState, status int, skip bool) bool {
 		s.failures++
 		s.sentBody = false
 		if s.failures < maxFailures {
-			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.sub.AOR),
-				zap.String(logging.KeyEvent, s.sub.Event), zap.String("watcher", s.sub.Watcher),
+			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.rec.field(recAOR)),
+				zap.String(logging.KeyEvent, event), zap.String("watcher", s.rec.field(recWatcher)),
 				zap.Int(logging.KeyStatus, status), zap.Int("failures", s.failures))
 			return false
 		}
@@ -1091,7 +1101,7 @@ func (p *Presence) OwnedSubscriptions() int {
 	defer n.mu.Unlock()
 	count := 0
 	for _, s := range n.subs {
-		if s.reason == "" && p.owns(s.sub.Node) {
+		if s.reason == "" && p.owns(s.rec.field(recNode)) {
 			count++
 		}
 	}
