@@ -67,7 +67,8 @@ type notifier struct {
 	// watchers counts, per presentity and event package (watchKey), the subscriptions but
 	// winfo ones this node knows of (held, tracked, or listed from the store), in all and per
 	// foreign watcher domain, so that presence.max_watchers and max_watchers_per_domain cost
-	// no store read; counted holds what each subscription was counted under.
+	// no store read; counted holds what each subscription admitted and not yet held in subs
+	// was counted under (one in subs says it with subState.counted and its record).
 	watchers map[string]*watcherCount
 	counted  map[subKey]countedAs
 	wg       sync.WaitGroup
@@ -132,13 +133,17 @@ type subState struct {
 	// answered: the watcher answered one of this subscription's NOTIFYs (on this node);
 	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
 	answered bool
+	// counted: among its presentity's watchers (notifier.watchers), under the watchKey of its
+	// AOR and event and, for a foreign watcher, under domain.
+	counted bool
+	// failures counts the NOTIFYs of a Lenient package's subscription that failed in a row.
+	failures int32
+	domain   string
 	// winfoSent is what a winfo subscription's watcher knows of the watchers, as the
 	// documents it accepted told it (nil: send a full document); sent the same for a
 	// Package's subscription.
 	winfoSent map[string]pidf.Watcher
 	sent      map[string]string
-	// failures counts the NOTIFYs of a Lenient package's subscription that failed in a row.
-	failures int
 }
 
 func newNotifier(p *Presence) *notifier {
@@ -189,49 +194,78 @@ func (n *notifier) admit(aor, id, event, domain string, max, perDomain int) stri
 	return ""
 }
 
-// count counts a subscription among its presentity's watchers (wk: watchKey), once. Call with
-// n.mu held. A subscription counted already (admit) is keyed by k from now on: k's strings
-// are the notifier's record's, which spares keeping the SUBSCRIBE's for as long.
+// count counts a subscription not yet in subs among its presentity's watchers (wk:
+// watchKey), once. Call with n.mu held.
 func (n *notifier) count(k subKey, wk, domain string) {
-	if as, ok := n.counted[k]; ok {
-		if as.key == wk {
-			as.key = wk
-		}
-		n.counted[k] = as // a map assignment replaces the key's strings too
+	if _, ok := n.counted[k]; ok {
 		return
 	}
 	n.counted[k] = countedAs{wk, domain}
+	n.addWatcher(wk, domain)
+}
+
+// countState counts s, a subscription new in subs under k, among its presentity's watchers,
+// once: what admit counted already is handed over from counted. Call with n.mu held.
+func (n *notifier) countState(k subKey, s *subState) {
+	if as, ok := n.counted[k]; ok {
+		delete(n.counted, k)
+		s.domain = as.domain
+		if _, d := splitAOR(s.rec.field(recWatcher)); d == as.domain {
+			s.domain = d // the record's text, not the SUBSCRIBE's
+		}
+	} else {
+		s.domain = n.p.foreignDomain(s.rec.field(recWatcher))
+		n.addWatcher(s.watchKey(), s.domain)
+	}
+	s.counted = true
+}
+
+// watchKey is the watchKey s is counted under.
+func (s *subState) watchKey() string { return watchKey(s.rec.field(recAOR), s.rec.field(recEvent)) }
+
+// addWatcher counts one more watcher under wk (and domain). Call with n.mu held.
+func (n *notifier) addWatcher(wk, domain string) {
 	w := n.watchers[wk]
 	if w == nil {
-		w = &watcherCount{domains: map[string]int{}}
+		w = &watcherCount{}
 		n.watchers[wk] = w
 	}
 	w.all++
 	if domain != "" {
+		if w.domains == nil {
+			w.domains = map[string]int{}
+		}
 		w.domains[domain]++
 	}
 }
 
-// uncount reverses count. Call with n.mu held.
-func (n *notifier) uncount(k subKey) {
-	as, ok := n.counted[k]
-	if !ok {
-		return
+// uncount reverses count (of a subscription not in subs, or of s when it is not nil). Call
+// with n.mu held.
+func (n *notifier) uncount(k subKey, s *subState) {
+	if as, ok := n.counted[k]; ok {
+		delete(n.counted, k)
+		n.dropWatcher(as.key, as.domain)
 	}
-	delete(n.counted, k)
-	w := n.watchers[as.key]
+	if s != nil && s.counted {
+		s.counted = false
+		n.dropWatcher(s.watchKey(), s.domain)
+	}
+}
+
+// dropWatcher counts one watcher less under wk (and domain). Call with n.mu held.
+func (n *notifier) dropWatcher(wk, domain string) {
+	w := n.watchers[wk]
 	if w == nil {
 		return
 	}
-	domain := as.domain
 	w.all--
-	if domain != "" {
+	if domain != "" && w.domains != nil {
 		if w.domains[domain]--; w.domains[domain] <= 0 {
 			delete(w.domains, domain)
 		}
 	}
 	if w.all <= 0 {
-		delete(n.watchers, as.key)
+		delete(n.watchers, wk)
 	}
 }
 
@@ -240,7 +274,7 @@ func (n *notifier) release(aor, id string) {
 	n.mu.Lock()
 	delete(n.pending, subKey{aor, id})
 	if n.subs[subKey{aor, id}] == nil {
-		n.uncount(subKey{aor, id})
+		n.uncount(subKey{aor, id}, nil)
 	}
 	n.mu.Unlock()
 }
@@ -479,7 +513,7 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 		if sub.Event == EventWinfo {
 			n.winfo[k.aor]++
 		} else {
-			n.count(k, watchKey(k.aor, sub.Event), n.p.foreignDomain(s.rec.field(recWatcher)))
+			n.countState(k, s)
 		}
 	}
 	return s
@@ -491,7 +525,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		return
 	}
 	delete(n.subs, k)
-	n.uncount(k)
+	n.uncount(k, s)
 	if len(n.gone) >= maxCached {
 		clear(n.gone)
 	}
@@ -910,7 +944,7 @@ func (n *notifier) ends(s *subState, status int, skip bool) bool {
 		if s.failures < maxFailures {
 			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.rec.field(recAOR)),
 				zap.String(logging.KeyEvent, event), zap.String("watcher", s.rec.field(recWatcher)),
-				zap.Int(logging.KeyStatus, status), zap.Int("failures", s.failures))
+				zap.Int(logging.KeyStatus, status), zap.Int32("failures", s.failures))
 			return false
 		}
 		return true
