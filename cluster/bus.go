@@ -12,10 +12,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// outgoing is one event to send: to one node, or to every other live node (to "").
+// outgoing is one event to send: to one node, or to every other live node (to ""). The event
+// is the one this node's subscribers got, shared and never changed: a queue slot is three
+// words, not an Event.
 type outgoing struct {
 	to string
-	ev storage.Event
+	ev *storage.Event
 }
 
 // forwarded reports whether other nodes need events of kind: registrations (presence derived
@@ -36,9 +38,9 @@ func (c *Cluster) Publish(ev storage.Event) {
 	if ev.Node == "" {
 		ev.Node = c.self
 	}
-	c.local.Publish(ev)
+	c.local.PublishShared(&ev)
 	if c.opts.Store != nil && forwarded(ev.Kind) {
-		c.enqueue(outgoing{ev: ev})
+		c.enqueue(outgoing{ev: &ev})
 	}
 }
 
@@ -51,17 +53,17 @@ func (c *Cluster) PublishTo(node string, ev storage.Event) {
 	}
 	switch {
 	case node == "" || node == c.self:
-		c.local.Publish(ev)
+		c.local.PublishShared(&ev)
 	case c.opts.Store == nil:
 		c.m.dropped.Inc()
 	default:
-		c.enqueue(outgoing{to: node, ev: ev})
+		c.enqueue(outgoing{to: node, ev: &ev})
 	}
 }
 
 // Subscribe implements storage.Bus: the events published on this node and those other nodes
 // sent it.
-func (c *Cluster) Subscribe(buf int, opts ...storage.SubscribeOption) (<-chan storage.Event, func()) {
+func (c *Cluster) Subscribe(buf int, opts ...storage.SubscribeOption) (<-chan *storage.Event, func()) {
 	return c.local.Subscribe(buf, opts...)
 }
 
@@ -281,8 +283,8 @@ func (c *Cluster) deliver(e storage.InboxEntry) {
 		c.log.Warn("cluster: inbox entry does not decode; skipped", zap.String("entry", e.ID), zap.String("from", e.From), zap.Error(err))
 	}
 	c.m.events.WithLabelValues("received").Add(float64(len(evs)))
-	for _, ev := range evs {
-		c.local.Publish(ev)
+	for i := range evs {
+		c.local.PublishShared(&evs[i])
 	}
 }
 
@@ -314,7 +316,7 @@ type wireEvent struct {
 }
 
 // encodeEvent encodes ev for an entry sent by from.
-func encodeEvent(ev storage.Event, from string) ([]byte, error) {
+func encodeEvent(ev *storage.Event, from string) ([]byte, error) {
 	w := wireEvent{Kind: ev.Kind, AOR: ev.AOR, Mailbox: ev.Mailbox, IDs: ev.IDs, Full: ev.Full,
 		Package: ev.Package, Reason: ev.Reason}
 	if !ev.At.IsZero() {

@@ -98,19 +98,19 @@ func seeEachOther(t *testing.T, within time.Duration, nodes ...*node) {
 }
 
 // next returns the next event on ch, failing after a second.
-func next(t *testing.T, ch <-chan storage.Event) storage.Event {
+func next(t *testing.T, ch <-chan *storage.Event) *storage.Event {
 	t.Helper()
 	select {
 	case ev := <-ch:
 		return ev
 	case <-time.After(2 * time.Second):
 		t.Fatal("no event within 2s")
-		return storage.Event{}
+		return nil
 	}
 }
 
 // nothing fails when an event arrives on ch within d.
-func nothing(t *testing.T, ch <-chan storage.Event, d time.Duration) {
+func nothing(t *testing.T, ch <-chan *storage.Event, d time.Duration) {
 	t.Helper()
 	select {
 	case ev := <-ch:
@@ -119,7 +119,7 @@ func nothing(t *testing.T, ch <-chan storage.Event, d time.Duration) {
 	}
 }
 
-func subscribe(t *testing.T, n *node) <-chan storage.Event {
+func subscribe(t *testing.T, n *node) <-chan *storage.Event {
 	ch, stop := n.Subscribe(64)
 	t.Cleanup(stop)
 	return ch
@@ -140,8 +140,8 @@ func TestEventsCross(t *testing.T) {
 	want := storage.Event{Kind: storage.BindingAdded, AOR: "sip:alice@example.test", Binding: bind, At: at,
 		Mailbox: storage.MailboxHasMessages, Node: "a"}
 	a.Publish(storage.Event{Kind: storage.BindingAdded, AOR: want.AOR, Binding: bind, At: at, Mailbox: storage.MailboxHasMessages})
-	for name, ch := range map[string]<-chan storage.Event{"a": onA, "b": onB, "c": onC} {
-		got := next(t, ch)
+	for name, ch := range map[string]<-chan *storage.Event{"a": onA, "b": onB, "c": onC} {
+		got := *next(t, ch) // a copy: the event is shared with the node's other subscribers
 		if !got.At.Equal(want.At) {
 			t.Errorf("on %s: At %v, want %v", name, got.At, want.At)
 		}
@@ -162,7 +162,7 @@ func TestEventsCross(t *testing.T) {
 	if ev := next(t, onB); ev.Node != "b" {
 		t.Errorf("on b: %+v", ev)
 	}
-	for name, ch := range map[string]<-chan storage.Event{"a": onA, "c": onC} {
+	for name, ch := range map[string]<-chan *storage.Event{"a": onA, "c": onC} {
 		if ev := next(t, ch); ev.Kind != storage.PresenceChanged || ev.Node != "b" || ev.AOR != "sip:carol@example.test" {
 			t.Errorf("on %s: %+v", name, ev)
 		}

@@ -23,7 +23,7 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 	var parts [][]byte
 	for _, ev := range evs {
-		b, err := encodeEvent(ev, "n1")
+		b, err := encodeEvent(&ev, "n1")
 		if err != nil {
 			t.Fatal(err)
 		}

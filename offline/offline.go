@@ -116,7 +116,7 @@ type Offline struct {
 	log      *zap.Logger
 	refusals *sipx.LogGate[string] // mailbox refusals logged once per source and limit a minute
 
-	events      <-chan storage.Event // registration events, subscribed at construction
+	events      <-chan *storage.Event // registration events, subscribed at construction
 	unsubscribe func()
 	self        string // the bus's node: events of other nodes are theirs to act on
 	// stop ends the context deliveries started before Run live in (Close).
@@ -155,7 +155,7 @@ func New(opts Options) (*Offline, error) {
 		// keeps the user known), is never dropped when the workers fall behind.
 		var stop func()
 		o.self = opts.Bus.Self()
-		o.events, stop = opts.Bus.Subscribe(16384, storage.Coalesce(func(ev storage.Event) string {
+		o.events, stop = opts.Bus.Subscribe(16384, storage.Coalesce(func(ev *storage.Event) string {
 			if !o.here(ev) {
 				return "" // another node's: that node acts on it
 			}
@@ -351,7 +351,7 @@ func (o *Offline) Wait() { o.wg.Wait() }
 
 // offlineKey names the events onEvent must see, by what they make it do and for whom; ""
 // for those it may miss (a registration whose update saw an empty mailbox).
-func offlineKey(ev storage.Event) string {
+func offlineKey(ev *storage.Event) string {
 	switch ev.Kind {
 	case storage.BindingAdded, storage.BindingRefreshed:
 		if ev.Mailbox != storage.MailboxEmpty {
@@ -364,9 +364,10 @@ func offlineKey(ev storage.Event) string {
 }
 
 // here reports whether ev happened on this node.
-func (o *Offline) here(ev storage.Event) bool { return ev.Node == "" || ev.Node == o.self }
+func (o *Offline) here(ev *storage.Event) bool { return ev.Node == "" || ev.Node == o.self }
 
-func (o *Offline) onEvent(ctx context.Context, ev storage.Event) {
+// ev is shared with the bus's other subscribers: it is read, never changed.
+func (o *Offline) onEvent(ctx context.Context, ev *storage.Event) {
 	if !o.here(ev) {
 		return
 	}

@@ -89,7 +89,7 @@ func (b *netBus) PublishTo(node string, ev storage.Event) {
 
 func (b *netBus) Self() string { return b.self }
 
-func (b *netBus) Subscribe(buf int, opts ...storage.SubscribeOption) (<-chan storage.Event, func()) {
+func (b *netBus) Subscribe(buf int, opts ...storage.SubscribeOption) (<-chan *storage.Event, func()) {
 	return b.net.buses[b.self].Subscribe(buf, opts...)
 }
 

@@ -83,22 +83,26 @@ func (c *docCache) markKnown(aor string) {
 	c.entry(aor).existsUntil = time.Now().Add(existsFor)
 }
 
-// invalidate drops aor's composed document.
+// invalidate drops aor's composed document. A presentity without an entry has nothing
+// cached and nothing being composed or read (both start by making its entry), so none is
+// made for it: every registration would otherwise leave one behind.
 func (c *docCache) invalidate(aor string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entry(aor)
-	e.gen++
-	e.doc, e.hasDoc = nil, false
+	if e := c.m[aor]; e != nil {
+		e.gen++
+		e.doc, e.hasDoc = nil, false
+	}
 }
 
-// invalidateRules drops aor's cached rules.
+// invalidateRules drops aor's cached rules (as invalidate, only for an entry there is).
 func (c *docCache) invalidateRules(aor string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entry(aor)
-	e.gen++
-	e.rules, e.hasRules = nil, false
+	if e := c.m[aor]; e != nil {
+		e.gen++
+		e.rules, e.hasRules = nil, false
+	}
 }
 
 // document returns aor's composed PIDF document. When a change reaches a thousand

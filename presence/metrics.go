@@ -74,7 +74,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		n.mu.Lock()
 		for _, s := range n.subs {
 			if s.reason == "" {
-				counts[[2]string{s.sub.Event, s.sub.State}]++
+				counts[[2]string{s.rec.field(recEvent), s.rec.field(recState)}]++
 			}
 		}
 		n.mu.Unlock()

@@ -67,7 +67,8 @@ type notifier struct {
 	// watchers counts, per presentity and event package (watchKey), the subscriptions but
 	// winfo ones this node knows of (held, tracked, or listed from the store), in all and per
 	// foreign watcher domain, so that presence.max_watchers and max_watchers_per_domain cost
-	// no store read; counted holds what each subscription was counted under.
+	// no store read; counted holds what each subscription admitted and not yet held in subs
+	// was counted under (one in subs says it with subState.counted and its record).
 	watchers map[string]*watcherCount
 	counted  map[subKey]countedAs
 	wg       sync.WaitGroup
@@ -116,7 +117,7 @@ type watcherCount struct {
 
 // subState is the notifier's memory of one subscription.
 type subState struct {
-	sub      storage.Subscription // as last known
+	rec      subRecord // the subscription as last known
 	cseq     uint32
 	reserved uint32 // the CSeq reservation this node holds: it may send up to it; 0: none
 	version  uint32 // document version (winfo: of the last sent; packages: of the next)
@@ -132,13 +133,17 @@ type subState struct {
 	// answered: the watcher answered one of this subscription's NOTIFYs (on this node);
 	// until then a NOTIFY is retransmitted at most UnansweredRetransmits times (Retransmits).
 	answered bool
+	// counted: among its presentity's watchers (notifier.watchers), under the watchKey of its
+	// AOR and event and, for a foreign watcher, under domain.
+	counted bool
+	// failures counts the NOTIFYs of a Lenient package's subscription that failed in a row.
+	failures int32
+	domain   string
 	// winfoSent is what a winfo subscription's watcher knows of the watchers, as the
 	// documents it accepted told it (nil: send a full document); sent the same for a
 	// Package's subscription.
 	winfoSent map[string]pidf.Watcher
 	sent      map[string]string
-	// failures counts the NOTIFYs of a Lenient package's subscription that failed in a row.
-	failures int
 }
 
 func newNotifier(p *Presence) *notifier {
@@ -189,44 +194,78 @@ func (n *notifier) admit(aor, id, event, domain string, max, perDomain int) stri
 	return ""
 }
 
-// count counts a subscription among its presentity's watchers (wk: watchKey), once. Call with
-// n.mu held.
+// count counts a subscription not yet in subs among its presentity's watchers (wk:
+// watchKey), once. Call with n.mu held.
 func (n *notifier) count(k subKey, wk, domain string) {
 	if _, ok := n.counted[k]; ok {
 		return
 	}
 	n.counted[k] = countedAs{wk, domain}
+	n.addWatcher(wk, domain)
+}
+
+// countState counts s, a subscription new in subs under k, among its presentity's watchers,
+// once: what admit counted already is handed over from counted. Call with n.mu held.
+func (n *notifier) countState(k subKey, s *subState) {
+	if as, ok := n.counted[k]; ok {
+		delete(n.counted, k)
+		s.domain = as.domain
+		if _, d := splitAOR(s.rec.field(recWatcher)); d == as.domain {
+			s.domain = d // the record's text, not the SUBSCRIBE's
+		}
+	} else {
+		s.domain = n.p.foreignDomain(s.rec.field(recWatcher))
+		n.addWatcher(s.watchKey(), s.domain)
+	}
+	s.counted = true
+}
+
+// watchKey is the watchKey s is counted under.
+func (s *subState) watchKey() string { return watchKey(s.rec.field(recAOR), s.rec.field(recEvent)) }
+
+// addWatcher counts one more watcher under wk (and domain). Call with n.mu held.
+func (n *notifier) addWatcher(wk, domain string) {
 	w := n.watchers[wk]
 	if w == nil {
-		w = &watcherCount{domains: map[string]int{}}
+		w = &watcherCount{}
 		n.watchers[wk] = w
 	}
 	w.all++
 	if domain != "" {
+		if w.domains == nil {
+			w.domains = map[string]int{}
+		}
 		w.domains[domain]++
 	}
 }
 
-// uncount reverses count. Call with n.mu held.
-func (n *notifier) uncount(k subKey) {
-	as, ok := n.counted[k]
-	if !ok {
-		return
+// uncount reverses count (of a subscription not in subs, or of s when it is not nil). Call
+// with n.mu held.
+func (n *notifier) uncount(k subKey, s *subState) {
+	if as, ok := n.counted[k]; ok {
+		delete(n.counted, k)
+		n.dropWatcher(as.key, as.domain)
 	}
-	delete(n.counted, k)
-	w := n.watchers[as.key]
+	if s != nil && s.counted {
+		s.counted = false
+		n.dropWatcher(s.watchKey(), s.domain)
+	}
+}
+
+// dropWatcher counts one watcher less under wk (and domain). Call with n.mu held.
+func (n *notifier) dropWatcher(wk, domain string) {
+	w := n.watchers[wk]
 	if w == nil {
 		return
 	}
-	domain := as.domain
 	w.all--
-	if domain != "" {
+	if domain != "" && w.domains != nil {
 		if w.domains[domain]--; w.domains[domain] <= 0 {
 			delete(w.domains, domain)
 		}
 	}
 	if w.all <= 0 {
-		delete(n.watchers, as.key)
+		delete(n.watchers, wk)
 	}
 }
 
@@ -235,7 +274,7 @@ func (n *notifier) release(aor, id string) {
 	n.mu.Lock()
 	delete(n.pending, subKey{aor, id})
 	if n.subs[subKey{aor, id}] == nil {
-		n.uncount(subKey{aor, id})
+		n.uncount(subKey{aor, id}, nil)
 	}
 	n.mu.Unlock()
 }
@@ -247,7 +286,7 @@ func (n *notifier) track(sub *storage.Subscription, now time.Time) {
 	defer n.mu.Unlock()
 	delete(n.pending, subKey{sub.AOR, sub.ID})
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	s.reserved = sub.NotifyCSeq // a new subscription, stored with this node's first block
 	n.want(s, true, now)
 }
@@ -258,7 +297,7 @@ func (n *notifier) refresh(sub *storage.Subscription, moved bool, now time.Time)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	if moved {
 		s.reserved = 0
 	}
@@ -271,7 +310,7 @@ func (n *notifier) final(sub *storage.Subscription, reason string, now time.Time
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.state(sub)
-	s.sub = *sub
+	s.rec.set(sub)
 	s.reason = reason
 	if s.timer != nil {
 		s.timer.Stop()
@@ -377,13 +416,13 @@ func (n *notifier) changed(sub *storage.Subscription, full bool, at time.Time) {
 	if !n.p.owns(sub.Node) {
 		s.reserved = 0 // a takeover: reserve claims it from sub.Node first
 	}
-	s.sub = *sub
+	s.rec.set(sub)
 	n.want(s, full, at)
 }
 
 // requested notifies the subscriptions another node asked this one to (NotifyRequested):
 // those of ev.IDs that this node still owns.
-func (n *notifier) requested(ctx context.Context, ev storage.Event) {
+func (n *notifier) requested(ctx context.Context, ev *storage.Event) {
 	subs, err := n.p.opts.Store.Subscriptions(ctx, ev.AOR, n.p.opts.Now())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -416,7 +455,7 @@ func (n *notifier) finalKnown(aor, id, reason string, at time.Time) {
 	s := n.subs[subKey{aor, id}]
 	var sub storage.Subscription
 	if s != nil {
-		sub = s.sub
+		sub = s.rec.sub()
 	}
 	n.mu.Unlock()
 	if s != nil {
@@ -429,12 +468,10 @@ func (n *notifier) snapshot(aor, id string, now time.Time) (storage.Subscription
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.subs[subKey{aor, id}]
-	if s == nil || s.reason != "" || s.sub.Expired(now) {
+	if s == nil || s.reason != "" || s.rec.expired(now) {
 		return storage.Subscription{}, false
 	}
-	sub := s.sub
-	sub.Accept, sub.RouteSet = slices.Clone(sub.Accept), slices.Clone(sub.RouteSet)
-	return sub, true
+	return s.rec.sub(), true // its Accept and RouteSet are the caller's
 }
 
 // unwatchedFor is how long a presentity found without subscriptions is taken to have none,
@@ -468,13 +505,15 @@ func (n *notifier) state(sub *storage.Subscription) *subState {
 	k := subKey{sub.AOR, sub.ID}
 	s := n.subs[k]
 	if s == nil {
-		s = &subState{sub: *sub}
+		s = &subState{rec: packSub(sub)}
+		// The keys share the record's text, not the request's strings.
+		k = subKey{s.rec.field(recAOR), s.rec.field(recID)}
 		n.subs[k] = s
-		delete(n.nobody, sub.AOR)
+		delete(n.nobody, k.aor)
 		if sub.Event == EventWinfo {
-			n.winfo[sub.AOR]++
+			n.winfo[k.aor]++
 		} else {
-			n.count(k, watchKey(sub.AOR, sub.Event), n.p.foreignDomain(sub.Watcher))
+			n.countState(k, s)
 		}
 	}
 	return s
@@ -486,7 +525,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		return
 	}
 	delete(n.subs, k)
-	n.uncount(k)
+	n.uncount(k, s)
 	if len(n.gone) >= maxCached {
 		clear(n.gone)
 	}
@@ -495,7 +534,7 @@ func (n *notifier) remove(k subKey, s *subState) {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	if s.sub.Event == EventWinfo {
+	if s.rec.field(recEvent) == EventWinfo {
 		if n.winfo[k.aor]--; n.winfo[k.aor] <= 0 {
 			delete(n.winfo, k.aor)
 		}
@@ -532,7 +571,7 @@ func (n *notifier) want(s *subState, full bool, at time.Time) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		s.timer = nil
-		if s.dirty && !s.inflight && n.subs[subKey{s.sub.AOR, s.sub.ID}] == s {
+		if s.dirty && !s.inflight && n.subs[subKey{s.rec.field(recAOR), s.rec.field(recID)}] == s {
 			n.start(s)
 		}
 	})
@@ -614,7 +653,11 @@ const cseqBlock = 1000
 // subscription already removed from the store follows the stored reservation.
 func (n *notifier) reserve(s *subState) bool {
 	n.mu.Lock()
-	sub, held := s.sub, s.reserved > s.cseq && n.p.leased()
+	held := s.reserved > s.cseq && n.p.leased()
+	var sub storage.Subscription
+	if !held {
+		sub = s.rec.sub()
+	}
 	if !held && s.reason != "" {
 		s.cseq = max(s.cseq, sub.NotifyCSeq, legacyCSeq(&sub))
 		s.reserved, held = s.cseq+1, true
@@ -634,7 +677,7 @@ func (n *notifier) reserve(s *subState) bool {
 			prev = legacyCSeq(&sub)
 		}
 		s.cseq, s.reserved = max(s.cseq, prev), claimed.NotifyCSeq
-		s.sub.Node, s.sub.NotifyCSeq = claimed.Node, claimed.NotifyCSeq
+		s.rec.setNode(claimed.Node, claimed.NotifyCSeq)
 		if !n.p.owns(sub.Node) || s.version == 0 {
 			// Taken over, or held before this process started: the watcher's last document
 			// came from elsewhere. Versions go on above every CSeq sent before (a node's
@@ -696,7 +739,7 @@ type notifyJob struct {
 func (n *notifier) take(s *subState) notifyJob {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	j := notifyJob{sub: s.sub, reason: s.reason, full: s.full, since: s.since,
+	j := notifyJob{sub: s.rec.sub(), reason: s.reason, full: s.full, since: s.since,
 		answered: s.answered, sent: s.winfoSent}
 	s.dirty, s.full, s.since = false, false, time.Time{}
 	s.cseq++ // within the reservation: reserve made sure of it
@@ -879,7 +922,8 @@ const maxFailures = 3
 // a failure short of that has the next change send the whole document again, even one equal
 // to the lost one. Call with n.mu held.
 func (n *notifier) ends(s *subState, status int, skip bool) bool {
-	l, ok := n.p.packages[s.sub.Event].(Lenient)
+	event := s.rec.field(recEvent)
+	l, ok := n.p.packages[event].(Lenient)
 	if !ok || !l.KeepOnTimeout() {
 		return terminates(status)
 	}
@@ -898,9 +942,9 @@ func (n *notifier) ends(s *subState, status int, skip bool) bool {
 		s.failures++
 		s.sentBody = false
 		if s.failures < maxFailures {
-			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.sub.AOR),
-				zap.String(logging.KeyEvent, s.sub.Event), zap.String("watcher", s.sub.Watcher),
-				zap.Int(logging.KeyStatus, status), zap.Int("failures", s.failures))
+			n.p.log.Info("notify failed, subscription kept", zap.String(logging.KeyAOR, s.rec.field(recAOR)),
+				zap.String(logging.KeyEvent, event), zap.String("watcher", s.rec.field(recWatcher)),
+				zap.Int(logging.KeyStatus, status), zap.Int32("failures", s.failures))
 			return false
 		}
 		return true
@@ -1091,7 +1135,7 @@ func (p *Presence) OwnedSubscriptions() int {
 	defer n.mu.Unlock()
 	count := 0
 	for _, s := range n.subs {
-		if s.reason == "" && p.owns(s.sub.Node) {
+		if s.reason == "" && p.owns(s.rec.field(recNode)) {
 			count++
 		}
 	}

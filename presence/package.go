@@ -151,10 +151,10 @@ func (p *Presence) Serve(pkg Package) error {
 
 // bindingChanged hands a binding event to the packages that watch bindings and, on the node
 // it comes from (here), has their subscriptions to ev.AOR notified.
-func (p *Presence) bindingChanged(ctx context.Context, ev storage.Event, here bool) {
+func (p *Presence) bindingChanged(ctx context.Context, ev *storage.Event, here bool) {
 	for name, pkg := range p.packages {
 		if w, ok := pkg.(BindingWatcher); ok {
-			w.BindingChanged(ev)
+			w.BindingChanged(*ev)
 			if here {
 				p.notifier.presentity(ctx, ev.AOR, name, ev.At, true)
 			}
@@ -181,7 +181,7 @@ func (p *Presence) Changed(aor, event string) {
 		p.opts.Bus.Publish(ev)
 		return
 	}
-	p.onEvent(context.Background(), ev)
+	p.onEvent(context.Background(), &ev)
 }
 
 // Decide is the presence rule for watcher of aor: the presentity's rule for the watcher or

@@ -72,7 +72,7 @@ type options struct {
 // Run for the sweeps and the notifier.
 type Presence struct {
 	opts    options
-	events  <-chan storage.Event
+	events  <-chan *storage.Event
 	stopBus func()
 	domains map[string]bool
 	log     *zap.Logger
@@ -241,11 +241,11 @@ func (p *Presence) Run(ctx context.Context) {
 		// Events are handled by eventWorkers goroutines, each owning the AORs that hash to
 		// it: one AOR's events stay in order while a store round trip for one presentity
 		// does not hold up the others.
-		queues := make([]chan storage.Event, eventWorkers)
+		queues := make([]chan *storage.Event, eventWorkers)
 		for i := range queues {
-			queues[i] = make(chan storage.Event, 1024)
+			queues[i] = make(chan *storage.Event, 1024)
 			wg.Add(1)
-			go func(q <-chan storage.Event) {
+			go func(q <-chan *storage.Event) {
 				defer wg.Done()
 				for ev := range q {
 					if ctx.Err() == nil {
@@ -354,14 +354,15 @@ func (p *Presence) changed(aor string, kind storage.EventKind, now time.Time) {
 		p.opts.Bus.Publish(ev)
 		return
 	}
-	p.onEvent(context.Background(), ev)
+	p.onEvent(context.Background(), &ev)
 }
 
 // onEvent reacts to one event. A change seen on this node (a publication, a registration,
 // a rule) is this node's to dispatch: it reads the presentity's subscriptions once and has
 // each notified by its owner (notifier.presentity). The same change seen on another node
 // only invalidates what this node keeps of it; the owner hears of it in a NotifyRequested.
-func (p *Presence) onEvent(ctx context.Context, ev storage.Event) {
+// ev is shared with the bus's other subscribers: it is read, never changed.
+func (p *Presence) onEvent(ctx context.Context, ev *storage.Event) {
 	here := ev.Node == "" || ev.Node == p.opts.NodeID
 	if strings.HasPrefix(string(ev.Kind), "binding.") {
 		p.bindingChanged(ctx, ev, here)

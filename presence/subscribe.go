@@ -148,7 +148,7 @@ func (p *Presence) watchersChanged(sub *storage.Subscription, now time.Time) {
 		p.opts.Bus.Publish(ev)
 		return
 	}
-	p.onEvent(context.Background(), ev)
+	p.onEvent(context.Background(), &ev)
 }
 
 // newSubscription is the dialog an initial SUBSCRIBE creates (RFC 6665 §4.1.2.1): our To tag

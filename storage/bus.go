@@ -29,7 +29,9 @@ const (
 	RemovedByAdmin    = "admin"       // the admin API removed it
 )
 
-// Event is one change published on a Bus.
+// Event is one change published on a Bus. A subscriber receives a pointer to the event as
+// published, shared with every other subscriber: an event is immutable once published, and
+// a subscriber that wants a changed one makes a copy.
 type Event struct {
 	Kind    EventKind
 	AOR     string
@@ -70,8 +72,10 @@ type Bus interface {
 	// counted when it fails.
 	PublishTo(node string, ev Event)
 	// Subscribe returns a channel of the events published from now on, buffered to buf, and a
-	// function that ends the subscription and closes the channel.
-	Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func())
+	// function that ends the subscription and closes the channel. The channel carries
+	// pointers, so that a buffer sized for bursts costs a word per slot, not an Event: every
+	// subscriber gets the same event, which none may change.
+	Subscribe(buf int, opts ...SubscribeOption) (<-chan *Event, func())
 	// Self is this node's id ("" for a bus of one process that was given none).
 	Self() string
 }
@@ -85,17 +89,17 @@ type SubscribeOption func(*subscription)
 // on (a registration that starts offline delivery). The events held cost one per distinct
 // key; while some are held, new events with a key join them, so of one key the subscriber
 // sees the latest. Events without a key are dropped when the buffer is full, as always.
-func Coalesce(key func(Event) string) SubscribeOption {
+func Coalesce(key func(*Event) string) SubscribeOption {
 	return func(s *subscription) { s.key = key }
 }
 
 // subscription is one subscriber of a LocalBus.
 type subscription struct {
-	ch  chan Event
-	key func(Event) string // nil: nothing held aside
+	ch  chan *Event
+	key func(*Event) string // nil: nothing held aside
 
 	mu    sync.Mutex
-	held  map[string]Event
+	held  map[string]*Event
 	order []string      // keys of held, oldest first
 	wake  chan struct{} // cap 1: something was held
 	done  chan struct{} // closed when the subscription ends
@@ -103,7 +107,7 @@ type subscription struct {
 }
 
 // hold keeps ev aside under k (replacing an older event of k) and wakes the pump.
-func (s *subscription) hold(k string, ev Event) {
+func (s *subscription) hold(k string, ev *Event) {
 	s.mu.Lock()
 	if _, ok := s.held[k]; !ok {
 		s.order = append(s.order, k)
@@ -210,6 +214,13 @@ func (b *LocalBus) PublishTo(node string, ev Event) {
 // Publish delivers ev to every subscriber that has room for it, or holds it aside for those
 // that coalesce it. An empty ev.Node becomes the bus's node.
 func (b *LocalBus) Publish(ev Event) {
+	b.PublishShared(&ev)
+}
+
+// PublishShared is Publish of an event the caller hands over: the subscribers get ev itself,
+// which nobody may change from then on (an empty ev.Node is set first).
+// It spares a bus spanning nodes a second copy of an event it also sends elsewhere.
+func (b *LocalBus) PublishShared(ev *Event) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if ev.Node == "" {
@@ -238,13 +249,13 @@ func (b *LocalBus) Publish(ev Event) {
 }
 
 // Subscribe implements Bus.
-func (b *LocalBus) Subscribe(buf int, opts ...SubscribeOption) (<-chan Event, func()) {
-	s := &subscription{ch: make(chan Event, buf)}
+func (b *LocalBus) Subscribe(buf int, opts ...SubscribeOption) (<-chan *Event, func()) {
+	s := &subscription{ch: make(chan *Event, buf)}
 	for _, o := range opts {
 		o(s)
 	}
 	if s.key != nil {
-		s.held = map[string]Event{}
+		s.held = map[string]*Event{}
 		s.wake = make(chan struct{}, 1)
 		s.done = make(chan struct{})
 		s.ended = make(chan struct{})

@@ -38,7 +38,7 @@ func TestLocalBusCountsDrops(t *testing.T) {
 // aside is one event per key, however many are published.
 func TestLocalBusCoalesceLosesNothing(t *testing.T) {
 	b := NewLocalBus()
-	events, stop := b.Subscribe(1, Coalesce(func(ev Event) string {
+	events, stop := b.Subscribe(1, Coalesce(func(ev *Event) string {
 		if ev.Kind == BindingAdded {
 			return ev.AOR
 		}
@@ -100,7 +100,7 @@ func allAt(m map[string]time.Time, at time.Time) bool {
 // and stops its pump (no send on a closed channel).
 func TestLocalBusCoalesceStop(t *testing.T) {
 	b := NewLocalBus()
-	events, stop := b.Subscribe(1, Coalesce(func(ev Event) string { return ev.AOR }))
+	events, stop := b.Subscribe(1, Coalesce(func(ev *Event) string { return ev.AOR }))
 	for i := range 10 {
 		b.Publish(Event{Kind: BindingAdded, AOR: fmt.Sprint("a", i)})
 	}
