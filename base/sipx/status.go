@@ -136,7 +136,8 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 		res.AppendHeader(sip.HeaderClone(h))
 	}
 	if h := req.To(); h != nil {
-		to := sip.HeaderClone(h).(*sip.ToHeader)
+		// sipgo's clone of h, with room for the tag in the one copy of its parameters.
+		to := &sip.ToHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: withRoom(h.Params, 1)}
 		if code > 100 && !to.Params.Has("tag") {
 			to.Params.Add("tag", strconv.FormatUint(rand.Uint64(), 36))
 		}
@@ -164,9 +165,14 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 // with received and rport (topVia). A proxy relaying a response uses it in place of the
 // values the next hop sent back, which are sipgo's rendering of them.
 func ResponseVias(req *sip.Request, res *sip.Response) {
-	for i, h := range Headers(req, "Via") {
-		if i == 0 {
+	n, top := lookup("Via"), true
+	for _, h := range req.Headers() {
+		if !n.is(h) {
+			continue
+		}
+		if top {
 			res.AppendHeader(topVia(req, h))
+			top = false
 		} else {
 			res.AppendHeader(viaHeader(h))
 		}
@@ -188,7 +194,10 @@ func topVia(req *sip.Request, h sip.Header) sip.Header {
 		}
 		return sip.NewHeader("Via", raw)
 	}
-	via = via.Clone()
+	// sipgo's Clone, with room for rport and received in the one copy of the parameters.
+	c := *via
+	c.Params = withRoom(via.Params, 2)
+	via = &c
 	if err == nil {
 		if v, ok := via.Params.Get("rport"); ok && v == "" {
 			via.Params.Add("rport", port)
@@ -198,6 +207,11 @@ func topVia(req *sip.Request, h sip.Header) sip.Header {
 		}
 	}
 	return via
+}
+
+// withRoom returns a copy of params with capacity for extra more.
+func withRoom(params sip.HeaderParams, extra int) sip.HeaderParams {
+	return append(make(sip.HeaderParams, 0, len(params)+extra), params...)
 }
 
 // Respond sends a response to req on tx and returns its code, for a stage to return.
@@ -231,8 +245,11 @@ func RespondError(tx sip.ServerTransaction, req *sip.Request, err error) (int, e
 // copyHeaders appends clones of req's name headers to res (sip.CopyHeaders without its
 // per-header allocations, see Headers).
 func copyHeaders(name string, req *sip.Request, res *sip.Response) {
-	for _, h := range Headers(req, name) {
-		res.AppendHeader(sip.HeaderClone(h))
+	n := lookup(name)
+	for _, h := range req.Headers() {
+		if n.is(h) {
+			res.AppendHeader(sip.HeaderClone(h))
+		}
 	}
 }
 
