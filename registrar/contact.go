@@ -3,6 +3,7 @@ package registrar
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -98,7 +99,7 @@ func (r *Registrar) parseContacts(req *sip.Request, now time.Time, callID string
 // bindingOf derives a binding's identity and stored text from its Contact header.
 func bindingOf(c *sip.ContactHeader) (storage.Binding, error) {
 	var b storage.Binding
-	uri := c.Address.String()
+	contact, uri := storedContact(c)
 	if len(uri) > maxContactURI || !sipx.Sanitize(uri) || !sipx.Sanitize(c.DisplayName) {
 		return b, errBadRequest("Invalid Contact URI")
 	}
@@ -121,37 +122,75 @@ func bindingOf(c *sip.ContactHeader) (storage.Binding, error) {
 	default:
 		b.Key = uriKey(&c.Address)
 	}
-	stored := c.Clone()
-	stored.Params.Remove("expires")
-	stored.Params.Remove("q")
-	b.Contact = stored.Value()
+	b.Contact = contact
 	if len(b.Contact) > 2*maxContactURI || !sipx.Sanitize(b.Contact) {
 		return b, errBadRequest("Invalid Contact")
 	}
 	return b, nil
 }
 
+// storedContact returns the text a binding stores of c, what sipgo's ContactHeader.Value
+// prints without the expires and q parameters (the 200 gives the current ones), and the URI
+// within it: sipgo prints the URI once, and both strings share one allocation.
+func storedContact(c *sip.ContactHeader) (contact, uri string) {
+	params := c.Params
+	if params.Has("expires") || params.Has("q") {
+		params = slices.DeleteFunc(params.Clone(), func(kv sip.HeaderKV) bool { return kv.K == "expires" || kv.K == "q" })
+	}
+	var sb strings.Builder
+	sb.Grow(contactSize(c, params))
+	if c.DisplayName != "" {
+		sb.WriteString(`"`)
+		sb.WriteString(c.DisplayName)
+		sb.WriteString(`" `)
+	}
+	sb.WriteString("<")
+	from := sb.Len()
+	c.Address.StringWrite(&sb)
+	to := sb.Len()
+	sb.WriteString(">")
+	if len(params) > 0 {
+		sb.WriteString(";")
+		params.ToStringWrite(';', &sb)
+	}
+	contact = sb.String()
+	return contact, contact[from:to]
+}
+
+// contactSize is about the length of storedContact's text: enough for one allocation unless
+// sipgo adds brackets and quotes.
+func contactSize(c *sip.ContactHeader, params sip.HeaderParams) int {
+	u := &c.Address
+	n := len(c.DisplayName) + len(u.Scheme) + len(u.User) + len(u.Password) + len(u.Host) + 32
+	for _, ps := range []sip.HeaderParams{u.UriParams, u.Headers, params} {
+		for _, kv := range ps {
+			n += len(kv.K) + len(kv.V) + 4
+		}
+	}
+	return n
+}
+
 // uriKey is the comparison form of a contact URI without an instance id (RFC 3261 §19.1.4,
 // simplified): scheme, user, lower-case host, port and transport; other parameters do not make
 // a second binding.
 func uriKey(u *sip.Uri) string {
-	var sb strings.Builder
-	sb.WriteString(strings.ToLower(u.Scheme))
-	sb.WriteByte(':')
+	var buf [128]byte
+	b := append(buf[:0], strings.ToLower(u.Scheme)...)
+	b = append(b, ':')
 	if u.User != "" {
-		sb.WriteString(u.User)
-		sb.WriteByte('@')
+		b = append(b, u.User...)
+		b = append(b, '@')
 	}
-	sb.WriteString(strings.ToLower(u.Host))
+	b = append(b, strings.ToLower(u.Host)...)
 	if u.Port > 0 {
-		sb.WriteByte(':')
-		sb.WriteString(strconv.Itoa(u.Port))
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(u.Port), 10)
 	}
 	if t, ok := u.UriParams.Get("transport"); ok && t != "" {
-		sb.WriteString(";transport=")
-		sb.WriteString(strings.ToLower(t))
+		b = append(b, ";transport="...)
+		b = append(b, strings.ToLower(t)...)
 	}
-	return sb.String()
+	return string(b)
 }
 
 // parseQ parses a q-value (RFC 3261 §20.10: 0, 1, or 0.xxx) into thousandths.

@@ -361,3 +361,20 @@ func TestParseQ(t *testing.T) {
 		t.Errorf("formatQ: %s %s %s", formatQ(500), formatQ(1000), formatQ(0))
 	}
 }
+
+func TestURIKey(t *testing.T) {
+	tests := map[string]string{
+		"sip:Alice@EXAMPLE.com:5070;transport=TCP;ob": "sip:Alice@example.com:5070;transport=tcp",
+		"SIPS:bob@[2001:DB8::1]":                      "sips:bob@[2001:db8::1]",
+		"sip:192.0.2.1;transport=":                    "sip:192.0.2.1",
+	}
+	for in, want := range tests {
+		var u sip.Uri
+		if err := sip.ParseUri(in, &u); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := uriKey(&u); got != want {
+			t.Errorf("uriKey(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
