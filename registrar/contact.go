@@ -1,6 +1,7 @@
 package registrar
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -202,14 +203,15 @@ func parseQ(s string) (int, error) {
 	return int(f*1000 + 0.5), nil
 }
 
-// formatQ writes thousandths as a q-value.
-func formatQ(q int) string {
+// appendQ appends thousandths as a q-value.
+func appendQ(b []byte, q int) []byte {
 	switch {
 	case q >= 1000:
-		return "1"
+		return append(b, '1')
 	case q <= 0:
-		return "0"
+		return append(b, '0')
 	}
-	s := strconv.FormatFloat(float64(q)/1000, 'f', 3, 64)
-	return strings.TrimRight(s, "0")
+	n := len(b)
+	b = strconv.AppendFloat(b, float64(q)/1000, 'f', 3, 64)
+	return b[:n+len(bytes.TrimRight(b[n:], "0"))]
 }
