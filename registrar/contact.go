@@ -36,15 +36,15 @@ func (r *Registrar) parseContacts(req *sip.Request, now time.Time, callID string
 	if err != nil {
 		return nil, false, errBadRequest("Malformed Expires")
 	}
-	contacts := sipx.Headers(req, "Contact")
-	seen := make(map[string]bool, len(contacts))
-	for _, h := range contacts {
+	count := sipx.Count(req, "Contact")
+	seen := make(map[string]bool, count)
+	for h := range sipx.All(req, "Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
 			return nil, false, errBadRequest("Malformed Contact")
 		}
 		if c.Address.Wildcard {
-			if len(contacts) != 1 || !hasExpires || hdrExpires != 0 {
+			if count != 1 || !hasExpires || hdrExpires != 0 {
 				return nil, false, errBadRequest("Wildcard Contact Needs Expires 0")
 			}
 			return nil, true, nil

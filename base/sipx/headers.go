@@ -2,6 +2,7 @@ package sipx
 
 import (
 	"errors"
+	"iter"
 	"math"
 	"net"
 	"strconv"
@@ -46,7 +47,8 @@ func lookup(name string) headerName { return headerName{full: name, compact: com
 // is reports whether h bears the name, in either form, in any case.
 func (n headerName) is(h sip.Header) bool {
 	hn := h.Name()
-	return strings.EqualFold(hn, n.full) || n.compact != "" && strings.EqualFold(hn, n.compact)
+	return len(hn) == len(n.full) && strings.EqualFold(hn, n.full) ||
+		len(hn) == len(n.compact) && n.compact != "" && strings.EqualFold(hn, n.compact)
 }
 
 // Headers returns every header of msg named name, in either its full or its compact form,
@@ -79,6 +81,19 @@ func Header(msg Message, name string) sip.Header {
 		}
 	}
 	return nil
+}
+
+// All yields every header of msg named name (full or compact form, case-insensitive), in
+// order, without collecting them as Headers does.
+func All(msg Message, name string) iter.Seq[sip.Header] {
+	return func(yield func(sip.Header) bool) {
+		n := lookup(name)
+		for _, h := range msg.Headers() {
+			if n.is(h) && !yield(h) {
+				return
+			}
+		}
+	}
 }
 
 // Count returns how many headers of msg are named name (full or compact form,

@@ -237,3 +237,17 @@ func TestCountAndExpires(t *testing.T) {
 		}
 	}
 }
+
+func TestAllStopsWhenAsked(t *testing.T) {
+	req := parse(t, head+"From: <sip:a@x>;tag=1\nTo: <sip:a@x>\nm: <sip:a@h1>\nContact: <sip:a@h2>\nCONTACT: <sip:a@h3>\n\n")
+	var got []string
+	for h := range All(req, "Contact") {
+		got = append(got, h.Value())
+		if len(got) == 2 {
+			break
+		}
+	}
+	if want := []string{"<sip:a@h1>", "<sip:a@h2>"}; !slices.Equal(got, want) {
+		t.Errorf("All = %q, want %q", got, want)
+	}
+}
