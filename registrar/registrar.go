@@ -506,8 +506,8 @@ func (r *Registrar) contacts(res *sip.Response, aor string, bindings []storage.B
 	}
 	var sb strings.Builder
 	sb.Grow(size)
-	var ends [16]int // where each value ends in sb, for the first few
-	more := ends[:0]
+	var room [16]int // where each value ends in sb: on the stack for the first 16
+	ends := room[:0]
 	for i := range bindings {
 		b := &bindings[i]
 		left := int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second)
@@ -525,10 +525,10 @@ func (r *Registrar) contacts(res *sip.Response, aor string, bindings []storage.B
 		if gruu && b.InstanceID != "" {
 			sb.WriteString(r.gruuParams(aor, b.InstanceID))
 		}
-		more = append(more, sb.Len())
+		ends = append(ends, sb.Len())
 	}
 	all, from := sb.String(), 0
-	for _, to := range more {
+	for _, to := range ends {
 		res.AppendHeader(sip.NewHeader("Contact", all[from:to]))
 		from = to
 	}
