@@ -1,8 +1,10 @@
 package registrar
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,15 +36,15 @@ func (r *Registrar) parseContacts(req *sip.Request, now time.Time, callID string
 	if err != nil {
 		return nil, false, errBadRequest("Malformed Expires")
 	}
-	contacts := sipx.Headers(req, "Contact")
-	seen := make(map[string]bool, len(contacts))
-	for _, h := range contacts {
+	count := sipx.Count(req, "Contact")
+	seen := make(map[string]bool, count)
+	for h := range sipx.All(req, "Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
 			return nil, false, errBadRequest("Malformed Contact")
 		}
 		if c.Address.Wildcard {
-			if len(contacts) != 1 || !hasExpires || hdrExpires != 0 {
+			if count != 1 || !hasExpires || hdrExpires != 0 {
 				return nil, false, errBadRequest("Wildcard Contact Needs Expires 0")
 			}
 			return nil, true, nil
@@ -98,7 +100,7 @@ func (r *Registrar) parseContacts(req *sip.Request, now time.Time, callID string
 // bindingOf derives a binding's identity and stored text from its Contact header.
 func bindingOf(c *sip.ContactHeader) (storage.Binding, error) {
 	var b storage.Binding
-	uri := c.Address.String()
+	contact, uri := storedContact(c)
 	if len(uri) > maxContactURI || !sipx.Sanitize(uri) || !sipx.Sanitize(c.DisplayName) {
 		return b, errBadRequest("Invalid Contact URI")
 	}
@@ -121,37 +123,75 @@ func bindingOf(c *sip.ContactHeader) (storage.Binding, error) {
 	default:
 		b.Key = uriKey(&c.Address)
 	}
-	stored := c.Clone()
-	stored.Params.Remove("expires")
-	stored.Params.Remove("q")
-	b.Contact = stored.Value()
+	b.Contact = contact
 	if len(b.Contact) > 2*maxContactURI || !sipx.Sanitize(b.Contact) {
 		return b, errBadRequest("Invalid Contact")
 	}
 	return b, nil
 }
 
+// storedContact returns the text a binding stores of c, what sipgo's ContactHeader.Value
+// prints without the expires and q parameters (the 200 gives the current ones), and the URI
+// within it: sipgo prints the URI once, and both strings share one allocation.
+func storedContact(c *sip.ContactHeader) (contact, uri string) {
+	params := c.Params
+	if params.Has("expires") || params.Has("q") {
+		params = slices.DeleteFunc(params.Clone(), func(kv sip.HeaderKV) bool { return kv.K == "expires" || kv.K == "q" })
+	}
+	var sb strings.Builder
+	sb.Grow(contactSize(c, params))
+	if c.DisplayName != "" {
+		sb.WriteString(`"`)
+		sb.WriteString(c.DisplayName)
+		sb.WriteString(`" `)
+	}
+	sb.WriteString("<")
+	from := sb.Len()
+	c.Address.StringWrite(&sb)
+	to := sb.Len()
+	sb.WriteString(">")
+	if len(params) > 0 {
+		sb.WriteString(";")
+		params.ToStringWrite(';', &sb)
+	}
+	contact = sb.String()
+	return contact, contact[from:to]
+}
+
+// contactSize is about the length of storedContact's text: enough for one allocation unless
+// sipgo adds brackets and quotes.
+func contactSize(c *sip.ContactHeader, params sip.HeaderParams) int {
+	u := &c.Address
+	n := len(c.DisplayName) + len(u.Scheme) + len(u.User) + len(u.Password) + len(u.Host) + 32
+	for _, ps := range []sip.HeaderParams{u.UriParams, u.Headers, params} {
+		for _, kv := range ps {
+			n += len(kv.K) + len(kv.V) + 4
+		}
+	}
+	return n
+}
+
 // uriKey is the comparison form of a contact URI without an instance id (RFC 3261 §19.1.4,
 // simplified): scheme, user, lower-case host, port and transport; other parameters do not make
 // a second binding.
 func uriKey(u *sip.Uri) string {
-	var sb strings.Builder
-	sb.WriteString(strings.ToLower(u.Scheme))
-	sb.WriteByte(':')
+	var buf [128]byte
+	b := append(buf[:0], strings.ToLower(u.Scheme)...)
+	b = append(b, ':')
 	if u.User != "" {
-		sb.WriteString(u.User)
-		sb.WriteByte('@')
+		b = append(b, u.User...)
+		b = append(b, '@')
 	}
-	sb.WriteString(strings.ToLower(u.Host))
+	b = append(b, strings.ToLower(u.Host)...)
 	if u.Port > 0 {
-		sb.WriteByte(':')
-		sb.WriteString(strconv.Itoa(u.Port))
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(u.Port), 10)
 	}
 	if t, ok := u.UriParams.Get("transport"); ok && t != "" {
-		sb.WriteString(";transport=")
-		sb.WriteString(strings.ToLower(t))
+		b = append(b, ";transport="...)
+		b = append(b, strings.ToLower(t)...)
 	}
-	return sb.String()
+	return string(b)
 }
 
 // parseQ parses a q-value (RFC 3261 §20.10: 0, 1, or 0.xxx) into thousandths.
@@ -163,14 +203,15 @@ func parseQ(s string) (int, error) {
 	return int(f*1000 + 0.5), nil
 }
 
-// formatQ writes thousandths as a q-value.
-func formatQ(q int) string {
+// appendQ appends thousandths as a q-value.
+func appendQ(b []byte, q int) []byte {
 	switch {
 	case q >= 1000:
-		return "1"
+		return append(b, '1')
 	case q <= 0:
-		return "0"
+		return append(b, '0')
 	}
-	s := strconv.FormatFloat(float64(q)/1000, 'f', 3, 64)
-	return strings.TrimRight(s, "0")
+	n := len(b)
+	b = strconv.AppendFloat(b, float64(q)/1000, 'f', 3, 64)
+	return b[:n+len(bytes.TrimRight(b[n:], "0"))]
 }

@@ -305,7 +305,7 @@ func (r *Registrar) removeEnded(ctx context.Context) {
 			for _, b := range removed {
 				r.log.Debug("binding removed: its flow ended", zap.String(logging.KeyAOR, aor),
 					zap.String(logging.KeyContact, b.URI), zap.String(logging.KeyReason, f.kind))
-				r.events.WithLabelValues(f.kind).Inc()
+				r.eventOf.get(f.kind).Inc()
 				if r.opts.Bus != nil {
 					r.opts.Bus.Publish(storage.Event{Kind: storage.BindingRemoved, AOR: aor, Binding: b, At: now, Reason: f.kind})
 				}

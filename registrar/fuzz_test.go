@@ -64,3 +64,41 @@ func FuzzRegister(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStoredContact checks the text a binding stores of a Contact against sipgo's own
+// rendering of it: the header's value without expires and q, and its URI, byte for byte.
+func FuzzStoredContact(f *testing.F) {
+	f.Add(`<sip:alice@127.0.0.1:25100>;expires=600;+sip.instance="<urn:uuid:3d0cd413>"`)
+	f.Add(`"Bob" <sip:bob@127.0.0.1:25112;transport=udp>;q=0.5;+sip.instance="<urn:uuid:1>";reg-id=1;expires=0`)
+	f.Add(`<sips:[2001:db8::1]:5061;ob?X=y>;q=1;expires=60;q=0.1;lr`)
+	f.Add(`Carol <sip:CAROL@Example.COM;maddr=x;transport=TCP>;methods="INVITE,MESSAGE"`)
+	f.Add(`sip:dave@192.0.2.7:7060;expires=30`)
+	f.Fuzz(func(t *testing.T, contact string) {
+		if strings.ContainsAny(contact, "\r\n") {
+			return
+		}
+		raw := "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKf\r\n" +
+			"Contact: " + contact + "\r\nContent-Length: 0\r\n\r\n"
+		msg, err := sipx.NewParser(1 << 16).ParseSIP([]byte(raw))
+		req, ok := msg.(*sip.Request)
+		if err != nil || !ok {
+			return
+		}
+		for _, h := range sipx.Headers(req, "Contact") {
+			c, ok := h.(*sip.ContactHeader)
+			if !ok || c.Address.Wildcard {
+				continue
+			}
+			stored := c.Clone()
+			stored.Params.Remove("expires")
+			stored.Params.Remove("q")
+			got, uri := storedContact(c)
+			if want := stored.Value(); got != want {
+				t.Errorf("stored contact %q, sipgo prints %q", got, want)
+			}
+			if want := c.Address.String(); uri != want {
+				t.Errorf("stored URI %q, sipgo prints %q", uri, want)
+			}
+		}
+	})
+}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simpled/simpled/base/logging"
@@ -47,6 +48,11 @@ type Registrar struct {
 	newAORs *newAORs              // nil: no limit
 	logGate *sipx.LogGate[string] // refusals logged once a minute per source
 	flows   *flowIndex            // the flows of this node that carry registrations (flows.go)
+	date    *dateCache            // the 200's Date, shared by the copies Plugin makes
+
+	resultOf  children[int, prometheus.Counter] // results by status
+	eventOf   children[string, prometheus.Counter]
+	latencyOf children[string, prometheus.Observer] // nil map: no StoreLatency
 }
 
 // newRegistrar checks opts and returns a Registrar.
@@ -69,7 +75,7 @@ func newRegistrar(opts options) (*Registrar, error) {
 		opts.Now = time.Now
 	}
 	r := &Registrar{opts: opts, domains: map[string]bool{}, log: opts.Log, logGate: sipx.NewLogGate[string](time.Minute),
-		flows: newFlowIndex(maxTrackedFlows)}
+		flows: newFlowIndex(maxTrackedFlows), date: &dateCache{}}
 	opts.Limited.Declare(limitNewAORs)
 	if opts.MaxNewAORsPerSource > 0 {
 		r.newAORs = newNewAORs(opts.MaxNewAORsPerSource, time.Minute)
@@ -85,6 +91,7 @@ func newRegistrar(opts options) (*Registrar, error) {
 		Name: "simpled_register_results_total",
 		Help: "REGISTER requests handled by the registrar, by final status.",
 	}, []string{"status"})
+	r.metricsOf()
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{r.events, r.results} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -124,7 +131,7 @@ func (r *Registrar) ServeSIP(ctx context.Context, tx sip.ServerTransaction, req 
 		return sipx.Next(ctx, r.next, tx, req)
 	}
 	status, err := r.register(ctx, tx, req)
-	r.results.WithLabelValues(strconv.Itoa(status)).Inc()
+	r.resultOf.get(status).Inc()
 	return status, err
 }
 
@@ -138,15 +145,8 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	callID := req.CallID().Value()
 	cseq := req.CSeq().SeqNo
 	changes, wildcard, err := r.parseContacts(req, now, callID, cseq)
-	var bad errBadRequest
-	switch {
-	case errors.As(err, &bad):
-		st.Logger().Debug("bad REGISTER", zap.String(logging.KeyAOR, aor), zap.String(logging.KeyReason, string(bad)))
-		return sipx.Respond(tx, req, 400, string(bad))
-	case errors.Is(err, errIntervalTooBrief):
-		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(r.opts.MinExpires)))
-	case err != nil:
-		return sipx.RespondError(tx, req, err)
+	if err != nil {
+		return r.refuseContacts(tx, req, st, aor, err)
 	}
 
 	if len(changes) == 0 && !wildcard {
@@ -205,6 +205,19 @@ func (r *Registrar) register(ctx context.Context, tx sip.ServerTransaction, req 
 	return status, err
 }
 
+// refuseContacts answers a REGISTER whose contacts parseContacts refused with err.
+func (r *Registrar) refuseContacts(tx sip.ServerTransaction, req *sip.Request, st *sipx.State, aor string, err error) (int, error) {
+	var bad errBadRequest
+	switch {
+	case errors.As(err, &bad):
+		st.Logger().Debug("bad REGISTER", zap.String(logging.KeyAOR, aor), zap.String(logging.KeyReason, string(bad)))
+		return sipx.Respond(tx, req, 400, string(bad))
+	case errors.Is(err, errIntervalTooBrief):
+		return sipx.Respond(tx, req, 423, "", sip.NewHeader("Min-Expires", strconv.Itoa(r.opts.MinExpires)))
+	}
+	return sipx.RespondError(tx, req, err)
+}
+
 // refusal is an answer a check gives instead of going on.
 type refusal struct {
 	code   int
@@ -232,7 +245,7 @@ func (r *Registrar) precheck(req *sip.Request) (aor string, path []string, no *r
 	if bad := sipx.Unsupported(req, "Require", Supported...); len(bad) > 0 {
 		return "", nil, &refusal{code: 420, hdrs: []sip.Header{sip.NewHeader("Unsupported", strings.Join(bad, ", "))}}
 	}
-	if n := len(sipx.Headers(req, "Contact")); n > r.opts.MaxContacts {
+	if n := sipx.Count(req, "Contact"); n > r.opts.MaxContacts {
 		// Thousands of contacts in one REGISTER: refuse before any work (and any store call).
 		return "", nil, &refusal{code: 403, reason: "Too Many Contacts"}
 	}
@@ -406,7 +419,7 @@ func (r *Registrar) outbound(req *sip.Request, changes []storage.BindingChange, 
 		}
 		return true, nil
 	}
-	if len(sipx.Headers(req, "Via")) > 1 {
+	if sipx.Count(req, "Via") > 1 {
 		return false, errFirstHop
 	}
 	return true, nil
@@ -446,7 +459,10 @@ func hasURIParam(s, name string) bool {
 	if i := strings.IndexByte(s, '?'); i >= 0 {
 		s = s[:i]
 	}
-	for _, p := range strings.Split(s, ";")[1:] {
+	_, s, more := strings.Cut(s, ";")
+	for more {
+		var p string
+		p, s, more = strings.Cut(s, ";")
 		k, _, _ := strings.Cut(p, "=")
 		if strings.EqualFold(strings.TrimSpace(k), name) {
 			return true
@@ -468,21 +484,7 @@ func isStream(tp string) bool {
 func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, aor string, bindings []storage.Binding, path []string, now time.Time, extra ...sip.Header) (int, error) {
 	res := sipx.NewResponse(req, 200, "")
 	gruu := r.opts.GRUUs != nil && sipx.HasToken(req, "Supported", "gruu")
-	for i := range bindings {
-		b := &bindings[i]
-		left := int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second)
-		if left <= 0 {
-			continue
-		}
-		v := b.Contact + ";expires=" + strconv.FormatInt(left, 10)
-		if b.Q >= 0 {
-			v += ";q=" + formatQ(b.Q)
-		}
-		if gruu && b.InstanceID != "" {
-			v += r.gruuParams(aor, b.InstanceID)
-		}
-		res.AppendHeader(sip.NewHeader("Contact", v))
-	}
+	r.contacts(res, aor, bindings, now, gruu)
 	// RFC 3327 §5.3: the stored Path is returned when the UA said it supports path.
 	if len(path) > 0 && sipx.HasToken(req, "Supported", "path") {
 		res.AppendHeader(sip.NewHeader("Path", strings.Join(path, ", ")))
@@ -490,8 +492,46 @@ func (r *Registrar) respond(tx sip.ServerTransaction, req *sip.Request, aor stri
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}
-	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http1123)))
+	res.AppendHeader(sip.NewHeader("Date", r.date.format(now)))
 	return sipx.RespondWith(tx, res)
+}
+
+// contacts appends to res a Contact header for each binding live at now, with its remaining
+// expiry, its q-value and, with gruu, its GRUUs. The values are written into one buffer sized
+// beforehand, each header holding its part of it.
+func (r *Registrar) contacts(res *sip.Response, aor string, bindings []storage.Binding, now time.Time, gruu bool) {
+	size := 0
+	for i := range bindings {
+		size += len(bindings[i].Contact) + len(";expires=;q=0.000") + 20
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	var room [16]int // where each value ends in sb: on the stack for the first 16
+	ends := room[:0]
+	for i := range bindings {
+		b := &bindings[i]
+		left := int64((b.ExpiresAt.Sub(now) + time.Second - 1) / time.Second)
+		if left <= 0 {
+			continue
+		}
+		sb.WriteString(b.Contact)
+		sb.WriteString(";expires=")
+		var num [24]byte
+		sb.Write(strconv.AppendInt(num[:0], left, 10))
+		if b.Q >= 0 {
+			sb.WriteString(";q=")
+			sb.Write(appendQ(num[:0], b.Q))
+		}
+		if gruu && b.InstanceID != "" {
+			sb.WriteString(r.gruuParams(aor, b.InstanceID))
+		}
+		ends = append(ends, sb.Len())
+	}
+	all, from := sb.String(), 0
+	for _, to := range ends {
+		res.AppendHeader(sip.NewHeader("Contact", all[from:to]))
+		from = to
+	}
 }
 
 // gruuParams are the pub-gruu and temp-gruu Contact parameters of a device (RFC 5627 §5.2):
@@ -505,12 +545,31 @@ func (r *Registrar) gruuParams(aor, instance string) string {
 // http1123 is the SIP-date format (RFC 3261 §20.17).
 const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
+// dateCache holds the Date value of the last second answered: REGISTERs within a second share
+// it rather than each formatting the time again.
+type dateCache struct{ last atomic.Pointer[sipDate] }
+
+type sipDate struct {
+	unix int64
+	text string
+}
+
+// format returns t's second as a SIP-date.
+func (c *dateCache) format(t time.Time) string {
+	if d := c.last.Load(); d != nil && d.unix == t.Unix() {
+		return d.text
+	}
+	d := &sipDate{unix: t.Unix(), text: t.UTC().Format(http1123)}
+	c.last.Store(d)
+	return d.text
+}
+
 // publish announces the update's effects on the bus.
 // Its removals carry reason ("" for a removal by the client, storage.RemovedByAdmin).
 func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult, reason string) {
 	emit := func(kind storage.EventKind, bs []storage.Binding) {
 		for _, b := range bs {
-			r.events.WithLabelValues(string(kind)).Inc()
+			r.eventOf.get(string(kind)).Inc()
 			if r.opts.Bus != nil {
 				ev := storage.Event{Kind: kind, AOR: aor, Binding: b, At: now, Mailbox: res.Mailbox}
 				if kind == storage.BindingRemoved {
@@ -528,8 +587,8 @@ func (r *Registrar) publish(aor string, now time.Time, res storage.BindingResult
 }
 
 func (r *Registrar) observe(op string, t0 time.Time) {
-	if r.opts.StoreLatency != nil {
-		r.opts.StoreLatency.WithLabelValues(op).Observe(time.Since(t0).Seconds())
+	if r.latencyOf.of != nil {
+		r.latencyOf.get(op).Observe(time.Since(t0).Seconds())
 	}
 }
 
@@ -586,7 +645,7 @@ func (r *Registrar) sweep(ctx context.Context) {
 		}
 		for _, e := range expired {
 			r.log.Debug("binding expired", zap.String(logging.KeyAOR, e.AOR), zap.String(logging.KeyContact, e.Binding.URI))
-			r.events.WithLabelValues(string(storage.BindingExpired)).Inc()
+			r.eventOf.get(string(storage.BindingExpired)).Inc()
 			if r.opts.Bus != nil {
 				r.opts.Bus.Publish(storage.Event{Kind: storage.BindingExpired, AOR: e.AOR, Binding: e.Binding, At: now})
 			}

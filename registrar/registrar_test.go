@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/emiago/sipgo/siptest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // clock is a settable test clock.
@@ -123,16 +125,19 @@ func TestRegisterBaresipAndLinphone(t *testing.T) {
 	if !strings.Contains(strings.Join(got, "|"), `"Alice" <sip:alice@127.0.0.1:25112;transport=udp>`) {
 		t.Errorf("linphone contact not returned as sent: %q", got)
 	}
-	if res.GetHeader("Date") == nil {
-		t.Error("200 without Date")
+	if d := res.GetHeader("Date"); d == nil || d.Value() != "Mon, 23 Nov 2026 10:00:00 GMT" {
+		t.Errorf("Date %v, want the clock's time", d)
 	}
-	// Remaining expiry counts down.
+	// Remaining expiry counts down, and Date follows the clock.
 	f.clock.Add(100 * time.Second)
 	res = f.register(t, "query", 1)
 	for _, c := range contacts(res) {
 		if !strings.Contains(c, ";expires=500") {
 			t.Errorf("after 100 s: %q, want expires=500", c)
 		}
+	}
+	if d := res.GetHeader("Date"); d == nil || d.Value() != "Mon, 23 Nov 2026 10:01:40 GMT" {
+		t.Errorf("after 100 s: Date %v, want the clock's time", d)
 	}
 }
 
@@ -357,7 +362,62 @@ func TestParseQ(t *testing.T) {
 			t.Errorf("parseQ(%q) accepted", in)
 		}
 	}
-	if formatQ(500) != "0.5" || formatQ(1000) != "1" || formatQ(0) != "0" {
-		t.Errorf("formatQ: %s %s %s", formatQ(500), formatQ(1000), formatQ(0))
+	formatQ := func(q int) string { return string(appendQ(nil, q)) }
+	if formatQ(500) != "0.5" || formatQ(1000) != "1" || formatQ(0) != "0" || formatQ(125) != "0.125" || formatQ(70) != "0.07" {
+		t.Errorf("appendQ: %s %s %s %s %s", formatQ(500), formatQ(1000), formatQ(0), formatQ(125), formatQ(70))
+	}
+}
+
+func TestURIKey(t *testing.T) {
+	tests := map[string]string{
+		"sip:Alice@EXAMPLE.com:5070;transport=TCP;ob": "sip:Alice@example.com:5070;transport=tcp",
+		"SIPS:bob@[2001:DB8::1]":                      "sips:bob@[2001:db8::1]",
+		"sip:192.0.2.1;transport=":                    "sip:192.0.2.1",
+	}
+	for in, want := range tests {
+		var u sip.Uri
+		if err := sip.ParseUri(in, &u); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := uriKey(&u); got != want {
+			t.Errorf("uriKey(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestMetrics: results by status, binding events by kind and store latency by operation are
+// counted, and a series appears only once something was counted under it.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "store_seconds"}, []string{"op"})
+	f := newFixture(t, func(o *options) { o.Registerer = reg; o.StoreLatency = latency })
+	f.register(t, "m1", 1, "Contact: <sip:alice@127.0.0.1:25100>")
+	f.register(t, "m1", 2, "Contact: <sip:alice@127.0.0.1:25100>")
+	f.register(t, "m1", 3, "Contact: <sip:alice@127.0.0.1:25100>;expires=5")
+	f.register(t, "m1", 4, "Contact: <sip:alice@127.0.0.1:25100>", "Expires: soon")
+	got := map[string]float64{}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			got[fam.GetName()+"{"+m.GetLabel()[0].GetValue()+"}"] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"simpled_binding_events_total{binding.added}":     1,
+		"simpled_binding_events_total{binding.refreshed}": 1,
+		"simpled_register_results_total{200}":             2,
+		"simpled_register_results_total{400}":             1,
+		"simpled_register_results_total{423}":             1,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("metrics %v, want %v", got, want)
+	}
+	ch := make(chan prometheus.Metric, 10)
+	latency.Collect(ch)
+	if n := len(ch); n != 1 {
+		t.Errorf("latency series: %d, want update_bindings alone", n)
 	}
 }

@@ -16,8 +16,8 @@
 //     for the sanity stage to refuse (Malformed) and the received text of a Via sipgo would
 //     print differently (RawVia, ForwardVias, RFC 3261 §18.2.2), and LeanParser, which gives
 //     the same messages with fewer allocations (one string per header section, shared by
-//     the headers); header look-ups that find
-//     compact forms in any case (Headers, Header, RFC 3261 §7.3.3); parsers for the header
+//     the headers); header look-ups that find compact forms in any case (Headers, Header,
+//     and All and Count, which allocate nothing, RFC 3261 §7.3.3); parsers for the header
 //     fields sipgo keeps as plain strings (Expires, Tokens, AddressList for Path, ...);
 //     display names (DisplayNameText, QuoteDisplayName) and the check a header value passes
 //     before it is copied into another message (Sanitize, RFC 3261 §25.1);

@@ -83,16 +83,17 @@ func lenient(canonical string, parse sip.HeaderParser) sip.HeaderParser {
 // It returns the header name and a reason phrase for the 400, or "" when all are well-formed.
 func Malformed(req *sip.Request, names ...string) (reason string) {
 	for _, name := range names {
-		hs := Headers(req, name)
-		if len(hs) == 0 {
-			continue
-		}
-		for _, h := range hs {
+		n, count := lookup(name), 0
+		for _, h := range req.Headers() {
+			if !n.is(h) {
+				continue
+			}
 			if !typed(h) {
 				return "Malformed " + name
 			}
+			count++
 		}
-		if len(hs) > 1 && singleton[name] {
+		if count > 1 && singleton[name] {
 			return "Duplicate " + name
 		}
 	}

@@ -207,3 +207,47 @@ func TestPeersTrusted(t *testing.T) {
 		}
 	}
 }
+
+// TestCountAndExpires: Count finds both forms of a name in any case; Expires tells an absent
+// header from a malformed or repeated one.
+func TestCountAndExpires(t *testing.T) {
+	req := parse(t, head+"From: <sip:a@x>;tag=1\nTo: <sip:a@x>\nk: path\nSUPPORTED: gruu\nsupported: outbound\n\n")
+	if got := Count(req, "Supported"); got != 3 {
+		t.Errorf("Count(Supported) = %d, want 3", got)
+	}
+	if got := Count(req, "Require"); got != 0 {
+		t.Errorf("Count(Require) = %d, want 0", got)
+	}
+	tests := []struct {
+		headers string
+		v       uint32
+		ok, bad bool
+	}{
+		{headers: "", v: 0, ok: false},
+		{headers: "Expires: 60\n", v: 60, ok: true},
+		{headers: "expires: 0\n", v: 0, ok: true},
+		{headers: "Expires: 60\nExpires: 60\n", ok: true, bad: true},
+		{headers: "Expires: soon\n", ok: true, bad: true},
+	}
+	for _, tt := range tests {
+		req := parse(t, head+"From: <sip:a@x>;tag=1\nTo: <sip:a@x>\n"+tt.headers+"\n")
+		v, ok, err := Expires(req)
+		if v != tt.v || ok != tt.ok || (err != nil) != tt.bad {
+			t.Errorf("%q: Expires = %d, %v, %v; want %d, %v, bad %v", tt.headers, v, ok, err, tt.v, tt.ok, tt.bad)
+		}
+	}
+}
+
+func TestAllStopsWhenAsked(t *testing.T) {
+	req := parse(t, head+"From: <sip:a@x>;tag=1\nTo: <sip:a@x>\nm: <sip:a@h1>\nContact: <sip:a@h2>\nCONTACT: <sip:a@h3>\n\n")
+	var got []string
+	for h := range All(req, "Contact") {
+		got = append(got, h.Value())
+		if len(got) == 2 {
+			break
+		}
+	}
+	if want := []string{"<sip:a@h1>", "<sip:a@h2>"}; !slices.Equal(got, want) {
+		t.Errorf("All = %q, want %q", got, want)
+	}
+}

@@ -86,9 +86,26 @@ func NewState(req *sip.Request, log *zap.Logger) *State {
 		Req:       req,
 		base:      log,
 		Source:    req.Source(),
-		Transport: strings.ToLower(req.Transport()),
+		Transport: lowerTransport(req.Transport()),
 		Start:     time.Now(),
 	}
+}
+
+// lowerTransport returns tp in lower case, without allocating for the transports sipgo names.
+func lowerTransport(tp string) string {
+	switch tp {
+	case "UDP", "udp":
+		return "udp"
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	case "WS", "ws":
+		return "ws"
+	case "WSS", "wss":
+		return "wss"
+	}
+	return strings.ToLower(tp)
 }
 
 // SourceIP returns the IP of the request's source address, or "".

@@ -131,22 +131,25 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 		(code >= 180 && code < 300 || req.IsInvite() && code > 100 && code < 200) {
 		copyHeaders("Record-Route", req, res)
 	}
-	ResponseVias(req, res)
+	a := new(answerHeaders)
+	responseVias(req, res, a)
 	if h := req.From(); h != nil {
-		res.AppendHeader(sip.HeaderClone(h))
+		a.from = sip.FromHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: room(a.fromKV[:], h.Params)}
+		res.AppendHeader(&a.from)
 	}
 	if h := req.To(); h != nil {
-		to := sip.HeaderClone(h).(*sip.ToHeader)
-		if code > 100 && !to.Params.Has("tag") {
-			to.Params.Add("tag", strconv.FormatUint(rand.Uint64(), 36))
+		a.to = sip.ToHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: room(a.toKV[:], h.Params)}
+		if code > 100 && !a.to.Params.Has("tag") {
+			a.to.Params.Add("tag", strconv.FormatUint(rand.Uint64(), 36))
 		}
-		res.AppendHeader(to)
+		res.AppendHeader(&a.to)
 	}
 	if h := req.CallID(); h != nil {
-		res.AppendHeader(sip.HeaderClone(h))
+		res.AppendHeader(sip.HeaderClone(h)) // sipgo shares it: a Call-ID is never modified
 	}
 	if h := req.CSeq(); h != nil {
-		res.AppendHeader(sip.HeaderClone(h))
+		a.cseq = *h
+		res.AppendHeader(&a.cseq)
 	}
 	if code == 100 {
 		copyHeaders("Timestamp", req, res)
@@ -154,7 +157,8 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
-	res.SetBody(nil) // sets Content-Length: 0, which JsSIP and baresip rely on
+	res.AppendHeader(&a.length) // Content-Length: 0, which JsSIP and baresip rely on
+	res.SetBody(nil)
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())
 	return res
@@ -164,9 +168,42 @@ func NewResponse(req *sip.Request, code int, reason string, hdrs ...sip.Header) 
 // with received and rport (topVia). A proxy relaying a response uses it in place of the
 // values the next hop sent back, which are sipgo's rendering of them.
 func ResponseVias(req *sip.Request, res *sip.Response) {
-	for i, h := range Headers(req, "Via") {
-		if i == 0 {
-			res.AppendHeader(topVia(req, h))
+	responseVias(req, res, nil)
+}
+
+// answerHeaders holds the copies NewResponse makes of a request's headers, with room for
+// their usual parameters (Via: branch, rport, received; From and To: a tag), so that one
+// allocation holds them all: they live as long as the response does.
+type answerHeaders struct {
+	via    sip.ViaHeader
+	viaKV  [3]sip.HeaderKV
+	from   sip.FromHeader
+	fromKV [1]sip.HeaderKV
+	to     sip.ToHeader
+	toKV   [1]sip.HeaderKV
+	cseq   sip.CSeqHeader
+	length sip.ContentLengthHeader
+}
+
+// room returns params copied into buf, or into a new array when buf is too short or params nil
+// (sipgo's clone keeps nil as nil).
+func room(buf []sip.HeaderKV, params sip.HeaderParams) sip.HeaderParams {
+	if params == nil {
+		return nil
+	}
+	return append(buf[:0], params...)
+}
+
+// responseVias is ResponseVias, the top Via copied into a (nil: a copy of its own).
+func responseVias(req *sip.Request, res *sip.Response, a *answerHeaders) {
+	n, top := lookup("Via"), true
+	for _, h := range req.Headers() {
+		if !n.is(h) {
+			continue
+		}
+		if top {
+			res.AppendHeader(topVia(req, h, a))
+			top = false
 		} else {
 			res.AppendHeader(viaHeader(h))
 		}
@@ -176,7 +213,7 @@ func ResponseVias(req *sip.Request, res *sip.Response) {
 // topVia returns the top Via of a response to req: h, req's top Via, as received, with rport
 // answered with the source port and received with the source address (RFC 3581 §4), and
 // received also whenever sent-by names another host than the source (RFC 3261 §18.2.1).
-func topVia(req *sip.Request, h sip.Header) sip.Header {
+func topVia(req *sip.Request, h sip.Header, a *answerHeaders) sip.Header {
 	via, ok := h.(*sip.ViaHeader)
 	if !ok {
 		return sip.HeaderClone(h)
@@ -188,7 +225,16 @@ func topVia(req *sip.Request, h sip.Header) sip.Header {
 		}
 		return sip.NewHeader("Via", raw)
 	}
-	via = via.Clone()
+	// sipgo's Clone, with room for rport and received in the one copy of the parameters.
+	if a != nil {
+		a.via = *via
+		a.via.Params = append(a.viaKV[:0], via.Params...)
+		via = &a.via
+	} else {
+		c := *via
+		c.Params = append(make(sip.HeaderParams, 0, len(via.Params)+2), via.Params...)
+		via = &c
+	}
 	if err == nil {
 		if v, ok := via.Params.Get("rport"); ok && v == "" {
 			via.Params.Add("rport", port)
@@ -231,8 +277,11 @@ func RespondError(tx sip.ServerTransaction, req *sip.Request, err error) (int, e
 // copyHeaders appends clones of req's name headers to res (sip.CopyHeaders without its
 // per-header allocations, see Headers).
 func copyHeaders(name string, req *sip.Request, res *sip.Response) {
-	for _, h := range Headers(req, name) {
-		res.AppendHeader(sip.HeaderClone(h))
+	n := lookup(name)
+	for _, h := range req.Headers() {
+		if n.is(h) {
+			res.AppendHeader(sip.HeaderClone(h))
+		}
 	}
 }
 

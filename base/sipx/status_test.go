@@ -96,3 +96,37 @@ func TestReasonText(t *testing.T) {
 		t.Errorf("cut: %d bytes %q", len(got), got)
 	}
 }
+
+// TestNewResponseCopiesAsSipgo: the headers NewResponse copies print as sipgo's own copies do,
+// however many parameters they carry, and changing them leaves the request alone.
+func TestNewResponseCopiesAsSipgo(t *testing.T) {
+	for _, extra := range []string{
+		"From: <sip:a@example.test>;tag=f1\nTo: <sip:b@example.test>\n",
+		"From: \"A\" <sip:a@example.test;user=phone>;tag=f1;x=1;y\nTo: <sip:b@example.test;p=q>;tag=t9;z=2\n",
+	} {
+		req := parse(t, strings.Replace(head, "branch=z9hG4bK1", "branch=z9hG4bK1;rport;a=1;b", 1)+extra+"\n")
+		req.SetSource("192.0.2.7:40000")
+		res := NewResponse(req, 200, "")
+		ref := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		for _, name := range []string{"From", "CSeq", "Call-ID"} {
+			if got, want := Header(res, name).Value(), Header(ref, name).Value(); got != want {
+				t.Errorf("%s: %q, sipgo copies %q", name, got, want)
+			}
+		}
+		if got, want := res.To().Address.String(), req.To().Address.String(); got != want {
+			t.Errorf("To URI %q, want %q", got, want)
+		}
+		if got, want := res.Via().Value(), req.Via().Value()+";received=192.0.2.7"; got != strings.Replace(want, "rport", "rport=40000", 1) {
+			t.Errorf("Via %q, want the request's with rport and received", got)
+		}
+		before := req.String()
+		res.From().Params.Add("tag", "changed")
+		res.Via().Params.Add("branch", "changed")
+		res.CSeq().SeqNo++
+		res.To().Params.Add("tag", "changed")
+		res.To().Address.User = "changed"
+		if after := req.String(); after != before {
+			t.Errorf("the request changed with its response:\n%s\n%s", before, after)
+		}
+	}
+}

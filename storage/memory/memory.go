@@ -331,10 +331,11 @@ func (p *bindingPlan) evict(u *storage.BindingUpdate) error {
 	return nil
 }
 
-// keySet is a set of the keys one update names: a slice for the usual one or two, a map past
-// smallKeys so that a REGISTER with many contacts stays linear.
+// keySet is a set of the keys one update names: an array in place for the usual one or two
+// (no allocation), a map past smallKeys so that a REGISTER with many contacts stays linear.
 type keySet struct {
-	small []string
+	small [smallKeys]string
+	n     int
 	big   map[string]struct{}
 }
 
@@ -344,7 +345,7 @@ func newKeySet(n int) keySet {
 	if n > smallKeys {
 		return keySet{big: make(map[string]struct{}, n)}
 	}
-	return keySet{small: make([]string, 0, n)}
+	return keySet{}
 }
 
 // add adds k and reports whether it was new.
@@ -352,10 +353,17 @@ func (s *keySet) add(k string) bool {
 	if s.has(k) {
 		return false
 	}
+	if s.big == nil && s.n == smallKeys {
+		s.big = make(map[string]struct{}, 2*smallKeys)
+		for _, k := range s.small {
+			s.big[k] = struct{}{}
+		}
+	}
 	if s.big != nil {
 		s.big[k] = struct{}{}
 	} else {
-		s.small = append(s.small, k)
+		s.small[s.n] = k
+		s.n++
 	}
 	return true
 }
@@ -365,7 +373,7 @@ func (s *keySet) has(k string) bool {
 		_, ok := s.big[k]
 		return ok
 	}
-	return slices.Contains(s.small, k)
+	return slices.Contains(s.small[:s.n], k)
 }
 
 // commitBindings writes plan p for aor into the table and its expiry heap and returns copies
