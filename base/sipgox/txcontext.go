@@ -14,6 +14,10 @@ import (
 // store call under it would fail with "context canceled".
 func TxContext(tx sip.ServerTransaction) (ctx context.Context, cancel context.CancelFunc) {
 	ctx, cancel = context.WithCancel(context.Background())
+	if utx, ok := tx.(*udpTx); ok {
+		utx.cancelOnEnd(cancel) // no callback closure and list for simpled's own transactions
+		return ctx, cancel
+	}
 	if !tx.OnTerminate(func(string, error) { cancel() }) {
 		cancel() // already terminated
 	}

@@ -2,6 +2,7 @@ package sipgox
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -203,6 +204,7 @@ type udpTx struct {
 	err         error
 	done        chan struct{}
 	onTerminate []sip.FnTxTerminate
+	cancel      context.CancelFunc // of the handler's context (TxContext)
 }
 
 var errNoDestination = errors.New("sipgox: response destination is not an address")
@@ -273,8 +275,8 @@ func (tx *udpTx) Terminate() {
 		return
 	}
 	tx.terminated = true
-	fns := tx.onTerminate
-	tx.onTerminate = nil
+	fns, cancel := tx.onTerminate, tx.cancel
+	tx.onTerminate, tx.cancel = nil, nil
 	if tx.done != nil {
 		close(tx.done)
 	}
@@ -285,8 +287,24 @@ func (tx *udpTx) Terminate() {
 		delete(tx.shard.m, tx.key)
 	}
 	tx.shard.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	for _, f := range fns {
 		f(tx.key, err)
+	}
+}
+
+// cancelOnEnd makes cancel run when tx ends (at once if it has).
+func (tx *udpTx) cancelOnEnd(cancel context.CancelFunc) {
+	tx.mu.Lock()
+	if !tx.terminated {
+		tx.cancel = cancel
+		cancel = nil
+	}
+	tx.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 }
 

@@ -1,6 +1,7 @@
 package sipgox
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -312,4 +313,34 @@ func FuzzUDPTransactionsTake(f *testing.F) {
 			time.Sleep(time.Millisecond)
 		}
 	})
+}
+
+// The handler's context (TxContext) lives while the handler runs and ends with the
+// transaction, also when the transaction ends first.
+func TestUDPTransactionContext(t *testing.T) {
+	ctxs := make(chan context.Context, 2)
+	u := newUDPTxHarness(t, func(req *sip.Request, tx sip.ServerTransaction) {
+		ctx, cancel := TxContext(tx)
+		defer cancel()
+		if ctx.Err() != nil {
+			t.Error("context ended while the handler runs")
+		}
+		if req.Method == sip.OPTIONS {
+			tx.Terminate()
+			if ctx.Err() == nil {
+				t.Error("context alive after the transaction ended")
+			}
+		}
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		ctxs <- ctx
+	})
+	for _, m := range []string{"MESSAGE", "OPTIONS"} {
+		u.send(t, udpRequest(m, "z9hG4bK-ctx"+m, u.client.LocalAddr()))
+		ctx := <-ctxs
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s: context not ended after the handler returned", m)
+		}
+	}
 }
