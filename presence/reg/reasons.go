@@ -43,25 +43,27 @@ type reason struct {
 }
 
 type queued struct {
-	key string
+	key reasonKey
 	seq uint64
 }
 
 // reasons remembers, per (aor, contact id), why a contact was removed.
 type reasons struct {
 	mu    sync.Mutex
-	m     map[string]reason
+	m     map[reasonKey]reason
 	order []queued // oldest first; an entry whose seq is no longer m's is stale
 	seq   uint64
 }
 
-func newReasons() *reasons { return &reasons{m: map[string]reason{}} }
+func newReasons() *reasons { return &reasons{m: map[reasonKey]reason{}} }
 
-func reasonKey(aor, id string) string { return aor + "\x00" + id }
+// reasonKey names a contact of an AOR: a pair rather than one joined string, so that a
+// look-up builds nothing (BindingChanged forgets a contact on every registration).
+type reasonKey struct{ aor, id string }
 
 // put remembers why aor's contact id went at now, and forgets what is too old or too many.
 func (r *reasons) put(aor, id, event string, now time.Time) {
-	k := reasonKey(aor, id)
+	k := reasonKey{aor, id}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
@@ -94,7 +96,7 @@ func (r *reasons) put(aor, id, event string, now time.Time) {
 func (r *reasons) get(aor, id string, now time.Time) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.m[reasonKey(aor, id)]
+	e, ok := r.m[reasonKey{aor, id}]
 	if !ok || !e.at.After(now.Add(-reasonTTL)) {
 		return ""
 	}
@@ -104,7 +106,7 @@ func (r *reasons) get(aor, id string, now time.Time) string {
 // forget drops what is remembered of aor's contact id (it registered again).
 func (r *reasons) forget(aor, id string) {
 	r.mu.Lock()
-	delete(r.m, reasonKey(aor, id))
+	delete(r.m, reasonKey{aor, id})
 	r.mu.Unlock()
 }
 

@@ -16,7 +16,6 @@ package reg
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,13 +197,27 @@ func activeContact(id, event string, b *storage.Binding, now time.Time) Contact 
 
 // registrationID and contactID are the documents' ids: stable (the same on every node and
 // across refreshes), short, and free of anything the network chose.
-func registrationID(aor string) string { return "r" + hash64(aor) }
-func contactID(aor, key string) string { return "c" + hash64(aor+"\x00"+key) }
+func registrationID(aor string) string { return id('r', aor) }
+func contactID(aor, key string) string { return id('c', aor, "\x00", key) }
 
-func hash64(s string) string {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return strconv.FormatUint(h.Sum64(), 36)
+// id is prefix and the base-36 FNV-1a hash of parts, joined, built with one allocation.
+func id(prefix byte, parts ...string) string {
+	var buf [16]byte
+	return string(strconv.AppendUint(append(buf[:0], prefix), fnv64a(parts...), 36))
+}
+
+func hash64(s string) string { return strconv.FormatUint(fnv64a(s), 36) }
+
+// fnv64a is the FNV-1a hash of parts, joined (hash/fnv's, without its allocation).
+func fnv64a(parts ...string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for _, s := range parts {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint64(s[i])) * prime
+		}
+	}
+	return h
 }
 
 // known is what a watcher was told of an active contact: its expiry time, CSeq and Call-ID
