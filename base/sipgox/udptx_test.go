@@ -344,3 +344,40 @@ func TestUDPTransactionContext(t *testing.T) {
 		}
 	}
 }
+
+// A copy of an answered request sent from another address (a forged retransmission) gets
+// the answer sent again to where the first went, never to the copy's source: it reflects
+// nothing to a third party.
+func TestUDPRetransmissionAnsweredToTheFirstSource(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		cache := newRetransCache(time.Minute, 0, 0) // full: the transaction keeps its answer
+		if cached {
+			cache = newRetransCache(time.Minute, 1<<20, 1<<20)
+		}
+		u := newUDPTxHarnessCache(t, cache, func(req *sip.Request, tx sip.ServerTransaction) {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		})
+		other, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := udpRequest("MESSAGE", "z9hG4bK-refl", u.client.LocalAddr())
+		u.send(t, msg)
+		first := u.read(t, 2*time.Second)
+		if !strings.HasPrefix(first, "SIP/2.0 200 ") {
+			t.Fatalf("cached %v: answer %q", cached, first)
+		}
+		if _, err := other.WriteTo([]byte(msg), u.server.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		if again := u.read(t, 2*time.Second); again != first {
+			t.Fatalf("cached %v: the first source got %q, want the answer again", cached, again)
+		}
+		buf := make([]byte, 2048)
+		_ = other.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, _, err := other.ReadFrom(buf); err == nil {
+			t.Fatalf("cached %v: the copy's source got %q", cached, buf[:n])
+		}
+		_ = other.Close()
+	}
+}
