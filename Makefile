@@ -21,7 +21,7 @@ VULNDB           := $(TOOLS)/vulndb-$(VULNDB_VERSION)
 # command fetch it where the machine's default (go.env) says GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 # Fuzz targets: package:Target
-FUZZ      := ./registrar:FuzzRegister ./base/transport:FuzzCheck ./internal/config:FuzzParse ./auth:FuzzParseAuthorization ./base/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./base/transport:FuzzSTUN ./base/transport:FuzzFramer ./base/transport:FuzzFlowToken ./base/sipx:FuzzViaPrints ./base/sipx:FuzzSeals ./msgcheck:FuzzCPIMAddress ./base/sipgox:FuzzUDPTransactionsTake
+FUZZ      := ./registrar:FuzzRegister ./base/transport:FuzzCheck ./internal/config:FuzzParse ./auth:FuzzParseAuthorization ./base/sipx:FuzzParseDeltaSeconds ./cpim:FuzzRoundTrip ./pidf:FuzzParse ./pidf:FuzzWatcherInfo ./base/transport:FuzzSTUN ./base/transport:FuzzFramer ./base/transport:FuzzFlowToken ./base/sipx:FuzzViaPrints ./base/sipx:FuzzSeals ./msgcheck:FuzzCPIMAddress ./base/sipgox:FuzzUDPTransactionsTake ./base/sipx:FuzzLeanParser ./base/sipx:FuzzTokens ./registrar:FuzzStoredContact ./presence:FuzzSubRecord
 
 .PHONY: all build run test vet lint vulncheck unit fuzz deps bench bench-quick bench-go bench-deps bench-scale bench-register bench-message bench-publish bench-subscribe flood clean
 
