@@ -62,7 +62,9 @@
 // datagram to UDPTransactions.Take, which takes every non-INVITE request other than ACK and
 // CANCEL that parses and carries an RFC 3261 branch: a sharded table of running transactions
 // absorbs retransmissions, the cache answers those of completed ones, and the handler runs on
-// a pooled goroutine with a transaction of the table (a sip.ServerTransaction). Responses,
+// a pooled goroutine with a transaction of the table (a sip.ServerTransaction), or, for the
+// requests the server knows never wait (UDPTransactions.Inline), on the read loop itself, as
+// Kamailio's children answer on the thread that read. Responses,
 // INVITE, ACK, CANCEL and what does not parse go on to sipgo as before. A request the guard
 // takes never enters sipgo's connection pool.
 //

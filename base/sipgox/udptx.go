@@ -40,7 +40,14 @@ type UDPTransactions struct {
 	handler sipgo.RequestHandler
 	pool    *gopool.Pool
 	timerJ  time.Duration // sipgo's Timer J when the table was made
-	shards  [udpTxShards]udpTxShard
+	// Inline, when set and true for a request, has its handler run on the goroutine that read
+	// it rather than on a pooled one. Only a request whose handling never waits (no network,
+	// no store round trip) may run inline: while it runs, that read loop reads nothing. It
+	// saves the handoff between goroutines and the wake-up of an idle processor that comes
+	// with it (about a tenth of a REGISTER's CPU on the memory store). Set it before the
+	// first Take.
+	Inline func(*sip.Request) bool
+	shards [udpTxShards]udpTxShard
 }
 
 const udpTxShards = 64
@@ -116,6 +123,10 @@ func (t *UDPTransactions) Take(data []byte, addr net.Addr, conn net.PacketConn) 
 	tx := &udpTx{shard: s, key: key, conn: conn, src: src, srcText: srcText}
 	s.m[key] = tx
 	s.mu.Unlock()
+	if t.Inline != nil && t.Inline(req) {
+		t.serve(req, tx)
+		return true
+	}
 	t.pool.Go(func() { t.serve(req, tx) })
 	return true
 }

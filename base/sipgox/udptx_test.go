@@ -22,14 +22,14 @@ type udpTxHarness struct {
 	passed atomic.Int64
 }
 
-func newUDPTxHarness(t *testing.T, h func(*sip.Request, sip.ServerTransaction)) *udpTxHarness {
+func newUDPTxHarness(t *testing.T, h func(*sip.Request, sip.ServerTransaction), set ...func(*UDPTransactions)) *udpTxHarness {
 	t.Helper()
 	// A cache with no room: every transaction keeps its own answer for Timer J.
-	return newUDPTxHarnessCache(t, newRetransCache(time.Minute, 0, 0), h)
+	return newUDPTxHarnessCache(t, newRetransCache(time.Minute, 0, 0), h, set...)
 }
 
 // newUDPTxHarnessCache is newUDPTxHarness with the retransmission cache cache.
-func newUDPTxHarnessCache(t *testing.T, cache *RetransCache, h func(*sip.Request, sip.ServerTransaction)) *udpTxHarness {
+func newUDPTxHarnessCache(t *testing.T, cache *RetransCache, h func(*sip.Request, sip.ServerTransaction), set ...func(*UDPTransactions)) *udpTxHarness {
 	t.Helper()
 	server, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -40,6 +40,9 @@ func newUDPTxHarnessCache(t *testing.T, cache *RetransCache, h func(*sip.Request
 		t.Fatal(err)
 	}
 	u := &udpTxHarness{table: NewUDPTransactions(sip.NewParser(), cache, h), server: server, client: client}
+	for _, f := range set {
+		f(u.table)
+	}
 	take := u.table.For(server)
 	done := make(chan struct{})
 	go func() {
@@ -379,5 +382,38 @@ func TestUDPRetransmissionAnsweredToTheFirstSource(t *testing.T) {
 			t.Fatalf("cached %v: the copy's source got %q", cached, buf[:n])
 		}
 		_ = other.Close()
+	}
+}
+
+// A request Inline picks runs on the goroutine that read it: the next datagram waits for its
+// handler. Other requests still run on pooled goroutines, side by side.
+func TestUDPTransactionInline(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan string, 4)
+	u := newUDPTxHarness(t, func(req *sip.Request, tx sip.ServerTransaction) {
+		started <- string(req.Method)
+		if req.Method == sip.REGISTER {
+			<-release
+		}
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	}, func(t *UDPTransactions) { t.Inline = func(req *sip.Request) bool { return req.Method == sip.REGISTER } })
+	u.send(t, udpRequest("REGISTER", "z9hG4bK-in1", u.client.LocalAddr()))
+	if got := <-started; got != "REGISTER" {
+		t.Fatalf("first handler %s", got)
+	}
+	u.send(t, udpRequest("MESSAGE", "z9hG4bK-in2", u.client.LocalAddr()))
+	select {
+	case got := <-started:
+		t.Fatalf("%s handled while the inline REGISTER held the read loop", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if got := <-started; got != "MESSAGE" {
+		t.Fatalf("second handler %s", got)
+	}
+	for range 2 {
+		if got := u.read(t, 2*time.Second); !strings.HasPrefix(got, "SIP/2.0 200 ") {
+			t.Fatalf("answer %q", got)
+		}
 	}
 }

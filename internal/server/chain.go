@@ -21,6 +21,11 @@ import (
 //	proxy      last: everything else — MESSAGE (relayed, or stored for an offline user),
 //	           INVITE and in-dialog requests by Route, other domains by DNS for those
 //	           allowed to relay. It answers every request that reaches it.
+//
+// Every REGISTER stops at the registrar at the latest, and on the memory store nothing on its
+// way there waits on the network or another process: over UDP it then runs on the socket's
+// read loop (registerDispatch, sipgox.UDPTransactions.Inline). A stage that would make a
+// REGISTER wait (a remote user directory, a push before the answer) must end that.
 var chain = []stage{
 	{"sanity", (*Server).setupSanity},
 	{"options", (*Server).setupOptions},

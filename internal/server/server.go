@@ -413,6 +413,12 @@ func (s *Server) registerDispatch() {
 	cache := sipgox.NewRetransCache(opts.Limits.SourceRate, s.retransAbsorbed)
 	admitted := s.admitInflight(newInflight(opts.Limits.MaxInflight, opts.Limits.MaxInflightPerSource), s.dispatch)
 	s.udptx = sipgox.NewUDPTransactions(sipx.NewLeanParser(opts.Limits.MaxMessageSize), cache, admitted)
+	if _, local := s.store.(*memory.Store); local {
+		// On the memory store a REGISTER never waits: the registrar, the digest check (users
+		// file or store) and the binding update are in this process, and what follows a
+		// registration goes out on the bus, which never blocks. It runs on its read loop.
+		s.udptx.Inline = func(req *sip.Request) bool { return req.Method == sip.REGISTER }
+	}
 	dispatch := sipgox.OnWorkers(sipgox.Retransmits(cache, admitted))
 	for _, m := range servedMethods {
 		s.srv.OnRequest(m, dispatch)
