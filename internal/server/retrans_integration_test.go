@@ -48,8 +48,17 @@ func TestTCPRequestsNotCached(t *testing.T) {
 	msg := w.Expand(servertest.Register("bob", "rtx-2", 1, "Contact: <sip:bob@{local};transport=tcp>", "Expires: 600"))
 	w.Send(msg)
 	w.Expect(`^SIP/2.0 200 `)
-	w.Send(msg)
-	w.Expect(`^SIP/2.0 `)
+	// sipgo ends the first transaction at once but removes it from its table a moment later:
+	// a copy sent in between is taken for its retransmission and dropped. What is checked is
+	// that a copy is answered by the chain, never from the cache.
+	answered := false
+	for attempt := 0; attempt < 5 && !answered; attempt++ {
+		w.Send(msg)
+		answered = strings.HasPrefix(w.Read(time.Second), "SIP/2.0 ")
+	}
+	if !answered {
+		t.Fatal("the same REGISTER sent again over TCP was never answered")
+	}
 	if got := servertest.MetricValue(t, srv, "simpled_sip_retransmissions_answered_total"); got != 0 {
 		t.Errorf("retransmissions answered over TCP = %v, want 0", got)
 	}
