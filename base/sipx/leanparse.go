@@ -2,6 +2,7 @@ package sipx
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -93,7 +94,7 @@ func (p *LeanParser) ParseSIP(data []byte) (sip.Message, error) {
 
 // eofError is ParseSIP's rename of a message cut short.
 func eofError(err error) error {
-	if err == io.ErrUnexpectedEOF {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return sip.ErrParseEOF
 	}
 	return err
@@ -208,7 +209,7 @@ func (p *LeanParser) readHeaders(r *leanReader, msg sip.Message) (*sip.ContentLe
 	for {
 		lineEnd, next, err := r.nextLine(r.off)
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return contentLength, err
@@ -248,7 +249,7 @@ func (r *leanReader) foldLine(lineEnd, next int) (string, int, error) {
 	for next < len(r.data) && isHeaderContinuation(r.data[next]) {
 		contEnd, after, err := r.nextLine(next)
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return "", 0, err

@@ -2,6 +2,7 @@ package sipx
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -269,11 +270,11 @@ func TestLeanParserKeepsNoReferenceToData(t *testing.T) {
 // would take the message over it is refused with the headers parsed, as sipgo does.
 func TestLeanParserLimit(t *testing.T) {
 	p := NewLeanParser(100)
-	if msg, err := p.ParseSIP(make([]byte, 101)); err != sip.ErrMessageTooLarge || msg != nil {
+	if msg, err := p.ParseSIP(make([]byte, 101)); !errors.Is(err, sip.ErrMessageTooLarge) || msg != nil {
 		t.Errorf("101 bytes: %v %v, want ErrMessageTooLarge", msg, err)
 	}
 	msg, err := p.ParseSIP([]byte("MESSAGE sip:a@b SIP/2.0\r\nl: 90\r\n\r\nbody"))
-	if err != sip.ErrMessageTooLarge || msg == nil || msg.ContentLength() == nil {
+	if !errors.Is(err, sip.ErrMessageTooLarge) || msg == nil || msg.ContentLength() == nil {
 		t.Errorf("Content-Length over the limit: %v %v, want the headers and ErrMessageTooLarge", msg, err)
 	}
 }
